@@ -1,0 +1,56 @@
+# The two commands of the README contract:
+#   make demo   set up everything and run the main job
+#   make test   set up everything and run every check (lint, types, all test tiers)
+# Both bootstrap what they need: Debian packages (when root), a venv, pip packages.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the project uses today (python3-venv to build the venv).
+DEB_PACKAGES := python3-venv iproute2
+
+.PHONY: demo test deps venv lint typecheck pytest bench clean
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "note: missing Debian packages:$$missing (run as root to install them)"; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fast]'
+	touch $(STAMP)
+
+venv: deps $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict src tests
+
+pytest: venv
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+demo: venv
+	$(VENV)/bin/dmanchor demo
+
+bench: venv
+	$(PY) bench/codec.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,150 @@
+"""Virtual-time driver: run sans-IO cores in memory, deterministically.
+
+A :class:`VirtualNetwork` holds cores at addresses and delivers datagrams
+between them after a per-link delay, dropping some with a seeded random
+loss.  Time only advances when the next event is due, so a long scenario
+runs in as much CPU time as its events cost.  The same seed gives the same
+run, event for event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .core import Addr, Core
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProfile:
+    """Delay and loss between two hosts."""
+
+    delay: float = 0.0005
+    """One-way delay, seconds."""
+    loss: float = 0.0
+    """Probability, 0..1, that a datagram is lost."""
+
+
+@dataclass(order=True, slots=True)
+class _Item:
+    at: float
+    order: int
+    action: Callable[[], None] = field(compare=False)
+
+
+class VirtualNetwork:
+    """An in-memory network of cores under one virtual clock."""
+
+    def __init__(self, seed: int = 0, default: LinkProfile | None = None) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.default = default or LinkProfile()
+        self.links: dict[tuple[str, str], LinkProfile] = {}
+        self.down: set[str] = set()
+        """Hosts that neither send nor receive (a crashed or cut node)."""
+        self.counters: Counter[str] = Counter()
+        self._cores: dict[Addr, Core] = {}
+        self._queue: list[_Item] = []
+        self._order = 0
+        self._timer_at: dict[Addr, float | None] = {}
+
+    # -- Topology ----------------------------------------------------------------
+
+    def add(self, addr: Addr, core: Core) -> Core:
+        """Place ``core`` at ``addr``; returns it for chaining."""
+        if addr in self._cores:
+            raise ValueError(f"address {addr} already used")
+        self._cores[addr] = core
+        self._timer_at[addr] = None
+        self.poll(addr)
+        return core
+
+    def remove(self, addr: Addr) -> None:
+        """Take a core off the network (its pending timer is ignored)."""
+        self._cores.pop(addr, None)
+        self._timer_at.pop(addr, None)
+
+    def set_link(self, a: str, b: str, profile: LinkProfile) -> None:
+        """Set delay/loss between hosts ``a`` and ``b`` (both directions)."""
+        self.links[(a, b)] = profile
+        self.links[(b, a)] = profile
+
+    # -- Scheduling ---------------------------------------------------------------
+
+    def call_at(self, at: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at virtual time ``at`` (scripted steps of a test)."""
+        self._order += 1
+        heapq.heappush(self._queue, _Item(max(at, self.now), self._order, action))
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` ``delay`` seconds from now."""
+        self.call_at(self.now + delay, action)
+
+    def poll(self, addr: Addr) -> None:
+        """Collect a core's output and timer; call after any direct command."""
+        core = self._cores.get(addr)
+        if core is None:
+            return
+        for data, dest in core.datagrams_to_send():
+            self._transmit(addr, data, dest)
+        deadline = core.get_timer()
+        if deadline is not None and deadline != self._timer_at.get(addr):
+            self._timer_at[addr] = deadline
+            self.call_at(deadline, lambda: self._fire(addr, deadline))
+        elif deadline is None:
+            self._timer_at[addr] = None
+
+    def run(self, until: float | None = None, max_events: int = 10_000_000) -> int:
+        """Process events (up to time ``until``); returns how many ran."""
+        n = 0
+        queue = self._queue
+        while queue and n < max_events:
+            if until is not None and queue[0].at > until:
+                break
+            item = heapq.heappop(queue)
+            self.now = item.at
+            item.action()
+            n += 1
+        if until is not None and self.now < until:
+            self.now = until
+        return n
+
+    def run_for(self, seconds: float) -> int:
+        """Process events for ``seconds`` of virtual time."""
+        return self.run(self.now + seconds)
+
+    # -- Internals ----------------------------------------------------------------
+
+    def _fire(self, addr: Addr, deadline: float) -> None:
+        if self._timer_at.get(addr) != deadline:
+            return  # superseded by a later poll
+        self._timer_at[addr] = None
+        core = self._cores.get(addr)
+        if core is None or addr[0] in self.down:
+            return
+        core.handle_timer(self.now)
+        self.poll(addr)
+
+    def _transmit(self, src: Addr, data: bytes, dest: Addr) -> None:
+        self.counters["sent"] += 1
+        self.counters["bytes"] += len(data)
+        if src[0] in self.down:
+            self.counters["dropped-down"] += 1
+            return
+        prof = self.links.get((src[0], dest[0]), self.default)
+        if prof.loss and self.rng.random() < prof.loss:
+            self.counters["lost"] += 1
+            return
+        self.call_at(self.now + prof.delay, lambda: self._deliver(src, data, dest))
+
+    def _deliver(self, src: Addr, data: bytes, dest: Addr) -> None:
+        core = self._cores.get(dest)
+        if core is None or dest[0] in self.down:
+            self.counters["undeliverable"] += 1
+            return
+        self.counters["delivered"] += 1
+        core.receive_datagram(data, src, self.now)
+        self.poll(dest)

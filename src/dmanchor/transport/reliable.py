@@ -1,0 +1,344 @@
+"""Reliable request/reply over datagrams, sans-IO.
+
+An :class:`Endpoint` is one node's signalling socket as a state machine.
+It never reads a clock or touches a socket: the driver feeds it datagrams
+and timer ticks with ``now`` and drains what it wants to send, its next
+deadline, and its events.
+
+* Requests (messages whose type has a ``REPLY``) are retransmitted with
+  exponential backoff until a reply, an ERROR, or the last attempt times out.
+* Received requests are delivered once; a duplicate (same source and
+  sequence) is answered from the reply cache without re-executing, or
+  dropped while the first copy is still being served.
+* Messages without a reply type (FM:5-2 status) are sent once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from ..wire.auth import Security
+from ..wire.codec import Flags, Packet, decode
+from ..wire.errors import WireError
+from ..wire.messages import Error, Message
+from ..wire.types import Cause, Prefix, Status
+
+Addr = tuple[str, int]
+"""A (host, port) transport address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetransmitPolicy:
+    """When to retransmit a request and when to give up."""
+
+    initial_rto: float = 0.05
+    """Seconds before the first retransmission."""
+    backoff: float = 2.0
+    """Each retransmission waits this factor longer than the previous one."""
+    max_rto: float = 1.0
+    """Upper bound of one wait, seconds."""
+    attempts: int = 5
+    """Transmissions in total (first send included) before timing out."""
+
+    def __post_init__(self) -> None:
+        if self.initial_rto <= 0 or self.backoff < 1 or self.attempts < 1:
+            raise ValueError("retransmit policy needs rto > 0, backoff >= 1, attempts >= 1")
+
+    def total(self) -> float:
+        """Seconds from first send to giving up."""
+        rto, out = self.initial_rto, 0.0
+        for _ in range(self.attempts):
+            out += rto
+            rto = min(rto * self.backoff, self.max_rto)
+        return out
+
+
+# -- Events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A new request or notification arrived (duplicates are not reported)."""
+
+    message: Message
+    source: Addr
+    seq: int
+    sender: str | None
+    """Authenticated sender (key owner), None when unsigned."""
+
+    @property
+    def expects_reply(self) -> bool:
+        """True when the sender waits for a reply (answer or reject it)."""
+        return self.message.REPLY is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyReceived:
+    """The positive reply to one of our requests."""
+
+    request_id: int
+    request: Message
+    reply: Message
+    source: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class NegativeReply:
+    """An ERROR answered one of our requests."""
+
+    request_id: int
+    request: Message
+    status: Status
+    source: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """No answer after every retransmission."""
+
+    request_id: int
+    request: Message
+    destination: Addr
+
+
+Event = MessageReceived | ReplyReceived | NegativeReply | RequestTimedOut
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: Message
+    dest: Addr
+    data: bytes
+    deadline: float
+    rto: float
+    sent: int
+    policy: RetransmitPolicy
+
+
+@dataclass(slots=True)
+class _Cached:
+    data: bytes | None  # None while the request is being served
+    expires: float
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters every endpoint keeps; drops are keyed by reason."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)
+    bytes_sent: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+    retransmissions: int = 0
+    duplicates_answered: int = 0
+
+
+class Endpoint:
+    """One signalling endpoint: request/reply with retransmission and SM."""
+
+    def __init__(
+        self,
+        *,
+        security: Security | None = None,
+        policy: RetransmitPolicy | None = None,
+        reply_cache_ttl: float | None = None,
+        reply_cache_size: int = 65536,
+        initial_seq: int = 1,
+    ) -> None:
+        """
+        ``reply_cache_ttl`` defaults to twice the time a peer using the same
+        policy keeps retransmitting, so late duplicates still find the reply.
+        """
+        self.security = security or Security()
+        self.policy = policy or RetransmitPolicy()
+        self.reply_cache_ttl = (
+            reply_cache_ttl if reply_cache_ttl is not None else 2 * self.policy.total()
+        )
+        self.reply_cache_size = reply_cache_size
+        self.stats = EndpointStats()
+        self._seq = initial_seq & 0xFFFFFFFF
+        self._pending: dict[int, _Pending] = {}
+        self._timers: list[tuple[float, int]] = []
+        self._cache: dict[tuple[Addr, int], _Cached] = {}
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[Event] = deque()
+
+    # -- Commands --------------------------------------------------------------
+
+    def request(
+        self,
+        message: Message,
+        dest: Addr,
+        now: float,
+        policy: RetransmitPolicy | None = None,
+    ) -> int:
+        """Send ``message``; returns its request id (the sequence number).
+
+        Messages that expect no reply are sent once and tracked no further.
+        """
+        seq = self._next_seq()
+        data = self.security.encode(message, seq, Flags.NONE, now)
+        self._send(data, dest, message)
+        if message.REPLY is not None:
+            pol = policy or self.policy
+            self._pending[seq] = _Pending(
+                message, dest, data, now + pol.initial_rto, pol.initial_rto, 1, pol
+            )
+            heapq.heappush(self._timers, (now + pol.initial_rto, seq))
+        return seq
+
+    def reply(self, event: MessageReceived, message: Message, now: float) -> None:
+        """Answer a received request (and cache the answer for duplicates)."""
+        data = self.security.encode(message, event.seq, Flags.RESPONSE, now)
+        key = (event.source, event.seq)
+        if self._cache.pop(key, None) is not None:
+            # Re-inserted at the end so insertion order stays expiry order.
+            self._cache[key] = _Cached(data, now + self.reply_cache_ttl)
+        self._send(data, event.source, message)
+
+    def reject(
+        self,
+        event: MessageReceived,
+        cause: Cause,
+        text: str,
+        now: float,
+        prefix: Prefix | None = None,
+    ) -> None:
+        """Answer a received request with an ERROR carrying ``cause``."""
+        text = text.encode()[:255].decode(errors="ignore")
+        self.reply(event, Error(Status(cause, text), prefix), now)
+
+    def cancel(self, request_id: int) -> None:
+        """Forget a pending request: no retransmission, no event."""
+        self._pending.pop(request_id, None)
+
+    # -- Inputs ----------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
+        """Feed one datagram; never raises on bad input (drops are counted)."""
+        try:
+            packet = decode(data)
+        except WireError as exc:
+            self.stats.drops[f"malformed:{exc.reason}"] += 1
+            return
+        verdict = self.security.check(data, packet, source[0], now)
+        if verdict.drop is not None:
+            self.stats.drops[verdict.drop.value] += 1
+            return
+        name = packet.message.TYPE.name
+        self.stats.received[name] += 1
+        if packet.flags & Flags.RESPONSE:
+            self._on_response(packet, source)
+        else:
+            self._on_request(packet, source, verdict.owner, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit what is due, time out what is exhausted, expire cache."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, seq = heapq.heappop(timers)
+            p = self._pending.get(seq)
+            if p is None or p.deadline != deadline:
+                continue  # answered, cancelled, or rescheduled
+            if p.sent >= p.policy.attempts:
+                del self._pending[seq]
+                self._events.append(RequestTimedOut(seq, p.message, p.dest))
+                continue
+            p.rto = min(p.rto * p.policy.backoff, p.policy.max_rto)
+            p.deadline = now + p.rto
+            p.sent += 1
+            # Re-sign: a retransmission is a fresh message for replay checks.
+            p.data = self.security.encode(p.message, seq, Flags.RETRANSMIT, now)
+            self.stats.retransmissions += 1
+            self._send(p.data, p.dest, p.message)
+            heapq.heappush(timers, (p.deadline, seq))
+        cache = self._cache
+        while cache:
+            key = next(iter(cache))
+            if cache[key].expires > now:
+                break
+            del cache[key]
+
+    # -- Outputs ---------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """Drain the datagrams to send, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline at which :meth:`handle_timer` must run."""
+        timers = self._timers
+        while timers:
+            deadline, seq = timers[0]
+            p = self._pending.get(seq)
+            if p is not None and p.deadline == deadline:
+                break
+            heapq.heappop(timers)
+        first = timers[0][0] if timers else None
+        if self._cache:
+            exp = next(iter(self._cache.values())).expires
+            first = exp if first is None else min(first, exp)
+        return first
+
+    @property
+    def pending_count(self) -> int:
+        """Requests awaiting an answer."""
+        return len(self._pending)
+
+    # -- Internals -------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFFFFFF or 1
+        return seq
+
+    def _send(self, data: bytes, dest: Addr, message: Message) -> None:
+        name = message.TYPE.name
+        self.stats.sent[name] += 1
+        self.stats.bytes_sent[name] += len(data)
+        self._out.append((data, dest))
+
+    def _on_response(self, packet: Packet, source: Addr) -> None:
+        p = self._pending.get(packet.seq)
+        if p is None or p.dest != source:
+            self.stats.drops["unexpected-reply"] += 1
+            return
+        msg = packet.message
+        if isinstance(msg, Error):
+            del self._pending[packet.seq]
+            self._events.append(NegativeReply(packet.seq, p.message, msg.status, source))
+        elif type(msg) is p.message.REPLY:
+            del self._pending[packet.seq]
+            self._events.append(ReplyReceived(packet.seq, p.message, msg, source))
+        else:
+            self.stats.drops["wrong-reply-type"] += 1
+
+    def _on_request(
+        self, packet: Packet, source: Addr, sender: str | None, now: float
+    ) -> None:
+        msg = packet.message
+        if msg.REPLY is None:
+            self._events.append(MessageReceived(msg, source, packet.seq, sender))
+            return
+        key = (source, packet.seq)
+        cached = self._cache.get(key)
+        if cached is not None:
+            if cached.data is None:
+                self.stats.drops["duplicate-in-progress"] += 1
+            else:
+                self.stats.duplicates_answered += 1
+                self._out.append((cached.data, source))
+            return
+        if len(self._cache) >= self.reply_cache_size:
+            # Oldest entry first: insertion order is expiry order.
+            del self._cache[next(iter(self._cache))]
+            self.stats.drops["reply-cache-evicted"] += 1
+        self._cache[key] = _Cached(None, now + self.reply_cache_ttl)
+        self._events.append(MessageReceived(msg, source, packet.seq, sender))

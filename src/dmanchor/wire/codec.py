@@ -1,0 +1,277 @@
+"""Message <-> bytes, message <-> JSON.
+
+Layout (docs/protocol.md): a 12-byte header ``version u8 | type u8 |
+flags u16 | sequence u32 | length u16 | reserved u16`` followed by IEs.
+An AUTH IE, when present, is the last IE; its MAC covers the whole
+message with the MAC field itself zeroed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import Any
+
+from .errors import WireError
+from .ie import CODECS, IE, OPTIONAL_TO_UNDERSTAND
+from .messages import REGISTRY, REQUIRED, Kind, Message, MsgType
+
+VERSION = 1
+HEADER = struct.Struct("!BBHIHH")
+TLV = struct.Struct("!HH")
+AUTH = struct.Struct("!HHQ32s")
+AUTH_IE_LEN = TLV.size + AUTH.size
+MAC_LEN = 32
+MAX_MESSAGE = 0xFFFF
+
+
+class Flags(IntFlag):
+    """Header flags."""
+
+    NONE = 0
+    RESPONSE = 0x0001
+    """The sequence number echoes the request this message answers."""
+    RETRANSMIT = 0x0002
+    """This is a retransmission of an earlier request."""
+
+
+_KNOWN_FLAGS = int(Flags.RESPONSE | Flags.RETRANSMIT)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthInfo:
+    """The AUTH IE as received (verified separately, see :mod:`.auth`)."""
+
+    key_id: int
+    timestamp_us: int
+    mac: bytes
+    offset: int
+    """Byte offset of the MAC inside the message, used to verify it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A decoded message with its header fields."""
+
+    message: Message
+    seq: int
+    flags: Flags = Flags.NONE
+    auth: AuthInfo | None = None
+
+
+_FLAG_VALUES = {i: Flags(i) for i in range(_KNOWN_FLAGS + 1)}
+
+
+def encode(
+    message: Message,
+    seq: int,
+    flags: Flags = Flags.NONE,
+    *,
+    key_id: int | None = None,
+    secret: bytes | None = None,
+    timestamp_us: int = 0,
+) -> bytes:
+    """Encode ``message``; with ``secret`` append an AUTH IE signed with it."""
+    spec = REGISTRY.get(message.TYPE)
+    if spec is None or spec.cls is not type(message):
+        raise WireError("unknown-type", type(message).__name__)
+    if not 0 <= seq <= 0xFFFFFFFF:
+        raise WireError("bad-value", f"sequence {seq}")
+    parts: list[bytes] = []
+    append = parts.append
+    pack = TLV.pack
+    for f in spec.fields:
+        value = getattr(message, f.name)
+        if f.kind is Kind.MANY:
+            enc = f.encode
+            for item in value:
+                raw = enc(item)
+                append(pack(f.code, len(raw)))
+                append(raw)
+        elif value is not None:
+            raw = f.encode(value)
+            append(pack(f.code, len(raw)))
+            append(raw)
+        elif f.kind is Kind.ONE:
+            raise WireError("missing-ie", f"{spec.cls.__name__}.{f.name}")
+    body = b"".join(parts)
+    if secret is None:
+        length = HEADER.size + len(body)
+        if length > MAX_MESSAGE:
+            raise WireError("too-long", f"{length} bytes")
+        return HEADER.pack(VERSION, spec.type_code, flags, seq, length, 0) + body
+    length = HEADER.size + len(body) + AUTH_IE_LEN
+    if length > MAX_MESSAGE:
+        raise WireError("too-long", f"{length} bytes")
+    if key_id is None or not 0 <= key_id <= 0xFFFF:
+        raise WireError("bad-value", f"key id {key_id}")
+    if not 0 <= timestamp_us <= 0xFFFFFFFFFFFFFFFF:
+        raise WireError("bad-value", f"timestamp {timestamp_us}")
+    unsigned = (
+        HEADER.pack(VERSION, spec.type_code, flags, seq, length, 0)
+        + body + TLV.pack(IE.AUTH, AUTH.size)
+        + AUTH.pack(key_id, 0, timestamp_us, bytes(MAC_LEN))
+    )
+    mac = hmac.new(secret, unsigned, hashlib.sha256).digest()
+    return unsigned[:-MAC_LEN] + mac
+
+
+def decode(data: bytes) -> Packet:
+    """Decode one message; raises only :class:`WireError` on bad input."""
+    end = len(data)
+    if end < 12:
+        raise WireError("truncated", f"{end} bytes")
+    version, type_code, flags, seq, length, reserved = HEADER.unpack_from(data)
+    if version != VERSION:
+        raise WireError("bad-version", str(version))
+    if length != end:
+        raise WireError("bad-length", f"header says {length}, got {end}")
+    if reserved or flags & ~_KNOWN_FLAGS:
+        raise WireError("bad-header", "reserved bits set")
+    spec = REGISTRY.get(type_code)
+    if spec is None:
+        raise WireError("unknown-type", str(type_code))
+    by_code = spec.by_code
+    args = list(spec.defaults)
+    lists: dict[int, list[Any]] | None = None
+    auth: AuthInfo | None = None
+    pos = 12
+    unpack_tlv = TLV.unpack_from
+    while pos < end:
+        if end - pos < 4:
+            raise WireError("truncated", "IE header")
+        code, ln = unpack_tlv(data, pos)
+        pos += 4
+        stop = pos + ln
+        if stop > end:
+            raise WireError("truncated", f"IE {code} value")
+        slot = by_code.get(code)
+        if slot is None:
+            if code == IE.AUTH:
+                if ln != AUTH.size or stop != end:
+                    raise WireError("bad-auth", "AUTH IE malformed or not last")
+                key_id, _, ts, mac = AUTH.unpack_from(data, pos)
+                auth = AuthInfo(key_id, ts, mac, stop - MAC_LEN)
+            elif not code & OPTIONAL_TO_UNDERSTAND:
+                raise WireError("unknown-ie", f"{code} in {spec.cls.__name__}")
+            pos = stop
+            continue
+        index, many, dec = slot
+        value = dec(data[pos:stop])
+        pos = stop
+        if many:
+            if lists is None:
+                lists = {index: [value]}
+            elif index in lists:
+                lists[index].append(value)
+            else:
+                lists[index] = [value]
+        elif args[index] is REQUIRED or args[index] is None:
+            args[index] = value
+        else:
+            raise WireError("duplicate-ie", f"IE {code} in {spec.cls.__name__}")
+    if lists:
+        for index, items in lists.items():
+            args[index] = tuple(items)
+    if REQUIRED in args:
+        missing = spec.fields[args.index(REQUIRED)].name
+        raise WireError("missing-ie", f"{spec.cls.__name__}.{missing}")
+    return Packet(spec.cls(*args), seq, _FLAG_VALUES[flags], auth)
+
+
+def compute_mac(data: bytes, auth: AuthInfo, secret: bytes) -> bytes:
+    """The MAC ``data`` should carry under ``secret`` (MAC field zeroed)."""
+    zeroed = data[: auth.offset] + bytes(MAC_LEN) + data[auth.offset + MAC_LEN :]
+    return hmac.new(secret, zeroed, hashlib.sha256).digest()
+
+
+def peek_type(data: bytes) -> MsgType | None:
+    """The message type of ``data`` without decoding it (None if unknown)."""
+    if len(data) < 2:
+        return None
+    try:
+        return MsgType(data[1])
+    except ValueError:
+        return None
+
+
+# -- JSON -------------------------------------------------------------------
+
+
+def to_json(packet: Packet) -> dict[str, Any]:
+    """The JSON form used by ``dmanchor decode`` and the golden vectors."""
+    msg = packet.message
+    spec = REGISTRY[int(msg.TYPE)]
+    body: dict[str, Any] = {}
+    for f in spec.fields:
+        value = getattr(msg, f.name)
+        conv = CODECS[f.code].to_json
+        if f.kind is Kind.MANY:
+            body[f.name] = [conv(v) for v in value]
+        elif value is not None:
+            body[f.name] = conv(value)
+    out: dict[str, Any] = {
+        "type": msg.TYPE.name,
+        "label": msg.LABEL,
+        "seq": packet.seq,
+        "flags": [f.name for f in Flags if f and f in packet.flags],
+        "body": body,
+    }
+    if packet.auth is not None:
+        out["auth"] = {
+            "key_id": packet.auth.key_id,
+            "timestamp_us": packet.auth.timestamp_us,
+            "mac": packet.auth.mac.hex(),
+        }
+    return out
+
+
+def from_json(doc: Any) -> Packet:
+    """Build a packet from its JSON form (the ``auth`` member is ignored)."""
+    if not isinstance(doc, dict):
+        raise WireError("bad-json", "message must be an object")
+    name = doc.get("type")
+    try:
+        mtype = MsgType[name] if isinstance(name, str) else None
+    except KeyError:
+        mtype = None
+    if mtype is None:
+        raise WireError("bad-json", f"unknown type {name!r}")
+    spec = REGISTRY[int(mtype)]
+    body = doc.get("body", {})
+    if not isinstance(body, dict):
+        raise WireError("bad-json", "body must be an object")
+    known = {f.name for f in spec.fields}
+    extra = set(body) - known
+    if extra:
+        raise WireError("bad-json", f"unknown fields {sorted(extra)} for {name}")
+    values: dict[str, Any] = {}
+    for f in spec.fields:
+        conv = CODECS[f.code].from_json
+        if f.name not in body:
+            if f.kind is Kind.ONE:
+                raise WireError("bad-json", f"{name}.{f.name} is required")
+            continue
+        raw = body[f.name]
+        if f.kind is Kind.MANY:
+            if not isinstance(raw, list):
+                raise WireError("bad-json", f"{name}.{f.name} must be a list")
+            values[f.name] = tuple(conv(v) for v in raw)
+        else:
+            values[f.name] = conv(raw)
+    seq = doc.get("seq", 0)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= 0xFFFFFFFF:
+        raise WireError("bad-json", "seq must be an integer 0..2^32-1")
+    flag_names = doc.get("flags", [])
+    if not isinstance(flag_names, list):
+        raise WireError("bad-json", "flags must be a list")
+    flags = Flags.NONE
+    for fname in flag_names:
+        try:
+            flags |= Flags[fname]
+        except (KeyError, TypeError) as exc:
+            raise WireError("bad-json", f"unknown flag {fname!r}") from exc
+    return Packet(spec.cls(**values), seq, flags)
