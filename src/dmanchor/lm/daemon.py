@@ -1,0 +1,195 @@
+"""``dmanchor lms`` / ``dmanchor lmp``: the LM daemons.
+
+Config (TOML or YAML)::
+
+    [lms]                      # or [lmp]
+    node_id = "lms-a"          # this server's node id
+    listen = "[::1]:5400"      # bind address (port 0 = any free port)
+    address = "::1"            # LMs address announced in LM:2-1
+    state_dir = "/var/lib/dmanchor/lms-a"   # SQLite store; absent = memory only
+    synchronous = "NORMAL"     # or FULL (fsync per update)
+    primary = ["2001:db8:1::/48"]           # prefixes this member is primary for
+    peers = ["[::1]:5401"]     # pool members to join
+    max_lifetime = 86400
+    heartbeat_interval = 1.0
+    dead_after = 3.5
+    log_level = "info"
+
+    [lmp]
+    node_id = "lmp-1"
+    listen = "[::1]:5410"
+    upstream = ["[::1]:5400", "[::1]:5401"]
+
+    [security]                 # optional, see dmanchor.config.read_security
+
+Prints ``ready HOST PORT`` on stdout once listening; stops cleanly on
+SIGTERM or SIGINT (pending store writes are already durable: each update
+commits before it is acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import (
+    ConfigError,
+    Fields,
+    SecuritySettings,
+    as_address,
+    as_endpoint,
+    as_float,
+    as_int,
+    as_prefix,
+    as_str,
+    load_file,
+    read_security,
+)
+from ..runtime.aio import UdpDriver
+from ..transport.reliable import Addr, Endpoint
+from ..transport.service import ServiceCore
+from .lmp import LmpCore
+from .lms import LmsCore, LmsSettings, MemberDown
+from .store import MemoryStore, SqliteStore, Store, StoreError
+
+log = logging.getLogger("dmanchor.lm")
+
+
+@dataclass(frozen=True, slots=True)
+class LmDaemonConfig:
+    """A parsed LMs or LMp config file."""
+
+    kind: str
+    """``lms`` or ``lmp``."""
+    listen: Addr
+    """Bind address."""
+    security: SecuritySettings
+    """SM settings."""
+    lms: LmsSettings | None = None
+    """LMs behaviour (kind lms)."""
+    state_dir: Path | None = None
+    """Store directory (kind lms); None keeps bindings in memory only."""
+    synchronous: str = "NORMAL"
+    """SQLite synchronous mode."""
+    upstream: tuple[Addr, ...] = ()
+    """LMs servers (kind lmp)."""
+    log_level: str = "info"
+    """Python logging level name."""
+
+
+def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
+    """Read and validate a daemon config; raises :class:`ConfigError`."""
+    doc = load_file(path)
+    top = Fields(str(path), "", doc)
+    sec = read_security(top.sub("security"))
+    f = top.sub(kind)
+    if kind not in doc:
+        raise ConfigError(f"{path}: missing the [{kind}] table")
+    listen = f.get("listen", as_endpoint, ("::1", 5400))
+    level = f.get("log_level", as_str, "info")
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{path}: field '{kind}.log_level': expected debug/info/warning/error")
+    if kind == "lmp":
+        f.get("node_id", as_str, "lmp")
+        upstream = f.get_list("upstream", as_endpoint)
+        if not upstream:
+            raise ConfigError(f"{path}: field 'lmp.upstream': at least one LMs is required")
+        f.finish()
+        top.finish()
+        return LmDaemonConfig("lmp", listen, sec, upstream=upstream, log_level=level)
+    sync = f.get("synchronous", as_str, "NORMAL").upper()
+    if sync not in ("NORMAL", "FULL"):
+        raise ConfigError(f"{path}: field 'lms.synchronous': expected NORMAL or FULL")
+    state = f.get("state_dir", as_str, "")
+    settings = LmsSettings(
+        node_id=f.get("node_id", as_str, required=True),
+        address=f.get("address", as_address, as_address("::1")),
+        primary=f.get_list("primary", as_prefix),
+        peers=f.get_list("peers", as_endpoint),
+        authorization=sec.authorization,
+        max_lifetime=f.get("max_lifetime", as_int, 86400),
+        heartbeat_interval=f.get("heartbeat_interval", as_float, 1.0),
+        dead_after=f.get("dead_after", as_float, 3.5),
+    )
+    f.finish()
+    top.finish()
+    return LmDaemonConfig("lms", listen, sec, lms=settings,
+                          state_dir=Path(state) if state else None,
+                          synchronous=sync, log_level=level)
+
+
+def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | None]:
+    """The core (and store) a config describes."""
+    endpoint = Endpoint(security=cfg.security.build())
+    if cfg.kind == "lmp":
+        return LmpCore(cfg.upstream, endpoint), None
+    assert cfg.lms is not None
+    store: Store = (SqliteStore(cfg.state_dir, cfg.synchronous)
+                    if cfg.state_dir else MemoryStore())
+    return LmsCore(cfg.lms, endpoint, store, now), store
+
+
+async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
+    """Run one daemon until ``stop`` is set."""
+    t0 = time.time()
+    core, store = build_core(cfg, t0)
+    if isinstance(core, LmsCore):
+        log.info("%s: loaded %d bindings in %.2fs", cfg.lms.node_id if cfg.lms else "lms",
+                 len(core.bindings), time.time() - t0)
+
+    def report() -> None:
+        if isinstance(core, LmsCore):
+            for ev in core.drain_events():
+                if isinstance(ev, MemberDown):
+                    log.warning("pool member %s at %s is down", ev.node_id, ev.address)
+                else:
+                    log.debug("%s", ev)
+
+    driver = UdpDriver(core, on_pump=report)
+    host, port = await driver.start(*cfg.listen)
+    print(f"ready {host} {port}", flush=True)
+    log.info("%s listening on [%s]:%d", cfg.kind, host, port)
+    try:
+        await stop.wait()
+    finally:
+        driver.close()
+        if store is not None:
+            store.close()
+        log.info("%s stopped", cfg.kind)
+
+
+def main(kind: str, path: str) -> int:
+    """Entry point of ``dmanchor lms|lmp --config PATH``."""
+    try:
+        cfg = load_config(kind, path)
+    except ConfigError as exc:
+        print(f"dmanchor {kind}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, stop)
+
+    try:
+        asyncio.run(run())
+    except (StoreError, OSError) as exc:
+        print(f"dmanchor {kind}: {exc}", file=sys.stderr)
+        return 1
+    return 0

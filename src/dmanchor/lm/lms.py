@@ -1,0 +1,534 @@
+"""LMs: the location server core, with its LM:2 pool behaviour (sans-IO).
+
+* LM:1-1/1-2: answers queries from its bindings (exact or covering prefix).
+* LM:1-4: applies updates, acknowledges them once the store made them
+  durable; lifetime 0 deletes; bindings expire at the end of their lifetime.
+* LM:1-3: pushes every change to the subscribers of a covering prefix,
+  retransmitting until acknowledged (a subscriber that never answers is
+  dropped and counted).
+* LM:2-1: joins the configured peers, naming the prefixes it is primary for;
+  overlapping claims are refused with OVERLAPPING_CLAIM.
+* LM:2-2/2-3: a query or update for a prefix another member is primary for
+  is relayed to that member and its answer relayed back.  The primary
+  fans its pushes out to the other members, which push to their own
+  subscribers, so a client may subscribe at any member.
+* Members send heartbeats; one silent for ``dead_after`` is reported down
+  (:class:`MemberDown`), and queries it is primary for fail fast with
+  PEER_UNREACHABLE instead of waiting.
+* SM: with an authorization table, only the listed node may update a prefix
+  (by its authenticated key owner; ORIGIN is trusted only from pool members).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from typing import ClassVar
+
+from ..prefixtable import PrefixTable
+from ..transport.reliable import (
+    Addr,
+    Endpoint,
+    Event,
+    MessageReceived,
+    NegativeReply,
+    ReplyReceived,
+    RequestTimedOut,
+    RetransmitPolicy,
+)
+from ..transport.service import ServiceCore
+from ..wire import messages as m
+from ..wire.ie import INFINITE_LIFETIME
+from ..wire.types import Cause, Prefix
+from .store import Binding, MemoryStore, Store, StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class LmsSettings:
+    """Behaviour of one LMs (the daemon builds it from the config file)."""
+
+    node_id: str
+    """This server's node id (sent in LM:2-1 and heartbeats)."""
+    address: IPv6Address = IPv6Address("::1")
+    """The LMs address announced to the pool (LM:2-1 parameter)."""
+    primary: tuple[Prefix, ...] = ()
+    """Prefixes this member hosts the primary records for."""
+    peers: tuple[Addr, ...] = ()
+    """Pool members to join at start."""
+    authorization: Mapping[str, tuple[Prefix, ...]] | None = None
+    """Node id -> prefixes it may update; None disables the check."""
+    max_lifetime: int = 86400
+    """Longest binding lifetime granted, seconds."""
+    subscription_lifetime: int = 600
+    """Lifetime of a subscription that names none, seconds."""
+    heartbeat_interval: float = 1.0
+    """Seconds between heartbeats to each pool member."""
+    dead_after: float = 3.5
+    """A member silent this long is reported down."""
+    peer_policy: RetransmitPolicy = RetransmitPolicy(0.05, 2.0, 0.4, 4)
+    """Retransmission of peer queries/relays (bounded: callers wait on them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDown:
+    """A pool member stopped answering heartbeats."""
+
+    node_id: str
+    address: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUp:
+    """A pool member joined or came back."""
+
+    node_id: str
+    address: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused:
+    """A peer refused our LM:2-1 join (e.g. overlapping claims)."""
+
+    address: Addr
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanged:
+    """A binding was created, moved, deleted or expired (lifetime 0)."""
+
+    prefix: Prefix
+    forwarding_address: IPv6Address
+    lifetime: int
+
+
+LmsEvent = MemberDown | MemberUp | JoinRefused | BindingChanged
+
+
+@dataclass(slots=True)
+class Member:
+    """What this LMs knows of one pool peer."""
+
+    node_id: str
+    address: Addr
+    prefixes: tuple[Prefix, ...]
+    last_seen: float
+    alive: bool = True
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A client request waiting on a pool peer's answer."""
+
+    client: MessageReceived
+    prefix: Prefix
+
+
+@dataclass(slots=True)
+class _Subscriptions:
+    by_client: dict[Addr, float] = field(default_factory=dict)  # -> expiry
+
+
+class LmsCore(ServiceCore):
+    """One LMs (optionally a pool member); see the module docstring."""
+
+    def __init__(
+        self,
+        settings: LmsSettings,
+        endpoint: Endpoint | None = None,
+        store: Store | None = None,
+        now: float = 0.0,
+    ) -> None:
+        super().__init__(endpoint or Endpoint())
+        self.settings = settings
+        self.store: Store = store or MemoryStore()
+        self.bindings: PrefixTable[Binding] = PrefixTable()
+        self.subs: PrefixTable[_Subscriptions] = PrefixTable()
+        self.members: dict[str, Member] = {}
+        self.counters: Counter[str] = Counter()
+        self.events: list[LmsEvent] = []
+        self._claims: PrefixTable[str] = PrefixTable()  # prefix -> member id
+        self._member_addrs: dict[Addr, str] = {}
+        self._expiry: list[tuple[float, Prefix]] = []
+        self._relays: dict[int, _Relay] = {}
+        self._joined: set[Addr] = set()
+        self._join_pending: dict[int, Addr] = {}
+        for p in settings.primary:
+            self._claims.set(p, settings.node_id)
+        for b in self.store.load():
+            self.bindings.set(b.prefix, b)
+            self._expiry.append((b.expires, b.prefix))
+        heapq.heapify(self._expiry)
+        if self._expiry:
+            self.set_timer("expire", self._expiry[0][0])
+        if settings.peers:
+            self.set_timer("join", now)
+            self.set_timer("heartbeat", now + settings.heartbeat_interval)
+
+    # -- Queries for drivers and tests ------------------------------------------
+
+    def drain_events(self) -> list[LmsEvent]:
+        """Take the upward events (member up/down, binding changes ...)."""
+        out, self.events = self.events, []
+        return out
+
+    def lookup(self, prefix: Prefix, now: float) -> Binding | None:
+        """The live binding of ``prefix`` or of its longest covering prefix."""
+        for _, b in self.bindings.covering(prefix):
+            if b.expires > now:
+                return b
+        return None
+
+    def primary_for(self, prefix: Prefix) -> str | None:
+        """Node id of the member primary for ``prefix`` (None: unclaimed)."""
+        for _, owner in self._claims.covering(prefix):
+            return owner
+        return None
+
+    # -- Events --------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> None:
+        if isinstance(event, MessageReceived):
+            self._touch(event.source, now)
+            handler = self._handlers.get(type(event.message))
+            if handler is None:
+                if event.expects_reply:
+                    self.endpoint.reject(event, Cause.UNSUPPORTED, "not an LMs request", now)
+                self.counters["unsupported"] += 1
+                return
+            handler(self, event, now)
+        elif isinstance(event, ReplyReceived):
+            self._touch(event.source, now)
+            self._on_reply(event, now)
+        elif isinstance(event, NegativeReply):
+            self._touch(event.source, now)
+            self._on_negative(event, now)
+        else:
+            self._on_timeout(event, now)
+
+    def on_timer(self, name: Hashable, now: float) -> None:
+        if name == "expire":
+            self._expire(now)
+        elif name == "join":
+            self._join_peers(now)
+        elif name == "heartbeat":
+            self._heartbeat(now)
+
+    # -- Client requests -------------------------------------------------------------
+
+    def _remote_primary(self, prefix: Prefix) -> Member | None:
+        owner = self.primary_for(prefix)
+        if owner is None or owner == self.settings.node_id:
+            return None
+        return self.members.get(owner)
+
+    def _on_query(self, ev: MessageReceived, now: float) -> None:
+        msg = ev.message
+        assert isinstance(msg, m.LocationQuery | m.PeerQuery)
+        if isinstance(msg, m.LocationQuery) and self._member_at(ev.source) is None:
+            member = self._remote_primary(msg.prefix)
+            if member is not None:
+                self._relay(ev, m.PeerQuery(msg.prefix), member, msg.prefix, now)
+                return
+        b = self.lookup(msg.prefix, now)
+        if b is None:
+            self.counters["query-miss"] += 1
+            self.endpoint.reject(ev, Cause.UNKNOWN_PREFIX, "no binding", now, msg.prefix)
+            return
+        self.counters["query-hit"] += 1
+        reply_cls = m.LocationReply if isinstance(msg, m.LocationQuery) else m.PeerReply
+        self.endpoint.reply(
+            ev, reply_cls(b.prefix, b.forwarding_address, self._remaining(b, now)), now
+        )
+
+    def _on_update(self, ev: MessageReceived, now: float) -> None:
+        msg = ev.message
+        assert isinstance(msg, m.LocationUpdate)
+        from_member = self._member_at(ev.source) is not None
+        origin = msg.origin if from_member and msg.origin else ev.sender
+        # Never relay what a member relayed to us: claims disagreeing during a
+        # join must not bounce an update around the pool.
+        member = None if from_member else self._remote_primary(msg.prefix)
+        if member is not None:
+            relayed = m.LocationUpdate(
+                msg.prefix, msg.forwarding_address, msg.lifetime,
+                origin or msg.origin,
+            )
+            self._relay(ev, relayed, member, msg.prefix, now)
+            return
+        cause = self._authorize(origin, msg.prefix)
+        if cause is not None:
+            self.counters["update-refused"] += 1
+            self.endpoint.reject(ev, cause, f"{origin or 'unauthenticated'} "
+                                 f"may not update {msg.prefix}", now, msg.prefix)
+            return
+        lifetime = min(msg.lifetime, self.settings.max_lifetime)
+        try:
+            if lifetime == 0:
+                self.store.delete(msg.prefix)
+            else:
+                binding = Binding(
+                    msg.prefix, msg.forwarding_address, now + lifetime,
+                    origin or msg.origin or "",
+                )
+                self.store.put(binding)
+        except StoreError as exc:
+            self.counters["store-failure"] += 1
+            self.endpoint.reject(ev, Cause.STORE_FAILURE, str(exc), now, msg.prefix)
+            return
+        # Durable: now it may be acknowledged and applied.
+        if lifetime == 0:
+            self.bindings.pop(msg.prefix)
+        else:
+            self.bindings.set(msg.prefix, binding)
+            heapq.heappush(self._expiry, (binding.expires, msg.prefix))
+            if self._expiry[0][1] == msg.prefix:
+                self.set_timer("expire", binding.expires)
+        self.counters["update"] += 1
+        self.endpoint.reply(ev, m.LocationUpdateAck(msg.prefix, lifetime), now)
+        self._changed(msg.prefix, msg.forwarding_address, lifetime, now, fan_out=True)
+
+    def _authorize(self, who: str | None, prefix: Prefix) -> Cause | None:
+        table = self.settings.authorization
+        if table is None:
+            return None
+        if who is None:
+            return Cause.AUTH_REQUIRED
+        for allowed in table.get(who, ()):
+            if allowed.covers(prefix):
+                return None
+        return Cause.NOT_AUTHORIZED
+
+    def _on_subscribe(self, ev: MessageReceived, now: float) -> None:
+        msg = ev.message
+        assert isinstance(msg, m.Subscribe)
+        life = msg.lifetime if msg.lifetime is not None else self.settings.subscription_lifetime
+        for p in msg.prefixes:
+            s = self.subs.get(p)
+            if s is None:
+                s = _Subscriptions()
+                self.subs.set(p, s)
+            s.by_client[ev.source] = now + life
+        self.endpoint.reply(ev, m.SubscribeAck(msg.prefixes), now)
+
+    def _on_unsubscribe(self, ev: MessageReceived, now: float) -> None:
+        msg = ev.message
+        assert isinstance(msg, m.Unsubscribe)
+        for p in msg.prefixes:
+            s = self.subs.get(p)
+            if s is not None:
+                s.by_client.pop(ev.source, None)
+                if not s.by_client:
+                    self.subs.pop(p)
+        self.endpoint.reply(ev, m.UnsubscribeAck(msg.prefixes), now)
+
+    def _on_inform(self, ev: MessageReceived, now: float) -> None:
+        """A pool member pushes a change it applied: tell our subscribers."""
+        msg = ev.message
+        assert isinstance(msg, m.LocationInform)
+        self.endpoint.reply(ev, m.LocationInformAck(msg.prefix), now)
+        if self._member_at(ev.source) is None:
+            self.counters["inform-from-non-member"] += 1
+            return
+        self._changed(msg.prefix, msg.forwarding_address, msg.lifetime, now, fan_out=False)
+
+    # -- Pool --------------------------------------------------------------------------
+
+    def _on_join(self, ev: MessageReceived, now: float) -> None:
+        msg = ev.message
+        assert isinstance(msg, m.PoolJoin)
+        conflict = self._conflict(msg.node_id, msg.prefixes)
+        if conflict is not None:
+            self.counters["join-refused"] += 1
+            self.endpoint.reject(ev, Cause.OVERLAPPING_CLAIM, conflict, now)
+            return
+        self._add_member(msg.node_id, ev.source, msg.prefixes, now)
+        self._joined.add(ev.source)
+        self.endpoint.reply(ev, m.PoolJoinAck(self.settings.node_id, self.settings.primary), now)
+
+    def _conflict(self, node_id: str, prefixes: tuple[Prefix, ...]) -> str | None:
+        if node_id == self.settings.node_id:
+            return f"node id {node_id} is this server's own"
+        for p in prefixes:
+            for claimed, owner in self._claims.items():
+                if owner != node_id and claimed.overlaps(p):
+                    return f"{p} overlaps {claimed} claimed by {owner}"
+        return None
+
+    def _add_member(self, node_id: str, addr: Addr, prefixes: tuple[Prefix, ...],
+                    now: float) -> None:
+        old = self.members.get(node_id)
+        if old is not None:
+            for p in old.prefixes:
+                self._claims.pop(p)
+            self._member_addrs.pop(old.address, None)
+        self.members[node_id] = Member(node_id, addr, prefixes, now)
+        self._member_addrs[addr] = node_id
+        for p in prefixes:
+            self._claims.set(p, node_id)
+        if old is None or not old.alive:
+            self.events.append(MemberUp(node_id, addr))
+
+    def _join_peers(self, now: float) -> None:
+        for peer in self.settings.peers:
+            if peer in self._joined or peer in self._join_pending.values():
+                continue
+            rid = self.endpoint.request(
+                m.PoolJoin(self.settings.node_id, self.settings.address,
+                           self.settings.primary),
+                peer, now, self.settings.peer_policy,
+            )
+            self._join_pending[rid] = peer
+        if len(self._joined) < len(self.settings.peers):
+            self.set_timer("join", now + 2 * self.settings.heartbeat_interval)
+
+    def _heartbeat(self, now: float) -> None:
+        s = self.settings
+        once = RetransmitPolicy(s.heartbeat_interval, 1.0, s.heartbeat_interval, 1)
+        for member in self.members.values():
+            if member.alive and now - member.last_seen > s.dead_after:
+                member.alive = False
+                self.counters["member-down"] += 1
+                self.events.append(MemberDown(member.node_id, member.address))
+            self.endpoint.request(m.Heartbeat(s.node_id), member.address, now, once)
+        self.set_timer("heartbeat", now + s.heartbeat_interval)
+
+    def _on_heartbeat(self, ev: MessageReceived, now: float) -> None:
+        self.endpoint.reply(ev, m.HeartbeatAck(self.settings.node_id), now)
+
+    def _member_at(self, addr: Addr) -> Member | None:
+        node_id = self._member_addrs.get(addr)
+        return None if node_id is None else self.members.get(node_id)
+
+    def _touch(self, addr: Addr, now: float) -> None:
+        member = self._member_at(addr)
+        if member is not None:
+            member.last_seen = now
+            if not member.alive:
+                member.alive = True
+                self.events.append(MemberUp(member.node_id, addr))
+
+    def _relay(self, ev: MessageReceived, request: m.Message, member: Member,
+               prefix: Prefix, now: float) -> None:
+        if not member.alive:
+            self.counters["relay-peer-down"] += 1
+            self.endpoint.reject(
+                ev, Cause.PEER_UNREACHABLE, f"primary {member.node_id} is down", now, prefix
+            )
+            return
+        self.counters["relayed"] += 1
+        rid = self.endpoint.request(request, member.address, now, self.settings.peer_policy)
+        self._relays[rid] = _Relay(ev, prefix)
+
+    # -- Answers to our own requests ------------------------------------------------------
+
+    def _on_reply(self, ev: ReplyReceived, now: float) -> None:
+        relay = self._relays.pop(ev.request_id, None)
+        if relay is not None:
+            r = ev.reply
+            if isinstance(r, m.PeerReply):
+                out: m.Message = m.LocationReply(r.prefix, r.forwarding_address, r.lifetime)
+            else:
+                out = r  # a relayed update's ack passes through unchanged
+            self.endpoint.reply(relay.client, out, now)
+            return
+        peer = self._join_pending.pop(ev.request_id, None)
+        if peer is not None and isinstance(ev.reply, m.PoolJoinAck):
+            conflict = self._conflict(ev.reply.node_id, ev.reply.prefixes)
+            if conflict is not None:
+                self.events.append(JoinRefused(peer, conflict))
+                return
+            self._joined.add(peer)
+            self._add_member(ev.reply.node_id, peer, ev.reply.prefixes, now)
+
+    def _on_negative(self, ev: NegativeReply, now: float) -> None:
+        relay = self._relays.pop(ev.request_id, None)
+        if relay is not None:
+            self.endpoint.reject(relay.client, ev.status.code, ev.status.message, now,
+                                 relay.prefix)
+            return
+        peer = self._join_pending.pop(ev.request_id, None)
+        if peer is not None:
+            self.counters["join-refused-by-peer"] += 1
+            self.events.append(JoinRefused(peer, ev.status.message))
+
+    def _on_timeout(self, ev: RequestTimedOut, now: float) -> None:
+        relay = self._relays.pop(ev.request_id, None)
+        if relay is not None:
+            self.endpoint.reject(relay.client, Cause.PEER_UNREACHABLE,
+                                 "primary did not answer", now, relay.prefix)
+            return
+        self._join_pending.pop(ev.request_id, None)
+        if isinstance(ev.request, m.LocationInform):
+            self._drop_subscriber(ev.destination)
+
+    # -- Changes, pushes, expiry ------------------------------------------------------------
+
+    def _changed(self, prefix: Prefix, address: IPv6Address, lifetime: int, now: float,
+                 fan_out: bool) -> None:
+        self.events.append(BindingChanged(prefix, address, lifetime))
+        inform = m.LocationInform(prefix, address, lifetime)
+        for sub_prefix, subs in list(self.subs.covering(prefix)):
+            for client, expires in list(subs.by_client.items()):
+                if expires <= now:
+                    del subs.by_client[client]
+                    continue
+                self.counters["push"] += 1
+                self.endpoint.request(inform, client, now)
+            if not subs.by_client:
+                self.subs.pop(sub_prefix)
+        if fan_out:
+            for member in self.members.values():
+                if member.alive:
+                    self.endpoint.request(inform, member.address, now,
+                                          self.settings.peer_policy)
+
+    def _drop_subscriber(self, client: Addr) -> None:
+        self.counters["subscriber-dropped"] += 1
+        for p, subs in list(self.subs.items()):
+            subs.by_client.pop(client, None)
+            if not subs.by_client:
+                self.subs.pop(p)
+
+    def _expire(self, now: float) -> None:
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires, prefix = heapq.heappop(heap)
+            b = self.bindings.get(prefix)
+            if b is None or b.expires != expires:
+                continue  # refreshed or deleted since
+            try:
+                self.store.delete(prefix)
+            except StoreError:
+                self.counters["store-failure"] += 1
+                heapq.heappush(heap, (now + 1.0, prefix))
+                self.bindings.set(prefix, b._replace(expires=now + 1.0))
+                continue
+            self.bindings.pop(prefix)
+            self.counters["expired"] += 1
+            self._changed(prefix, b.forwarding_address, 0, now, fan_out=True)
+        if heap:
+            self.set_timer("expire", heap[0][0])
+
+    @staticmethod
+    def _remaining(b: Binding, now: float) -> int:
+        if b.expires == math.inf:
+            return INFINITE_LIFETIME
+        return max(1, min(INFINITE_LIFETIME - 1, math.floor(b.expires - now)))
+
+    _handlers: ClassVar[
+        dict[type[m.Message], Callable[[LmsCore, MessageReceived, float], None]]
+    ] = {
+        m.LocationQuery: _on_query,
+        m.PeerQuery: _on_query,
+        m.LocationUpdate: _on_update,
+        m.Subscribe: _on_subscribe,
+        m.Unsubscribe: _on_unsubscribe,
+        m.LocationInform: _on_inform,
+        m.PoolJoin: _on_join,
+        m.Heartbeat: _on_heartbeat,
+    }
