@@ -131,14 +131,24 @@ def as_address(v: Any) -> IPv6Address:
     return parse_address(as_str(v))
 
 
+def as_bind(v: Any) -> Addr:
+    """Like :func:`as_endpoint`, port 0 allowed (any free port)."""
+    return _endpoint(v, allow_zero=True)
+
+
 def as_endpoint(v: Any) -> Addr:
     """``[2001:db8::1]:5400``, ``127.0.0.1:5400`` or ``host:port``."""
+    return _endpoint(v, allow_zero=False)
+
+
+def _endpoint(v: Any, allow_zero: bool) -> Addr:
     text = as_str(v)
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    low = 0 if allow_zero else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) < 65536:
         raise ValueError(f"expected host:port or [v6addr]:port, got {text!r}")
     return (host, int(port))
 

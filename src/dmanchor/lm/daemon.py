@@ -43,6 +43,7 @@ from ..config import (
     Fields,
     SecuritySettings,
     as_address,
+    as_bind,
     as_endpoint,
     as_float,
     as_int,
@@ -55,7 +56,7 @@ from ..runtime.aio import UdpDriver
 from ..transport.reliable import Addr, Endpoint
 from ..transport.service import ServiceCore
 from .lmp import LmpCore
-from .lms import LmsCore, LmsSettings, MemberDown
+from .lms import JoinRefused, LmsCore, LmsSettings, MemberDown, MemberUp
 from .store import MemoryStore, SqliteStore, Store, StoreError
 
 log = logging.getLogger("dmanchor.lm")
@@ -91,7 +92,7 @@ def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
     f = top.sub(kind)
     if kind not in doc:
         raise ConfigError(f"{path}: missing the [{kind}] table")
-    listen = f.get("listen", as_endpoint, ("::1", 5400))
+    listen = f.get("listen", as_bind, ("::1", 5400))
     level = f.get("log_level", as_str, "info")
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{path}: field '{kind}.log_level': expected debug/info/warning/error")
@@ -148,6 +149,10 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
             for ev in core.drain_events():
                 if isinstance(ev, MemberDown):
                     log.warning("pool member %s at %s is down", ev.node_id, ev.address)
+                elif isinstance(ev, MemberUp):
+                    log.info("pool member %s at %s is up", ev.node_id, ev.address)
+                elif isinstance(ev, JoinRefused):
+                    log.error("pool join refused by %s: %s", ev.address, ev.reason)
                 else:
                     log.debug("%s", ev)
 

@@ -167,7 +167,6 @@ class LmsCore(ServiceCore):
             self.set_timer("expire", self._expiry[0][0])
         if settings.peers:
             self.set_timer("join", now)
-            self.set_timer("heartbeat", now + settings.heartbeat_interval)
 
     # -- Queries for drivers and tests ------------------------------------------
 
@@ -372,6 +371,8 @@ class LmsCore(ServiceCore):
             self._claims.set(p, node_id)
         if old is None or not old.alive:
             self.events.append(MemberUp(node_id, addr))
+        if not self.has_timer("heartbeat"):
+            self.set_timer("heartbeat", now + self.settings.heartbeat_interval)
 
     def _join_peers(self, now: float) -> None:
         for peer in self.settings.peers:

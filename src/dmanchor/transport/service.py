@@ -71,6 +71,10 @@ class ServiceCore:
         self._order += 1
         heapq.heappush(self._timers, (at, self._order, name))
 
+    def has_timer(self, name: Hashable) -> bool:
+        """Whether the timer ``name`` is armed."""
+        return name in self._timer_due
+
     def cancel_timer(self, name: Hashable) -> None:
         """Disarm the timer ``name`` if armed."""
         self._timer_due.pop(name, None)

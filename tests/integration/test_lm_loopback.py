@@ -1,0 +1,161 @@
+"""Location management over real UDP on loopback, daemons as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from ipaddress import IPv6Address as A
+from pathlib import Path
+
+import pytest
+
+from dmanchor.lm.client import LocationClient, LocationError
+from dmanchor.lm.lmc import Pushed
+from dmanchor.wire.types import Cause, Prefix
+from tests.integration.conftest import Daemons
+
+pytestmark = pytest.mark.integration
+
+P = Prefix.parse
+DPA1, DPA2 = A("2001:db8:ff::1"), A("2001:db8:ff::2")
+
+
+def lms_conf(name: str, primary: str, peers: list[int], extra: str = "") -> str:
+    peer_list = ", ".join(f'"127.0.0.1:{p}"' for p in peers)
+    return f"""
+[lms]
+node_id = "{name}"
+listen = "127.0.0.1:0"
+primary = ["{primary}"]
+peers = [{peer_list}]
+heartbeat_interval = 0.2
+dead_after = 0.8
+log_level = "info"
+{extra}
+"""
+
+
+def test_pool_proxy_and_clients(daemons: Daemons) -> None:
+    a = daemons.start("lms", "lms-a", lms_conf("lms-a", "2001:db8:1::/48", []))
+    b = daemons.start("lms", "lms-b", lms_conf("lms-b", "2001:db8:2::/48", [a.port]))
+    c = daemons.start("lms", "lms-c", lms_conf("lms-c", "2001:db8:3::/48", [a.port, b.port]))
+    lmp = daemons.start("lmp", "lmp", f"""
+[lmp]
+listen = "127.0.0.1:0"
+upstream = ["127.0.0.1:{b.port}"]
+""")
+    members = {"a": a.port, "b": b.port, "c": c.port}
+
+    async def scenario() -> None:
+        await asyncio.sleep(0.5)  # joins
+        via = {k: await LocationClient.connect([("127.0.0.1", p)]) for k, p in members.items()}
+        proxied = [await LocationClient.connect([("127.0.0.1", lmp.port)]) for _ in range(3)]
+        try:
+            # An update sent to member c for a prefix a is primary for.
+            hnp1 = P("2001:db8:1:1::/64")
+            assert await via["c"].update(hnp1, DPA1, 30) == 30
+            # Queries to any member find it.
+            for client in via.values():
+                loc = await client.query(hnp1, use_cache=False)
+                assert loc.forwarding_address == DPA1
+            # Through the proxy; subscribers there get pushes.
+            for cl in proxied:
+                assert (await cl.query(hnp1)).forwarding_address == DPA1
+                await cl.subscribe([P("2001:db8:1::/48")])
+            await via["a"].update(hnp1, DPA2, 30)
+            for cl in proxied:
+                push = await asyncio.wait_for(cl.pushes.get(), 3)
+                assert push == Pushed(hnp1, DPA2, 30)
+                assert (await cl.query(hnp1)).forwarding_address == DPA2  # cache updated
+            # Lifetime expiry, seen through member b.
+            short = P("2001:db8:2:9::/64")
+            await via["b"].update(short, DPA1, 1)
+            await asyncio.sleep(1.6)
+            with pytest.raises(LocationError) as info:
+                await via["c"].query(short, use_cache=False)
+            assert info.value.cause is Cause.UNKNOWN_PREFIX
+        finally:
+            for cl in [*via.values(), *proxied]:
+                cl.close()
+
+    asyncio.run(scenario())
+    # A member killed is detected and reported by the others.
+    c.kill9()
+    down = "pool member lms-c at ('127.0.0.1', %d) is down" % c.port
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if down in a.log_text() and down in b.log_text():
+            break
+        time.sleep(0.1)
+    assert down in a.log_text() and down in b.log_text()
+
+
+def test_acknowledged_updates_survive_kill_9(daemons: Daemons, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    conf = f"""
+[lms]
+node_id = "lms-durable"
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+log_level = "warning"
+"""
+    server = daemons.start("lms", "lms-1", conf)
+    acked: dict[Prefix, A] = {}
+
+    async def stream() -> None:
+        client = await LocationClient.connect([("127.0.0.1", server.port)])
+        try:
+            async def one(i: int) -> None:
+                prefix = P(f"2001:db8:{i >> 8:x}:{i & 0xFF:x}::/64")
+                addr = A(f"2001:db8:ff::{i % 7 + 1:x}")
+                try:
+                    await client.update(prefix, addr, 3600)
+                except (LocationError, asyncio.CancelledError):
+                    return
+                acked[prefix] = addr
+
+            tasks = []
+            for i in range(4000):
+                tasks.append(asyncio.create_task(one(i)))
+                if i == 2500:
+                    await asyncio.sleep(0.05)
+                    server.proc.send_signal(signal.SIGKILL)  # mid-stream
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.wait(tasks, timeout=5)
+            for t in tasks:
+                t.cancel()
+        finally:
+            client.close()
+
+    asyncio.run(stream())
+    server.proc.wait(10)
+    assert 100 < len(acked) < 4000, len(acked)
+    again = daemons.start("lms", "lms-1b", conf)
+
+    async def verify() -> int:
+        client = await LocationClient.connect([("127.0.0.1", again.port)])
+        try:
+            for prefix, addr in acked.items():
+                loc = await client.query(prefix, use_cache=False)
+                assert loc.forwarding_address == addr
+            return len(acked)
+        finally:
+            client.close()
+
+    assert asyncio.run(verify()) == len(acked)
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[lms]\nnode_id = "x"\npeers = ["nope"]\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "dmanchor.cli", "lms", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2
+    assert "field 'lms.peers[0]'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
