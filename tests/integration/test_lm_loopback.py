@@ -82,7 +82,7 @@ upstream = ["127.0.0.1:{b.port}"]
     asyncio.run(scenario())
     # A member killed is detected and reported by the others.
     c.kill9()
-    down = "pool member lms-c at ('127.0.0.1', %d) is down" % c.port
+    down = f"pool member lms-c at ('127.0.0.1', {c.port}) is down"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if down in a.log_text() and down in b.log_text():
