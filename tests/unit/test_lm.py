@@ -12,6 +12,7 @@ from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.transport.reliable import Addr, Endpoint
 from dmanchor.wire import messages as m
 from dmanchor.wire.auth import Key, Security
+from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import Cause, Prefix
 
 P = Prefix.parse
@@ -133,10 +134,10 @@ def test_push_reaches_subscribers_and_updates_their_cache() -> None:
     pushes = [e for e in c2.drain() if isinstance(e, Pushed)]
     assert pushes == [Pushed(HNP1, DPA2, 600)]
     # The cache answers with the pushed binding, without asking.
-    sent = lms.endpoint.stats.received["LOCATION_QUERY"]
+    sent = lms.endpoint.stats.received[MsgType.LOCATION_QUERY]
     done = ask(net, C2, c2, lambda: c2.query(HNP1, net.now))
     assert isinstance(done.result, Location) and done.result.forwarding_address == DPA2
-    assert lms.endpoint.stats.received["LOCATION_QUERY"] == sent
+    assert lms.endpoint.stats.received[MsgType.LOCATION_QUERY] == sent
 
 
 def test_expiry_is_pushed_with_lifetime_zero_and_clears_cache() -> None:
@@ -153,12 +154,12 @@ def test_client_cache_honours_lifetime() -> None:
     net, lms, c = single()
     ask(net, C1, c, lambda: c.update(HNP1, DPA1, 10, net.now))
     ask(net, C1, c, lambda: c.query(HNP1, net.now))
-    asked = lms.endpoint.stats.received["LOCATION_QUERY"]
+    asked = lms.endpoint.stats.received[MsgType.LOCATION_QUERY]
     ask(net, C1, c, lambda: c.query(HNP1, net.now))
-    assert lms.endpoint.stats.received["LOCATION_QUERY"] == asked and c.cache_hits == 1
+    assert lms.endpoint.stats.received[MsgType.LOCATION_QUERY] == asked and c.cache_hits == 1
     net.run_for(9)  # past the lifetime the server gave
     ask(net, C1, c, lambda: c.query(HNP1, net.now))
-    assert lms.endpoint.stats.received["LOCATION_QUERY"] == asked + 1
+    assert lms.endpoint.stats.received[MsgType.LOCATION_QUERY] == asked + 1
 
 
 def test_unanswered_subscriber_is_dropped() -> None:
@@ -252,7 +253,7 @@ def test_proxy_coalesces_queries_and_caches() -> None:
     for _, c in clients:
         [done] = results(c)
         assert isinstance(done.result, Location) and done.result.forwarding_address == DPA1
-    assert lms.endpoint.stats.received["LOCATION_QUERY"] == 1
+    assert lms.endpoint.stats.received[MsgType.LOCATION_QUERY] == 1
     assert lmp.counters["coalesced"] == 3
 
 
@@ -268,7 +269,7 @@ def test_proxy_fans_pushes_out_with_one_upstream_subscription() -> None:
     net, lms, _lmp, clients = proxy()
     for addr, c in clients[1:]:
         ask(net, addr, c, lambda c=c: c.subscribe([HNP1], net.now))
-    assert lms.endpoint.stats.received["SUBSCRIBE"] == 1
+    assert lms.endpoint.stats.received[MsgType.SUBSCRIBE] == 1
     a0, c0 = clients[0]
     ask(net, a0, c0, lambda: c0.update(HNP1, DPA2, 60, net.now))
     for _, c in clients[1:]:

@@ -17,7 +17,7 @@ from dmanchor.transport.reliable import (
 )
 from dmanchor.wire.auth import Key, Security
 from dmanchor.wire.codec import Flags
-from dmanchor.wire.messages import DataPlaneStatus, LocationQuery, LocationReply
+from dmanchor.wire.messages import DataPlaneStatus, LocationQuery, LocationReply, MsgType
 from dmanchor.wire.types import Cause, Load
 from tests.examples import DPA1, HNP1, HNP2
 
@@ -118,7 +118,7 @@ def test_dead_peer_times_out_after_the_configured_attempts() -> None:
     net.run_for(5)
     [ev] = a.events
     assert isinstance(ev, RequestTimedOut)
-    assert a.ep.stats.sent["LOCATION_QUERY"] == 4
+    assert a.ep.stats.sent[MsgType.LOCATION_QUERY] == 4
     assert abs(net.now - 5) < 1e-9 and policy.total() == 0.1 + 0.2 + 0.4 + 0.8
 
 

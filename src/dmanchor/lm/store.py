@@ -20,7 +20,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from ..wire.types import Prefix
+from ..wire.types import Prefix, address_from_packed
 
 
 class Binding(NamedTuple):
@@ -146,10 +146,12 @@ class SqliteStore:
         cur = self.db.execute(
             "SELECT network, length, address, expires, updated_by FROM binding"
         )
+        # Forwarding addresses are few (one per anchor): the memoized
+        # constructor shares one object per address across a million rows.
         for network, length, address, expires, by in cur:
             yield Binding(
                 Prefix(int.from_bytes(network, "big"), length),
-                IPv6Address(address), expires, by,
+                address_from_packed(address), expires, by,
             )
 
     def close(self) -> None:

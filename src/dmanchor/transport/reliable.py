@@ -16,17 +16,23 @@ deadline, and its events.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..wire.auth import Security
 from ..wire.codec import Flags, Packet, decode
 from ..wire.errors import WireError
-from ..wire.messages import Error, Message
+from ..wire.messages import Error, Message, MsgType
 from ..wire.types import Cause, Prefix, Status
 
 Addr = tuple[str, int]
 """A (host, port) transport address."""
+
+CACHE_SWEEP = 0.5
+"""Seconds by which reply-cache expiry may lag, to batch it."""
+
+_RESPONSE = Flags.RESPONSE.value
+_RETRANSMIT = Flags.RETRANSMIT.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +133,9 @@ class _Cached:
 class EndpointStats:
     """Counters every endpoint keeps; drops are keyed by reason."""
 
-    sent: Counter[str] = field(default_factory=Counter)
-    received: Counter[str] = field(default_factory=Counter)
-    bytes_sent: Counter[str] = field(default_factory=Counter)
+    sent: Counter[MsgType] = field(default_factory=Counter)
+    received: Counter[MsgType] = field(default_factory=Counter)
+    bytes_sent: Counter[MsgType] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
     retransmissions: int = 0
     duplicates_answered: int = 0
@@ -161,7 +167,9 @@ class Endpoint:
         self._seq = initial_seq & 0xFFFFFFFF
         self._pending: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int]] = []
-        self._cache: dict[tuple[Addr, int], _Cached] = {}
+        # An OrderedDict, not a dict: popping a plain dict from the front
+        # leaves dummies that make every next(iter()) scan them (quadratic).
+        self._cache: OrderedDict[tuple[Addr, int], _Cached] = OrderedDict()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
 
@@ -179,7 +187,7 @@ class Endpoint:
         Messages that expect no reply are sent once and tracked no further.
         """
         seq = self._next_seq()
-        data = self.security.encode(message, seq, Flags.NONE, now)
+        data = self.security.encode(message, seq, 0, now)
         self._send(data, dest, message)
         if message.REPLY is not None:
             pol = policy or self.policy
@@ -191,11 +199,12 @@ class Endpoint:
 
     def reply(self, event: MessageReceived, message: Message, now: float) -> None:
         """Answer a received request (and cache the answer for duplicates)."""
-        data = self.security.encode(message, event.seq, Flags.RESPONSE, now)
+        data = self.security.encode(message, event.seq, _RESPONSE, now)
         key = (event.source, event.seq)
-        if self._cache.pop(key, None) is not None:
-            # Re-inserted at the end so insertion order stays expiry order.
+        if key in self._cache:
+            # Moved to the end so insertion order stays expiry order.
             self._cache[key] = _Cached(data, now + self.reply_cache_ttl)
+            self._cache.move_to_end(key)
         self._send(data, event.source, message)
 
     def reject(
@@ -227,9 +236,8 @@ class Endpoint:
         if verdict.drop is not None:
             self.stats.drops[verdict.drop.value] += 1
             return
-        name = packet.message.TYPE.name
-        self.stats.received[name] += 1
-        if packet.flags & Flags.RESPONSE:
+        self.stats.received[packet.message.TYPE] += 1
+        if packet.flags & _RESPONSE:
             self._on_response(packet, source)
         else:
             self._on_request(packet, source, verdict.owner, now)
@@ -250,16 +258,16 @@ class Endpoint:
             p.deadline = now + p.rto
             p.sent += 1
             # Re-sign: a retransmission is a fresh message for replay checks.
-            p.data = self.security.encode(p.message, seq, Flags.RETRANSMIT, now)
+            p.data = self.security.encode(p.message, seq, _RETRANSMIT, now)
             self.stats.retransmissions += 1
             self._send(p.data, p.dest, p.message)
             heapq.heappush(timers, (p.deadline, seq))
         cache = self._cache
         while cache:
-            key = next(iter(cache))
-            if cache[key].expires > now:
+            entry = next(iter(cache.values()))
+            if entry.expires > now:
                 break
-            del cache[key]
+            cache.popitem(last=False)
 
     # -- Outputs ---------------------------------------------------------------
 
@@ -283,7 +291,9 @@ class Endpoint:
             heapq.heappop(timers)
         first = timers[0][0] if timers else None
         if self._cache:
-            exp = next(iter(self._cache.values())).expires
+            # Expiring cached replies only frees memory, so it is batched:
+            # one timer per CACHE_SWEEP seconds, not one per request.
+            exp = next(iter(self._cache.values())).expires + CACHE_SWEEP
             first = exp if first is None else min(first, exp)
         return first
 
@@ -300,9 +310,9 @@ class Endpoint:
         return seq
 
     def _send(self, data: bytes, dest: Addr, message: Message) -> None:
-        name = message.TYPE.name
-        self.stats.sent[name] += 1
-        self.stats.bytes_sent[name] += len(data)
+        mtype = message.TYPE
+        self.stats.sent[mtype] += 1
+        self.stats.bytes_sent[mtype] += len(data)
         self._out.append((data, dest))
 
     def _on_response(self, packet: Packet, source: Addr) -> None:
@@ -338,7 +348,7 @@ class Endpoint:
             return
         if len(self._cache) >= self.reply_cache_size:
             # Oldest entry first: insertion order is expiry order.
-            del self._cache[next(iter(self._cache))]
+            self._cache.popitem(last=False)
             self.stats.drops["reply-cache-evicted"] += 1
         self._cache[key] = _Cached(None, now + self.reply_cache_ttl)
         self._events.append(MessageReceived(msg, source, packet.seq, sender))

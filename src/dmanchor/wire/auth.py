@@ -20,7 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .codec import Flags, Packet, compute_mac, encode
+from .codec import Packet, compute_mac, encode
 from .messages import Message
 
 
@@ -103,9 +103,7 @@ class Security:
         self._last_ts = 0
         self._windows: dict[tuple[int, str], _PeerWindow] = {}
 
-    def encode(
-        self, message: Message, seq: int, flags: Flags, now: float
-    ) -> bytes:
+    def encode(self, message: Message, seq: int, flags: int, now: float) -> bytes:
         """Encode, signing with the send key when one is configured."""
         key = self.send_key
         if key is None:

@@ -58,17 +58,15 @@ class Packet:
 
     message: Message
     seq: int
-    flags: Flags = Flags.NONE
+    flags: int = 0
+    """Header flags as an int (test bits with :class:`Flags`)."""
     auth: AuthInfo | None = None
-
-
-_FLAG_VALUES = {i: Flags(i) for i in range(_KNOWN_FLAGS + 1)}
 
 
 def encode(
     message: Message,
     seq: int,
-    flags: Flags = Flags.NONE,
+    flags: int = 0,
     *,
     key_id: int | None = None,
     secret: bytes | None = None,
@@ -179,7 +177,7 @@ def decode(data: bytes) -> Packet:
     if REQUIRED in args:
         missing = spec.fields[args.index(REQUIRED)].name
         raise WireError("missing-ie", f"{spec.cls.__name__}.{missing}")
-    return Packet(spec.cls(*args), seq, _FLAG_VALUES[flags], auth)
+    return Packet(spec.cls(*args), seq, flags, auth)
 
 
 def compute_mac(data: bytes, auth: AuthInfo, secret: bytes) -> bytes:
@@ -217,7 +215,7 @@ def to_json(packet: Packet) -> dict[str, Any]:
         "type": msg.TYPE.name,
         "label": msg.LABEL,
         "seq": packet.seq,
-        "flags": [f.name for f in Flags if f and f in packet.flags],
+        "flags": [f.name for f in Flags if f and f & packet.flags],
         "body": body,
     }
     if packet.auth is not None:
@@ -268,10 +266,10 @@ def from_json(doc: Any) -> Packet:
     flag_names = doc.get("flags", [])
     if not isinstance(flag_names, list):
         raise WireError("bad-json", "flags must be a list")
-    flags = Flags.NONE
+    flags = 0
     for fname in flag_names:
         try:
-            flags |= Flags[fname]
+            flags |= Flags[fname].value
         except (KeyError, TypeError) as exc:
             raise WireError("bad-json", f"unknown flag {fname!r}") from exc
     return Packet(spec.cls(**values), seq, flags)

@@ -1,0 +1,281 @@
+"""LM benchmark: one LMs process against a trivial asyncio UDP echo server.
+
+Both servers run as their own process on the same event loop (uvloop when
+installed); one load-generator process measures both the same way:
+
+* closed loop: ``--window`` requests outstanding, for ``--seconds``: rate;
+* open loop at half that rate: p50/p99 latency;
+* durable updates per second (SQLite WAL store);
+* pool: queries sent to a member that must ask the primary (LM:2-2);
+* memory: 1M bindings in one LMs store, RSS and restart time.
+
+Ends with one JSON line; ``ratio`` = LMs query rate / echo rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from ipaddress import IPv6Address
+from pathlib import Path
+
+from dmanchor.wire import decode, encode
+from dmanchor.wire.messages import LocationQuery, LocationUpdate
+from dmanchor.wire.types import Prefix
+
+HERE = Path(__file__).resolve().parent
+
+
+def prefix(i: int) -> Prefix:
+    return Prefix((0x20010DB8 << 96) | (i << 64), 64)
+
+
+# -- servers ----------------------------------------------------------------------
+
+
+def run_echo(port_file: str) -> None:
+    """A trivial asyncio UDP echo server (the baseline)."""
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.t.sendto(data, addr)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        Path(port_file).write_text(str(t.get_extra_info("sockname")[1]))
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(main())
+
+
+def start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server process; returns it and its UDP port."""
+    if args[0] == "echo":
+        pf = tmp / f"{name}.port"
+        proc = subprocess.Popen([sys.executable, __file__, "--echo", str(pf)])
+        for _ in range(200):
+            if pf.exists() and pf.read_text():
+                return proc, int(pf.read_text())
+            time.sleep(0.05)
+        raise RuntimeError("echo server did not start")
+    cfg = tmp / f"{name}.toml"
+    cfg.write_text(args[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmanchor.cli", args[0], "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("ready"):
+        raise RuntimeError(f"{name} did not start")
+    return proc, int(line.split()[2])
+
+
+# -- load generator -------------------------------------------------------------------
+
+
+def closed_loop(port: int, payloads: list[bytes], window: int, seconds: float) -> float:
+    """Requests answered per second with ``window`` outstanding."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(1.0)
+    n = len(payloads)
+    i = 0
+    wrapped = False
+    for _ in range(window):
+        s.send(payloads[i % n])
+        i += 1
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        try:
+            s.recv(2048)
+        except TimeoutError:
+            s.send(payloads[i % n])  # a lost datagram: keep the window full
+            i += 1
+            continue
+        done += 1
+        s.send(payloads[i % n])
+        i += 1
+        wrapped = wrapped or i >= n
+        if done % 256 == 0 and time.perf_counter() >= end:
+            break
+    if wrapped:
+        print("warning: payloads reused; rate may include cached replies", file=sys.stderr)
+    rate = done / (time.perf_counter() - start)
+    s.close()
+    return rate
+
+
+def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float,
+              seq_of: bool) -> dict[str, float]:
+    """Latency percentiles when sending at a fixed ``rate``."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    sent: dict[int, float] = {}
+    lat: list[float] = []
+    interval = 1.0 / rate
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    k = 0
+    while k < total or (sent and time.perf_counter() < start + seconds + 1):
+        now = time.perf_counter()
+        if k < total and now >= start + k * interval:
+            s.send(payloads[k])
+            sent[k] = now
+            k += 1
+            continue
+        try:
+            data = s.recv(2048)
+        except BlockingIOError:
+            continue
+        t = time.perf_counter()
+        key = int.from_bytes(data[4:8], "big") if seq_of else int(data.decode())
+        t0 = sent.pop(key, None)
+        if t0 is not None:
+            lat.append(t - t0)
+    s.close()
+    lat.sort()
+    return {
+        "p50_ms": round(lat[len(lat) // 2] * 1e3, 3),
+        "p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
+        "answered": len(lat), "sent": total,
+    }
+
+
+def memory_probe(n: int) -> None:
+    """Child mode: fill a store with ``n`` bindings, restart an LMs from it."""
+    from dmanchor.lm.lms import LmsCore, LmsSettings
+    from dmanchor.lm.store import Binding, SqliteStore
+
+    with tempfile.TemporaryDirectory() as d:
+        store = SqliteStore(d)
+        addr = IPv6Address("2001:db8:ff::1")
+        t0 = time.perf_counter()
+        store.put_many(Binding(prefix(i), addr, 4e9, "bench") for i in range(n))
+        fill = time.perf_counter() - t0
+        store.close()
+        t0 = time.perf_counter()
+        core = LmsCore(LmsSettings("mem"), store=SqliteStore(d), now=time.time())
+        restart = time.perf_counter() - t0
+        assert len(core.bindings) == n
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"bindings": n, "fill_s": round(fill, 2),
+                          "restart_s": round(restart, 2), "max_rss_mib": round(rss)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--echo", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--bindings", type=int, default=1_000_000)
+    args = ap.parse_args()
+    if args.echo:
+        run_echo(args.echo)
+        return
+    if args.memory:
+        memory_probe(args.memory)
+        return
+
+    n_prefixes = 10_000
+    # Every request has its own sequence number: a repeated one would be
+    # answered from the reply cache (duplicate suppression), not served.
+    n_requests = 400_000
+    queries = [encode(LocationQuery(prefix(i % n_prefixes)), i + 1)
+               for i in range(n_requests)]
+    fwd = IPv6Address("2001:db8:ff::1")
+    procs: list[subprocess.Popen[bytes]] = []
+    out: dict[str, object] = {"bench": "lm"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        try:
+            lms_conf = f"""
+[lms]
+node_id = "a"
+listen = "127.0.0.1:0"
+state_dir = "{tmp / 'state'}"
+primary = ["2001:db8::/32"]
+log_level = "warning"
+"""
+            lms, lms_port = start(["lms", lms_conf], tmp, "lms")
+            procs.append(lms)
+            echo, echo_port = start(["echo"], tmp, "echo")
+            procs.append(echo)
+            # Durable updates (also fills the bindings the queries hit).
+            updates = [encode(LocationUpdate(prefix(i % n_prefixes), fwd, 3600), i + 1)
+                       for i in range(n_requests // 2)]
+            out["durable_updates_per_s"] = round(
+                closed_loop(lms_port, updates, args.window, args.seconds))
+            q_rate = closed_loop(lms_port, queries, args.window, args.seconds)
+            e_rate = closed_loop(echo_port, queries, args.window, args.seconds)
+            out["lms_queries_per_s"] = round(q_rate)
+            out["echo_per_s"] = round(e_rate)
+            out["ratio"] = round(q_rate / e_rate, 3)
+            half = q_rate / 2
+            seq_payloads = [encode(LocationQuery(prefix(i % n_prefixes)), i)
+                            for i in range(int(half * args.seconds) + 1)]
+            time.sleep(4)  # let the reply caches of the closed loop expire
+            out["lms_latency_at_half_load"] = {
+                "rate": round(half), **open_loop(lms_port, seq_payloads, half, args.seconds, True)
+            }
+            echo_payloads = [str(i).encode() for i in range(int(half * args.seconds) + 1)]
+            out["echo_latency_at_same_rate"] = {
+                "rate": round(half),
+                **open_loop(echo_port, echo_payloads, half, args.seconds, False),
+            }
+            # Pool: b answers for a's prefixes by asking a (LM:2-2/2-3).
+            pool_conf = f"""
+[lms]
+node_id = "b"
+listen = "127.0.0.1:0"
+primary = ["2001:db9::/32"]
+peers = ["127.0.0.1:{lms_port}"]
+log_level = "warning"
+"""
+            b, b_port = start(["lms", pool_conf], tmp, "lms-b")
+            procs.append(b)
+            time.sleep(0.5)
+            out["pool_queries_via_peer_per_s"] = round(
+                closed_loop(b_port, queries, args.window, args.seconds))
+            ok = decode(queries[0])  # sanity: what we send decodes
+            assert isinstance(ok.message, LocationQuery)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(10)
+    mem = subprocess.run([sys.executable, __file__, "--memory", str(args.bindings)],
+                         capture_output=True, text=True, check=True)
+    out["memory"] = json.loads(mem.stdout)
+    out["targets"] = {"ratio": 0.8, "p99_ms": 1.0, "max_rss_mib": 1024, "restart_s": 10}
+    for k, v in out.items():
+        print(f"{k:32} {v}", file=sys.stderr)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,72 @@
+"""The command line: decode, encode, messages, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dmanchor.cli import main
+from tests.vectors.make_vectors import KEY_ID, SECRET
+
+VECTOR = json.loads((Path(__file__).parent.parent / "vectors" / "location_update.json").read_text())
+
+
+def test_decode_hex_prints_the_vector_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", VECTOR["hex"]]) == 0
+    assert json.loads(capsys.readouterr().out) == VECTOR["json"]
+
+
+def test_decode_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "msg.bin"
+    f.write_bytes(bytes.fromhex(VECTOR["signed_hex"]))
+    assert main(["decode", "--file", str(f)]) == 0
+    assert json.loads(capsys.readouterr().out) == VECTOR["signed_json"]
+
+
+def test_encode_from_json_and_sign(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", json.dumps(VECTOR["json"])]) == 0
+    assert capsys.readouterr().out.strip() == VECTOR["hex"]
+    ts = VECTOR["signed_json"]["auth"]["timestamp_us"]
+    assert main(["encode", json.dumps(VECTOR["json"]), "--key-id", str(KEY_ID),
+                 "--secret-hex", SECRET.hex(), "--timestamp-us", str(ts)]) == 0
+    assert capsys.readouterr().out.strip() == VECTOR["signed_hex"]
+
+
+@pytest.mark.parametrize("arg", ["zz", "0102", VECTOR["hex"][:-2]])
+def test_decode_bad_input_is_a_clear_error(arg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", arg]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("dmanchor decode:") and len(err.strip().splitlines()) == 1
+
+
+def test_encode_bad_json_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encode", '{"type": "NOPE"}']) == 1
+    assert "unknown type" in capsys.readouterr().err
+
+
+def test_messages_lists_every_label(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["messages"]) == 0
+    out = capsys.readouterr().out
+    for label in ("LM:1-1", "LM:2-3", "FM:4-4", "FM:5-1", "FM:6-2"):
+        assert label in out
+
+
+def test_lms_config_errors_name_the_field(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {
+        "a.toml": ('[lms]\nnode_id = "x"\nprimary = ["2001:db8::1/64"]\n', "lms.primary[0]"),
+        "b.yaml": ("lms:\n  node_id: x\n  max_lifetime: soon\n", "lms.max_lifetime"),
+        "c.toml": ('[lms]\nnode_id = "x"\ntypo = 1\n', "lms.typo"),
+        "d.toml": ('[lms]\nlisten = "::1:5400"\n', "lms.node_id"),
+        "e.toml": ('[lms]\nnode_id = "x"\n[security]\nsend_key = 3\n', "security.send_key"),
+    }
+    for name, (text, field) in cases.items():
+        f = tmp_path / name
+        f.write_text(text)
+        assert main(["lms", "--config", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert f"field '{field}'" in err, (name, err)
+    assert main(["lms", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
