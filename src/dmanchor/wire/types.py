@@ -159,7 +159,8 @@ class FlowFilter(NamedTuple):
     """Destination port, 0 = any."""
 
     def matches(
-        self, src: IPv6Address, dst: IPv6Address, proto: int, sport: int, dport: int
+        self, src: IPv6Address | int, dst: IPv6Address | int, proto: int, sport: int,
+        dport: int,
     ) -> bool:
         """True when a packet with these header fields is selected."""
         return (

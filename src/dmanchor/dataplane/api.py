@@ -1,0 +1,102 @@
+"""The DataPlane interface: everything an anchor does to forwarding.
+
+Forwarding state is a set of :class:`~dmanchor.wire.types.ForwardingEntry`
+- the very entries FM:5-1 carries - so what a FM-CP sends is what a data
+plane holds and reads back:
+
+* ANCHOR prefix on an access link (connected route), ROUTE via a next hop,
+  TUNNEL (SRv6 encap) towards a remote segment, DECAP at a local SID,
+  BUFFER (FM:6), DROP; any of them restricted to one flow (FM:3-1).
+* Source validation (SM): packets entering from an MN's access link with a
+  source outside that link's allowed prefixes are dropped and counted.
+* Buffers (FM:6): a BUFFER entry holds matching packets, up to a limit and
+  for at most a timeout (what it drops is counted); deleting it releases
+  the held packets, in order, through whatever forwarding is current then.
+* Charging (FM:2): per flow-entry byte and packet counters.
+
+Two implementations: :mod:`.memory` (a forwarding model used by tests and
+the simulator) and, in its own issue, the Linux kernel over netlink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+from ..wire.types import FlowFilter, ForwardingEntry, Prefix
+
+
+class DataPlaneError(Exception):
+    """A batch could not be applied; ``entry`` names the offending one."""
+
+    def __init__(self, message: str, entry: ForwardingEntry | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class BufferSpec(NamedTuple):
+    """Limits of one FM:6 buffer."""
+
+    limit: int = 10_000
+    """Packets held at most; more are dropped and counted."""
+    timeout: float = 2.0
+    """Seconds a buffer may hold before it ends."""
+    release_on_timeout: bool = False
+    """At the timeout, release the packets (a hold at a new anchor waiting
+    for the old path's end marker) instead of dropping them (counted)."""
+
+
+class FlowUsage(NamedTuple):
+    """Charging counters of one flow at one anchor (FM:2)."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    packets_up: int = 0
+    packets_down: int = 0
+
+
+class DataPlane(Protocol):
+    """What a FM-DP drives; implementations must apply batches atomically."""
+
+    def apply(
+        self,
+        add: Sequence[ForwardingEntry],
+        delete: Sequence[ForwardingEntry],
+        now: float,
+        buffers: Mapping[Prefix, BufferSpec] | None = None,
+    ) -> None:
+        """Delete then add, all or nothing; raises :class:`DataPlaneError`.
+
+        BUFFER entries take their limits from ``buffers`` (default
+        :class:`BufferSpec`); deleting a BUFFER entry releases its packets.
+        """
+
+    def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
+        """Allow only these source prefixes from access link ``link`` (SM)."""
+
+    def entries(self) -> list[ForwardingEntry]:
+        """Every installed entry (read back)."""
+
+    def expire(self, now: float) -> None:
+        """Drop buffers held past their timeout (counted)."""
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` must next run."""
+
+    def buffered(self, prefix: Prefix) -> int:
+        """Packets currently held for ``prefix``."""
+
+    def track(self, flow: FlowFilter) -> None:
+        """Start charging a flow here (counting from zero)."""
+
+    def untrack(self, flow: FlowFilter) -> FlowUsage:
+        """Stop charging a flow; returns its final counters."""
+
+    def usage(self, flow: FlowFilter) -> FlowUsage:
+        """Charging counters of a flow (both directions)."""
+
+    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
+        """Install counters moved from another anchor (FM:2)."""
+
+    def counters(self) -> Mapping[str, int]:
+        """Drop and event counters by reason."""

@@ -1,0 +1,357 @@
+"""The memory data plane: a real forwarding model of one router.
+
+It implements :class:`~dmanchor.dataplane.api.DataPlane` and decides, for a
+modelled :class:`Packet`, what the router does with it: deliver on an
+access link, send to a next hop, encapsulate towards a segment, hold in a
+buffer, or drop (with a reason).  :mod:`dmanchor.sim.fabric` strings such
+routers together and moves packets hop by hop in virtual time.
+
+Lookup order mirrors Linux policy routing: flow-specific entries (FM:3-1
+rules) first, longest prefix among those that match the packet; then the
+longest-prefix match among whole-prefix entries; among entries of equal
+prefix the lowest metric wins.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from ..prefixtable import PrefixTable
+from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
+from .api import BufferSpec, DataPlaneError, FlowUsage
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A modelled IPv6 packet (addresses as integers), with one SRv6 outer header."""
+
+    src: int
+    dst: int
+    proto: int = 17
+    sport: int = 0
+    dport: int = 0
+    flow: str = ""
+    """Label of the flow it belongs to (for reports)."""
+    seq: int = 0
+    """Sequence number within the flow."""
+    size: int = 100
+    """Bytes (inner packet)."""
+    outer: tuple[int, int] | None = None
+    """(source, destination SID) of the SRv6 encapsulation, if any."""
+    hops: tuple[str, ...] = ()
+    """Nodes traversed so far."""
+    marker: bool = False
+    """An end marker: the last packet a router sent on a path it left."""
+
+    @property
+    def route_dst(self) -> int:
+        """The destination routers look at (outer if encapsulated)."""
+        return self.outer[1] if self.outer is not None else self.dst
+
+    def via(self, node: str) -> Packet:
+        """This packet having passed through ``node``."""
+        return replace(self, hops=(*self.hops, node))
+
+
+class Decision(NamedTuple):
+    """What a router does with a packet."""
+
+    kind: str
+    """deliver | forward | encap | decap | local | buffer | drop"""
+    link: str = ""
+    """Access link (deliver)."""
+    next_hop: int = 0
+    """Next hop (forward) or segment (encap)."""
+    reason: str = ""
+    """Why it was dropped."""
+
+
+@dataclass(slots=True)
+class _Buffer:
+    spec: BufferSpec
+    started: float
+    packets: deque[Packet] = field(default_factory=deque)
+
+
+def _flow_matches(f: FlowFilter, p: Packet) -> bool:
+    return f.matches(p.src, p.dst, p.proto, p.sport, p.dport)
+
+
+class MemoryDataPlane:
+    """One router's forwarding state and decisions."""
+
+    def __init__(self, name: str, addresses: Sequence[int] = ()) -> None:
+        self.name = name
+        self.addresses = set(addresses)
+        """The router's own addresses (loopbacks, SIDs)."""
+        self._plain: PrefixTable[list[ForwardingEntry]] = PrefixTable()
+        self._flows: list[ForwardingEntry] = []
+        self._source_filters: dict[str, tuple[Prefix, ...]] = {}
+        self._buffers: dict[Prefix, _Buffer] = {}
+        self._usage: dict[FlowFilter, list[int]] = {}
+        self._counters: Counter[str] = Counter()
+        self.on_release: Callable[[Packet], None] | None = None
+        """Where released buffered packets go (the fabric re-forwards them)."""
+        self.released: list[Packet] = []
+        """Released packets when no :attr:`on_release` is set."""
+        self.on_marker: Callable[[Decision, Packet], None] | None = None
+        """Sends an end marker down the path a prefix just left."""
+
+    # -- DataPlane interface ------------------------------------------------------
+
+    def apply(
+        self,
+        add: Sequence[ForwardingEntry],
+        delete: Sequence[ForwardingEntry],
+        now: float,
+        buffers: Mapping[Prefix, BufferSpec] | None = None,
+    ) -> None:
+        for e in delete:
+            if not self._has(e):
+                raise DataPlaneError(f"{self.name}: no such entry to delete", e)
+        seen = set()
+        for e in add:
+            self._validate(e)
+            key = (e.kind, e.prefix, e.flow, e.next_hop, e.link)
+            if key in seen:
+                raise DataPlaneError(f"{self.name}: entry added twice", e)
+            seen.add(key)
+        # Where each changed prefix went before, to mark the old path's end.
+        before = {e.prefix: self._path_of(e.prefix.network)
+                  for e in add if e.flow is None and e.kind in (EntryKind.ROUTE,
+                                                                EntryKind.TUNNEL)}
+        # Validated: apply without any failure path (atomic).
+        released: list[Prefix] = []
+        for e in delete:
+            self._remove(e)
+            if e.kind is EntryKind.BUFFER and not any(
+                a.kind is EntryKind.BUFFER and a.prefix == e.prefix for a in add
+            ):
+                released.append(e.prefix)
+        for e in add:
+            if self._has(e):
+                continue  # idempotent re-add
+            self._insert(e)
+            if e.kind is EntryKind.BUFFER and e.prefix not in self._buffers:
+                spec = (buffers or {}).get(e.prefix, BufferSpec())
+                self._buffers[e.prefix] = _Buffer(spec, now)
+        if self.on_marker is not None:
+            for prefix, old in before.items():
+                if old is not None and old != self._path_of(prefix.network):
+                    self._counters["end-marker-sent"] += 1
+                    self.on_marker(old, Packet(min(self.addresses, default=0),
+                                               prefix.network, flow="end-marker", marker=True))
+        for p in released:
+            buf = self._buffers.pop(p, None)
+            if buf is not None:
+                self._counters["released"] += len(buf.packets)
+                for pkt in buf.packets:
+                    if self.on_release is not None:
+                        self.on_release(pkt)
+                    else:
+                        self.released.append(pkt)
+
+    def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
+        if prefixes:
+            self._source_filters[link] = tuple(prefixes)
+        else:
+            self._source_filters.pop(link, None)
+
+    def entries(self) -> list[ForwardingEntry]:
+        out = [e for _, es in self._plain.items() for e in es]
+        return out + list(self._flows)
+
+    def expire(self, now: float) -> None:
+        for prefix, buf in list(self._buffers.items()):
+            if now - buf.started >= buf.spec.timeout:
+                hold = [e for e in self.entries()
+                        if e.kind is EntryKind.BUFFER and e.prefix == prefix]
+                if buf.spec.release_on_timeout:
+                    self._counters["hold-timeout-released"] += len(buf.packets)
+                    self.apply((), hold, now)
+                    continue
+                self._counters["buffer-timeout"] += len(buf.packets)
+                del self._buffers[prefix]
+                for e in hold:
+                    self._remove(e)
+
+    def next_deadline(self) -> float | None:
+        if not self._buffers:
+            return None
+        return min(b.started + b.spec.timeout for b in self._buffers.values())
+
+    def usage(self, flow: FlowFilter) -> FlowUsage:
+        u = self._usage.get(flow)
+        return FlowUsage(*u) if u is not None else FlowUsage()
+
+    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
+        self._usage[flow] = list(usage)
+
+    def track(self, flow: FlowFilter) -> None:
+        """Start charging a flow (from zero unless state was moved in)."""
+        self._usage.setdefault(flow, [0, 0, 0, 0])
+
+    def untrack(self, flow: FlowFilter) -> FlowUsage:
+        """Stop charging a flow; returns its final counters."""
+        u = self._usage.pop(flow, None)
+        return FlowUsage(*u) if u is not None else FlowUsage()
+
+    def counters(self) -> Mapping[str, int]:
+        return dict(self._counters)
+
+    def buffered(self, prefix: Prefix) -> int:
+        """Packets currently held for ``prefix``."""
+        buf = self._buffers.get(prefix)
+        return len(buf.packets) if buf is not None else 0
+
+    # -- Forwarding model ---------------------------------------------------------
+
+    def decide(self, p: Packet, in_link: str | None = None, decapped: bool = False) -> Decision:
+        """What this router does with ``p`` (arrived on access link ``in_link``).
+
+        ``decapped``: ``p`` just left an anchor-to-anchor tunnel.  Such
+        packets are the ones an old anchor forwards; they pass a BUFFER
+        hold, and an end marker among them releases it (so packets that
+        took the new direct path wait for the old path to drain).
+        """
+        if in_link is not None:
+            allowed = self._source_filters.get(in_link)
+            if allowed is not None and not any(a.contains(p.src) for a in allowed):
+                self._counters["spoofed-source"] += 1
+                return Decision("drop", reason="spoofed-source")
+            self._charge(p, up=True)
+        dst = p.route_dst
+        if p.outer is not None and dst in self.addresses:
+            e = self._lookup_plain(dst)
+            if e is not None and e.kind is EntryKind.DECAP:
+                return Decision("decap")
+            self._counters["no-decap"] += 1
+            return Decision("drop", reason="no-decap")
+        if dst in self.addresses:
+            return Decision("local")
+        entry = self._lookup_flow(p) if p.outer is None else None
+        if entry is None:
+            entry = self._lookup_plain(dst, skip_buffer=decapped)
+        if p.marker and (decapped or (entry is not None and entry.kind is EntryKind.ANCHOR)):
+            if decapped:
+                self._end_marker(dst)
+            return Decision("consumed")
+        if entry is None:
+            self._counters["no-route"] += 1
+            return Decision("drop", reason="no-route")
+        kind = entry.kind
+        if kind is EntryKind.ANCHOR:
+            self._charge(p, up=False)
+            return Decision("deliver", link=entry.link)
+        if kind is EntryKind.ROUTE:
+            assert entry.next_hop is not None
+            return Decision("forward", next_hop=int(entry.next_hop))
+        if kind is EntryKind.TUNNEL:
+            assert entry.next_hop is not None
+            return Decision("encap", next_hop=int(entry.next_hop))
+        if kind is EntryKind.BUFFER:
+            buf = self._buffers.get(entry.prefix)
+            if buf is None or len(buf.packets) >= buf.spec.limit:
+                self._counters["buffer-overflow"] += 1
+                return Decision("drop", reason="buffer-overflow")
+            buf.packets.append(p)
+            self._counters["buffered"] += 1
+            return Decision("buffer")
+        self._counters["dropped-by-entry"] += 1
+        return Decision("drop", reason="drop-entry")
+
+    def _charge(self, p: Packet, up: bool) -> None:
+        if not self._usage:
+            return
+        for flow, u in self._usage.items():
+            if up and _flow_matches(flow, p):
+                u[0] += p.size
+                u[2] += 1
+                return
+            if not up and _flow_matches(flow.reversed(), p):
+                u[1] += p.size
+                u[3] += 1
+                return
+
+    def _lookup_flow(self, p: Packet) -> ForwardingEntry | None:
+        best: ForwardingEntry | None = None
+        for e in self._flows:
+            if (
+                e.prefix.contains(p.dst) and e.flow is not None and _flow_matches(e.flow, p)
+                and (best is None
+                     or (e.prefix.length, -e.metric) > (best.prefix.length, -best.metric))
+            ):
+                best = e
+        return best
+
+    def _lookup_plain(self, dst: int, skip_buffer: bool = False) -> ForwardingEntry | None:
+        hit = self._plain.longest(dst)
+        if hit is None:
+            return None
+        entries = hit[1]
+        if not skip_buffer:
+            for e in entries:
+                if e.kind is EntryKind.BUFFER:
+                    return e  # a held prefix holds, whatever else is installed
+        usable = [e for e in entries if e.kind is not EntryKind.BUFFER] if skip_buffer else entries
+        if not usable:
+            hit = self._plain.longest(dst, max_length=hit[0].length - 1) if hit[0].length else None
+            return None if hit is None else min(hit[1], key=lambda e: e.metric)
+        return min(usable, key=lambda e: e.metric)
+
+    def _end_marker(self, dst: int) -> None:
+        """The old path has drained: release holds covering ``dst``."""
+        for prefix in [p for p in self._buffers if p.contains(dst)]:
+            hold = [e for e in self.entries()
+                    if e.kind is EntryKind.BUFFER and e.prefix == prefix and e.flow is None]
+            self._counters["end-marker"] += 1
+            self.apply((), hold, 0.0)
+
+    def _path_of(self, dst: int) -> Decision | None:
+        e = self._lookup_plain(dst, skip_buffer=True)
+        if e is None or e.next_hop is None:
+            return None
+        if e.kind is EntryKind.ROUTE:
+            return Decision("forward", next_hop=int(e.next_hop))
+        if e.kind is EntryKind.TUNNEL:
+            return Decision("encap", next_hop=int(e.next_hop))
+        return None
+
+    # -- Table maintenance -------------------------------------------------------
+
+    def _validate(self, e: ForwardingEntry) -> None:
+        if e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL) and e.next_hop is None:
+            raise DataPlaneError(f"{self.name}: {e.kind.name} needs a next hop", e)
+        if e.kind is EntryKind.ANCHOR and not e.link:
+            raise DataPlaneError(f"{self.name}: ANCHOR needs an access link", e)
+        if e.kind is EntryKind.DECAP and e.flow is not None:
+            raise DataPlaneError(f"{self.name}: DECAP cannot be per flow", e)
+
+    def _has(self, e: ForwardingEntry) -> bool:
+        if e.flow is not None:
+            return e in self._flows
+        es = self._plain.get(e.prefix)
+        return es is not None and e in es
+
+    def _insert(self, e: ForwardingEntry) -> None:
+        if e.flow is not None:
+            self._flows.append(e)
+            return
+        es = self._plain.get(e.prefix)
+        if es is None:
+            self._plain.set(e.prefix, [e])
+        else:
+            es.append(e)
+
+    def _remove(self, e: ForwardingEntry) -> None:
+        if e.flow is not None:
+            self._flows.remove(e)
+            return
+        es = self._plain.get(e.prefix)
+        assert es is not None
+        es.remove(e)
+        if not es:
+            self._plain.pop(e.prefix)

@@ -1,0 +1,341 @@
+"""Anchor agent: the FM-CP and FM-DP of one access router, and its LMc role.
+
+This is the distributed CPA co-located with its DPA (Fig 1a/1b): it owns the
+router's data plane, delegates its own prefixes to the MNs that attach, and
+keeps flows that need session continuity working when an MN moves:
+
+* ``mode="tunnel"`` (draft 4.1.2): the previous anchor keeps anchoring the
+  old prefix and tunnels (SRv6) it to the new one.  The new anchor finds the
+  old one by FM:4-3/4-4 discovery, tells it it is ready (FM:6-2); the old
+  one releases what it buffered since the MN left (FM:6-1) into the tunnel
+  and hands the flows' QoS/charging state over (FM:2).
+* ``mode="switch"`` (draft 4.2/4.2.1): the anchoring of the old prefix moves
+  to the new router.  The new anchor updates the location binding (LM:1-4);
+  a central FM-CP (:mod:`.controller`) re-routes the core (FM:5-1) and tells
+  the old anchor (FM:6-2) to release its buffer towards the new one.
+
+Either way, when the continuity flows have closed and the prefix lifetime
+has ended (FM:3-3), the visited anchor stops anchoring the prefix and the
+binding is removed, so it goes back to its home network.
+
+Access-layer inputs (link up/down, the MN's previous prefixes and flows)
+arrive as method calls; everything else is messages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+
+from ..dataplane.api import BufferSpec, DataPlane
+from ..transport.reliable import (
+    Addr,
+    Endpoint,
+    Event,
+    MessageReceived,
+    NegativeReply,
+    ReplyReceived,
+    RequestTimedOut,
+)
+from ..transport.service import ServiceCore
+from ..wire import messages as m
+from ..wire.types import Cause, EntryKind, FlowFilter, FlowState, ForwardingEntry, Prefix
+from .fmdp import DpFunction
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSettings:
+    """One access router's anchor agent."""
+
+    node_id: str
+    """Node id (FM:4-1 registration, FM:1)."""
+    dpa: IPv6Address
+    """Data-plane address: the SRv6 SID (End.DT6) tunnels are sent to."""
+    cpa: IPv6Address
+    """Control-plane address (host of this agent's endpoint)."""
+    prefixes: tuple[Prefix, ...]
+    """Prefixes anchored here (registered with the controller)."""
+    uplink: IPv6Address
+    """Next hop towards the core (used when the prefix anchoring moves away)."""
+    controller: Addr | None = None
+    """Mobility controller (FM:4 registry; central FM-CP in switch mode)."""
+    lms: Addr | None = None
+    """LMs or LMp receiving LM:1-4 updates."""
+    mode: str = "tunnel"
+    """``tunnel`` (4.1.2) or ``switch`` (4.2.1)."""
+    port: int = 5400
+    """Signalling port of peer anchors (at their CPA)."""
+    lifetime: int = 600
+    """Lifetime of registrations and bindings, seconds."""
+    buffer: BufferSpec = BufferSpec()
+    """FM:6 buffer limits."""
+    hold_timeout: float = 1.0
+    """Switch mode: longest wait for the old path's end marker, seconds."""
+
+
+@dataclass(slots=True)
+class _Visiting:
+    """A prefix from another network anchored here for an MN's flows."""
+
+    link: str
+    flows: tuple[FlowFilter, ...]
+    home_cpa: IPv6Address | None = None
+    home_node: str = ""
+    expires: float = 0.0
+    flows_closed: bool = False
+
+
+@dataclass(slots=True)
+class _Attached:
+    link: str
+    own: tuple[Prefix, ...]
+    visiting: tuple[Prefix, ...] = ()
+
+
+@dataclass(slots=True)
+class AnchorStats:
+    """What the agent did (signalling per draft label is in the endpoint)."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    flushed: int = 0
+
+
+class AnchorAgentCore(ServiceCore):
+    """FM-CP + FM-DP + LMc of one access router."""
+
+    def __init__(self, settings: AnchorSettings, dataplane: DataPlane,
+                 endpoint: Endpoint | None = None, now: float = 0.0) -> None:
+        if settings.mode not in ("tunnel", "switch"):
+            raise ValueError(f"mode must be tunnel or switch, not {settings.mode!r}")
+        super().__init__(endpoint or Endpoint())
+        self.s = settings
+        self.fn = DpFunction(dataplane, settings.buffer)
+        self.dp = dataplane
+        self.stats = AnchorStats()
+        self.attached: dict[str, _Attached] = {}
+        self.visiting: dict[Prefix, _Visiting] = {}
+        self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
+        self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
+        self._discovering: dict[int, Prefix] = {}
+        self.registered = False
+        sid = ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa))
+        if sid not in dataplane.entries():
+            dataplane.apply((sid,), (), now)
+        self.set_timer("register", now)
+
+    # -- Access-layer inputs -----------------------------------------------------------
+
+    def attach(self, mn: str, link: str, own: Sequence[Prefix],
+               previous: Mapping[Prefix, Sequence[FlowFilter]], now: float) -> None:
+        """The MN came up on ``link``: anchor ``own``; keep ``previous`` reachable.
+
+        ``previous`` maps each prefix from an earlier network still used by
+        flows needing continuity to those flows (FM:3-1 filters).
+        """
+        add = [ForwardingEntry(EntryKind.ANCHOR, p, link=link) for p in own]
+        returning = [p for p in previous if p in self.away]
+        foreign = [p for p in previous if p not in self.away and p not in own]
+        for p in returning:
+            # Back home: our own prefix is delivered locally again.
+            self._replace(p, [ForwardingEntry(EntryKind.ANCHOR, p, link=link)], now)
+            del self.away[p]
+        holds = {}
+        for p in foreign:
+            add.append(ForwardingEntry(EntryKind.ANCHOR, p, link=link))
+            if self.s.mode == "switch":
+                # Packets that take the new direct path wait until the old
+                # anchor's leftovers (ended by an end marker) have arrived.
+                add.append(ForwardingEntry(EntryKind.BUFFER, p))
+                holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
+        self._apply_new(add, now, holds)
+        for p, flows in previous.items():
+            self.track_flows(p, flows)
+        self.attached[mn] = _Attached(link, tuple(own), tuple(foreign))
+        for p in own:
+            self._lm_update(p, self.s.dpa, now)
+        for p in foreign:
+            self.visiting[p] = _Visiting(link, tuple(previous[p]), expires=now + self.s.lifetime)
+            self.set_timer(("visit", p), now + self.s.lifetime / 2)
+            self._lm_update(p, self.s.dpa, now)
+            if self.s.mode == "tunnel" and self.s.controller is not None:
+                rid = self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)
+                self._discovering[rid] = p
+            # In switch mode the controller reacts to the binding update.
+        self.stats.counters["attach"] += 1
+
+    def detach(self, mn: str, now: float) -> None:
+        """The MN's link went down: hold its packets (FM:6-1) until told where."""
+        st = self.attached.pop(mn, None)
+        if st is None:
+            return
+        for p in (*st.own, *st.visiting):
+            self._replace(p, [ForwardingEntry(EntryKind.BUFFER, p)], now,
+                          keep_buffer=False)
+            if p in st.own:
+                self.away[p] = st.link
+            else:
+                self.visiting.pop(p, None)
+                self.cancel_timer(("visit", p))
+        self.stats.counters["detach"] += 1
+
+    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
+        """Charge these flows of ``prefix`` here (FM:2 state to move later)."""
+        self._flows[prefix] = tuple(flows)
+        for f in flows:
+            self.dp.track(f)
+
+    def flows_closed(self, prefix: Prefix, now: float) -> None:
+        """The continuity flows using a visiting prefix have closed (FM:3-3)."""
+        v = self.visiting.get(prefix)
+        if v is None:
+            return
+        v.flows_closed = True
+        if now >= v.expires:
+            self._revert(prefix, now)
+
+    # -- Messages --------------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> None:
+        ep = self.endpoint
+        if isinstance(event, MessageReceived):
+            msg = event.message
+            if isinstance(msg, m.BufferReady):
+                self._on_ready(event, msg, now)
+            elif isinstance(msg, m.FmHandoff):
+                self._on_handoff(event, msg, now)
+            elif not self.fn.handle(ep, event, now) and event.expects_reply:
+                ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
+        elif isinstance(event, ReplyReceived):
+            reply = event.reply
+            if isinstance(reply, m.DiscoveryAnswer):
+                self._on_discovered(event.request_id, reply, now)
+            elif isinstance(reply, m.RegistrationReply):
+                self.registered = True
+        elif isinstance(event, NegativeReply | RequestTimedOut):
+            self.stats.counters[f"failed:{event.request.TYPE.name}"] += 1
+            self._discovering.pop(event.request_id, None)
+
+    def on_timer(self, name: Hashable, now: float) -> None:
+        if name == "register":
+            # Registrations and the bindings of attached MNs live
+            # ``lifetime``; refresh them at half of it.
+            if self.s.controller is not None:
+                self.endpoint.request(
+                    m.AnchorRegistration(self.s.node_id, self.s.dpa, self.s.cpa,
+                                         self.s.lifetime, self.s.prefixes),
+                    self.s.controller, now,
+                )
+            for st in self.attached.values():
+                for p in st.own:
+                    self._lm_update(p, self.s.dpa, now)
+            self.set_timer("register", now + self.s.lifetime / 2)
+        elif isinstance(name, tuple) and name[0] == "visit":
+            prefix = name[1]
+            assert isinstance(prefix, Prefix)
+            v = self.visiting.get(prefix)
+            if v is None:
+                return
+            if not v.flows_closed:
+                # Flows still need the prefix: keep its lease and binding.
+                v.expires = now + self.s.lifetime
+                self._lm_update(prefix, self.s.dpa, now)
+                self.set_timer(("visit", prefix), now + self.s.lifetime / 2)
+            elif now >= v.expires:
+                self._revert(prefix, now)
+            else:
+                self.set_timer(("visit", prefix), v.expires)
+
+    def _on_discovered(self, rid: int, answer: m.DiscoveryAnswer, now: float) -> None:
+        prefix = self._discovering.pop(rid, None)
+        if prefix is None:
+            return
+        v = self.visiting.get(prefix)
+        if v is None:
+            return
+        v.home_cpa = answer.cpa_address
+        v.home_node = answer.node_id or ""
+        # FM:6-2: ready to receive what the previous anchor buffered.
+        self.endpoint.request(m.BufferReady(prefix, self.s.dpa),
+                              (str(answer.cpa_address), self.s.port), now)
+
+    def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
+        """FM:6-2 at the previous anchor: send held packets to the new one."""
+        prefix = msg.prefix
+        held = self.dp.buffered(prefix)
+        # Leftovers (and late packets still routed here) go to the new
+        # anchor through a tunnel: in switch mode too, so the new anchor can
+        # tell them from packets of the new direct path.
+        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
+        self.stats.flushed += held
+        self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
+        # FM:2: the flows' QoS and charging state move with them.
+        flows = self._flows.pop(prefix, ())
+        if flows:
+            states = []
+            for f in flows:
+                states.append(FlowState(f, 0, *self.dp.untrack(f)))
+            target = ev.source if self.s.mode == "tunnel" else None
+            if target is None:
+                target = self._anchor_of(msg.dpa_address)
+            if target is not None:
+                self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)), target, now)
+
+    def _anchor_of(self, dpa: IPv6Address) -> Addr | None:
+        # Peers listen on their CPA; when CPA and DPA share a host (the
+        # common co-located case) the DPA address reaches the agent too.
+        return (str(dpa), self.s.port)
+
+    def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:
+        """FM:1: the FM role for a prefix comes back here (revert, FM:3-3)."""
+        prefix = msg.prefix
+        if msg.node_id == self.s.node_id and prefix in self.away:
+            self._replace(prefix, [], now)
+            del self.away[prefix]
+            self.stats.counters["returned"] += 1
+        self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
+
+    # -- Helpers -------------------------------------------------------------------------
+
+    def _revert(self, prefix: Prefix, now: float) -> None:
+        v = self.visiting.pop(prefix, None)
+        if v is None:
+            return
+        self._replace(prefix, [], now)
+        for f in v.flows:
+            self.dp.untrack(f)
+        self._lm_update(prefix, self.s.dpa, now, lifetime=0)
+        if self.s.mode == "tunnel" and v.home_cpa is not None:
+            home = (str(v.home_cpa), self.s.port)
+            self.endpoint.request(m.FmHandoff(prefix, v.home_node, v.home_cpa), home, now)
+        for st in self.attached.values():
+            st.visiting = tuple(p for p in st.visiting if p != prefix)
+        self.stats.counters["reverted"] += 1
+
+    def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
+                   lifetime: int | None = None) -> None:
+        if self.s.lms is None:
+            return
+        life = self.s.lifetime if lifetime is None else lifetime
+        self.endpoint.request(m.LocationUpdate(prefix, address, life), self.s.lms, now)
+
+    def _apply_new(self, add: list[ForwardingEntry], now: float,
+                   buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:
+        have = set(self.dp.entries())
+        self.dp.apply([e for e in add if e not in have], (), now, buffers)
+
+    def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
+                 keep_buffer: bool = False) -> None:
+        """Swap every whole-prefix entry of ``prefix`` for ``new``, atomically.
+
+        Removing a BUFFER entry releases its packets through ``new``.
+        """
+        old = [e for e in self.dp.entries()
+               if e.prefix == prefix and e.flow is None
+               and not (keep_buffer and e.kind is EntryKind.BUFFER)]
+        add = [e for e in new if e not in old]
+        delete = [e for e in old if e not in new]
+        buffers = {prefix: self.s.buffer} if any(
+            e.kind is EntryKind.BUFFER for e in add) else None
+        self.dp.apply(add, delete, now, buffers)

@@ -1,0 +1,277 @@
+"""The mobility controller: FM:4 anchor registry and a central FM-CP (sans-IO).
+
+* FM:4-1/4-2: anchors register their DPA, CPA and anchored prefixes; the
+  reply echoes them.  Registrations expire unless refreshed; a prefix
+  overlapping another anchor's registration is refused.
+* FM:4-3/4-4: discovery answers the DPA and CPA anchoring a prefix.
+* FM:5-2: status reports from FM-DPs are tracked; an FM-DP that misses
+  reports for ``dead_after`` is declared down (:class:`DataPlaneDown`).
+* Central FM-CP for anchor switching (draft 4.2.1): subscribed (LM:1-3)
+  to the location bindings of the prefixes it manages, it reacts to a
+  binding that moved a prefix away from its home anchor by sending FM:5-1
+  to every core router (a more specific route towards the new anchor) and,
+  once all have acknowledged, FM:6-2 to the home anchor on behalf of the
+  new one, which releases its buffer.  When the binding is removed (FM:3-3)
+  it deletes those routes and hands the prefix back with FM:1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+
+from ..prefixtable import PrefixTable
+from ..transport.reliable import (
+    Addr,
+    Endpoint,
+    Event,
+    MessageReceived,
+    NegativeReply,
+    ReplyReceived,
+    RequestTimedOut,
+)
+from ..transport.service import ServiceCore
+from ..wire import messages as m
+from ..wire.types import Cause, EntryKind, ForwardingEntry, Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RouterControl:
+    """A core router the central FM-CP programs."""
+
+    name: str
+    """Its node id (matches its FM:5-2 reports)."""
+    address: Addr
+    """Its FM-DP endpoint."""
+    next_hops: Mapping[IPv6Address, IPv6Address]
+    """For each anchor DPA: the next hop this router uses to reach it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """The mobility controller."""
+
+    node_id: str = "controller"
+    """Node id."""
+    lms: Addr | None = None
+    """LMs (or LMp) to subscribe to for binding changes."""
+    watch: tuple[Prefix, ...] = ()
+    """Prefixes whose anchoring it manages (subscribed with LM:1-3)."""
+    routers: tuple[RouterControl, ...] = ()
+    """Core routers it programs with FM:5-1."""
+    anchor_port: int = 5400
+    """Signalling port of anchor agents at their CPA."""
+    max_registration: int = 3600
+    """Longest registration lifetime granted, seconds."""
+    dead_after: float = 1.5
+    """An FM-DP silent this long (no FM:5-2) is declared down."""
+    subscription_lifetime: int = 600
+    """Lifetime asked for the LM:1-3 subscription (renewed at half)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """An anchor's FM:4-1 registration."""
+
+    node_id: str
+    dpa: IPv6Address
+    cpa: IPv6Address
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneDown:
+    """An FM-DP stopped reporting (FM:5-2)."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneUp:
+    """An FM-DP reports (again)."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorMoved:
+    """Every core router forwards ``prefix`` to ``dpa`` and the home released."""
+
+    prefix: Prefix
+    dpa: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorReverted:
+    """``prefix`` is routed to its home anchor again (FM:3-3)."""
+
+    prefix: Prefix
+
+
+ControllerEvent = DataPlaneDown | DataPlaneUp | AnchorMoved | AnchorReverted
+
+
+@dataclass(slots=True)
+class _Change:
+    prefix: Prefix
+    dpa: IPv6Address | None  # None: revert
+    waiting: set[int] = field(default_factory=set)
+    failed: bool = False
+
+
+class ControllerCore(ServiceCore):
+    """Registry, discovery, FM:5-2 tracking and central anchor switching."""
+
+    def __init__(self, settings: ControllerSettings, endpoint: Endpoint | None = None,
+                 now: float = 0.0) -> None:
+        super().__init__(endpoint or Endpoint())
+        self.s = settings
+        self.registry: PrefixTable[Registration] = PrefixTable()
+        self.counters: Counter[str] = Counter()
+        self.events: list[ControllerEvent] = []
+        self.status: dict[str, tuple[float, bool, int]] = {}  # node -> (seen, active, load)
+        self.down: set[str] = set()
+        self.moved: dict[Prefix, IPv6Address] = {}
+        self._changes: dict[int, _Change] = {}
+        if settings.lms is not None and settings.watch:
+            self.set_timer("subscribe", now)
+        self.set_timer("liveness", now + settings.dead_after)
+
+    def drain_events(self) -> list[ControllerEvent]:
+        """Take the upward events."""
+        out, self.events = self.events, []
+        return out
+
+    def discover(self, prefix: Prefix, now: float) -> Registration | None:
+        """The live registration anchoring ``prefix`` (longest match)."""
+        for _, reg in self.registry.covering(prefix):
+            if reg.expires > now:
+                return reg
+        return None
+
+    # -- Events ---------------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> None:
+        if isinstance(event, MessageReceived):
+            msg = event.message
+            if isinstance(msg, m.AnchorRegistration):
+                self._on_register(event, msg, now)
+            elif isinstance(msg, m.AnchorDiscovery):
+                reg = self.discover(msg.prefix, now)
+                if reg is None:
+                    self.endpoint.reject(event, Cause.UNKNOWN_PREFIX, "no anchor", now,
+                                         msg.prefix)
+                else:
+                    self.endpoint.reply(event, m.DiscoveryAnswer(
+                        msg.prefix, reg.dpa, reg.cpa, reg.node_id), now)
+            elif isinstance(msg, m.DataPlaneStatus):
+                self._on_status(msg, now)
+            elif isinstance(msg, m.LocationInform):
+                self.endpoint.reply(event, m.LocationInformAck(msg.prefix), now)
+                self._on_binding(msg.prefix, msg.forwarding_address, msg.lifetime, now)
+            elif event.expects_reply:
+                self.endpoint.reject(event, Cause.UNSUPPORTED, "controller", now)
+            return
+        change = self._changes.pop(event.request_id, None)
+        if change is None:
+            if not isinstance(event, ReplyReceived):
+                self.counters[f"failed:{event.request.TYPE.name}"] += 1
+            return
+        change.waiting.discard(event.request_id)
+        if isinstance(event, NegativeReply | RequestTimedOut):
+            change.failed = True
+            self.counters["fm5-1-failed"] += 1
+        if not change.waiting and not change.failed:
+            self._routers_done(change, now)
+
+    def on_timer(self, name: Hashable, now: float) -> None:
+        if name == "subscribe" and self.s.lms is not None:
+            self.endpoint.request(
+                m.Subscribe(self.s.watch, self.s.subscription_lifetime), self.s.lms, now)
+            self.set_timer("subscribe", now + self.s.subscription_lifetime / 2)
+        elif name == "liveness":
+            for node, (seen, _, _) in self.status.items():
+                if node not in self.down and now - seen > self.s.dead_after:
+                    self.down.add(node)
+                    self.counters["dataplane-down"] += 1
+                    self.events.append(DataPlaneDown(node))
+            self.set_timer("liveness", now + self.s.dead_after / 3)
+
+    # -- FM:4 ---------------------------------------------------------------------------
+
+    def _on_register(self, ev: MessageReceived, msg: m.AnchorRegistration, now: float) -> None:
+        for p in msg.prefixes:
+            for other, reg in self.registry.items():
+                if reg.node_id != msg.node_id and reg.expires > now and other.overlaps(p):
+                    self.counters["registration-refused"] += 1
+                    self.endpoint.reject(ev, Cause.OVERLAPPING_CLAIM,
+                                         f"{p} overlaps {other} of {reg.node_id}", now, p)
+                    return
+        life = min(msg.lifetime, self.s.max_registration)
+        reg = Registration(msg.node_id, msg.dpa_address, msg.cpa_address, now + life)
+        for p in msg.prefixes:
+            self.registry.set(p, reg)
+        self.counters["registered"] += 1
+        self.endpoint.reply(ev, m.RegistrationReply(
+            msg.node_id, msg.dpa_address, msg.cpa_address, life, msg.prefixes), now)
+
+    # -- FM:5-2 -------------------------------------------------------------------------
+
+    def _on_status(self, msg: m.DataPlaneStatus, now: float) -> None:
+        self.status[msg.node_id] = (now, msg.load.active, msg.load.percent)
+        if msg.node_id in self.down:
+            self.down.discard(msg.node_id)
+            self.events.append(DataPlaneUp(msg.node_id))
+
+    # -- Anchor switching (4.2.1) -----------------------------------------------------
+
+    def _on_binding(self, prefix: Prefix, dpa: IPv6Address, lifetime: int, now: float) -> None:
+        home = self.discover(prefix, now)
+        if home is None:
+            self.counters["binding-without-home"] += 1
+            return
+        if lifetime > 0 and dpa != home.dpa:
+            if self.moved.get(prefix) != dpa:
+                self._program(prefix, dpa, now)
+        elif prefix in self.moved:
+            self._program(prefix, None, now)
+
+    def _program(self, prefix: Prefix, dpa: IPv6Address | None, now: float) -> None:
+        change = _Change(prefix, dpa)
+        previous = self.moved.get(prefix)
+        for r in self.s.routers:
+            add: tuple[ForwardingEntry, ...] = ()
+            delete: tuple[ForwardingEntry, ...] = ()
+            if previous is not None and previous in r.next_hops:
+                delete = (ForwardingEntry(EntryKind.ROUTE, prefix, r.next_hops[previous]),)
+            if dpa is not None:
+                if dpa not in r.next_hops:
+                    self.counters["no-path-to-anchor"] += 1
+                    continue
+                add = (ForwardingEntry(EntryKind.ROUTE, prefix, r.next_hops[dpa]),)
+            if add or delete:
+                rid = self.endpoint.request(m.ForwardingUpdate(add, delete), r.address, now)
+                change.waiting.add(rid)
+                self._changes[rid] = change
+        if dpa is None:
+            self.moved.pop(prefix, None)
+        else:
+            self.moved[prefix] = dpa
+        if not change.waiting:
+            self._routers_done(change, now)
+
+    def _routers_done(self, change: _Change, now: float) -> None:
+        home = self.discover(change.prefix, now)
+        if home is None:
+            return
+        target = (str(home.cpa), self.s.anchor_port)
+        if change.dpa is not None:
+            # FM:6-2 on behalf of the new DPA: the path to it is ready.
+            self.endpoint.request(m.BufferReady(change.prefix, change.dpa), target, now)
+            self.events.append(AnchorMoved(change.prefix, change.dpa))
+        else:
+            self.endpoint.request(m.FmHandoff(change.prefix, home.node_id, home.dpa),
+                                  target, now)
+            self.events.append(AnchorReverted(change.prefix))

@@ -1,0 +1,121 @@
+"""FM-DP: applies FM:5-1 updates to a data plane, buffers (FM:6-1), reports FM:5-2.
+
+:class:`DpFunction` is the FM-DP behaviour on one data plane, shared by the
+stand-alone :class:`FmDpCore` (a router driven by a central FM-CP) and by
+anchor agents that host FM-CP and FM-DP together (Fig 1a/1b).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError, FlowUsage
+from ..transport.reliable import Addr, Endpoint, Event, MessageReceived
+from ..transport.service import ServiceCore
+from ..wire import messages as m
+from ..wire.types import Cause, EntryKind, FlowFilter, ForwardingEntry, Load, Prefix
+
+
+class DpFunction:
+    """FM-DP message handling over one :class:`DataPlane`."""
+
+    def __init__(self, dataplane: DataPlane, default_buffer: BufferSpec | None = None) -> None:
+        self.dp = dataplane
+        self.default_buffer = default_buffer or BufferSpec()
+        self.updates_applied = 0
+
+    def handle(self, ep: Endpoint, ev: MessageReceived, now: float) -> bool:
+        """Serve an FM-DP request; False if ``ev`` is not one."""
+        msg = ev.message
+        if isinstance(msg, m.ForwardingUpdate):
+            try:
+                self.dp.apply(msg.add, msg.delete, now)
+            except DataPlaneError as exc:
+                ep.reject(ev, Cause.INVALID_STATE, str(exc), now)
+                return True
+            self.updates_applied += 1
+            ep.reply(ev, m.ForwardingUpdateAck(len(msg.add) + len(msg.delete)), now)
+        elif isinstance(msg, m.BufferRequest):
+            self.start_buffer(msg.prefix, now, msg.limit, msg.timeout_ms)
+            ep.reply(ev, m.BufferAck(msg.prefix), now)
+        elif isinstance(msg, m.FlowStateTransfer):
+            for st in msg.states:
+                self.merge_usage(st.flow, FlowUsage(st.bytes_up, st.bytes_down,
+                                                   st.packets_up, st.packets_down))
+            ep.reply(ev, m.FlowStateAck(msg.prefix, len(msg.states)), now)
+        else:
+            return False
+        return True
+
+    def start_buffer(self, prefix: Prefix, now: float, limit: int | None = None,
+                     timeout_ms: int | None = None) -> None:
+        """FM:6-1: hold packets to ``prefix`` (idempotent)."""
+        entry = ForwardingEntry(EntryKind.BUFFER, prefix)
+        if entry in self.dp.entries():
+            return
+        spec = BufferSpec(
+            limit if limit is not None else self.default_buffer.limit,
+            timeout_ms / 1000 if timeout_ms is not None else self.default_buffer.timeout,
+        )
+        self.dp.apply((entry,), (), now, {prefix: spec})
+
+    def merge_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        """FM:2: add counters moved in from the previous anchor.
+
+        Added, not overwritten: this anchor may already have counted packets
+        of the flow before the transfer arrived, and each packet must be
+        charged exactly once.
+        """
+        here = self.dp.usage(flow)
+        self.dp.set_usage(flow, FlowUsage(*(a + b for a, b in zip(here, moved, strict=True))))
+
+
+@dataclass(frozen=True, slots=True)
+class FmDpSettings:
+    """A stand-alone FM-DP."""
+
+    node_id: str
+    """Name reported in FM:5-2."""
+    control: Addr | None = None
+    """FM-CP to report FM:5-2 status to."""
+    status_interval: float = 0.5
+    """Seconds between FM:5-2 reports."""
+
+
+class FmDpCore(ServiceCore):
+    """A router's FM-DP agent: FM:5-1, FM:6-1, FM:2 in; FM:5-2 out."""
+
+    def __init__(self, settings: FmDpSettings, dataplane: DataPlane,
+                 endpoint: Endpoint | None = None, now: float = 0.0) -> None:
+        super().__init__(endpoint or Endpoint())
+        self.settings = settings
+        self.fn = DpFunction(dataplane)
+        self.active = True
+        """Whether forwarding is active (reported in FM:5-2)."""
+        if settings.control is not None:
+            self.set_timer("status", now)
+        self._arm_expiry()
+
+    def on_event(self, event: Event, now: float) -> None:
+        if isinstance(event, MessageReceived):
+            if not self.fn.handle(self.endpoint, event, now) and event.expects_reply:
+                self.endpoint.reject(event, Cause.UNSUPPORTED, "FM-DP", now)
+            self._arm_expiry()
+
+    def on_timer(self, name: Hashable, now: float) -> None:
+        if name == "status" and self.settings.control is not None:
+            load = min(100, len(self.fn.dp.entries()) // 100)
+            self.endpoint.request(
+                m.DataPlaneStatus(self.settings.node_id, Load(self.active, load)),
+                self.settings.control, now,
+            )
+            self.set_timer("status", now + self.settings.status_interval)
+        elif name == "expire":
+            self.fn.dp.expire(now)
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        deadline = self.fn.dp.next_deadline()
+        if deadline is not None:
+            self.set_timer("expire", deadline)

@@ -1,0 +1,111 @@
+"""The memory data plane as a forwarding model: where packets end up."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address as A
+
+import pytest
+
+from dmanchor.dataplane.api import BufferSpec, DataPlaneError
+from dmanchor.dataplane.memory import MemoryDataPlane, Packet
+from dmanchor.runtime.virtual import VirtualNetwork
+from dmanchor.sim.fabric import Fabric
+from dmanchor.sim.topologies import CN_ADDR, flat
+from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
+
+P = Prefix.parse
+E = ForwardingEntry
+K = EntryKind
+HNP1 = P("2001:db8:1:1::/64")
+IP1 = HNP1.network + 0x10
+CN = int(A(CN_ADDR))
+
+
+def test_longest_prefix_and_metric() -> None:
+    dp = MemoryDataPlane("x")
+    dp.apply([E(K.ROUTE, P("::/0"), A("fc00::1")),
+              E(K.ROUTE, P("2001:db8::/32"), A("fc00::2"), metric=5),
+              E(K.ROUTE, P("2001:db8::/32"), A("fc00::3"), metric=1),
+              E(K.ANCHOR, HNP1, link="mn0")], [], 0.0)
+    assert dp.decide(Packet(CN, IP1)).link == "mn0"
+    assert dp.decide(Packet(CN, P("2001:db8:9::/48").network)).next_hop == int(A("fc00::3"))
+    assert dp.decide(Packet(CN, int(A("2001:db9::1")))).next_hop == int(A("fc00::1"))
+
+
+def test_flow_rule_steers_only_its_flow() -> None:
+    dp = MemoryDataPlane("x")
+    flow = FlowFilter(P(f"{A(CN)}/128"), Prefix(IP1, 128), 6, 0, 443)
+    dp.apply([E(K.ANCHOR, HNP1, link="mn0"),
+              E(K.TUNNEL, HNP1, A("fc00::2"), flow=flow)], [], 0.0)
+    assert dp.decide(Packet(CN, IP1, 6, 50000, 443)).kind == "encap"
+    assert dp.decide(Packet(CN, IP1, 6, 50000, 80)).kind == "deliver"
+    assert dp.decide(Packet(CN, IP1, 17, 50000, 443)).kind == "deliver"
+
+
+def test_source_validation_drops_and_counts_spoofed_packets() -> None:
+    dp = MemoryDataPlane("x")
+    dp.apply([E(K.ROUTE, P("::/0"), A("fc00::1"))], [], 0.0)
+    dp.set_source_filter("mn0", [HNP1])
+    assert dp.decide(Packet(IP1, CN), in_link="mn0").kind == "forward"
+    assert dp.decide(Packet(IP1 + (1 << 64), CN), in_link="mn0").reason == "spoofed-source"
+    assert dp.counters()["spoofed-source"] == 1
+
+
+def test_apply_is_atomic_and_validates() -> None:
+    dp = MemoryDataPlane("x")
+    good = E(K.ANCHOR, HNP1, link="mn0")
+    with pytest.raises(DataPlaneError):
+        dp.apply([good, E(K.ROUTE, P("::/0"))], [], 0.0)  # route without next hop
+    assert dp.entries() == []
+    with pytest.raises(DataPlaneError):
+        dp.apply([good], [E(K.ROUTE, P("::/0"), A("fc00::1"))], 0.0)  # absent delete
+    assert dp.entries() == []
+
+
+def test_buffer_holds_in_order_releases_on_delete_and_counts_limit() -> None:
+    dp = MemoryDataPlane("x")
+    buf = E(K.BUFFER, HNP1)
+    dp.apply([E(K.ANCHOR, HNP1, link="mn0"), buf], [], 0.0, {HNP1: BufferSpec(limit=3)})
+    for i in range(5):
+        dp.decide(Packet(CN, IP1, seq=i))
+    assert dp.buffered(HNP1) == 3 and dp.counters()["buffer-overflow"] == 2
+    dp.apply([], [buf], 1.0)
+    assert [p.seq for p in dp.released] == [0, 1, 2]
+    assert dp.decide(Packet(CN, IP1)).kind == "deliver"
+
+
+def test_buffer_timeout_drops_are_counted() -> None:
+    dp = MemoryDataPlane("x")
+    dp.apply([E(K.BUFFER, HNP1)], [], 0.0, {HNP1: BufferSpec(timeout=0.5)})
+    dp.decide(Packet(CN, IP1))
+    assert dp.next_deadline() == 0.5
+    dp.expire(0.6)
+    assert dp.counters()["buffer-timeout"] == 1 and dp.entries() == []
+
+
+def test_fabric_srv6_tunnel_end_to_end() -> None:
+    net = VirtualNetwork()
+    fab = Fabric(flat(2), net)
+    fab.attach("mn", "ar2", "mn2")
+    fab.add_address("mn", IP1)
+    # AR1 tunnels HNP1 to AR2's SID; AR2 decapsulates and delivers.
+    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2"))], [], 0.0)
+    fab.routers["ar2"].apply([E(K.DECAP, P("fc00::2/128")),
+                              E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
+    fab.send("cn", Packet(CN, IP1, seq=7))
+    net.run()
+    [d] = fab.received("mn")
+    assert d.packet.hops == ("cn", "r", "ar1", "r", "ar2", "mn")
+    assert d.packet.outer is None and d.link == "mn2"
+
+
+def test_fabric_reports_where_packets_die() -> None:
+    net = VirtualNetwork()
+    fab = Fabric(flat(2), net)
+    fab.send("cn", Packet(CN, IP1))  # Net1 address nobody holds
+    net.run()
+    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2"))], [], 0.0)
+    fab.send("cn", Packet(CN, IP1))  # tunnelled to AR2, which has no SID entry
+    net.run()
+    assert [(d.node, d.reason) for d in fab.drops] == [("ar1", "drop-entry"),
+                                                       ("ar2", "no-decap")]
