@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Any
 
 from .errors import WireError
 from .ie import CODECS, IE, OPTIONAL_TO_UNDERSTAND
-from .messages import REGISTRY, REQUIRED, Kind, Message, MsgType
+from .messages import REGISTRY, REQUIRED, Kind, Message, MessageSpec, MsgType
 
 VERSION = 1
 HEADER = struct.Struct("!BBHIHH")
@@ -78,6 +79,11 @@ def encode(
         raise WireError("unknown-type", type(message).__name__)
     if not 0 <= seq <= 0xFFFFFFFF:
         raise WireError("bad-value", f"sequence {seq}")
+    fast = _FAST_ENC.get(spec.type_code)
+    if fast is not None:
+        body = fast(message)
+        if body is not None:
+            return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us)
     parts: list[bytes] = []
     append = parts.append
     pack = TLV.pack
@@ -96,11 +102,17 @@ def encode(
         elif f.kind is Kind.ONE:
             raise WireError("missing-ie", f"{spec.cls.__name__}.{f.name}")
     body = b"".join(parts)
+    return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us)
+
+
+def _finish(type_code: int, body: bytes, seq: int, flags: int, key_id: int | None,
+            secret: bytes | None, timestamp_us: int) -> bytes:
+    """Prepend the header; sign when ``secret`` is given."""
     if secret is None:
         length = HEADER.size + len(body)
         if length > MAX_MESSAGE:
             raise WireError("too-long", f"{length} bytes")
-        return HEADER.pack(VERSION, spec.type_code, flags, seq, length, 0) + body
+        return HEADER.pack(VERSION, type_code, flags, seq, length, 0) + body
     length = HEADER.size + len(body) + AUTH_IE_LEN
     if length > MAX_MESSAGE:
         raise WireError("too-long", f"{length} bytes")
@@ -109,7 +121,7 @@ def encode(
     if not 0 <= timestamp_us <= 0xFFFFFFFFFFFFFFFF:
         raise WireError("bad-value", f"timestamp {timestamp_us}")
     unsigned = (
-        HEADER.pack(VERSION, spec.type_code, flags, seq, length, 0)
+        HEADER.pack(VERSION, type_code, flags, seq, length, 0)
         + body + TLV.pack(IE.AUTH, AUTH.size)
         + AUTH.pack(key_id, 0, timestamp_us, bytes(MAC_LEN))
     )
@@ -132,6 +144,11 @@ def decode(data: bytes) -> Packet:
     spec = REGISTRY.get(type_code)
     if spec is None:
         raise WireError("unknown-type", str(type_code))
+    fast = _FAST.get(type_code)
+    if fast is not None:
+        message = fast(data)
+        if message is not None:
+            return Packet(message, seq, flags, None)
     by_code = spec.by_code
     args = list(spec.defaults)
     lists: dict[int, list[Any]] | None = None
@@ -273,3 +290,73 @@ def from_json(doc: Any) -> Packet:
         except (KeyError, TypeError) as exc:
             raise WireError("bad-json", f"unknown flag {fname!r}") from exc
     return Packet(spec.cls(**values), seq, flags)
+
+
+# -- Fast paths ---------------------------------------------------------------
+#
+# Most messages are a few fixed-size IEs in canonical order.  For those, one
+# struct call checks every IE header and slices every value; anything else
+# (optional IEs present, another order, AUTH) takes the general TLV loop.
+
+_FIXED_SIZE = {
+    IE.PREFIX: 17, IE.FORWARDING_ADDRESS: 16, IE.DPA_ADDRESS: 16, IE.CPA_ADDRESS: 16,
+    IE.LMS_ADDRESS: 16, IE.FM_ADDRESS: 16, IE.LIFETIME: 4, IE.LOAD: 2,
+    IE.BUFFER_LIMIT: 4, IE.TIMEOUT_MS: 4, IE.COUNT: 8, IE.FLOW: 40,
+}
+
+
+def _fast_paths(spec: MessageSpec) -> tuple[
+    Callable[[bytes], Message | None], Callable[[Message], bytes | None]
+] | None:
+    ones = [(i, f) for i, f in enumerate(spec.fields) if f.kind is Kind.ONE]
+    if not ones or any(f.code not in _FIXED_SIZE for _, f in ones):
+        return None
+    sizes = [_FIXED_SIZE[f.code] for _, f in ones]
+    layout = struct.Struct("!" + "".join(f"4s{n}s" for n in sizes))
+    whole = struct.Struct("!12x" + layout.format[1:])
+    heads = tuple(TLV.pack(f.code, n) for (_, f), n in zip(ones, sizes, strict=True))
+    total = whole.size
+    cls = spec.cls
+    defaults = spec.defaults
+    slots = [(i, f.decode) for i, f in ones]
+    names = [f.name for _, f in ones]
+    encoders = [f.encode for _, f in ones]
+    optional = [f.name for f in spec.fields if f.kind is Kind.OPTIONAL]
+    repeated = [f.name for f in spec.fields if f.kind is Kind.MANY]
+
+    def fast_decode(data: bytes) -> Message | None:
+        if len(data) != total:
+            return None
+        t = whole.unpack(data)
+        if t[0::2] != heads:
+            return None
+        args = list(defaults)
+        for (i, dec), raw in zip(slots, t[1::2], strict=True):
+            args[i] = dec(raw)
+        return cls(*args)
+
+    def fast_encode(message: Message) -> bytes | None:
+        for name in optional:
+            if getattr(message, name) is not None:
+                return None  # an optional IE is present: general path
+        for name in repeated:
+            if getattr(message, name):
+                return None
+        values: list[bytes] = []
+        for head, name, enc in zip(heads, names, encoders, strict=True):
+            value = getattr(message, name)
+            if value is None:
+                raise WireError("missing-ie", f"{cls.__name__}.{name}")
+            values.append(head)
+            values.append(enc(value))
+        return layout.pack(*values)
+
+    return fast_decode, fast_encode
+
+
+_FAST: dict[int, Callable[[bytes], Message | None]] = {}
+_FAST_ENC: dict[int, Callable[[Message], bytes | None]] = {}
+for _code, _spec in REGISTRY.items():
+    _paths = _fast_paths(_spec)
+    if _paths is not None:
+        _FAST[_code], _FAST_ENC[_code] = _paths

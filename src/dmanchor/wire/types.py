@@ -236,6 +236,7 @@ _PREFIX = struct.Struct("!B16s")
 _FLOW = struct.Struct("!BBBxHH16s16s")
 _FLOW_STATE = struct.Struct("!B3xQQQQ")
 _ENTRY_HEAD = struct.Struct("!BBHB16s")
+_ENTRY_NH = struct.Struct("!BBHB16s16sB")
 _LOAD = struct.Struct("!BB")
 _U16 = struct.Struct("!H")
 _ENTRY_HAS_NH = 0x01
@@ -347,9 +348,15 @@ def encode_entry(e: ForwardingEntry) -> bytes:
     kind, prefix, next_hop, flow, link, metric = e
     if kind not in _KINDS:
         raise WireError("bad-value", f"entry kind {kind!r}")
-    packed = _check_prefix(prefix)
+    network, length = prefix
+    if not 0 <= length <= 128 or not 0 <= network <= _ALL_ONES or network & ~_MASKS[length]:
+        raise WireError("bad-prefix", repr(prefix))
     if not 0 <= metric <= 0xFFFF:
         raise WireError("bad-value", f"metric {metric} out of range")
+    if flow is None and not link and next_hop is not None:
+        # The common shape (a route or tunnel) in one pack call.
+        return _ENTRY_NH.pack(kind, _ENTRY_HAS_NH, metric, length,
+                              network.to_bytes(16, "big"), next_hop.packed, 0)
     flags = 0
     tail = b""
     if next_hop is not None:
@@ -365,12 +372,28 @@ def encode_entry(e: ForwardingEntry) -> bytes:
         tail += bytes((len(name),)) + name
     else:
         tail += b"\0"
-    return (
-        _ENTRY_HEAD.pack(kind, flags, metric, prefix.length, packed) + tail
-    )
+    return _ENTRY_HEAD.pack(kind, flags, metric, length, network.to_bytes(16, "big")) + tail
 
 
 def decode_entry(raw: bytes) -> ForwardingEntry:
+    n = len(raw)
+    if n == 38 and raw[1] == _ENTRY_HAS_NH and raw[37] == 0:
+        # The common shape: next hop, no flow, no link name.
+        kind_code, _, metric, length, packed, nh, _ = _ENTRY_NH.unpack(raw)
+        kind = _KINDS.get(kind_code)
+        if kind is None:
+            raise WireError("bad-value", f"entry kind {kind_code}")
+        if length > 128:
+            raise WireError("bad-prefix", f"length {length}")
+        network = int.from_bytes(packed, "big")
+        if network & ~_MASKS[length]:
+            raise WireError("bad-prefix", "host bits set")
+        return ForwardingEntry(kind, Prefix(network, length), address_from_packed(nh),
+                               None, "", metric)
+    return _decode_entry_general(raw)
+
+
+def _decode_entry_general(raw: bytes) -> ForwardingEntry:
     n = len(raw)
     if n < 22:
         raise WireError("bad-ie-length", "forwarding entry truncated")
