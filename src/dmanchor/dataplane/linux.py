@@ -1,0 +1,369 @@
+"""The DataPlane interface on the Linux kernel, over rtnetlink, in any netns.
+
+Mapping of FM:5-1 entries to kernel objects (all tagged with protocol
+:data:`~.netlink.RTPROT_DMANCHOR`, the only objects it ever reads back as
+its own or removes):
+
+============  ==============================================================
+ANCHOR        ``route PREFIX dev LINK`` (connected route on the access link)
+ROUTE         ``route PREFIX via NEXT_HOP``
+TUNNEL        ``nexthop id N encap seg6 mode encap segs SEGMENT dev lo`` (one
+              shared object per segment, so 100k tunnelled prefixes fit) and
+              ``route PREFIX nhid N``
+DECAP         ``route SID/128 encap seg6local action End.DT6 table main dev lo``
+DROP          ``route blackhole PREFIX``
+per flow      a rule ``from SRC to DST ipproto P sport S dport D lookup T``
+              (FM:3-1) and the entry's route in its own table ``T``
+source filter ``rule iif LINK from PREFIX lookup main`` per allowed prefix,
+              then ``rule iif LINK blackhole`` (SM)
+============  ==============================================================
+
+A batch is sent pipelined (one round trip per 1024 objects).  Netlink has no
+transactions: when an object of a batch fails, the objects of that batch
+that succeeded are removed again, so an update is all or nothing as seen
+after :meth:`apply` returns.
+
+Not implemented yet on Linux (the methods say so with a
+:class:`DataPlaneError`): BUFFER entries (FM:6, planned with NFQUEUE) and
+per-flow charging counters (FM:2, planned with netfilter counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv6Address
+
+from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
+from .api import BufferSpec, DataPlaneError, FlowUsage
+from .netlink import (
+    FR_ACT_BLACKHOLE,
+    RT_TABLE_MAIN,
+    RTN_BLACKHOLE,
+    RTPROT_DMANCHOR,
+    Netlink,
+    NetlinkError,
+    Request,
+    route,
+    rule,
+    seg6_nexthop,
+)
+
+NHID_BASE = 0x4D000000
+"""Nexthop ids dmanchor allocates start here (far from hand-made ones)."""
+FLOW_TABLE_BASE = 0x4D00
+"""Per-flow routing tables start here."""
+FLOW_RULE_PRIORITY = 1000
+"""Priority of FM:3-1 flow rules (before main at 32766)."""
+SOURCE_RULE_PRIORITY = 500
+"""Priority of source-validation rules (before flow rules)."""
+
+
+def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
+    return (e.prefix, e.flow)
+
+
+class LinuxDataPlane:
+    """FM-DP forwarding state in a Linux network namespace."""
+
+    def __init__(self, netns: str | None = None, *, sid_dev: str | None = None) -> None:
+        """``netns``: namespace name (``ip netns``), None for the current one.
+
+        ``sid_dev``: device the End.DT6 routes are attached to.  It must not
+        be ``lo``: on this kernel (6.18) an End.DT6 route on lo never matches
+        incoming packets (counted as Ip6InNoRoutes, answered with ICMP
+        unreachable).  Default: the uplink (the default route's device).
+        """
+        self.nl = Netlink(netns)
+        self.netns = netns
+        self._sid_dev = sid_dev
+        self._names: dict[int, str] = {}
+        self._index: dict[str, int] = {}
+        self._nhid: dict[IPv6Address, int] = {}
+        self._flow_tables: dict[tuple[object, ...], int] = {}
+        self._sources: dict[str, tuple[Prefix, ...]] = {}
+        self._refresh_links()
+        self._learn_nexthops()
+
+    def close(self) -> None:
+        """Close the netlink socket (kernel state stays)."""
+        self.nl.close()
+
+    # -- DataPlane interface ------------------------------------------------------
+
+    def apply(
+        self,
+        add: Sequence[ForwardingEntry],
+        delete: Sequence[ForwardingEntry],
+        now: float,
+        buffers: Mapping[Prefix, BufferSpec] | None = None,
+    ) -> None:
+        for e in (*add, *delete):
+            if e.kind is EntryKind.BUFFER:
+                raise DataPlaneError("BUFFER (FM:6) is not implemented on Linux yet", e)
+        forward: list[Request] = []
+        undo: list[Request] = []
+        new_nh = self._new_nexthops(add)
+        for seg, nhid in new_nh.items():
+            forward.append(seg6_nexthop(True, nhid, seg, self._oif_towards(seg)))
+            undo.append(seg6_nexthop(False, nhid, seg, 0))
+        for e in delete:
+            forward.extend(self._requests(e, add=False))
+            undo.extend(self._requests(e, add=True))
+        for e in add:
+            forward.extend(self._requests(e, add=True))
+            undo.extend(self._requests(e, add=False))
+        failures = self.nl.batch(forward)
+        if failures:
+            failed = {i for i, _ in failures}
+            # Roll back what did succeed, newest first.
+            rollback = [undo[i] for i in range(len(forward)) if i not in failed]
+            self.nl.batch(list(reversed(rollback)))
+            for seg in new_nh:
+                self._nhid.pop(seg, None)
+            _, err = failures[0]
+            raise DataPlaneError(f"{self.netns or 'host'}: {err}") from err
+        self._drop_unused_nexthops()
+
+    def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
+        old = self._sources.get(link, ())
+        reqs = [self._source_rule(link, p, i, add=False) for i, p in enumerate(old)]
+        if old:
+            reqs.append(rule(False, SOURCE_RULE_PRIORITY + 99, 0, iif=link, blackhole=True))
+        for i, p in enumerate(prefixes):
+            reqs.append(self._source_rule(link, p, i, add=True))
+        if prefixes:
+            reqs.append(rule(True, SOURCE_RULE_PRIORITY + 99, 0, iif=link, blackhole=True))
+        failures = self.nl.batch(reqs)
+        if failures:
+            raise DataPlaneError(f"source filter on {link}: {failures[0][1]}")
+        if prefixes:
+            self._sources[link] = tuple(prefixes)
+        else:
+            self._sources.pop(link, None)
+
+    def entries(self) -> list[ForwardingEntry]:
+        """Read back every dmanchor entry from the kernel."""
+        self._refresh_links()
+        segs = {nh.nhid: nh.segment for nh in self.nl.nexthops()
+                if nh.protocol == RTPROT_DMANCHOR}
+        flows = {r.table: r for r in self.nl.rules()
+                 if r.protocol == RTPROT_DMANCHOR and r.action != FR_ACT_BLACKHOLE
+                 and r.table >= FLOW_TABLE_BASE}
+        out = []
+        for r in self.nl.routes():
+            if r.protocol != RTPROT_DMANCHOR:
+                continue
+            prefix = Prefix.make(r.dst, r.dst_len)
+            metric = 0 if r.metric in (None, 1024) else r.metric
+            flow = None
+            if r.table != RT_TABLE_MAIN:
+                fr = flows.get(r.table)
+                if fr is None:
+                    continue  # a table without its rule is not ours to report
+                flow = FlowFilter(
+                    Prefix.make(*fr.src) if fr.src else Prefix(0, 0),
+                    Prefix.make(*fr.dst) if fr.dst else Prefix(0, 0),
+                    fr.proto, fr.sport, fr.dport,
+                )
+            if r.seg6local:
+                out.append(ForwardingEntry(EntryKind.DECAP, prefix))
+            elif r.type == RTN_BLACKHOLE:
+                out.append(ForwardingEntry(EntryKind.DROP, prefix, flow=flow, metric=metric))
+            elif r.nhid is not None and segs.get(r.nhid) is not None:
+                out.append(ForwardingEntry(EntryKind.TUNNEL, prefix, segs[r.nhid], flow,
+                                           metric=metric))
+            elif r.gateway is not None:
+                out.append(ForwardingEntry(EntryKind.ROUTE, prefix, r.gateway, flow,
+                                           metric=metric))
+            elif r.oif is not None:
+                out.append(ForwardingEntry(EntryKind.ANCHOR, prefix, None, flow,
+                                           self._names.get(r.oif, str(r.oif)), metric))
+        return out
+
+    def converge(self, desired: Iterable[ForwardingEntry]) -> tuple[int, int]:
+        """Reconcile: make the kernel hold exactly ``desired`` (of ours).
+
+        Used when an agent (re)starts: nothing is duplicated, nothing leaked.
+        Returns (added, deleted).
+        """
+        want = list(dict.fromkeys(desired))
+        have = self.entries()
+        self._learn_flow_tables(have)
+        add = [e for e in want if e not in have]
+        delete = [e for e in have if e not in want]
+        self.apply(add, delete, 0.0)
+        self._drop_orphan_rules()
+        return len(add), len(delete)
+
+    def expire(self, now: float) -> None:
+        return None  # no buffers on Linux yet
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def buffered(self, prefix: Prefix) -> int:
+        return 0
+
+    def track(self, flow: FlowFilter) -> None:
+        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+
+    def untrack(self, flow: FlowFilter) -> FlowUsage:
+        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+
+    def usage(self, flow: FlowFilter) -> FlowUsage:
+        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+
+    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
+        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+
+    def counters(self) -> Mapping[str, int]:
+        return {}
+
+    # -- Translation ------------------------------------------------------------------
+
+    def _requests(self, e: ForwardingEntry, add: bool) -> list[Request]:
+        table = RT_TABLE_MAIN
+        out: list[Request] = []
+        if e.flow is not None:
+            table = self._flow_table(e, allocate=add)
+            f = e.flow
+            dst = f.dst if f.dst.length else e.prefix
+            out.append(rule(
+                add, FLOW_RULE_PRIORITY + (table - FLOW_TABLE_BASE), table,
+                src=(f.src.address, f.src.length) if f.src.length else None,
+                dst=(dst.address, dst.length), proto=f.proto, sport=f.sport, dport=f.dport,
+            ))
+        metric = e.metric or None
+        p = e.prefix
+        if e.kind is EntryKind.ANCHOR:
+            r = route(add, p.address, p.length, table=table, oif=self._ifindex(e.link),
+                      metric=metric)
+        elif e.kind is EntryKind.ROUTE:
+            r = route(add, p.address, p.length, table=table, gateway=e.next_hop, metric=metric)
+        elif e.kind is EntryKind.TUNNEL:
+            assert e.next_hop is not None
+            nhid = self._nhid.get(e.next_hop)
+            if nhid is None:
+                raise DataPlaneError(f"no tunnel towards {e.next_hop}", e)
+            r = route(add, p.address, p.length, table=table, nhid=nhid, metric=metric)
+        elif e.kind is EntryKind.DECAP:
+            if p.length != 128:
+                raise DataPlaneError("a DECAP SID must be a /128", e)
+            r = route(add, p.address, 128, oif=self._sid_oif(), seg6local_dt6=True)
+        elif e.kind is EntryKind.DROP:
+            r = route(add, p.address, p.length, table=table, blackhole=True, metric=metric)
+        else:
+            raise DataPlaneError(f"unsupported entry kind {e.kind.name}", e)
+        # Routes before their rule on add; the rule first on delete.
+        return [r, *out] if add else [*out, r]
+
+    def _source_rule(self, link: str, p: Prefix, i: int, add: bool) -> Request:
+        return rule(add, SOURCE_RULE_PRIORITY + i, RT_TABLE_MAIN, iif=link,
+                    src=(p.address, p.length))
+
+    def _new_nexthops(self, add: Sequence[ForwardingEntry]) -> dict[IPv6Address, int]:
+        new: dict[IPv6Address, int] = {}
+        for e in add:
+            if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
+                if e.next_hop in self._nhid or e.next_hop in new:
+                    continue
+                used = set(self._nhid.values()) | set(new.values())
+                nhid = NHID_BASE
+                while nhid in used:
+                    nhid += 1
+                new[e.next_hop] = nhid
+        self._nhid.update(new)
+        return new
+
+    def _drop_unused_nexthops(self) -> None:
+        used = {r.nhid for r in self.nl.routes() if r.nhid is not None}
+        stale = [(seg, nhid) for seg, nhid in self._nhid.items() if nhid not in used]
+        if stale:
+            self.nl.batch([seg6_nexthop(False, nhid, seg, 0) for seg, nhid in stale])
+            for seg, _ in stale:
+                del self._nhid[seg]
+
+    def _learn_nexthops(self) -> None:
+        for nh in self.nl.nexthops():
+            if nh.protocol == RTPROT_DMANCHOR and nh.segment is not None:
+                self._nhid[nh.segment] = nh.nhid
+
+    def _learn_flow_tables(self, have: Iterable[ForwardingEntry]) -> None:
+        by_flow = {r.table: r for r in self.nl.rules()
+                   if r.protocol == RTPROT_DMANCHOR and r.table >= FLOW_TABLE_BASE}
+        for e in have:
+            if e.flow is None:
+                continue
+            for table, r in by_flow.items():
+                src = Prefix.make(*r.src) if r.src else Prefix(0, 0)
+                if (src, r.proto, r.sport, r.dport) == (e.flow.src, e.flow.proto,
+                                                        e.flow.sport, e.flow.dport):
+                    self._flow_tables[_flow_key(e)] = table
+
+    def _drop_orphan_rules(self) -> None:
+        tables = {r.table for r in self.nl.routes() if r.protocol == RTPROT_DMANCHOR}
+        orphans = [r for r in self.nl.rules()
+                   if r.protocol == RTPROT_DMANCHOR and r.table >= FLOW_TABLE_BASE
+                   and r.table not in tables]
+        self.nl.batch([rule(False, r.priority, r.table, src=r.src, dst=r.dst, proto=r.proto,
+                            sport=r.sport, dport=r.dport) for r in orphans])
+
+    def _flow_table(self, e: ForwardingEntry, allocate: bool) -> int:
+        key = _flow_key(e)
+        table = self._flow_tables.get(key)
+        if table is None:
+            if not allocate:
+                raise DataPlaneError("no such flow entry", e)
+            used = set(self._flow_tables.values())
+            table = FLOW_TABLE_BASE
+            while table in used:
+                table += 1
+            self._flow_tables[key] = table
+        return table
+
+    def _sid_oif(self) -> int:
+        if self._sid_dev is not None:
+            return self._ifindex(self._sid_dev)
+        for r in self.nl.routes():  # the default route's device
+            if r.table == RT_TABLE_MAIN and r.dst_len == 0 and r.oif is not None:
+                return r.oif
+        return self._oif_towards(IPv6Address(0))
+
+    def _oif_towards(self, addr: IPv6Address) -> int:
+        """Device of the main-table route to ``addr`` (the encap's way out).
+
+        The seg6 encapsulation takes its outer source address from this
+        device, so it must be the real uplink, not ``lo`` (whose ::1 the
+        next router would drop).
+        """
+        best: tuple[int, int] | None = None
+        value = int(addr)
+        for r in self.nl.routes():
+            if r.table != RT_TABLE_MAIN or r.oif is None or r.seg6local:
+                continue
+            mask = ((1 << 128) - 1) ^ ((1 << (128 - r.dst_len)) - 1)
+            if (value & mask) == int(r.dst) and (best is None or r.dst_len > best[0]):
+                best = (r.dst_len, r.oif)
+        if best is not None and self._names.get(best[1]) != "lo":
+            return best[1]
+        for index, name in sorted(self._names.items()):
+            if name != "lo":
+                return index
+        raise DataPlaneError(f"{self.netns or 'host'}: no device to send tunnels on")
+
+    def _ifindex(self, name: str) -> int:
+        index = self._index.get(name)
+        if index is None:
+            self._refresh_links()
+            index = self._index.get(name)
+            if index is None:
+                raise DataPlaneError(f"{self.netns or 'host'}: no interface {name!r}")
+        return index
+
+    def _refresh_links(self) -> None:
+        try:
+            links = list(self.nl._links())
+        except NetlinkError as exc:
+            raise DataPlaneError(str(exc)) from exc
+        self._names = {i: n for n, i in links}
+        self._index = {n: i for n, i in links}

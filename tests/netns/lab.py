@@ -1,0 +1,114 @@
+"""A namespace lab: builds a topology from data, removes exactly what it built.
+
+Every namespace gets the run prefix; every one created is recorded and
+deleted by name at the end, even when the test failed.  Veths live inside
+the namespaces, so deleting a namespace removes its links too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dmanchor.dataplane.netlink import open_in_netns
+
+
+def sh(*args: str, check: bool = True) -> str:
+    """Run a command, raising with its stderr on failure."""
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def can_run() -> str | None:
+    """Why netns tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if not os.path.exists("/usr/sbin/ip") and not os.path.exists("/sbin/ip"):
+        return "needs iproute2"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Veth:
+    """A veth pair between two namespaces, with addresses."""
+
+    a: str
+    a_if: str
+    a_addr: str
+    b: str
+    b_if: str
+    b_addr: str
+    mtu: int = 1500
+
+
+@dataclass
+class Lab:
+    """Namespaces and veths of one test, under a unique run prefix."""
+
+    prefix: str = field(default_factory=lambda: f"dmt{secrets.token_hex(3)}-")
+    created: list[str] = field(default_factory=list)
+
+    def ns(self, name: str) -> str:
+        """Full namespace name of lab node ``name``."""
+        return self.prefix + name
+
+    def node(self, name: str, forwarding: bool = True) -> str:
+        full = self.ns(name)
+        sh("ip", "netns", "add", full)
+        self.created.append(full)
+        self.run(name, "ip", "link", "set", "lo", "up")
+        self.run(name, "sysctl", "-qw", f"net.ipv6.conf.all.forwarding={int(forwarding)}")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.seg6_enabled=1")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.default.seg6_enabled=1")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+        return full
+
+    def veth(self, v: Veth) -> None:
+        sh("ip", "link", "add", v.a_if, "netns", self.ns(v.a), "mtu", str(v.mtu), "type",
+           "veth", "peer", "name", v.b_if, "netns", self.ns(v.b), "mtu", str(v.mtu))
+        for node, ifname, addr in ((v.a, v.a_if, v.a_addr), (v.b, v.b_if, v.b_addr)):
+            if addr:
+                self.run(node, "ip", "-6", "addr", "add", addr, "dev", ifname, "nodad")
+            self.run(node, "ip", "link", "set", ifname, "up")
+
+    def run(self, node: str, *args: str, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.ns(node), *args, check=check)
+
+    def socket(self, node: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+        """A socket living in ``node``'s namespace."""
+        return open_in_netns(self.ns(node), socket.AF_INET6, kind, 0)
+
+    def cleanup(self) -> list[str]:
+        """Delete every namespace this lab created; returns what was left over."""
+        for full in reversed(self.created):
+            sh("ip", "netns", "del", full, check=False)
+        listed = sh("ip", "netns", "list", check=False)
+        return [n for n in self.created if n in listed.split()]
+
+    def build(self, nodes: Sequence[str], links: Sequence[Veth],
+              hosts: Sequence[str] = ()) -> None:
+        for n in nodes:
+            self.node(n, forwarding=n not in hosts)
+        for v in links:
+            self.veth(v)
+        for v in links:
+            self.wait_up(v.a, v.a_if)
+            self.wait_up(v.b, v.b_if)
+
+    def wait_up(self, node: str, ifname: str, timeout: float = 5.0) -> None:
+        """Wait for carrier: the kernel raises it asynchronously (linkwatch)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run(node, "cat", f"/sys/class/net/{ifname}/operstate").strip()
+            if state == "up":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{node}/{ifname} has no carrier after {timeout}s")

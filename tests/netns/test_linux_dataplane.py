@@ -1,0 +1,233 @@
+"""The Linux data plane with real traffic in namespaces (UDP, TCP, SRv6, rules)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from ipaddress import IPv6Address as A
+
+import pytest
+
+from dmanchor.dataplane.api import DataPlaneError
+from dmanchor.dataplane.linux import LinuxDataPlane
+from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
+from tests.netns.lab import Lab, Veth
+
+P = Prefix.parse
+E = ForwardingEntry
+K = EntryKind
+HNP1, HNP2 = P("2001:db8:1:1::/64"), P("2001:db8:2:1::/64")
+IP1, IP2 = "2001:db8:1:1::10", "2001:db8:2:1::10"
+CN = "2001:db8:99::1"
+SID1, SID2 = A("fc00::1"), A("fc00::2")
+
+NODES = ("cn", "r", "ar1", "ar2", "mn")
+LINKS = (
+    Veth("cn", "cn0", f"{CN}/64", "r", "r-cn", "2001:db8:99::ff/64", 1600),
+    Veth("r", "r-ar1", "fd00:1::1/64", "ar1", "ar1-r", "fd00:1::2/64", 1600),
+    Veth("r", "r-ar2", "fd00:2::1/64", "ar2", "ar2-r", "fd00:2::2/64", 1600),
+    Veth("ar1", "mn1", "fe80::1/64", "mn", "eth1", "", 1500),
+    Veth("ar2", "mn2", "fe80::1/64", "mn", "eth2", "", 1500),
+)
+
+
+def flat(lab: Lab) -> dict[str, LinuxDataPlane]:
+    """CN - R - AR1/AR2 - MN, static routing installed through the data plane."""
+    lab.build(NODES, LINKS, hosts=("cn", "mn"))
+    lab.run("cn", "ip", "-6", "route", "add", "default", "via", "2001:db8:99::ff")
+    # The MN has one L3 interface (br0) over its two radios: moving is a
+    # layer-2 change (one radio down, the other up), its addresses stay.
+    lab.run("mn", "ip", "link", "add", "br0", "type", "bridge")
+    for ifname in ("eth1", "eth2"):
+        lab.run("mn", "ip", "link", "set", ifname, "master", "br0")
+    lab.run("mn", "ip", "link", "set", "eth2", "down")
+    lab.run("mn", "ip", "link", "set", "br0", "up")
+    for addr in (IP1, IP2, "2001:db8:1:1::66"):
+        lab.run("mn", "ip", "-6", "addr", "add", f"{addr}/128", "dev", "br0", "nodad")
+    lab.wait_up("mn", "br0")
+    lab.run("mn", "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
+    dps = {n: LinuxDataPlane(lab.ns(n)) for n in ("r", "ar1", "ar2")}
+    dps["r"].apply([
+        E(K.ROUTE, P("2001:db8:1::/48"), A("fd00:1::2")),
+        E(K.ROUTE, P("2001:db8:2::/48"), A("fd00:2::2")),
+        E(K.ROUTE, P("fc00::1/128"), A("fd00:1::2")),
+        E(K.ROUTE, P("fc00::2/128"), A("fd00:2::2")),
+    ], [], 0.0)
+    for i, dp in ((1, dps["ar1"]), (2, dps["ar2"])):
+        dp.apply([E(K.ROUTE, P("::/0"), A(f"fd00:{i}::1")), E(K.DECAP, Prefix.host(A(f"fc00::{i}")))],
+                 [], 0.0)
+    return dps
+
+
+def move_mn_to_ar2(lab: Lab) -> None:
+    """The MN's access link changes: down at AR1, up at AR2."""
+    lab.run("mn", "ip", "link", "set", "eth1", "down")
+    lab.run("mn", "ip", "link", "set", "eth2", "up")
+    lab.wait_up("mn", "eth2")
+    lab.run("mn", "ip", "-6", "neigh", "flush", "dev", "br0")
+
+
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+
+
+def udp_probe(lab: Lab, dst: str, ports: list[int], count: int = 20) -> dict[int, list[int]]:
+    """Send ``count`` datagrams CN -> MN per port; returns ifindexes they arrived on."""
+    rx = {}
+    for port in ports:
+        s = lab.socket("mn")
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        s.bind(("::", port))
+        s.settimeout(0.5)
+        rx[port] = s
+    tx = lab.socket("cn")
+    for port in ports:
+        for i in range(count):
+            tx.sendto(struct.pack("!I", i), (dst, port))
+    got: dict[int, list[int]] = {p: [] for p in ports}
+    for port, s in rx.items():
+        try:
+            while len(got[port]) < count:
+                _, anc, _, _ = s.recvmsg(64, 256)
+                for level, kind, data in anc:
+                    if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
+                        got[port].append(struct.unpack_from("=I", data, 16)[0])
+        except TimeoutError:
+            pass
+        s.close()
+    tx.close()
+    return got
+
+
+def tx_packets(lab: Lab, node: str, ifname: str) -> int:
+    return int(lab.run(node, "cat", f"/sys/class/net/{ifname}/statistics/tx_packets").strip())
+
+
+def test_anchored_prefix_is_delivered(lab: Lab) -> None:
+    dps = flat(lab)
+    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    got = udp_probe(lab, IP1, [7000])
+    assert len(got[7000]) == 20
+
+
+def test_prefix_moved_and_tunnelled_over_srv6_udp_and_tcp(lab: Lab) -> None:
+    dps = flat(lab)
+    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    move_mn_to_ar2(lab)
+    # AR1 keeps anchoring HNP1 and tunnels it to AR2, which decapsulates.
+    dps["ar2"].apply([E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
+    dps["ar1"].apply([E(K.TUNNEL, HNP1, SID2)], [E(K.ANCHOR, HNP1, link="mn1")], 0.0)
+    got = udp_probe(lab, IP1, [7001])
+    assert len(got[7001]) == 20  # eth1 is down: they came through AR2
+    assert tx_packets(lab, "ar2", "mn2") >= 20
+    # TCP with payloads larger than the access MTU minus SRv6 overhead.
+    srv = lab.socket("mn", socket.SOCK_STREAM)
+    srv.bind((IP1, 8080))
+    srv.listen(1)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        while len(received) < len(data):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+        conn.sendall(b"ok")
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cli = lab.socket("cn", socket.SOCK_STREAM)
+    cli.settimeout(10)
+    cli.connect((IP1, 8080))
+    cli.sendall(data)
+    assert cli.recv(2) == b"ok"
+    cli.close()
+    t.join(10)
+    srv.close()
+    assert bytes(received) == data
+
+
+def test_flow_rule_redirects_only_its_flow(lab: Lab) -> None:
+    dps = flat(lab)
+    lab.run("mn", "ip", "link", "set", "eth2", "up")
+    lab.wait_up("mn", "eth2")
+    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    dps["ar2"].apply([E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
+    flow = FlowFilter(P(f"{CN}/128"), Prefix.host(A(IP1)), 17, 0, 7003)
+    dps["ar1"].apply([E(K.TUNNEL, HNP1, SID2, flow=flow)], [], 0.0)
+    via1, via2 = tx_packets(lab, "ar1", "mn1"), tx_packets(lab, "ar2", "mn2")
+    got = udp_probe(lab, IP1, [7002])
+    assert len(got[7002]) == 20
+    assert tx_packets(lab, "ar1", "mn1") - via1 >= 20 and tx_packets(lab, "ar2", "mn2") - via2 < 5
+    via1, via2 = tx_packets(lab, "ar1", "mn1"), tx_packets(lab, "ar2", "mn2")
+    got = udp_probe(lab, IP1, [7003])
+    assert len(got[7003]) == 20
+    assert tx_packets(lab, "ar2", "mn2") - via2 >= 20 and tx_packets(lab, "ar1", "mn1") - via1 < 5
+    # Read back: the flow entry is there as it was installed.
+    assert E(K.TUNNEL, HNP1, SID2, flow=flow) in dps["ar1"].entries()
+
+
+def test_spoofed_sources_from_the_access_link_are_dropped(lab: Lab) -> None:
+    dps = flat(lab)
+    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    dps["ar1"].set_source_filter("mn1", [P("2001:db8:1:1::10/128")])
+    rx = lab.socket("cn")
+    rx.bind(("::", 7100))
+    rx.settimeout(0.5)
+    for src in (IP1, "2001:db8:1:1::66"):
+        tx = lab.socket("mn")
+        tx.bind((src, 0))
+        tx.sendto(src.encode(), (CN, 7100))
+        tx.close()
+    got = []
+    try:
+        while True:
+            got.append(rx.recv(100).decode())
+    except TimeoutError:
+        pass
+    rx.close()
+    assert got == [IP1]
+
+
+def test_restarted_agent_reconciles_without_duplicates_or_leaks(lab: Lab) -> None:
+    dps = flat(lab)
+    flow = FlowFilter(P(f"{CN}/128"), Prefix.host(A(IP1)), 17, 0, 7003)
+    desired = [E(K.ANCHOR, HNP1, link="mn1"), E(K.TUNNEL, HNP2, SID2),
+               E(K.TUNNEL, HNP1, SID2, flow=flow), E(K.DROP, P("2001:db8:1:ff::/64"))]
+    dps["ar1"].apply(desired, [], 0.0)
+    before = sorted(map(repr, dps["ar1"].entries()))
+    dps["ar1"].close()
+    again = LinuxDataPlane(lab.ns("ar1"))  # the agent restarted
+    base = [E(K.ROUTE, P("::/0"), A("fd00:1::1")), E(K.DECAP, Prefix.host(SID1))]
+    assert again.converge(base + desired) == (0, 0)
+    assert sorted(map(repr, again.entries())) == before
+    # Desired state shrinks while the agent was down: the rest is removed.
+    assert again.converge(base + desired[:1]) == (0, 3)
+    left = again.entries()
+    assert E(K.TUNNEL, HNP2, SID2) not in left and len(left) == 3
+    assert lab.run("ar1", "ip", "-6", "nexthop", "show").strip() == ""
+    assert "7003" not in lab.run("ar1", "ip", "-6", "rule", "show")
+
+
+def test_errors_name_the_object(lab: Lab) -> None:
+    dps = flat(lab)
+    with pytest.raises(DataPlaneError, match="no interface 'nope'"):
+        dps["ar1"].apply([E(K.ANCHOR, HNP1, link="nope")], [], 0.0)
+    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    # A batch whose second object fails leaves nothing of the first behind.
+    with pytest.raises(DataPlaneError, match="route 2001:db8:3::"):
+        dps["ar1"].apply([E(K.ROUTE, HNP2, A("fd00:1::1")),
+                          E(K.ROUTE, P("2001:db8:3::/64"), A("fd00:77::1"))], [], 0.0)
+    assert E(K.ROUTE, HNP2, A("fd00:1::1")) not in dps["ar1"].entries()
+
+
+def test_missing_namespace_is_a_clear_error() -> None:
+    from dmanchor.dataplane.netlink import NetlinkError
+
+    with pytest.raises(NetlinkError, match="network namespace 'dmt-none-such'"):
+        LinuxDataPlane("dmt-none-such")
