@@ -55,8 +55,8 @@ def flat(lab: Lab) -> dict[str, LinuxDataPlane]:
         E(K.ROUTE, P("fc00::2/128"), A("fd00:2::2")),
     ], [], 0.0)
     for i, dp in ((1, dps["ar1"]), (2, dps["ar2"])):
-        dp.apply([E(K.ROUTE, P("::/0"), A(f"fd00:{i}::1")), E(K.DECAP, Prefix.host(A(f"fc00::{i}")))],
-                 [], 0.0)
+        dp.apply([E(K.ROUTE, P("::/0"), A(f"fd00:{i}::1")),
+                  E(K.DECAP, Prefix.host(A(f"fc00::{i}")))], [], 0.0)
     return dps
 
 
