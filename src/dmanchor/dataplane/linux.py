@@ -79,6 +79,7 @@ class LinuxDataPlane:
         self._names: dict[int, str] = {}
         self._index: dict[str, int] = {}
         self._nhid: dict[IPv6Address, int] = {}
+        self._nh_refs: dict[int, int] = {}  # nexthop id -> routes using it
         self._flow_tables: dict[tuple[object, ...], int] = {}
         self._sources: dict[str, tuple[Prefix, ...]] = {}
         self._refresh_links()
@@ -101,28 +102,58 @@ class LinuxDataPlane:
             if e.kind is EntryKind.BUFFER:
                 raise DataPlaneError("BUFFER (FM:6) is not implemented on Linux yet", e)
         forward: list[Request] = []
-        undo: list[Request] = []
+        # (first request index, entry, added?) per entry: the inverse of what
+        # succeeded is built only if something fails.
+        spans: list[tuple[int, ForwardingEntry, bool]] = []
         new_nh = self._new_nexthops(add)
-        for seg, nhid in new_nh.items():
-            forward.append(seg6_nexthop(True, nhid, seg, self._oif_towards(seg)))
-            undo.append(seg6_nexthop(False, nhid, seg, 0))
-        for e in delete:
-            forward.extend(self._requests(e, add=False))
-            undo.extend(self._requests(e, add=True))
-        for e in add:
-            forward.extend(self._requests(e, add=True))
-            undo.extend(self._requests(e, add=False))
+        nh_reqs = [seg6_nexthop(True, nhid, seg, self._oif_towards(seg))
+                   for seg, nhid in new_nh.items()]
+        forward.extend(nh_reqs)
+        try:
+            for e in delete:
+                spans.append((len(forward), e, False))
+                forward.extend(self._requests(e, add=False))
+            for e in add:
+                spans.append((len(forward), e, True))
+                forward.extend(self._requests(e, add=True))
+        except DataPlaneError:
+            self._forget_nexthops(new_nh)
+            raise
         failures = self.nl.batch(forward)
         if failures:
-            failed = {i for i, _ in failures}
-            # Roll back what did succeed, newest first.
-            rollback = [undo[i] for i in range(len(forward)) if i not in failed]
-            self.nl.batch(list(reversed(rollback)))
-            for seg in new_nh:
-                self._nhid.pop(seg, None)
+            self._rollback(forward, spans, new_nh, {i for i, _ in failures})
             _, err = failures[0]
             raise DataPlaneError(f"{self.netns or 'host'}: {err}") from err
+        for e in add:
+            if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
+                nhid = self._nhid[e.next_hop]
+                self._nh_refs[nhid] = self._nh_refs.get(nhid, 0) + 1
+        for e in delete:
+            if e.kind is EntryKind.TUNNEL and e.next_hop in self._nhid:
+                nhid = self._nhid[e.next_hop]
+                self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
         self._drop_unused_nexthops()
+
+    def _rollback(self, forward: list[Request], spans: list[tuple[int, ForwardingEntry, bool]],
+                  new_nh: dict[IPv6Address, int], failed: set[int]) -> None:
+        """Undo, newest first, every request of a failed batch that succeeded."""
+        undo: list[Request] = []
+        bounds = [start for start, _, _ in spans] + [len(forward)]
+        for (start, e, added), end in zip(spans, bounds[1:], strict=True):
+            inverse = self._requests(e, add=not added)  # reverse order of forward
+            for j in range(end - start):
+                if start + j not in failed:
+                    undo.append(inverse[len(inverse) - 1 - j])
+        undo.reverse()
+        # The new nexthop objects were the first requests of the batch.
+        undo += [seg6_nexthop(False, nhid, seg, 0)
+                 for i, (seg, nhid) in enumerate(new_nh.items()) if i not in failed]
+        self.nl.batch(undo)
+        self._forget_nexthops(new_nh)
+
+    def _forget_nexthops(self, new_nh: dict[IPv6Address, int]) -> None:
+        for seg in new_nh:
+            self._nhid.pop(seg, None)
 
     def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
         old = self._sources.get(link, ())
@@ -235,23 +266,25 @@ class LinuxDataPlane:
             ))
         metric = e.metric or None
         p = e.prefix
-        if e.kind is EntryKind.ANCHOR:
-            r = route(add, p.address, p.length, table=table, oif=self._ifindex(e.link),
-                      metric=metric)
-        elif e.kind is EntryKind.ROUTE:
-            r = route(add, p.address, p.length, table=table, gateway=e.next_hop, metric=metric)
-        elif e.kind is EntryKind.TUNNEL:
+        net = p.network.to_bytes(16, "big")
+        kind = e.kind
+        if kind is EntryKind.ROUTE:
+            assert e.next_hop is not None
+            r = route(add, net, p.length, table=table, gateway=e.next_hop.packed, metric=metric)
+        elif kind is EntryKind.TUNNEL:
             assert e.next_hop is not None
             nhid = self._nhid.get(e.next_hop)
             if nhid is None:
                 raise DataPlaneError(f"no tunnel towards {e.next_hop}", e)
-            r = route(add, p.address, p.length, table=table, nhid=nhid, metric=metric)
-        elif e.kind is EntryKind.DECAP:
+            r = route(add, net, p.length, table=table, nhid=nhid, metric=metric)
+        elif kind is EntryKind.ANCHOR:
+            r = route(add, net, p.length, table=table, oif=self._ifindex(e.link), metric=metric)
+        elif kind is EntryKind.DECAP:
             if p.length != 128:
                 raise DataPlaneError("a DECAP SID must be a /128", e)
-            r = route(add, p.address, 128, oif=self._sid_oif(), seg6local_dt6=True)
-        elif e.kind is EntryKind.DROP:
-            r = route(add, p.address, p.length, table=table, blackhole=True, metric=metric)
+            r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True)
+        elif kind is EntryKind.DROP:
+            r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
         else:
             raise DataPlaneError(f"unsupported entry kind {e.kind.name}", e)
         # Routes before their rule on add; the rule first on delete.
@@ -276,17 +309,25 @@ class LinuxDataPlane:
         return new
 
     def _drop_unused_nexthops(self) -> None:
-        used = {r.nhid for r in self.nl.routes() if r.nhid is not None}
-        stale = [(seg, nhid) for seg, nhid in self._nhid.items() if nhid not in used]
+        # Reference counts, not a route dump: the handover path must not
+        # pay for reading 100k routes back.
+        stale = [(seg, nhid) for seg, nhid in self._nhid.items()
+                 if self._nh_refs.get(nhid, 0) <= 0]
         if stale:
             self.nl.batch([seg6_nexthop(False, nhid, seg, 0) for seg, nhid in stale])
-            for seg, _ in stale:
+            for seg, nhid in stale:
                 del self._nhid[seg]
+                self._nh_refs.pop(nhid, None)
 
     def _learn_nexthops(self) -> None:
         for nh in self.nl.nexthops():
             if nh.protocol == RTPROT_DMANCHOR and nh.segment is not None:
                 self._nhid[nh.segment] = nh.nhid
+                self._nh_refs[nh.nhid] = 0
+        if self._nh_refs:
+            for r in self.nl.routes():
+                if r.nhid in self._nh_refs:
+                    self._nh_refs[r.nhid] += 1
 
     def _learn_flow_tables(self, have: Iterable[ForwardingEntry]) -> None:
         by_flow = {r.table: r for r in self.nl.rules()
@@ -324,28 +365,18 @@ class LinuxDataPlane:
     def _sid_oif(self) -> int:
         if self._sid_dev is not None:
             return self._ifindex(self._sid_dev)
-        for r in self.nl.routes():  # the default route's device
-            if r.table == RT_TABLE_MAIN and r.dst_len == 0 and r.oif is not None:
-                return r.oif
-        return self._oif_towards(IPv6Address(0))
+        return self._oif_towards(IPv6Address("2001:db8::"))  # via the default route
 
     def _oif_towards(self, addr: IPv6Address) -> int:
-        """Device of the main-table route to ``addr`` (the encap's way out).
+        """Device the kernel uses to reach ``addr`` (the encap's way out).
 
         The seg6 encapsulation takes its outer source address from this
         device, so it must be the real uplink, not ``lo`` (whose ::1 the
         next router would drop).
         """
-        best: tuple[int, int] | None = None
-        value = int(addr)
-        for r in self.nl.routes():
-            if r.table != RT_TABLE_MAIN or r.oif is None or r.seg6local:
-                continue
-            mask = ((1 << 128) - 1) ^ ((1 << (128 - r.dst_len)) - 1)
-            if (value & mask) == int(r.dst) and (best is None or r.dst_len > best[0]):
-                best = (r.dst_len, r.oif)
-        if best is not None and self._names.get(best[1]) != "lo":
-            return best[1]
+        r = self.nl.route_get(addr)
+        if r is not None and r.oif is not None and self._names.get(r.oif) != "lo":
+            return r.oif
         for index, name in sorted(self._names.items()):
             if name != "lo":
                 return index

@@ -106,6 +106,19 @@ def _parse_attrs(data: bytes, pos: int, end: int) -> dict[int, bytes]:
 # -- Requests -------------------------------------------------------------------------
 
 
+class _RouteName:
+    """Describes a route for errors; formatted only if an error happens."""
+
+    __slots__ = ("dst", "dst_len")
+
+    def __init__(self, dst: bytes, dst_len: int) -> None:
+        self.dst = dst
+        self.dst_len = dst_len
+
+    def __str__(self) -> str:
+        return f"route {IPv6Address(self.dst)}/{self.dst_len}"
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One netlink request of a batch, with a description for errors."""
@@ -113,42 +126,63 @@ class Request:
     msg_type: int
     flags: int
     body: bytes
-    what: str
+    what: object
+    """Names the object in errors (anything with a ``str``)."""
     tolerate: tuple[int, ...] = ()
     """Errnos that count as success (e.g. ENOENT for an idempotent delete)."""
 
 
+_ATTR16 = struct.Struct("=HH16s")
+_ATTR32 = struct.Struct("=HHI")
+_TABLE_MAIN = _ATTR32.pack(8, RTA_TABLE, RT_TABLE_MAIN)
+_DT6_ENCAP = (
+    rta(RTA_ENCAP_TYPE, _U16.pack(LWTUNNEL_ENCAP_SEG6_LOCAL))
+    + rta(RTA_ENCAP | 0x8000, rta(SEG6_LOCAL_ACTION, _U32.pack(SEG6_LOCAL_ACTION_END_DT6))
+          + rta(SEG6_LOCAL_TABLE, _U32.pack(RT_TABLE_MAIN)))
+)
+_ADD_EXCL = NLM_F_CREATE | NLM_F_EXCL
+_ADD_REPLACE = NLM_F_CREATE | NLM_F_REPLACE
+_TOLERATE_EXIST = (errno.EEXIST,)
+_TOLERATE_GONE = (errno.ESRCH,)
+
+
 def route(
-    add: bool, dst: IPv6Address, dst_len: int, *, table: int = RT_TABLE_MAIN,
-    gateway: IPv6Address | None = None, oif: int | None = None, nhid: int | None = None,
+    add: bool, dst: bytes, dst_len: int, *, table: int = RT_TABLE_MAIN,
+    gateway: bytes | None = None, oif: int | None = None, nhid: int | None = None,
     blackhole: bool = False, metric: int | None = None, seg6local_dt6: bool = False,
     protocol: int = RTPROT_DMANCHOR, replace: bool = False,
 ) -> Request:
-    """RTM_NEWROUTE / RTM_DELROUTE for an IPv6 prefix."""
-    rtype = RTN_BLACKHOLE if blackhole else RTN_UNICAST
-    scope = RT_SCOPE_LINK if (oif is not None and gateway is None and nhid is None
-                              and not seg6local_dt6 and not blackhole) else RT_SCOPE_UNIVERSE
-    hdr = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, table if table < 256 else 252,
-                      protocol if add else 0, scope if add else 0, rtype if add else 0, 0)
-    attrs = rta(RTA_DST, dst.packed) + rta(RTA_TABLE, _U32.pack(table))
-    if gateway is not None:
-        attrs += rta(RTA_GATEWAY, gateway.packed)
-    if oif is not None:
-        attrs += rta(RTA_OIF, _U32.pack(oif))
-    if nhid is not None:
-        attrs += rta(RTA_NH_ID, _U32.pack(nhid))
-    if metric is not None:
-        attrs += rta(RTA_PRIORITY, _U32.pack(metric))
-    if seg6local_dt6:
-        encap = (rta(SEG6_LOCAL_ACTION, _U32.pack(SEG6_LOCAL_ACTION_END_DT6))
-                 + rta(SEG6_LOCAL_TABLE, _U32.pack(RT_TABLE_MAIN)))
-        attrs += rta(RTA_ENCAP_TYPE, _U16.pack(LWTUNNEL_ENCAP_SEG6_LOCAL))
-        attrs += rta(RTA_ENCAP | 0x8000, encap)
+    """RTM_NEWROUTE / RTM_DELROUTE for an IPv6 prefix (addresses as 16 bytes).
+
+    On the handover path: built with a few struct calls, no string work.
+    """
     if add:
-        flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
-        return Request(RTM_NEWROUTE, flags, hdr + attrs, f"route {dst}/{dst_len}",
-                       (errno.EEXIST,) if not replace else ())
-    return Request(RTM_DELROUTE, 0, hdr + attrs, f"route {dst}/{dst_len}", (errno.ESRCH,))
+        rtype = RTN_BLACKHOLE if blackhole else RTN_UNICAST
+        scope = RT_SCOPE_LINK if (oif is not None and gateway is None and nhid is None
+                                  and not seg6local_dt6 and not blackhole) else RT_SCOPE_UNIVERSE
+        hdr = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, table if table < 256 else 252,
+                          protocol, scope, rtype, 0)
+    else:
+        hdr = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, table if table < 256 else 252,
+                          0, 0, 0, 0)
+    body = hdr + _ATTR16.pack(20, RTA_DST, dst) + (
+        _TABLE_MAIN if table == RT_TABLE_MAIN else _ATTR32.pack(8, RTA_TABLE, table))
+    if gateway is not None:
+        body += _ATTR16.pack(20, RTA_GATEWAY, gateway)
+    if oif is not None:
+        body += _ATTR32.pack(8, RTA_OIF, oif)
+    if nhid is not None:
+        body += _ATTR32.pack(8, RTA_NH_ID, nhid)
+    if metric is not None:
+        body += _ATTR32.pack(8, RTA_PRIORITY, metric)
+    if seg6local_dt6:
+        body += _DT6_ENCAP
+    what = _RouteName(dst, dst_len)
+    if add:
+        if replace:
+            return Request(RTM_NEWROUTE, _ADD_REPLACE, body, what)
+        return Request(RTM_NEWROUTE, _ADD_EXCL, body, what, _TOLERATE_EXIST)
+    return Request(RTM_DELROUTE, 0, body, what, _TOLERATE_GONE)
 
 
 def seg6_nexthop(add: bool, nhid: int, segment: IPv6Address, oif: int) -> Request:
@@ -377,33 +411,41 @@ class Netlink:
             yield name, index
 
     def batch(self, requests: Sequence[Request]) -> list[tuple[int, NetlinkError]]:
-        """Send every request (pipelined); returns (index, error) of each failure."""
+        """Send every request (pipelined); returns (index, error) of each failure.
+
+        Only the last request of a chunk asks for an acknowledgement: the
+        kernel reports every failure anyway and handles a chunk in order, so
+        the last ack means the whole chunk is done.  One receive per chunk
+        instead of one per object (a syscall costs ~20 us here).
+        """
         errors: list[tuple[int, NetlinkError]] = []
+        pack = _NLMSGHDR.pack
         for start in range(0, len(requests), self.CHUNK):
             chunk = requests[start : start + self.CHUNK]
             first = self._seq
-            buf = bytearray()
+            last = first + len(chunk) - 1
+            parts: list[bytes] = []
+            seq = first
             for req in chunk:
-                length = _NLMSGHDR.size + len(req.body)
-                buf += _NLMSGHDR.pack(length, req.msg_type,
-                                      NLM_F_REQUEST | NLM_F_ACK | req.flags, self._seq, 0)
-                buf += req.body
-                self._seq += 1
-            self.sock.send(bytes(buf))
-            pending = len(chunk)
-            while pending:
+                flags = NLM_F_REQUEST | req.flags | (NLM_F_ACK if seq == last else 0)
+                parts.append(pack(_NLMSGHDR.size + len(req.body), req.msg_type, flags, seq, 0))
+                parts.append(req.body)
+                seq += 1
+            self._seq = last + 1
+            self.sock.send(b"".join(parts))
+            done = False
+            while not done:
                 data = self.sock.recv(1 << 20)
                 pos = 0
                 while pos + _NLMSGHDR.size <= len(data):
-                    length, mtype, _, seq, _ = _NLMSGHDR.unpack_from(data, pos)
-                    if mtype == NLMSG_ERROR:
+                    length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
+                    if mtype == NLMSG_ERROR and first <= mseq <= last:
                         err = -_NLMSGERR.unpack_from(data, pos + _NLMSGHDR.size)[0]
-                        index = seq - first
-                        if 0 <= index < len(chunk):
-                            pending -= 1
-                            req = chunk[index]
-                            if err and err not in req.tolerate:
-                                errors.append((start + index, NetlinkError(req.what, err)))
+                        req = chunk[mseq - first]
+                        if err and err not in req.tolerate:
+                            errors.append((start + mseq - first, NetlinkError(req.what, err)))
+                        if mseq == last:
+                            done = True
                     pos += _align(length)
         return errors
 
@@ -426,6 +468,24 @@ class Netlink:
                             raise NetlinkError(f"dump {msg_type}", err)
                         return
                     yield data[pos + _NLMSGHDR.size : pos + length]
+                pos += _align(length)
+
+    def route_get(self, addr: IPv6Address) -> KernelRoute | None:
+        """The route the kernel would use to reach ``addr`` (``ip route get``)."""
+        seq = self._seq
+        self._seq += 1
+        body = _RTMSG.pack(socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0) + rta(RTA_DST, addr.packed)
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE,
+                                      NLM_F_REQUEST, seq, 0) + body)
+        while True:
+            data = self.sock.recv(65536)
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
+                if mseq == seq:
+                    if mtype == NLMSG_ERROR:
+                        return None
+                    return _parse_route(data[pos + _NLMSGHDR.size : pos + length])
                 pos += _align(length)
 
     def routes(self) -> list[KernelRoute]:
