@@ -23,14 +23,20 @@ transactions: when an object of a batch fails, the objects of that batch
 that succeeded are removed again, so an update is all or nothing as seen
 after :meth:`apply` returns.
 
+BUFFER (FM:6) routes the prefix, at metric 1, into the namespace's TUN
+device (:mod:`.tunbuffer`); deleting it releases the held packets in order
+through the forwarding then current (see :meth:`LinuxDataPlane._release`).
+
 Not implemented yet on Linux (the methods say so with a
-:class:`DataPlaneError`): BUFFER entries (FM:6, planned with NFQUEUE) and
-per-flow charging counters (FM:2, planned with netfilter counters).
+:class:`DataPlaneError`): per-flow charging counters (FM:2, planned with
+netfilter counters).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
@@ -47,6 +53,8 @@ from .netlink import (
     rule,
     seg6_nexthop,
 )
+from .tunbuffer import DEVICE as TUN_DEVICE
+from .tunbuffer import TunBuffer, destination
 
 NHID_BASE = 0x4D000000
 """Nexthop ids dmanchor allocates start here (far from hand-made ones)."""
@@ -56,6 +64,18 @@ FLOW_RULE_PRIORITY = 1000
 """Priority of FM:3-1 flow rules (before main at 32766)."""
 SOURCE_RULE_PRIORITY = 500
 """Priority of source-validation rules (before flow rules)."""
+RELEASE_TABLE = 0x4CFF
+"""Holds a released prefix's new route while its held packets drain."""
+RELEASE_RULE_PRIORITY = 400
+"""``iif dmbuf0 lookup RELEASE_TABLE``: drained packets skip the hold."""
+BUFFER_METRIC = 1
+"""A held prefix's route into the TUN device wins over its other routes."""
+
+
+@dataclass(slots=True)
+class _Hold:
+    spec: BufferSpec
+    started: float
 
 
 def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
@@ -82,11 +102,17 @@ class LinuxDataPlane:
         self._nh_refs: dict[int, int] = {}  # nexthop id -> routes using it
         self._flow_tables: dict[tuple[object, ...], int] = {}
         self._sources: dict[str, tuple[Prefix, ...]] = {}
+        self._tun: TunBuffer | None = None
+        self._holds: dict[Prefix, _Hold] = {}
+        self._held: list[bytes] = []  # read from the ring, not yet released
+        self._counters: Counter[str] = Counter()
         self._refresh_links()
         self._learn_nexthops()
 
     def close(self) -> None:
-        """Close the netlink socket (kernel state stays)."""
+        """Close the netlink socket (routes stay; held packets are dropped)."""
+        if self._tun is not None:
+            self._tun.close()
         self.nl.close()
 
     # -- DataPlane interface ------------------------------------------------------
@@ -98,9 +124,11 @@ class LinuxDataPlane:
         now: float,
         buffers: Mapping[Prefix, BufferSpec] | None = None,
     ) -> None:
-        for e in (*add, *delete):
-            if e.kind is EntryKind.BUFFER:
-                raise DataPlaneError("BUFFER (FM:6) is not implemented on Linux yet", e)
+        if any(e.kind is EntryKind.BUFFER for e in add):
+            self._ensure_tun()
+        # A released hold's route goes last, after its packets drained.
+        releasing = [e for e in delete if e.kind is EntryKind.BUFFER and e.flow is None]
+        delete = [e for e in delete if e not in releasing]
         forward: list[Request] = []
         # (first request index, entry, added?) per entry: the inverse of what
         # succeeded is built only if something fails.
@@ -133,6 +161,83 @@ class LinuxDataPlane:
                 nhid = self._nhid[e.next_hop]
                 self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
         self._drop_unused_nexthops()
+        for e in add:
+            if e.kind is EntryKind.BUFFER:
+                spec = (buffers or {}).get(e.prefix, BufferSpec())
+                self._holds[e.prefix] = _Hold(spec, now)
+                self._counters["holds"] += 1
+        for e in releasing:
+            self._release(e, [a for a in add if a.prefix == e.prefix and a.flow is None])
+
+    # -- FM:6 on Linux ---------------------------------------------------------------
+
+    def _ensure_tun(self) -> None:
+        if self._tun is not None:
+            return
+        self._tun = TunBuffer(self.netns)
+        self._refresh_links()
+        index = self._ifindex(TUN_DEVICE)
+        self.nl.set_link(index, up=True, txqlen=BufferSpec().limit)
+        failures = self.nl.batch([rule(True, RELEASE_RULE_PRIORITY, RELEASE_TABLE,
+                                       iif=TUN_DEVICE)])
+        if failures:
+            raise DataPlaneError(str(failures[0][1]))
+
+    def _drain(self) -> None:
+        if self._tun is not None:
+            self._held.extend(self._tun.read_all())
+
+    def _take(self, prefix: Prefix) -> list[bytes]:
+        """Remove and return, in arrival order, the held packets of ``prefix``."""
+        self._drain()
+        mine = [p for p in self._held if prefix.contains(destination(p))]
+        if mine:
+            self._held = [p for p in self._held if not prefix.contains(destination(p))]
+        return mine
+
+    def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry]) -> None:
+        """Send a prefix's held packets on, in order, then lift the hold.
+
+        While they drain, the hold stays in the main table (new arrivals
+        keep queueing behind them) and a copy of the prefix's new route in
+        RELEASE_TABLE forwards what comes out of the device.  Only when
+        the device has nothing left for the prefix is the hold removed.
+        """
+        assert self._tun is not None
+        prefix = hold.prefix
+        copies = [e for e in new if e.kind is not EntryKind.BUFFER]
+        self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
+        released = 0
+        while True:
+            batch = self._take(prefix)
+            if not batch:
+                break
+            for pkt in batch:
+                self._tun.write(pkt)
+            released += len(batch)
+        self._batch_or_raise(self._requests(hold, add=False))
+        for pkt in self._take(prefix):  # arrived while the hold was lifted
+            self._tun.write(pkt)
+            released += 1
+        self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
+        self._holds.pop(prefix, None)
+        self._counters["released"] += released
+
+    def _route_in(self, e: ForwardingEntry, table: int, add: bool) -> Request:
+        p = e.prefix
+        net = p.network.to_bytes(16, "big")
+        if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
+            return route(add, net, p.length, table=table, nhid=self._nhid[e.next_hop])
+        if e.kind is EntryKind.ROUTE and e.next_hop is not None:
+            return route(add, net, p.length, table=table, gateway=e.next_hop.packed)
+        if e.kind is EntryKind.ANCHOR:
+            return route(add, net, p.length, table=table, oif=self._ifindex(e.link))
+        return route(add, net, p.length, table=table, blackhole=True)
+
+    def _batch_or_raise(self, reqs: list[Request]) -> None:
+        failures = self.nl.batch(reqs)
+        if failures:
+            raise DataPlaneError(f"{self.netns or 'host'}: {failures[0][1]}")
 
     def _rollback(self, forward: list[Request], spans: list[tuple[int, ForwardingEntry, bool]],
                   new_nh: dict[IPv6Address, int], failed: set[int]) -> None:
@@ -198,6 +303,8 @@ class LinuxDataPlane:
                 )
             if r.seg6local:
                 out.append(ForwardingEntry(EntryKind.DECAP, prefix))
+            elif r.oif is not None and self._names.get(r.oif) == TUN_DEVICE:
+                out.append(ForwardingEntry(EntryKind.BUFFER, prefix))
             elif r.type == RTN_BLACKHOLE:
                 out.append(ForwardingEntry(EntryKind.DROP, prefix, flow=flow, metric=metric))
             elif r.nhid is not None and segs.get(r.nhid) is not None:
@@ -227,13 +334,26 @@ class LinuxDataPlane:
         return len(add), len(delete)
 
     def expire(self, now: float) -> None:
-        return None  # no buffers on Linux yet
+        for prefix, hold in list(self._holds.items()):
+            if now - hold.started >= hold.spec.timeout:
+                entry = ForwardingEntry(EntryKind.BUFFER, prefix)
+                if hold.spec.release_on_timeout:
+                    self._counters["hold-timeout-released"] += 1
+                    self._release(entry, [e for e in self.entries()
+                                          if e.prefix == prefix and e.flow is None])
+                    continue
+                self._batch_or_raise(self._requests(entry, add=False))
+                self._counters["buffer-timeout"] += len(self._take(prefix))
+                del self._holds[prefix]
 
     def next_deadline(self) -> float | None:
-        return None
+        if not self._holds:
+            return None
+        return min(h.started + h.spec.timeout for h in self._holds.values())
 
     def buffered(self, prefix: Prefix) -> int:
-        return 0
+        self._drain()
+        return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter) -> None:
         raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
@@ -248,7 +368,10 @@ class LinuxDataPlane:
         raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
 
     def counters(self) -> Mapping[str, int]:
-        return {}
+        out = dict(self._counters)
+        if self._tun is not None:
+            out["buffer-overflow"] = self.nl.link_tx_dropped(self._ifindex(TUN_DEVICE))
+        return out
 
     # -- Translation ------------------------------------------------------------------
 
@@ -285,6 +408,10 @@ class LinuxDataPlane:
             r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True)
         elif kind is EntryKind.DROP:
             r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
+        elif kind is EntryKind.BUFFER:
+            if e.flow is not None:
+                raise DataPlaneError("per-flow BUFFER is not supported on Linux", e)
+            r = route(add, net, p.length, oif=self._ifindex(TUN_DEVICE), metric=BUFFER_METRIC)
         else:
             raise DataPlaneError(f"unsupported entry kind {e.kind.name}", e)
         # Routes before their rule on add; the rule first on delete.

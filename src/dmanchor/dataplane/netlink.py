@@ -402,6 +402,36 @@ class Netlink:
                 return index
         raise NetlinkError(f"interface {name!r}", errno.ENODEV)
 
+    def set_link(self, index: int, up: bool = True, txqlen: int | None = None) -> None:
+        """Bring a link up (or down) and set its queue length."""
+        iff_up = 0x1
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, iff_up if up else 0, iff_up)
+        if txqlen is not None:
+            body += rta(13, _U32.pack(txqlen))  # IFLA_TXQLEN
+        failures = self.batch([Request(RTM_NEWLINK, 0, body, f"link {index}")])
+        if failures:
+            raise failures[0][1]
+
+    def link_tx_dropped(self, index: int) -> int:
+        """tx_dropped of a link (IFLA_STATS64)."""
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        seq = self._seq
+        self._seq += 1
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
+                                      NLM_F_REQUEST, seq, 0) + body)
+        while True:
+            data = self.sock.recv(65536)
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
+                if mseq == seq:
+                    if mtype == NLMSG_ERROR:
+                        return 0
+                    msg = data[pos + _NLMSGHDR.size : pos + length]
+                    stats = _parse_attrs(msg, 16, len(msg)).get(23)  # IFLA_STATS64
+                    return struct.unpack_from("=Q", stats, 7 * 8)[0] if stats else 0
+                pos += _align(length)
+
     def _links(self) -> Iterator[tuple[str, int]]:
         body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
         for data in self._dump(RTM_GETLINK, body):
