@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import threading
@@ -297,7 +298,7 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     assert held > 1000  # ~0.3 s at 10k pps were held
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
     assert len(set(seqs)) == len(seqs)
-    reordered = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b < a)
+    reordered = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     assert reordered == 0
     assert dps["ar1"].counters()["released"] >= held  # more arrived until the release
     assert dps["ar1"].counters()["buffer-overflow"] == 0
