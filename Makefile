@@ -8,8 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the project uses today (python3-venv to build the venv).
-DEB_PACKAGES := python3-venv iproute2
+# Debian packages the project uses: python3-venv builds the venv, iproute2
+# runs the namespace tier, iperf3 measures bench/dataplane.py.
+DEB_PACKAGES := python3-venv iproute2 iperf3
 
 .PHONY: demo test deps venv lint typecheck pytest bench clean
 
@@ -51,6 +52,9 @@ demo: venv
 
 bench: venv
 	$(PY) bench/codec.py
+	$(PY) bench/lm.py
+	$(PY) bench/netlink.py
+	$(PY) bench/dataplane.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns.lab import Lab, can_run
+from dmanchor.emulation.lab import Lab, can_run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

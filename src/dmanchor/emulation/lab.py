@@ -1,4 +1,4 @@
-"""A namespace lab: builds a topology from data, removes exactly what it built.
+"""Namespace lab: builds a topology from data, removes exactly what it built.
 
 Every namespace gets the run prefix; every one created is recorded and
 deleted by name at the end, even when the test failed.  Veths live inside
@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dmanchor.dataplane.netlink import open_in_netns
+from ..dataplane.netlink import open_in_netns
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -50,7 +50,10 @@ class Veth:
 
 @dataclass
 class Lab:
-    """Namespaces and veths of one test, under a unique run prefix."""
+    """Namespaces and veths of one run, under a unique run prefix.
+
+    Used by the netns test tier, the benchmarks and the emulator.
+    """
 
     prefix: str = field(default_factory=lambda: f"dmt{secrets.token_hex(3)}-")
     created: list[str] = field(default_factory=list)
@@ -60,6 +63,7 @@ class Lab:
         return self.prefix + name
 
     def node(self, name: str, forwarding: bool = True) -> str:
+        """Create namespace ``name`` (IPv6 forwarding on for routers)."""
         full = self.ns(name)
         sh("ip", "netns", "add", full)
         self.created.append(full)
@@ -72,6 +76,7 @@ class Lab:
         return full
 
     def veth(self, v: Veth) -> None:
+        """Create a veth pair between two nodes, address and raise both ends."""
         sh("ip", "link", "add", v.a_if, "netns", self.ns(v.a), "mtu", str(v.mtu), "type",
            "veth", "peer", "name", v.b_if, "netns", self.ns(v.b), "mtu", str(v.mtu))
         for node, ifname, addr in ((v.a, v.a_if, v.a_addr), (v.b, v.b_if, v.b_addr)):
@@ -80,6 +85,7 @@ class Lab:
             self.run(node, "ip", "link", "set", ifname, "up")
 
     def run(self, node: str, *args: str, check: bool = True) -> str:
+        """Run a command inside ``node``'s namespace; returns its stdout."""
         return sh("ip", "netns", "exec", self.ns(node), *args, check=check)
 
     def socket(self, node: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
@@ -95,6 +101,7 @@ class Lab:
 
     def build(self, nodes: Sequence[str], links: Sequence[Veth],
               hosts: Sequence[str] = ()) -> None:
+        """Create nodes (``hosts`` without forwarding) and links, wait for carrier."""
         for n in nodes:
             self.node(n, forwarding=n not in hosts)
         for v in links:
