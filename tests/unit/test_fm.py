@@ -56,7 +56,7 @@ class World:
         """Run an access-layer input on anchor ``node`` at time ``t``."""
         def run() -> None:
             fn(self.ar[node], self.net.now)
-            self.net.poll((f"fc00::{node}", 5400))
+            self.net.poll((f"fc00::{node}:0", 5400))
         self.net.call_at(t, run)
 
     def move(self, t: float, gap: float, own: Prefix, previous: dict[Prefix, list[FlowFilter]],
@@ -83,8 +83,8 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None) -> W
     watch = (P("2001:db8::/32"),) if mode == "switch" else ()
     ctrl = ControllerCore(ControllerSettings(
         lms=LMS, watch=watch,
-        routers=(RouterControl("r", R_CTL, {A("fc00::1"): A("fc00::1"),
-                                            A("fc00::2"): A("fc00::2")}),),
+        routers=(RouterControl("r", R_CTL, {A("fc00::1:0"): A("fc00::1:0"),
+                                            A("fc00::2:0"): A("fc00::2:0")}),),
     ))
     net.add(CTRL, ctrl)
     r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"])
@@ -92,12 +92,12 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None) -> W
     ar = {}
     for i in (1, 2):
         s = AnchorSettings(
-            f"ar{i}", A(f"fc00::{i}"), A(f"fc00::{i}"), (P(f"2001:db8:{i}::/48"),),
+            f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=LMS, mode=mode, lifetime=lifetime,
             buffer=buffer or BufferSpec(),
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
-        net.add((f"fc00::{i}", 5400), ar[i])
+        net.add((f"fc00::{i}:0", 5400), ar[i])
     net.run_for(0.05)
     w = World(net, fab, lms, ctrl, r, ar)
     # The MN starts on AR1 with HNP1.
@@ -171,7 +171,7 @@ def test_4_1_2_old_anchor_tunnels_with_buffering_discovery_and_state_transfer() 
     assert w.ar[2].endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == 1
     assert w.ar[2].endpoint.stats.sent[MsgType.BUFFER_READY] == 1
     b = w.lms.lookup(HNP1, w.net.now)
-    assert b is not None and b.forwarding_address == A("fc00::2")
+    assert b is not None and b.forwarding_address == A("fc00::2:0")
     # FM:2: charging exact across the move - every delivered byte counted once.
     usage = w.fab.routers["ar2"].usage(flt)
     assert usage.packets_down == rep.delivered
@@ -235,7 +235,7 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     # After the switch HNP1 is anchored at AR2: the core routes it there directly.
     assert rep.paths[0] == ("cn", "r", "ar1", "mn")
     assert ("cn", "r", "ar2", "mn") in rep.paths
-    assert AnchorMoved(HNP1, A("fc00::2")) in events
+    assert AnchorMoved(HNP1, A("fc00::2:0")) in events
     # The old path's end was marked by R and released AR2's hold.
     assert w.fab.routers["r"].counters()["end-marker-sent"] == 1
     assert w.fab.routers["ar2"].counters()["end-marker"] == 1
@@ -269,7 +269,7 @@ def test_4_2_1_charging_exact_across_switch() -> None:
 def test_fm4_registration_discovery_and_overlap() -> None:
     w = world("tunnel")
     reg = w.ctrl.discover(HNP1, w.net.now)
-    assert reg is not None and reg.node_id == "ar1" and reg.dpa == A("fc00::1")
+    assert reg is not None and reg.node_id == "ar1" and reg.dpa == A("fc00::1:0")
     assert w.ar[1].registered and w.ar[2].registered
     ep_addr: Addr = ("fc00::9", 5400)
     probe = Collector()
@@ -291,7 +291,7 @@ def test_fm5_1_update_is_atomic() -> None:
     from dmanchor.dataplane.api import DataPlaneError
 
     with pytest.raises(DataPlaneError):
-        r.apply([ForwardingEntry(EntryKind.ROUTE, HNP2, A("fc00::2"))], [bogus], w.net.now)
+        r.apply([ForwardingEntry(EntryKind.ROUTE, HNP2, A("fc00::2:0"))], [bogus], w.net.now)
     assert sorted(map(repr, r.entries())) == before
 
 

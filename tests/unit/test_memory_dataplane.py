@@ -89,8 +89,8 @@ def test_fabric_srv6_tunnel_end_to_end() -> None:
     fab.attach("mn", "ar2", "mn2")
     fab.add_address("mn", IP1)
     # AR1 tunnels HNP1 to AR2's SID; AR2 decapsulates and delivers.
-    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2"))], [], 0.0)
-    fab.routers["ar2"].apply([E(K.DECAP, P("fc00::2/128")),
+    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2:0"))], [], 0.0)
+    fab.routers["ar2"].apply([E(K.DECAP, P("fc00::2:0/128")),
                               E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
     fab.send("cn", Packet(CN, IP1, seq=7))
     net.run()
@@ -104,7 +104,7 @@ def test_fabric_reports_where_packets_die() -> None:
     fab = Fabric(flat(2), net)
     fab.send("cn", Packet(CN, IP1))  # Net1 address nobody holds
     net.run()
-    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2"))], [], 0.0)
+    fab.routers["ar1"].apply([E(K.TUNNEL, HNP1, A("fc00::2:0"))], [], 0.0)
     fab.send("cn", Packet(CN, IP1))  # tunnelled to AR2, which has no SID entry
     net.run()
     assert [(d.node, d.reason) for d in fab.drops] == [("ar1", "drop-entry"),

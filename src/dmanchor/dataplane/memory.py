@@ -209,13 +209,14 @@ class MemoryDataPlane:
 
     # -- Forwarding model ---------------------------------------------------------
 
-    def decide(self, p: Packet, in_link: str | None = None, decapped: bool = False) -> Decision:
+    def decide(self, p: Packet, in_link: str | None = None, flushed: bool = False) -> Decision:
         """What this router does with ``p`` (arrived on access link ``in_link``).
 
-        ``decapped``: ``p`` just left an anchor-to-anchor tunnel.  Such
-        packets are the ones an old anchor forwards; they pass a BUFFER
-        hold, and an end marker among them releases it (so packets that
-        took the new direct path wait for the old path to drain).
+        ``flushed``: ``p`` was just decapsulated at this node's *flush SID*
+        (a DECAP entry whose link is ``"flush"``): it is a leftover that a
+        previous point of attachment forwards.  Leftovers pass the hold of
+        their prefix, and the end marker that follows them releases it, so
+        packets that took the new direct path wait for the old path to drain.
         """
         if in_link is not None:
             allowed = self._source_filters.get(in_link)
@@ -227,18 +228,22 @@ class MemoryDataPlane:
         if p.outer is not None and dst in self.addresses:
             e = self._lookup_plain(dst)
             if e is not None and e.kind is EntryKind.DECAP:
-                return Decision("decap")
+                return Decision("decap", link=e.link)
             self._counters["no-decap"] += 1
             return Decision("drop", reason="no-decap")
         if dst in self.addresses:
             return Decision("local")
         entry = self._lookup_flow(p) if p.outer is None else None
         if entry is None:
-            entry = self._lookup_plain(dst, skip_buffer=decapped)
-        if p.marker and (decapped or (entry is not None and entry.kind is EntryKind.ANCHOR)):
-            if decapped:
+            entry = self._lookup_plain(dst, skip_buffer=flushed)
+        if p.marker:
+            # The old path has drained up to here: release the hold it
+            # guarded (at the new point), or stop at the MN's access router.
+            if flushed:
                 self._end_marker(dst)
-            return Decision("consumed")
+                return Decision("consumed")
+            if entry is not None and entry.kind is EntryKind.ANCHOR:
+                return Decision("consumed")
         if entry is None:
             self._counters["no-route"] += 1
             return Decision("drop", reason="no-route")
@@ -303,8 +308,9 @@ class MemoryDataPlane:
         return min(usable, key=lambda e: e.metric)
 
     def _end_marker(self, dst: int) -> None:
-        """The old path has drained: release holds covering ``dst``."""
-        for prefix in [p for p in self._buffers if p.contains(dst)]:
+        """The old path has drained: release the holds covering ``dst``."""
+        for prefix in [p for p, b in self._buffers.items()
+                       if p.contains(dst) and b.spec.release_on_timeout]:
             hold = [e for e in self.entries()
                     if e.kind is EntryKind.BUFFER and e.prefix == prefix and e.flow is None]
             self._counters["end-marker"] += 1

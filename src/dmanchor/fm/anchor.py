@@ -72,7 +72,16 @@ class AnchorSettings:
     buffer: BufferSpec = BufferSpec()
     """FM:6 buffer limits."""
     hold_timeout: float = 1.0
-    """Switch mode: longest wait for the old path's end marker, seconds."""
+    """Longest wait for the old path's end marker at a new point, seconds."""
+
+    @property
+    def flush_sid(self) -> IPv6Address:
+        """Where previous points send leftovers: the DPA address + 1.
+
+        Packets decapsulated there pass the hold of their prefix (see
+        docs/protocol.md, FM:6); packets to the DPA address itself do not.
+        """
+        return self.dpa + 1
 
 
 @dataclass(slots=True)
@@ -85,6 +94,16 @@ class _Visiting:
     home_node: str = ""
     expires: float = 0.0
     flows_closed: bool = False
+
+
+@dataclass(slots=True)
+class _Join:
+    """A visiting prefix waiting for its previous point (LM) and anchor (FM:4)."""
+
+    prefix: Prefix
+    previous: IPv6Address | None = None
+    lm_done: bool = False
+    anchor: m.DiscoveryAnswer | None = None
 
 
 @dataclass(slots=True)
@@ -118,11 +137,12 @@ class AnchorAgentCore(ServiceCore):
         self.visiting: dict[Prefix, _Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
-        self._discovering: dict[int, Prefix] = {}
+        self._joins: dict[int, _Join] = {}  # request id -> join it serves
         self.registered = False
-        sid = ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa))
-        if sid not in dataplane.entries():
-            dataplane.apply((sid,), (), now)
+        sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
+                ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
+        have = dataplane.entries()
+        dataplane.apply([e for e in sids if e not in have], (), now)
         self.set_timer("register", now)
 
     # -- Access-layer inputs -----------------------------------------------------------
@@ -158,11 +178,18 @@ class AnchorAgentCore(ServiceCore):
         for p in foreign:
             self.visiting[p] = _Visiting(link, tuple(previous[p]), expires=now + self.s.lifetime)
             self.set_timer(("visit", p), now + self.s.lifetime / 2)
-            self._lm_update(p, self.s.dpa, now)
-            if self.s.mode == "tunnel" and self.s.controller is not None:
-                rid = self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)
-                self._discovering[rid] = p
-            # In switch mode the controller reacts to the binding update.
+            if self.s.mode == "switch" or self.s.controller is None:
+                # The central FM-CP reacts to the binding update (4.2.1).
+                self._lm_update(p, self.s.dpa, now)
+                continue
+            # Tunnel mode: find where the prefix was served last (LM:1-1)
+            # and which anchor holds it (FM:4-3), then ask both for it.
+            join = _Join(p)
+            if self.s.lms is not None:
+                self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+            else:
+                join.lm_done = True
+            self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
 
     def detach(self, mn: str, now: float) -> None:
@@ -209,13 +236,24 @@ class AnchorAgentCore(ServiceCore):
                 ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
         elif isinstance(event, ReplyReceived):
             reply = event.reply
-            if isinstance(reply, m.DiscoveryAnswer):
-                self._on_discovered(event.request_id, reply, now)
+            join = self._joins.pop(event.request_id, None)
+            if join is not None:
+                if isinstance(reply, m.DiscoveryAnswer):
+                    join.anchor = reply
+                elif isinstance(reply, m.LocationReply):
+                    join.lm_done = True
+                    if reply.forwarding_address != self.s.dpa:
+                        join.previous = reply.forwarding_address
+                self._joined(join, now)
             elif isinstance(reply, m.RegistrationReply):
                 self.registered = True
         elif isinstance(event, NegativeReply | RequestTimedOut):
-            self.stats.counters[f"failed:{event.request.TYPE.name}"] += 1
-            self._discovering.pop(event.request_id, None)
+            join = self._joins.pop(event.request_id, None)
+            if join is not None and isinstance(event.request, m.LocationQuery):
+                join.lm_done = True  # no binding yet: the MN was not served elsewhere
+                self._joined(join, now)
+            else:
+                self.stats.counters[f"failed:{event.request.TYPE.name}"] += 1
 
     def on_timer(self, name: Hashable, now: float) -> None:
         if name == "register":
@@ -231,6 +269,12 @@ class AnchorAgentCore(ServiceCore):
                 for p in st.own:
                     self._lm_update(p, self.s.dpa, now)
             self.set_timer("register", now + self.s.lifetime / 2)
+        elif isinstance(name, tuple) and name[0] == "cleanup":
+            _, prefix, target = name
+            assert isinstance(prefix, Prefix) and isinstance(target, IPv6Address)
+            leftover = ForwardingEntry(EntryKind.TUNNEL, prefix, target)
+            if leftover in self.dp.entries():
+                self.dp.apply((), (leftover,), now)
         elif isinstance(name, tuple) and name[0] == "visit":
             prefix = name[1]
             assert isinstance(prefix, Prefix)
@@ -247,28 +291,45 @@ class AnchorAgentCore(ServiceCore):
             else:
                 self.set_timer(("visit", prefix), v.expires)
 
-    def _on_discovered(self, rid: int, answer: m.DiscoveryAnswer, now: float) -> None:
-        prefix = self._discovering.pop(rid, None)
-        if prefix is None:
+    def _joined(self, join: _Join, now: float) -> None:
+        """Both answers are in: claim the prefix from its previous point and anchor."""
+        if not join.lm_done or join.anchor is None:
             return
+        prefix = join.prefix
         v = self.visiting.get(prefix)
         if v is None:
             return
+        answer = join.anchor
         v.home_cpa = answer.cpa_address
         v.home_node = answer.node_id or ""
-        # FM:6-2: ready to receive what the previous anchor buffered.
-        self.endpoint.request(m.BufferReady(prefix, self.s.dpa),
-                              (str(answer.cpa_address), self.s.port), now)
+        anchor_agent = (str(answer.cpa_address), self.s.port)
+        previous = join.previous
+        if previous is not None and previous != answer.dpa_address:
+            # Two paths will briefly carry the prefix here: the previous
+            # point's leftovers and the anchor's new tunnel.  Hold the new
+            # path until the end marker says the old one has drained.
+            self.dp.apply([ForwardingEntry(EntryKind.BUFFER, prefix)], (), now,
+                          {prefix: BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)})
+            self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
+                                  self._agent_of(previous), now)
+        # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
+        # or release what the anchor held when the MN left it).
+        self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
+        self._lm_update(prefix, self.s.dpa, now)
 
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
         held = self.dp.buffered(prefix)
-        # Leftovers (and late packets still routed here) go to the new
-        # anchor through a tunnel: in switch mode too, so the new anchor can
-        # tell them from packets of the new direct path.
+        # Leftovers (and late packets still routed here) go to the new point
+        # through a tunnel: in switch mode too, so the new anchor can tell
+        # them from packets of the new direct path.
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
+        if not any(own.covers(prefix) for own in self.s.prefixes):
+            # An intermediate point (e.g. the previous FW): its tunnel only
+            # carries leftovers, so it goes once they have surely drained.
+            self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
         # FM:2: the flows' QoS and charging state move with them.
         flows = self._flows.pop(prefix, ())
@@ -276,15 +337,16 @@ class AnchorAgentCore(ServiceCore):
             states = []
             for f in flows:
                 states.append(FlowState(f, 0, *self.dp.untrack(f)))
-            target = ev.source if self.s.mode == "tunnel" else None
-            if target is None:
-                target = self._anchor_of(msg.dpa_address)
-            if target is not None:
-                self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)), target, now)
+            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)),
+                                  self._agent_of(msg.dpa_address), now)
 
-    def _anchor_of(self, dpa: IPv6Address) -> Addr | None:
-        # Peers listen on their CPA; when CPA and DPA share a host (the
-        # common co-located case) the DPA address reaches the agent too.
+    def _agent_of(self, sid: IPv6Address) -> Addr:
+        """The agent serving a DPA address or its flush SID (DPA + 1).
+
+        Co-located CPA and DPA (Fig 1a/1b): the agent listens on its DPA
+        address; DPA addresses are even, so a flush SID maps back to it.
+        """
+        dpa = sid - 1 if int(sid) & 1 else sid
         return (str(dpa), self.s.port)
 
     def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:

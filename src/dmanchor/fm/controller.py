@@ -268,8 +268,9 @@ class ControllerCore(ServiceCore):
             return
         target = (str(home.cpa), self.s.anchor_port)
         if change.dpa is not None:
-            # FM:6-2 on behalf of the new DPA: the path to it is ready.
-            self.endpoint.request(m.BufferReady(change.prefix, change.dpa), target, now)
+            # FM:6-2 on behalf of the new DPA: the path to it is ready.  The
+            # leftovers go to its flush SID (DPA + 1), past its hold.
+            self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1), target, now)
             self.events.append(AnchorMoved(change.prefix, change.dpa))
         else:
             self.endpoint.request(m.FmHandoff(change.prefix, home.node_id, home.dpa),

@@ -184,19 +184,19 @@ class Fabric:
         dp = self.routers[name]
         if via:
             p = p.via(name)
-        decapped = False
+        flushed = False
         for _ in range(4):  # encap/decap re-lookups at the same router
             if len(p.hops) > self.MAX_HOPS:
                 self._drop(name, p, "hop-limit")
                 return
-            d = dp.decide(p, in_link, decapped)
+            d = dp.decide(p, in_link, flushed)
             in_link = None
             if d.kind == "encap":
                 p = replace(p, outer=(min(dp.addresses), d.next_hop))
                 continue
             if d.kind == "decap":
                 p = replace(p, outer=None)
-                decapped = True
+                flushed = d.link == "flush"
                 continue
             break
         else:

@@ -24,17 +24,18 @@ CN_ADDR = "2001:db8:99::1"
 def flat(n_access: int = 2, delay: float = 0.001) -> TopologySpec:
     """CN - R - {AR1 .. ARn}: the flat network of draft Figures 3-8.
 
-    ARi owns Net i: ``2001:db8:i::/48`` (unassigned addresses dropped), its
-    SID/loopback is ``fc00::i``; R is ``fc00::ff``.
+    ARi owns Net i: ``2001:db8:i::/48`` (unassigned addresses dropped); its
+    DPA address (End.DT6 SID, where its agent listens) is ``fc00::i:0`` and
+    its flush SID ``fc00::i:1``; R is ``fc00::ff``.
     """
     core_entries = [_route(f"{CN_ADDR}/128", CN_ADDR)]
     routers = []
     links = [LinkSpec("cn", "r", delay)]
     for i in range(1, n_access + 1):
-        core_entries += [_route(f"2001:db8:{i:x}::/48", f"fc00::{i:x}"),
-                         _route(f"fc00::{i:x}/128", f"fc00::{i:x}")]
+        core_entries += [_route(f"2001:db8:{i:x}::/48", f"fc00::{i:x}:0"),
+                         _route(f"fc00::{i:x}:0/127", f"fc00::{i:x}:0")]
         routers.append(RouterSpec(
-            f"ar{i}", (f"fc00::{i:x}",),
+            f"ar{i}", (f"fc00::{i:x}:0", f"fc00::{i:x}:1"),
             (_route("::/0", "fc00::ff"), _drop(f"2001:db8:{i:x}::/48")),
         ))
         links.append(LinkSpec("r", f"ar{i}", delay))
@@ -44,27 +45,29 @@ def flat(n_access: int = 2, delay: float = 0.001) -> TopologySpec:
 
 
 def hierarchical(n_fw: int = 2, delay: float = 0.001) -> TopologySpec:
-    """CN - R - AR1 - {FW1 .. FWn} plus AR2 - FWb: draft Figures 9-10.
+    """CN - R - AR1 - {FW11 .. FW1n} and AR2 - FW21: draft Figures 9-10.
 
-    The ARs are DPAs anchoring the prefixes; the forwarding switches (FW,
-    DPN) serve the MN and are reached from their AR by SRv6 tunnels.
-    AR1 anchors ``2001:db8:1::/48`` and AR2 ``2001:db8:2::/48``; FW i under
-    AR1 has SID ``fc00:1::i``, the FW under AR2 ``fc00:2::1``.
+    The ARs are DPAs anchoring the prefixes (AR a owns ``2001:db8:a::/48``,
+    DPA ``fc00::a:0``); the forwarding switches (FW, DPN) serve the MN and
+    are reached by SRv6 tunnels: FW f under AR a has DPA ``fc00:a::f:0``
+    (flush SID ``fc00:a::f:1``) and access link ``fwaf``.
     """
     core = [_route(f"{CN_ADDR}/128", CN_ADDR)]
     routers = []
     links = [LinkSpec("cn", "r", delay)]
     for a, fws in ((1, n_fw), (2, 1)):
-        core += [_route(f"2001:db8:{a}::/48", f"fc00::{a}"), _route(f"fc00::{a}/128", f"fc00::{a}"),
-                 _route(f"fc00:{a}::/32", f"fc00::{a}")]
+        core += [_route(f"2001:db8:{a}::/48", f"fc00::{a}:0"),
+                 _route(f"fc00::{a}:0/127", f"fc00::{a}:0"),
+                 _route(f"fc00:{a}::/32", f"fc00::{a}:0")]
         ar_entries = [_route("::/0", "fc00::ff"), _drop(f"2001:db8:{a}::/48")]
         links.append(LinkSpec("r", f"ar{a}", delay))
         for f in range(1, fws + 1):
-            sid = f"fc00:{a}::{f:x}"
-            ar_entries.append(_route(f"{sid}/128", sid))
-            routers.append(RouterSpec(f"fw{a}{f}", (sid,), (_route("::/0", f"fc00::{a}"),)))
+            sid = f"fc00:{a}::{f:x}:0"
+            ar_entries.append(_route(f"{sid}/127", sid))
+            routers.append(RouterSpec(f"fw{a}{f}", (sid, f"fc00:{a}::{f:x}:1"),
+                                      (_route("::/0", f"fc00::{a}:0"),)))
             links.append(LinkSpec(f"ar{a}", f"fw{a}{f}", delay))
-        routers.append(RouterSpec(f"ar{a}", (f"fc00::{a}",), tuple(ar_entries)))
+        routers.append(RouterSpec(f"ar{a}", (f"fc00::{a}:0", f"fc00::{a}:1"), tuple(ar_entries)))
     routers.insert(0, RouterSpec("r", ("fc00::ff",), tuple(core)))
     hosts = (HostSpec("cn", (CN_ADDR,), gateway="r"), HostSpec("mn"))
     return TopologySpec(tuple(routers), hosts, tuple(links))
