@@ -51,6 +51,7 @@ class World:
     ctrl: ControllerCore
     r: FmDpCore
     ar: dict[int, AnchorAgentCore]
+    members: dict[int, LmsCore]
 
     def at(self, t: float, node: int, fn: Callable[[AnchorAgentCore, float], None]) -> None:
         """Run an access-layer input on anchor ``node`` at time ``t``."""
@@ -74,11 +75,29 @@ class World:
         self.at(t + gap, dst, lambda a, now: a.attach("mn", f"mn{dst}", [own], previous, now))
 
 
-def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None) -> World:
+def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
+          lm: str = "central") -> World:
+    """The flat network with its functions placed.
+
+    ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
+    every CPA hosts an LMs member primary for its own prefixes, an LM:2
+    pool (Fig 1a with distributed CPAs).
+    """
     net = VirtualNetwork(seed=5)
     fab = Fabric(flat(2), net)
-    lms = LmsCore(LmsSettings("lms"))
-    net.add(LMS, lms)
+    members: dict[int, LmsCore] = {}
+    lm_of: dict[int, Addr] = {1: LMS, 2: LMS}
+    if lm == "pool":
+        for i in (1, 2):
+            peer: Addr = (f"fc00::{3 - i}:0", 5401)
+            members[i] = LmsCore(LmsSettings(f"lms-{i}", primary=(P(f"2001:db8:{i}::/48"),),
+                                             peers=(peer,) if i == 2 else ()))
+            lm_of[i] = (f"fc00::{i}:0", 5401)
+            net.add(lm_of[i], members[i])
+        lms = members[1]
+    else:
+        lms = LmsCore(LmsSettings("lms"))
+        net.add(LMS, lms)
     # The central FM-CP re-routes the core only in the anchor-switch solution.
     watch = (P("2001:db8::/32"),) if mode == "switch" else ()
     ctrl = ControllerCore(ControllerSettings(
@@ -93,13 +112,13 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None) -> W
     for i in (1, 2):
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
-            uplink=A("fc00::ff"), controller=CTRL, lms=LMS, mode=mode, lifetime=lifetime,
+            uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
             buffer=buffer or BufferSpec(),
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
         net.add((f"fc00::{i}:0", 5400), ar[i])
     net.run_for(0.05)
-    w = World(net, fab, lms, ctrl, r, ar)
+    w = World(net, fab, lms, ctrl, r, ar, members)
     # The MN starts on AR1 with HNP1.
     fab.attach("mn", "ar1", "mn1")
     fab.add_address("mn", IP1)
@@ -177,6 +196,23 @@ def test_4_1_2_old_anchor_tunnels_with_buffering_discovery_and_state_transfer() 
     assert usage.packets_down == rep.delivered
     assert usage.bytes_down == rep.delivered * cont.size
     assert w.fab.routers["ar1"].usage(flt).packets_down == 0  # handed over
+
+
+def test_4_1_2_with_an_lm_pool_at_the_cpas_fig_1a() -> None:
+    w = world("tunnel", lm="pool")
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    flt = filter_of(cont)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
+    w.net.run(until=2.0)
+    assert_lossless(report(w.fab, cont))
+    # AR2 asked and updated its own pool member, which relayed to AR1's
+    # member, primary for Net1 (LM:2-2/2-3 and relayed LM:1-4).
+    b = w.lms.lookup(HNP1, w.net.now)
+    assert b is not None and b.forwarding_address == A("fc00::2:0")
+    member2 = w.members[2]
+    assert member2.counters["relayed"] >= 2
+    assert member2.lookup(HNP1, w.net.now) is None  # the record stays at its primary
 
 
 def test_4_1_2_buffer_limit_drops_are_counted() -> None:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from ipaddress import IPv6Address as A
 
+import pytest
+
 from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
 from dmanchor.fm.controller import ControllerCore, ControllerSettings
+from dmanchor.lm.lmp import LmpCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.sim.fabric import Fabric
 from dmanchor.sim.topologies import CN_ADDR, hierarchical
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
+from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 
 P = Prefix.parse
@@ -25,28 +29,39 @@ IP1 = HNP1.network + 0x10
 CN = int(A(CN_ADDR))
 LMS: Addr = ("fc00::d", 5400)
 CTRL: Addr = ("fc00::c", 5400)
+LMP: Addr = ("fc00::e", 5400)
 DPAS = {"ar1": "fc00::1:0", "ar2": "fc00::2:0", "fw11": "fc00:1::1:0",
         "fw12": "fc00:1::2:0", "fw21": "fc00:2::1:0"}
 UPLINK = {"ar1": "fc00::ff", "ar2": "fc00::ff", "fw11": "fc00::1:0", "fw12": "fc00::1:0",
           "fw21": "fc00::2:0"}
 
 
-def build() -> tuple[VirtualNetwork, Fabric, LmsCore, dict[str, AnchorAgentCore]]:
+def build(proxy: bool = False) -> tuple[VirtualNetwork, Fabric, LmsCore,
+                                         dict[str, AnchorAgentCore], LmpCore | None]:
+    """Fig 1c: LMs and FM-CP at the CPA (the ARs), FM-CP and LMc at the CPNs
+    (the FWs).  ``proxy``: Fig 1d, the CPNs reach the LMs through an LMp."""
     net = VirtualNetwork(seed=11)
     fab = Fabric(hierarchical(2), net)
     lms = LmsCore(LmsSettings("lms"))
     net.add(LMS, lms)
     net.add(CTRL, ControllerCore(ControllerSettings()))
+    cpn_lm = LMS
+    lmp = None
+    if proxy:
+        cpn_lm = LMP
+        lmp = LmpCore([LMS])
+        net.add(LMP, lmp)
     agents = {}
     for name, dpa in DPAS.items():
         owned = (P(f"2001:db8:{name[2]}::/48"),) if name.startswith("ar") else ()
+        lm = cpn_lm if name.startswith("fw") else LMS
         agents[name] = AnchorAgentCore(
-            AnchorSettings(name, A(dpa), A(dpa), owned, A(UPLINK[name]), CTRL, LMS),
+            AnchorSettings(name, A(dpa), A(dpa), owned, A(UPLINK[name]), CTRL, lm),
             fab.routers[name],
         )
         net.add((dpa, 5400), agents[name])
     net.run_for(0.05)
-    return net, fab, lms, agents
+    return net, fab, lms, agents, lmp
 
 
 def at(net: VirtualNetwork, agents: dict[str, AnchorAgentCore], t: float, node: str,
@@ -59,8 +74,9 @@ def at(net: VirtualNetwork, agents: dict[str, AnchorAgentCore], t: float, node: 
     net.call_at(t, run)
 
 
-def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel() -> None:
-    net, fab, lms, agents = build()
+@pytest.mark.parametrize("proxy", [False, True], ids=["fig1c", "fig1d-lmp"])
+def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) -> None:
+    net, fab, lms, agents, lmp = build(proxy)
     flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
     flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
     # The MN attaches at FW11; HNP1 is anchored at AR1 (Fig 9).
@@ -98,3 +114,6 @@ def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel() -> None:
     b = lms.lookup(HNP1, net.now)
     assert b is not None and b.forwarding_address == A(DPAS["fw12"])
     assert fab.routers["fw12"].usage(flt).packets_down == rep.delivered
+    if lmp is not None:  # Fig 1d: the CPNs' LM traffic went through the proxy
+        got = lmp.endpoint.stats.received
+        assert got[MsgType.LOCATION_QUERY] >= 2 and got[MsgType.LOCATION_UPDATE] >= 2
