@@ -14,11 +14,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import WireError
 from .ie import CODECS, IE, OPTIONAL_TO_UNDERSTAND
 from .messages import REGISTRY, REQUIRED, Kind, Message, MessageSpec, MsgType
+from .types import decode_entry_run, encode_entry_run
 
 VERSION = 1
 HEADER = struct.Struct("!BBHIHH")
@@ -53,9 +54,8 @@ class AuthInfo:
     """Byte offset of the MAC inside the message, used to verify it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """A decoded message with its header fields."""
+class Packet(NamedTuple):
+    """A decoded message with its header fields (an envelope, built per datagram)."""
 
     message: Message
     seq: int
@@ -74,8 +74,9 @@ def encode(
     timestamp_us: int = 0,
 ) -> bytes:
     """Encode ``message``; with ``secret`` append an AUTH IE signed with it."""
-    spec = REGISTRY.get(message.TYPE)
-    if spec is None or spec.cls is not type(message):
+    # Keyed by class: hashing a type is C-level, hashing an Enum member is not.
+    spec = _BY_CLASS.get(type(message))
+    if spec is None:
         raise WireError("unknown-type", type(message).__name__)
     if not 0 <= seq <= 0xFFFFFFFF:
         raise WireError("bad-value", f"sequence {seq}")
@@ -90,6 +91,10 @@ def encode(
     for f in spec.fields:
         value = getattr(message, f.name)
         if f.kind is Kind.MANY:
+            run = _RUN_ENCODERS.get(f.code)
+            if run is not None:
+                append(run(f.code, value))
+                continue
             enc = f.encode
             for item in value:
                 raw = enc(item)
@@ -175,6 +180,12 @@ def decode(data: bytes) -> Packet:
             pos = stop
             continue
         index, many, dec = slot
+        if many and code in _RUN_DECODERS:
+            items, pos = _RUN_DECODERS[code](data, pos - 4, end)
+            if lists is None:
+                lists = {}
+            lists.setdefault(index, []).extend(items)
+            continue
         value = dec(data[pos:stop])
         pos = stop
         if many:
@@ -354,6 +365,14 @@ def _fast_paths(spec: MessageSpec) -> tuple[
     return fast_decode, fast_encode
 
 
+# Repeated forwarding entries (FM:5-1) are coded a run at a time.
+_RUN_ENCODERS: dict[int, Callable[[int, Any], bytes]] = {
+    IE.ENTRY_ADD: encode_entry_run, IE.ENTRY_DELETE: encode_entry_run,
+}
+_RUN_DECODERS: dict[int, Callable[[bytes, int, int], tuple[list[Any], int]]] = {
+    IE.ENTRY_ADD: decode_entry_run, IE.ENTRY_DELETE: decode_entry_run,
+}
+_BY_CLASS: dict[type[Message], MessageSpec] = {s.cls: s for s in REGISTRY.values()}
 _FAST: dict[int, Callable[[bytes], Message | None]] = {}
 _FAST_ENC: dict[int, Callable[[Message], bytes | None]] = {}
 for _code, _spec in REGISTRY.items():

@@ -393,6 +393,65 @@ def decode_entry(raw: bytes) -> ForwardingEntry:
     return _decode_entry_general(raw)
 
 
+_ENTRY_NH_TLV = struct.Struct("!HHBBHB16s16sB")
+
+
+def encode_entry_run(code: int, entries: tuple[ForwardingEntry, ...]) -> bytes:
+    """Several entries as consecutive IEs of type ``code`` (one pack each)."""
+    pack = _ENTRY_NH_TLV.pack
+    parts = []
+    for e in entries:
+        kind, (network, length), next_hop, flow, link, metric = e
+        if (flow is None and not link and next_hop is not None and kind in _KINDS
+                and 0 <= length <= 128 and 0 <= network <= _ALL_ONES
+                and not network & ~_MASKS[length] and 0 <= metric <= 0xFFFF):
+            parts.append(pack(code, 38, kind, _ENTRY_HAS_NH, metric, length,
+                              network.to_bytes(16, "big"), next_hop.packed, 0))
+        else:
+            raw = encode_entry(e)
+            parts.append(_U16.pack(code) + _U16.pack(len(raw)) + raw)
+    return b"".join(parts)
+
+
+def decode_entry_run(data: bytes, pos: int, end: int) -> tuple[list[ForwardingEntry], int]:
+    """Decode consecutive IEs of the type at ``pos`` (a TLV header); returns
+    the entries and the position after them."""
+    code = data[pos] << 8 | data[pos + 1]
+    out: list[ForwardingEntry] = []
+    append = out.append
+    unpack = _ENTRY_NH_TLV.unpack_from
+    kinds = _KINDS
+    masks = _MASKS
+    size = _ENTRY_NH_TLV.size
+    while pos + 4 <= end:
+        if pos + size <= end:
+            c, ln, kind_code, flags, metric, length, packed, nh, link_len = unpack(data, pos)
+            if c != code:
+                break
+            if ln == 38 and flags == _ENTRY_HAS_NH and link_len == 0:
+                kind = kinds.get(kind_code)
+                if kind is None:
+                    raise WireError("bad-value", f"entry kind {kind_code}")
+                if length > 128:
+                    raise WireError("bad-prefix", f"length {length}")
+                network = int.from_bytes(packed, "big")
+                if network & ~masks[length]:
+                    raise WireError("bad-prefix", "host bits set")
+                append(ForwardingEntry(kind, Prefix(network, length), address_from_packed(nh),
+                                       None, "", metric))
+                pos += size
+                continue
+        elif (data[pos] << 8 | data[pos + 1]) != code:
+            break
+        ln = data[pos + 2] << 8 | data[pos + 3]
+        stop = pos + 4 + ln
+        if stop > end:
+            raise WireError("truncated", f"IE {code} value")
+        append(decode_entry(data[pos + 4 : stop]))
+        pos = stop
+    return out, pos
+
+
 def _decode_entry_general(raw: bytes) -> ForwardingEntry:
     n = len(raw)
     if n < 22:
