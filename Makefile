@@ -9,8 +9,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project uses: python3-venv builds the venv, iproute2
-# runs the namespace tier, iperf3 measures bench/dataplane.py.
-DEB_PACKAGES := python3-venv iproute2 iperf3
+# runs the namespace tier, iptables counts per-flow charging (FM:2) on Linux,
+# iperf3 measures bench/dataplane.py.
+DEB_PACKAGES := python3-venv iproute2 iptables iperf3
 
 .PHONY: demo test deps venv lint typecheck pytest bench clean
 

@@ -27,13 +27,18 @@ BUFFER (FM:6) routes the prefix, at metric 1, into the namespace's TUN
 device (:mod:`.tunbuffer`); deleting it releases the held packets in order
 through the forwarding then current (see :meth:`LinuxDataPlane._release`).
 
-Not implemented yet on Linux (the methods say so with a
-:class:`DataPlaneError`): per-flow charging counters (FM:2, planned with
-netfilter counters).
+Per-flow charging (FM:2) counts, with ip6tables rules in a ``DMANCHOR-CHARGE``
+chain of the mangle table, the flow's packets leaving on the access link
+that anchors the MN's address (downlink) and entering from it (uplink):
+each packet is charged once, by the access router that serves the MN.
+Counters moved in from another anchor are kept as offsets (the nf_tables
+backend ignores counters given at insertion).  Charging needs ip6tables;
+it is not on the handover path (track at flow setup, read at FM:2).
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +69,8 @@ FLOW_RULE_PRIORITY = 1000
 """Priority of FM:3-1 flow rules (before main at 32766)."""
 SOURCE_RULE_PRIORITY = 500
 """Priority of source-validation rules (before flow rules)."""
+CHARGE_CHAIN = "DMANCHOR-CHARGE"
+"""mangle-table chain holding the per-flow charging rules."""
 RELEASE_TABLE = 0x4CFF
 """Holds a released prefix's new route while its held packets drain."""
 RELEASE_RULE_PRIORITY = 400
@@ -80,6 +87,28 @@ class _Hold:
 
 def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
     return (e.prefix, e.flow)
+
+
+def _charge_key(f: FlowFilter) -> str:
+    return f"{f.src}-{f.dst}-{f.proto}-{f.sport}-{f.dport}".replace(":", ".")
+
+
+def _match(f: FlowFilter) -> str:
+    """ip6tables match of a flow in its own direction."""
+    parts = []
+    if f.src.length:
+        parts.append(f"-s {f.src}")
+    if f.dst.length:
+        parts.append(f"-d {f.dst}")
+    if f.proto:
+        name = {6: "tcp", 17: "udp"}.get(f.proto, str(f.proto))
+        parts.append(f"-p {name}")
+        if name in ("tcp", "udp"):
+            if f.sport:
+                parts.append(f"--sport {f.sport}")
+            if f.dport:
+                parts.append(f"--dport {f.dport}")
+    return " ".join(parts)
 
 
 class LinuxDataPlane:
@@ -106,6 +135,8 @@ class LinuxDataPlane:
         self._holds: dict[Prefix, _Hold] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
         self._counters: Counter[str] = Counter()
+        self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
+        self._charge_chain_ready = False
         self._refresh_links()
         self._learn_nexthops()
 
@@ -356,16 +387,94 @@ class LinuxDataPlane:
         return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter) -> None:
-        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+        if flow in self._charged:
+            return
+        link = self._access_link(flow.src)
+        key = _charge_key(flow)
+        up = _match(flow)
+        down = _match(flow.reversed())
+        self._iptables_batch([
+            f"-A {CHARGE_CHAIN} -i {link} {up} -m comment --comment dmanchor:{key}:up -j RETURN",
+            f"-A {CHARGE_CHAIN} -o {link} {down} -m comment --comment dmanchor:{key}:down "
+            "-j RETURN",
+        ])
+        self._charged[flow] = (link, FlowUsage())
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
-        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+        final = self.usage(flow)
+        entry = self._charged.pop(flow, None)
+        if entry is not None:
+            link, _ = entry
+            key = _charge_key(flow)
+            self._iptables_batch([
+                f"-D {CHARGE_CHAIN} -i {link} {_match(flow)} -m comment "
+                f"--comment dmanchor:{key}:up -j RETURN",
+                f"-D {CHARGE_CHAIN} -o {link} {_match(flow.reversed())} -m comment "
+                f"--comment dmanchor:{key}:down -j RETURN",
+            ])
+        return final
 
     def usage(self, flow: FlowFilter) -> FlowUsage:
-        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+        entry = self._charged.get(flow)
+        if entry is None:
+            return FlowUsage()
+        _, offset = entry
+        counts = self._charge_counters().get(_charge_key(flow), {})
+        up = counts.get("up", (0, 0))
+        down = counts.get("down", (0, 0))
+        return FlowUsage(offset.bytes_up + up[1], offset.bytes_down + down[1],
+                         offset.packets_up + up[0], offset.packets_down + down[0])
 
     def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
-        raise DataPlaneError("per-flow charging (FM:2) is not implemented on Linux yet")
+        self.track(flow)
+        link, _ = self._charged[flow]
+        counted = self.usage(flow)
+        self._charged[flow] = (link, FlowUsage(*(
+            want - have + off for want, have, off in zip(
+                usage, counted, self._charged[flow][1], strict=True))))
+
+    # -- Charging helpers -----------------------------------------------------------------
+
+    def _access_link(self, mn: Prefix) -> str:
+        for e in self.entries():
+            if e.kind is EntryKind.ANCHOR and e.flow is None and e.prefix.covers(mn):
+                return e.link
+        raise DataPlaneError(f"no access link anchors {mn}: cannot charge its flows here")
+
+    def _iptables_batch(self, rules: list[str]) -> None:
+        if not self._charge_chain_ready:
+            self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
+            self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
+                      check=False)
+            self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])
+            self._charge_chain_ready = True
+        text = "*mangle\n" + "\n".join(rules) + "\nCOMMIT\n"
+        self._run(["ip6tables-restore", "--noflush"], stdin=text)
+
+    def _charge_counters(self) -> dict[str, dict[str, tuple[int, int]]]:
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        text = self._run(["ip6tables-save", "-c", "-t", "mangle"])
+        for line in text.splitlines():
+            if "dmanchor:" not in line or not line.startswith("["):
+                continue
+            counters, _, rest = line.partition("]")
+            pkts, _, nbytes = counters[1:].partition(":")
+            tag = rest.split("dmanchor:", 1)[1].split()[0].strip('"')
+            key, _, direction = tag.rpartition(":")
+            out.setdefault(key, {})[direction] = (int(pkts), int(nbytes))
+        return out
+
+    def _run(self, argv: list[str], check: bool = True, stdin: str | None = None) -> str:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
+        try:
+            done = subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True,
+                                  timeout=30)
+        except FileNotFoundError as exc:
+            raise DataPlaneError(f"{argv[0]} is missing (install the iptables package)") from exc
+        if check and done.returncode != 0:
+            raise DataPlaneError(f"{self.netns or 'host'}: {' '.join(argv)}: "
+                                 f"{done.stderr.strip()}")
+        return done.stdout
 
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)
