@@ -291,7 +291,7 @@ def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None
     mn = lab.socket("mn")
     mn.bind((IP1, 5001))
     other = lab.socket("cn")  # not the tracked flow: another source port
-    for i in range(50):
+    for _ in range(50):
         down.sendto(b"x" * 100, (IP1, 5001))
         other.sendto(b"y" * 100, (IP1, 5001))
     for _ in range(10):
