@@ -91,6 +91,12 @@ def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _node_command(args: argparse.Namespace) -> int:
+    from .node import main as node_main
+
+    return node_main(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dmanchor`` command."""
     p = argparse.ArgumentParser(prog="dmanchor", description=__doc__)
@@ -115,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main demo")
     demo.set_defaults(func=_cmd_demo)
+
+    n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")
+    n.add_argument("--config", required=True, help="TOML or YAML config file")
+    n.set_defaults(func=_node_command)
 
     for kind in ("lms", "lmp"):
         s = sub.add_parser(kind, help=f"run the {kind.upper()} daemon")

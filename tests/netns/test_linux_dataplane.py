@@ -303,8 +303,7 @@ def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None
     assert (u.packets_down, u.packets_up) == (50, 10)
     assert u.bytes_down == 50 * (40 + 8 + 100) and u.bytes_up == 10 * (40 + 8 + 60)
     # FM:2 state moved in from a previous anchor adds to what is counted here.
-    ar1.set_usage(flow, FlowUsage(u.bytes_up + 1000, u.bytes_down + 2000,
-                                  u.packets_up + 7, u.packets_down + 9))
+    ar1.add_usage(flow, FlowUsage(1000, 2000, 7, 9))
     final = ar1.untrack(flow)
     assert (final.packets_down, final.packets_up) == (59, 17)
     assert "dmanchor:" not in lab.run("ar1", "ip6tables-save", "-t", "mangle")

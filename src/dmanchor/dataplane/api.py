@@ -95,8 +95,12 @@ class DataPlane(Protocol):
     def usage(self, flow: FlowFilter) -> FlowUsage:
         """Charging counters of a flow (both directions)."""
 
-    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
-        """Install counters moved from another anchor (FM:2)."""
+    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        """Add counters moved in from another anchor (FM:2); tracks the flow.
+
+        Added, never overwritten: this anchor may already have counted
+        packets of the flow, and each packet must be charged exactly once.
+        """
 
     def counters(self) -> Mapping[str, int]:
         """Drop and event counters by reason."""

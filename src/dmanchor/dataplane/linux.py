@@ -425,13 +425,13 @@ class LinuxDataPlane:
         return FlowUsage(offset.bytes_up + up[1], offset.bytes_down + down[1],
                          offset.packets_up + up[0], offset.packets_down + down[0])
 
-    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
+    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        # An offset, no kernel read: a read-then-write would lose the
+        # packets counted in between.
         self.track(flow)
-        link, _ = self._charged[flow]
-        counted = self.usage(flow)
+        link, offset = self._charged[flow]
         self._charged[flow] = (link, FlowUsage(*(
-            want - have + off for want, have, off in zip(
-                usage, counted, self._charged[flow][1], strict=True))))
+            a + b for a, b in zip(offset, moved, strict=True))))
 
     # -- Charging helpers -----------------------------------------------------------------
 

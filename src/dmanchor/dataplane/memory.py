@@ -187,8 +187,10 @@ class MemoryDataPlane:
         u = self._usage.get(flow)
         return FlowUsage(*u) if u is not None else FlowUsage()
 
-    def set_usage(self, flow: FlowFilter, usage: FlowUsage) -> None:
-        self._usage[flow] = list(usage)
+    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        u = self._usage.setdefault(flow, [0, 0, 0, 0])
+        for i, n in enumerate(moved):
+            u[i] += n
 
     def track(self, flow: FlowFilter) -> None:
         """Start charging a flow (from zero unless state was moved in)."""

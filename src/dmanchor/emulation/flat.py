@@ -2,7 +2,7 @@
 
 CN - R - AR1 / AR2 - MN, with the same addressing as
 :func:`dmanchor.sim.topologies.flat`: ARi owns ``2001:db8:i::/48`` and the
-End.DT6 SID ``fc00::i``; core links have MTU 1600 so that SRv6-encapsulated
+DPA address (End.DT6 SID) ``fc00::i:0``; core links have MTU 1600 so that SRv6-encapsulated
 full-size packets fit (the access links stay at 1500).
 """
 
@@ -20,7 +20,8 @@ K = EntryKind
 HNP1, HNP2 = P("2001:db8:1:1::/64"), P("2001:db8:2:1::/64")
 IP1, IP2 = "2001:db8:1:1::10", "2001:db8:2:1::10"
 CN = "2001:db8:99::1"
-SID1, SID2 = A("fc00::1"), A("fc00::2")
+SID1, SID2 = A("fc00::1:0"), A("fc00::2:0")
+"""DPA addresses (End.DT6 SIDs) of AR1 and AR2; each flush SID is the DPA + 1."""
 
 NODES = ("cn", "r", "ar1", "ar2", "mn")
 LINKS = (
@@ -51,12 +52,12 @@ def flat(lab: Lab) -> dict[str, LinuxDataPlane]:
     dps["r"].apply([
         E(K.ROUTE, P("2001:db8:1::/48"), A("fd00:1::2")),
         E(K.ROUTE, P("2001:db8:2::/48"), A("fd00:2::2")),
-        E(K.ROUTE, P("fc00::1/128"), A("fd00:1::2")),
-        E(K.ROUTE, P("fc00::2/128"), A("fd00:2::2")),
+        E(K.ROUTE, P("fc00::1:0/127"), A("fd00:1::2")),
+        E(K.ROUTE, P("fc00::2:0/127"), A("fd00:2::2")),
     ], [], 0.0)
     for i, dp in ((1, dps["ar1"]), (2, dps["ar2"])):
         dp.apply([E(K.ROUTE, P("::/0"), A(f"fd00:{i}::1")),
-                  E(K.DECAP, Prefix.host(A(f"fc00::{i}")))], [], 0.0)
+                  E(K.DECAP, Prefix.host(A(f"fc00::{i}:0")))], [], 0.0)
     return dps
 
 

@@ -73,6 +73,10 @@ class AnchorSettings:
     """FM:6 buffer limits."""
     hold_timeout: float = 1.0
     """Longest wait for the old path's end marker at a new point, seconds."""
+    agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
+    """DPA address -> signalling endpoint of the agent serving it.  Peers not
+    listed are assumed to listen on their DPA address (co-located CPA/DPA
+    with the agent bound there, as in the simulator)."""
 
     @property
     def flush_sid(self) -> IPv6Address:
@@ -255,8 +259,16 @@ class AnchorAgentCore(ServiceCore):
             else:
                 self.stats.counters[f"failed:{event.request.TYPE.name}"] += 1
 
+    def process(self, now: float) -> None:
+        super().process(now)
+        deadline = self.dp.next_deadline()
+        if deadline is not None:
+            self.set_timer("expire", deadline)
+
     def on_timer(self, name: Hashable, now: float) -> None:
-        if name == "register":
+        if name == "expire":
+            self.dp.expire(now)
+        elif name == "register":
             # Registrations and the bindings of attached MNs live
             # ``lifetime``; refresh them at half of it.
             if self.s.controller is not None:
@@ -347,7 +359,8 @@ class AnchorAgentCore(ServiceCore):
         address; DPA addresses are even, so a flush SID maps back to it.
         """
         dpa = sid - 1 if int(sid) & 1 else sid
-        return (str(dpa), self.s.port)
+        known = self.s.agents.get(dpa)
+        return known if known is not None else (str(dpa), self.s.port)
 
     def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:
         """FM:1: the FM role for a prefix comes back here (revert, FM:3-3)."""

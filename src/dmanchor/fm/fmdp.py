@@ -67,8 +67,7 @@ class DpFunction:
         of the flow before the transfer arrived, and each packet must be
         charged exactly once.
         """
-        here = self.dp.usage(flow)
-        self.dp.set_usage(flow, FlowUsage(*(a + b for a, b in zip(here, moved, strict=True))))
+        self.dp.add_usage(flow, moved)
 
 
 @dataclass(frozen=True, slots=True)

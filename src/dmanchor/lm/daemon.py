@@ -90,9 +90,17 @@ def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
     doc = load_file(path)
     top = Fields(str(path), "", doc)
     sec = read_security(top.sub("security"))
-    f = top.sub(kind)
     if kind not in doc:
         raise ConfigError(f"{path}: missing the [{kind}] table")
+    cfg = read_lm_table(kind, top.sub(kind), sec)
+    top.finish()
+    return cfg
+
+
+def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
+                  node_id: str | None = None) -> LmDaemonConfig:
+    """Parse an ``[lms]`` or ``[lmp]`` table (also used by ``dmanchor node``)."""
+    path = f.source
     listen = f.get("listen", as_bind, ("::1", 5400))
     level = f.get("log_level", as_str, "info")
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -103,14 +111,13 @@ def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
         if not upstream:
             raise ConfigError(f"{path}: field 'lmp.upstream': at least one LMs is required")
         f.finish()
-        top.finish()
         return LmDaemonConfig("lmp", listen, sec, upstream=upstream, log_level=level)
     sync = f.get("synchronous", as_str, "NORMAL").upper()
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"{path}: field 'lms.synchronous': expected NORMAL or FULL")
     state = f.get("state_dir", as_str, "")
     settings = LmsSettings(
-        node_id=f.get("node_id", as_str, required=True),
+        node_id=f.get("node_id", as_str, node_id, required=node_id is None),
         address=f.get("address", as_address, as_address("::1")),
         primary=f.get_list("primary", as_prefix),
         peers=f.get_list("peers", as_endpoint),
@@ -120,7 +127,6 @@ def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
         dead_after=f.get("dead_after", as_float, 3.5),
     )
     f.finish()
-    top.finish()
     return LmDaemonConfig("lms", listen, sec, lms=settings,
                           state_dir=Path(state) if state else None,
                           synchronous=sync, log_level=level)

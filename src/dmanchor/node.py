@@ -1,0 +1,334 @@
+"""``dmanchor node --config FILE``: one process hosting a node's functions.
+
+A node is what runs on one router (or in one namespace of the emulator).
+Its config names the functions it hosts, each on its own signalling
+endpoint; they share the process, its event loop and its SM keys::
+
+    [node]
+    id = "ar1"                      # node id
+    log_level = "info"
+    control = "/run/dmanchor/ar1.sock"   # access-layer commands (see below)
+
+    [anchor]                        # FM-CP + FM-DP + LMc of an access router
+    listen = "[fd00:1::2]:5400"
+    dpa = "fc00::1:0"               # End.DT6 SID; its flush SID is dpa + 1
+    prefixes = ["2001:db8:1::/48"]  # anchored here (FM:4-1)
+    uplink = "fd00:1::1"
+    controller = "[fd00:1::1]:5400"
+    lms = "[fd00:1::1]:5401"
+    mode = "tunnel"                 # or "switch"
+    [anchor.agents]                 # DPA -> agent endpoint of the peers
+    "fc00::2:0" = "[fd00:2::2]:5400"
+
+    [controller]                    # FM:4 registry (+ central FM-CP, FM:5-2)
+    listen = "[::]:5400"
+    lms = "[::1]:5401"
+    watch = ["2001:db8::/32"]       # prefixes whose anchoring it switches
+
+    [lms]                           # as for ``dmanchor lms`` (node_id defaults to node.id)
+    listen = "[::]:5401"
+
+    [fmdp]                          # a router's FM-DP driven by a central FM-CP
+    listen = "[::]:5402"
+    control = "[fd00:1::1]:5400"    # where FM:5-2 status goes
+
+    [security]                      # as for ``dmanchor lms``
+
+The access layer (link up/down at the access router, the MN's previous
+prefixes and flows) reaches the anchor as JSON lines on the ``control``
+UNIX socket - what the emulator uses, and what RA/RS handling will feed::
+
+    {"cmd": "attach", "mn": "mn", "link": "mn2", "own": ["2001:db8:2:1::/64"],
+     "previous": {"2001:db8:1:1::/64": [{"src": "...", "dst": "...", "proto": 17,
+                                          "sport": 5001, "dport": 40000}]}}
+    {"cmd": "detach", "mn": "mn"}
+    {"cmd": "track", "prefix": "...", "flows": [...]}
+    {"cmd": "flows_closed", "prefix": "..."}
+    {"cmd": "entries"}                  -> the data plane's entries
+    {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
+
+Each command gets one JSON line back: ``{"ok": ...}`` or ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    ConfigError,
+    Fields,
+    SecuritySettings,
+    as_address,
+    as_bind,
+    as_endpoint,
+    as_float,
+    as_int,
+    as_prefix,
+    as_str,
+    load_file,
+    read_security,
+)
+from .dataplane.api import BufferSpec, DataPlaneError
+from .dataplane.linux import LinuxDataPlane
+from .fm.anchor import AnchorAgentCore, AnchorSettings
+from .fm.controller import ControllerCore, ControllerSettings, RouterControl
+from .fm.fmdp import FmDpCore, FmDpSettings
+from .lm.daemon import LmDaemonConfig, build_core, read_lm_table
+from .runtime.aio import UdpDriver
+from .transport.reliable import Addr, Endpoint
+from .transport.service import ServiceCore
+from .wire.errors import WireError
+from .wire.types import Prefix, entry_to_json, flow_from_json
+
+log = logging.getLogger("dmanchor.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """A parsed node config."""
+
+    node_id: str
+    """The node's id."""
+    log_level: str
+    """Logging level."""
+    control: Path | None
+    """UNIX socket for access-layer commands (anchor only)."""
+    security: SecuritySettings
+    """SM settings of every function."""
+    anchor: tuple[Addr, AnchorSettings] | None = None
+    """The anchor agent: endpoint and settings."""
+    controller: tuple[Addr, ControllerSettings] | None = None
+    """The mobility controller: endpoint and settings."""
+    lms: LmDaemonConfig | None = None
+    """A location server."""
+    fmdp: tuple[Addr, FmDpSettings] | None = None
+    """A stand-alone FM-DP: endpoint and settings."""
+
+
+def _optional_endpoint(f: Fields, name: str) -> Addr | None:
+    """An optional host:port field (absent: None)."""
+    return f.get(name, as_endpoint, required=True) if name in f.table else None
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node config; errors name the file and field."""
+    doc = load_file(path)
+    top = Fields(str(path), "", doc)
+    node = top.sub("node")
+    node_id = node.get("id", as_str, required=True)
+    level = node.get("log_level", as_str, "info")
+    control = node.get("control", as_str, "")
+    node.finish()
+    sec = read_security(top.sub("security"))
+    anchor = controller = fmdp = None
+    lms = None
+    if "anchor" in doc:
+        a = top.sub("anchor")
+        listen = a.get("listen", as_bind, required=True)
+        agents_f = a.sub("agents")
+        agents = {as_address(k): agents_f.get(k, as_endpoint, required=True)
+                  for k in list(agents_f.table)}
+        mode = a.get("mode", as_str, "tunnel")
+        if mode not in ("tunnel", "switch"):
+            raise ConfigError(f"{path}: field 'anchor.mode': expected tunnel or switch")
+        anchor = (listen, AnchorSettings(
+            node_id=node_id,
+            dpa=a.get("dpa", as_address, required=True),
+            cpa=a.get("cpa", as_address, as_address(listen[0]) if ":" in listen[0]
+                      else as_address("::1")),
+            prefixes=a.get_list("prefixes", as_prefix),
+            uplink=a.get("uplink", as_address, required=True),
+            controller=_optional_endpoint(a, "controller"),
+            lms=_optional_endpoint(a, "lms"),
+            mode=mode,
+            port=a.get("peer_port", as_int, 5400),
+            lifetime=a.get("lifetime", as_int, 600),
+            buffer=BufferSpec(a.get("buffer_limit", as_int, 10_000),
+                              a.get("buffer_timeout", as_float, 2.0)),
+            hold_timeout=a.get("hold_timeout", as_float, 1.0),
+            agents=agents,
+        ))
+        a.finish()
+    if "controller" in doc:
+        c = top.sub("controller")
+        listen = c.get("listen", as_bind, required=True)
+
+        def router(item: Any) -> RouterControl:
+            r = Fields(str(path), "controller.routers", item)
+            hops_f = r.sub("next_hops")
+            hops = {as_address(k): hops_f.get(k, as_address, required=True)
+                    for k in list(hops_f.table)}
+            out = RouterControl(r.get("name", as_str, required=True),
+                                r.get("address", as_endpoint, required=True), hops)
+            r.finish()
+            return out
+
+        controller = (listen, ControllerSettings(
+            node_id=node_id,
+            lms=_optional_endpoint(c, "lms"),
+            watch=c.get_list("watch", as_prefix),
+            routers=c.get_list("routers", router),
+            dead_after=c.get("dead_after", as_float, 1.5),
+        ))
+        c.finish()
+    if "lms" in doc:
+        lms = read_lm_table("lms", top.sub("lms"), sec, node_id)
+    if "fmdp" in doc:
+        d = top.sub("fmdp")
+        fmdp = (d.get("listen", as_bind, required=True), FmDpSettings(
+            node_id, _optional_endpoint(d, "control"),
+            d.get("status_interval", as_float, 0.5)))
+        d.finish()
+    top.finish()
+    if not (anchor or controller or lms or fmdp):
+        raise ConfigError(f"{path}: the node hosts no function "
+                          "(add [anchor], [controller], [lms] or [fmdp])")
+    return NodeConfig(node_id, level, Path(control) if control else None, sec,
+                      anchor, controller, lms, fmdp)
+
+
+class Node:
+    """The running functions of one node."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.drivers: dict[str, UdpDriver] = {}
+        self.anchor: AnchorAgentCore | None = None
+        self.dataplane: LinuxDataPlane | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def _endpoint(self) -> Endpoint:
+        return Endpoint(security=self.cfg.security.build())
+
+    async def start(self) -> list[str]:
+        """Start every function; returns 'function host port' lines."""
+        now = time.time()
+        cfg = self.cfg
+        cores: dict[str, tuple[ServiceCore, Addr]] = {}
+        if cfg.anchor or cfg.fmdp:
+            self.dataplane = LinuxDataPlane()
+        if cfg.lms is not None:
+            core, _store = build_core(cfg.lms, now)
+            cores["lms"] = (core, cfg.lms.listen)
+        if cfg.controller is not None:
+            listen, settings = cfg.controller
+            cores["controller"] = (ControllerCore(settings, self._endpoint(), now), listen)
+        if cfg.fmdp is not None:
+            listen, fsettings = cfg.fmdp
+            assert self.dataplane is not None
+            cores["fmdp"] = (FmDpCore(fsettings, self.dataplane, self._endpoint(), now), listen)
+        if cfg.anchor is not None:
+            listen, asettings = cfg.anchor
+            assert self.dataplane is not None
+            self.anchor = AnchorAgentCore(asettings, self.dataplane, self._endpoint(), now)
+            cores["anchor"] = (self.anchor, listen)
+        lines = []
+        for name, (core, (host, port)) in cores.items():
+            driver = UdpDriver(core)
+            bound = await driver.start(host, port)
+            self.drivers[name] = driver
+            lines.append(f"{name} {bound[0]} {bound[1]}")
+        if cfg.control is not None:
+            with contextlib.suppress(FileNotFoundError):
+                cfg.control.unlink()
+            self._server = await asyncio.start_unix_server(self._serve, path=str(cfg.control))
+        return lines
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write((json.dumps(self.command(line)) + "\n").encode())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def command(self, line: bytes) -> dict[str, Any]:
+        """Run one access-layer command; never raises on bad input."""
+        try:
+            doc = json.loads(line)
+            if not isinstance(doc, dict):
+                raise ValueError("a command is a JSON object")
+            return {"ok": self._command(doc)}
+        except (ValueError, KeyError, TypeError, WireError, DataPlaneError) as exc:
+            log.warning("command refused: %s", exc)
+            return {"error": str(exc)}
+
+    def _command(self, doc: dict[str, Any]) -> Any:
+        agent = self.anchor
+        if agent is None:
+            raise ValueError("this node hosts no anchor")
+        now = time.time()
+        cmd = doc.get("cmd")
+        result: Any = True
+        if cmd == "attach":
+            prev = {Prefix.parse(p): [flow_from_json(f) for f in flows]
+                    for p, flows in doc.get("previous", {}).items()}
+            agent.attach(str(doc["mn"]), str(doc["link"]),
+                         [Prefix.parse(p) for p in doc.get("own", [])], prev, now)
+        elif cmd == "detach":
+            agent.detach(str(doc["mn"]), now)
+        elif cmd == "track":
+            agent.track_flows(Prefix.parse(doc["prefix"]),
+                              [flow_from_json(f) for f in doc.get("flows", [])])
+        elif cmd == "flows_closed":
+            agent.flows_closed(Prefix.parse(doc["prefix"]), now)
+        elif cmd == "entries":
+            result = [entry_to_json(e) for e in agent.dp.entries()]
+        elif cmd == "usage":
+            result = [agent.dp.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
+        else:
+            raise ValueError(f"unknown command {cmd!r}")
+        agent.process(now)
+        self.drivers["anchor"].pump()
+        return result
+
+    def close(self) -> None:
+        """Stop every function (kernel forwarding state stays, by design)."""
+        if self._server is not None:
+            self._server.close()
+        for driver in self.drivers.values():
+            driver.close()
+        if self.dataplane is not None:
+            self.dataplane.close()
+
+
+def main(path: str) -> int:
+    """Entry point of ``dmanchor node --config PATH``."""
+    try:
+        cfg = load_node_config(path)
+    except ConfigError as exc:
+        print(f"dmanchor node: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        node = Node(cfg)
+        try:
+            for line in await node.start():
+                print(f"ready {line}", flush=True)
+            print("ready", flush=True)
+            await stop.wait()
+        finally:
+            node.close()
+
+    try:
+        asyncio.run(run())
+    except (DataPlaneError, OSError) as exc:
+        print(f"dmanchor node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+

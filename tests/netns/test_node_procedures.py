@@ -1,0 +1,155 @@
+"""Draft 4.1.2 on real kernels: node processes, real signalling, real packets.
+
+The anchors, the controller and the LMs run as ``dmanchor node`` processes
+inside their namespaces; the access layer is driven over each anchor's
+control socket; a sequenced UDP flow crosses the move.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
+from dmanchor.emulation.lab import Lab
+from tests.netns.test_linux_dataplane import Sender, collect, receiver
+
+FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17, "sport": 7400, "dport": 40000}
+
+
+class Nodes:
+    """Node processes started in namespaces; stopped by PID."""
+
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.lab, self.tmp = lab, tmp
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, ns: str, name: str, config: str) -> dict[str, tuple[str, int]]:
+        path = self.tmp / f"{name}.toml"
+        path.write_text(config)
+        log = (self.tmp / f"{name}.log").open("w")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.ns(ns), sys.executable, "-m", "dmanchor.cli",
+             "node", "--config", str(path)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        bound: dict[str, tuple[str, int]] = {}
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"{name} died: {(self.tmp / f'{name}.log').read_text()}")
+            words = line.split()
+            if words == ["ready"]:
+                return bound
+            bound[words[1]] = (words[2], int(words[3]))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+@pytest.fixture
+def nodes(lab: Lab, tmp_path: Path) -> Iterator[Nodes]:
+    n = Nodes(lab, tmp_path)
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def command(sock_path: Path, doc: dict[str, object]) -> object:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sock_path))
+        s.sendall((json.dumps(doc) + "\n").encode())
+        reply = json.loads(s.makefile().readline())
+    assert "ok" in reply, reply
+    return reply["ok"]
+
+
+def anchor_conf(i: int, tmp: Path) -> str:
+    other = 3 - i
+    return f"""
+[node]
+id = "ar{i}"
+control = "{tmp / f'ar{i}.sock'}"
+log_level = "info"
+
+[anchor]
+listen = "[fd00:{i}::2]:5400"
+dpa = "fc00::{i}:0"
+prefixes = ["2001:db8:{i}::/48"]
+uplink = "fd00:{i}::1"
+controller = "[fd00:{i}::1]:5400"
+lms = "[fd00:{i}::1]:5401"
+mode = "tunnel"
+
+[anchor.agents]
+"fc00::{other}:0" = "[fd00:{other}::2]:5400"
+"""
+
+
+def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: Nodes,
+                                                    tmp_path: Path) -> None:
+    flat(lab)
+    nodes.start("r", "core", """
+[node]
+id = "core"
+[controller]
+listen = "[::]:5400"
+[lms]
+listen = "[::]:5401"
+""")
+    nodes.start("ar1", "ar1", anchor_conf(1, tmp_path))
+    nodes.start("ar2", "ar2", anchor_conf(2, tmp_path))
+    ar1, ar2 = tmp_path / "ar1.sock", tmp_path / "ar2.sock"
+    time.sleep(0.3)  # registrations
+    command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
+                  "previous": {}})
+    command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})
+
+    rx = receiver(lab, 7400)
+    tx = Sender(lab, IP1, 7400, rate=2000, seconds=2.0)
+    tx.sock.bind((CN, 40000))
+    tx.start()
+    time.sleep(0.6)
+    command(ar1, {"cmd": "detach", "mn": "mn"})  # link down at p-AR: FM:6-1 hold
+    move_mn_to_ar2(lab)
+    command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
+                  "previous": {str(HNP1): [FLOW]}})
+    tx.join(15)
+    seqs = collect(rx)
+    assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
+    assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
+    # The old anchor tunnels HNP1 to the new one; the new one anchors both.
+    e1 = command(ar1, {"cmd": "entries"})
+    e2 = command(ar2, {"cmd": "entries"})
+    assert isinstance(e1, list) and isinstance(e2, list)
+    assert {"kind": "TUNNEL", "prefix": str(HNP1), "next_hop": "fc00::2:0"} in e1
+    assert {"kind": "ANCHOR", "prefix": str(HNP1), "link": "mn2"} in e2
+    assert {"kind": "ANCHOR", "prefix": str(HNP2), "link": "mn2"} in e2
+    # FM:2: every downlink packet charged once, the old anchor's count moved over.
+    usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
+    assert isinstance(usage, list) and usage[0]["packets_down"] == tx.sent
