@@ -46,6 +46,7 @@ UNIX socket - what the emulator uses, and what RA/RS handling will feed::
     {"cmd": "flows_closed", "prefix": "..."}
     {"cmd": "entries"}                  -> the data plane's entries
     {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
+    {"cmd": "stats"}                    -> signalling counters of every function
 
 Each command gets one JSON line back: ``{"ok": ...}`` or ``{"error": "..."}``.
 """
@@ -263,11 +264,13 @@ class Node:
             return {"error": str(exc)}
 
     def _command(self, doc: dict[str, Any]) -> Any:
+        cmd = doc.get("cmd")
+        if cmd == "stats":
+            return {name: _stats(driver.core) for name, driver in self.drivers.items()}
         agent = self.anchor
         if agent is None:
             raise ValueError("this node hosts no anchor")
         now = time.time()
-        cmd = doc.get("cmd")
         result: Any = True
         if cmd == "attach":
             prev = {Prefix.parse(p): [flow_from_json(f) for f in flows]
@@ -299,6 +302,21 @@ class Node:
             driver.close()
         if self.dataplane is not None:
             self.dataplane.close()
+
+
+def _stats(core: object) -> dict[str, Any]:
+    """Signalling counters of one function (by message type name)."""
+    ep = getattr(core, "endpoint", None)
+    if not isinstance(ep, Endpoint):
+        return {}
+    st = ep.stats
+    return {
+        "sent": {t.name: n for t, n in st.sent.items()},
+        "bytes_sent": {t.name: n for t, n in st.bytes_sent.items()},
+        "received": {t.name: n for t, n in st.received.items()},
+        "drops": dict(st.drops),
+        "retransmissions": st.retransmissions,
+    }
 
 
 def main(path: str) -> int:

@@ -106,8 +106,7 @@ def test_prefix_moved_and_tunnelled_over_srv6_udp_and_tcp(lab: Lab) -> None:
 
 def test_flow_rule_redirects_only_its_flow(lab: Lab) -> None:
     dps = flat(lab)
-    lab.run("mn", "ip", "link", "set", "eth2", "up")
-    lab.wait_up("mn", "eth2")
+    lab.run("mn", "ip", "link", "set", "eth2", "master", "br0")  # both radios in use
     dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
     dps["ar2"].apply([E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
     flow = FlowFilter(P(f"{CN}/128"), Prefix.host(A(IP1)), 17, 0, 7003)

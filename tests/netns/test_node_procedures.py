@@ -8,12 +8,6 @@ control socket; a sequenced UDP flow crosses the move.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,71 +16,19 @@ import pytest
 
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
+from dmanchor.emulation.nodes import NodeProcesses, command
 from tests.netns.test_linux_dataplane import Sender, collect, receiver
 
 FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17, "sport": 7400, "dport": 40000}
 
 
-class Nodes:
-    """Node processes started in namespaces; stopped by PID."""
-
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.lab, self.tmp = lab, tmp
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, ns: str, name: str, config: str) -> dict[str, tuple[str, int]]:
-        path = self.tmp / f"{name}.toml"
-        path.write_text(config)
-        log = (self.tmp / f"{name}.log").open("w")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.ns(ns), sys.executable, "-m", "dmanchor.cli",
-             "node", "--config", str(path)],
-            stdout=subprocess.PIPE, stderr=log, text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        bound: dict[str, tuple[str, int]] = {}
-        while True:
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"{name} died: {(self.tmp / f'{name}.log').read_text()}")
-            words = line.split()
-            if words == ["ready"]:
-                return bound
-            bound[words[1]] = (words[2], int(words[3]))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-            if p.stdout is not None:
-                p.stdout.close()
-
-
 @pytest.fixture
-def nodes(lab: Lab, tmp_path: Path) -> Iterator[Nodes]:
-    n = Nodes(lab, tmp_path)
+def nodes(lab: Lab, tmp_path: Path) -> Iterator[NodeProcesses]:
+    n = NodeProcesses(lab, tmp_path)
     try:
         yield n
     finally:
         n.stop()
-
-
-def command(sock_path: Path, doc: dict[str, object]) -> object:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(str(sock_path))
-        s.sendall((json.dumps(doc) + "\n").encode())
-        reply = json.loads(s.makefile().readline())
-    assert "ok" in reply, reply
-    return reply["ok"]
 
 
 def anchor_conf(i: int, tmp: Path) -> str:
@@ -111,7 +53,7 @@ mode = "tunnel"
 """
 
 
-def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: Nodes,
+def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: NodeProcesses,
                                                     tmp_path: Path) -> None:
     flat(lab)
     nodes.start("r", "core", """

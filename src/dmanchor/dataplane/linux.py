@@ -38,6 +38,7 @@ it is not on the handover path (track at flow setup, read at FM:2).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,6 +139,9 @@ class LinuxDataPlane:
         self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
         self._charge_chain_ready = False
         self._refresh_links()
+        if shutil.which("ip6tables") is not None:
+            # Set up now, not at the first track(): that runs during a move.
+            self._ensure_charge_chain()
         self._learn_nexthops()
 
     def close(self) -> None:
@@ -441,13 +445,17 @@ class LinuxDataPlane:
                 return e.link
         raise DataPlaneError(f"no access link anchors {mn}: cannot charge its flows here")
 
+    def _ensure_charge_chain(self) -> None:
+        if self._charge_chain_ready:
+            return
+        self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
+        self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
+                  check=False)
+        self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])
+        self._charge_chain_ready = True
+
     def _iptables_batch(self, rules: list[str]) -> None:
-        if not self._charge_chain_ready:
-            self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
-            self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
-                      check=False)
-            self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])
-            self._charge_chain_ready = True
+        self._ensure_charge_chain()
         text = "*mangle\n" + "\n".join(rules) + "\nCOMMIT\n"
         self._run(["ip6tables-restore", "--noflush"], stdin=text)
 

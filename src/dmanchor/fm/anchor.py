@@ -175,7 +175,10 @@ class AnchorAgentCore(ServiceCore):
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
         self._apply_new(add, now, holds)
         for p, flows in previous.items():
-            self.track_flows(p, flows)
+            # Charging set-up can be slow (Linux: ip6tables); it runs from a
+            # timer, after the driver has sent this move's signalling.
+            self._flows[p] = tuple(flows)
+            self.set_timer(("track", p), now)
         self.attached[mn] = _Attached(link, tuple(own), tuple(foreign))
         for p in own:
             self._lm_update(p, self.s.dpa, now)
@@ -268,6 +271,11 @@ class AnchorAgentCore(ServiceCore):
     def on_timer(self, name: Hashable, now: float) -> None:
         if name == "expire":
             self.dp.expire(now)
+        elif isinstance(name, tuple) and name[0] == "track":
+            prefix = name[1]
+            assert isinstance(prefix, Prefix)
+            for f in self._flows.get(prefix, ()):
+                self.dp.track(f)
         elif name == "register":
             # Registrations and the bindings of attached MNs live
             # ``lifetime``; refresh them at half of it.

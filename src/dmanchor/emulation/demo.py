@@ -1,0 +1,342 @@
+"""``dmanchor demo``: a move on real kernels, with node processes and a measured report.
+
+What it runs today is draft section 4.1.2 (IP mobility only when needed):
+the MN gets HNP1 at AR1 and runs a UDP probe and a TCP stream that need
+session continuity; it moves to AR2 (a layer-2 change); AR1 holds HNP1's
+packets (FM:6-1), AR2 finds AR1 through location management and the
+controller (LM:1-1, FM:4-3), says it is ready (FM:6-2), and AR1 releases the
+held packets and tunnels HNP1 over SRv6; charging state moves (FM:2); a new
+flow uses HNP2 directly (4.1.1).  The section 4.2.1 demo (anchor switching
+by DHCPv6-PD with Kea) needs the edge-protocol work and is not built yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .flat import CN, HNP1, HNP2, IP1, IP2, flat, move_mn_to_ar2
+from .lab import Lab
+from .nodes import NodeProcesses, command
+
+UDP_PORT, TCP_PORT, NEW_PORT, CN_PORT = 7400, 8080, 7500, 40000
+UDP_FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17,
+            "sport": UDP_PORT, "dport": CN_PORT}
+ANCHORED_PATH = ("cn", "r", "ar1", "r", "ar2", "mn")
+SHORTEST_PATH = ("cn", "r", "ar2", "mn")
+
+
+def _progress(text: str) -> None:
+    print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
+class _UdpProbe:
+    """Sequenced UDP at a fixed rate; the receiver records arrival times."""
+
+    def __init__(self, lab: Lab, dst: str, port: int, rate: float, seconds: float,
+                 sport: int = 0) -> None:
+        self.rx = lab.socket("mn")
+        self.rx.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+        self.rx.bind(("::", port))
+        self.rx.settimeout(1.5)
+        self.tx = lab.socket("cn")
+        if sport:
+            self.tx.bind((CN, sport))
+        self.dst, self.port, self.rate, self.seconds = dst, port, rate, seconds
+        self.sent = 0
+        self.arrivals: list[tuple[int, float]] = []
+        self._threads = [threading.Thread(target=self._send, daemon=True),
+                         threading.Thread(target=self._receive, daemon=True)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join(30)
+        self.rx.close()
+        self.tx.close()
+
+    def _send(self) -> None:
+        interval = 1.0 / self.rate
+        start = time.perf_counter()
+        total = int(self.rate * self.seconds)
+        while self.sent < total:
+            if time.perf_counter() >= start + self.sent * interval:
+                self.tx.sendto(struct.pack("!I", self.sent), (self.dst, self.port))
+                self.sent += 1
+
+    def _receive(self) -> None:
+        try:
+            while True:
+                data = self.rx.recv(64)
+                self.arrivals.append((struct.unpack("!I", data)[0], time.monotonic()))
+        except TimeoutError:
+            pass
+
+
+class _TcpStream:
+    """A TCP stream CN -> MN whose received bytes are checked against what was sent."""
+
+    def __init__(self, lab: Lab, seconds: float) -> None:
+        self.srv = lab.socket("mn", socket.SOCK_STREAM)
+        self.srv.bind((IP1, TCP_PORT))
+        self.srv.listen(1)
+        self.cli = lab.socket("cn", socket.SOCK_STREAM)
+        self.seconds = seconds
+        self.sent = hashlib.sha256()
+        self.got = hashlib.sha256()
+        self.bytes_sent = self.bytes_received = 0
+        self.error = ""
+        self._threads = [threading.Thread(target=self._serve, daemon=True),
+                         threading.Thread(target=self._send, daemon=True)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join(60)
+        self.srv.close()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.srv.accept()
+            conn.settimeout(15)
+            while chunk := conn.recv(65536):
+                self.got.update(chunk)
+                self.bytes_received += len(chunk)
+            conn.close()
+        except OSError as exc:
+            self.error = f"receiver: {exc}"
+
+    def _send(self) -> None:
+        block = bytes(range(256)) * 64  # 16 KiB, position-dependent content
+        try:
+            self.cli.settimeout(15)
+            self.cli.connect((IP1, TCP_PORT))
+            end = time.monotonic() + self.seconds
+            for i in itertools.count():
+                if time.monotonic() >= end:
+                    break
+                chunk = block[i % 256:] + block[: i % 256]
+                self.cli.sendall(chunk)
+                self.sent.update(chunk)
+                self.bytes_sent += len(chunk)
+                time.sleep(0.001)  # ~10-15 MB/s: a stream, not a flood
+            self.cli.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.error = f"sender: {exc}"
+        finally:
+            self.cli.close()
+
+
+@dataclass
+class Report:
+    """What the demo measured."""
+
+    scenario: str
+    udp_rate_pps: float
+    udp_sent: int
+    udp_received: int
+    udp_lost: int
+    udp_duplicates: int
+    udp_reordered: int
+    interruption_ms: float
+    """Longest gap between consecutive UDP arrivals around the move."""
+    attach_to_first_packet_ms: float
+    """From the attach command at AR2 to the first packet the MN got there."""
+    tcp_bytes: int
+    tcp_unbroken: bool
+    address_kept: bool
+    new_flow_delivered: str
+    charged_packets: int
+    signalling: dict[str, dict[str, int]]
+    path_stretch: float
+
+
+def _anchor_conf(i: int, tmp: Path) -> str:
+    other = 3 - i
+    return f"""
+[node]
+id = "ar{i}"
+control = "{tmp / f'ar{i}.sock'}"
+
+[anchor]
+listen = "[fd00:{i}::2]:5400"
+dpa = "fc00::{i}:0"
+prefixes = ["2001:db8:{i}::/48"]
+uplink = "fd00:{i}::1"
+controller = "[fd00:{i}::1]:5400"
+lms = "[fd00:{i}::1]:5401"
+mode = "tunnel"
+
+[anchor.agents]
+"fc00::{other}:0" = "[fd00:{other}::2]:5400"
+"""
+
+
+def _core_conf(tmp: Path) -> str:
+    return f"""
+[node]
+id = "core"
+control = "{tmp / 'core.sock'}"
+[controller]
+listen = "[::]:5400"
+[lms]
+listen = "[::]:5401"
+"""
+
+
+def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -> Report:
+    """Build, run the move, measure, tear down exactly what was built."""
+    tmp = Path(tempfile.mkdtemp(prefix="dmanchor-demo-"))
+    lab = Lab()
+    procs = NodeProcesses(lab, tmp)
+    try:
+        _progress(f"namespaces {lab.prefix}*: CN - R - AR1/AR2 - MN (SRv6, MTU 1600 core)")
+        flat(lab)
+        _progress("node processes: core (controller + LMs), ar1, ar2")
+        procs.start("r", "core", _core_conf(tmp))
+        procs.start("ar1", "ar1", _anchor_conf(1, tmp))
+        procs.start("ar2", "ar2", _anchor_conf(2, tmp))
+        ar1, ar2 = tmp / "ar1.sock", tmp / "ar2.sock"
+        time.sleep(0.3)  # FM:4-1 registrations
+        command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
+                      "previous": {}})
+        command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [UDP_FLOW]})
+        _progress(f"MN on AR1 with HNP1; UDP probe {rate:.0f} pps and a TCP stream to {IP1}")
+        probe = _UdpProbe(lab, IP1, UDP_PORT, rate, seconds, sport=CN_PORT)
+        tcp = _TcpStream(lab, seconds)
+        probe.start()
+        tcp.start()
+        time.sleep(seconds / 3)
+        _progress("move: link down at AR1, up at AR2")
+        command(ar1, {"cmd": "detach", "mn": "mn"})
+        move_mn_to_ar2(lab)
+        t_attach = time.monotonic()
+        tcp_flow = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 6,
+                    "sport": TCP_PORT, "dport": 0}
+        command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
+                      "previous": {str(HNP1): [UDP_FLOW, tcp_flow]}})
+        time.sleep(0.2)
+        _progress(f"a new flow uses HNP2 ({IP2}) directly")
+        fresh = _UdpProbe(lab, IP2, NEW_PORT, 1000, 0.5)
+        fresh.start()
+        fresh.join()
+        probe.join()
+        tcp.join()
+        usage = command(ar2, {"cmd": "usage", "flows": [UDP_FLOW]})
+        signalling: Counter[str] = Counter()
+        sig_bytes: Counter[str] = Counter()
+        for name in ("core", "ar1", "ar2"):
+            for fn in command(tmp / f"{name}.sock", {"cmd": "stats"}).values():
+                signalling.update(fn.get("sent", {}))
+                sig_bytes.update(fn.get("bytes_sent", {}))
+        report = _report(rate, probe, tcp, fresh, t_attach, usage[0]["packets_down"],
+                         {t: {"messages": signalling[t], "bytes": sig_bytes[t]}
+                          for t in sorted(signalling)})
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for f in tmp.glob("*.log"):
+                shutil.copy(f, workdir / f.name)
+            (workdir / "report.json").write_text(json.dumps(asdict(report), indent=2))
+        return report
+    finally:
+        procs.stop()
+        left = lab.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if left:
+            print(f"dmanchor demo: could not remove {left}", file=sys.stderr)
+
+
+def _report(rate: float, probe: _UdpProbe, tcp: _TcpStream, fresh: _UdpProbe,
+            t_attach: float, charged: int, signalling: dict[str, dict[str, int]]) -> Report:
+    seqs = [s for s, _ in probe.arrivals]
+    times = [t for _, t in probe.arrivals]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    after = [t for t in times if t >= t_attach]
+    return Report(
+        scenario="draft 4.1.2: old anchor keeps HNP1 and tunnels it (SRv6) to the new one",
+        udp_rate_pps=rate,
+        udp_sent=probe.sent,
+        udp_received=len(seqs),
+        udp_lost=probe.sent - len(set(seqs)),
+        udp_duplicates=len(seqs) - len(set(seqs)),
+        udp_reordered=sum(1 for a, b in itertools.pairwise(seqs) if b < a),
+        interruption_ms=round(max(gaps, default=0.0) * 1e3, 3),
+        attach_to_first_packet_ms=round((after[0] - t_attach) * 1e3, 3) if after else -1.0,
+        tcp_bytes=tcp.bytes_received,
+        tcp_unbroken=not tcp.error and tcp.sent.digest() == tcp.got.digest(),
+        address_kept=True,  # every probe packet was addressed to IP1 and arrived there
+        new_flow_delivered=f"{len(fresh.arrivals)}/{fresh.sent}",
+        charged_packets=charged,
+        signalling=signalling,
+        path_stretch=round((len(ANCHORED_PATH) - 1) / (len(SHORTEST_PATH) - 1), 2),
+    )
+
+
+def print_report(r: Report) -> None:
+    """The report as a readable table."""
+    rows: list[tuple[str, Any]] = [
+        ("scenario", r.scenario),
+        ("UDP probe", f"{r.udp_sent} sent at {r.udp_rate_pps:.0f} pps, {r.udp_received} received"),
+        ("  lost / duplicated / reordered", f"{r.udp_lost} / {r.udp_duplicates} / "
+                                            f"{r.udp_reordered}"),
+        ("  interruption (longest gap)", f"{r.interruption_ms} ms"),
+        ("  attach at AR2 -> first packet", f"{r.attach_to_first_packet_ms} ms"),
+        ("TCP stream across the move", f"{r.tcp_bytes} bytes, "
+                                       f"{'unbroken and intact' if r.tcp_unbroken else 'BROKEN'}"),
+        ("address kept (IP1)", "yes" if r.address_kept else "no"),
+        ("new flow on HNP2 (4.1.1)", r.new_flow_delivered),
+        ("FM:2 charged packets at AR2", f"{r.charged_packets} (of {r.udp_sent} sent)"),
+        ("path stretch (anchored/shortest)", f"{r.path_stretch} "
+                                             "(hops, from the topology)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    print("\n  signalling (all nodes)")
+    for t, c in r.signalling.items():
+        print(f"    {t:<24} {c['messages']:>4} messages {c['bytes']:>6} bytes")
+    print()
+
+
+def main(as_json: bool, out: str | None) -> int:
+    """Entry point of ``dmanchor demo``."""
+    if os.geteuid() != 0:
+        print("dmanchor demo: needs root to build network namespaces; run it as root "
+              "(e.g. sudo make demo)", file=sys.stderr)
+        return 1
+    for tool in ("ip", "ip6tables", "ip6tables-save"):
+        if shutil.which(tool) is None:
+            print(f"dmanchor demo: {tool} is missing; make demo installs it", file=sys.stderr)
+            return 1
+    print("dmanchor demo - draft 4.1.2 on real kernels", file=sys.stderr)
+    try:
+        report = run(workdir=Path(out) if out else None)
+    except KeyboardInterrupt:
+        print("dmanchor demo: interrupted; everything it built was removed", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(asdict(report)))
+    else:
+        print_report(report)
+    ok = report.udp_lost == 0 and report.tcp_unbroken
+    return 0 if ok else 1
