@@ -254,6 +254,7 @@ class Node:
 
     def command(self, line: bytes) -> dict[str, Any]:
         """Run one access-layer command; never raises on bad input."""
+        log.debug("command %s", line[:80])
         try:
             doc = json.loads(line)
             if not isinstance(doc, dict):

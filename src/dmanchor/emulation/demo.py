@@ -33,6 +33,7 @@ from .lab import Lab
 from .nodes import NodeProcesses, command
 
 UDP_PORT, TCP_PORT, NEW_PORT, CN_PORT = 7400, 8080, 7500, 40000
+LOG_LEVEL = os.environ.get("DMANCHOR_DEMO_LOG", "info")
 UDP_FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17,
             "sport": UDP_PORT, "dport": CN_PORT}
 ANCHORED_PATH = ("cn", "r", "ar1", "r", "ar2", "mn")
@@ -176,6 +177,7 @@ def _anchor_conf(i: int, tmp: Path) -> str:
 [node]
 id = "ar{i}"
 control = "{tmp / f'ar{i}.sock'}"
+log_level = "{LOG_LEVEL}"
 
 [anchor]
 listen = "[fd00:{i}::2]:5400"

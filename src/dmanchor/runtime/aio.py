@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable
 
+from ..wire.codec import peek_type
 from .core import Addr, Core
+
+log = logging.getLogger("dmanchor.udp")
+
+
+def _debug() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
 
 
 def normalize(addr: tuple[object, ...]) -> Addr:
@@ -30,6 +38,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self.driver = driver
 
     def datagram_received(self, data: bytes, addr: tuple[object, ...]) -> None:
+        if _debug():
+            log.debug("rx %s from %s", peek_type(data), addr[:2])
         self.driver.core.receive_datagram(data, normalize(addr), time.time())
         self.driver.pump()
 
@@ -82,6 +92,8 @@ class UdpDriver:
         if transport is None:
             return
         for data, dest in self.core.datagrams_to_send():
+            if _debug():
+                log.debug("tx %s to %s", peek_type(data), dest)
             transport.sendto(data, dest)
         if self.on_pump is not None:
             self.on_pump()
