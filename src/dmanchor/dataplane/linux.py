@@ -139,6 +139,7 @@ class LinuxDataPlane:
         self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
         self._charge_chain_ready = False
         self._refresh_links()
+        self._drop_stale_release_rule()
         if shutil.which("ip6tables") is not None:
             # Set up now, not at the first track(): that runs during a move.
             self._ensure_charge_chain()
@@ -148,7 +149,14 @@ class LinuxDataPlane:
         """Close the netlink socket (routes stay; held packets are dropped)."""
         if self._tun is not None:
             self._tun.close()
+            self._tun = None
+            self._drop_stale_release_rule()
         self.nl.close()
+
+    def _drop_stale_release_rule(self) -> None:
+        """The release rule outlives the TUN device of a dead process: remove it."""
+        if self._tun is None:
+            self.nl.batch([rule(False, RELEASE_RULE_PRIORITY, RELEASE_TABLE, iif=TUN_DEVICE)])
 
     # -- DataPlane interface ------------------------------------------------------
 
@@ -449,6 +457,10 @@ class LinuxDataPlane:
         if self._charge_chain_ready:
             return
         self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
+        # Counters of a previous run died with its process (their offsets
+        # were in memory): a restarted agent starts from a clean chain
+        # rather than leaking rules nobody reads.
+        self._run(["ip6tables", "-t", "mangle", "-F", CHARGE_CHAIN])
         self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
                   check=False)
         self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])

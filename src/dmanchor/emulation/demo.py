@@ -73,13 +73,19 @@ class _UdpProbe:
         self.tx.close()
 
     def _send(self) -> None:
+        # Paced by sleeping, in 1 ms slots: busy-waiting would take a whole
+        # core from the node processes on this 2-core machine and inflate
+        # the very latencies the demo measures.
         interval = 1.0 / self.rate
         start = time.perf_counter()
         total = int(self.rate * self.seconds)
         while self.sent < total:
-            if time.perf_counter() >= start + self.sent * interval:
+            now = time.perf_counter()
+            due = min(total, int((now - start) / interval) + 1)
+            while self.sent < due:
                 self.tx.sendto(struct.pack("!I", self.sent), (self.dst, self.port))
                 self.sent += 1
+            time.sleep(max(0.0, start + self.sent * interval - time.perf_counter(), 0.001))
 
     def _receive(self) -> None:
         try:
