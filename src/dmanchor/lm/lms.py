@@ -159,9 +159,10 @@ class LmsCore(ServiceCore):
         self._join_pending: dict[int, Addr] = {}
         for p in settings.primary:
             self._claims.set(p, settings.node_id)
-        for b in self.store.load():
+        loaded = list(self.store.load())
+        for b in loaded:
             self.bindings.set(b.prefix, b)
-            self._expiry.append((b.expires, b.prefix))
+        self._expiry = [(b.expires, b.prefix) for b in loaded]
         heapq.heapify(self._expiry)
         if self._expiry:
             self.set_timer("expire", self._expiry[0][0])
