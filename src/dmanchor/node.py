@@ -47,6 +47,7 @@ UNIX socket - what the emulator uses, and what RA/RS handling will feed::
     {"cmd": "entries"}                  -> the data plane's entries
     {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
     {"cmd": "stats"}                    -> signalling counters of every function
+    {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
 
 Each command gets one JSON line back: ``{"ok": ...}`` or ``{"error": "..."}``.
 """
@@ -238,11 +239,26 @@ class Node:
             bound = await driver.start(host, port)
             self.drivers[name] = driver
             lines.append(f"{name} {bound[0]} {bound[1]}")
+        fd = self.dataplane.fileno() if self.dataplane is not None else None
+        if fd is not None:
+            # The hold device: end markers release holds as they arrive.
+            asyncio.get_running_loop().add_reader(fd, self._on_hold_device)
         if cfg.control is not None:
             with contextlib.suppress(FileNotFoundError):
                 cfg.control.unlink()
             self._server = await asyncio.start_unix_server(self._serve, path=str(cfg.control))
         return lines
+
+    def _on_hold_device(self) -> None:
+        assert self.dataplane is not None
+        now = time.time()
+        try:
+            self.dataplane.on_readable(now)
+        except DataPlaneError as exc:
+            log.error("hold device: %s", exc)
+        if self.anchor is not None:
+            self.anchor.process(now)
+            self.drivers["anchor"].pump()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -287,6 +303,8 @@ class Node:
             agent.flows_closed(Prefix.parse(doc["prefix"]), now)
         elif cmd == "entries":
             result = [entry_to_json(e) for e in agent.dp.entries()]
+        elif cmd == "counters":
+            result = dict(agent.dp.counters())
         elif cmd == "usage":
             result = [agent.dp.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
         else:
@@ -297,6 +315,10 @@ class Node:
 
     def close(self) -> None:
         """Stop every function (kernel forwarding state stays, by design)."""
+        fd = self.dataplane.fileno() if self.dataplane is not None else None
+        if fd is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(fd)
         if self._server is not None:
             self._server.close()
         for driver in self.drivers.values():

@@ -55,7 +55,8 @@ mode = "tunnel"
 
 def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: NodeProcesses,
                                                     tmp_path: Path) -> None:
-    flat(lab)
+    for dp in flat(lab).values():
+        dp.close()  # static routing is in; the nodes own the data planes
     nodes.start("r", "core", """
 [node]
 id = "core"
@@ -95,3 +96,66 @@ listen = "[::]:5401"
     # FM:2: every downlink packet charged once, the old anchor's count moved over.
     usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
     assert isinstance(usage, list) and usage[0]["packets_down"] == tx.sent
+
+
+def switch_conf(i: int, tmp: Path) -> str:
+    return anchor_conf(i, tmp).replace('mode = "tunnel"', 'mode = "switch"')
+
+
+def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
+        lab: Lab, nodes: NodeProcesses, tmp_path: Path) -> None:
+    """The anchoring of HNP1 moves to AR2: the controller re-routes R (FM:5-1),
+    R's end marker closes the old path, AR1's leftovers reach AR2's flush SID
+    past its hold, and the hold lifts on the marker: lossless and in order."""
+    for dp in flat(lab).values():
+        dp.close()
+    nodes.start("r", "core", f"""
+[node]
+id = "r"
+control = "{tmp_path / 'core.sock'}"
+[controller]
+listen = "[::]:5400"
+lms = "[::1]:5401"
+watch = ["2001:db8::/32"]
+[[controller.routers]]
+name = "r"
+address = "[::1]:5402"
+[controller.routers.next_hops]
+"fc00::1:0" = "fd00:1::2"
+"fc00::2:0" = "fd00:2::2"
+[lms]
+listen = "[::]:5401"
+[fmdp]
+listen = "[::]:5402"
+control = "[::1]:5400"
+""")
+    nodes.start("ar1", "ar1", switch_conf(1, tmp_path))
+    nodes.start("ar2", "ar2", switch_conf(2, tmp_path))
+    ar1, ar2 = tmp_path / "ar1.sock", tmp_path / "ar2.sock"
+    time.sleep(0.5)  # registrations, the controller's subscription
+    command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
+                  "previous": {}})
+    command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})
+    rx = receiver(lab, 7400)
+    tx = Sender(lab, IP1, 7400, rate=2000, seconds=2.0)
+    tx.sock.bind((CN, 40000))
+    tx.start()
+    time.sleep(0.6)
+    command(ar1, {"cmd": "detach", "mn": "mn"})
+    move_mn_to_ar2(lab)
+    command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
+                  "previous": {str(HNP1): [FLOW]}})
+    tx.join(15)
+    seqs = collect(rx)
+    assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
+    assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
+    # The core now routes HNP1 straight to AR2, which anchors it.
+    routes = lab.run("r", "ip", "-6", "route", "show", str(HNP1))
+    assert "via fd00:2::2" in routes
+    e2 = command(ar2, {"cmd": "entries"})
+    assert {"kind": "ANCHOR", "prefix": str(HNP1), "link": "mn2"} in e2
+    assert not [e for e in e2 if e["kind"] == "BUFFER"]  # the hold was lifted
+    c2 = command(ar2, {"cmd": "counters"})
+    assert c2.get("end-marker") == 1 and c2.get("hold-timeout-released", 0) == 0
+    usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
+    assert usage[0]["packets_down"] == tx.sent

@@ -38,7 +38,9 @@ it is not on the handover path (track at flow setup, read at FM:2).
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,9 +54,11 @@ from .netlink import (
     RT_TABLE_MAIN,
     RTN_BLACKHOLE,
     RTPROT_DMANCHOR,
+    KernelRoute,
     Netlink,
     NetlinkError,
     Request,
+    open_in_netns,
     route,
     rule,
     seg6_nexthop,
@@ -72,6 +76,15 @@ SOURCE_RULE_PRIORITY = 500
 """Priority of source-validation rules (before flow rules)."""
 CHARGE_CHAIN = "DMANCHOR-CHARGE"
 """mangle-table chain holding the per-flow charging rules."""
+FLUSH_TABLE = 0x4CFE
+"""Lookup table of the flush SID: the access links' prefixes, no holds."""
+OLDPATH_TABLE = 0x4CFD
+"""Carries an end marker down the path a prefix just left (fwmark rule)."""
+OLDPATH_RULE_PRIORITY = 300
+MARKER_MARK = 0x4D4D
+"""fwmark of end markers sent by this data plane."""
+MARKER_PORT = 0xD0D0
+"""UDP destination port of end-marker packets (to the prefix's first address)."""
 RELEASE_TABLE = 0x4CFF
 """Holds a released prefix's new route while its held packets drain."""
 RELEASE_RULE_PRIORITY = 400
@@ -84,6 +97,13 @@ BUFFER_METRIC = 1
 class _Hold:
     spec: BufferSpec
     started: float
+
+
+def _is_marker(packet: bytes) -> bool:
+    """An end marker: IPv6/UDP to MARKER_PORT carrying our tag."""
+    return (len(packet) >= 60 and packet[6] == 17
+            and packet[42:44] == MARKER_PORT.to_bytes(2, "big")
+            and packet[48:60] == b"DMANCHOR-END")
 
 
 def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
@@ -135,11 +155,17 @@ class LinuxDataPlane:
         self._tun: TunBuffer | None = None
         self._holds: dict[Prefix, _Hold] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
+        self._held_count: Counter[Prefix] = Counter()
         self._counters: Counter[str] = Counter()
         self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
         self._charge_chain_ready = False
         self._refresh_links()
         self._drop_stale_release_rule()
+        self._marker_sock: socket.socket | None = None
+        if os.path.exists("/dev/net/tun"):
+            # Created up front: its descriptor is what a driver watches for
+            # end markers, and creating it must not cost a move anything.
+            self._ensure_tun()
         if shutil.which("ip6tables") is not None:
             # Set up now, not at the first track(): that runs during a move.
             self._ensure_charge_chain()
@@ -151,6 +177,8 @@ class LinuxDataPlane:
             self._tun.close()
             self._tun = None
             self._drop_stale_release_rule()
+        if self._marker_sock is not None:
+            self._marker_sock.close()
         self.nl.close()
 
     def _drop_stale_release_rule(self) -> None:
@@ -190,6 +218,9 @@ class LinuxDataPlane:
         except DataPlaneError:
             self._forget_nexthops(new_nh)
             raise
+        # Where each re-routed prefix went before: its old path gets an end marker.
+        before = {e.prefix: self.nl.route_get(e.prefix.address) for e in add
+                  if e.flow is None and e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)}
         failures = self.nl.batch(forward)
         if failures:
             self._rollback(forward, spans, new_nh, {i for i, _ in failures})
@@ -203,12 +234,24 @@ class LinuxDataPlane:
             if e.kind is EntryKind.TUNNEL and e.next_hop in self._nhid:
                 nhid = self._nhid[e.next_hop]
                 self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
+        for prefix, old in before.items():
+            now_path = self.nl.route_get(prefix.address)
+            if (old is not None and now_path is not None and (old.gateway or old.nhid)
+                    and (old.gateway, old.nhid) != (now_path.gateway, now_path.nhid)):
+                self._send_marker(prefix, old)
         self._drop_unused_nexthops()
         for e in add:
             if e.kind is EntryKind.BUFFER:
                 spec = (buffers or {}).get(e.prefix, BufferSpec())
                 self._holds[e.prefix] = _Hold(spec, now)
                 self._counters["holds"] += 1
+                if spec.release_on_timeout:
+                    # The end marker reaches this new point through the flush
+                    # SID: catch it (it is addressed to the prefix's first
+                    # address) in the hold device.
+                    self._batch_or_raise([route(
+                        True, e.prefix.network.to_bytes(16, "big"), 128, table=FLUSH_TABLE,
+                        oif=self._ifindex(TUN_DEVICE), replace=True)])
         for e in releasing:
             self._release(e, [a for a in add if a.prefix == e.prefix and a.flow is None])
 
@@ -221,14 +264,66 @@ class LinuxDataPlane:
         self._refresh_links()
         index = self._ifindex(TUN_DEVICE)
         self.nl.set_link(index, up=True, txqlen=BufferSpec().limit)
-        failures = self.nl.batch([rule(True, RELEASE_RULE_PRIORITY, RELEASE_TABLE,
-                                       iif=TUN_DEVICE)])
+        failures = self.nl.batch([
+            rule(True, RELEASE_RULE_PRIORITY, RELEASE_TABLE, iif=TUN_DEVICE),
+            rule(True, OLDPATH_RULE_PRIORITY, OLDPATH_TABLE, fwmark=MARKER_MARK),
+        ])
         if failures:
             raise DataPlaneError(str(failures[0][1]))
 
+    def fileno(self) -> int | None:
+        """Descriptor to watch: readable when the hold device got packets."""
+        return self._tun.fd if self._tun is not None else None
+
+    def on_readable(self, now: float) -> None:
+        """Drain the hold device; an end marker releases the hold it ends."""
+        self._drain()
+        markers = [p for p in self._held if _is_marker(p)]
+        for m in markers:
+            dst = destination(m)
+            for prefix, hold in list(self._holds.items()):
+                if hold.spec.release_on_timeout and prefix.contains(dst):
+                    self._held.remove(m)
+                    self._counters["end-marker"] += 1
+                    self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
+                                  [e for e in self.entries()
+                                   if e.prefix == prefix and e.flow is None])
+                    break
+
+    def _send_marker(self, prefix: Prefix, old: KernelRoute) -> None:
+        """Send an end marker down ``old``, the path ``prefix`` just left."""
+        net = prefix.network.to_bytes(16, "big")
+        via = route(True, net, prefix.length, table=OLDPATH_TABLE,
+                    gateway=old.gateway.packed if old.gateway is not None else None,
+                    oif=old.oif if old.nhid is None else None, nhid=old.nhid, replace=True)
+        self._batch_or_raise([via])
+        try:
+            if self._marker_sock is None:
+                sock = open_in_netns(self.netns, socket.AF_INET6, socket.SOCK_DGRAM, 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARKER_MARK)
+                self._marker_sock = sock
+            self._marker_sock.sendto(b"DMANCHOR-END" + net,
+                                     (str(prefix.address), MARKER_PORT))
+            self._counters["end-marker-sent"] += 1
+        except OSError as exc:
+            self._counters["end-marker-failed"] += 1
+            raise DataPlaneError(f"end marker for {prefix}: {exc}") from exc
+        finally:
+            self.nl.batch([route(False, net, prefix.length, table=OLDPATH_TABLE)])
+
     def _drain(self) -> None:
-        if self._tun is not None:
-            self._held.extend(self._tun.read_all())
+        """Move what the hold device got into user space, within each hold's limit."""
+        if self._tun is None:
+            return
+        for pkt in self._tun.read_all():
+            dst = destination(pkt)
+            prefix = next((p for p in self._holds if p.contains(dst)), None)
+            if prefix is not None:
+                if self._held_count[prefix] >= self._holds[prefix].spec.limit:
+                    self._counters["buffer-overflow-held"] += 1
+                    continue
+                self._held_count[prefix] += 1
+            self._held.append(pkt)
 
     def _take(self, prefix: Prefix) -> list[bytes]:
         """Remove and return, in arrival order, the held packets of ``prefix``."""
@@ -236,6 +331,7 @@ class LinuxDataPlane:
         mine = [p for p in self._held if prefix.contains(destination(p))]
         if mine:
             self._held = [p for p in self._held if not prefix.contains(destination(p))]
+        self._held_count.pop(prefix, None)
         return mine
 
     def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry]) -> None:
@@ -263,7 +359,10 @@ class LinuxDataPlane:
             self._tun.write(pkt)
             released += 1
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
-        self._holds.pop(prefix, None)
+        hold_state = self._holds.pop(prefix, None)
+        if hold_state is not None and hold_state.spec.release_on_timeout:
+            self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), 128,
+                                 table=FLUSH_TABLE)])
         self._counters["released"] += released
 
     def _route_in(self, e: ForwardingEntry, table: int, add: bool) -> Request:
@@ -499,7 +598,8 @@ class LinuxDataPlane:
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)
         if self._tun is not None:
-            out["buffer-overflow"] = self.nl.link_tx_dropped(self._ifindex(TUN_DEVICE))
+            out["buffer-overflow"] = (self.nl.link_tx_dropped(self._ifindex(TUN_DEVICE))
+                                      + out.pop("buffer-overflow-held", 0))
         return out
 
     # -- Translation ------------------------------------------------------------------
@@ -530,11 +630,17 @@ class LinuxDataPlane:
                 raise DataPlaneError(f"no tunnel towards {e.next_hop}", e)
             r = route(add, net, p.length, table=table, nhid=nhid, metric=metric)
         elif kind is EntryKind.ANCHOR:
-            r = route(add, net, p.length, table=table, oif=self._ifindex(e.link), metric=metric)
+            oif = self._ifindex(e.link)
+            r = route(add, net, p.length, table=table, oif=oif, metric=metric)
+            if e.flow is None:
+                # Mirrored in the flush table: leftovers decapsulated at the
+                # flush SID are delivered past any hold of the prefix.
+                out.insert(0, route(add, net, p.length, table=FLUSH_TABLE, oif=oif))
         elif kind is EntryKind.DECAP:
             if p.length != 128:
                 raise DataPlaneError("a DECAP SID must be a /128", e)
-            r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True)
+            r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True,
+                      dt6_table=FLUSH_TABLE if e.link == "flush" else RT_TABLE_MAIN)
         elif kind is EntryKind.DROP:
             r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
         elif kind is EntryKind.BUFFER:

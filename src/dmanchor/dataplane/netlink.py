@@ -135,11 +135,15 @@ class Request:
 _ATTR16 = struct.Struct("=HH16s")
 _ATTR32 = struct.Struct("=HHI")
 _TABLE_MAIN = _ATTR32.pack(8, RTA_TABLE, RT_TABLE_MAIN)
-_DT6_ENCAP = (
-    rta(RTA_ENCAP_TYPE, _U16.pack(LWTUNNEL_ENCAP_SEG6_LOCAL))
-    + rta(RTA_ENCAP | 0x8000, rta(SEG6_LOCAL_ACTION, _U32.pack(SEG6_LOCAL_ACTION_END_DT6))
-          + rta(SEG6_LOCAL_TABLE, _U32.pack(RT_TABLE_MAIN)))
-)
+def _dt6_encap(table: int) -> bytes:
+    return (
+        rta(RTA_ENCAP_TYPE, _U16.pack(LWTUNNEL_ENCAP_SEG6_LOCAL))
+        + rta(RTA_ENCAP | 0x8000, rta(SEG6_LOCAL_ACTION, _U32.pack(SEG6_LOCAL_ACTION_END_DT6))
+              + rta(SEG6_LOCAL_TABLE, _U32.pack(table)))
+    )
+
+
+_DT6_ENCAP = _dt6_encap(RT_TABLE_MAIN)
 _ADD_EXCL = NLM_F_CREATE | NLM_F_EXCL
 _ADD_REPLACE = NLM_F_CREATE | NLM_F_REPLACE
 _TOLERATE_EXIST = (errno.EEXIST,)
@@ -150,7 +154,7 @@ def route(
     add: bool, dst: bytes, dst_len: int, *, table: int = RT_TABLE_MAIN,
     gateway: bytes | None = None, oif: int | None = None, nhid: int | None = None,
     blackhole: bool = False, metric: int | None = None, seg6local_dt6: bool = False,
-    protocol: int = RTPROT_DMANCHOR, replace: bool = False,
+    protocol: int = RTPROT_DMANCHOR, replace: bool = False, dt6_table: int = RT_TABLE_MAIN,
 ) -> Request:
     """RTM_NEWROUTE / RTM_DELROUTE for an IPv6 prefix (addresses as 16 bytes).
 
@@ -176,7 +180,7 @@ def route(
     if metric is not None:
         body += _ATTR32.pack(8, RTA_PRIORITY, metric)
     if seg6local_dt6:
-        body += _DT6_ENCAP
+        body += _DT6_ENCAP if dt6_table == RT_TABLE_MAIN else _dt6_encap(dt6_table)
     what = _RouteName(dst, dst_len)
     if add:
         if replace:
@@ -204,7 +208,7 @@ def seg6_nexthop(add: bool, nhid: int, segment: IPv6Address, oif: int) -> Reques
 def rule(
     add: bool, priority: int, table: int, *, src: tuple[IPv6Address, int] | None = None,
     dst: tuple[IPv6Address, int] | None = None, proto: int = 0, sport: int = 0,
-    dport: int = 0, iif: str = "", blackhole: bool = False,
+    dport: int = 0, iif: str = "", blackhole: bool = False, fwmark: int = 0,
 ) -> Request:
     """RTM_NEWRULE / RTM_DELRULE: an FM:3-1 5-tuple rule, or a blackhole rule."""
     action = FR_ACT_BLACKHOLE if blackhole else FR_ACT_TO_TBL
@@ -226,6 +230,8 @@ def rule(
         attrs += rta(FRA_DPORT_RANGE, struct.pack("=HH", dport, dport))
     if iif:
         attrs += rta(FRA_IIFNAME, iif.encode() + b"\0")
+    if fwmark:
+        attrs += rta(10, _U32.pack(fwmark))  # FRA_FWMARK
     what = f"rule {priority} -> table {table}"
     if add:
         return Request(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, hdr + attrs, what,

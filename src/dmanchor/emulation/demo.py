@@ -218,7 +218,8 @@ def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -
     procs = NodeProcesses(lab, tmp)
     try:
         _progress(f"namespaces {lab.prefix}*: CN - R - AR1/AR2 - MN (SRv6, MTU 1600 core)")
-        flat(lab)
+        for dp in flat(lab).values():
+            dp.close()  # static routing is in; the nodes own the data planes
         _progress("node processes: core (controller + LMs), ar1, ar2")
         procs.start("r", "core", _core_conf(tmp))
         procs.start("ar1", "ar1", _anchor_conf(1, tmp))

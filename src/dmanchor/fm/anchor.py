@@ -175,10 +175,11 @@ class AnchorAgentCore(ServiceCore):
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
         self._apply_new(add, now, holds)
         for p, flows in previous.items():
-            # Charging set-up can be slow (Linux: ip6tables); it runs from a
-            # timer, after the driver has sent this move's signalling.
-            self._flows[p] = tuple(flows)
-            self.set_timer(("track", p), now)
+            # Charging starts before any signalling of this move goes out:
+            # once it does, the old point may release packets here at any
+            # moment (in switch mode the controller triggers it), and each
+            # must be counted.  On Linux this costs an ip6tables call.
+            self.track_flows(p, flows)
         self.attached[mn] = _Attached(link, tuple(own), tuple(foreign))
         for p in own:
             self._lm_update(p, self.s.dpa, now)
@@ -271,11 +272,6 @@ class AnchorAgentCore(ServiceCore):
     def on_timer(self, name: Hashable, now: float) -> None:
         if name == "expire":
             self.dp.expire(now)
-        elif isinstance(name, tuple) and name[0] == "track":
-            prefix = name[1]
-            assert isinstance(prefix, Prefix)
-            for f in self._flows.get(prefix, ()):
-                self.dp.track(f)
         elif name == "register":
             # Registrations and the bindings of attached MNs live
             # ``lifetime``; refresh them at half of it.
