@@ -72,7 +72,7 @@ def _cmd_messages(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .emulation.demo import main as demo_main
 
-    return demo_main(args.json, args.out)
+    return demo_main(args.json, args.out, args.scenario)
 
 
 def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo: a move on real kernels, measured")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--out", help="keep the node logs and report.json in this directory")
+    demo.add_argument("--scenario", choices=("4.2.1", "4.1.2"), default="4.2.1",
+                      help="which solution of the draft to run (default 4.2.1)")
     demo.set_defaults(func=_cmd_demo)
 
     n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")

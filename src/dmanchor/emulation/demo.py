@@ -1,13 +1,21 @@
 """``dmanchor demo``: a move on real kernels, with node processes and a measured report.
 
-What it runs today is draft section 4.1.2 (IP mobility only when needed):
-the MN gets HNP1 at AR1 and runs a UDP probe and a TCP stream that need
-session continuity; it moves to AR2 (a layer-2 change); AR1 holds HNP1's
-packets (FM:6-1), AR2 finds AR1 through location management and the
-controller (LM:1-1, FM:4-3), says it is ready (FM:6-2), and AR1 releases the
-held packets and tunnels HNP1 over SRv6; charging state moves (FM:2); a new
-flow uses HNP2 directly (4.1.1).  The section 4.2.1 demo (anchor switching
-by DHCPv6-PD with Kea) needs the edge-protocol work and is not built yet.
+Two of the draft's solutions, each on five namespaces (CN - R - AR1/AR2 -
+MN) with ``dmanchor node`` processes: the controller, an LMs and R's FM-DP
+in R, an anchor agent in each AR.  The MN gets HNP1 at AR1 and runs a UDP
+probe and a TCP stream that need session continuity; it moves to AR2 (a
+layer-2 change); a new flow then uses HNP2 (4.1.1).
+
+* ``4.2.1`` (default): the anchoring of HNP1 moves to AR2 under a
+  centralized control plane.  AR1 holds HNP1's packets (FM:6-1); AR2
+  anchors HNP1 and updates its location (LM:1-4); the controller, pushed
+  the change (LM:1-3), re-routes the core (FM:5-1) - R's end marker closes
+  the old path - and tells AR1 that AR2 is ready (FM:6-2); AR1 releases its
+  held packets to AR2's flush SID; AR2 lifts its hold on the marker.  When
+  the flows have closed and the lifetime has ended, HNP1 goes back to Net1
+  (FM:3-3).  The prefix moves by the controller here; moving it by
+  DHCPv6-PD with Kea (the draft's own figure 8) is not built yet.
+* ``4.1.2``: AR1 keeps anchoring HNP1 and tunnels it to AR2 (SRv6).
 """
 
 from __future__ import annotations
@@ -175,9 +183,12 @@ class Report:
     charged_packets: int
     signalling: dict[str, dict[str, int]]
     path_stretch: float
+    """Hops via the anchoring over the shortest path (from the topology)."""
+    checks: dict[str, bool]
+    """Scenario-specific outcomes (route switched, marker, revert)."""
 
 
-def _anchor_conf(i: int, tmp: Path) -> str:
+def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int) -> str:
     other = 3 - i
     return f"""
 [node]
@@ -192,27 +203,54 @@ prefixes = ["2001:db8:{i}::/48"]
 uplink = "fd00:{i}::1"
 controller = "[fd00:{i}::1]:5400"
 lms = "[fd00:{i}::1]:5401"
-mode = "tunnel"
+mode = "{mode}"
+lifetime = {lifetime}
 
 [anchor.agents]
 "fc00::{other}:0" = "[fd00:{other}::2]:5400"
 """
 
 
-def _core_conf(tmp: Path) -> str:
+def _core_conf(tmp: Path, switch: bool) -> str:
+    """R hosts the controller, an LMs and its own FM-DP."""
+    central = """
+lms = "[::1]:5401"
+watch = ["2001:db8::/32"]
+[[controller.routers]]
+name = "r"
+address = "[::1]:5402"
+[controller.routers.next_hops]
+"fc00::1:0" = "fd00:1::2"
+"fc00::2:0" = "fd00:2::2"
+""" if switch else ""
     return f"""
 [node]
 id = "core"
 control = "{tmp / 'core.sock'}"
+log_level = "{LOG_LEVEL}"
 [controller]
 listen = "[::]:5400"
+{central}
 [lms]
 listen = "[::]:5401"
+[fmdp]
+listen = "[::]:5402"
+control = "[::1]:5400"
 """
 
 
-def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -> Report:
+SCENARIOS = {
+    "4.2.1": "draft 4.2.1: the anchoring of HNP1 moves to AR2 (central control plane)",
+    "4.1.2": "draft 4.1.2: AR1 keeps HNP1 and tunnels it (SRv6) to AR2",
+}
+
+
+def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
+        workdir: Path | None = None) -> Report:
     """Build, run the move, measure, tear down exactly what was built."""
+    switch = scenario == "4.2.1"
+    mode = "switch" if switch else "tunnel"
+    lifetime = 2 if switch else 600
     tmp = Path(tempfile.mkdtemp(prefix="dmanchor-demo-"))
     lab = Lab()
     procs = NodeProcesses(lab, tmp)
@@ -221,11 +259,11 @@ def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -
         for dp in flat(lab).values():
             dp.close()  # static routing is in; the nodes own the data planes
         _progress("node processes: core (controller + LMs), ar1, ar2")
-        procs.start("r", "core", _core_conf(tmp))
-        procs.start("ar1", "ar1", _anchor_conf(1, tmp))
-        procs.start("ar2", "ar2", _anchor_conf(2, tmp))
+        procs.start("r", "core", _core_conf(tmp, switch))
+        procs.start("ar1", "ar1", _anchor_conf(1, tmp, mode, lifetime))
+        procs.start("ar2", "ar2", _anchor_conf(2, tmp, mode, lifetime))
         ar1, ar2 = tmp / "ar1.sock", tmp / "ar2.sock"
-        time.sleep(0.3)  # FM:4-1 registrations
+        time.sleep(0.5)  # FM:4-1 registrations, the controller's subscription
         command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                       "previous": {}})
         command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [UDP_FLOW]})
@@ -251,15 +289,39 @@ def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -
         probe.join()
         tcp.join()
         usage = command(ar2, {"cmd": "usage", "flows": [UDP_FLOW]})
+        checks: dict[str, bool] = {}
+        if not switch:
+            e1 = command(ar1, {"cmd": "entries"})
+            checks["AR1 tunnels HNP1 to AR2 over SRv6"] = {
+                "kind": "TUNNEL", "prefix": str(HNP1), "next_hop": "fc00::2:0"} in e1
+            checks["AR1 released what it held (FM:6)"] = (
+                command(ar1, {"cmd": "counters"}).get("released", 0) > 0)
+        if switch:
+            core_route = lab.run("r", "ip", "-6", "route", "show", str(HNP1))
+            counters = command(ar2, {"cmd": "counters"})
+            checks["core re-routed HNP1 to AR2 (FM:5-1)"] = "via fd00:2::2" in core_route
+            checks["hold lifted by R's end marker"] = counters.get("end-marker") == 1
+            _progress("flows closed: waiting for HNP1's lifetime to end (FM:3-3)")
+            command(ar2, {"cmd": "flows_closed", "prefix": str(HNP1)})
+            deadline = time.monotonic() + 3 * lifetime + 2
+            back = False
+            while time.monotonic() < deadline and not back:
+                time.sleep(0.2)
+                core_route = lab.run("r", "ip", "-6", "route", "show", str(HNP1))
+                e2 = command(ar2, {"cmd": "entries"})
+                back = not core_route.strip() and not [e for e in e2 if
+                                                       e["prefix"] == str(HNP1)]
+            checks["HNP1 back to Net1 after the flows closed (FM:3-3)"] = back
         signalling: Counter[str] = Counter()
         sig_bytes: Counter[str] = Counter()
         for name in ("core", "ar1", "ar2"):
             for fn in command(tmp / f"{name}.sock", {"cmd": "stats"}).values():
                 signalling.update(fn.get("sent", {}))
                 sig_bytes.update(fn.get("bytes_sent", {}))
-        report = _report(rate, probe, tcp, fresh, t_attach, usage[0]["packets_down"],
+        report = _report(SCENARIOS[scenario], rate, probe, tcp, fresh, t_attach,
+                         usage[0]["packets_down"],
                          {t: {"messages": signalling[t], "bytes": sig_bytes[t]}
-                          for t in sorted(signalling)})
+                          for t in sorted(signalling)}, checks, switch)
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
             for f in tmp.glob("*.log"):
@@ -274,14 +336,16 @@ def run(rate: float = 5000, seconds: float = 3.0, workdir: Path | None = None) -
             print(f"dmanchor demo: could not remove {left}", file=sys.stderr)
 
 
-def _report(rate: float, probe: _UdpProbe, tcp: _TcpStream, fresh: _UdpProbe,
-            t_attach: float, charged: int, signalling: dict[str, dict[str, int]]) -> Report:
+def _report(scenario: str, rate: float, probe: _UdpProbe, tcp: _TcpStream,
+            fresh: _UdpProbe, t_attach: float, charged: int,
+            signalling: dict[str, dict[str, int]], checks: dict[str, bool],
+            switch: bool) -> Report:
     seqs = [s for s, _ in probe.arrivals]
     times = [t for _, t in probe.arrivals]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     after = [t for t in times if t >= t_attach]
     return Report(
-        scenario="draft 4.1.2: old anchor keeps HNP1 and tunnels it (SRv6) to the new one",
+        scenario=scenario,
         udp_rate_pps=rate,
         udp_sent=probe.sent,
         udp_received=len(seqs),
@@ -296,7 +360,9 @@ def _report(rate: float, probe: _UdpProbe, tcp: _TcpStream, fresh: _UdpProbe,
         new_flow_delivered=f"{len(fresh.arrivals)}/{fresh.sent}",
         charged_packets=charged,
         signalling=signalling,
-        path_stretch=round((len(ANCHORED_PATH) - 1) / (len(SHORTEST_PATH) - 1), 2),
+        path_stretch=1.0 if switch else round((len(ANCHORED_PATH) - 1)
+                                              / (len(SHORTEST_PATH) - 1), 2),
+        checks=checks,
     )
 
 
@@ -317,6 +383,8 @@ def print_report(r: Report) -> None:
         ("path stretch (anchored/shortest)", f"{r.path_stretch} "
                                              "(hops, from the topology)"),
     ]
+    for name, ok in r.checks.items():
+        rows.append((name, "yes" if ok else "NO"))
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
@@ -327,7 +395,7 @@ def print_report(r: Report) -> None:
     print()
 
 
-def main(as_json: bool, out: str | None) -> int:
+def main(as_json: bool, out: str | None, scenario: str = "4.2.1") -> int:
     """Entry point of ``dmanchor demo``."""
     if os.geteuid() != 0:
         print("dmanchor demo: needs root to build network namespaces; run it as root "
@@ -337,9 +405,9 @@ def main(as_json: bool, out: str | None) -> int:
         if shutil.which(tool) is None:
             print(f"dmanchor demo: {tool} is missing; make demo installs it", file=sys.stderr)
             return 1
-    print("dmanchor demo - draft 4.1.2 on real kernels", file=sys.stderr)
+    print(f"dmanchor demo - {SCENARIOS[scenario]}, on real kernels", file=sys.stderr)
     try:
-        report = run(workdir=Path(out) if out else None)
+        report = run(scenario, workdir=Path(out) if out else None)
     except KeyboardInterrupt:
         print("dmanchor demo: interrupted; everything it built was removed", file=sys.stderr)
         return 130
@@ -347,5 +415,5 @@ def main(as_json: bool, out: str | None) -> int:
         print(json.dumps(asdict(report)))
     else:
         print_report(report)
-    ok = report.udp_lost == 0 and report.tcp_unbroken
+    ok = report.udp_lost == 0 and report.tcp_unbroken and all(report.checks.values())
     return 0 if ok else 1

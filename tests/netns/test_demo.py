@@ -1,0 +1,19 @@
+"""The demo (make demo) itself, both scenarios, shorter."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmanchor.emulation.demo import run
+
+
+@pytest.mark.parametrize("scenario", ["4.2.1", "4.1.2"])
+def test_demo_scenario_is_lossless_and_its_checks_hold(scenario: str) -> None:
+    report = run(scenario, rate=2000, seconds=2.0)
+    assert report.udp_sent == 4000
+    assert (report.udp_lost, report.udp_duplicates, report.udp_reordered) == (0, 0, 0)
+    assert report.tcp_unbroken and report.tcp_bytes > 0
+    assert report.new_flow_delivered == "500/500"
+    assert report.charged_packets == report.udp_sent
+    assert report.checks and all(report.checks.values()), report.checks
+    assert report.signalling["BUFFER_READY"]["messages"] >= 1
