@@ -10,8 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project uses: python3-venv builds the venv, iproute2
 # runs the namespace tier, iptables counts per-flow charging (FM:2) on Linux,
-# iperf3 measures bench/dataplane.py.
-DEB_PACKAGES := python3-venv iproute2 iptables iperf3
+# iperf3 measures bench/dataplane.py, kea-dhcp6-server is the real PD server the
+# DHCPv6 client is tested against.
+DEB_PACKAGES := python3-venv iproute2 iptables iperf3 kea-dhcp6-server
 
 .PHONY: demo test deps venv lint typecheck pytest bench clean
 

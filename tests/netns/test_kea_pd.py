@@ -1,0 +1,108 @@
+"""DHCPv6-PD against a real Kea server (draft 4.2.1, FM:3-2): our client
+(sans-IO PdClient) in two access-router namespaces sharing a link with Kea."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dmanchor.access.dhcpv6 import (
+    CLIENT_PORT,
+    Bound,
+    PdClient,
+    PdEvent,
+    Released,
+    duid_ll,
+)
+from dmanchor.emulation.kea import KeaServer
+from dmanchor.emulation.lab import Lab, Veth
+from dmanchor.wire.types import Prefix
+
+POOL = Prefix.parse("2001:db8:1::/48")
+
+pytestmark = pytest.mark.skipif(not KeaServer.available(), reason="kea-dhcp6 not installed")
+
+
+@pytest.fixture
+def kea(lab: Lab, tmp_path: Path) -> Iterator[KeaServer]:
+    lab.build(["kea", "ar1", "ar2"], [
+        Veth("kea", "p1", "", "ar1", "dhcp0", ""),
+        Veth("kea", "p2", "", "ar2", "dhcp0", ""),
+    ])
+    # One link for DHCP: the ARs' requests reach one server and one pool.
+    lab.run("kea", "ip", "link", "add", "br0", "type", "bridge")
+    for port in ("p1", "p2"):
+        lab.run("kea", "ip", "link", "set", port, "master", "br0")
+    lab.run("kea", "ip", "link", "set", "br0", "up")
+    lab.wait_up("kea", "br0")
+    time.sleep(0.5)  # the bridge's link-local address
+    server = KeaServer(lab, "kea", "br0", POOL, 64, tmp_path / "kea", preferred=4, valid=6)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Router:
+    """A requesting router: our PdClient driven over a socket in its namespace."""
+
+    def __init__(self, lab: Lab, node: str, mac: str) -> None:
+        self.sock = lab.socket(node)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"dhcp0")
+        self.sock.bind(("::", CLIENT_PORT))
+        self.ifindex = int(lab.run(node, "cat", "/sys/class/net/dhcp0/ifindex"))
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        self.client = PdClient(duid_ll(bytes.fromhex(mac)), initial_rt=0.3, max_rc=6)
+
+    def pump(self, until: type, timeout: float = 5.0) -> PdEvent:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for data, (host, port) in self.client.datagrams_to_send():
+                self.sock.sendto(data, (host, port, 0, self.ifindex))
+            timer = self.client.get_timer()
+            wait = 0.05 if timer is None else max(0.001, min(0.05, timer - time.time()))
+            self.sock.settimeout(wait)
+            try:
+                data, addr = self.sock.recvfrom(2048)
+                self.client.receive(data, (addr[0], addr[1]), time.time())
+            except TimeoutError:
+                self.client.handle_timer(time.time())
+            while (ev := self.client.next_event()) is not None:
+                if isinstance(ev, until):
+                    return ev
+                raise AssertionError(f"unexpected {ev}")
+        raise AssertionError(f"no {until.__name__} within {timeout}s")
+
+
+def test_prefix_released_by_one_router_is_delegated_to_the_other_as_a_hint(
+        lab: Lab, kea: KeaServer) -> None:
+    ar1 = Router(lab, "ar1", "020000000001")
+    ar2 = Router(lab, "ar2", "020000000002")
+    ar1.client.request(time.time())
+    got = ar1.pump(Bound)
+    assert isinstance(got, Bound) and POOL.covers(got.prefix) and got.prefix.length == 64
+    hnp1 = got.prefix
+    # While AR1 holds HNP1, AR2's hint for it is not honoured.
+    ar2.client.request(time.time(), hint=hnp1)
+    other = ar2.pump(Bound)
+    assert isinstance(other, Bound) and other.prefix != hnp1
+    ar2.client.release(time.time())
+    ar2.pump(Released)
+    # The MN moves: p-AR releases HNP1, n-AR asks for it by hint and gets it.
+    ar1.client.release(time.time())
+    assert ar1.pump(Released) == Released(hnp1)
+    ar2.client.request(time.time(), hint=hnp1)
+    moved = ar2.pump(Bound)
+    assert isinstance(moved, Bound) and moved.prefix == hnp1
+    # Renewal keeps it while flows need it (T1 = 2 s with these lifetimes).
+    renewed = ar2.pump(Bound, timeout=6)
+    assert isinstance(renewed, Bound) and renewed.renewed and renewed.prefix == hnp1
+    # Kea's own lease file names AR2's DUID as HNP1's holder.
+    rows = [line.split(",") for line in kea.leases.read_text().splitlines()[1:]]
+    holders = {r[1] for r in rows if r[0] == str(hnp1.address) and r[2] != "0"}
+    assert "00:03:00:01:02:00:00:00:00:02" in holders
