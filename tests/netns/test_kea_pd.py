@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +10,12 @@ from pathlib import Path
 import pytest
 
 from dmanchor.access.dhcpv6 import (
-    CLIENT_PORT,
     Bound,
-    PdClient,
-    PdEvent,
     Released,
-    duid_ll,
 )
 from dmanchor.emulation.kea import KeaServer
 from dmanchor.emulation.lab import Lab, Veth
+from dmanchor.emulation.pd import PdRouter
 from dmanchor.wire.types import Prefix
 
 POOL = Prefix.parse("2001:db8:1::/48")
@@ -48,35 +44,8 @@ def kea(lab: Lab, tmp_path: Path) -> Iterator[KeaServer]:
         server.stop()
 
 
-class Router:
-    """A requesting router: our PdClient driven over a socket in its namespace."""
-
-    def __init__(self, lab: Lab, node: str, mac: str) -> None:
-        self.sock = lab.socket(node)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"dhcp0")
-        self.sock.bind(("::", CLIENT_PORT))
-        self.ifindex = int(lab.run(node, "cat", "/sys/class/net/dhcp0/ifindex"))
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
-        self.client = PdClient(duid_ll(bytes.fromhex(mac)), initial_rt=0.3, max_rc=6)
-
-    def pump(self, until: type, timeout: float = 5.0) -> PdEvent:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for data, (host, port) in self.client.datagrams_to_send():
-                self.sock.sendto(data, (host, port, 0, self.ifindex))
-            timer = self.client.get_timer()
-            wait = 0.05 if timer is None else max(0.001, min(0.05, timer - time.time()))
-            self.sock.settimeout(wait)
-            try:
-                data, addr = self.sock.recvfrom(2048)
-                self.client.receive(data, (addr[0], addr[1]), time.time())
-            except TimeoutError:
-                self.client.handle_timer(time.time())
-            while (ev := self.client.next_event()) is not None:
-                if isinstance(ev, until):
-                    return ev
-                raise AssertionError(f"unexpected {ev}")
-        raise AssertionError(f"no {until.__name__} within {timeout}s")
+def Router(lab: Lab, node: str, mac: str) -> PdRouter:
+    return PdRouter(lab, node, "dhcp0", mac)
 
 
 def test_prefix_released_by_one_router_is_delegated_to_the_other_as_a_hint(
@@ -84,23 +53,23 @@ def test_prefix_released_by_one_router_is_delegated_to_the_other_as_a_hint(
     ar1 = Router(lab, "ar1", "020000000001")
     ar2 = Router(lab, "ar2", "020000000002")
     ar1.client.request(time.time())
-    got = ar1.pump(Bound)
+    got = ar1.run_until(Bound)
     assert isinstance(got, Bound) and POOL.covers(got.prefix) and got.prefix.length == 64
     hnp1 = got.prefix
     # While AR1 holds HNP1, AR2's hint for it is not honoured.
     ar2.client.request(time.time(), hint=hnp1)
-    other = ar2.pump(Bound)
+    other = ar2.run_until(Bound)
     assert isinstance(other, Bound) and other.prefix != hnp1
     ar2.client.release(time.time())
-    ar2.pump(Released)
+    ar2.run_until(Released)
     # The MN moves: p-AR releases HNP1, n-AR asks for it by hint and gets it.
     ar1.client.release(time.time())
-    assert ar1.pump(Released) == Released(hnp1)
+    assert ar1.run_until(Released) == Released(hnp1)
     ar2.client.request(time.time(), hint=hnp1)
-    moved = ar2.pump(Bound)
+    moved = ar2.run_until(Bound)
     assert isinstance(moved, Bound) and moved.prefix == hnp1
     # Renewal keeps it while flows need it (T1 = 2 s with these lifetimes).
-    renewed = ar2.pump(Bound, timeout=6)
+    renewed = ar2.run_until(Bound, timeout=6)
     assert isinstance(renewed, Bound) and renewed.renewed and renewed.prefix == hnp1
     # Kea's own lease file names AR2's DUID as HNP1's holder.
     rows = [line.split(",") for line in kea.leases.read_text().splitlines()[1:]]

@@ -36,9 +36,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..access.dhcpv6 import Bound, Released
+from ..wire.types import Prefix
 from .flat import CN, HNP1, HNP2, IP1, IP2, flat, move_mn_to_ar2
-from .lab import Lab
+from .kea import KeaServer
+from .lab import Lab, Veth
 from .nodes import NodeProcesses, command
+from .pd import PdRouter
 
 UDP_PORT, TCP_PORT, NEW_PORT, CN_PORT = 7400, 8080, 7500, 40000
 LOG_LEVEL = os.environ.get("DMANCHOR_DEMO_LOG", "info")
@@ -239,8 +243,27 @@ control = "[::1]:5400"
 """
 
 
+def _dhcp_link(lab: Lab, tmp: Path) -> KeaServer:
+    """A DHCP link joining the ARs and a Kea server (one pool for both)."""
+    lab.node("dhcp")
+    for i in (1, 2):
+        lab.veth(Veth("dhcp", f"p{i}", "", f"ar{i}", "dhcp0", ""))
+    lab.run("dhcp", "ip", "link", "add", "br0", "type", "bridge")
+    for i in (1, 2):
+        lab.run("dhcp", "ip", "link", "set", f"p{i}", "master", "br0")
+    lab.run("dhcp", "ip", "link", "set", "br0", "up")
+    for node, ifname in (("dhcp", "br0"), ("dhcp", "p1"), ("dhcp", "p2"),
+                         ("ar1", "dhcp0"), ("ar2", "dhcp0")):
+        lab.wait_up(node, ifname)
+    time.sleep(0.3)  # link-local addresses
+    kea = KeaServer(lab, "dhcp", "br0", Prefix.parse("2001:db8:1::/48"), 64, tmp / "kea")
+    kea.start()
+    return kea
+
+
 SCENARIOS = {
-    "4.2.1": "draft 4.2.1: the anchoring of HNP1 moves to AR2 (central control plane)",
+    "4.2.1": "draft 4.2.1: HNP1's anchoring moves to AR2 by DHCPv6-PD (Kea) "
+             "and a central control plane",
     "4.1.2": "draft 4.1.2: AR1 keeps HNP1 and tunnels it (SRv6) to AR2",
 }
 
@@ -258,12 +281,25 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
         _progress(f"namespaces {lab.prefix}*: CN - R - AR1/AR2 - MN (SRv6, MTU 1600 core)")
         for dp in flat(lab).values():
             dp.close()  # static routing is in; the nodes own the data planes
+        kea = pd1 = pd2 = None
+        if switch:
+            _progress("Kea DHCPv6 server on the ARs' DHCP link, PD pool = Net1 (2001:db8:1::/48)")
+            kea = _dhcp_link(lab, tmp)
+            pd1 = PdRouter(lab, "ar1", "dhcp0", "020000000001")
+            pd2 = PdRouter(lab, "ar2", "dhcp0", "020000000002")
         _progress("node processes: core (controller + LMs), ar1, ar2")
         procs.start("r", "core", _core_conf(tmp, switch))
         procs.start("ar1", "ar1", _anchor_conf(1, tmp, mode, lifetime))
         procs.start("ar2", "ar2", _anchor_conf(2, tmp, mode, lifetime))
         ar1, ar2 = tmp / "ar1.sock", tmp / "ar2.sock"
         time.sleep(0.5)  # FM:4-1 registrations, the controller's subscription
+        checks: dict[str, bool] = {}
+        if pd1 is not None:
+            # p-AR obtains HNP1 for the MN by DHCPv6-PD.
+            pd1.client.request(time.time(), hint=HNP1)
+            got = pd1.run_until(Bound)
+            checks["HNP1 delegated to AR1 by Kea (DHCPv6-PD)"] = (
+                isinstance(got, Bound) and got.prefix == HNP1)
         command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                       "previous": {}})
         command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [UDP_FLOW]})
@@ -275,8 +311,18 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
         time.sleep(seconds / 3)
         _progress("move: link down at AR1, up at AR2")
         command(ar1, {"cmd": "detach", "mn": "mn"})
+        if pd1 is not None:
+            # p-AR releases HNP1 (draft figure 8).
+            pd1.client.release(time.time())
+            pd1.run_until(Released)
         move_mn_to_ar2(lab)
         t_attach = time.monotonic()
+        if pd2 is not None:
+            # n-AR asks Kea for HNP1 as a hint and gets it.
+            pd2.client.request(time.time(), hint=HNP1)
+            got = pd2.run_until(Bound)
+            checks["HNP1 moved to AR2 by Kea (DHCPv6-PD, as a hint)"] = (
+                isinstance(got, Bound) and got.prefix == HNP1)
         tcp_flow = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 6,
                     "sport": TCP_PORT, "dport": 0}
         command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
@@ -289,7 +335,6 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
         probe.join()
         tcp.join()
         usage = command(ar2, {"cmd": "usage", "flows": [UDP_FLOW]})
-        checks: dict[str, bool] = {}
         if not switch:
             e1 = command(ar1, {"cmd": "entries"})
             checks["AR1 tunnels HNP1 to AR2 over SRv6"] = {
@@ -303,6 +348,9 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
             checks["hold lifted by R's end marker"] = counters.get("end-marker") == 1
             _progress("flows closed: waiting for HNP1's lifetime to end (FM:3-3)")
             command(ar2, {"cmd": "flows_closed", "prefix": str(HNP1)})
+            if pd2 is not None:
+                pd2.client.release(time.time())
+                pd2.run_until(Released)
             deadline = time.monotonic() + 3 * lifetime + 2
             back = False
             while time.monotonic() < deadline and not back:
@@ -329,6 +377,11 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
             (workdir / "report.json").write_text(json.dumps(asdict(report), indent=2))
         return report
     finally:
+        for pd in (pd1, pd2):
+            if pd is not None:
+                pd.close()
+        if kea is not None:
+            kea.stop()
         procs.stop()
         left = lab.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
