@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from dmanchor.emulation.demo import _anchor_conf, _core_conf
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
-from dmanchor.emulation.nodes import NodeProcesses, command
+from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
 from tests.netns.test_linux_dataplane import Sender, collect, receiver
 
 FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17, "sport": 7400, "dport": 40000}
@@ -31,44 +32,19 @@ def nodes(lab: Lab, tmp_path: Path) -> Iterator[NodeProcesses]:
         n.stop()
 
 
-def anchor_conf(i: int, tmp: Path) -> str:
-    other = 3 - i
-    return f"""
-[node]
-id = "ar{i}"
-control = "{tmp / f'ar{i}.sock'}"
-log_level = "info"
-
-[anchor]
-listen = "[fd00:{i}::2]:5400"
-dpa = "fc00::{i}:0"
-prefixes = ["2001:db8:{i}::/48"]
-uplink = "fd00:{i}::1"
-controller = "[fd00:{i}::1]:5400"
-lms = "[fd00:{i}::1]:5401"
-mode = "tunnel"
-
-[anchor.agents]
-"fc00::{other}:0" = "[fd00:{other}::2]:5400"
-"""
+def anchor_conf(i: int, tmp: Path, mode: str = "tunnel") -> str:
+    return _anchor_conf(i, tmp, mode, 600)
 
 
 def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: NodeProcesses,
                                                     tmp_path: Path) -> None:
     for dp in flat(lab).values():
         dp.close()  # static routing is in; the nodes own the data planes
-    nodes.start("r", "core", """
-[node]
-id = "core"
-[controller]
-listen = "[::]:5400"
-[lms]
-listen = "[::]:5401"
-""")
+    nodes.start("r", "core", _core_conf(tmp_path, switch=False))
     nodes.start("ar1", "ar1", anchor_conf(1, tmp_path))
     nodes.start("ar2", "ar2", anchor_conf(2, tmp_path))
     ar1, ar2 = tmp_path / "ar1.sock", tmp_path / "ar2.sock"
-    time.sleep(0.3)  # registrations
+    wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 2})
     command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                   "previous": {}})
     command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})
@@ -99,7 +75,7 @@ listen = "[::]:5401"
 
 
 def switch_conf(i: int, tmp: Path) -> str:
-    return anchor_conf(i, tmp).replace('mode = "tunnel"', 'mode = "switch"')
+    return anchor_conf(i, tmp, "switch")
 
 
 def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
@@ -109,30 +85,12 @@ def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
     past its hold, and the hold lifts on the marker: lossless and in order."""
     for dp in flat(lab).values():
         dp.close()
-    nodes.start("r", "core", f"""
-[node]
-id = "r"
-control = "{tmp_path / 'core.sock'}"
-[controller]
-listen = "[::]:5400"
-lms = "[::1]:5401"
-watch = ["2001:db8::/32"]
-[[controller.routers]]
-name = "r"
-address = "[::1]:5402"
-[controller.routers.next_hops]
-"fc00::1:0" = "fd00:1::2"
-"fc00::2:0" = "fd00:2::2"
-[lms]
-listen = "[::]:5401"
-[fmdp]
-listen = "[::]:5402"
-control = "[::1]:5400"
-""")
+    nodes.start("r", "core", _core_conf(tmp_path, switch=True))
+
     nodes.start("ar1", "ar1", switch_conf(1, tmp_path))
     nodes.start("ar2", "ar2", switch_conf(2, tmp_path))
     ar1, ar2 = tmp_path / "ar1.sock", tmp_path / "ar2.sock"
-    time.sleep(0.5)  # registrations, the controller's subscription
+    wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 2, "SUBSCRIBE_ACK": 1})
     command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                   "previous": {}})
     command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})

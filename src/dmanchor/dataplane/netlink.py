@@ -420,10 +420,17 @@ class Netlink:
 
     def link_tx_dropped(self, index: int) -> int:
         """tx_dropped of a link (IFLA_STATS64)."""
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))
+        if msg is None:
+            return 0
+        stats = _parse_attrs(msg, 16, len(msg)).get(23)  # IFLA_STATS64
+        return int(struct.unpack_from("=Q", stats, 7 * 8)[0]) if stats else 0
+
+    def _get(self, msg_type: int, body: bytes) -> bytes | None:
+        """One non-dump request; its answer's payload, or None on an error."""
         seq = self._seq
         self._seq += 1
-        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type,
                                       NLM_F_REQUEST, seq, 0) + body)
         while True:
             data = self.sock.recv(65536)
@@ -432,10 +439,8 @@ class Netlink:
                 length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
                 if mseq == seq:
                     if mtype == NLMSG_ERROR:
-                        return 0
-                    msg = data[pos + _NLMSGHDR.size : pos + length]
-                    stats = _parse_attrs(msg, 16, len(msg)).get(23)  # IFLA_STATS64
-                    return struct.unpack_from("=Q", stats, 7 * 8)[0] if stats else 0
+                        return None
+                    return data[pos + _NLMSGHDR.size : pos + length]
                 pos += _align(length)
 
     def _links(self) -> Iterator[tuple[str, int]]:
@@ -508,21 +513,9 @@ class Netlink:
 
     def route_get(self, addr: IPv6Address) -> KernelRoute | None:
         """The route the kernel would use to reach ``addr`` (``ip route get``)."""
-        seq = self._seq
-        self._seq += 1
         body = _RTMSG.pack(socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0) + rta(RTA_DST, addr.packed)
-        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE,
-                                      NLM_F_REQUEST, seq, 0) + body)
-        while True:
-            data = self.sock.recv(65536)
-            pos = 0
-            while pos + _NLMSGHDR.size <= len(data):
-                length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
-                if mseq == seq:
-                    if mtype == NLMSG_ERROR:
-                        return None
-                    return _parse_route(data[pos + _NLMSGHDR.size : pos + length])
-                pos += _align(length)
+        msg = self._get(RTM_GETROUTE, body)
+        return None if msg is None else _parse_route(msg)
 
     def routes(self) -> list[KernelRoute]:
         """Every IPv6 route of every table."""

@@ -41,7 +41,7 @@ from ..wire.types import Prefix
 from .flat import CN, HNP1, HNP2, IP1, IP2, flat, move_mn_to_ar2
 from .kea import KeaServer
 from .lab import Lab, Veth
-from .nodes import NodeProcesses, command
+from .nodes import NodeProcesses, command, wait_for_messages
 from .pd import PdRouter
 
 UDP_PORT, TCP_PORT, NEW_PORT, CN_PORT = 7400, 8080, 7500, 40000
@@ -292,7 +292,10 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
         procs.start("ar1", "ar1", _anchor_conf(1, tmp, mode, lifetime))
         procs.start("ar2", "ar2", _anchor_conf(2, tmp, mode, lifetime))
         ar1, ar2 = tmp / "ar1.sock", tmp / "ar2.sock"
-        time.sleep(0.5)  # FM:4-1 registrations, the controller's subscription
+        ready = {"REGISTRATION_REPLY": 2}  # FM:4-1 of both anchors
+        if switch:
+            ready["SUBSCRIBE_ACK"] = 1  # the controller's LM:1-3 subscription
+        wait_for_messages(tmp / "core.sock", ready)
         checks: dict[str, bool] = {}
         if pd1 is not None:
             # p-AR obtains HNP1 for the MN by DHCPv6-PD.

@@ -74,3 +74,24 @@ def command(sock_path: Path, doc: dict[str, Any], timeout: float = 10.0) -> Any:
     if "ok" not in reply:
         raise RuntimeError(f"{sock_path.name}: {reply.get('error', reply)}")
     return reply["ok"]
+
+
+def wait_for_messages(sock_path: Path, wanted: dict[str, int], timeout: float = 10.0) -> None:
+    """Wait until a node has sent at least these messages (by type name).
+
+    E.g. ``{"REGISTRATION_REPLY": 2}`` at the controller: both anchors are
+    registered.  Fixed sleeps make tests flaky on a loaded machine.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sent: dict[str, int] = {}
+        for fn in command(sock_path, {"cmd": "stats"}).values():
+            for name, n in fn.get("sent", {}).items():
+                sent[name] = sent.get(name, 0) + n
+        if all(sent.get(k, 0) >= n for k, n in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sock_path.name}: still waiting for {wanted}, sent {sent}")
+        time.sleep(0.05)
