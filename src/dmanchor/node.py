@@ -36,7 +36,9 @@ endpoint; they share the process, its event loop and its SM keys::
 
 The access layer (link up/down at the access router, the MN's previous
 prefixes and flows) reaches the anchor as JSON lines on the ``control``
-UNIX socket - what the emulator uses, and what RA/RS handling will feed::
+UNIX socket - what the emulator uses, and what RS handling will feed.  On
+``attach`` the node sends the MN a Router Advertisement: its own prefixes
+preferred, the previous ones valid but deprecated (draft 4.1)::
 
     {"cmd": "attach", "mn": "mn", "link": "mn2", "own": ["2001:db8:2:1::/64"],
      "previous": {"2001:db8:1:1::/64": [{"src": "...", "dst": "...", "proto": 17,
@@ -59,12 +61,14 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .access.nd import encode_ra, mn_advertisement
 from .config import (
     ConfigError,
     Fields,
@@ -292,8 +296,11 @@ class Node:
         if cmd == "attach":
             prev = {Prefix.parse(p): [flow_from_json(f) for f in flows]
                     for p, flows in doc.get("previous", {}).items()}
-            agent.attach(str(doc["mn"]), str(doc["link"]),
-                         [Prefix.parse(p) for p in doc.get("own", [])], prev, now)
+            own = [Prefix.parse(p) for p in doc.get("own", [])]
+            agent.attach(str(doc["mn"]), str(doc["link"]), own, prev, now)
+            # Tell the MN (SLAAC): its own prefixes preferred, the previous
+            # ones kept valid but deprecated - new flows take the new prefix.
+            self._advertise(str(doc["link"]), tuple(own), tuple(prev), agent.s.lifetime)
         elif cmd == "detach":
             agent.detach(str(doc["mn"]), now)
         elif cmd == "track":
@@ -312,6 +319,18 @@ class Node:
         agent.process(now)
         self.drivers["anchor"].pump()
         return result
+
+    def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
+                   lifetime: int) -> None:
+        """Send one Router Advertisement on an access link."""
+        data = encode_ra(mn_advertisement(own, previous, lifetime))
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                s.sendto(data, ("ff02::1", 0, 0, socket.if_nametoindex(link)))
+        except OSError as exc:
+            log.warning("router advertisement on %s: %s", link, exc)
 
     def close(self) -> None:
         """Stop every function (kernel forwarding state stays, by design)."""

@@ -243,6 +243,19 @@ control = "[::1]:5400"
 """
 
 
+def _slaac(lab: Lab, prefix: Prefix, deprecated: bool, timeout: float = 3.0) -> bool:
+    """Whether the MN has a SLAAC address in ``prefix`` (deprecated or not)."""
+    head = str(prefix.address).rstrip(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in lab.run("mn", "ip", "-6", "addr", "show", "dev", "br0").splitlines():
+            if "dynamic" in line and line.split()[1].startswith(head) and \
+                    ("deprecated" in line) == deprecated:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def _dhcp_link(lab: Lab, tmp: Path) -> KeaServer:
     """A DHCP link joining the ARs and a Kea server (one pool for both)."""
     lab.node("dhcp")
@@ -306,6 +319,7 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
         command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                       "previous": {}})
         command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [UDP_FLOW]})
+        checks["MN autoconfigured from AR1's RA (SLAAC in HNP1)"] = _slaac(lab, HNP1, False)
         _progress(f"MN on AR1 with HNP1; UDP probe {rate:.0f} pps and a TCP stream to {IP1}")
         probe = _UdpProbe(lab, IP1, UDP_PORT, rate, seconds, sport=CN_PORT)
         tcp = _TcpStream(lab, seconds)
@@ -330,7 +344,8 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
                     "sport": TCP_PORT, "dport": 0}
         command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
                       "previous": {str(HNP1): [UDP_FLOW, tcp_flow]}})
-        time.sleep(0.2)
+        checks["after the move: SLAAC in HNP2, HNP1 deprecated (RA)"] = (
+            _slaac(lab, HNP2, False) and _slaac(lab, HNP1, True))
         _progress(f"a new flow uses HNP2 ({IP2}) directly")
         fresh = _UdpProbe(lab, IP2, NEW_PORT, 1000, 0.5)
         fresh.start()
