@@ -43,7 +43,7 @@ preferred, the previous ones valid but deprecated (draft 4.1)::
     {"cmd": "attach", "mn": "mn", "link": "mn2", "own": ["2001:db8:2:1::/64"],
      "previous": {"2001:db8:1:1::/64": [{"src": "...", "dst": "...", "proto": 17,
                                           "sport": 5001, "dport": 40000}]}}
-    {"cmd": "detach", "mn": "mn"}
+    {"cmd": "detach", "mn": "mn"}      (an RS on an access link also attaches)
     {"cmd": "track", "prefix": "...", "flows": [...]}
     {"cmd": "flows_closed", "prefix": "..."}
     {"cmd": "entries"}                  -> the data plane's entries
@@ -62,13 +62,20 @@ import json
 import logging
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .access.nd import encode_ra, mn_advertisement
+from .access.nd import (
+    ROUTER_SOLICITATION,
+    NdError,
+    decode_rs,
+    encode_ra,
+    mn_advertisement,
+)
 from .config import (
     ConfigError,
     Fields,
@@ -93,7 +100,7 @@ from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
 from .wire.errors import WireError
-from .wire.types import Prefix, entry_to_json, flow_from_json
+from .wire.types import FlowFilter, Prefix, entry_to_json, flow_from_json
 
 log = logging.getLogger("dmanchor.node")
 
@@ -118,6 +125,10 @@ class NodeConfig:
     """A location server."""
     fmdp: tuple[Addr, FmDpSettings] | None = None
     """A stand-alone FM-DP: endpoint and settings."""
+    access_links: tuple[str, ...] = ()
+    """Access links on which MNs solicit (RS) and are advertised to (RA)."""
+    mn_pool: Prefix | None = None
+    """Where this router takes the /64 it delegates to each MN that attaches by RS."""
 
 
 def _optional_endpoint(f: Fields, name: str) -> Addr | None:
@@ -137,6 +148,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
     sec = read_security(top.sub("security"))
     anchor = controller = fmdp = None
     lms = None
+    access_links: tuple[str, ...] = ()
+    mn_pool = None
     if "anchor" in doc:
         a = top.sub("anchor")
         listen = a.get("listen", as_bind, required=True)
@@ -163,6 +176,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
             hold_timeout=a.get("hold_timeout", as_float, 1.0),
             agents=agents,
         ))
+        access_links = a.get_list("access_links", as_str)
+        mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
+        if access_links and mn_pool is None:
+            raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links")
         a.finish()
     if "controller" in doc:
         c = top.sub("controller")
@@ -199,7 +216,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path}: the node hosts no function "
                           "(add [anchor], [controller], [lms] or [fmdp])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
-                      anchor, controller, lms, fmdp)
+                      anchor, controller, lms, fmdp, access_links, mn_pool)
 
 
 class Node:
@@ -211,6 +228,8 @@ class Node:
         self.anchor: AnchorAgentCore | None = None
         self.dataplane: LinuxDataPlane | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._rs_socks: list[socket.socket] = []
+        self._allocated: dict[str, Prefix] = {}
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -247,6 +266,8 @@ class Node:
         if fd is not None:
             # The hold device: end markers release holds as they arrive.
             asyncio.get_running_loop().add_reader(fd, self._on_hold_device)
+        for link in cfg.access_links:
+            self._listen_rs(link)
         if cfg.control is not None:
             with contextlib.suppress(FileNotFoundError):
                 cfg.control.unlink()
@@ -320,6 +341,54 @@ class Node:
         self.drivers["anchor"].pump()
         return result
 
+    def _listen_rs(self, link: str) -> None:
+        """Watch an access link for Router Solicitations (an MN attaching)."""
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+        sock.setblocking(False)
+        # Receive RS only (ICMP6_FILTER: a bit set blocks that type).
+        blocked = [0xFFFFFFFF] * 8
+        blocked[ROUTER_SOLICITATION >> 5] &= ~(1 << (ROUTER_SOLICITATION & 31))
+        sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
+        self._rs_socks.append(sock)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_rs, sock, link)
+
+    def _on_rs(self, sock: socket.socket, link: str) -> None:
+        """An MN solicits on ``link``: attach it, keeping its previous prefixes."""
+        try:
+            data, addr = sock.recvfrom(1500)
+            rs = decode_rs(data)
+        except (OSError, NdError) as exc:
+            log.debug("router solicitation on %s ignored: %s", link, exc)
+            return
+        agent = self.anchor
+        assert agent is not None and self.cfg.mn_pool is not None
+        mn = rs.source_lladdr.hex(":") if rs.source_lladdr else str(addr[0])
+        attached = agent.attached.get(mn)
+        if attached is not None and attached.link == link:
+            own = attached.own  # already here: just answer
+        else:
+            own = (self._allocate(mn),)
+            previous: dict[Prefix, list[FlowFilter]] = {
+                p: [] for p in rs.previous if p not in own}
+            agent.attach(mn, link, list(own), previous, time.time())
+            agent.process(time.time())
+            self.drivers["anchor"].pump()
+            log.info("MN %s attached on %s by RS: own %s, previous %s", mn, link,
+                     [str(p) for p in own], [str(p) for p in previous])
+        self._advertise(link, own, tuple(rs.previous), agent.s.lifetime)
+
+    def _allocate(self, mn: str) -> Prefix:
+        """The /64 this router delegates to ``mn`` (stable per MN)."""
+        pool = self.cfg.mn_pool
+        assert pool is not None
+        if mn not in self._allocated:
+            index = len(self._allocated) + 1
+            if index >= 1 << (64 - pool.length):
+                raise DataPlaneError(f"MN prefix pool {pool} exhausted")
+            self._allocated[mn] = Prefix(pool.network | (index << 64), 64)
+        return self._allocated[mn]
+
     def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
                    lifetime: int) -> None:
         """Send one Router Advertisement on an access link."""
@@ -340,6 +409,10 @@ class Node:
                 asyncio.get_running_loop().remove_reader(fd)
         if self._server is not None:
             self._server.close()
+        for sock in self._rs_socks:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
         for driver in self.drivers.values():
             driver.close()
         if self.dataplane is not None:

@@ -8,12 +8,15 @@ control socket; a sequenced UDP flow crosses the move.
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dmanchor.access.nd import RouterSolicitation, encode_rs
+from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.demo import _anchor_conf, _core_conf
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
@@ -117,3 +120,43 @@ def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
     assert c2.get("end-marker") == 1 and c2.get("hold-timeout-released", 0) == 0
     usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
     assert usage[0]["packets_down"] == tx.sent
+
+
+def test_attach_by_router_solicitation_naming_the_previous_prefix(
+        lab: Lab, nodes: NodeProcesses, tmp_path: Path) -> None:
+    """The new router learns the MN's previous prefix from its RS (section 8 of
+    docs/protocol.md), attaches it, and advertises HNP2 and the deprecated HNP1."""
+    for dp in flat(lab).values():
+        dp.close()
+    nodes.start("r", "core", _core_conf(tmp_path, switch=False))
+    nodes.start("ar1", "ar1", anchor_conf(1, tmp_path))
+    nodes.start("ar2", "ar2", _anchor_conf(
+        2, tmp_path, "tunnel", 600,
+        extra='access_links = ["mn2"]\nmn_pool = "2001:db8:2::/48"'))
+    ar1 = tmp_path / "ar1.sock"
+    wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 2})
+    command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
+                  "previous": {}})
+    rx = receiver(lab, 7500)
+    tx = Sender(lab, IP1, 7500, rate=2000, seconds=1.5)
+    tx.start()
+    time.sleep(0.4)
+    command(ar1, {"cmd": "detach", "mn": "mn"})
+    move_mn_to_ar2(lab)
+    # The MN's stack solicits on its new link, naming its previous prefix:
+    # no command reaches AR2, it learns the attachment from the RS.
+    sock = open_in_netns(lab.ns("mn"), socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    br0 = int(lab.run("mn", "cat", "/sys/class/net/br0/ifindex"))
+    sock.sendto(encode_rs(RouterSolicitation((HNP1,), bytes.fromhex("020000000042"))),
+                ("ff02::2", 0, 0, br0))
+    sock.close()
+    tx.join(15)
+    seqs = collect(rx)
+    assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
+    assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
+    assert "MN 02:00:00:00:00:42 attached on mn2 by RS" in nodes.log("ar2")
+    addrs = [line for line in lab.run("mn", "ip", "-6", "addr", "show", "dev", "br0")
+             .splitlines() if "inet6" in line and "dynamic" in line]
+    assert any(a.split()[1].startswith("2001:db8:2:1:") and "deprecated" not in a
+               for a in addrs), addrs

@@ -192,7 +192,8 @@ class Report:
     """Scenario-specific outcomes (route switched, marker, revert)."""
 
 
-def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int) -> str:
+def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int, extra: str = "") -> str:
+    """An anchor node's config; ``extra`` lines go into its [anchor] table."""
     other = 3 - i
     return f"""
 [node]
@@ -209,7 +210,7 @@ controller = "[fd00:{i}::1]:5400"
 lms = "[fd00:{i}::1]:5401"
 mode = "{mode}"
 lifetime = {lifetime}
-
+{extra}
 [anchor.agents]
 "fc00::{other}:0" = "[fd00:{other}::2]:5400"
 """
