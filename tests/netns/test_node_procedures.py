@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +161,9 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
              .splitlines() if "inet6" in line and "dynamic" in line]
     assert any(a.split()[1].startswith("2001:db8:2:1:") and "deprecated" not in a
                for a in addrs), addrs
+    # On-demand mobility in the MN: a new non-persistent socket takes the
+    # address of the network the MN is in; a session-lasting one keeps IP1.
+    probe = ("from dmanchor.mn.ondemand import AddressKind as K, choose, host_addresses as h;"
+             "a = h('br0'); print(choose(a, K.NONPERSISTENT), choose(a, K.SESSION_LASTING))")
+    new, lasting = lab.run("mn", sys.executable, "-c", probe).split()
+    assert new.startswith("2001:db8:2:1:") and lasting == IP1
