@@ -8,6 +8,7 @@ endpoint; they share the process, its event loop and its SM keys::
     id = "ar1"                      # node id
     log_level = "info"
     control = "/run/dmanchor/ar1.sock"   # access-layer commands (see below)
+    trace = "/var/log/dmanchor/ar1.jsonl"   # optional: messages and data-plane changes
 
     [anchor]                        # FM-CP + FM-DP + LMc of an access router
     listen = "[fd00:1::2]:5400"
@@ -65,6 +66,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,9 @@ from .lm.daemon import LmDaemonConfig, build_core, read_lm_table
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
+from .wire.codec import peek_type
 from .wire.errors import WireError
-from .wire.types import FlowFilter, Prefix, entry_to_json, flow_from_json
+from .wire.types import FlowFilter, ForwardingEntry, Prefix, entry_to_json, flow_from_json
 
 log = logging.getLogger("dmanchor.node")
 
@@ -129,6 +132,8 @@ class NodeConfig:
     """Access links on which MNs solicit (RS) and are advertised to (RA)."""
     mn_pool: Prefix | None = None
     """Where this router takes the /64 it delegates to each MN that attaches by RS."""
+    trace: Path | None = None
+    """JSON-lines trace: every message sent and received, every data-plane change."""
 
 
 def _optional_endpoint(f: Fields, name: str) -> Addr | None:
@@ -144,6 +149,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node_id = node.get("id", as_str, required=True)
     level = node.get("log_level", as_str, "info")
     control = node.get("control", as_str, "")
+    trace = node.get("trace", as_str, "")
     node.finish()
     sec = read_security(top.sub("security"))
     anchor = controller = fmdp = None
@@ -216,7 +222,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path}: the node hosts no function "
                           "(add [anchor], [controller], [lms] or [fmdp])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
-                      anchor, controller, lms, fmdp, access_links, mn_pool)
+                      anchor, controller, lms, fmdp, access_links, mn_pool,
+                      Path(trace) if trace else None)
 
 
 class Node:
@@ -228,6 +235,7 @@ class Node:
         self.anchor: AnchorAgentCore | None = None
         self.dataplane: LinuxDataPlane | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._trace = cfg.trace.open("a") if cfg.trace is not None else None
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
 
@@ -241,6 +249,8 @@ class Node:
         cores: dict[str, tuple[ServiceCore, Addr]] = {}
         if cfg.anchor or cfg.fmdp:
             self.dataplane = LinuxDataPlane()
+            if self._trace is not None:
+                self.dataplane.on_change = self._trace_change
         if cfg.lms is not None:
             core, _store = build_core(cfg.lms, now)
             cores["lms"] = (core, cfg.lms.listen)
@@ -258,7 +268,7 @@ class Node:
             cores["anchor"] = (self.anchor, listen)
         lines = []
         for name, (core, (host, port)) in cores.items():
-            driver = UdpDriver(core)
+            driver = UdpDriver(core, trace=self._tracer(name) if self._trace else None)
             bound = await driver.start(host, port)
             self.drivers[name] = driver
             lines.append(f"{name} {bound[0]} {bound[1]}")
@@ -341,6 +351,26 @@ class Node:
         self.drivers["anchor"].pump()
         return result
 
+    def _write_trace(self, record: dict[str, Any]) -> None:
+        assert self._trace is not None
+        record["t"] = round(time.monotonic(), 6)
+        record["node"] = self.cfg.node_id
+        self._trace.write(json.dumps(record) + "\n")
+        self._trace.flush()
+
+    def _tracer(self, function: str) -> Callable[[str, bytes, Addr], None]:
+        def trace(direction: str, data: bytes, peer: Addr) -> None:
+            mtype = peek_type(data)
+            self._write_trace({"fn": function, "dir": direction,
+                               "type": mtype.name if mtype else "?", "bytes": len(data),
+                               "peer": [peer[0], peer[1]]})
+        return trace
+
+    def _trace_change(self, added: Sequence[ForwardingEntry],
+                      deleted: Sequence[ForwardingEntry]) -> None:
+        self._write_trace({"fn": "dataplane", "add": [entry_to_json(e) for e in added],
+                           "delete": [entry_to_json(e) for e in deleted]})
+
     def _listen_rs(self, link: str) -> None:
         """Watch an access link for Router Solicitations (an MN attaching)."""
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
@@ -417,6 +447,8 @@ class Node:
             driver.close()
         if self.dataplane is not None:
             self.dataplane.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def _stats(core: object) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import shutil
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
@@ -157,6 +157,9 @@ class LinuxDataPlane:
         self._held: list[bytes] = []  # read from the ring, not yet released
         self._held_count: Counter[Prefix] = Counter()
         self._counters: Counter[str] = Counter()
+        self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
+            None = None
+        """Called with (added, deleted) after every applied batch (traces)."""
         self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
         self._charge_chain_ready = False
         self._refresh_links()
@@ -234,6 +237,8 @@ class LinuxDataPlane:
             if e.kind is EntryKind.TUNNEL and e.next_hop in self._nhid:
                 nhid = self._nhid[e.next_hop]
                 self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
+        if self.on_change is not None:
+            self.on_change(add, [*delete, *releasing])
         for prefix, old in before.items():
             now_path = self.nl.route_get(prefix.address)
             if (old is not None and now_path is not None and (old.gateway or old.nhid)

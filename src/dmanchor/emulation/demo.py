@@ -199,6 +199,7 @@ def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int, extra: str = "") -
 [node]
 id = "ar{i}"
 control = "{tmp / f'ar{i}.sock'}"
+trace = "{tmp / f'ar{i}.trace.jsonl'}"
 log_level = "{LOG_LEVEL}"
 
 [anchor]
@@ -232,6 +233,7 @@ address = "[::1]:5402"
 [node]
 id = "core"
 control = "{tmp / 'core.sock'}"
+trace = "{tmp / 'core.trace.jsonl'}"
 log_level = "{LOG_LEVEL}"
 [controller]
 listen = "[::]:5400"
@@ -391,7 +393,7 @@ def run(scenario: str = "4.2.1", rate: float = 5000, seconds: float = 3.0,
                           for t in sorted(signalling)}, checks, switch)
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
-            for f in tmp.glob("*.log"):
+            for f in [*tmp.glob("*.log"), *tmp.glob("*.jsonl")]:
                 shutil.copy(f, workdir / f.name)
             (workdir / "report.json").write_text(json.dumps(asdict(report), indent=2))
         return report

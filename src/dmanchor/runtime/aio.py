@@ -40,7 +40,10 @@ class _Protocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[object, ...]) -> None:
         if _debug():
             log.debug("rx %s from %s", peek_type(data), addr[:2])
-        self.driver.core.receive_datagram(data, normalize(addr), time.time())
+        source = normalize(addr)
+        if self.driver.trace is not None:
+            self.driver.trace("rx", data, source)
+        self.driver.core.receive_datagram(data, source, time.time())
         self.driver.pump()
 
     def error_received(self, exc: Exception) -> None:
@@ -53,11 +56,14 @@ class UdpDriver:
     """Owns one UDP socket and one core; call :meth:`pump` after commands."""
 
     def __init__(
-        self, core: Core, *, on_pump: Callable[[], None] | None = None
+        self, core: Core, *, on_pump: Callable[[], None] | None = None,
+        trace: Callable[[str, bytes, Addr], None] | None = None,
     ) -> None:
-        """``on_pump`` runs after every input, e.g. to resolve futures."""
+        """``on_pump`` runs after every input, e.g. to resolve futures;
+        ``trace`` sees every datagram (direction, bytes, peer)."""
         self.core = core
         self.on_pump = on_pump
+        self.trace = trace
         self.socket_errors = 0
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -94,6 +100,8 @@ class UdpDriver:
         for data, dest in self.core.datagrams_to_send():
             if _debug():
                 log.debug("tx %s to %s", peek_type(data), dest)
+            if self.trace is not None:
+                self.trace("tx", data, dest)
             transport.sendto(data, dest)
         if self.on_pump is not None:
             self.on_pump()
