@@ -393,14 +393,18 @@ class Node:
             return
         agent = self.anchor
         assert agent is not None and self.cfg.mn_pool is not None
-        mn = rs.source_lladdr.hex(":") if rs.source_lladdr else str(addr[0])
+        # The MN is known by the link-local source of its solicitations: the
+        # same whether its own stack or a mobility agent sent them.
+        mn = str(addr[0]).split("%")[0]
         attached = agent.attached.get(mn)
-        if attached is not None and attached.link == link:
-            own = attached.own  # already here: just answer
-        else:
-            own = (self._allocate(mn),)
-            previous: dict[Prefix, list[FlowFilter]] = {
-                p: [] for p in rs.previous if p not in own}
+        here = attached is not None and attached.link == link
+        own = attached.own if here and attached is not None else (self._allocate(mn),)
+        known = set(own) | (set(attached.visiting) if here and attached is not None else set())
+        previous: dict[Prefix, list[FlowFilter]] = {
+            p: [] for p in rs.previous if p not in known}
+        if not here or previous:
+            # A first RS on this link, or one naming prefixes not kept yet
+            # (the MN's own stack may have solicited first, without them).
             agent.attach(mn, link, list(own), previous, time.time())
             agent.process(time.time())
             self.drivers["anchor"].pump()

@@ -43,6 +43,8 @@ def flat(lab: Lab) -> dict[str, LinuxDataPlane]:
     # (Toggling a veth's carrier instead costs ~1 s of linkwatch delay
     # before the kernel transmits on it again: an emulation artifact that
     # would swamp the handover being measured.)
+    for radio in ("eth1", "eth2"):  # layer-2 ports: only br0 speaks IPv6
+        lab.run("mn", "sysctl", "-qw", f"net.ipv6.conf.{radio}.disable_ipv6=1")
     lab.run("mn", "ip", "link", "add", "br0", "type", "bridge")
     lab.run("mn", "ip", "link", "set", "eth1", "master", "br0")
     lab.run("mn", "ip", "link", "set", "br0", "up")

@@ -180,7 +180,10 @@ class AnchorAgentCore(ServiceCore):
             # moment (in switch mode the controller triggers it), and each
             # must be counted.  On Linux this costs an ip6tables call.
             self.track_flows(p, flows)
-        self.attached[mn] = _Attached(link, tuple(own), tuple(foreign))
+        prior = self.attached.get(mn)
+        kept = prior.visiting if prior is not None and prior.link == link else ()
+        self.attached[mn] = _Attached(link, tuple(own),
+                                      tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
             self._lm_update(p, self.s.dpa, now)
         for p in foreign:
