@@ -93,6 +93,7 @@ class _Host:
     gateway: str
     attached: tuple[str, str] | None = None  # (router, access link)
     received: list[Delivery] = field(default_factory=list)
+    sids: set[int] = field(default_factory=set)  # host-based tunnel endpoints
 
 
 class Fabric:
@@ -148,6 +149,10 @@ class Fabric:
     def add_address(self, host: str, address: int) -> None:
         """The host configured an address (e.g. by SLAAC from a new prefix)."""
         self.hosts[host].addresses.add(address)
+
+    def add_sid(self, host: str, sid: int) -> None:
+        """The host decapsulates tunnels addressed to ``sid`` (host-based FM)."""
+        self.hosts[host].sids.add(sid)
 
     def received(self, host: str) -> list[Delivery]:
         """Packets delivered to ``host`` so far."""
@@ -240,6 +245,12 @@ class Fabric:
 
     def _arrive(self, host: str, p: Packet, link: str) -> None:
         h = self.hosts[host]
+        if p.outer is not None:
+            # Host-based mobility (Fig 2a/2b): the MN ends the tunnel itself.
+            if p.outer[1] not in h.sids:
+                self._drop(host, p, "no-decap-at-host")
+                return
+            p = replace(p, outer=None)
         if p.dst not in h.addresses:
             self._drop(host, p, "not-my-address")
             return

@@ -1,0 +1,89 @@
+"""The MN's own FM and LMc: host-based placements (draft Fig 2a/2b), sans-IO.
+
+The MN, not a CPN/DPN, performs the mobility functions: after a move it
+finds the anchor of each prefix its flows still use (FM:4-3), tells it where
+to send their packets - its new care-of address, where the MN itself ends
+the SRv6 tunnel (FM:6-2, which also releases what the anchor buffered) -
+and updates the location binding (LM:1-4).  The anchor side is the
+ordinary anchor agent in tunnel mode.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from ..transport.reliable import (
+    Addr,
+    Endpoint,
+    Event,
+    MessageReceived,
+    NegativeReply,
+    ReplyReceived,
+    RequestTimedOut,
+)
+from ..transport.service import ServiceCore
+from ..wire import messages as m
+from ..wire.types import Cause, Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class MnAgentSettings:
+    """An MN that performs its own mobility signalling."""
+
+    node_id: str
+    """The MN's node id."""
+    controller: Addr
+    """Mobility controller (FM:4 discovery)."""
+    lms: Addr
+    """LMs or LMp (LM:1-4); Fig 2b puts an LMp here."""
+    port: int = 5400
+    """Signalling port of anchors at their CPA."""
+    lifetime: int = 600
+    """Lifetime of the bindings it updates, seconds."""
+
+
+class MnAgentCore(ServiceCore):
+    """FM + LMc on the MN."""
+
+    def __init__(self, settings: MnAgentSettings, endpoint: Endpoint | None = None) -> None:
+        super().__init__(endpoint or Endpoint())
+        self.s = settings
+        self.coa: IPv6Address | None = None
+        self.counters: Counter[str] = Counter()
+        self._discovering: dict[int, Prefix] = {}
+
+    def moved(self, coa: IPv6Address, keep: Sequence[Prefix], now: float) -> None:
+        """The MN has a care-of address in its new network; keep ``keep`` reachable."""
+        self.coa = coa
+        for prefix in keep:
+            rid = self.endpoint.request(m.AnchorDiscovery(prefix), self.s.controller, now)
+            self._discovering[rid] = prefix
+
+    def on_event(self, event: Event, now: float) -> None:
+        if isinstance(event, MessageReceived):
+            msg = event.message
+            if isinstance(msg, m.FlowStateTransfer):
+                # Charging stays with the network; the MN acknowledges the state.
+                self.endpoint.reply(event, m.FlowStateAck(msg.prefix, len(msg.states)), now)
+            elif event.expects_reply:
+                self.endpoint.reject(event, Cause.UNSUPPORTED, "MN agent", now)
+            return
+        prefix = self._discovering.pop(event.request_id, None)
+        if isinstance(event, ReplyReceived) and isinstance(event.reply, m.DiscoveryAnswer):
+            answer = event.reply
+            if prefix is None or self.coa is None:
+                return
+            # FM:6-2: send the packets of this prefix (held ones first) to me.
+            self.endpoint.request(m.BufferReady(prefix, self.coa),
+                                  (str(answer.cpa_address), self.s.port), now)
+            self.endpoint.request(m.LocationUpdate(prefix, self.coa, self.s.lifetime),
+                                  self.s.lms, now)
+            self.counters["claimed"] += 1
+        elif isinstance(event, NegativeReply | RequestTimedOut):
+            self.counters[f"failed:{event.request.TYPE.name}"] += 1
+
+    def on_timer(self, name: Hashable, now: float) -> None:
+        pass
