@@ -73,13 +73,19 @@ _U16 = struct.Struct("=H")
 CLONE_NEWNET = 0x40000000
 
 
-class NetlinkError(Exception):
-    """The kernel refused an operation; ``what`` names the object."""
+class NetlinkError(OSError):
+    """The kernel refused an operation; ``what`` names the object.
+
+    An :class:`OSError`, so daemons report it like any other system error
+    (a missing privilege is one line, not a traceback).
+    """
 
     def __init__(self, what: str, err: int) -> None:
-        super().__init__(f"{what}: {os.strerror(err)} (errno {err})")
+        super().__init__(err, f"{what}: {os.strerror(err)} (errno {err})")
         self.what = what
-        self.errno = err
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _align(n: int) -> int:
