@@ -114,11 +114,12 @@ def test_flow_rule_redirects_only_its_flow(lab: Lab) -> None:
     via1, via2 = tx_packets(lab, "ar1", "mn1"), tx_packets(lab, "ar2", "mn2")
     got = udp_probe(lab, IP1, [7002])
     assert len(got[7002]) == 20
-    assert tx_packets(lab, "ar1", "mn1") - via1 >= 20 and tx_packets(lab, "ar2", "mn2") - via2 < 5
+    # The other path may carry a little ND/MLD chatter, never the 20 packets.
+    assert tx_packets(lab, "ar1", "mn1") - via1 >= 20 and tx_packets(lab, "ar2", "mn2") - via2 < 15
     via1, via2 = tx_packets(lab, "ar1", "mn1"), tx_packets(lab, "ar2", "mn2")
     got = udp_probe(lab, IP1, [7003])
     assert len(got[7003]) == 20
-    assert tx_packets(lab, "ar2", "mn2") - via2 >= 20 and tx_packets(lab, "ar1", "mn1") - via1 < 5
+    assert tx_packets(lab, "ar2", "mn2") - via2 >= 20 and tx_packets(lab, "ar1", "mn1") - via1 < 15
     # Read back: the flow entry is there as it was installed.
     assert E(K.TUNNEL, HNP1, SID2, flow=flow) in dps["ar1"].entries()
 
