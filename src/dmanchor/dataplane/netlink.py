@@ -16,9 +16,10 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
+from typing import TypeVar
 
 # -- Constants (linux/netlink.h, rtnetlink.h, fib_rules.h, nexthop.h, seg6*.h) ----
 
@@ -71,6 +72,7 @@ _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 class NetlinkError(OSError):
@@ -523,36 +525,27 @@ class Netlink:
         msg = self._get(RTM_GETROUTE, body)
         return None if msg is None else _parse_route(msg)
 
+    def _dump_parsed(self, msg_type: int, body: bytes,
+                     parse: Callable[[bytes], T | None]) -> list[T]:
+        return [obj for data in self._dump(msg_type, body)
+                if (obj := parse(data)) is not None]
+
     def routes(self) -> list[KernelRoute]:
         """Every IPv6 route of every table."""
-        body = _RTMSG.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0)
-        out = []
-        for data in self._dump(RTM_GETROUTE, body):
-            r = _parse_route(data)
-            if r is not None:
-                out.append(r)
-        return out
+        return self._dump_parsed(
+            RTM_GETROUTE, _RTMSG.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_route)
 
     def nexthops(self) -> list[KernelNexthop]:
-        """Every nexthop object."""
-        body = _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        out = []
+        """Every nexthop object (none where the kernel has no nexthop support)."""
         try:
-            for data in self._dump(RTM_GETNEXTHOP, body):
-                nh = _parse_nexthop(data)
-                if nh is not None:
-                    out.append(nh)
+            return self._dump_parsed(
+                RTM_GETNEXTHOP, _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), _parse_nexthop)
         except NetlinkError as exc:
             if exc.errno != errno.EOPNOTSUPP:
                 raise
-        return out
+            return []
 
     def rules(self) -> list[KernelRule]:
         """Every IPv6 FIB rule."""
-        body = _RULEHDR.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0)
-        out = []
-        for data in self._dump(RTM_GETRULE, body):
-            r = _parse_rule(data)
-            if r is not None:
-                out.append(r)
-        return out
+        return self._dump_parsed(
+            RTM_GETRULE, _RULEHDR.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_rule)
