@@ -76,7 +76,7 @@ class World:
 
 
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
-          lm: str = "central") -> World:
+          lm: str = "central", n: int = 2) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -84,9 +84,9 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     pool (Fig 1a with distributed CPAs).
     """
     net = VirtualNetwork(seed=5)
-    fab = Fabric(flat(2), net)
+    fab = Fabric(flat(n), net)
     members: dict[int, LmsCore] = {}
-    lm_of: dict[int, Addr] = {1: LMS, 2: LMS}
+    lm_of: dict[int, Addr] = dict.fromkeys(range(1, n + 1), LMS)
     if lm == "pool":
         for i in (1, 2):
             peer: Addr = (f"fc00::{3 - i}:0", 5401)
@@ -102,14 +102,14 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     watch = (P("2001:db8::/32"),) if mode == "switch" else ()
     ctrl = ControllerCore(ControllerSettings(
         lms=LMS, watch=watch,
-        routers=(RouterControl("r", R_CTL, {A("fc00::1:0"): A("fc00::1:0"),
-                                            A("fc00::2:0"): A("fc00::2:0")}),),
+        routers=(RouterControl("r", R_CTL, {A(f"fc00::{i}:0"): A(f"fc00::{i}:0")
+                                            for i in range(1, n + 1)}),),
     ))
     net.add(CTRL, ctrl)
     r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"])
     net.add(R_CTL, r)
     ar = {}
-    for i in (1, 2):
+    for i in range(1, n + 1):
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
@@ -339,3 +339,41 @@ def test_fm5_2_dead_dataplane_is_detected() -> None:
     w.net.run_for(2.0)
     assert DataPlaneDown("r") in w.ctrl.drain_events()
     assert w.ctrl.counters["dataplane-down"] == 1
+
+
+# -- FM:1 across a chain of moves -----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "switch"])
+def test_fm1_role_passes_along_a_chain_of_anchors(mode: str) -> None:
+    """AR1 -> AR2 -> AR3: the FM role for HNP1's flow passes to each new point.
+
+    The second move leaves leftovers at AR2 (an intermediate point, not
+    HNP1's home): they must reach AR3 ahead of the new path's packets, and
+    AR2 must not keep forwarding state for HNP1 afterwards.
+    """
+    w = world(mode, n=3)
+    hnp3 = P("2001:db8:3:1::/64")
+    cont = downlink("cont", IP1, 0.1, 1.6)
+    flt = filter_of(cont)
+    w.ar[1].track_flows(HNP1, [flt])
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
+    w.move(1.0005, 0.03, hnp3, previous={HNP1: [flt]}, src=2, dst=3)
+    w.net.run(until=4.0)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert rep.paths[0] == ("cn", "r", "ar1", "mn")
+    last = ("cn", "r", "ar1", "r", "ar3", "mn") if mode == "tunnel" else ("cn", "r", "ar3", "mn")
+    assert rep.paths[-1] == last
+    assert any(p[-2:] == ("ar2", "mn") for p in rep.paths)
+    assert w.fab.drop_reasons == {}
+    # LM names AR3; AR2 keeps nothing for HNP1 once its leftovers drained.
+    b = w.lms.lookup(HNP1, w.net.now)
+    assert b is not None and b.forwarding_address == A("fc00::3:0")
+    assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
+    # FM:2: the charging state followed the role: AR3 counted every packet.
+    assert w.fab.routers["ar3"].usage(flt).packets_down == rep.delivered
+    if mode == "switch":
+        hnp1 = [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
+        assert hnp1 == [ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::3:0"))]

@@ -83,6 +83,17 @@ def test_buffer_timeout_drops_are_counted() -> None:
     assert dp.counters()["buffer-timeout"] == 1 and dp.entries() == []
 
 
+def test_buffer_expires_at_exactly_its_deadline() -> None:
+    # 1.0005 + 2.0 - 1.0005 < 2.0 in binary floating point: expiring at the
+    # advertised deadline must still work, or a driver's timer spins there.
+    dp = MemoryDataPlane("x")
+    dp.apply([E(K.BUFFER, HNP1)], [], 1.0005, {HNP1: BufferSpec(timeout=2.0)})
+    deadline = dp.next_deadline()
+    assert deadline is not None and deadline - 1.0005 < 2.0
+    dp.expire(deadline)
+    assert dp.next_deadline() is None and dp.entries() == []
+
+
 def test_fabric_srv6_tunnel_end_to_end() -> None:
     net = VirtualNetwork()
     fab = Fabric(flat(2), net)

@@ -482,7 +482,7 @@ class LinuxDataPlane:
 
     def expire(self, now: float) -> None:
         for prefix, hold in list(self._holds.items()):
-            if now - hold.started >= hold.spec.timeout:
+            if now >= hold.started + hold.spec.timeout:  # same sum as next_deadline()
                 entry = ForwardingEntry(EntryKind.BUFFER, prefix)
                 if hold.spec.release_on_timeout:
                     self._counters["hold-timeout-released"] += 1

@@ -166,7 +166,9 @@ class MemoryDataPlane:
 
     def expire(self, now: float) -> None:
         for prefix, buf in list(self._buffers.items()):
-            if now - buf.started >= buf.spec.timeout:
+            # Same sum as next_deadline(): "now - started >= timeout" can be
+            # False at that very deadline by rounding, and the timer would spin.
+            if now >= buf.started + buf.spec.timeout:
                 hold = [e for e in self.entries()
                         if e.kind is EntryKind.BUFFER and e.prefix == prefix]
                 if buf.spec.release_on_timeout:

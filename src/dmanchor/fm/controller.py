@@ -11,7 +11,9 @@
   binding that moved a prefix away from its home anchor by sending FM:5-1
   to every core router (a more specific route towards the new anchor) and,
   once all have acknowledged, FM:6-2 to the home anchor on behalf of the
-  new one, which releases its buffer.  When the binding is removed (FM:3-3)
+  new one, which releases its buffer; after a chain of moves it also tells
+  the visited anchor the prefix is leaving (FM:1: the role passes on).
+  When the binding is removed (FM:3-3)
   it deletes those routes and hands the prefix back with FM:1.
 """
 
@@ -117,6 +119,7 @@ ControllerEvent = DataPlaneDown | DataPlaneUp | AnchorMoved | AnchorReverted
 class _Change:
     prefix: Prefix
     dpa: IPv6Address | None  # None: revert
+    previous: IPv6Address | None = None  # visited anchor it moves away from
     waiting: set[int] = field(default_factory=set)
     failed: bool = False
 
@@ -239,8 +242,8 @@ class ControllerCore(ServiceCore):
             self._program(prefix, None, now)
 
     def _program(self, prefix: Prefix, dpa: IPv6Address | None, now: float) -> None:
-        change = _Change(prefix, dpa)
         previous = self.moved.get(prefix)
+        change = _Change(prefix, dpa, previous)
         for r in self.s.routers:
             add: tuple[ForwardingEntry, ...] = ()
             delete: tuple[ForwardingEntry, ...] = ()
@@ -262,6 +265,15 @@ class ControllerCore(ServiceCore):
         if not change.waiting:
             self._routers_done(change, now)
 
+    def _registered_at(self, dpa: IPv6Address | None, now: float) -> Registration | None:
+        """The live registration of the anchor whose DPA is ``dpa``."""
+        if dpa is None:
+            return None
+        for _, reg in self.registry.items():
+            if reg.dpa == dpa and reg.expires > now:
+                return reg
+        return None
+
     def _routers_done(self, change: _Change, now: float) -> None:
         home = self.discover(change.prefix, now)
         if home is None:
@@ -271,6 +283,13 @@ class ControllerCore(ServiceCore):
             # FM:6-2 on behalf of the new DPA: the path to it is ready.  The
             # leftovers go to its flush SID (DPA + 1), past its hold.
             self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1), target, now)
+            visited = self._registered_at(change.previous, now)
+            if visited is not None and change.previous not in (change.dpa, home.dpa):
+                # FM:1 along a chain of moves: the anchor the prefix is
+                # leaving holds what arrived since the MN left it; the core
+                # router's end marker follows those packets to the new one.
+                self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1),
+                                      (str(visited.cpa), self.s.anchor_port), now)
             self.events.append(AnchorMoved(change.prefix, change.dpa))
         else:
             self.endpoint.request(m.FmHandoff(change.prefix, home.node_id, home.dpa),

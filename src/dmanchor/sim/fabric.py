@@ -181,8 +181,11 @@ class Fabric:
     def _marker(self, name: str, old: Decision, p: Packet) -> None:
         p = p.via(name)
         if old.kind == "encap":
+            # The tunnel's far end may be several hops away: route the
+            # encapsulated marker like any packet of that tunnel.
             p = replace(p, outer=(min(self.routers[name].addresses), old.next_hop))
-            old = Decision("forward", next_hop=old.next_hop)
+            self._at_router(name, p, None, via=False)
+            return
         self._transmit(name, old.next_hop, p)
 
     def _at_router(self, name: str, p: Packet, in_link: str | None, via: bool = True) -> None:
