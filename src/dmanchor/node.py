@@ -180,6 +180,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             buffer=BufferSpec(a.get("buffer_limit", as_int, 10_000),
                               a.get("buffer_timeout", as_float, 2.0)),
             hold_timeout=a.get("hold_timeout", as_float, 1.0),
+            parent=a.get("parent", as_address) if "parent" in a.table else None,
             agents=agents,
         ))
         access_links = a.get_list("access_links", as_str)
@@ -201,12 +202,15 @@ def load_node_config(path: str | Path) -> NodeConfig:
             r.finish()
             return out
 
+        dp_f = c.sub("dpn_parent")
         controller = (listen, ControllerSettings(
             node_id=node_id,
             lms=_optional_endpoint(c, "lms"),
             watch=c.get_list("watch", as_prefix),
             routers=c.get_list("routers", router),
             dead_after=c.get("dead_after", as_float, 1.5),
+            dpn_parent={as_address(k): dp_f.get(k, as_address, required=True)
+                        for k in list(dp_f.table)},
         ))
         c.finish()
     if "lms" in doc:

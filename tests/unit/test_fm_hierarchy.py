@@ -1,8 +1,12 @@
-"""Draft 4.2.2: a hierarchical network (AR = DPA anchoring, FW = DPN serving).
+"""Draft 4.2.2/4.2.3: a hierarchical network (AR = DPA anchoring, FW = DPN serving).
 
-A move between forwarding switches under one access router changes only
-the AR-to-FW tunnel; leftovers at the old FW reach the new one past its
+4.2.2: a move between forwarding switches under one access router changes
+only the AR-to-FW tunnel; leftovers at the old FW reach the new one past its
 hold, the AR's end marker closes the old path, nothing is lost or reordered.
+
+4.2.3: a move to a FW under another AR also moves HNP1's anchoring to that
+AR (the central FM-CP re-routes the core, as in 4.2.1), which then reaches
+the new FW by its tunnel (as in 4.2.2).
 """
 
 from __future__ import annotations
@@ -12,7 +16,14 @@ from ipaddress import IPv6Address as A
 import pytest
 
 from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
-from dmanchor.fm.controller import ControllerCore, ControllerSettings
+from dmanchor.fm.controller import (
+    AnchorMoved,
+    AnchorReverted,
+    ControllerCore,
+    ControllerSettings,
+    RouterControl,
+)
+from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
 from dmanchor.lm.lmp import LmpCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.virtual import VirtualNetwork
@@ -30,21 +41,38 @@ CN = int(A(CN_ADDR))
 LMS: Addr = ("fc00::d", 5400)
 CTRL: Addr = ("fc00::c", 5400)
 LMP: Addr = ("fc00::e", 5400)
+R_CTL: Addr = ("fc00::ff", 5400)
 DPAS = {"ar1": "fc00::1:0", "ar2": "fc00::2:0", "fw11": "fc00:1::1:0",
         "fw12": "fc00:1::2:0", "fw21": "fc00:2::1:0"}
 UPLINK = {"ar1": "fc00::ff", "ar2": "fc00::ff", "fw11": "fc00::1:0", "fw12": "fc00::1:0",
           "fw21": "fc00::2:0"}
 
 
-def build(proxy: bool = False) -> tuple[VirtualNetwork, Fabric, LmsCore,
-                                         dict[str, AnchorAgentCore], LmpCore | None]:
+def parent(name: str) -> A | None:
+    return A(DPAS[f"ar{name[2]}"]) if name.startswith("fw") else None
+
+
+def build(proxy: bool = False, lifetime: int = 600) -> tuple[
+        VirtualNetwork, Fabric, LmsCore, dict[str, AnchorAgentCore], LmpCore | None,
+        ControllerCore]:
     """Fig 1c: LMs and FM-CP at the CPA (the ARs), FM-CP and LMc at the CPNs
-    (the FWs).  ``proxy``: Fig 1d, the CPNs reach the LMs through an LMp."""
+    (the FWs).  ``proxy``: Fig 1d, the CPNs reach the LMs through an LMp.
+
+    The central FM-CP watches every prefix and can re-route the core router;
+    it knows which AR each FW sits under.
+    """
     net = VirtualNetwork(seed=11)
     fab = Fabric(hierarchical(2), net)
     lms = LmsCore(LmsSettings("lms"))
     net.add(LMS, lms)
-    net.add(CTRL, ControllerCore(ControllerSettings()))
+    ars = [A(DPAS["ar1"]), A(DPAS["ar2"])]
+    ctrl = ControllerCore(ControllerSettings(
+        lms=LMS, watch=(P("2001:db8::/32"),),
+        routers=(RouterControl("r", R_CTL, {a: a for a in ars}),),
+        dpn_parent={A(d): p for n, d in DPAS.items() if (p := parent(n)) is not None},
+    ))
+    net.add(CTRL, ctrl)
+    net.add(R_CTL, FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"]))
     cpn_lm = LMS
     lmp = None
     if proxy:
@@ -56,12 +84,13 @@ def build(proxy: bool = False) -> tuple[VirtualNetwork, Fabric, LmsCore,
         owned = (P(f"2001:db8:{name[2]}::/48"),) if name.startswith("ar") else ()
         lm = cpn_lm if name.startswith("fw") else LMS
         agents[name] = AnchorAgentCore(
-            AnchorSettings(name, A(dpa), A(dpa), owned, A(UPLINK[name]), CTRL, lm),
+            AnchorSettings(name, A(dpa), A(dpa), owned, A(UPLINK[name]), CTRL, lm,
+                           lifetime=lifetime, parent=parent(name)),
             fab.routers[name],
         )
         net.add((dpa, 5400), agents[name])
     net.run_for(0.05)
-    return net, fab, lms, agents, lmp
+    return net, fab, lms, agents, lmp, ctrl
 
 
 def at(net: VirtualNetwork, agents: dict[str, AnchorAgentCore], t: float, node: str,
@@ -76,7 +105,7 @@ def at(net: VirtualNetwork, agents: dict[str, AnchorAgentCore], t: float, node: 
 
 @pytest.mark.parametrize("proxy", [False, True], ids=["fig1c", "fig1d-lmp"])
 def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) -> None:
-    net, fab, lms, agents, lmp = build(proxy)
+    net, fab, lms, agents, lmp, ctrl = build(proxy)
     flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
     flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
     # The MN attaches at FW11; HNP1 is anchored at AR1 (Fig 9).
@@ -103,8 +132,10 @@ def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) ->
     assert rep.paths[0] == ("cn", "r", "ar1", "fw11", "mn")
     assert ("cn", "r", "ar1", "fw12", "mn") in rep.paths
     assert ("cn", "r", "ar1", "fw11", "ar1", "fw12", "mn") in rep.paths  # leftovers
-    # Only the AR-to-FW tunnel changed: the core is untouched.
+    # Only the AR-to-FW tunnel changed: the core is untouched, though the
+    # central FM-CP saw HNP1's binding move (to a FW under the same AR).
     assert sorted(map(repr, fab.routers["r"].entries())) == r_before
+    assert ctrl.moved == {} and ctrl.drain_events() == []
     hnp1 = [e for e in fab.routers["ar1"].entries() if e.prefix == HNP1]
     assert hnp1 == [ForwardingEntry(EntryKind.TUNNEL, HNP1, A(DPAS["fw12"]))]
     # The old FW's leftover tunnel is gone once drained; the marker did its work.
@@ -117,3 +148,51 @@ def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) ->
     if lmp is not None:  # Fig 1d: the CPNs' LM traffic went through the proxy
         got = lmp.endpoint.stats.received
         assert got[MsgType.LOCATION_QUERY] >= 2 and got[MsgType.LOCATION_UPDATE] >= 2
+
+
+@pytest.mark.parametrize("proxy", [False, True], ids=["fig1c", "fig1d-lmp"])
+def test_4_2_3_move_to_a_fw_under_another_ar_moves_the_anchoring(proxy: bool) -> None:
+    net, fab, lms, agents, lmp, ctrl = build(proxy, lifetime=1)
+    flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
+    flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
+    fab.attach("mn", "fw11", "fw11")
+    fab.add_address("mn", IP1)
+    at(net, agents, 0.06, "fw11", lambda a, now: a.attach("mn", "fw11", [], {HNP1: [flt]}, now))
+    start_flow(fab, flow)
+
+    def down() -> None:
+        fab.detach("mn")
+
+    def up() -> None:
+        fab.attach("mn", "fw21", "fw21")
+    net.call_at(0.6005, down)
+    at(net, agents, 0.6005, "fw11", lambda a, now: a.detach("mn", now))
+    net.call_at(0.62, up)
+    at(net, agents, 0.62, "fw21", lambda a, now: a.attach("mn", "fw21", [], {HNP1: [flt]}, now))
+    events: list[object] = []
+    net.call_at(1.1, lambda: events.extend(ctrl.drain_events()))
+    usage: list[int] = []
+    net.call_at(1.3, lambda: usage.append(fab.routers["fw21"].usage(flt).packets_down))
+    at(net, agents, 1.3, "fw21", lambda a, now: a.flows_closed(HNP1, now))
+    late = Flow("late", "cn", "mn", CN, IP1, 1000, 3.5, 3.6, dport=5002)
+    start_flow(fab, late)
+    net.run(until=4.0)
+    rep = report(fab, flow)
+    assert (rep.lost, rep.duplicates, rep.reordered) == (0, 0, 0), rep
+    assert rep.paths[0] == ("cn", "r", "ar1", "fw11", "mn")
+    # Anchoring changed AR1 -> AR2 (core route, 4.2.1), then AR2 -> FW21 (4.2.2).
+    assert rep.paths[-1] == ("cn", "r", "ar2", "fw21", "mn")
+    assert AnchorMoved(HNP1, A(DPAS["ar2"])) in events
+    # FM:2: FW21 counted every packet (FW11 handed its counters over).
+    assert usage == [rep.delivered]
+    # FM:3-3 then FM:1: flows closed and lifetime over, HNP1 is Net1's again
+    # - no route, tunnel or anchoring of it is left anywhere.
+    assert AnchorReverted(HNP1) in ctrl.drain_events()
+    for name in ("r", "ar1", "ar2", "fw11", "fw21"):
+        assert not [e for e in fab.routers[name].entries() if e.prefix == HNP1], name
+    # A packet to IP1 after the revert goes to Net1 and dies there (unassigned).
+    assert report(fab, late).delivered == 0
+    assert {(d.node, d.packet.flow, d.reason) for d in fab.drops} == {("ar1", "late", "drop-entry")}
+    assert lms.lookup(HNP1, net.now) is None
+    if lmp is not None:  # Fig 1d: the FWs' LM traffic went through the proxy
+        assert lmp.endpoint.stats.received[MsgType.LOCATION_UPDATE] >= 3

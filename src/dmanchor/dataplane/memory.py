@@ -321,8 +321,17 @@ class MemoryDataPlane:
             self.apply((), hold, 0.0)
 
     def _path_of(self, dst: int) -> Decision | None:
+        held = self._lookup_plain(dst)
+        if held is not None and held.kind is EntryKind.BUFFER:
+            # Held packets leave in order through whatever replaces the
+            # hold; the route under it carried none of them, and a marker
+            # sent that way could overtake them and open a hold too early.
+            return None
         e = self._lookup_plain(dst, skip_buffer=True)
-        if e is None or e.next_hop is None:
+        if e is None or e.next_hop is None or e.prefix.length == 0:
+            # A default route is where prefixes this router plays no part
+            # in go (back towards the core): a marker sent that way would
+            # come round to the prefix's live path and open holds early.
             return None
         if e.kind is EntryKind.ROUTE:
             return Decision("forward", next_hop=int(e.next_hop))

@@ -73,6 +73,11 @@ class AnchorSettings:
     """FM:6 buffer limits."""
     hold_timeout: float = 1.0
     """Longest wait for the old path's end marker at a new point, seconds."""
+    parent: IPv6Address | None = None
+    """For a forwarding switch (DPN, draft 4.2.2/4.2.3): the DPA of the access
+    router above it.  A prefix anchored at another AR is then asked of this
+    parent, so its anchoring moves there (4.2.3); one anchored at the parent
+    only changes the parent's tunnel (4.2.2)."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA
@@ -96,6 +101,7 @@ class _Visiting:
     flows: tuple[FlowFilter, ...]
     home_cpa: IPv6Address | None = None
     home_node: str = ""
+    parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
     expires: float = 0.0
     flows_closed: bool = False
 
@@ -142,6 +148,8 @@ class AnchorAgentCore(ServiceCore):
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
         self._joins: dict[int, _Join] = {}  # request id -> join it serves
+        self._parent_asks: dict[int, Prefix] = {}  # FM:6-2 to the parent AR (4.2.3)
+        self.serving: dict[Prefix, IPv6Address] = {}  # 4.2.3: foreign prefix -> DPN
         self.registered = False
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
@@ -256,6 +264,11 @@ class AnchorAgentCore(ServiceCore):
                     if reply.forwarding_address != self.s.dpa:
                         join.previous = reply.forwarding_address
                 self._joined(join, now)
+            elif event.request_id in self._parent_asks:
+                # The parent AR tunnels the prefix here now: only then may the
+                # binding move the core's route to it (before, packets routed
+                # to the parent would find no way on).
+                self._lm_update(self._parent_asks.pop(event.request_id), self.s.dpa, now)
             elif isinstance(reply, m.RegistrationReply):
                 self.registered = True
         elif isinstance(event, NegativeReply | RequestTimedOut):
@@ -331,6 +344,15 @@ class AnchorAgentCore(ServiceCore):
                           {prefix: BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)})
             self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
                                   self._agent_of(previous), now)
+        parent = self.s.parent
+        if parent is not None and parent != answer.dpa_address:
+            # 4.2.3: the prefix is anchored at another AR; its anchoring moves
+            # to ours (the binding below makes the central FM-CP re-route the
+            # core), and our AR reaches us by its tunnel as in 4.2.2.
+            v.parent = self._agent_of(parent)
+            rid = self.endpoint.request(m.BufferReady(prefix, self.s.dpa), v.parent, now)
+            self._parent_asks[rid] = prefix
+            return
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
@@ -340,12 +362,19 @@ class AnchorAgentCore(ServiceCore):
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
         held = self.dp.buffered(prefix)
+        had = any(e.prefix == prefix and e.flow is None for e in self.dp.entries())
         # Leftovers (and late packets still routed here) go to the new point
         # through a tunnel: in switch mode too, so the new anchor can tell
         # them from packets of the new direct path.
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
-        if not any(own.covers(prefix) for own in self.s.prefixes):
+        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if not own and (prefix in self.serving or not had):
+            # 4.2.3: a forwarding switch below takes over a prefix anchored
+            # at another AR; it is anchored here now, until FM:1 hands back.
+            self.serving[prefix] = msg.dpa_address
+            self.stats.counters["serving"] += 1
+        elif not own:
             # An intermediate point (e.g. the previous FW): its tunnel only
             # carries leftovers, so it goes once they have surely drained.
             self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
@@ -372,10 +401,16 @@ class AnchorAgentCore(ServiceCore):
     def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:
         """FM:1: the FM role for a prefix comes back here (revert, FM:3-3)."""
         prefix = msg.prefix
-        if msg.node_id == self.s.node_id and prefix in self.away:
+        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if msg.node_id == self.s.node_id and (prefix in self.away or own):
+            # Ours again: whatever still points elsewhere (a tunnel to where
+            # the MN went, or to the AR that took the anchoring) goes.
             self._replace(prefix, [], now)
-            del self.away[prefix]
+            self.away.pop(prefix, None)
             self.stats.counters["returned"] += 1
+        elif self.serving.pop(prefix, None) is not None:
+            self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
+            self.stats.counters["served"] += 1
         self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
 
     # -- Helpers -------------------------------------------------------------------------
@@ -391,6 +426,8 @@ class AnchorAgentCore(ServiceCore):
         if self.s.mode == "tunnel" and v.home_cpa is not None:
             home = (str(v.home_cpa), self.s.port)
             self.endpoint.request(m.FmHandoff(prefix, v.home_node, v.home_cpa), home, now)
+        if v.parent is not None and v.home_cpa is not None:
+            self.endpoint.request(m.FmHandoff(prefix, v.home_node, v.home_cpa), v.parent, now)
         for st in self.attached.values():
             st.visiting = tuple(p for p in st.visiting if p != prefix)
         self.stats.counters["reverted"] += 1

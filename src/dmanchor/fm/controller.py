@@ -65,6 +65,11 @@ class ControllerSettings:
     """Core routers it programs with FM:5-1."""
     anchor_port: int = 5400
     """Signalling port of anchor agents at their CPA."""
+    dpn_parent: Mapping[IPv6Address, IPv6Address] = field(default_factory=dict)
+    """Hierarchical networks (draft 4.2.2/4.2.3): forwarding switch (DPN) DPA
+    -> DPA of the access router above it.  A binding naming a DPN counts as
+    anchored at its AR: a move between FWs of one AR leaves the core alone,
+    a move under another AR switches the prefix's anchoring to that AR."""
     max_registration: int = 3600
     """Longest registration lifetime granted, seconds."""
     dead_after: float = 1.5
@@ -235,6 +240,7 @@ class ControllerCore(ServiceCore):
         if home is None:
             self.counters["binding-without-home"] += 1
             return
+        dpa = self.s.dpn_parent.get(dpa, dpa)
         if lifetime > 0 and dpa != home.dpa:
             if self.moved.get(prefix) != dpa:
                 self._program(prefix, dpa, now)
