@@ -143,8 +143,8 @@ class BgpSession:
                 msg = w.DECODERS[kind](body)
                 self.stats.received[w.MsgType(kind).name] += 1
                 self._on_message(msg, now)
-                if self.state is State.IDLE:
-                    return
+                if self.close_requested:
+                    return  # the session ended: the rest of the stream is moot
         except w.BgpError as exc:
             self.stats.errors[str(exc).split(":")[0]] += 1
             self._fail(w.Notification(exc.code, exc.subcode, exc.data), str(exc))
