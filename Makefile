@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # runs the namespace tier, iptables counts per-flow charging (FM:2) on Linux,
 # iperf3 measures bench/dataplane.py, kea-dhcp6-server is the real PD server the
 # DHCPv6 client is tested against.
-DEB_PACKAGES := python3-venv iproute2 iptables iperf3 kea-dhcp6-server
+DEB_PACKAGES := python3-venv iproute2 iptables iperf3 kea-dhcp6-server bird2
 
 .PHONY: demo test deps venv lint typecheck pytest bench clean
 

@@ -549,3 +549,52 @@ class Netlink:
         """Every IPv6 FIB rule."""
         return self._dump_parsed(
             RTM_GETRULE, _RULEHDR.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_rule)
+
+
+RTNLGRP_IPV6_ROUTE = 11
+
+
+class RouteMonitor:
+    """IPv6 route changes of one namespace, as the kernel announces them.
+
+    Whoever changes the FIB (BIRD, a dmanchor agent, ``ip``), the kernel
+    multicasts each change: reading them tells exactly when a route took
+    effect, with no polling.
+    """
+
+    def __init__(self, netns: str | None = None) -> None:
+        try:
+            self.sock = open_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        except PermissionError as exc:
+            raise NetlinkError("netlink socket (needs CAP_NET_ADMIN)", errno.EPERM) from exc
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
+        self.sock.bind((0, 1 << (RTNLGRP_IPV6_ROUTE - 1)))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        """For selectors and event loops."""
+        return self.sock.fileno()
+
+    def read(self) -> list[tuple[bool, KernelRoute]]:
+        """Changes received so far: (added, route); never blocks."""
+        out: list[tuple[bool, KernelRoute]] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return out
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, pos)
+                if length < _NLMSGHDR.size:
+                    break
+                if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+                    r = _parse_route(data[pos + _NLMSGHDR.size:pos + length])
+                    if r is not None:
+                        out.append((mtype == RTM_NEWROUTE, r))
+                pos += _align(length)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
