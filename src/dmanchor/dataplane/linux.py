@@ -165,6 +165,7 @@ class LinuxDataPlane:
         self._refresh_links()
         self._drop_stale_release_rule()
         self._marker_sock: socket.socket | None = None
+        self._oldpaths: set[Prefix] = set()  # OLDPATH_TABLE routes to remove next batch
         if os.path.exists("/dev/net/tun"):
             # Created up front: its descriptor is what a driver watches for
             # end markers, and creating it must not cost a move anything.
@@ -182,6 +183,9 @@ class LinuxDataPlane:
             self._drop_stale_release_rule()
         if self._marker_sock is not None:
             self._marker_sock.close()
+        if self._oldpaths:
+            self.nl.batch([route(False, p.network.to_bytes(16, "big"), p.length,
+                                 table=OLDPATH_TABLE) for p in self._oldpaths])
         self.nl.close()
 
     def _drop_stale_release_rule(self) -> None:
@@ -221,12 +225,22 @@ class LinuxDataPlane:
         except DataPlaneError:
             self._forget_nexthops(new_nh)
             raise
-        # Where each re-routed prefix went before: its old path gets an end marker.
-        before = {e.prefix: self.nl.route_get(e.prefix.address) for e in add
-                  if e.flow is None and e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)}
+        # Where each re-routed prefix went before: its old path gets an end
+        # marker.  The route the marker takes rides in the same batch, and the
+        # previous markers' routes are removed in it: one round trip in all.
+        markers = self._marker_paths(add)
+        main = len(forward)
+        forward.extend(self._oldpath_route(p, old) for p, old in markers)
+        fresh = {p for p, _ in markers}
+        forward.extend(route(False, p.network.to_bytes(16, "big"), p.length, table=OLDPATH_TABLE)
+                       for p in self._oldpaths if p not in fresh)
         failures = self.nl.batch(forward)
+        self._oldpaths = {p for p in self._oldpaths if p in fresh}
+        bad_marker = {i - main for i, _ in failures if main <= i < main + len(markers)}
+        failures = [f for f in failures if f[0] < main]
         if failures:
-            self._rollback(forward, spans, new_nh, {i for i, _ in failures})
+            self._oldpaths |= fresh
+            self._rollback(forward[:main], spans, new_nh, {i for i, _ in failures})
             _, err = failures[0]
             raise DataPlaneError(f"{self.netns or 'host'}: {err}") from err
         for e in add:
@@ -239,11 +253,11 @@ class LinuxDataPlane:
                 self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
         if self.on_change is not None:
             self.on_change(add, [*delete, *releasing])
-        for prefix, old in before.items():
-            now_path = self.nl.route_get(prefix.address)
-            if (old is not None and now_path is not None and (old.gateway or old.nhid)
-                    and (old.gateway, old.nhid) != (now_path.gateway, now_path.nhid)):
-                self._send_marker(prefix, old)
+        for i, (prefix, _) in enumerate(markers):
+            if i in bad_marker:
+                self._counters["end-marker-failed"] += 1
+            else:
+                self._send_marker(prefix)
         self._drop_unused_nexthops()
         for e in add:
             if e.kind is EntryKind.BUFFER:
@@ -295,26 +309,46 @@ class LinuxDataPlane:
                                    if e.prefix == prefix and e.flow is None])
                     break
 
-    def _send_marker(self, prefix: Prefix, old: KernelRoute) -> None:
-        """Send an end marker down ``old``, the path ``prefix`` just left."""
-        net = prefix.network.to_bytes(16, "big")
-        via = route(True, net, prefix.length, table=OLDPATH_TABLE,
-                    gateway=old.gateway.packed if old.gateway is not None else None,
-                    oif=old.oif if old.nhid is None else None, nhid=old.nhid, replace=True)
-        self._batch_or_raise([via])
+    def _marker_paths(self, add: Sequence[ForwardingEntry]) -> list[tuple[Prefix, KernelRoute]]:
+        """The prefixes whose path ``add`` changes, with the path they leave."""
+        out = []
+        for e in add:
+            if e.flow is not None or e.kind not in (EntryKind.ROUTE, EntryKind.TUNNEL):
+                continue
+            old = self.nl.route_get(e.prefix.address)
+            if old is None or not (old.gateway or old.nhid):
+                continue  # nothing forwarded it (a hold, a local or no route)
+            new = ((e.next_hop, None) if e.kind is EntryKind.ROUTE
+                   else (None, self._nhid.get(e.next_hop) if e.next_hop else None))
+            if (old.gateway, old.nhid) != new:
+                out.append((e.prefix, old))
+        return out
+
+    def _oldpath_route(self, prefix: Prefix, old: KernelRoute) -> Request:
+        """The route end markers of ``prefix`` take: the path it just left."""
+        return route(True, prefix.network.to_bytes(16, "big"), prefix.length,
+                     table=OLDPATH_TABLE,
+                     gateway=old.gateway.packed if old.gateway is not None else None,
+                     oif=old.oif if old.nhid is None else None, nhid=old.nhid, replace=True)
+
+    def _send_marker(self, prefix: Prefix) -> None:
+        """Send an end marker down the path ``prefix`` just left.
+
+        Its route (in OLDPATH_TABLE, chosen by the marker's fwmark) was put
+        in by the batch that moved the prefix, and goes with the next batch.
+        """
+        self._oldpaths.add(prefix)
         try:
             if self._marker_sock is None:
                 sock = open_in_netns(self.netns, socket.AF_INET6, socket.SOCK_DGRAM, 0)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARKER_MARK)
                 self._marker_sock = sock
-            self._marker_sock.sendto(b"DMANCHOR-END" + net,
+            self._marker_sock.sendto(b"DMANCHOR-END" + prefix.network.to_bytes(16, "big"),
                                      (str(prefix.address), MARKER_PORT))
             self._counters["end-marker-sent"] += 1
         except OSError as exc:
             self._counters["end-marker-failed"] += 1
             raise DataPlaneError(f"end marker for {prefix}: {exc}") from exc
-        finally:
-            self.nl.batch([route(False, net, prefix.length, table=OLDPATH_TABLE)])
 
     def _drain(self) -> None:
         """Move what the hold device got into user space, within each hold's limit."""
@@ -476,6 +510,9 @@ class LinuxDataPlane:
         self._learn_flow_tables(have)
         add = [e for e in want if e not in have]
         delete = [e for e in have if e not in want]
+        # End-marker routes a dead agent left behind go with this batch.
+        self._oldpaths |= {Prefix.make(r.dst, r.dst_len) for r in self.nl.routes()
+                           if r.table == OLDPATH_TABLE}
         self.apply(add, delete, 0.0)
         self._drop_orphan_rules()
         return len(add), len(delete)

@@ -1,0 +1,235 @@
+"""Anchor switching (draft 4.2): controller push (FM:5-1) against BGP, one topology.
+
+Needs root and bird2.  ``ar1 - r1 - r2 - r3 - r4 - ar2`` in namespaces; the
+routers run BIRD 2 (eBGP, FIB export) *and* a dmanchor FM-DP each, so both
+ways of moving a prefix's anchoring act on the same kernels, alternating
+move by move:
+
+* **controller**: the new anchor's agent (ar2, switch mode) takes HNP_k as
+  a visiting prefix -> LM:1-4 to the LMs -> LM:1-3 to the central FM-CP ->
+  FM:5-1 to the four routers' FM-DPs -> kernel route.  Signalling over
+  loopback UDP, the FIB programmed over netlink in each router namespace.
+* **bgp**: ar2's dmanchor BGP speaker announces HNP_k -> BIRD r4 -> r3 ->
+  r2 -> r1, each exporting to its kernel.
+
+A move is timed from the moment ar2 acts to the moment the last of the four
+routers' kernels announces (rtnetlink multicast) a route for HNP_k towards
+ar2.  Each move is undone (revert / withdrawal) and its removal awaited
+before the next.  Ends with one JSON line; ``ratio`` = BGP p50 / controller
+p50 (above 1: the controller is faster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from ipaddress import IPv6Address as A
+from pathlib import Path
+
+from dmanchor.dataplane.linux import LinuxDataPlane
+from dmanchor.dataplane.memory import MemoryDataPlane
+from dmanchor.dataplane.netlink import RouteMonitor
+from dmanchor.emulation.bgplab import BgpChain
+from dmanchor.emulation.lab import Lab, can_run
+from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
+from dmanchor.fm.controller import ControllerCore, ControllerSettings, RouterControl
+from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
+from dmanchor.lm.lms import LmsCore, LmsSettings
+from dmanchor.runtime.aio import UdpDriver
+from dmanchor.wire import messages as m
+from dmanchor.wire.types import Prefix
+
+MOVES = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 50
+DPA1, DPA2 = A("fc00::1:0"), A("fc00::2:0")
+
+
+def watch_main(namespaces: list[str]) -> None:
+    """The watcher process: ``expect PREFIX add|del`` on stdin, then prints
+    ``done T`` once every namespace's kernel announced that change, T being
+    the last of them (``time.perf_counter``: CLOCK_MONOTONIC, the same clock
+    in every process).  Apart from the agents, so reading four route streams
+    never delays the signalling it measures."""
+    import selectors
+
+    mons = {ns: RouteMonitor(ns) for ns in namespaces}
+    sel = selectors.DefaultSelector()
+    for ns, mon in mons.items():
+        sel.register(mon.fileno(), selectors.EVENT_READ, ns)
+    sel.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
+    want: tuple[Prefix, bool] | None = None
+    seen: dict[str, float] = {}
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            now = time.perf_counter()
+            if key.data is None:
+                line = sys.stdin.readline().split()
+                if not line:
+                    return
+                want, seen = (Prefix.parse(line[1]), line[2] == "add"), {}
+                continue
+            for added, route in mons[key.data].read():
+                if want is None or key.data in seen:
+                    continue
+                prefix, want_added = want
+                if (route.dst, route.dst_len) != (prefix.address, prefix.length):
+                    continue
+                # Added: only a route towards ar2 (its gateway is a "::2" end).
+                if added == want_added and (not added or str(route.gateway).endswith("::2")):
+                    seen[key.data] = now
+                    if len(seen) == len(mons):
+                        print(f"done {max(seen.values())}", flush=True)
+                        want = None
+
+
+class Watch:
+    """Talks to the watcher process."""
+
+    def __init__(self, lab: Lab, routers: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--watch", *(lab.ns(r) for r in routers)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("watcher did not start")
+
+    def expect(self, prefix: Prefix, added: bool) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"expect {prefix} {'add' if added else 'del'}\n")
+        self.proc.stdin.flush()
+
+    async def done(self, timeout: float = 10.0) -> float:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), timeout)
+        return float(line.split()[1])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # the watcher ends at end of input; ours, by PID
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+async def run(lab: Lab, chain: BgpChain) -> dict[str, object]:
+    routers = chain.routers
+    drivers: list[UdpDriver] = []
+
+    async def serve(core: object, port: int) -> tuple[str, int]:
+        d = UdpDriver(core)  # type: ignore[arg-type]
+        drivers.append(d)
+        return await d.start("::1", port)
+
+    base = 25400
+    lms = await serve(LmsCore(LmsSettings("lms")), base)
+    ctrl_addr = ("::1", base + 1)
+    rcs = []
+    for i, r in enumerate(routers, start=1):
+        rcs.append(RouterControl(r, ("::1", base + 10 + i),
+                                 {DPA1: A(f"fd00:{i:x}::1"), DPA2: A(f"fd00:{i + 1:x}::2")}))
+    # Both anchors' agents share ::1, so each has its own port; the
+    # controller talks only to the home anchor (ar1), at anchor_port.
+    ctrl = ControllerCore(ControllerSettings(lms=lms, watch=(Prefix.parse("2001:db8::/32"),),
+                                             routers=tuple(rcs), anchor_port=base + 21))
+    await serve(ctrl, ctrl_addr[1])
+    for rc in rcs:
+        dp = LinuxDataPlane(lab.ns(rc.name))
+        await serve(FmDpCore(FmDpSettings(rc.name, ctrl_addr, status_interval=1.0), dp),
+                     rc.address[1])
+    agents = {}
+    for n, dpa in ((1, DPA1), (2, DPA2)):
+        agent = AnchorAgentCore(AnchorSettings(
+            f"ar{n}", dpa, A("::1"), (Prefix.parse(f"2001:db8:{n}::/48"),), A("fd00::ff"),
+            controller=ctrl_addr, lms=lms, mode="switch", lifetime=3600, port=base + 20 + n,
+            agents={DPA1: ("::1", base + 21), DPA2: ("::1", base + 22)}), MemoryDataPlane(f"ar{n}"))
+        agents[n] = agent
+        await serve(agent, base + 20 + n)
+    await asyncio.sleep(0.3)  # registrations and the LM:1-3 subscription
+
+    speaker = chain.speaker("ar2")
+    speaker.change([], [chain.anchors["ar2"].owned])
+    speaker.start()
+    home = chain.speaker("ar1")
+    home.change([], [chain.anchors["ar1"].owned])
+    home.start()
+    await asyncio.wait_for(asyncio.gather(speaker.up.wait(), home.up.wait()), 30)
+    await asyncio.sleep(0.5)
+    watch = Watch(lab, routers)
+    times: dict[str, list[float]] = {"controller": [], "bgp": []}
+    drv2 = drivers[-1]
+    try:
+        for k in range(MOVES):
+            for how in ("controller", "bgp"):
+                subnet = k + (0x1000 if how == "bgp" else 0x100)  # distinct per method
+                prefix = Prefix.parse(f"2001:db8:1:{subnet:x}::/64")
+                watch.expect(prefix, True)
+                t0 = time.perf_counter()
+                if how == "bgp":
+                    speaker.change([], [prefix])
+                else:
+                    agents[2].attach(f"mn{k}", "mn", [], {prefix: []}, time.time())
+                    drv2.pump()
+                times[how].append(await watch.done() - t0)
+                # Undo, and wait until every router forgot it.
+                watch.expect(prefix, False)
+                if how == "bgp":
+                    speaker.change([prefix], [])
+                else:
+                    # The binding goes (FM:3-3): the FM-CP deletes the routes.
+                    agents[2].detach(f"mn{k}", time.time())
+                    agents[2].endpoint.request(m.LocationUpdate(prefix, DPA2, 0), lms,
+                                               time.time())
+                    drv2.pump()
+                await watch.done()
+    finally:
+        watch.close()
+        await speaker.stop()
+        await home.stop()
+        for d in drivers:
+            d.close()
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] * 1000, 3)
+
+    out: dict[str, object] = {"moves": MOVES, "routers": len(routers)}
+    p50 = {how: statistics.median(xs) * 1000 for how, xs in times.items()}
+    for how, xs in times.items():
+        out[f"{how}_p50_ms"] = round(p50[how], 3)
+        out[f"{how}_p99_ms"] = pct(xs, 0.99)
+    out["ratio"] = round(p50["bgp"] / p50["controller"], 2)
+    return out
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--watch"]:
+        watch_main(sys.argv[2:])
+        return
+    why = can_run()
+    if why:
+        print(f"anchor_switch: {why}", file=sys.stderr)
+        sys.exit(2)
+    lab = Lab()
+    chain = BgpChain(lab, Path(tempfile.mkdtemp(prefix="dmanchor-bgp-")), routers=4)
+    try:
+        chain.build()
+        figures = asyncio.run(run(lab, chain))
+    finally:
+        chain.stop()
+        left = lab.cleanup()
+        if left:
+            print(f"left behind: {left}", file=sys.stderr)
+    for k, v in figures.items():
+        print(f"{k:>20}: {v}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
