@@ -68,9 +68,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
+from .access.bgp import BgpEvent, BgpSession, BgpSettings, BgpSpeaker, SessionDown, SessionUp
 from .access.nd import (
     ROUTER_SOLICITATION,
     NdError,
@@ -94,7 +96,7 @@ from .config import (
 )
 from .dataplane.api import BufferSpec, DataPlaneError
 from .dataplane.linux import LinuxDataPlane
-from .fm.anchor import AnchorAgentCore, AnchorSettings
+from .fm.anchor import MODES, AnchorAgentCore, AnchorSettings
 from .fm.controller import ControllerCore, ControllerSettings, RouterControl
 from .fm.fmdp import FmDpCore, FmDpSettings
 from .lm.daemon import LmDaemonConfig, build_core, read_lm_table
@@ -134,6 +136,26 @@ class NodeConfig:
     """Where this router takes the /64 it delegates to each MN that attaches by RS."""
     trace: Path | None = None
     """JSON-lines trace: every message sent and received, every data-plane change."""
+    bgp: tuple[IPv6Address, BgpSettings] | None = None
+    """The anchor's BGP peer (its router) and session (anchor mode ``bgp``)."""
+
+
+def as_asn(value: Any) -> int:
+    """An AS number (1 .. 2^32-1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 32:
+        raise ValueError(f"expected an AS number, got {value!r}")
+    return value
+
+
+def as_router_id(value: Any) -> int:
+    """A BGP identifier written as an IPv4 address ("10.0.0.1")."""
+    try:
+        n = int(IPv4Address(value))
+    except (AddressValueError, ValueError) as exc:
+        raise ValueError(f"expected a router id like 10.0.0.1, got {value!r}") from exc
+    if n == 0:
+        raise ValueError("router id 0.0.0.0 is not allowed")
+    return n
 
 
 def _optional_endpoint(f: Fields, name: str) -> Addr | None:
@@ -153,6 +175,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node.finish()
     sec = read_security(top.sub("security"))
     anchor = controller = fmdp = None
+    bgp: tuple[IPv6Address, BgpSettings] | None = None
     lms = None
     access_links: tuple[str, ...] = ()
     mn_pool = None
@@ -163,8 +186,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         agents = {as_address(k): agents_f.get(k, as_endpoint, required=True)
                   for k in list(agents_f.table)}
         mode = a.get("mode", as_str, "tunnel")
-        if mode not in ("tunnel", "switch"):
-            raise ConfigError(f"{path}: field 'anchor.mode': expected tunnel or switch")
+        if mode not in MODES:
+            raise ConfigError(f"{path}: field 'anchor.mode': expected one of {', '.join(MODES)}")
         anchor = (listen, AnchorSettings(
             node_id=node_id,
             dpa=a.get("dpa", as_address, required=True),
@@ -183,6 +206,21 @@ def load_node_config(path: str | Path) -> NodeConfig:
             parent=a.get("parent", as_address) if "parent" in a.table else None,
             agents=agents,
         ))
+        if "bgp" in a.table:
+            b = a.sub("bgp")
+            peer = b.get("peer", as_address, required=True)
+            bgp = (peer, BgpSettings(
+                local_as=b.get("local_as", as_asn, required=True),
+                peer_as=b.get("peer_as", as_asn, required=True),
+                router_id=b.get("router_id", as_router_id, required=True),
+                next_hop=b.get("next_hop", as_address, required=True),
+                hold_time=b.get("hold_time", as_int, 9),
+                connect_retry=b.get("connect_retry", as_float, 1.0),
+            ))
+            b.finish()
+        if (bgp is None) != (mode != "bgp"):
+            raise ConfigError(f"{path}: field 'anchor.bgp': "
+                              "required with mode = \"bgp\", and only then")
         access_links = a.get_list("access_links", as_str)
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
         if access_links and mn_pool is None:
@@ -227,7 +265,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                           "(add [anchor], [controller], [lms] or [fmdp])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, mn_pool,
-                      Path(trace) if trace else None)
+                      Path(trace) if trace else None, bgp)
 
 
 class Node:
@@ -242,6 +280,7 @@ class Node:
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
+        self.bgp: BgpSpeaker | None = None
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -270,9 +309,15 @@ class Node:
             assert self.dataplane is not None
             self.anchor = AnchorAgentCore(asettings, self.dataplane, self._endpoint(), now)
             cores["anchor"] = (self.anchor, listen)
+        if cfg.bgp is not None:
+            peer, bsettings = cfg.bgp
+            self.bgp = BgpSpeaker(BgpSession(bsettings), peer, on_event=self._bgp_event)
+            self.bgp.start()
         lines = []
         for name, (core, (host, port)) in cores.items():
-            driver = UdpDriver(core, trace=self._tracer(name) if self._trace else None)
+            hook = self._push_routes if name == "anchor" and self.bgp is not None else None
+            driver = UdpDriver(core, on_pump=hook,
+                               trace=self._tracer(name) if self._trace else None)
             bound = await driver.start(host, port)
             self.drivers[name] = driver
             lines.append(f"{name} {bound[0]} {bound[1]}")
@@ -287,6 +332,21 @@ class Node:
                 cfg.control.unlink()
             self._server = await asyncio.start_unix_server(self._serve, path=str(cfg.control))
         return lines
+
+    def _push_routes(self) -> None:
+        """Hand the anchor's announcements and withdrawals to the BGP speaker."""
+        assert self.anchor is not None and self.bgp is not None
+        for on, prefix in self.anchor.drain_routes():
+            self.bgp.change([] if on else [prefix], [prefix] if on else [])
+            if self._trace is not None:
+                self._write_trace({"fn": "bgp", "dir": "announce" if on else "withdraw",
+                                   "prefix": str(prefix)})
+
+    def _bgp_event(self, ev: BgpEvent) -> None:
+        if isinstance(ev, SessionUp):
+            log.info("BGP session up (AS %d, hold %d s)", ev.peer_as, ev.hold_time)
+        elif isinstance(ev, SessionDown):
+            log.warning("BGP session down: %s", ev.reason)
 
     def _on_hold_device(self) -> None:
         assert self.dataplane is not None
@@ -439,6 +499,12 @@ class Node:
         except OSError as exc:
             log.warning("router advertisement on %s: %s", link, exc)
 
+    async def stop(self) -> None:
+        """Stop what needs a goodbye on the wire (BGP Cease), then :meth:`close`."""
+        if self.bgp is not None:
+            await self.bgp.stop()
+        self.close()
+
     def close(self) -> None:
         """Stop every function (kernel forwarding state stays, by design)."""
         fd = self.dataplane.fileno() if self.dataplane is not None else None
@@ -496,7 +562,7 @@ def main(path: str) -> int:
             print("ready", flush=True)
             await stop.wait()
         finally:
-            node.close()
+            await node.stop()
 
     try:
         asyncio.run(run())

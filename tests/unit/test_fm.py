@@ -26,6 +26,7 @@ from dmanchor.fm.controller import (
 from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.virtual import VirtualNetwork
+from dmanchor.sim.bgp import BgpModel
 from dmanchor.sim.fabric import Fabric
 from dmanchor.sim.topologies import CN_ADDR, flat
 from dmanchor.sim.traffic import Flow, FlowReport, report, start_flow
@@ -76,7 +77,7 @@ class World:
 
 
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
-          lm: str = "central", n: int = 2) -> World:
+          lm: str = "central", n: int = 2, hold_timeout: float = 1.0) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -109,14 +110,17 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"])
     net.add(R_CTL, r)
     ar = {}
+    # Mode "bgp": R's FIB follows the anchors' announcements (2 ms each).
+    bgp = BgpModel(fab, {"r": {A(f"fc00::{i}:0"): A(f"fc00::{i}:0") for i in range(1, n + 1)}},
+                   {"r": 0.002})
     for i in range(1, n + 1):
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
-            buffer=buffer or BufferSpec(),
+            buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
-        net.add((f"fc00::{i}:0", 5400), ar[i])
+        net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
     net.run_for(0.05)
     w = World(net, fab, lms, ctrl, r, ar, members)
     # The MN starts on AR1 with HNP1.
@@ -344,7 +348,7 @@ def test_fm5_2_dead_dataplane_is_detected() -> None:
 # -- FM:1 across a chain of moves -----------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["tunnel", "switch"])
+@pytest.mark.parametrize("mode", ["tunnel", "switch", "bgp"])
 def test_fm1_role_passes_along_a_chain_of_anchors(mode: str) -> None:
     """AR1 -> AR2 -> AR3: the FM role for HNP1's flow passes to each new point.
 
@@ -352,7 +356,7 @@ def test_fm1_role_passes_along_a_chain_of_anchors(mode: str) -> None:
     HNP1's home): they must reach AR3 ahead of the new path's packets, and
     AR2 must not keep forwarding state for HNP1 afterwards.
     """
-    w = world(mode, n=3)
+    w = world(mode, n=3, hold_timeout=0.05 if mode == "bgp" else 1.0)
     hnp3 = P("2001:db8:3:1::/64")
     cont = downlink("cont", IP1, 0.1, 1.6)
     flt = filter_of(cont)
@@ -374,6 +378,43 @@ def test_fm1_role_passes_along_a_chain_of_anchors(mode: str) -> None:
     assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
     # FM:2: the charging state followed the role: AR3 counted every packet.
     assert w.fab.routers["ar3"].usage(flt).packets_down == rep.delivered
-    if mode == "switch":
+    if mode != "tunnel":
         hnp1 = [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
         assert hnp1 == [ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::3:0"))]
+
+
+# -- 4.2 with BGP ---------------------------------------------------------------
+
+
+def test_4_2_anchor_switch_by_bgp_announcement_then_withdrawal() -> None:
+    """The new anchor announces HNP1; the old one sends what it held and what
+    reaches it until R's FIB follows; FM:3-3 withdraws it and HNP1 is Net1's."""
+    w = world("bgp", lifetime=1, hold_timeout=0.05)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    flt = filter_of(cont)
+    w.ar[1].track_flows(HNP1, [flt])
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
+    usage: list[int] = []
+    w.net.call_at(1.05, lambda: usage.append(w.fab.routers["ar2"].usage(flt).packets_down))
+    w.at(1.05, 2, lambda a, now: a.flows_closed(HNP1, now))
+    late = downlink("late", IP1, 2.6, 2.7)
+    start_flow(w.fab, late)
+    w.net.run(until=3.0)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert rep.paths[0] == ("cn", "r", "ar1", "mn")
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths  # held at AR1, then flushed
+    assert rep.paths[-1] == ("cn", "r", "ar2", "mn")  # R learned HNP1 by BGP
+    # The interruption is the L2 gap plus at most the short hold.
+    assert rep.max_gap < 0.03 + 0.05 + 0.01
+    assert w.ar[1].stats.flushed > 0
+    # No central FM-CP involved: no FM:5-1 was sent to R.
+    assert w.ctrl.endpoint.stats.sent[MsgType.FORWARDING_UPDATE] == 0
+    assert w.ar[2].endpoint.stats.sent[MsgType.LOCATION_QUERY] == 1  # LM:1-1 found AR1
+    assert usage == [rep.delivered]  # FM:2 charging followed the flow
+    # FM:3-3: withdrawn; R, AR1 and AR2 hold nothing for HNP1, IP1 is Net1's.
+    for name in ("r", "ar1", "ar2"):
+        assert not [e for e in w.fab.routers[name].entries() if e.prefix == HNP1], name
+    assert w.ar[2].announced == {P("2001:db8:2::/48")}
+    assert report(w.fab, late).delivered == 0

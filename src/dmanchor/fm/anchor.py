@@ -13,6 +13,13 @@ keeps flows that need session continuity working when an MN moves:
   to the new router.  The new anchor updates the location binding (LM:1-4);
   a central FM-CP (:mod:`.controller`) re-routes the core (FM:5-1) and tells
   the old anchor (FM:6-2) to release its buffer towards the new one.
+* ``mode="bgp"`` (draft 4.2 with routing): the anchoring moves too, but the
+  new anchor announces the prefix itself (BGP, through :meth:`drain_routes`
+  to a speaker) and, having found the previous point by LM:1-1, tells it
+  (FM:6-2) to send what it holds and what still reaches it; that point
+  withdraws its announcement and drops its tunnel once drained.  Without
+  an end marker from the routers, the new path's hold ends at
+  ``hold_timeout``: keep it short (tens of ms) in this mode.
 
 Either way, when the continuity flows have closed and the prefix lifetime
 has ended (FM:3-3), the visited anchor stops anchoring the prefix and the
@@ -44,6 +51,8 @@ from ..wire import messages as m
 from ..wire.types import Cause, EntryKind, FlowFilter, FlowState, ForwardingEntry, Prefix
 from .fmdp import DpFunction
 
+MODES = ("tunnel", "switch", "bgp")
+
 
 @dataclass(frozen=True, slots=True)
 class AnchorSettings:
@@ -64,7 +73,7 @@ class AnchorSettings:
     lms: Addr | None = None
     """LMs or LMp receiving LM:1-4 updates."""
     mode: str = "tunnel"
-    """``tunnel`` (4.1.2) or ``switch`` (4.2.1)."""
+    """``tunnel`` (4.1.2), ``switch`` (4.2.1) or ``bgp`` (4.2 by routing)."""
     port: int = 5400
     """Signalling port of peer anchors (at their CPA)."""
     lifetime: int = 600
@@ -136,8 +145,8 @@ class AnchorAgentCore(ServiceCore):
 
     def __init__(self, settings: AnchorSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:
-        if settings.mode not in ("tunnel", "switch"):
-            raise ValueError(f"mode must be tunnel or switch, not {settings.mode!r}")
+        if settings.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {settings.mode!r}")
         super().__init__(endpoint or Endpoint())
         self.s = settings
         self.fn = DpFunction(dataplane, settings.buffer)
@@ -151,6 +160,11 @@ class AnchorAgentCore(ServiceCore):
         self._parent_asks: dict[int, Prefix] = {}  # FM:6-2 to the parent AR (4.2.3)
         self.serving: dict[Prefix, IPv6Address] = {}  # 4.2.3: foreign prefix -> DPN
         self.registered = False
+        self.announced: set[Prefix] = set()
+        """Prefixes this anchor announces by BGP (mode ``bgp``)."""
+        self._routes: list[tuple[bool, Prefix]] = []
+        if settings.mode == "bgp":
+            self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
         have = dataplane.entries()
@@ -176,7 +190,7 @@ class AnchorAgentCore(ServiceCore):
         holds = {}
         for p in foreign:
             add.append(ForwardingEntry(EntryKind.ANCHOR, p, link=link))
-            if self.s.mode == "switch":
+            if self.s.mode in ("switch", "bgp"):
                 # Packets that take the new direct path wait until the old
                 # anchor's leftovers (ended by an end marker) have arrived.
                 add.append(ForwardingEntry(EntryKind.BUFFER, p))
@@ -197,6 +211,16 @@ class AnchorAgentCore(ServiceCore):
         for p in foreign:
             self.visiting[p] = _Visiting(link, tuple(previous[p]), expires=now + self.s.lifetime)
             self.set_timer(("visit", p), now + self.s.lifetime / 2)
+            if self.s.mode == "bgp":
+                # Routers learn the new anchor by BGP; the previous point
+                # (LM:1-1) is told to send its leftovers here.
+                self._announce((p,), True)
+                join = _Join(p)
+                if self.s.lms is None:
+                    self._joined(join, now)
+                else:
+                    self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+                continue
             if self.s.mode == "switch" or self.s.controller is None:
                 # The central FM-CP reacts to the binding update (4.2.1).
                 self._lm_update(p, self.s.dpa, now)
@@ -225,6 +249,11 @@ class AnchorAgentCore(ServiceCore):
                 self.visiting.pop(p, None)
                 self.cancel_timer(("visit", p))
         self.stats.counters["detach"] += 1
+
+    def drain_routes(self) -> list[tuple[bool, Prefix]]:
+        """Routing changes for the BGP speaker: (announce?, prefix), in order."""
+        out, self._routes = self._routes, []
+        return out
 
     def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
         """Charge these flows of ``prefix`` here (FM:2 state to move later)."""
@@ -325,6 +354,9 @@ class AnchorAgentCore(ServiceCore):
 
     def _joined(self, join: _Join, now: float) -> None:
         """Both answers are in: claim the prefix from its previous point and anchor."""
+        if self.s.mode == "bgp":
+            self._joined_bgp(join, now)
+            return
         if not join.lm_done or join.anchor is None:
             return
         prefix = join.prefix
@@ -358,6 +390,17 @@ class AnchorAgentCore(ServiceCore):
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
         self._lm_update(prefix, self.s.dpa, now)
 
+    def _joined_bgp(self, join: _Join, now: float) -> None:
+        prefix = join.prefix
+        if prefix not in self.visiting or not join.lm_done:
+            return
+        if join.previous is not None:
+            # Leftovers and stragglers (until the routers converge) come
+            # through the flush SID, past the hold of the new direct path.
+            self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
+                                  self._agent_of(join.previous), now)
+        self._lm_update(prefix, self.s.dpa, now)
+
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
@@ -369,7 +412,12 @@ class AnchorAgentCore(ServiceCore):
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
         own = any(o.covers(prefix) for o in self.s.prefixes)
-        if not own and (prefix in self.serving or not had):
+        if self.s.mode == "bgp":
+            # The new anchor announces the prefix: this point only carries
+            # leftovers now, and stops announcing it.
+            self._announce((prefix,), False)
+            self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
+        elif not own and (prefix in self.serving or not had):
             # 4.2.3: a forwarding switch below takes over a prefix anchored
             # at another AR; it is anchored here now, until FM:1 hands back.
             self.serving[prefix] = msg.dpa_address
@@ -420,6 +468,7 @@ class AnchorAgentCore(ServiceCore):
         if v is None:
             return
         self._replace(prefix, [], now)
+        self._announce((prefix,), False)
         for f in v.flows:
             self.dp.untrack(f)
         self._lm_update(prefix, self.s.dpa, now, lifetime=0)
@@ -431,6 +480,17 @@ class AnchorAgentCore(ServiceCore):
         for st in self.attached.values():
             st.visiting = tuple(p for p in st.visiting if p != prefix)
         self.stats.counters["reverted"] += 1
+
+    def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
+        if self.s.mode != "bgp":
+            return
+        for p in prefixes:
+            if on and p not in self.announced:
+                self.announced.add(p)
+                self._routes.append((True, p))
+            elif not on and p in self.announced:
+                self.announced.discard(p)
+                self._routes.append((False, p))
 
     def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
                    lifetime: int | None = None) -> None:

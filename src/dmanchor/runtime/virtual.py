@@ -50,14 +50,22 @@ class VirtualNetwork:
         self._queue: list[_Item] = []
         self._order = 0
         self._timer_at: dict[Addr, float | None] = {}
+        self._on_poll: dict[Addr, Callable[[], None]] = {}
 
     # -- Topology ----------------------------------------------------------------
 
-    def add(self, addr: Addr, core: Core) -> Core:
-        """Place ``core`` at ``addr``; returns it for chaining."""
+    def add(self, addr: Addr, core: Core, on_poll: Callable[[], None] | None = None) -> Core:
+        """Place ``core`` at ``addr``; returns it for chaining.
+
+        ``on_poll`` runs after each time the core was pumped, like the
+        asyncio driver's hook: to take other outputs of the core (e.g. the
+        routes an anchor announces) to a model of what consumes them.
+        """
         if addr in self._cores:
             raise ValueError(f"address {addr} already used")
         self._cores[addr] = core
+        if on_poll is not None:
+            self._on_poll[addr] = on_poll
         self._timer_at[addr] = None
         self.poll(addr)
         return core
@@ -66,6 +74,7 @@ class VirtualNetwork:
         """Take a core off the network (its pending timer is ignored)."""
         self._cores.pop(addr, None)
         self._timer_at.pop(addr, None)
+        self._on_poll.pop(addr, None)
 
     def set_link(self, a: str, b: str, profile: LinkProfile) -> None:
         """Set delay/loss between hosts ``a`` and ``b`` (both directions)."""
@@ -90,6 +99,9 @@ class VirtualNetwork:
             return
         for data, dest in core.datagrams_to_send():
             self._transmit(addr, data, dest)
+        hook = self._on_poll.get(addr)
+        if hook is not None:
+            hook()
         deadline = core.get_timer()
         if deadline is not None and deadline != self._timer_at.get(addr):
             self._timer_at[addr] = deadline
