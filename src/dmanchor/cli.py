@@ -75,6 +75,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.json, args.out, args.scenario)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .scenario.run import main as run_main
+
+    return run_main(args.scenario, args.json, args.out, args.plan, args.log_level)
+
+
 def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from .lm.daemon import main as lm_main
@@ -118,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", choices=("4.2.1", "4.1.2"), default="4.2.1",
                       help="which solution of the draft to run (default 4.2.1)")
     demo.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser("run", help="emulate a scenario (file or shipped name) on real kernels")
+    r.add_argument("scenario", help="a scenario file, or the name of a shipped one (4.1.2 ...)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.add_argument("--out", help="keep node logs, traces and report.json in this directory")
+    r.add_argument("--plan", action="store_true",
+                   help="print the addressing, routes and node configs; run nothing")
+    r.add_argument("--log-level", default="info", help="node log level (debug, info ...)")
+    r.set_defaults(func=_cmd_run)
 
     n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")
     n.add_argument("--config", required=True, help="TOML or YAML config file")

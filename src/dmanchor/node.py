@@ -96,6 +96,7 @@ from .config import (
 )
 from .dataplane.api import BufferSpec, DataPlaneError
 from .dataplane.linux import LinuxDataPlane
+from .dataplane.netlink import LinkMonitor
 from .fm.anchor import MODES, AnchorAgentCore, AnchorSettings
 from .fm.controller import ControllerCore, ControllerSettings, RouterControl
 from .fm.fmdp import FmDpCore, FmDpSettings
@@ -138,6 +139,8 @@ class NodeConfig:
     """JSON-lines trace: every message sent and received, every data-plane change."""
     bgp: tuple[IPv6Address, BgpSettings] | None = None
     """The anchor's BGP peer (its router) and session (anchor mode ``bgp``)."""
+    lmp: LmDaemonConfig | None = None
+    """A location proxy (LMp, Fig 1d) in front of LMs."""
 
 
 def as_asn(value: Any) -> int:
@@ -223,8 +226,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
                               "required with mode = \"bgp\", and only then")
         access_links = a.get_list("access_links", as_str)
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
-        if access_links and mn_pool is None:
-            raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links")
+        if access_links and mn_pool is None and anchor[1].parent is None:
+            raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links "
+                              "(except on a forwarding switch, which has a parent)")
         a.finish()
     if "controller" in doc:
         c = top.sub("controller")
@@ -253,6 +257,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         c.finish()
     if "lms" in doc:
         lms = read_lm_table("lms", top.sub("lms"), sec, node_id)
+    lmp = read_lm_table("lmp", top.sub("lmp"), sec) if "lmp" in doc else None
     if "fmdp" in doc:
         d = top.sub("fmdp")
         fmdp = (d.get("listen", as_bind, required=True), FmDpSettings(
@@ -260,12 +265,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
             d.get("status_interval", as_float, 0.5)))
         d.finish()
     top.finish()
-    if not (anchor or controller or lms or fmdp):
+    if not (anchor or controller or lms or lmp or fmdp):
         raise ConfigError(f"{path}: the node hosts no function "
-                          "(add [anchor], [controller], [lms] or [fmdp])")
+                          "(add [anchor], [controller], [lms], [lmp] or [fmdp])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, mn_pool,
-                      Path(trace) if trace else None, bgp)
+                      Path(trace) if trace else None, bgp, lmp)
 
 
 class Node:
@@ -281,6 +286,7 @@ class Node:
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
         self.bgp: BgpSpeaker | None = None
+        self._link_monitor: LinkMonitor | None = None
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -297,6 +303,9 @@ class Node:
         if cfg.lms is not None:
             core, _store = build_core(cfg.lms, now)
             cores["lms"] = (core, cfg.lms.listen)
+        if cfg.lmp is not None:
+            core, _ = build_core(cfg.lmp, now)
+            cores["lmp"] = (core, cfg.lmp.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
             cores["controller"] = (ControllerCore(settings, self._endpoint(), now), listen)
@@ -327,11 +336,31 @@ class Node:
             asyncio.get_running_loop().add_reader(fd, self._on_hold_device)
         for link in cfg.access_links:
             self._listen_rs(link)
+        if cfg.access_links:
+            # An MN's radio leaving: the access link loses its carrier.
+            self._link_monitor = LinkMonitor()
+            asyncio.get_running_loop().add_reader(self._link_monitor.fileno(), self._on_link)
         if cfg.control is not None:
             with contextlib.suppress(FileNotFoundError):
                 cfg.control.unlink()
             self._server = await asyncio.start_unix_server(self._serve, path=str(cfg.control))
         return lines
+
+    def _on_link(self) -> None:
+        """Access links that went down: their MNs left (FM:6-1 holds start)."""
+        assert self._link_monitor is not None
+        agent = self.anchor
+        down = {name for name, up in self._link_monitor.read()
+                if not up and name in self.cfg.access_links}
+        if agent is None or not down:
+            return
+        now = time.time()
+        for mn, st in list(agent.attached.items()):
+            if st.link in down:
+                agent.detach(mn, now)
+                log.info("MN %s detached: %s went down", mn, st.link)
+        agent.process(now)
+        self.drivers["anchor"].pump()
 
     def _push_routes(self) -> None:
         """Hand the anchor's announcements and withdrawals to the BGP speaker."""
@@ -436,7 +465,16 @@ class Node:
                            "delete": [entry_to_json(e) for e in deleted]})
 
     def _listen_rs(self, link: str) -> None:
-        """Watch an access link for Router Solicitations (an MN attaching)."""
+        """Watch an access link for Router Solicitations (an MN attaching).
+
+        Also makes the kernel skip routes through the link while it has no
+        carrier: the MN's radio leaving then diverts its prefixes to the
+        data plane's standby hold at once, not after this agent reacted.
+        """
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{link}/ignore_routes_with_linkdown").write_text("1")
+        except OSError as exc:
+            log.warning("%s: cannot set ignore_routes_with_linkdown: %s", link, exc)
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
         sock.setblocking(False)
@@ -456,13 +494,18 @@ class Node:
             log.debug("router solicitation on %s ignored: %s", link, exc)
             return
         agent = self.anchor
-        assert agent is not None and self.cfg.mn_pool is not None
+        assert agent is not None
         # The MN is known by the link-local source of its solicitations: the
         # same whether its own stack or a mobility agent sent them.
         mn = str(addr[0]).split("%")[0]
         attached = agent.attached.get(mn)
         here = attached is not None and attached.link == link
-        own = attached.own if here and attached is not None else (self._allocate(mn),)
+        if here and attached is not None:
+            own = attached.own
+        else:
+            # A forwarding switch (no pool) delegates nothing: the MN's
+            # prefixes are its AR's, named in the RS (4.2.2).
+            own = (self._allocate(mn),) if self.cfg.mn_pool is not None else ()
         known = set(own) | (set(attached.visiting) if here and attached is not None else set())
         previous: dict[Prefix, list[FlowFilter]] = {
             p: [] for p in rs.previous if p not in known}
@@ -513,6 +556,10 @@ class Node:
                 asyncio.get_running_loop().remove_reader(fd)
         if self._server is not None:
             self._server.close()
+        if self._link_monitor is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._link_monitor.fileno())
+            self._link_monitor.close()
         for sock in self._rs_socks:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())

@@ -90,6 +90,13 @@ RELEASE_TABLE = 0x4CFF
 RELEASE_RULE_PRIORITY = 400
 """``iif dmbuf0 lookup RELEASE_TABLE``: drained packets skip the hold."""
 BUFFER_METRIC = 1
+STANDBY_METRIC = 4000
+"""A hold-device route under every anchored prefix: with its access link's
+``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
+here the moment the MN's radio goes (carrier lost), before any agent has
+reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
+ORPHAN_LIMIT = 10_000
+"""Packets the hold device may keep for prefixes no hold has claimed yet."""
 """A held prefix's route into the TUN device wins over its other routes."""
 
 
@@ -153,6 +160,7 @@ class LinuxDataPlane:
         self._flow_tables: dict[tuple[object, ...], int] = {}
         self._sources: dict[str, tuple[Prefix, ...]] = {}
         self._tun: TunBuffer | None = None
+        self._orphans = 0  # held packets no hold claimed (see STANDBY_METRIC)
         self._holds: dict[Prefix, _Hold] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
         self._held_count: Counter[Prefix] = Counter()
@@ -362,6 +370,14 @@ class LinuxDataPlane:
                     self._counters["buffer-overflow-held"] += 1
                     continue
                 self._held_count[prefix] += 1
+            else:
+                # Caught by a standby route (the radio just went): kept for
+                # the hold the agent is about to install, within a bound.
+                if self._orphans >= ORPHAN_LIMIT:
+                    self._counters["standby-overflow"] += 1
+                    continue
+                self._orphans += 1
+                self._counters["standby-caught"] += 1
             self._held.append(pkt)
 
     def _take(self, prefix: Prefix) -> list[bytes]:
@@ -370,7 +386,7 @@ class LinuxDataPlane:
         mine = [p for p in self._held if prefix.contains(destination(p))]
         if mine:
             self._held = [p for p in self._held if not prefix.contains(destination(p))]
-        self._held_count.pop(prefix, None)
+        self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
         return mine
 
     def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry]) -> None:
@@ -485,7 +501,8 @@ class LinuxDataPlane:
             if r.seg6local:
                 out.append(ForwardingEntry(EntryKind.DECAP, prefix))
             elif r.oif is not None and self._names.get(r.oif) == TUN_DEVICE:
-                out.append(ForwardingEntry(EntryKind.BUFFER, prefix))
+                if r.metric != STANDBY_METRIC:  # a standby belongs to its ANCHOR
+                    out.append(ForwardingEntry(EntryKind.BUFFER, prefix))
             elif r.type == RTN_BLACKHOLE:
                 out.append(ForwardingEntry(EntryKind.DROP, prefix, flow=flow, metric=metric))
             elif r.nhid is not None and segs.get(r.nhid) is not None:
@@ -674,6 +691,9 @@ class LinuxDataPlane:
         elif kind is EntryKind.ANCHOR:
             oif = self._ifindex(e.link)
             r = route(add, net, p.length, table=table, oif=oif, metric=metric)
+            if e.flow is None and self._tun is not None:
+                out.append(route(add, net, p.length, oif=self._ifindex(TUN_DEVICE),
+                                 metric=STANDBY_METRIC))
             if e.flow is None:
                 # Mirrored in the flush table: leftovers decapsulated at the
                 # flush SID are delivered past any hold of the prefix.

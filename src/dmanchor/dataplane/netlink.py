@@ -551,10 +551,48 @@ class Netlink:
             RTM_GETRULE, _RULEHDR.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_rule)
 
 
-RTNLGRP_IPV6_ROUTE = 11
+RTNLGRP_LINK, RTNLGRP_IPV6_ROUTE = 1, 11
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 
 
-class RouteMonitor:
+class _Multicast:
+    """An rtnetlink socket joined to one multicast group of a namespace."""
+
+    def __init__(self, netns: str | None, group: int) -> None:
+        try:
+            self.sock = open_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        except PermissionError as exc:
+            raise NetlinkError("netlink socket (needs CAP_NET_ADMIN)", errno.EPERM) from exc
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
+        self.sock.bind((0, 1 << (group - 1)))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        """For selectors and event loops."""
+        return self.sock.fileno()
+
+    def _messages(self) -> Iterator[tuple[int, bytes]]:
+        """(type, body) of every message received so far; never blocks."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, pos)
+                if length < _NLMSGHDR.size:
+                    break
+                yield mtype, data[pos + _NLMSGHDR.size:pos + length]
+                pos += _align(length)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+class RouteMonitor(_Multicast):
     """IPv6 route changes of one namespace, as the kernel announces them.
 
     Whoever changes the FIB (BIRD, a dmanchor agent, ``ip``), the kernel
@@ -563,38 +601,32 @@ class RouteMonitor:
     """
 
     def __init__(self, netns: str | None = None) -> None:
-        try:
-            self.sock = open_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        except PermissionError as exc:
-            raise NetlinkError("netlink socket (needs CAP_NET_ADMIN)", errno.EPERM) from exc
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE
-        self.sock.bind((0, 1 << (RTNLGRP_IPV6_ROUTE - 1)))
-        self.sock.setblocking(False)
-
-    def fileno(self) -> int:
-        """For selectors and event loops."""
-        return self.sock.fileno()
+        super().__init__(netns, RTNLGRP_IPV6_ROUTE)
 
     def read(self) -> list[tuple[bool, KernelRoute]]:
         """Changes received so far: (added, route); never blocks."""
         out: list[tuple[bool, KernelRoute]] = []
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return out
-            pos = 0
-            while pos + _NLMSGHDR.size <= len(data):
-                length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, pos)
-                if length < _NLMSGHDR.size:
-                    break
-                if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
-                    r = _parse_route(data[pos + _NLMSGHDR.size:pos + length])
-                    if r is not None:
-                        out.append((mtype == RTM_NEWROUTE, r))
-                pos += _align(length)
+        for mtype, body in self._messages():
+            if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+                r = _parse_route(body)
+                if r is not None:
+                    out.append((mtype == RTM_NEWROUTE, r))
+        return out
 
-    def close(self) -> None:
-        """Close the socket."""
-        self.sock.close()
+
+class LinkMonitor(_Multicast):
+    """Link state changes of one namespace (an MN's radio coming or going)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        super().__init__(netns, RTNLGRP_LINK)
+
+    def read(self) -> list[tuple[str, bool]]:
+        """Changes received so far: (link name, up with carrier?); never blocks."""
+        out: list[tuple[str, bool]] = []
+        for mtype, body in self._messages():
+            if mtype != RTM_NEWLINK or len(body) < 16:
+                continue
+            flags = struct.unpack_from("=I", body, 8)[0]
+            name = _parse_attrs(body, 16, len(body)).get(3, b"").rstrip(b"\0").decode()
+            out.append((name, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
+        return out

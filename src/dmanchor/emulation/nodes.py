@@ -26,7 +26,7 @@ class NodeProcesses:
         """Start node ``name`` in lab node ``ns``; returns its bound endpoints."""
         path = self.workdir / f"{name}.toml"
         path.write_text(config)
-        log = (self.workdir / f"{name}.log").open("w")
+        log = (self.workdir / f"{name}.log").open("a")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.ns(ns), sys.executable, "-m", "dmanchor.cli",
              "node", "--config", str(path)],
@@ -44,6 +44,20 @@ class NodeProcesses:
             if words == ["ready"]:
                 return bound
             bound[words[1]] = (words[2], int(words[3]))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node ``name`` (ours, by PID): a crash, for fault scenarios."""
+        p = self.procs[name]
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+        if p.stdout is not None:
+            p.stdout.close()
+
+    def restart(self, name: str, ns: str) -> dict[str, tuple[str, int]]:
+        """Start node ``name`` again with the config it had."""
+        self.kill(name)
+        return self.start(ns, name, (self.workdir / f"{name}.toml").read_text())
 
     def log(self, name: str) -> str:
         """What node ``name`` logged so far."""

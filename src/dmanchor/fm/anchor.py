@@ -156,6 +156,7 @@ class AnchorAgentCore(ServiceCore):
         self.visiting: dict[Prefix, _Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
+        self._pending: dict[Prefix, tuple[FlowFilter, ...]] = {}  # flows of MNs on their way
         self._joins: dict[int, _Join] = {}  # request id -> join it serves
         self._parent_asks: dict[int, Prefix] = {}  # FM:6-2 to the parent AR (4.2.3)
         self.serving: dict[Prefix, IPv6Address] = {}  # 4.2.3: foreign prefix -> DPN
@@ -201,7 +202,7 @@ class AnchorAgentCore(ServiceCore):
             # once it does, the old point may release packets here at any
             # moment (in switch mode the controller triggers it), and each
             # must be counted.  On Linux this costs an ip6tables call.
-            self.track_flows(p, flows)
+            self._track(p, [*flows, *self._pending.pop(p, ())])
         prior = self.attached.get(mn)
         kept = prior.visiting if prior is not None and prior.link == link else ()
         self.attached[mn] = _Attached(link, tuple(own),
@@ -256,8 +257,21 @@ class AnchorAgentCore(ServiceCore):
         return out
 
     def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
-        """Charge these flows of ``prefix`` here (FM:2 state to move later)."""
-        self._flows[prefix] = tuple(flows)
+        """Charge these flows of ``prefix`` here too (FM:2 state to move later).
+
+        Flows of a prefix not served here yet (the MN is on its way, and
+        the operator's policy names its flows ahead) are kept, and charged
+        from the moment it attaches - before any packet of the move can
+        arrive, so charging stays exact.
+        """
+        if not any(prefix in st.own or prefix in st.visiting for st in self.attached.values()):
+            self._pending[prefix] = tuple(dict.fromkeys((*self._pending.get(prefix, ()),
+                                                         *flows)))
+            return
+        self._track(prefix, flows)
+
+    def _track(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
+        self._flows[prefix] = tuple(dict.fromkeys((*self._flows.get(prefix, ()), *flows)))
         for f in flows:
             self.dp.track(f)
 

@@ -1,0 +1,490 @@
+"""Runs a scenario on real kernels: namespaces, node processes, traffic, moves.
+
+The emulator builds what the :mod:`.plan` says (namespaces with a unique run
+prefix, veths, static routes), starts Kea and BIRD where the scenario uses
+them and one ``dmanchor node`` process per node, then plays the timeline:
+
+* an MN is a namespace whose radios (one veth per access router) are
+  bridged to one interface ``br0``; attaching is bridging that radio, after
+  the previous router's side of the old radio went down (the router's node
+  sees the link event and detaches the MN: FM:6-1 holds start), and then
+  soliciting: the MN's RS names the prefixes its continuity flows still use
+  (previous-prefix option), the router attaches it and advertises (RA);
+* flows are a sequenced UDP probe and a checked TCP stream from a host;
+* faults kill or restart a node process, or cut a link.
+
+Everything built is removed at the end, on success, failure or Ctrl-C;
+only processes it started are stopped, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+from ..access.dhcpv6 import Bound, Released
+from ..access.nd import RouterSolicitation, decode_ra, encode_rs
+from ..dataplane.netlink import open_in_netns
+from ..emulation.bird import BgpNeighbor, BirdRouter
+from ..emulation.kea import KeaServer
+from ..emulation.lab import Lab, Veth
+from ..emulation.nodes import NodeProcesses, command, wait_for_messages
+from ..emulation.pd import PdRouter
+from ..wire.types import Prefix
+from .model import Scenario, Step
+from .plan import Plan, make_plan
+from .report import FlowResult, MoveRecord, Report, build_report
+from .traffic import TcpStream, UdpProbe
+
+ROUTER_ADVERTISEMENT = 134
+MN_SUFFIX = 0x10
+"""The MN's address in each of its prefixes (``<prefix>::10``)."""
+
+
+@dataclass(slots=True)
+class _Mn:
+    """What the emulator knows of one MN."""
+
+    router: str | None = None
+    prefixes: list[Prefix] = field(default_factory=list)
+    """Its own prefixes, oldest first (the newest is where new flows go)."""
+    continuity: dict[Prefix, list[str]] = field(default_factory=dict)
+    """Prefixes still used by continuity flows -> those flows."""
+
+
+@dataclass(slots=True)
+class _Flow:
+    name: str
+    prefix: Prefix
+    address: str
+    runner: UdpProbe | TcpStream
+    started: float
+    attached_at_start: str
+
+
+class Emulation:
+    """One run of one scenario."""
+
+    def __init__(self, sc: Scenario, workdir: Path, log_level: str = "info",
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.sc = sc
+        self.plan: Plan = make_plan(sc)
+        self.workdir = workdir
+        self.log_level = log_level
+        self.progress = progress or (lambda _: None)
+        self.lab = Lab()
+        self.procs = NodeProcesses(self.lab, workdir)
+        self.birds: list[BirdRouter] = []
+        self.kea: KeaServer | None = None
+        self.pd: dict[str, PdRouter] = {}
+        self.mns = {name: _Mn() for name in sc.of_kind("mn")}
+        self.flows: dict[str, _Flow] = {}
+        self.moves: list[MoveRecord] = []
+        self.checks: dict[str, bool] = {}
+        self._port = 7000
+
+    # -- The run -------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Build, play the timeline, measure, and always tear down."""
+        try:
+            self._build()
+            self._start_nodes()
+            t0 = time.monotonic()
+            for step in self.sc.timeline:
+                delay = t0 + step.at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self._do(step)
+            self.progress("waiting for the flows to end")
+            for f in self.flows.values():
+                f.runner.join()
+            return self._report()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Remove everything this run created (idempotent)."""
+        for pd in self.pd.values():
+            pd.close()
+        self.pd.clear()
+        if self.kea is not None:
+            self.kea.stop()
+            self.kea = None
+        self.procs.stop()
+        for b in self.birds:
+            b.stop()
+        self.birds.clear()
+        left = self.lab.cleanup()
+        if left:
+            raise RuntimeError(f"could not remove namespaces {left}")
+
+    # -- Building ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        sc, plan, lab = self.sc, self.plan, self.lab
+        self.progress(f"namespaces {lab.prefix}*: {', '.join(sc.nodes)}")
+        veths = []
+        for link in sc.links:
+            ia = next(i for i in plan.nodes[link.a].ifaces if i.peer == link.b)
+            ib = next(i for i in plan.nodes[link.b].ifaces if i.peer == link.a)
+            veths.append(Veth(link.a, ia.name, ia.address, link.b, ib.name, ib.address,
+                              link.mtu))
+        hosts = [n for n, s in sc.nodes.items() if s.kind != "router"]
+        lab.build(list(sc.nodes), veths, hosts=hosts)
+        for name, np in plan.nodes.items():
+            if np.spec.kind == "host":
+                gw = np.ifaces[0].address.split("/")[0].rsplit(":", 1)[0] + ":ff"
+                lab.run(name, "ip", "-6", "route", "add", "default", "via", gw)
+            elif np.spec.kind == "mn":
+                self._mn_setup(name)
+            else:
+                lines = [f"route add {p} via {nh}" for p, nh in np.routes]
+                if np.uplink:
+                    lines.append(f"route add default via {np.uplink}")
+                if lines:
+                    batch = self.workdir / f"{name}.routes"
+                    batch.write_text("\n".join(lines) + "\n")
+                    lab.run(name, "ip", "-6", "-batch", str(batch))
+        if any(s.dhcp is not None for s in sc.nodes.values()):
+            self._kea()
+        if any(s.bgp is not None for s in sc.nodes.values()):
+            self._bird()
+
+    def _mn_setup(self, name: str) -> None:
+        lab = self.lab
+        radios = [i.name for i in self.plan.nodes[name].ifaces]
+        for radio in radios:  # layer-2 ports: only br0 speaks IPv6
+            lab.run(name, "sysctl", "-qw", f"net.ipv6.conf.{radio}.disable_ipv6=1")
+        # A fixed MAC: a bridge otherwise takes its lowest port's, and the
+        # MN's link-local identity would change with each move.
+        lab.run(name, "ip", "link", "add", "br0", "address", "02:00:00:00:00:01",
+                "type", "bridge")
+        lab.run(name, "ip", "link", "set", "br0", "up")
+        lab.run(name, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
+
+    def _kea(self) -> None:
+        sc, lab = self.sc, self.lab
+        server = next(s for s in sc.nodes.values() if s.dhcp is not None)
+        assert server.dhcp is not None
+        anchors = [s.name for s in sc.anchors() if s.anchor is not None and s.anchor.pd]
+        self.progress(f"Kea DHCPv6 on {server.name}, PD pool {server.dhcp}, "
+                      f"for {', '.join(anchors)}")
+        dns = server.name
+        lab.run(dns, "ip", "link", "add", "dhcpbr", "type", "bridge")
+        for i, a in enumerate(anchors, start=1):
+            lab.veth(Veth(dns, f"pd{i}", "", a, "dhcp0", ""))
+            lab.run(dns, "ip", "link", "set", f"pd{i}", "master", "dhcpbr")
+        lab.run(dns, "ip", "link", "set", "dhcpbr", "up")
+        lab.wait_up(dns, "dhcpbr")
+        time.sleep(0.3)  # link-local addresses
+        self.kea = KeaServer(lab, dns, "dhcpbr", server.dhcp, 64, self.workdir / "kea")
+        self.kea.start()
+        for i, a in enumerate(anchors, start=1):
+            self.pd[a] = PdRouter(lab, a, "dhcp0", f"0200000000{i:02x}")
+
+    def _bird(self) -> None:
+        sc, plan = self.sc, self.plan
+        self.progress("BIRD 2 on the routers: eBGP, FIB export")
+        for i, (name, spec) in enumerate(sc.nodes.items(), start=1):
+            if spec.bgp is None:
+                continue
+            neigh = []
+            for iface in plan.nodes[name].ifaces:
+                peer = sc.nodes[iface.peer]
+                asn = peer.bgp
+                if peer.anchor is not None and peer.anchor.mode == "bgp":
+                    asn = 65000 + plan.nodes[peer.name].anchor_index
+                if asn is not None:
+                    neigh.append(BgpNeighbor(f"n_{peer.name}",
+                                             plan.address_towards(name, peer.name), asn))
+            bird = BirdRouter(self.lab, name, self.workdir / f"bird-{name}", spec.bgp,
+                              f"10.0.0.{i}", neigh)
+            bird.start()
+            self.birds.append(bird)
+
+    def _start_nodes(self) -> None:
+        sc, plan = self.sc, self.plan
+        order = sorted((n for n, p in plan.nodes.items() if p.config),
+                       key=lambda n: (sc.nodes[n].anchor is not None, sc.nodes[n].fmdp
+                                      and not sc.nodes[n].controller, n))
+        self.progress(f"node processes: {', '.join(order)}")
+        for name in order:
+            cfg = (plan.nodes[name].config.replace("@CONTROL@", str(self._sock(name)))
+                   .replace("@TRACE@", str(self.workdir / f"{name}.trace.jsonl"))
+                   .replace("@LOG@", self.log_level))
+            self.procs.start(name, name, cfg)
+        core = next((n for n, s in sc.nodes.items() if s.controller), None)
+        anchors = sc.anchors()
+        if core is not None and anchors:
+            ready = {"REGISTRATION_REPLY": len(anchors)}
+            if "watch =" in plan.nodes[core].config:
+                ready["SUBSCRIBE_ACK"] = 1
+            wait_for_messages(self._sock(core), ready, timeout=20)
+        for bird in self.birds:
+            bird.wait_established(len([line for line in bird.config.read_text().splitlines()
+                                       if line.startswith("protocol bgp")]), timeout=30)
+
+    def _sock(self, name: str) -> Path:
+        return self.workdir / f"{name}.sock"
+
+    # -- Timeline -----------------------------------------------------------------------
+
+    def _do(self, step: Step) -> None:
+        a = step.args
+        if step.action in ("attach", "move"):
+            self._attach(a["mn"], a["to"])
+        elif step.action == "flow":
+            self._start_flow(a["flow"])
+        elif step.action == "close":
+            self._close(a["flows"])
+        elif step.action == "kill":
+            self.progress(f"fault: {a['node']}'s node process killed")
+            self.procs.kill(a["node"])
+        elif step.action == "restart":
+            self.progress(f"fault: {a['node']}'s node process restarted")
+            self.procs.restart(a["node"], a["node"])
+        elif step.action == "cut":
+            self.progress(f"fault: link {a['a']}-{a['b']} cut")
+            for x, y in ((a["a"], a["b"]), (a["b"], a["a"])):
+                iface = next(i.name for i in self.plan.nodes[x].ifaces if i.peer == y)
+                self.lab.run(x, "ip", "link", "set", iface, "down")
+        else:
+            self._check(a)
+
+    def _attach(self, mn: str, to: str) -> None:
+        st = self.mns[mn]
+        lab = self.lab
+        old = st.router
+        self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
+        if old is not None:
+            # The radio leaves the old router: the router's side loses its
+            # carrier (its node sees the link event and detaches the MN).
+            lab.run(mn, "ip", "link", "set", f"r-{old}", "down")
+            lab.run(mn, "ip", "link", "set", f"r-{old}", "nomaster")
+            self._pd_leave(old, st)
+        state = lab.run(to, "cat", f"/sys/class/net/{mn}/operstate").strip()
+        if state != "up":
+            # Back to a router it left: the radio comes up again (the
+            # kernel's linkwatch takes up to a second to carry traffic).
+            lab.run(mn, "ip", "link", "set", f"r-{to}", "up")
+            lab.wait_up(to, mn)
+        lab.run(mn, "ip", "link", "set", f"r-{to}", "master", "br0")
+        lab.run(mn, "ip", "-6", "neigh", "flush", "dev", "br0")
+        previous = tuple(st.continuity)
+        # The operator's policy names the continuity flows to the new
+        # router ahead (FM:3-1 filters): it charges them from the attach on.
+        for prefix, names in st.continuity.items():
+            flows = [self._flow_json(n) for n in names]
+            command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows})
+        t_attach = time.monotonic()
+        own = self._solicit(mn, previous)
+        st.router = to
+        fresh = [p for p in own if p not in st.prefixes]
+        for p in fresh:
+            st.prefixes.append(p)
+            lab.run(mn, "ip", "-6", "addr", "add", f"{p.address + MN_SUFFIX}/128", "dev",
+                    "br0", "nodad")
+        self._pd_join(to, st, fresh)
+        self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
+                                     [str(p) for p in fresh]))
+
+    def _solicit(self, mn: str, previous: tuple[Prefix, ...]) -> list[Prefix]:
+        """Send the MN's RS (naming ``previous``); return the RA's preferred prefixes."""
+        sock = open_in_netns(self.lab.ns(mn), socket.AF_INET6, socket.SOCK_RAW,
+                             socket.IPPROTO_ICMPV6)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"br0")
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            blocked = [0xFFFFFFFF] * 8  # ICMP6_FILTER: receive RAs only
+            blocked[ROUTER_ADVERTISEMENT >> 5] &= ~(1 << (ROUTER_ADVERTISEMENT & 31))
+            sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
+            index = int(self.lab.run(mn, "cat", "/sys/class/net/br0/ifindex"))
+            rs = encode_rs(RouterSolicitation(previous, bytes.fromhex("020000000001")))
+            deadline = time.monotonic() + 3.0
+            sock.settimeout(0.5)
+            while time.monotonic() < deadline:
+                sock.sendto(rs, ("ff02::2", 0, 0, index))
+                try:
+                    data = sock.recv(1500)
+                except TimeoutError:
+                    continue
+                with contextlib.suppress(ValueError):
+                    ra = decode_ra(data)
+                    return [p.prefix for p in ra.prefixes if p.preferred > 0]
+            raise RuntimeError(f"{mn}: no router advertisement after soliciting")
+        finally:
+            sock.close()
+
+    def _pd_leave(self, router: str, st: _Mn) -> None:
+        pd = self.pd.get(router)
+        if pd is None or not st.continuity:
+            return
+        pd.client.release(time.time())
+        self.checks[f"{router} released its delegation (DHCPv6-PD)"] = isinstance(
+            pd.run_until(Released), Released)
+
+    def _pd_join(self, router: str, st: _Mn, fresh: list[Prefix]) -> None:
+        pd = self.pd.get(router)
+        if pd is None:
+            return
+        for p in [*st.continuity, *fresh][:1]:
+            # Draft 4.2.1: the router asks Kea for the MN's prefix as a hint.
+            pd.client.request(time.time(), hint=p)
+            got = pd.run_until(Bound)
+            self.checks[f"{p} delegated to {router} by Kea (DHCPv6-PD)"] = (
+                isinstance(got, Bound) and got.prefix == p)
+
+    def _flow_json(self, name: str) -> dict[str, Any]:
+        f = self.flows[name]
+        spec = self.sc.flows[name]
+        src = self.plan.nodes[spec.src].control
+        sport, dport = (f.runner.port, 0) if isinstance(f.runner, TcpStream) else \
+            (f.runner.port, 40000 + list(self.flows).index(name))
+        return {"src": f"{f.address}/128", "dst": f"{src}/128",
+                "proto": 6 if spec.kind == "tcp" else 17, "sport": sport, "dport": dport}
+
+    def _start_flow(self, name: str) -> None:
+        spec = self.sc.flows[name]
+        st = self.mns[spec.dst]
+        if not st.prefixes or st.router is None:
+            raise RuntimeError(f"flow {name}: {spec.dst} is not attached")
+        prefix = st.prefixes[-1]
+        address = str(prefix.address + MN_SUFFIX)
+        self._port += 1
+        runner: UdpProbe | TcpStream
+        if spec.kind == "udp":
+            runner = UdpProbe(self.lab, spec.src, spec.dst, address, self._port, spec.rate,
+                              spec.duration, sport=40000 + len(self.flows))
+        else:
+            runner = TcpStream(self.lab, spec.src, spec.dst, address, self._port, spec.duration)
+        self.flows[name] = _Flow(name, prefix, address, runner, time.monotonic(), st.router)
+        self.progress(f"flow {name}: {spec.kind} {spec.src} -> {address}"
+                      + (f" at {spec.rate:.0f} pps" if spec.kind == "udp" else "")
+                      + (" (needs continuity)" if spec.continuity else ""))
+        if spec.continuity:
+            st.continuity.setdefault(prefix, []).append(name)
+            command(self._sock(st.router), {"cmd": "track", "prefix": str(prefix),
+                                            "flows": [self._flow_json(name)]})
+        runner.start()
+
+    def _close(self, names: list[str]) -> None:
+        for name in names:
+            f = self.flows[name]
+            st = self.mns[self.sc.flows[name].dst]
+            users = st.continuity.get(f.prefix, [])
+            if name in users:
+                users.remove(name)
+            if not users and f.prefix in st.continuity:
+                del st.continuity[f.prefix]
+                assert st.router is not None
+                self.progress(f"flows on {f.prefix} closed: {st.router} told (FM:3-3)")
+                command(self._sock(st.router), {"cmd": "flows_closed",
+                                                "prefix": str(f.prefix)})
+                pd = self.pd.get(st.router)
+                if pd is not None and f.prefix not in st.prefixes:
+                    pd.client.release(time.time())
+                    pd.run_until(Released)
+
+    def _check(self, a: dict[str, Any]) -> None:
+        kind = a["check"]
+        if kind == "route":
+            f = self.flows[a["flow"]]
+            node, towards = a["node"], a["towards"]
+            got = self._forwarding(node, f.prefix)
+            self.checks[f"{node} sends {a['flow']}'s {f.prefix} towards {towards} "
+                        f"(it does: {got or 'nowhere'})"] = got in (
+                towards, self.plan.next_hop.get((node, towards)))
+        elif kind == "counter":
+            got = command(self._sock(a["node"]), {"cmd": "counters"}).get(a["name"], 0)
+            self.checks[f"{a['node']} counted {a['name']} >= {a['min']}"] = got >= a["min"]
+        else:
+            f = self.flows[a["flow"]]
+            self.progress(f"waiting for {f.prefix} to return home (FM:3-3)")
+            deadline = time.monotonic() + self.sc.timeout
+            back = False
+            while not back and time.monotonic() < deadline:
+                time.sleep(0.2)
+                back = self._forgotten(f.prefix)
+            self.checks[f"{f.prefix} back to its home network (FM:3-3)"] = back
+
+    def _forwarding(self, node: str, prefix: Prefix) -> str:
+        """Where ``node``'s FIB sends ``prefix``: the anchor an SRv6 tunnel
+        ends at, or the neighbour a route leads to ('' if neither)."""
+        shown = self.lab.run(node, "ip", "-6", "route", "show", "exact", str(prefix),
+                             check=False).split()
+        if "segs" in shown:
+            sid = IPv6Address(shown[shown.index("segs") + 3])
+            sid = sid - 1 if int(sid) & 1 else sid  # a flush SID is its DPA + 1
+            return next((n for n, np in self.plan.nodes.items() if np.dpa == sid), "")
+        if "via" in shown:
+            via = shown[shown.index("via") + 1]
+            return next((i.peer for i in self.plan.nodes[node].ifaces
+                         if self.plan.address_towards(node, i.peer) == via), "")
+        return ""
+
+    def _forgotten(self, prefix: Prefix) -> bool:
+        """No router's FIB has a route for exactly ``prefix``; no anchor an entry."""
+        for name, np in self.plan.nodes.items():
+            if np.spec.kind != "router":
+                continue
+            if self.lab.run(name, "ip", "-6", "route", "show", "exact", str(prefix)).strip():
+                return False
+            if np.spec.anchor is not None:
+                entries = command(self._sock(name), {"cmd": "entries"})
+                if any(e["prefix"] == str(prefix) for e in entries):
+                    return False
+        return True
+
+    # -- Report -------------------------------------------------------------------------
+
+    def _report(self) -> Report:
+        signalling: dict[str, dict[str, int]] = {}
+        for name, np in self.plan.nodes.items():
+            if not np.config or self.procs.procs[name].poll() is not None:
+                continue
+            for fn in command(self._sock(name), {"cmd": "stats"}).values():
+                for t, n in fn.get("sent", {}).items():
+                    row = signalling.setdefault(t, {"messages": 0, "bytes": 0})
+                    row["messages"] += n
+                    row["bytes"] += fn.get("bytes_sent", {}).get(t, 0)
+        results = []
+        for name, f in self.flows.items():
+            spec = self.sc.flows[name]
+            st = self.mns[spec.dst]
+            charged = None
+            if spec.continuity and spec.kind == "udp" and st.router is not None:
+                usage = command(self._sock(st.router), {"cmd": "usage",
+                                                        "flows": [self._flow_json(name)]})
+                charged = int(usage[0]["packets_down"])
+            results.append(FlowResult.measure(spec, f.address, f.runner, f.attached_at_start,
+                                              st.router or "", self._stretch(name), charged))
+        report = build_report(self.sc, results, self.moves, signalling, self.checks)
+        (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
+        return report
+
+    def _stretch(self, name: str) -> float:
+        """Hops via the anchoring over the shortest path, for this flow at the end."""
+        spec = self.sc.flows[name]
+        f = self.flows[name]
+        st = self.mns[spec.dst]
+        here = st.router
+        home = next((s.name for s in self.sc.anchors() if s.anchor is not None
+                     and s.anchor.prefix is not None and s.anchor.prefix.covers(f.prefix)), None)
+        if here is None or home is None or home == here:
+            return 1.0
+        serving = self.sc.nodes[here].anchor
+        mode = serving.mode if serving is not None else "tunnel"
+        direct = self.plan.hops.get((spec.src, here), 0)
+        if mode != "tunnel" or not spec.continuity or direct == 0:
+            return 1.0
+        via = self.plan.hops[(spec.src, home)] + self.plan.hops[(home, here)]
+        return round(via / direct, 2)

@@ -1,0 +1,539 @@
+"""Scenario files: the draft's configurations and solutions as data.
+
+A scenario (YAML) names its nodes and the functions each hosts, the links
+between them, a timeline of what happens (attach, move, flows, faults) and
+what the report must show.  :func:`load` validates it whole; every error
+names the file, the line and the field, and says what was expected.
+
+The format is documented field by field on the dataclasses below and in
+``docs/scenarios.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ..fm.anchor import MODES
+from ..wire.errors import WireError
+from ..wire.types import Prefix
+
+T = TypeVar("T")
+PathKey = tuple[str | int, ...]
+
+
+class ScenarioError(Exception):
+    """A scenario file is unreadable or wrong (file, line and field named)."""
+
+
+# -- The model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSpec:
+    """An anchor agent (FM-CP + FM-DP + LMc of an access router or FW)."""
+
+    prefix: Prefix | None = None
+    """The network it anchors (its own /48; None for a forwarding switch)."""
+    mode: str = "tunnel"
+    """``tunnel`` (4.1.2), ``switch`` (4.2.1) or ``bgp`` (4.2 by routing)."""
+    parent: str | None = None
+    """For a forwarding switch (4.2.2/4.2.3): the AR above it."""
+    lifetime: int = 600
+    """Lifetime of its bindings and of a visiting prefix, seconds."""
+    hold_timeout: float = 1.0
+    """Longest hold of a new path waiting for the old one's end marker, seconds."""
+    lm: str | None = None
+    """Node whose LMs or LMp it uses (default: the scenario's LMs)."""
+    pd: bool = False
+    """Takes its MN prefixes by DHCPv6-PD from the scenario's Kea (draft 4.2.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One namespace and the functions it hosts."""
+
+    name: str
+    kind: str
+    """``router``, ``host`` (a correspondent node) or ``mn`` (a mobile node)."""
+    anchor: AnchorSpec | None = None
+    controller: bool = False
+    """Hosts the mobility controller (FM:4 registry; central FM-CP)."""
+    lms: bool = False
+    """Hosts an LMs.  Several LMs form an LM:2 pool (Fig 1a)."""
+    lmp: bool = False
+    """Hosts an LMp in front of the scenario's LMs (Fig 1d)."""
+    fmdp: bool = False
+    """Runs an FM-DP the central FM-CP programs (FM:5-1)."""
+    bgp: int | None = None
+    """Runs BIRD 2 with this AS number (draft 4.2 with BGP)."""
+    dhcp: Prefix | None = None
+    """Runs Kea serving this PD pool on the DHCP link of the ``pd`` anchors."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """A link between two nodes (a veth pair)."""
+
+    a: str
+    b: str
+    mtu: int = 1600
+    """MTU; core links default to 1600 so SRv6-encapsulated 1500-byte packets fit."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    """Traffic from a host to an MN (downlink), started by the timeline."""
+
+    name: str
+    kind: str
+    """``udp`` (sequenced probe) or ``tcp`` (a stream whose bytes are checked)."""
+    src: str
+    dst: str
+    duration: float
+    rate: float = 1000.0
+    """UDP packets per second."""
+    continuity: bool = False
+    """Needs session continuity: keeps its address across moves (FM:3-1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One timeline entry: at ``at`` seconds, do ``action`` with ``args``."""
+
+    at: float
+    action: str
+    """``attach``, ``move``, ``flow``, ``close``, ``kill``, ``restart``, ``cut`` or
+    ``check`` (``route``: ``node`` forwards ``flow``'s address towards node
+    ``towards``; ``reverted``: within the scenario's timeout no router nor
+    anchor keeps any state for ``flow``'s prefix (FM:3-3); ``counter``:
+    anchor ``node``'s data-plane counter ``name`` is at least ``min``)."""
+    args: dict[str, Any]
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A whole scenario."""
+
+    name: str
+    title: str
+    covers: tuple[str, ...]
+    """Draft labels it exercises (``4.1.2``, ``Fig 1b``, ``FM:6-2`` ...)."""
+    nodes: dict[str, NodeSpec]
+    links: tuple[LinkSpec, ...]
+    timeline: tuple[Step, ...]
+    flows: dict[str, FlowSpec]
+    expect: dict[str, dict[str, Any]]
+    """Per flow: outcomes the report must show (``lost: 0``, ``tcp: unbroken``,
+    ``address: kept|new``); ``checks``: named checks that must hold."""
+    source: str = ""
+    settle: float = 1.0
+    """Seconds to let in-flight packets land after the last flow ended."""
+    timeout: float = 10.0
+    """Longest wait for an expected end state (e.g. the FM:3-3 revert)."""
+
+    def anchors(self) -> list[NodeSpec]:
+        """Nodes hosting an anchor agent, in file order."""
+        return [n for n in self.nodes.values() if n.anchor is not None]
+
+    def of_kind(self, kind: str) -> list[str]:
+        """Names of the nodes of one kind."""
+        return [n.name for n in self.nodes.values() if n.kind == kind]
+
+
+# -- Loading with line numbers -----------------------------------------------------------
+
+
+class _Doc:
+    """A YAML document with the line of every field."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines: dict[PathKey, int] = {}
+        self._loader = yaml.SafeLoader("")  # constructs scalars: ints, floats, bools
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"{source}: not valid YAML: {exc}") from exc
+        if root is None:
+            raise ScenarioError(f"{source}: empty file")
+        self.data = self._build(root, ())
+
+    def _build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k, v in node.value:
+                key = str(k.value)
+                if key in out:
+                    raise ScenarioError(f"{self.source}:{k.start_mark.line + 1}: "
+                                        f"field '{_dotted((*path, key))}' appears twice")
+                out[key] = self._build(v, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(v, (*path, i)) for i, v in enumerate(node.value)]
+        return self._loader.construct_object(node, deep=True)
+
+    def error(self, path: PathKey, what: str) -> ScenarioError:
+        probe = path
+        while probe not in self.lines and probe:
+            probe = probe[:-1]
+        line = self.lines.get(probe, 0)
+        return ScenarioError(f"{self.source}:{line}: field '{_dotted(path)}': {what}")
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out or "(top)"
+
+
+class _Table:
+    """Typed reads of one mapping; unknown fields are errors."""
+
+    def __init__(self, doc: _Doc, path: PathKey, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise doc.error(path, "expected a mapping")
+        self.doc, self.path, self.value = doc, path, value
+        self.used: set[str] = set()
+
+    def get(self, name: str, conv: Callable[[Any], T], default: T | None = None,
+            required: bool = False) -> T:
+        self.used.add(name)
+        if name not in self.value:
+            if required or default is None:
+                raise self.doc.error((*self.path, name), "is required")
+            return default
+        try:
+            return conv(self.value[name])
+        except (ValueError, TypeError, WireError) as exc:
+            raise self.doc.error((*self.path, name), str(exc)) from exc
+
+    def opt(self, name: str, conv: Callable[[Any], T]) -> T | None:
+        if name not in self.value:
+            self.used.add(name)
+            return None
+        return self.get(name, conv)
+
+    def sub(self, name: str) -> _Table:
+        self.used.add(name)
+        return _Table(self.doc, (*self.path, name), self.value.get(name, {}))
+
+    def finish(self) -> None:
+        extra = sorted(set(self.value) - self.used)
+        if extra:
+            raise self.doc.error((*self.path, extra[0]), "unknown field")
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise ValueError(f"expected a number >= 0, got {v!r}")
+    return float(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"expected a positive integer, got {v!r}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _prefix(v: Any) -> Prefix:
+    return Prefix.parse(_str(v))
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {v!r}")
+        return str(v)
+    return conv
+
+
+ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "check")
+CHECKS = ("route", "reverted", "counter")
+FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
+
+
+def load(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot read: {exc.strerror}") from exc
+    return parse(text, str(p))
+
+
+def parse(text: str, source: str = "<scenario>") -> Scenario:
+    """Validate scenario text (``source`` names it in errors)."""
+    doc = _Doc(source, text)
+    top = _Table(doc, (), doc.data)
+    name = top.get("scenario", lambda v: str(v), required=True)
+    title = top.get("title", _str, required=True)
+    covers: tuple[str, ...] = top.get("covers", lambda v: tuple(str(x) for x in _list(v)), ())
+    nodes = _nodes(doc, top)
+    links = _links(doc, top, nodes)
+    flows: dict[str, FlowSpec] = {}
+    steps = _timeline(doc, top, nodes, flows)
+    expect = _expect(doc, top, flows)
+    settle = top.get("settle", _num, 1.0)
+    timeout = top.get("timeout", _num, 10.0)
+    top.finish()
+    _check_topology(doc, nodes, links)
+    return Scenario(name, title, covers, nodes, links, steps, flows, expect, source,
+                    settle, timeout)
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list, got {v!r}")
+    return v
+
+
+def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
+    table = top.sub("nodes")
+    nodes: dict[str, NodeSpec] = {}
+    for name in table.value:
+        table.used.add(name)
+        if not name.isidentifier() or len(name) > 8:
+            raise doc.error(("nodes", name), "node names are identifiers of at most 8 characters")
+        f = _Table(doc, ("nodes", name), table.value[name] or {})
+        kind = f.get("kind", _one_of("router", "host", "mn"), "router")
+        anchor = None
+        if "anchor" in f.value:
+            a = f.sub("anchor")
+            anchor = AnchorSpec(
+                prefix=a.opt("prefix", _prefix),
+                mode=a.get("mode", _one_of(*MODES), "tunnel"),
+                parent=a.opt("parent", _str),
+                lifetime=int(a.get("lifetime", _int, 600)),
+                hold_timeout=a.get("hold_timeout", _num, 1.0),
+                lm=a.opt("lm", _str),
+                pd=a.get("pd", _bool, False),
+            )
+            a.finish()
+            if anchor.prefix is None and anchor.parent is None:
+                raise doc.error(("nodes", name, "anchor"),
+                                "an anchor needs its prefix, or a parent if it is a FW")
+        spec = NodeSpec(
+            name, kind, anchor,
+            controller=f.get("controller", _bool, False),
+            lms=f.get("lms", _bool, False),
+            lmp=f.get("lmp", _bool, False),
+            fmdp=f.get("fmdp", _bool, False),
+            bgp=f.opt("bgp", _int),
+            dhcp=f.opt("dhcp", _prefix),
+        )
+        f.finish()
+        hosted = [fn for fn in FUNCTIONS if getattr(spec, fn) not in (None, False)]
+        if kind != "router" and hosted:
+            raise doc.error(("nodes", name, hosted[0]), f"a {kind} hosts no network function")
+        nodes[name] = spec
+    if not nodes:
+        raise doc.error(("nodes",), "at least one node is required")
+    for n in nodes.values():
+        spec_a = n.anchor
+        if spec_a is None:
+            continue
+        for fld, target in (("parent", spec_a.parent), ("lm", spec_a.lm)):
+            if target is not None and target not in nodes:
+                raise doc.error(("nodes", n.name, "anchor", fld), f"no node {target!r}")
+        if spec_a.parent is not None:
+            up = nodes[spec_a.parent].anchor
+            if up is None or up.prefix is None:
+                raise doc.error(("nodes", n.name, "anchor", "parent"),
+                                "the parent must be an AR anchor")
+    return nodes
+
+
+def _links(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec, ...]:
+    raw = top.get("links", _list, required=True)
+    out = []
+    seen: set[frozenset[str]] = set()
+    for i, item in enumerate(raw):
+        f = _Table(doc, ("links", i), item)
+        a, b = f.get("a", _str, required=True), f.get("b", _str, required=True)
+        for end, n in (("a", a), ("b", b)):
+            if n not in nodes:
+                raise doc.error(("links", i, end), f"no node {n!r}")
+        if a == b or frozenset((a, b)) in seen:
+            raise doc.error(("links", i), f"link {a}-{b} is a loop or a duplicate")
+        seen.add(frozenset((a, b)))
+        mtu = int(f.get("mtu", _int, 1500 if "mn" in (nodes[a].kind, nodes[b].kind) else 1600))
+        if not 1280 <= mtu <= 9000:
+            raise doc.error(("links", i, "mtu"), "expected 1280..9000")
+        f.finish()
+        if nodes[a].kind == "mn":
+            a, b = b, a  # access links are written router -> MN
+        out.append(LinkSpec(a, b, mtu))
+    return tuple(out)
+
+
+def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
+              flows: dict[str, FlowSpec]) -> tuple[Step, ...]:
+    raw = top.get("timeline", _list, required=True)
+    steps = []
+    last = 0.0
+    for i, item in enumerate(raw):
+        f = _Table(doc, ("timeline", i), item)
+        at = f.get("at", _num, required=True)
+        if at < last:
+            raise doc.error(("timeline", i, "at"), f"steps go in time order ({at} < {last})")
+        last = at
+        actions = [k for k in item if k != "at"]
+        if len(actions) != 1 or actions[0] not in ACTIONS:
+            raise doc.error(("timeline", i), f"expected 'at' and one of {', '.join(ACTIONS)}")
+        action = actions[0]
+        args = _Table(doc, ("timeline", i, action), item[action])
+        f.used.add(action)
+        f.finish()
+        line = doc.lines.get(("timeline", i), 0)
+        if action in ("attach", "move"):
+            mn, to = args.get("mn", _str, required=True), args.get("to", _str, required=True)
+            if nodes.get(mn) is None or nodes[mn].kind != "mn":
+                raise doc.error(("timeline", i, action, "mn"), f"{mn!r} is not an MN node")
+            if nodes.get(to) is None or nodes[to].anchor is None:
+                raise doc.error(("timeline", i, action, "to"), f"{to!r} is not an anchor node")
+            steps.append(Step(at, action, {"mn": mn, "to": to}, line))
+        elif action == "flow":
+            name = args.get("name", _str, required=True)
+            if name in flows:
+                raise doc.error(("timeline", i, action, "name"), f"flow {name!r} defined twice")
+            spec = FlowSpec(
+                name, args.get("kind", _one_of("udp", "tcp"), required=True),
+                args.get("from", _str, required=True), args.get("to", _str, required=True),
+                args.get("duration", _num, required=True), args.get("rate", _num, 1000.0),
+                args.get("continuity", _bool, False))
+            if nodes.get(spec.src) is None or nodes[spec.src].kind != "host":
+                raise doc.error(("timeline", i, action, "from"), f"{spec.src!r} is not a host")
+            if nodes.get(spec.dst) is None or nodes[spec.dst].kind != "mn":
+                raise doc.error(("timeline", i, action, "to"), f"{spec.dst!r} is not an MN")
+            flows[name] = spec
+            steps.append(Step(at, action, {"flow": name}, line))
+        elif action == "close":
+            names = args.get("flows", _list, required=True)
+            for n in names:
+                if n not in flows:
+                    raise doc.error(("timeline", i, action, "flows"), f"no flow {n!r} yet")
+            steps.append(Step(at, action, {"flows": list(names)}, line))
+        elif action in ("kill", "restart"):
+            node = args.get("node", _str, required=True)
+            if node not in nodes or nodes[node].kind != "router":
+                raise doc.error(("timeline", i, action, "node"), f"{node!r} is not a router")
+            steps.append(Step(at, action, {"node": node}, line))
+        elif action == "cut":
+            a, b = args.get("a", _str, required=True), args.get("b", _str, required=True)
+            for end, n in (("a", a), ("b", b)):
+                if n not in nodes:
+                    raise doc.error(("timeline", i, action, end), f"no node {n!r}")
+            steps.append(Step(at, action, {"a": a, "b": b}, line))
+        else:  # check
+            kind = [k for k in args.value if k in CHECKS]
+            if len(kind) != 1 or len(args.value) != 1:
+                raise doc.error(("timeline", i, action), f"expected one of {', '.join(CHECKS)}")
+            c = args.sub(kind[0])
+            chk: dict[str, Any] = {"check": kind[0]}
+            if kind[0] in ("route", "reverted"):
+                chk["flow"] = c.get("flow", _str, required=True)
+                if chk["flow"] not in flows:
+                    raise doc.error(("timeline", i, action, kind[0], "flow"),
+                                    f"no flow {chk['flow']!r} yet")
+            if kind[0] in ("route", "counter"):
+                chk["node"] = c.get("node", _str, required=True)
+                if chk["node"] not in nodes:
+                    raise doc.error(("timeline", i, action, kind[0], "node"),
+                                    f"no node {chk['node']!r}")
+            if kind[0] == "route":
+                chk["towards"] = c.get("towards", _str, required=True)
+                if chk["towards"] not in nodes:
+                    raise doc.error(("timeline", i, action, kind[0], "towards"),
+                                    f"no node {chk['towards']!r}")
+            if kind[0] == "counter":
+                chk["name"] = c.get("name", _str, required=True)
+                chk["min"] = int(c.get("min", _num, 1.0))
+            c.finish()
+            steps.append(Step(at, action, chk, line))
+        args.finish()
+    return tuple(steps)
+
+
+FLOW_EXPECT = ("lost", "duplicates", "reordered", "address", "tcp", "max_interruption_ms")
+
+
+def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dict[str, Any]]:
+    table = top.sub("expect")
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in table.value.items():
+        table.used.add(name)
+        f = _Table(doc, ("expect", name), value)
+        if name == "checks":
+            out["checks"] = {k: v for k, v in value.items()}
+            f.used |= set(value)
+        elif name not in flows:
+            raise doc.error(("expect", name), f"no flow {name!r} in the timeline")
+        else:
+            e: dict[str, Any] = {}
+            for k in ("lost", "duplicates", "reordered"):
+                if k in value:
+                    e[k] = int(f.get(k, lambda v: int(_num(v))))
+            if "max_interruption_ms" in value:
+                e["max_interruption_ms"] = f.get("max_interruption_ms", _num)
+            if "address" in value:
+                e["address"] = f.get("address", _one_of("kept", "new"))
+            if "tcp" in value:
+                e["tcp"] = f.get("tcp", _one_of("unbroken"))
+            if "charged" in value:
+                e["charged"] = f.get("charged", _one_of("exact"))
+            out[name] = e
+        f.finish()
+    table.finish()
+    return out
+
+
+def _check_topology(doc: _Doc, nodes: dict[str, NodeSpec], links: tuple[LinkSpec, ...]) -> None:
+    linked = {end for link in links for end in (link.a, link.b)}
+    for name in nodes:
+        if name not in linked:
+            raise doc.error(("nodes", name), "is linked to nothing")
+    for fn in ("controller",):
+        hosts = [n.name for n in nodes.values() if getattr(n, fn)]
+        if len(hosts) > 1:
+            raise doc.error(("nodes", hosts[1], fn), f"only one {fn} per scenario")
+    anchors = [n for n in nodes.values() if n.anchor is not None]
+    for n in anchors:
+        if n.controller:
+            # Both would listen on the CPA's port 5400 (where FM:6-2 and FM:1
+            # from the controller reach an anchor).
+            raise doc.error(("nodes", n.name, "controller"),
+                            "the controller cannot share a node with an anchor")
+    if anchors and not any(n.controller for n in nodes.values()):
+        raise doc.error(("nodes",), "anchors need a controller node (FM:4 registry)")
+    if any(n.anchor is not None and n.anchor.mode == "bgp" for n in nodes.values()):
+        for n in nodes.values():
+            if n.anchor is not None and n.anchor.prefix is not None:
+                peers = [lk for lk in links if n.name in (lk.a, lk.b)
+                         and nodes[lk.b if lk.a == n.name else lk.a].bgp is not None]
+                if not peers:
+                    raise doc.error(("nodes", n.name, "anchor", "mode"),
+                                    "a bgp anchor needs a link to a router with bgp")
+    if any(n.anchor is not None and n.anchor.pd for n in nodes.values()) and \
+            not any(n.dhcp is not None for n in nodes.values()):
+        raise doc.error(("nodes",), "anchors with pd need a node with dhcp (Kea)")

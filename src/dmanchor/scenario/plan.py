@@ -1,0 +1,309 @@
+"""From a scenario to what the emulator builds: addresses, routes, node configs.
+
+Pure functions of the scenario (no kernel, no processes), so the plan can be
+checked in unit tests and printed (``dmanchor run --plan``).
+
+Addressing, all derived from the order of the file:
+
+* link ``i`` (1-based, routers and hosts): ``fd00:i::1`` at end a,
+  ``fd00:i::2`` at end b; a host's link puts the host in
+  ``2001:db8:99:i::/64`` (``::1``, the router ``::ff``) so it looks like a CN;
+* access links (router - MN): ``fe80::1`` on the router's side, nothing on the
+  MN's (its radios are bridged; see the emulator);
+* anchor ``k``: DPA (End.DT6 SID) ``fc00::k:0``, flush SID ``fc00::k:1``;
+* each node's control address is its first link address; the controller
+  listens on 5400, an LMs on 5401, an FM-DP on 5402, an LMp on 5403, an
+  anchor agent on 5400 (never on the controller's node as well).
+
+Static routes follow shortest paths (fewest hops) between routers; the
+anchors' own prefixes are routed statically unless they are announced by
+BGP (then BIRD routes them).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+
+from ..wire.types import Prefix
+from .model import NodeSpec, Scenario
+
+CTRL_PORT, LMS_PORT, FMDP_PORT, LMP_PORT, ANCHOR_PORT = 5400, 5401, 5402, 5403, 5400
+
+
+@dataclass(frozen=True, slots=True)
+class Iface:
+    """One end of a link."""
+
+    name: str
+    address: str
+    """With its length (``fd00:1::1/64``); empty for an MN's radio."""
+    mtu: int
+    peer: str
+
+
+@dataclass(slots=True)
+class NodePlan:
+    """Everything about one node."""
+
+    spec: NodeSpec
+    ifaces: list[Iface] = field(default_factory=list)
+    routes: list[tuple[Prefix, str]] = field(default_factory=list)
+    """Static routes: (destination, next-hop address)."""
+    control: str = ""
+    """Its control address (first link address), without length."""
+    dpa: IPv6Address | None = None
+    anchor_index: int = 0
+    uplink: str = ""
+    """Next hop towards the core (anchors)."""
+    access: list[str] = field(default_factory=list)
+    """Its access links (router side)."""
+    config: str = ""
+    """``dmanchor node`` config (TOML); empty if it runs no dmanchor function."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """The whole emulated network."""
+
+    scenario: Scenario
+    nodes: dict[str, NodePlan]
+    hops: dict[tuple[str, str], int]
+    """Shortest path length in links between two nodes."""
+    next_hop: dict[tuple[str, str], str]
+    """(from, to) -> the neighbour on a shortest path."""
+
+    def path(self, a: str, b: str) -> list[str]:
+        """A shortest path from ``a`` to ``b``, both included."""
+        out = [a]
+        while out[-1] != b:
+            out.append(self.next_hop[(out[-1], b)])
+        return out
+
+    def address_towards(self, node: str, neighbour: str) -> str:
+        """``neighbour``'s address on its link with ``node``."""
+        for i in self.nodes[neighbour].ifaces:
+            if i.peer == node:
+                return i.address.split("/")[0]
+        raise KeyError(f"{node} and {neighbour} are not linked")
+
+
+def _bfs(adj: dict[str, list[str]], src: str) -> tuple[dict[str, int], dict[str, str]]:
+    dist = {src: 0}
+    first: dict[str, str] = {}
+    q = deque([src])
+    while q:
+        u = q.popleft()
+        for v in adj[u]:
+            if v not in dist:
+                dist[v] = dist[u] + 1
+                first[v] = v if u == src else first[u]
+                q.append(v)
+    return dist, first
+
+
+def make_plan(sc: Scenario) -> Plan:
+    """Addresses, shortest-path routes and node configs of ``sc``."""
+    nodes = {n: NodePlan(spec) for n, spec in sc.nodes.items()}
+    subnets: list[tuple[Prefix, str, str]] = []  # (subnet, end a, end b)
+    for i, link in enumerate(sc.links, start=1):
+        a, b = sc.nodes[link.a], sc.nodes[link.b]
+        if b.kind == "mn":
+            nodes[a.name].ifaces.append(Iface(b.name, "fe80::1/64", link.mtu, b.name))
+            nodes[a.name].access.append(b.name)
+            nodes[b.name].ifaces.append(Iface(f"r-{a.name}", "", link.mtu, a.name))
+            continue
+        if "host" in (a.kind, b.kind):
+            host, router = (a, b) if a.kind == "host" else (b, a)
+            net = f"2001:db8:99:{i:x}::"
+            nodes[host.name].ifaces.append(Iface(router.name, f"{net}1/64", link.mtu, router.name))
+            nodes[router.name].ifaces.append(Iface(host.name, f"{net}ff/64", link.mtu, host.name))
+            subnets.append((Prefix.parse(f"{net}/64"), host.name, router.name))
+            continue
+        nodes[a.name].ifaces.append(Iface(b.name, f"fd00:{i:x}::1/64", link.mtu, b.name))
+        nodes[b.name].ifaces.append(Iface(a.name, f"fd00:{i:x}::2/64", link.mtu, a.name))
+        subnets.append((Prefix.parse(f"fd00:{i:x}::/64"), a.name, b.name))
+    for np in nodes.values():
+        routed = [i for i in np.ifaces if i.address and not i.address.startswith("fe80")]
+        np.control = routed[0].address.split("/")[0] if routed else ""
+    # Shortest paths over router/host links (MNs move; they route nothing).
+    adj: dict[str, list[str]] = {n: [] for n in nodes}
+    for link in sc.links:
+        if sc.nodes[link.b].kind != "mn":
+            adj[link.a].append(link.b)
+            adj[link.b].append(link.a)
+    hops: dict[tuple[str, str], int] = {}
+    nxt: dict[tuple[str, str], str] = {}
+    for n in nodes:
+        if sc.nodes[n].kind == "mn":
+            continue
+        dist, first = _bfs(adj, n)
+        for m, d in dist.items():
+            hops[(n, m)] = d
+            if m != n:
+                nxt[(n, m)] = first[m]
+    plan = Plan(sc, nodes, hops, nxt)
+    # Anchors: DPAs, and which networks they own.
+    owned: list[tuple[Prefix, str]] = []
+    bgp = any(s.anchor is not None and s.anchor.mode == "bgp" for s in sc.nodes.values())
+    for k, spec in enumerate(sc.anchors(), start=1):
+        np = nodes[spec.name]
+        np.anchor_index = k
+        np.dpa = IPv6Address(f"fc00::{k:x}:0")
+        owned.append((Prefix.make(np.dpa, 127), spec.name))
+        assert spec.anchor is not None
+        if spec.anchor.prefix is not None and not bgp:
+            owned.append((spec.anchor.prefix, spec.name))
+    for name, np in nodes.items():
+        if np.spec.kind != "router":
+            continue  # hosts have a default route; MNs route nothing
+        attached = {p for p, ea, eb in subnets if name in (ea, eb)}
+        for prefix, ea, eb in subnets:
+            if prefix in attached:
+                continue
+            owner = ea if hops.get((name, ea), 1 << 30) <= hops.get((name, eb), 1 << 30) else eb
+            if (name, owner) in nxt:
+                np.routes.append((prefix, plan.address_towards(name, nxt[(name, owner)])))
+        for prefix, owner in owned:
+            if owner != name and (name, owner) in nxt:
+                np.routes.append((prefix, plan.address_towards(name, nxt[(name, owner)])))
+    core = _core_node(sc)
+    for spec in sc.anchors():
+        np = nodes[spec.name]
+        target = spec.anchor.parent if spec.anchor and spec.anchor.parent else core
+        if target and (spec.name, target) in nxt:
+            np.uplink = plan.address_towards(spec.name, nxt[(spec.name, target)])
+    for name, np in nodes.items():
+        np.config = _config(plan, name)
+    return plan
+
+
+def _core_node(sc: Scenario) -> str:
+    for n in sc.nodes.values():
+        if n.controller:
+            return n.name
+    return ""
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}"
+
+
+def _lm_of(plan: Plan, name: str) -> str:
+    """The LMs/LMp endpoint an anchor uses."""
+    sc = plan.scenario
+    spec = sc.nodes[name]
+    assert spec.anchor is not None
+    if spec.anchor.lm is not None:
+        target = plan.nodes[spec.anchor.lm]
+        port = LMP_PORT if target.spec.lmp else LMS_PORT
+        return _endpoint(target.control, port)
+    if spec.lms:
+        return _endpoint(plan.nodes[name].control, LMS_PORT)  # its own pool member
+    for n in sc.nodes.values():
+        if n.lms:
+            return _endpoint(plan.nodes[n.name].control, LMS_PORT)
+    return ""
+
+
+def _config(plan: Plan, name: str) -> str:
+    """The ``dmanchor node`` config of node ``name`` (TOML), or ''."""
+    sc = plan.scenario
+    np = plan.nodes[name]
+    spec = np.spec
+    if spec.kind != "router" or not (spec.anchor or spec.controller or spec.lms or spec.lmp
+                                     or spec.fmdp):
+        return ""
+    lines = ["[node]", f'id = "{name}"', 'control = "@CONTROL@"', 'trace = "@TRACE@"',
+             'log_level = "@LOG@"', ""]
+    anchors = [plan.nodes[a.name] for a in sc.anchors()]
+    if spec.controller:
+        lines += ["[controller]", f'listen = "{_endpoint(np.control, CTRL_PORT)}"']
+        central = any(a.spec.anchor is not None and a.spec.anchor.mode == "switch"
+                      for a in anchors)
+        lms = _lm_of_controller(plan)
+        if central and lms:
+            lines += [f'lms = "{lms}"', 'watch = ["2001:db8::/32"]']
+            for r in plan.nodes.values():
+                if not r.spec.fmdp:
+                    continue
+                lines += ["[[controller.routers]]", f'name = "{r.spec.name}"',
+                          f'address = "{_endpoint(r.control, FMDP_PORT)}"',
+                          "[controller.routers.next_hops]"]
+                for a in anchors:
+                    if a.spec.anchor and a.spec.anchor.parent is None and \
+                            (r.spec.name, a.spec.name) in plan.next_hop:
+                        hop = plan.address_towards(r.spec.name,
+                                                   plan.next_hop[(r.spec.name, a.spec.name)])
+                        lines.append(f'"{a.dpa}" = "{hop}"')
+        fws = [a for a in anchors if a.spec.anchor and a.spec.anchor.parent]
+        if fws:
+            lines.append("[controller.dpn_parent]")
+            for a in fws:
+                assert a.spec.anchor is not None and a.spec.anchor.parent is not None
+                lines.append(f'"{a.dpa}" = "{plan.nodes[a.spec.anchor.parent].dpa}"')
+        lines.append("")
+    if spec.lms:
+        members = [n for n in sc.nodes.values() if n.lms]
+        lines += ["[lms]", f'listen = "{_endpoint(np.control, LMS_PORT)}"']
+        if len(members) > 1:
+            # An LM:2 pool (Fig 1a): each member is primary for its anchor's prefix.
+            own = spec.anchor.prefix if spec.anchor is not None else None
+            lines.append(f'primary = [{f"{chr(34)}{own}{chr(34)}" if own else ""}]')
+            peers = [_endpoint(plan.nodes[m.name].control, LMS_PORT)
+                     for m in members if m.name < name]
+            lines.append("peers = [" + ", ".join(f'"{p}"' for p in peers) + "]")
+        lines.append("")
+    if spec.lmp:
+        upstream = [_endpoint(plan.nodes[n.name].control, LMS_PORT)
+                    for n in sc.nodes.values() if n.lms]
+        lines += ["[lmp]", f'listen = "{_endpoint(np.control, LMP_PORT)}"',
+                  "upstream = [" + ", ".join(f'"{u}"' for u in upstream) + "]", ""]
+    if spec.fmdp:
+        core = _core_node(sc)
+        lines += ["[fmdp]", f'listen = "{_endpoint(np.control, FMDP_PORT)}"']
+        if core:
+            lines.append(f'control = "{_endpoint(plan.nodes[core].control, CTRL_PORT)}"')
+        lines.append("")
+    if spec.anchor is not None:
+        asp = spec.anchor
+        core = _core_node(sc)
+        assert np.dpa is not None
+        lines += ["[anchor]", f'listen = "{_endpoint(np.control, ANCHOR_PORT)}"',
+                  f'dpa = "{np.dpa}"',
+                  "prefixes = [" + (f'"{asp.prefix}"' if asp.prefix else "") + "]",
+                  f'uplink = "{np.uplink}"', f'mode = "{asp.mode}"',
+                  f"lifetime = {asp.lifetime}", f"hold_timeout = {asp.hold_timeout}"]
+        if core:
+            lines.append(f'controller = "{_endpoint(plan.nodes[core].control, CTRL_PORT)}"')
+        lm = _lm_of(plan, name)
+        if lm:
+            lines.append(f'lms = "{lm}"')
+        if asp.parent is not None:
+            lines.append(f'parent = "{plan.nodes[asp.parent].dpa}"')
+        if np.access:
+            lines.append("access_links = [" + ", ".join(f'"{x}"' for x in np.access) + "]")
+            if asp.prefix is not None:
+                lines.append(f'mn_pool = "{asp.prefix}"')
+        if asp.mode == "bgp":
+            peer = next(i.peer for i in np.ifaces if sc.nodes[i.peer].bgp is not None)
+            lines += ["[anchor.bgp]", f"local_as = {65000 + np.anchor_index}",
+                      f'peer = "{plan.address_towards(name, peer)}"',
+                      f"peer_as = {sc.nodes[peer].bgp}",
+                      f'router_id = "10.0.1.{np.anchor_index}"',
+                      f'next_hop = "{plan.address_towards(peer, name)}"', "hold_time = 9",
+                      "connect_retry = 0.2"]
+        lines.append("[anchor.agents]")
+        for other in anchors:
+            if other.spec.name != name:
+                lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _lm_of_controller(plan: Plan) -> str:
+    for n in plan.scenario.nodes.values():
+        if n.lms:
+            return _endpoint(plan.nodes[n.name].control, LMS_PORT)
+    return ""

@@ -1,0 +1,176 @@
+"""The measured report of a scenario run, and its check against ``expect``."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .model import FlowSpec, Scenario
+from .traffic import TcpStream, UdpProbe
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRecord:
+    """One attachment of an MN."""
+
+    mn: str
+    old: str | None
+    new: str
+    at: float
+    """``time.monotonic()`` when the MN solicited at the new router."""
+    previous: list[str]
+    """Prefixes its RS named (kept for continuity flows)."""
+    fresh: list[str]
+    """Prefixes the new router gave it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MoveEffect:
+    """What one move did to one flow."""
+
+    move: str
+    interruption_ms: float
+    """Last packet (or TCP segment) before the move to the first after it."""
+    attach_to_first_ms: float
+    """From the MN's solicitation at the new router to the first arrival there."""
+
+
+@dataclass(slots=True)
+class FlowResult:
+    """One flow's outcome."""
+
+    name: str
+    kind: str
+    address: str
+    address_kept: bool
+    """Its address was from an earlier attachment than the last (continuity)."""
+    continuity: bool
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+    reordered: int
+    tcp_unbroken: bool | None
+    path_stretch: float
+    """Hops via the anchoring / shortest path, at the end (from the topology)."""
+    charged: int | None
+    """FM:2: packets its final anchor charged (continuity UDP flows)."""
+    moves: list[MoveEffect] = field(default_factory=list)
+    _times: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def measure(cls, spec: FlowSpec, address: str, runner: UdpProbe | TcpStream,
+                start_router: str, end_router: str, stretch: float,
+                charged: int | None) -> FlowResult:
+        if isinstance(runner, UdpProbe):
+            seqs = [s for s, _ in runner.arrivals]
+            distinct = len(set(seqs))
+            return cls(spec.name, "udp", address, start_router != end_router, spec.continuity,
+                       runner.sent, len(seqs), runner.sent - distinct, len(seqs) - distinct,
+                       sum(1 for a, b in itertools.pairwise(seqs) if b < a), None, stretch,
+                       charged, _times=[t for _, t in runner.arrivals])
+        return cls(spec.name, "tcp", address, start_router != end_router, spec.continuity,
+                   runner.bytes_sent, runner.bytes_received,
+                   runner.bytes_sent - runner.bytes_received, 0, 0, runner.unbroken, stretch,
+                   None, _times=[t for _, t in runner.arrivals])
+
+    def effect_of(self, move: MoveRecord) -> MoveEffect | None:
+        """The flow's gap around ``move``, if it was running across it."""
+        times = self._times
+        i = bisect.bisect_left(times, move.at)
+        if i == 0 or i == len(times):
+            return None
+        return MoveEffect(f"{move.old}->{move.new}", round((times[i] - times[i - 1]) * 1e3, 3),
+                          round((times[i] - move.at) * 1e3, 3))
+
+
+@dataclass(slots=True)
+class Report:
+    """The whole run."""
+
+    scenario: str
+    title: str
+    flows: list[FlowResult]
+    moves: list[MoveRecord]
+    signalling: dict[str, dict[str, int]]
+    """Messages and bytes sent, by type, all nodes together."""
+    checks: dict[str, bool]
+    failures: list[str]
+    """Expectations of the scenario that the run did not meet (empty: passed)."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for f in out["flows"]:
+            f.pop("_times", None)
+        return out
+
+
+def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
+                 signalling: dict[str, dict[str, int]], checks: dict[str, bool]) -> Report:
+    """Assemble the report and check it against the scenario's ``expect``."""
+    for f in flows:
+        f.moves = [e for m in moves if m.old is not None and (e := f.effect_of(m)) is not None]
+    failures = [f"check failed: {name}" for name, ok in checks.items() if not ok]
+    by_name = {f.name: f for f in flows}
+    for name, want in sc.expect.items():
+        if name == "checks":
+            continue
+        got = by_name.get(name)
+        if got is None:
+            failures.append(f"{name}: never ran")
+            continue
+        for key in ("lost", "duplicates", "reordered"):
+            if key in want and getattr(got, key) > want[key]:
+                failures.append(f"{name}: {key} {getattr(got, key)} > {want[key]}")
+        if "address" in want and got.address_kept != (want["address"] == "kept"):
+            failures.append(f"{name}: address {'kept' if got.address_kept else 'new'}, "
+                            f"expected {want['address']}")
+        if want.get("charged") == "exact" and got.charged != got.received:
+            failures.append(f"{name}: charged {got.charged} packets, {got.received} delivered "
+                            "(FM:2)")
+        if want.get("tcp") == "unbroken" and not got.tcp_unbroken:
+            failures.append(f"{name}: TCP stream broken or altered")
+        if "max_interruption_ms" in want:
+            for e in got.moves:
+                if e.interruption_ms > want["max_interruption_ms"]:
+                    failures.append(f"{name}: interruption {e.interruption_ms} ms at {e.move}")
+    return Report(sc.name, sc.title, flows, moves, signalling, checks, failures)
+
+
+def print_report(r: Report) -> None:
+    """The report as readable tables."""
+    print(f"\n  {r.scenario}: {r.title}\n")
+    head = ("flow", "kind", "address", "sent", "recv", "lost", "dup", "reord", "stretch",
+            "charged")
+    rows = [head]
+    for f in r.flows:
+        addr = f"{f.address} ({'kept' if f.address_kept else 'new'})"
+        rows.append((f.name, f.kind + (" cont" if f.continuity else ""), addr, str(f.sent),
+                     str(f.received), str(f.lost), str(f.duplicates), str(f.reordered),
+                     str(f.path_stretch), "-" if f.charged is None else str(f.charged)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    for f in r.flows:
+        if f.tcp_unbroken is not None:
+            state = "unbroken, every byte intact" if f.tcp_unbroken else "BROKEN"
+            print(f"  {f.name}: TCP {state}")
+        for e in f.moves:
+            print(f"  {f.name} at move {e.move}: interruption {e.interruption_ms} ms, "
+                  f"attach -> first packet {e.attach_to_first_ms} ms")
+    if r.checks:
+        print()
+        for name, ok in r.checks.items():
+            print(f"  {'ok ' if ok else 'NO '} {name}")
+    print("\n  signalling (all nodes)")
+    for t, c in sorted(r.signalling.items()):
+        print(f"    {t:<24} {c['messages']:>5} messages {c['bytes']:>7} bytes")
+    print("\n  " + ("PASSED: every expectation met" if r.passed else
+                    "FAILED:\n    " + "\n    ".join(r.failures)))
+    print()

@@ -1,0 +1,97 @@
+"""``dmanchor run SCENARIO``: emulate a scenario on real kernels and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from .model import Scenario, ScenarioError, load
+from .plan import make_plan
+from .report import Report, print_report
+
+
+def shipped() -> dict[str, Path]:
+    """The scenarios that ship with dmanchor, by name."""
+    root = resources.files("dmanchor") / "scenarios"
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".yaml"):
+            out[entry.name[:-5]] = Path(str(entry))
+    return dict(sorted(out.items()))
+
+
+def find(name_or_path: str) -> Scenario:
+    """Load a scenario file, or a shipped scenario by name (``4.1.2``, ``fig1a``)."""
+    if os.path.exists(name_or_path):
+        return load(name_or_path)
+    known = shipped()
+    if name_or_path in known:
+        return load(known[name_or_path])
+    raise ScenarioError(f"{name_or_path}: no such file, and no shipped scenario of that name "
+                        f"(shipped: {', '.join(known)})")
+
+
+def _progress(text: str) -> None:
+    print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
+def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
+        quiet: bool = False) -> Report:
+    """Run ``sc``; keep node logs, traces and report.json in ``out`` if given."""
+    from .emulator import Emulation
+
+    workdir = Path(tempfile.mkdtemp(prefix="dmanchor-run-")) if out is None else out
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Emulation(sc, workdir, log_level, None if quiet else _progress).run()
+    finally:
+        if out is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
+         log_level: str = "info") -> int:
+    """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
+    try:
+        sc = find(target)
+    except ScenarioError as exc:
+        print(f"dmanchor run: {exc}", file=sys.stderr)
+        return 2
+    if plan_only:
+        plan = make_plan(sc)
+        for name, np in plan.nodes.items():
+            print(f"# {name} ({np.spec.kind})")
+            for i in np.ifaces:
+                print(f"#   {i.name}: {i.address or '(bridged radio)'} mtu {i.mtu} -> {i.peer}")
+            for p, nh in np.routes:
+                print(f"#   route {p} via {nh}")
+            if np.config:
+                print(np.config)
+        return 0
+    if os.geteuid() != 0:
+        print("dmanchor run: needs root to build network namespaces; run it as root "
+              "(e.g. sudo make demo)", file=sys.stderr)
+        return 1
+    for tool in ("ip", "ip6tables"):
+        if shutil.which(tool) is None:
+            print(f"dmanchor run: {tool} is missing; make demo installs it", file=sys.stderr)
+            return 1
+    print(f"dmanchor run {sc.name} - {sc.title}, on real kernels", file=sys.stderr)
+    try:
+        report = run(sc, Path(out) if out else None, log_level)
+    except KeyboardInterrupt:
+        print("dmanchor run: interrupted; everything it built was removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError) as exc:
+        print(f"dmanchor run: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        print_report(report)
+    return 0 if report.passed else 1
