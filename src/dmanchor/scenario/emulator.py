@@ -390,7 +390,7 @@ class Emulation:
                 command(self._sock(st.router), {"cmd": "flows_closed",
                                                 "prefix": str(f.prefix)})
                 pd = self.pd.get(st.router)
-                if pd is not None and f.prefix not in st.prefixes:
+                if pd is not None and self._home_of(f.prefix) != st.router:
                     pd.client.release(time.time())
                     pd.run_until(Released)
 
@@ -471,14 +471,18 @@ class Emulation:
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         return report
 
+    def _home_of(self, prefix: Prefix) -> str | None:
+        """The anchor whose network ``prefix`` belongs to."""
+        return next((s.name for s in self.sc.anchors() if s.anchor is not None
+                     and s.anchor.prefix is not None and s.anchor.prefix.covers(prefix)), None)
+
     def _stretch(self, name: str) -> float:
         """Hops via the anchoring over the shortest path, for this flow at the end."""
         spec = self.sc.flows[name]
         f = self.flows[name]
         st = self.mns[spec.dst]
         here = st.router
-        home = next((s.name for s in self.sc.anchors() if s.anchor is not None
-                     and s.anchor.prefix is not None and s.anchor.prefix.covers(f.prefix)), None)
+        home = self._home_of(f.prefix)
         if here is None or home is None or home == here:
             return 1.0
         serving = self.sc.nodes[here].anchor
