@@ -465,8 +465,8 @@ class Emulation:
                 usage = command(self._sock(st.router), {"cmd": "usage",
                                                         "flows": [self._flow_json(name)]})
                 charged = int(usage[0]["packets_down"])
-            results.append(FlowResult.measure(spec, f.address, f.runner, f.attached_at_start,
-                                              st.router or "", self._stretch(name), charged))
+            results.append(FlowResult.measure(spec, f.address, str(f.prefix), f.runner,
+                                              self._stretch(name), charged))
         report = build_report(self.sc, results, self.moves, signalling, self.checks)
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         return report

@@ -484,9 +484,9 @@ def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dic
     for name, value in table.value.items():
         table.used.add(name)
         f = _Table(doc, ("expect", name), value)
-        if name == "checks":
-            out["checks"] = {k: v for k, v in value.items()}
-            f.used |= set(value)
+        if name == "signalling":
+            # At most this many messages of each type, all nodes together.
+            out["signalling"] = {k: int(f.get(k, lambda v: int(_num(v)))) for k in value}
         elif name not in flows:
             raise doc.error(("expect", name), f"no flow {name!r} in the timeline")
         else:

@@ -44,8 +44,7 @@ class FlowResult:
     name: str
     kind: str
     address: str
-    address_kept: bool
-    """Its address was from an earlier attachment than the last (continuity)."""
+    prefix: str
     continuity: bool
     sent: int
     received: int
@@ -58,20 +57,22 @@ class FlowResult:
     charged: int | None
     """FM:2: packets its final anchor charged (continuity UDP flows)."""
     moves: list[MoveEffect] = field(default_factory=list)
+    address_state: str = "-"
+    """``kept``: it ran across a move on its first address; ``new``: it uses a
+    prefix a move gave; ``-``: neither."""
     _times: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
-    def measure(cls, spec: FlowSpec, address: str, runner: UdpProbe | TcpStream,
-                start_router: str, end_router: str, stretch: float,
-                charged: int | None) -> FlowResult:
+    def measure(cls, spec: FlowSpec, address: str, prefix: str, runner: UdpProbe | TcpStream,
+                stretch: float, charged: int | None) -> FlowResult:
         if isinstance(runner, UdpProbe):
             seqs = [s for s, _ in runner.arrivals]
             distinct = len(set(seqs))
-            return cls(spec.name, "udp", address, start_router != end_router, spec.continuity,
+            return cls(spec.name, "udp", address, prefix, spec.continuity,
                        runner.sent, len(seqs), runner.sent - distinct, len(seqs) - distinct,
                        sum(1 for a, b in itertools.pairwise(seqs) if b < a), None, stretch,
                        charged, _times=[t for _, t in runner.arrivals])
-        return cls(spec.name, "tcp", address, start_router != end_router, spec.continuity,
+        return cls(spec.name, "tcp", address, prefix, spec.continuity,
                    runner.bytes_sent, runner.bytes_received,
                    runner.bytes_sent - runner.bytes_received, 0, 0, runner.unbroken, stretch,
                    None, _times=[t for _, t in runner.arrivals])
@@ -116,10 +117,18 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
     """Assemble the report and check it against the scenario's ``expect``."""
     for f in flows:
         f.moves = [e for m in moves if m.old is not None and (e := f.effect_of(m)) is not None]
+        if f.moves:
+            f.address_state = "kept"
+        elif any(m.old is not None and f.prefix in m.fresh for m in moves):
+            f.address_state = "new"
     failures = [f"check failed: {name}" for name, ok in checks.items() if not ok]
     by_name = {f.name: f for f in flows}
+    for t, most in sc.expect.get("signalling", {}).items():
+        sent = signalling.get(t, {}).get("messages", 0)
+        if sent > most:
+            failures.append(f"signalling: {sent} {t} messages, expected at most {most}")
     for name, want in sc.expect.items():
-        if name == "checks":
+        if name == "signalling":
             continue
         got = by_name.get(name)
         if got is None:
@@ -128,9 +137,8 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
         for key in ("lost", "duplicates", "reordered"):
             if key in want and getattr(got, key) > want[key]:
                 failures.append(f"{name}: {key} {getattr(got, key)} > {want[key]}")
-        if "address" in want and got.address_kept != (want["address"] == "kept"):
-            failures.append(f"{name}: address {'kept' if got.address_kept else 'new'}, "
-                            f"expected {want['address']}")
+        if "address" in want and got.address_state != want["address"]:
+            failures.append(f"{name}: address {got.address_state}, expected {want['address']}")
         if want.get("charged") == "exact" and got.charged != got.received:
             failures.append(f"{name}: charged {got.charged} packets, {got.received} delivered "
                             "(FM:2)")
@@ -150,7 +158,7 @@ def print_report(r: Report) -> None:
             "charged")
     rows = [head]
     for f in r.flows:
-        addr = f"{f.address} ({'kept' if f.address_kept else 'new'})"
+        addr = f"{f.address} ({f.address_state})"
         rows.append((f.name, f.kind + (" cont" if f.continuity else ""), addr, str(f.sent),
                      str(f.received), str(f.lost), str(f.duplicates), str(f.reordered),
                      str(f.path_stretch), "-" if f.charged is None else str(f.charged)))
