@@ -500,19 +500,21 @@ class Node:
         mn = str(addr[0]).split("%")[0]
         attached = agent.attached.get(mn)
         here = attached is not None and attached.link == link
-        if here and attached is not None:
-            own = attached.own
-        else:
-            # A forwarding switch (no pool) delegates nothing: the MN's
-            # prefixes are its AR's, named in the RS (4.2.2).
-            own = (self._allocate(mn),) if self.cfg.mn_pool is not None else ()
+        # A forwarding switch (4.2.2) hands out prefixes of its AR's network:
+        # the AR anchors them and tunnels them down, so to the switch's
+        # agent they are visiting prefixes, like those the RS names.
+        fw = agent.s.parent is not None
+        delegated = (self._allocate(mn),) if self.cfg.mn_pool is not None else ()
+        own = attached.own if here and attached is not None and not fw else delegated
         known = set(own) | (set(attached.visiting) if here and attached is not None else set())
         previous: dict[Prefix, list[FlowFilter]] = {
             p: [] for p in rs.previous if p not in known}
+        if fw and not here:
+            previous.update({p: [] for p in delegated})
         if not here or previous:
             # A first RS on this link, or one naming prefixes not kept yet
             # (the MN's own stack may have solicited first, without them).
-            agent.attach(mn, link, list(own), previous, time.time())
+            agent.attach(mn, link, [] if fw else list(own), previous, time.time())
             agent.process(time.time())
             self.drivers["anchor"].pump()
             log.info("MN %s attached on %s by RS: own %s, previous %s", mn, link,

@@ -324,8 +324,12 @@ class LinuxDataPlane:
             if e.flow is not None or e.kind not in (EntryKind.ROUTE, EntryKind.TUNNEL):
                 continue
             old = self.nl.route_get(e.prefix.address)
-            if old is None or not (old.gateway or old.nhid):
-                continue  # nothing forwarded it (a hold, a local or no route)
+            if old is None or not (old.gateway or old.nhid) or old.dst_len == 0:
+                # Nothing forwarded it (a hold, a local or no route), or only
+                # the default route, where prefixes this router plays no part
+                # in go: a marker sent there would come round to the
+                # prefix's live path and lift a hold too early.
+                continue
             new = ((e.next_hop, None) if e.kind is EntryKind.ROUTE
                    else (None, self._nhid.get(e.next_hop) if e.next_hop else None))
             if (old.gateway, old.nhid) != new:

@@ -421,6 +421,9 @@ class Emulation:
         ends at, or the neighbour a route leads to ('' if neither)."""
         shown = self.lab.run(node, "ip", "-6", "route", "show", "exact", str(prefix),
                              check=False).split()
+        if not shown:  # no route of its own: the covering route the FIB would use
+            shown = self.lab.run(node, "ip", "-6", "route", "get", str(prefix.address + 1),
+                                 check=False).split()
         if "segs" in shown:
             sid = IPv6Address(shown[shown.index("segs") + 3])
             sid = sid - 1 if int(sid) & 1 else sid  # a flush SID is its DPA + 1
@@ -486,6 +489,10 @@ class Emulation:
         if here is None or home is None or home == here:
             return 1.0
         serving = self.sc.nodes[here].anchor
+        if serving is not None and serving.parent is not None:
+            # Under an AR: its own AR's tunnel is on the shortest path (4.2.2),
+            # or the anchoring moved to that AR (4.2.3).
+            return 1.0
         mode = serving.mode if serving is not None else "tunnel"
         direct = self.plan.hops.get((spec.src, here), 0)
         if mode != "tunnel" or not spec.continuity or direct == 0:

@@ -220,7 +220,10 @@ def _config(plan: Plan, name: str) -> str:
     anchors = [plan.nodes[a.name] for a in sc.anchors()]
     if spec.controller:
         lines += ["[controller]", f'listen = "{_endpoint(np.control, CTRL_PORT)}"']
-        central = any(a.spec.anchor is not None and a.spec.anchor.mode == "switch"
+        # Anchor switching, or a hierarchy (4.2.2/4.2.3): the controller
+        # follows the bindings and re-routes the core when anchoring moves.
+        central = any(a.spec.anchor is not None and (a.spec.anchor.mode == "switch"
+                                                     or a.spec.anchor.parent is not None)
                       for a in anchors)
         lms = _lm_of_controller(plan)
         if central and lms:
@@ -284,8 +287,8 @@ def _config(plan: Plan, name: str) -> str:
             lines.append(f'parent = "{plan.nodes[asp.parent].dpa}"')
         if np.access:
             lines.append("access_links = [" + ", ".join(f'"{x}"' for x in np.access) + "]")
-            if asp.prefix is not None:
-                lines.append(f'mn_pool = "{asp.prefix}"')
+            pool = asp.prefix if asp.prefix is not None else _fw_pool(plan, name)
+            lines.append(f'mn_pool = "{pool}"')
         if asp.mode == "bgp":
             peer = next(i.peer for i in np.ifaces if sc.nodes[i.peer].bgp is not None)
             lines += ["[anchor.bgp]", f"local_as = {65000 + np.anchor_index}",
@@ -307,3 +310,16 @@ def _lm_of_controller(plan: Plan) -> str:
         if n.lms:
             return _endpoint(plan.nodes[n.name].control, LMS_PORT)
     return ""
+
+
+def _fw_pool(plan: Plan, name: str) -> Prefix:
+    """A forwarding switch's share of its AR's network: the j-th /56 of it,
+    j counting the AR's switches from 1 in file order."""
+    spec = plan.scenario.nodes[name].anchor
+    assert spec is not None and spec.parent is not None
+    parent = plan.scenario.nodes[spec.parent].anchor
+    assert parent is not None and parent.prefix is not None
+    siblings = [n.name for n in plan.scenario.anchors()
+                if n.anchor is not None and n.anchor.parent == spec.parent]
+    j = siblings.index(name) + 1
+    return Prefix(parent.prefix.network | (j << 72), 56)
