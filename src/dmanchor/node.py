@@ -316,6 +316,7 @@ class Node:
         if cfg.anchor is not None:
             listen, asettings = cfg.anchor
             assert self.dataplane is not None
+            self.dataplane.upstream = {asettings.uplink}
             self.anchor = AnchorAgentCore(asettings, self.dataplane, self._endpoint(), now)
             cores["anchor"] = (self.anchor, listen)
         if cfg.bgp is not None:

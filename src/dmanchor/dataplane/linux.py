@@ -160,6 +160,9 @@ class LinuxDataPlane:
         self._flow_tables: dict[tuple[object, ...], int] = {}
         self._sources: dict[str, tuple[Prefix, ...]] = {}
         self._tun: TunBuffer | None = None
+        self.upstream: set[IPv6Address] = set()
+        """Next hops towards the core (an access router's uplink): no end
+        marker is sent that way (see :meth:`_marker_paths`)."""
         self._orphans = 0  # held packets no hold claimed (see STANDBY_METRIC)
         self._holds: dict[Prefix, _Hold] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
@@ -324,10 +327,10 @@ class LinuxDataPlane:
             if e.flow is not None or e.kind not in (EntryKind.ROUTE, EntryKind.TUNNEL):
                 continue
             old = self.nl.route_get(e.prefix.address)
-            if old is None or not (old.gateway or old.nhid) or old.dst_len == 0:
+            if old is None or not (old.gateway or old.nhid) or old.gateway in self.upstream:
                 # Nothing forwarded it (a hold, a local or no route), or only
-                # the default route, where prefixes this router plays no part
-                # in go: a marker sent there would come round to the
+                # the way up to the core, where prefixes this router plays no
+                # part in go: a marker sent there would come round to the
                 # prefix's live path and lift a hold too early.
                 continue
             new = ((e.next_hop, None) if e.kind is EntryKind.ROUTE
@@ -368,6 +371,10 @@ class LinuxDataPlane:
             return
         for pkt in self._tun.read_all():
             dst = destination(pkt)
+            if dst >> 120 == 0xFF:
+                # The device's own multicast (MLD, RS): never held traffic.
+                self._counters["hold-device-multicast"] += 1
+                continue
             prefix = next((p for p in self._holds if p.contains(dst)), None)
             if prefix is not None:
                 if self._held_count[prefix] >= self._holds[prefix].spec.limit:
@@ -418,6 +425,11 @@ class LinuxDataPlane:
             self._tun.write(pkt)
             released += 1
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
+        if not any(e.kind is EntryKind.ANCHOR for e in new):
+            # A standby its ANCHOR outlived (the link went down): gone with
+            # the hold that took over; absent is fine.
+            self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), prefix.length,
+                                 oif=self._ifindex(TUN_DEVICE), metric=STANDBY_METRIC)])
         hold_state = self._holds.pop(prefix, None)
         if hold_state is not None and hold_state.spec.release_on_timeout:
             self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), 128,
@@ -696,8 +708,10 @@ class LinuxDataPlane:
             oif = self._ifindex(e.link)
             r = route(add, net, p.length, table=table, oif=oif, metric=metric)
             if e.flow is None and self._tun is not None:
+                # Replace: a standby can outlive its ANCHOR when the link was
+                # taken down (the kernel then deletes the ANCHOR route itself).
                 out.append(route(add, net, p.length, oif=self._ifindex(TUN_DEVICE),
-                                 metric=STANDBY_METRIC))
+                                 metric=STANDBY_METRIC, replace=add))
             if e.flow is None:
                 # Mirrored in the flush table: leftovers decapsulated at the
                 # flush SID are delivered past any hold of the prefix.

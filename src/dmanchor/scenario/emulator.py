@@ -266,16 +266,18 @@ class Emulation:
         old = st.router
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
         if old is not None:
-            # The radio leaves the old router: the router's side loses its
-            # carrier (its node sees the link event and detaches the MN).
-            lab.run(mn, "ip", "link", "set", f"r-{old}", "down")
+            # The MN leaves the old router (a disassociation): the router
+            # takes its side of the link down.  Its kernel at once sends the
+            # MN's prefixes to the standby hold, its node sees the link
+            # event and detaches the MN (FM:6-1); the MN unbridges the radio.
+            lab.run(old, "ip", "link", "set", mn, "down")
             lab.run(mn, "ip", "link", "set", f"r-{old}", "nomaster")
             self._pd_leave(old, st)
         state = lab.run(to, "cat", f"/sys/class/net/{mn}/operstate").strip()
         if state != "up":
-            # Back to a router it left: the radio comes up again (the
+            # Back to a router it left: the link comes up again (the
             # kernel's linkwatch takes up to a second to carry traffic).
-            lab.run(mn, "ip", "link", "set", f"r-{to}", "up")
+            lab.run(to, "ip", "link", "set", mn, "up")
             lab.wait_up(to, mn)
         lab.run(mn, "ip", "link", "set", f"r-{to}", "master", "br0")
         lab.run(mn, "ip", "-6", "neigh", "flush", "dev", "br0")

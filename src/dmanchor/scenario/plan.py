@@ -174,6 +174,13 @@ def make_plan(sc: Scenario) -> Plan:
         target = spec.anchor.parent if spec.anchor and spec.anchor.parent else core
         if target and (spec.name, target) in nxt:
             np.uplink = plan.address_towards(spec.name, nxt[(spec.name, target)])
+    for np in nodes.values():
+        if np.uplink:
+            # Access routers and switches route everything upstream by their
+            # default route, as deployed ones do.  (A specific route towards
+            # the core would also make them send end markers down a path
+            # no packet of the prefix took.)
+            np.routes = [(p, nh) for p, nh in np.routes if nh != np.uplink]
     for name, np in nodes.items():
         np.config = _config(plan, name)
     return plan
