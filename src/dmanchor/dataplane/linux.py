@@ -308,6 +308,8 @@ class LinuxDataPlane:
     def on_readable(self, now: float) -> None:
         """Drain the hold device; an end marker releases the hold it ends."""
         self._drain()
+        if self._orphans:
+            self._forward_stragglers()
         markers = [p for p in self._held if _is_marker(p)]
         for m in markers:
             dst = destination(m)
@@ -319,6 +321,33 @@ class LinuxDataPlane:
                                   [e for e in self.entries()
                                    if e.prefix == prefix and e.flow is None])
                     break
+
+    def _forward_stragglers(self) -> None:
+        """Send on packets no hold claims whose prefix is routed elsewhere now.
+
+        They reached the device just as a hold was lifted (after its last
+        drain): they go on through the current route, not stay stuck.  Those
+        still routed to the device (a standby that caught them, waiting for
+        the agent's hold) stay.
+        """
+        assert self._tun is not None
+        verdict: dict[int, bool] = {}
+        keep: list[bytes] = []
+        for pkt in self._held:
+            dst = destination(pkt)
+            if any(p.contains(dst) for p in self._holds):
+                keep.append(pkt)
+                continue
+            if dst not in verdict:
+                r = self.nl.route_get(IPv6Address(dst))
+                verdict[dst] = r is not None and self._names.get(r.oif or -1) != TUN_DEVICE
+            if verdict[dst]:
+                self._tun.write(pkt)
+                self._orphans -= 1
+                self._counters["stragglers-forwarded"] += 1
+            else:
+                keep.append(pkt)
+        self._held = keep
 
     def _marker_paths(self, add: Sequence[ForwardingEntry]) -> list[tuple[Prefix, KernelRoute]]:
         """The prefixes whose path ``add`` changes, with the path they leave."""
