@@ -350,18 +350,24 @@ class Node:
     def _on_link(self) -> None:
         """Access links that went down: their MNs left (FM:6-1 holds start)."""
         assert self._link_monitor is not None
+        self._links_down({name for name, up in self._link_monitor.read()
+                          if not up and name in self.cfg.access_links}, "went down")
+
+    def _links_down(self, down: set[str], why: str) -> int:
+        """Detach the MNs on these access links; returns how many."""
         agent = self.anchor
-        down = {name for name, up in self._link_monitor.read()
-                if not up and name in self.cfg.access_links}
         if agent is None or not down:
-            return
+            return 0
         now = time.time()
+        left = 0
         for mn, st in list(agent.attached.items()):
             if st.link in down:
                 agent.detach(mn, now)
-                log.info("MN %s detached: %s went down", mn, st.link)
+                left += 1
+                log.info("MN %s detached: %s %s", mn, st.link, why)
         agent.process(now)
         self.drivers["anchor"].pump()
+        return left
 
     def _push_routes(self) -> None:
         """Hand the anchor's announcements and withdrawals to the BGP speaker."""
@@ -428,6 +434,14 @@ class Node:
             self._advertise(str(doc["link"]), tuple(own), tuple(prev), agent.s.lifetime)
         elif cmd == "detach":
             agent.detach(str(doc["mn"]), now)
+        elif cmd == "link_going_down":
+            # An L2 trigger (RFC 5184's Link Going Down, e.g. a station's
+            # disassociation): hold before the link is gone, so nothing in
+            # flight is lost; the link event that follows finds no one.
+            link = str(doc["link"])
+            if link not in self.cfg.access_links:
+                raise ValueError(f"{link!r} is not an access link of this node")
+            result = self._links_down({link}, "going down (L2 trigger)")
         elif cmd == "track":
             agent.track_flows(Prefix.parse(doc["prefix"]),
                               [flow_from_json(f) for f in doc.get("flows", [])])

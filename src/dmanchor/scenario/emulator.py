@@ -266,10 +266,13 @@ class Emulation:
         old = st.router
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
         if old is not None:
-            # The MN leaves the old router (a disassociation): the router
-            # takes its side of the link down.  Its kernel at once sends the
-            # MN's prefixes to the standby hold, its node sees the link
-            # event and detaches the MN (FM:6-1); the MN unbridges the radio.
+            # The MN leaves the old router: its L2 announces the link going
+            # down (a disassociation; RFC 5184's Link Going Down), and the
+            # node holds the MN's prefixes (FM:6-1); then the link goes.
+            # (Without the trigger the node detaches on the link event, and
+            # its standby hold routes catch what follows; what the kernel
+            # had already sent into the dying link is lost, as on a radio.)
+            command(self._sock(old), {"cmd": "link_going_down", "link": mn})
             lab.run(old, "ip", "link", "set", mn, "down")
             lab.run(mn, "ip", "link", "set", f"r-{old}", "nomaster")
             self._pd_leave(old, st)
