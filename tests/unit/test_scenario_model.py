@@ -1,0 +1,111 @@
+"""Scenario files: validation with file:line:field errors, and the plan they give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dmanchor.node import load_node_config
+from dmanchor.scenario.model import ScenarioError, parse
+from dmanchor.scenario.plan import make_plan
+from dmanchor.scenario.run import find, shipped
+from dmanchor.wire.types import Prefix
+
+BASE = """\
+scenario: t
+title: a test
+nodes:
+  cn: {kind: host}
+  r: {controller: true, lms: true}
+  ar1: {anchor: {prefix: "2001:db8:1::/48"}}
+  ar2: {anchor: {prefix: "2001:db8:2::/48"}}
+  mn: {kind: mn}
+links:
+  - {a: cn, b: r}
+  - {a: r, b: ar1}
+  - {a: r, b: ar2}
+  - {a: ar1, b: mn}
+  - {a: mn, b: ar2}
+timeline:
+  - {at: 0.0, attach: {mn: mn, to: ar1}}
+  - {at: 0.1, flow: {name: f, kind: udp, from: cn, to: mn, duration: 1, continuity: true}}
+  - {at: 0.5, move: {mn: mn, to: ar2}}
+expect:
+  f: {lost: 0, address: kept}
+"""
+
+
+def test_the_base_scenario_is_valid() -> None:
+    sc = parse(BASE, "t.yaml")
+    assert [s.action for s in sc.timeline] == ["attach", "flow", "move"]
+    assert sc.flows["f"].continuity and sc.expect["f"] == {"lost": 0, "address": "kept"}
+    # Access links are kept router -> MN whichever way they were written.
+    assert (sc.links[-1].a, sc.links[-1].b, sc.links[-1].mtu) == ("ar2", "mn", 1500)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("kind: host}", "kind: hots}", "t.yaml:4: field 'nodes.cn.kind': expected one of"),
+    ('prefix: "2001:db8:1::/48"', 'prefix: "2001:db8:1::1/48"', "nodes.ar1.anchor.prefix"),
+    ("{a: r, b: ar1}", "{a: r, b: ar9}", "t.yaml:11: field 'links[1].b': no node 'ar9'"),
+    ("to: ar2}}", "to: cn}}", "t.yaml:18: field 'timeline[2].move.to': 'cn' is not an anchor"),
+    ("at: 0.5", "at: 0.05", "t.yaml:18: field 'timeline[2].at': steps go in time order"),
+    ("duration: 1,", "duration: -1,", "timeline[1].flow.duration': expected a number >= 0"),
+    ("{lost: 0, address: kept}", "{lost: 0, adress: kept}", "t.yaml:20: field 'expect.f.adress':"
+     " unknown field"),
+    ("  f: {lost", "  g: {lost", "field 'expect.g': no flow 'g' in the timeline"),
+    ("r: {controller: true, lms: true}", "r: {lms: true}", "anchors need a controller"),
+    ("cn: {kind: host}", "cn: {kind: host, lms: true}", "nodes.cn.lms': a host hosts no"),
+    ("  - {a: cn, b: r}\n", "", "field 'nodes.cn': is linked to nothing"),
+    ("{at: 0.5, move:", "{at: 0.5, jump:", "timeline[2]': expected 'at' and one of"),
+    ("mn: {kind: mn}", "mn: {kind: mn}\n  mn: {kind: mn}", "field 'nodes.mn' appears twice"),
+], ids=["kind", "host-bits", "no-node", "not-anchor", "order", "negative", "unknown-field",
+        "unknown-flow", "no-controller", "host-function", "unlinked", "action", "twice"])
+def test_bad_scenarios_are_refused_with_a_clear_error(old: str, new: str, message: str) -> None:
+    assert old in BASE
+    with pytest.raises(ScenarioError) as err:
+        parse(BASE.replace(old, new, 1), "t.yaml")
+    assert message in str(err.value), str(err.value)
+    assert str(err.value).startswith("t.yaml:")
+
+
+def test_not_yaml_and_empty_are_refused() -> None:
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        parse("nodes: [", "x.yaml")
+    with pytest.raises(ScenarioError, match="empty"):
+        parse("", "x.yaml")
+
+
+def test_plan_addresses_routes_and_stretch_facts() -> None:
+    plan = make_plan(parse(BASE, "t.yaml"))
+    r, ar1 = plan.nodes["r"], plan.nodes["ar1"]
+    assert [i.address for i in r.ifaces] == ["2001:db8:99:1::ff/64", "fd00:2::1/64",
+                                             "fd00:3::1/64"]
+    assert ar1.dpa is not None and str(ar1.dpa) == "fc00::1:0"
+    # The core routes each anchor's network and SIDs to it; an access router
+    # sends everything else up its default route.
+    assert (Prefix.parse("2001:db8:1::/48"), "fd00:2::2") in r.routes
+    assert (Prefix.parse("fc00::2:0/127"), "fd00:3::2") in r.routes
+    assert ar1.uplink == "fd00:2::1" and ar1.routes == []
+    assert plan.path("cn", "ar2") == ["cn", "r", "ar2"] and plan.hops[("ar1", "ar2")] == 2
+
+
+@pytest.mark.parametrize("name", list(shipped()))
+def test_every_shipped_scenario_plans_configs_the_node_accepts(name: str,
+                                                              tmp_path: Path) -> None:
+    sc = find(name)
+    assert sc.covers and sc.expect
+    plan = make_plan(sc)
+    configs = 0
+    for node, np in plan.nodes.items():
+        if not np.config:
+            continue
+        path = tmp_path / f"{node}.toml"
+        path.write_text(np.config.replace("@CONTROL@", str(tmp_path / "c.sock"))
+                        .replace("@TRACE@", str(tmp_path / "t.jsonl")).replace("@LOG@", "info"))
+        cfg = load_node_config(path)  # the real loader: raises on any bad field
+        assert cfg.node_id == node
+        if np.spec.anchor is not None:
+            assert cfg.anchor is not None and cfg.anchor[1].dpa == np.dpa
+        configs += 1
+    assert configs >= 2
