@@ -70,9 +70,9 @@ def _cmd_messages(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .emulation.demo import main as demo_main
+    from .scenario.run import main as run_main
 
-    return demo_main(args.json, args.out, args.scenario)
+    return run_main(args.scenario, args.json, args.out)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo: a move on real kernels, measured")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--out", help="keep the node logs and report.json in this directory")
-    demo.add_argument("--scenario", choices=("4.2.1", "4.1.2"), default="4.2.1",
-                      help="which solution of the draft to run (default 4.2.1)")
+    demo.add_argument("--scenario", default="4.2.1",
+                      help="shipped scenario (or file) to run (default 4.2.1)")
     demo.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("run", help="emulate a scenario (file or shipped name) on real kernels")

@@ -18,11 +18,65 @@ import pytest
 
 from dmanchor.access.nd import RouterSolicitation, encode_rs
 from dmanchor.dataplane.netlink import open_in_netns
-from dmanchor.emulation.demo import _anchor_conf, _core_conf
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
 from tests.netns.test_linux_dataplane import Sender, collect, receiver
+
+
+def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int, extra: str = "") -> str:
+    """An anchor node's config; ``extra`` lines go into its [anchor] table."""
+    other = 3 - i
+    return f"""
+[node]
+id = "ar{i}"
+control = "{tmp / f'ar{i}.sock'}"
+trace = "{tmp / f'ar{i}.trace.jsonl'}"
+log_level = "info"
+
+[anchor]
+listen = "[fd00:{i}::2]:5400"
+dpa = "fc00::{i}:0"
+prefixes = ["2001:db8:{i}::/48"]
+uplink = "fd00:{i}::1"
+controller = "[fd00:{i}::1]:5400"
+lms = "[fd00:{i}::1]:5401"
+mode = "{mode}"
+lifetime = {lifetime}
+{extra}
+[anchor.agents]
+"fc00::{other}:0" = "[fd00:{other}::2]:5400"
+"""
+
+
+def _core_conf(tmp: Path, switch: bool) -> str:
+    """R hosts the controller, an LMs and its own FM-DP."""
+    central = """
+lms = "[::1]:5401"
+watch = ["2001:db8::/32"]
+[[controller.routers]]
+name = "r"
+address = "[::1]:5402"
+[controller.routers.next_hops]
+"fc00::1:0" = "fd00:1::2"
+"fc00::2:0" = "fd00:2::2"
+""" if switch else ""
+    return f"""
+[node]
+id = "core"
+control = "{tmp / 'core.sock'}"
+trace = "{tmp / 'core.trace.jsonl'}"
+log_level = "info"
+[controller]
+listen = "[::]:5400"
+{central}
+[lms]
+listen = "[::]:5401"
+[fmdp]
+listen = "[::]:5402"
+control = "[::1]:5400"
+"""
+
 
 FLOW = {"src": f"{IP1}/128", "dst": f"{CN}/128", "proto": 17, "sport": 7400, "dport": 40000}
 

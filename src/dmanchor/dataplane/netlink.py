@@ -411,10 +411,12 @@ class Netlink:
 
     def ifindex(self, name: str) -> int:
         """Interface index of ``name`` inside this socket's namespace."""
-        for link_name, index in self._links():
-            if link_name == name:
-                return index
-        raise NetlinkError(f"interface {name!r}", errno.ENODEV)
+        # The whole dump is read: one left half-read makes the next dump on
+        # this socket fail with EBUSY.
+        index = dict(self._links()).get(name)
+        if index is None:
+            raise NetlinkError(f"interface {name!r}", errno.ENODEV)
+        return index
 
     def set_link(self, index: int, up: bool = True, txqlen: int | None = None) -> None:
         """Bring a link up (or down) and set its queue length."""
@@ -422,6 +424,14 @@ class Netlink:
         body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, iff_up if up else 0, iff_up)
         if txqlen is not None:
             body += rta(13, _U32.pack(txqlen))  # IFLA_TXQLEN
+        failures = self.batch([Request(RTM_NEWLINK, 0, body, f"link {index}")])
+        if failures:
+            raise failures[0][1]
+
+    def set_master(self, index: int, master: int) -> None:
+        """Enslave a link to a bridge (``master`` 0: release it)."""
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        body += rta(10, _U32.pack(master))  # IFLA_MASTER
         failures = self.batch([Request(RTM_NEWLINK, 0, body, f"link {index}")])
         if failures:
             raise failures[0][1]

@@ -20,6 +20,7 @@ only processes it started are stopped, by PID.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import socket
 import struct
@@ -32,7 +33,7 @@ from typing import Any
 
 from ..access.dhcpv6 import Bound, Released
 from ..access.nd import RouterSolicitation, decode_ra, encode_rs
-from ..dataplane.netlink import open_in_netns
+from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab, Veth
@@ -45,6 +46,8 @@ from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
 ROUTER_ADVERTISEMENT = 134
+GATEWAY_MAC = "02:00:00:00:ff:01"
+"""The MAC every access router shows its MNs (with fe80::1: one gateway)."""
 MN_SUFFIX = 0x10
 """The MN's address in each of its prefixes (``<prefix>::10``)."""
 
@@ -90,6 +93,9 @@ class Emulation:
         self.moves: list[MoveRecord] = []
         self.checks: dict[str, bool] = {}
         self._port = 7000
+        self._netlinks: dict[str, Netlink] = {}
+        self._ifindex: dict[tuple[str, str], int] = {}
+        self._down: set[tuple[str, str]] = set()  # access links taken down (router, mn)
 
     # -- The run -------------------------------------------------------------------------
 
@@ -113,6 +119,9 @@ class Emulation:
 
     def close(self) -> None:
         """Remove everything this run created (idempotent)."""
+        for nl in self._netlinks.values():
+            nl.close()
+        self._netlinks.clear()
         for pd in self.pd.values():
             pd.close()
         self.pd.clear()
@@ -147,6 +156,9 @@ class Emulation:
             elif np.spec.kind == "mn":
                 self._mn_setup(name)
             else:
+                for iface in np.ifaces:
+                    if sc.nodes[iface.peer].kind == "mn":
+                        lab.run(name, "ip", "link", "set", iface.name, "address", GATEWAY_MAC)
                 lines = [f"route add {p} via {nh}" for p, nh in np.routes]
                 if np.uplink:
                     lines.append(f"route add default via {np.uplink}")
@@ -265,6 +277,9 @@ class Emulation:
         lab = self.lab
         old = st.router
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
+        # Link operations go over netlink sockets kept open in the
+        # namespaces: spawning ``ip`` for each would put tens of ms of
+        # emulator overhead into the handover being measured.
         if old is not None:
             # The MN leaves the old router: its L2 announces the link going
             # down (a disassociation; RFC 5184's Link Going Down), and the
@@ -273,17 +288,18 @@ class Emulation:
             # its standby hold routes catch what follows; what the kernel
             # had already sent into the dying link is lost, as on a radio.)
             command(self._sock(old), {"cmd": "link_going_down", "link": mn})
-            lab.run(old, "ip", "link", "set", mn, "down")
-            lab.run(mn, "ip", "link", "set", f"r-{old}", "nomaster")
-            self._pd_leave(old, st)
-        state = lab.run(to, "cat", f"/sys/class/net/{mn}/operstate").strip()
-        if state != "up":
+            self._nl(old).set_link(self._index(old, mn), up=False)
+            self._down.add((old, mn))
+            self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
+        if (to, mn) in self._down:
             # Back to a router it left: the link comes up again (the
             # kernel's linkwatch takes up to a second to carry traffic).
-            lab.run(to, "ip", "link", "set", mn, "up")
+            self._nl(to).set_link(self._index(to, mn), up=True)
+            self._down.discard((to, mn))
             lab.wait_up(to, mn)
-        lab.run(mn, "ip", "link", "set", f"r-{to}", "master", "br0")
-        lab.run(mn, "ip", "-6", "neigh", "flush", "dev", "br0")
+        # Every access router shows the same gateway (fe80::1, one MAC):
+        # the MN's neighbour entry stays right across moves.
+        self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
         previous = tuple(st.continuity)
         # The operator's policy names the continuity flows to the new
         # router ahead (FM:3-1 filters): it charges them from the attach on.
@@ -292,6 +308,8 @@ class Emulation:
             command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows})
         t_attach = time.monotonic()
         own = self._solicit(mn, previous)
+        if old is not None:
+            self._pd_leave(old, st)
         st.router = to
         fresh = [p for p in own if p not in st.prefixes]
         for p in fresh:
@@ -301,6 +319,18 @@ class Emulation:
         self._pd_join(to, st, fresh)
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh]))
+
+    def _nl(self, node: str) -> Netlink:
+        """A netlink socket in ``node``'s namespace (kept for the run)."""
+        if node not in self._netlinks:
+            self._netlinks[node] = Netlink(self.lab.ns(node))
+        return self._netlinks[node]
+
+    def _index(self, node: str, ifname: str) -> int:
+        key = (node, ifname)
+        if key not in self._ifindex:
+            self._ifindex[key] = self._nl(node).ifindex(ifname)
+        return self._ifindex[key]
 
     def _solicit(self, mn: str, previous: tuple[Prefix, ...]) -> list[Prefix]:
         """Send the MN's RS (naming ``previous``); return the RA's preferred prefixes."""
@@ -312,12 +342,20 @@ class Emulation:
             blocked = [0xFFFFFFFF] * 8  # ICMP6_FILTER: receive RAs only
             blocked[ROUTER_ADVERTISEMENT >> 5] &= ~(1 << (ROUTER_ADVERTISEMENT & 31))
             sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
-            index = int(self.lab.run(mn, "cat", "/sys/class/net/br0/ifindex"))
+            index = self._index(mn, "br0")
             rs = encode_rs(RouterSolicitation(previous, bytes.fromhex("020000000001")))
             deadline = time.monotonic() + 3.0
             sock.settimeout(0.5)
             while time.monotonic() < deadline:
-                sock.sendto(rs, ("ff02::2", 0, 0, index))
+                try:
+                    sock.sendto(rs, ("ff02::2", 0, 0, index))
+                except OSError as exc:
+                    # The bridge just got its carrier: its link-local address
+                    # (the RS's source) appears a moment later.
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    time.sleep(0.002)
+                    continue
                 try:
                     data = sock.recv(1500)
                 except TimeoutError:
