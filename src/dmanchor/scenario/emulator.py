@@ -446,6 +446,11 @@ class Emulation:
             self.checks[f"{node} sends {a['flow']}'s {f.prefix} towards {towards} "
                         f"(it does: {got or 'nowhere'})"] = got in (
                 towards, self.plan.next_hop.get((node, towards)))
+        elif kind == "messages":
+            sent = sum(fn.get("sent", {}).get(a["type"], 0) for fn in
+                       command(self._sock(a["node"]), {"cmd": "stats"}).values())
+            self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {sent})"] = \
+                sent >= a["min"]
         elif kind == "counter":
             got = command(self._sock(a["node"]), {"cmd": "counters"}).get(a["name"], 0)
             self.checks[f"{a['node']} counted {a['name']} >= {a['min']}"] = got >= a["min"]

@@ -111,7 +111,9 @@ class Step:
     ``check`` (``route``: ``node`` forwards ``flow``'s address towards node
     ``towards``; ``reverted``: within the scenario's timeout no router nor
     anchor keeps any state for ``flow``'s prefix (FM:3-3); ``counter``:
-    anchor ``node``'s data-plane counter ``name`` is at least ``min``)."""
+    anchor ``node``'s data-plane counter ``name`` is at least ``min``;
+    ``messages``: node ``node`` has sent at least ``min`` messages of ``type``
+    since its process started)."""
     args: dict[str, Any]
     line: int
 
@@ -268,7 +270,7 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
 
 
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "check")
-CHECKS = ("route", "reverted", "counter")
+CHECKS = ("route", "reverted", "counter", "messages")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
 
@@ -456,7 +458,7 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
                 if chk["flow"] not in flows:
                     raise doc.error(("timeline", i, action, kind[0], "flow"),
                                     f"no flow {chk['flow']!r} yet")
-            if kind[0] in ("route", "counter"):
+            if kind[0] in ("route", "counter", "messages"):
                 chk["node"] = c.get("node", _str, required=True)
                 if chk["node"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "node"),
@@ -468,6 +470,9 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
                                     f"no node {chk['towards']!r}")
             if kind[0] == "counter":
                 chk["name"] = c.get("name", _str, required=True)
+                chk["min"] = int(c.get("min", _num, 1.0))
+            if kind[0] == "messages":
+                chk["type"] = c.get("type", _str, required=True)
                 chk["min"] = int(c.get("min", _num, 1.0))
             c.finish()
             steps.append(Step(at, action, chk, line))
