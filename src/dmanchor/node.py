@@ -64,6 +64,7 @@ import logging
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -100,13 +101,21 @@ from .dataplane.netlink import LinkMonitor
 from .fm.anchor import MODES, AnchorAgentCore, AnchorSettings
 from .fm.controller import ControllerCore, ControllerSettings, RouterControl
 from .fm.fmdp import FmDpCore, FmDpSettings
+from .fm.mn_agent import MnAgentCore, MnAgentSettings
 from .lm.daemon import LmDaemonConfig, build_core, read_lm_table
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
 from .wire.codec import peek_type
 from .wire.errors import WireError
-from .wire.types import FlowFilter, ForwardingEntry, Prefix, entry_to_json, flow_from_json
+from .wire.types import (
+    EntryKind,
+    FlowFilter,
+    ForwardingEntry,
+    Prefix,
+    entry_to_json,
+    flow_from_json,
+)
 
 log = logging.getLogger("dmanchor.node")
 
@@ -141,6 +150,9 @@ class NodeConfig:
     """The anchor's BGP peer (its router) and session (anchor mode ``bgp``)."""
     lmp: LmDaemonConfig | None = None
     """A location proxy (LMp, Fig 1d) in front of LMs."""
+    mn: tuple[Addr, MnAgentSettings, str] | None = None
+    """Host-based mobility (Fig 2a/2b) on an MN: endpoint, settings, and the
+    device its SRv6 SID (where its anchors tunnel to it) is served on."""
 
 
 def as_asn(value: Any) -> int:
@@ -258,6 +270,14 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if "lms" in doc:
         lms = read_lm_table("lms", top.sub("lms"), sec, node_id)
     lmp = read_lm_table("lmp", top.sub("lmp"), sec) if "lmp" in doc else None
+    mn = None
+    if "mn" in doc:
+        f = top.sub("mn")
+        mn = (f.get("listen", as_bind, required=True), MnAgentSettings(
+            node_id, f.get("controller", as_endpoint, required=True),
+            f.get("lms", as_endpoint, required=True), f.get("peer_port", as_int, 5400),
+            f.get("lifetime", as_int, 600)), f.get("sid_dev", as_str, "br0"))
+        f.finish()
     if "fmdp" in doc:
         d = top.sub("fmdp")
         fmdp = (d.get("listen", as_bind, required=True), FmDpSettings(
@@ -265,12 +285,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
             d.get("status_interval", as_float, 0.5)))
         d.finish()
     top.finish()
-    if not (anchor or controller or lms or lmp or fmdp):
+    if not (anchor or controller or lms or lmp or fmdp or mn):
         raise ConfigError(f"{path}: the node hosts no function "
-                          "(add [anchor], [controller], [lms], [lmp] or [fmdp])")
+                          "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp)
+                      Path(trace) if trace else None, bgp, lmp, mn)
 
 
 class Node:
@@ -287,6 +307,8 @@ class Node:
         self._allocated: dict[str, Prefix] = {}
         self.bgp: BgpSpeaker | None = None
         self._link_monitor: LinkMonitor | None = None
+        self.mn_agent: MnAgentCore | None = None
+        self._sid: IPv6Address | None = None
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -296,6 +318,11 @@ class Node:
         now = time.time()
         cfg = self.cfg
         cores: dict[str, tuple[ServiceCore, Addr]] = {}
+        if cfg.mn is not None:
+            # End.DT6 on the MN's own link: its anchors' tunnels end here.
+            self.dataplane = LinuxDataPlane(sid_dev=cfg.mn[2])
+            self.mn_agent = MnAgentCore(cfg.mn[1], self._endpoint())
+            cores["mn"] = (self.mn_agent, cfg.mn[0])
         if cfg.anchor or cfg.fmdp:
             self.dataplane = LinuxDataPlane()
             if self._trace is not None:
@@ -419,6 +446,8 @@ class Node:
         cmd = doc.get("cmd")
         if cmd == "stats":
             return {name: _stats(driver.core) for name, driver in self.drivers.items()}
+        if cmd == "moved":
+            return self._moved(doc)
         agent = self.anchor
         if agent is None:
             raise ValueError("this node hosts no anchor")
@@ -458,6 +487,43 @@ class Node:
         agent.process(now)
         self.drivers["anchor"].pump()
         return result
+
+    def _moved(self, doc: dict[str, Any]) -> Any:
+        """Host-based (Fig 2a/2b): the MN has a care-of SID; claim ``keep`` to it.
+
+        The SID (an address of the new network, not one of the MN's own,
+        so the kernel does not take its packets as local) decapsulates
+        (End.DT6); the MN answers neighbour solicitations for it (proxy ND).
+        """
+        agent, dp = self.mn_agent, self.dataplane
+        if agent is None or dp is None:
+            raise ValueError("this node hosts no MN agent")
+        sid = IPv6Address(str(doc["sid"]))
+        keep = [Prefix.parse(p) for p in doc.get("keep", [])]
+        dev = self.cfg.mn[2] if self.cfg.mn is not None else "br0"
+        # End.DT6 into the local table: the inner packets are for the MN.
+        old = ([ForwardingEntry(EntryKind.DECAP, Prefix.host(self._sid), link="local")]
+               if self._sid else [])
+        new = ForwardingEntry(EntryKind.DECAP, Prefix.host(sid), link="local")
+        dp.apply([new], [e for e in old if e != new], time.time())
+        # Ending tunnels makes the MN a router for its SID: the kernel takes
+        # packets to a non-local address only when forwarding (and proxy ND
+        # answers only then); accept_ra=2 keeps it autoconfiguring from RAs.
+        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1")
+        conf = Path(f"/proc/sys/net/ipv6/conf/{dev}")
+        (conf / "accept_ra").write_text("2")
+        (conf / "proxy_ndp").write_text("1")
+        # Answer at once: proxied answers to multicast solicitations are
+        # otherwise delayed at random by up to 0.8 s (RFC 4861 anycast rule).
+        Path(f"/proc/sys/net/ipv6/neigh/{dev}/proxy_delay").write_text("0")
+        subprocess.run(["ip", "-6", "neigh", "replace", "proxy", str(sid), "dev", dev],
+                       check=True, capture_output=True, timeout=10)
+        self._sid = sid
+        now = time.time()
+        agent.moved(sid, keep, now)
+        agent.process(now)
+        self.drivers["mn"].pump()
+        return True
 
     def _write_trace(self, record: dict[str, Any]) -> None:
         assert self._trace is not None

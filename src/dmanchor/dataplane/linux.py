@@ -90,6 +90,10 @@ RELEASE_TABLE = 0x4CFF
 RELEASE_RULE_PRIORITY = 400
 """``iif dmbuf0 lookup RELEASE_TABLE``: drained packets skip the hold."""
 BUFFER_METRIC = 1
+DT6_TABLES = {"flush": FLUSH_TABLE, "local": 255}
+"""DECAP ``link`` -> the table End.DT6 looks the inner packet up in: the flush
+table (past holds), or the local table (a host ending its own tunnel, Fig 2a:
+the inner packet is for one of its addresses).  Default: main (a router)."""
 STANDBY_METRIC = 4000
 """A hold-device route under every anchored prefix: with its access link's
 ``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
@@ -749,7 +753,7 @@ class LinuxDataPlane:
             if p.length != 128:
                 raise DataPlaneError("a DECAP SID must be a /128", e)
             r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True,
-                      dt6_table=FLUSH_TABLE if e.link == "flush" else RT_TABLE_MAIN)
+                      dt6_table=DT6_TABLES.get(e.link, RT_TABLE_MAIN))
         elif kind is EntryKind.DROP:
             r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
         elif kind is EntryKind.BUFFER:

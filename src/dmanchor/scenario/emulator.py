@@ -49,6 +49,8 @@ ROUTER_ADVERTISEMENT = 134
 GATEWAY_MAC = "02:00:00:00:ff:01"
 """The MAC every access router shows its MNs (with fe80::1: one gateway)."""
 MN_SUFFIX = 0x10
+MN_SID = 0x5
+"""A host-based MN's SRv6 SID in each network it visits (``<prefix>::5``)."""
 """The MN's address in each of its prefixes (``<prefix>::10``)."""
 
 
@@ -179,7 +181,7 @@ class Emulation:
         # A fixed MAC: a bridge otherwise takes its lowest port's, and the
         # MN's link-local identity would change with each move.
         lab.run(name, "ip", "link", "add", "br0", "address", "02:00:00:00:00:01",
-                "type", "bridge")
+                "mtu", "1500", "type", "bridge")
         lab.run(name, "ip", "link", "set", "br0", "up")
         lab.run(name, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
 
@@ -300,10 +302,13 @@ class Emulation:
         # Every access router shows the same gateway (fe80::1, one MAC):
         # the MN's neighbour entry stays right across moves.
         self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
-        previous = tuple(st.continuity)
+        host_based = self.sc.nodes[mn].agent
+        # Host-based (Fig 2a/2b): the network does nothing for the kept
+        # prefixes; the MN's own agent claims them (below).
+        previous = () if host_based else tuple(st.continuity)
         # The operator's policy names the continuity flows to the new
         # router ahead (FM:3-1 filters): it charges them from the attach on.
-        for prefix, names in st.continuity.items():
+        for prefix, names in st.continuity.items() if not host_based else ():
             flows = [self._flow_json(n) for n in names]
             command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows})
         t_attach = time.monotonic()
@@ -317,6 +322,11 @@ class Emulation:
             lab.run(mn, "ip", "-6", "addr", "add", f"{p.address + MN_SUFFIX}/128", "dev",
                     "br0", "nodad")
         self._pd_join(to, st, fresh)
+        if host_based and st.continuity and fresh:
+            # Its SRv6 SID in the new network: where its anchors tunnel to it.
+            sid = fresh[-1].address + MN_SID
+            command(self._sock(mn), {"cmd": "moved", "sid": str(sid),
+                                     "keep": [str(p) for p in st.continuity]})
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh]))
 
@@ -474,8 +484,11 @@ class Emulation:
                                  check=False).split()
         if "segs" in shown:
             sid = IPv6Address(shown[shown.index("segs") + 3])
-            sid = sid - 1 if int(sid) & 1 else sid  # a flush SID is its DPA + 1
-            return next((n for n, np in self.plan.nodes.items() if np.dpa == sid), "")
+            dpa = sid - 1 if int(sid) & 1 else sid  # a flush SID is its DPA + 1
+            anchor = next((n for n, np in self.plan.nodes.items() if np.dpa == dpa), "")
+            # Or a host-based MN's own SID, in one of its prefixes.
+            return anchor or next((n for n, st in self.mns.items()
+                                   if any(p.contains(int(sid)) for p in st.prefixes)), "")
         if "via" in shown:
             via = shown[shown.index("via") + 1]
             return next((i.peer for i in self.plan.nodes[node].ifaces
@@ -512,7 +525,8 @@ class Emulation:
             spec = self.sc.flows[name]
             st = self.mns[spec.dst]
             charged = None
-            if spec.continuity and spec.kind == "udp" and st.router is not None:
+            if spec.continuity and spec.kind == "udp" and st.router is not None \
+                    and not self.sc.nodes[spec.dst].agent:
                 usage = command(self._sock(st.router), {"cmd": "usage",
                                                         "flows": [self._flow_json(name)]})
                 charged = int(usage[0]["packets_down"])

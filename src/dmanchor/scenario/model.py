@@ -73,6 +73,10 @@ class NodeSpec:
     """Runs BIRD 2 with this AS number (draft 4.2 with BGP)."""
     dhcp: Prefix | None = None
     """Runs Kea serving this PD pool on the DHCP link of the ``pd`` anchors."""
+    agent: bool = False
+    """An MN doing its own mobility signalling (host-based, Fig 2a/2b)."""
+    agent_lm: str | None = None
+    """Node whose LMs or LMp the MN's agent updates (Fig 2b: an LMp)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +339,13 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
             if anchor.prefix is None and anchor.parent is None:
                 raise doc.error(("nodes", name, "anchor"),
                                 "an anchor needs its prefix, or a parent if it is a FW")
+        agent, agent_lm = False, None
+        if "agent" in f.value:
+            g = f.sub("agent")
+            agent, agent_lm = True, g.opt("lm", _str)
+            g.finish()
+            if kind != "mn":
+                raise doc.error(("nodes", name, "agent"), "only an MN runs a mobility agent")
         spec = NodeSpec(
             name, kind, anchor,
             controller=f.get("controller", _bool, False),
@@ -343,6 +354,8 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
             fmdp=f.get("fmdp", _bool, False),
             bgp=f.opt("bgp", _int),
             dhcp=f.opt("dhcp", _prefix),
+            agent=agent,
+            agent_lm=agent_lm,
         )
         f.finish()
         hosted = [fn for fn in FUNCTIONS if getattr(spec, fn) not in (None, False)]
@@ -352,6 +365,8 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
     if not nodes:
         raise doc.error(("nodes",), "at least one node is required")
     for n in nodes.values():
+        if n.agent_lm is not None and n.agent_lm not in nodes:
+            raise doc.error(("nodes", n.name, "agent", "lm"), f"no node {n.agent_lm!r}")
         spec_a = n.anchor
         if spec_a is None:
             continue

@@ -219,6 +219,8 @@ def _config(plan: Plan, name: str) -> str:
     sc = plan.scenario
     np = plan.nodes[name]
     spec = np.spec
+    if spec.kind == "mn" and spec.agent:
+        return _mn_config(plan, name)
     if spec.kind != "router" or not (spec.anchor or spec.controller or spec.lms or spec.lmp
                                      or spec.fmdp):
         return ""
@@ -330,3 +332,21 @@ def _fw_pool(plan: Plan, name: str) -> Prefix:
                 if n.anchor is not None and n.anchor.parent == spec.parent]
     j = siblings.index(name) + 1
     return Prefix(parent.prefix.network | (j << 72), 56)
+
+
+def _mn_config(plan: Plan, name: str) -> str:
+    """An MN's own mobility agent (host-based, Fig 2a/2b)."""
+    sc = plan.scenario
+    spec = sc.nodes[name]
+    core = _core_node(sc)
+    if spec.agent_lm is not None:
+        target = plan.nodes[spec.agent_lm]
+        lm = _endpoint(target.control, LMP_PORT if target.spec.lmp else LMS_PORT)
+    else:
+        lm = _lm_of_controller(plan)
+    return "\n".join([
+        "[node]", f'id = "{name}"', 'control = "@CONTROL@"', 'trace = "@TRACE@"',
+        'log_level = "@LOG@"', "", "[mn]", 'listen = "[::]:5400"',
+        f'controller = "{_endpoint(plan.nodes[core].control, CTRL_PORT)}"',
+        f'lms = "{lm}"', 'sid_dev = "br0"', "",
+    ])
