@@ -107,13 +107,14 @@ def test_anchor_switch_by_bgp_through_real_bird_routers(lab: Lab, chain: BgpChai
         # BIRD's UPDATEs decoded by our speaker: ar1 learned ar2's /48 and
         # HNP1 across the four router ASes.
         rib = sp["ar1"].session.rib_in
+        await until(lambda: HNP1 in rib)  # r1's UPDATE may still be on its way
         assert rib[HNP1][1] == (65101, 65102, 65103, 65104, 65002)
         assert rib[visited][0] == IPv6Address("fd00:1::2")
         # FM:3-3: the flows closed and the lifetime ended: HNP1 goes home.
         sp["ar2"].change([HNP1], [])
         await until(lambda: all(direction(lab, r, HNP1) is None for r in chain.routers))
         assert who_gets(lab, receivers) == "ar1"
-        assert HNP1 not in sp["ar1"].session.rib_in
+        await until(lambda: HNP1 not in sp["ar1"].session.rib_in)  # r1's withdrawal
         # A dead peer: r1's BIRD stops; our session notices and, when r1
         # is back, comes up again and re-announces ar1's prefix.
         chain.birds["r1"].stop()
