@@ -472,8 +472,12 @@ class Node:
                 raise ValueError(f"{link!r} is not an access link of this node")
             result = self._links_down({link}, "going down (L2 trigger)")
         elif cmd == "track":
+            on = doc.get("link")
+            if on is not None and on not in self.cfg.access_links:
+                raise ValueError(f"{on!r} is not an access link of this node")
             agent.track_flows(Prefix.parse(doc["prefix"]),
-                              [flow_from_json(f) for f in doc.get("flows", [])])
+                              [flow_from_json(f) for f in doc.get("flows", [])],
+                              None if on is None else str(on))
         elif cmd == "flows_closed":
             agent.flows_closed(Prefix.parse(doc["prefix"]), now)
         elif cmd == "entries":

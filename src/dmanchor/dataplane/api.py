@@ -86,8 +86,12 @@ class DataPlane(Protocol):
     def buffered(self, prefix: Prefix) -> int:
         """Packets currently held for ``prefix``."""
 
-    def track(self, flow: FlowFilter) -> None:
-        """Start charging a flow here (counting from zero)."""
+    def track(self, flow: FlowFilter, link: str | None = None) -> None:
+        """Start charging a flow here (counting from zero).
+
+        ``link``: the access link its MN is (or will be) on; by default the
+        link that anchors the flow's MN address now.
+        """
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
         """Stop charging a flow; returns its final counters."""

@@ -605,10 +605,12 @@ class LinuxDataPlane:
         self._drain()
         return sum(1 for p in self._held if prefix.contains(destination(p)))
 
-    def track(self, flow: FlowFilter) -> None:
+    def track(self, flow: FlowFilter, link: str | None = None) -> None:
         if flow in self._charged:
             return
-        link = self._access_link(flow.src)
+        # An ip6tables call (~10 ms): told the link ahead, it is made before
+        # the MN arrives, not on the handover path.
+        link = link or self._access_link(flow.src)
         key = _charge_key(flow)
         up = _match(flow)
         down = _match(flow.reversed())

@@ -194,8 +194,11 @@ class MemoryDataPlane:
         for i, n in enumerate(moved):
             u[i] += n
 
-    def track(self, flow: FlowFilter) -> None:
-        """Start charging a flow (from zero unless state was moved in)."""
+    def track(self, flow: FlowFilter, link: str | None = None) -> None:
+        """Start charging a flow (from zero unless state was moved in).
+
+        The model charges a flow wherever it is delivered: ``link`` is not needed.
+        """
         self._usage.setdefault(flow, [0, 0, 0, 0])
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:

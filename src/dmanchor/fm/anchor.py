@@ -256,17 +256,22 @@ class AnchorAgentCore(ServiceCore):
         out, self._routes = self._routes, []
         return out
 
-    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
+    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter],
+                    link: str | None = None) -> None:
         """Charge these flows of ``prefix`` here too (FM:2 state to move later).
 
         Flows of a prefix not served here yet (the MN is on its way, and
         the operator's policy names its flows ahead) are kept, and charged
         from the moment it attaches - before any packet of the move can
-        arrive, so charging stays exact.
+        arrive, so charging stays exact.  Given the access link the MN will
+        come on, the charging is set up at once, off the handover's path.
         """
         if not any(prefix in st.own or prefix in st.visiting for st in self.attached.values()):
             self._pending[prefix] = tuple(dict.fromkeys((*self._pending.get(prefix, ()),
                                                          *flows)))
+            if link is not None:
+                for f in flows:
+                    self.dp.track(f, link)
             return
         self._track(prefix, flows)
 

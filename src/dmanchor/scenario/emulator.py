@@ -279,6 +279,17 @@ class Emulation:
         lab = self.lab
         old = st.router
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
+        host_based = self.sc.nodes[mn].agent
+        # Host-based (Fig 2a/2b): the network does nothing for the kept
+        # prefixes; the MN's own agent claims them (below).
+        previous = () if host_based else tuple(st.continuity)
+        # Handover preparation: the operator's policy names the continuity
+        # flows (FM:3-1 filters) to the target router before the MN leaves;
+        # it charges them from the attach on, set up off the handover path.
+        for prefix, names in st.continuity.items() if not host_based else ():
+            flows = [self._flow_json(n) for n in names]
+            command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows,
+                                     "link": mn})
         # Link operations go over netlink sockets kept open in the
         # namespaces: spawning ``ip`` for each would put tens of ms of
         # emulator overhead into the handover being measured.
@@ -302,15 +313,6 @@ class Emulation:
         # Every access router shows the same gateway (fe80::1, one MAC):
         # the MN's neighbour entry stays right across moves.
         self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
-        host_based = self.sc.nodes[mn].agent
-        # Host-based (Fig 2a/2b): the network does nothing for the kept
-        # prefixes; the MN's own agent claims them (below).
-        previous = () if host_based else tuple(st.continuity)
-        # The operator's policy names the continuity flows to the new
-        # router ahead (FM:3-1 filters): it charges them from the attach on.
-        for prefix, names in st.continuity.items() if not host_based else ():
-            flows = [self._flow_json(n) for n in names]
-            command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows})
         t_attach = time.monotonic()
         own = self._solicit(mn, previous)
         if old is not None:
