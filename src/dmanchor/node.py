@@ -87,6 +87,7 @@ from .config import (
     SecuritySettings,
     as_address,
     as_bind,
+    as_bool,
     as_endpoint,
     as_float,
     as_int,
@@ -142,6 +143,11 @@ class NodeConfig:
     """A stand-alone FM-DP: endpoint and settings."""
     access_links: tuple[str, ...] = ()
     """Access links on which MNs solicit (RS) and are advertised to (RA)."""
+    source_validation: bool = True
+    """Drop packets entering an access link from a source outside the
+    prefixes of the MNs attached there (SM).  Off where MNs send from
+    addresses the network does not serve on that link (host-based, Fig 2a/2b,
+    without a reverse tunnel)."""
     mn_pool: Prefix | None = None
     """Where this router takes the /64 it delegates to each MN that attaches by RS."""
     trace: Path | None = None
@@ -190,6 +196,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node.finish()
     sec = read_security(top.sub("security"))
     anchor = controller = fmdp = None
+    validate = True
     bgp: tuple[IPv6Address, BgpSettings] | None = None
     lms = None
     access_links: tuple[str, ...] = ()
@@ -237,6 +244,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(f"{path}: field 'anchor.bgp': "
                               "required with mode = \"bgp\", and only then")
         access_links = a.get_list("access_links", as_str)
+        validate = a.get("source_validation", as_bool, True)
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
         if access_links and mn_pool is None and anchor[1].parent is None:
             raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links "
@@ -289,7 +297,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path}: the node hosts no function "
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
-                      anchor, controller, lms, fmdp, access_links, mn_pool,
+                      anchor, controller, lms, fmdp, access_links, validate, mn_pool,
                       Path(trace) if trace else None, bgp, lmp, mn)
 
 
@@ -309,6 +317,7 @@ class Node:
         self._link_monitor: LinkMonitor | None = None
         self.mn_agent: MnAgentCore | None = None
         self._sid: IPv6Address | None = None
+        self._sources: dict[str, tuple[Prefix, ...]] = {}  # source filters in force
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -352,7 +361,7 @@ class Node:
             self.bgp.start()
         lines = []
         for name, (core, (host, port)) in cores.items():
-            hook = self._push_routes if name == "anchor" and self.bgp is not None else None
+            hook = self._after_anchor if name == "anchor" else None
             driver = UdpDriver(core, on_pump=hook,
                                trace=self._tracer(name) if self._trace else None)
             bound = await driver.start(host, port)
@@ -395,6 +404,30 @@ class Node:
         agent.process(now)
         self.drivers["anchor"].pump()
         return left
+
+    def _after_anchor(self) -> None:
+        """After the anchor agent ran: routes to BGP, source filters to the kernel."""
+        if self.bgp is not None:
+            self._push_routes()
+        if self.cfg.source_validation:
+            self._sync_sources()
+
+    def _sync_sources(self) -> None:
+        """SM: each access link accepts only the prefixes of the MNs on it."""
+        agent, dp = self.anchor, self.dataplane
+        if agent is None or dp is None:
+            return
+        want: dict[str, tuple[Prefix, ...]] = dict.fromkeys(self.cfg.access_links, ())
+        for st in agent.attached.values():
+            if st.link in want:
+                want[st.link] = tuple(dict.fromkeys((*want[st.link], *st.own, *st.visiting)))
+        for link, prefixes in want.items():
+            if self._sources.get(link, ()) != prefixes:
+                try:
+                    dp.set_source_filter(link, prefixes)
+                    self._sources[link] = prefixes
+                except DataPlaneError as exc:
+                    log.error("source filter on %s: %s", link, exc)
 
     def _push_routes(self) -> None:
         """Hand the anchor's announcements and withdrawals to the BGP speaker."""

@@ -90,6 +90,27 @@ def nodes(lab: Lab, tmp_path: Path) -> Iterator[NodeProcesses]:
         n.stop()
 
 
+def sent_to_cn(lab: Lab, sources: list[str]) -> list[str]:
+    """Send one datagram to the CN from each source address of the MN;
+    returns the sources whose datagram arrived."""
+    rx = lab.socket("cn")
+    rx.bind(("::", 7200))
+    rx.settimeout(0.5)
+    for src in sources:
+        tx = lab.socket("mn")
+        tx.bind((src, 0))
+        tx.sendto(src.encode(), (CN, 7200))
+        tx.close()
+    got = []
+    try:
+        while True:
+            got.append(rx.recv(100).decode())
+    except TimeoutError:
+        pass
+    rx.close()
+    return sorted(got)
+
+
 def anchor_conf(i: int, tmp: Path, mode: str = "tunnel") -> str:
     return _anchor_conf(i, tmp, mode, 600)
 
@@ -205,6 +226,11 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
     assert any("attached on mn2 by RS" in line and str(HNP1) in line
                for line in nodes.log("ar2").splitlines())
+    # SM at AR2: the MN's access link now accepts sources in the MN's
+    # prefixes (HNP1 kept, HNP2 new) and drops any other (a spoofed one).
+    lab.run("mn", "ip", "-6", "addr", "add", "2001:db8:77::1/128", "dev", "br0", "nodad")
+    assert sent_to_cn(lab, [IP1, "2001:db8:77::1"]) == [IP1]
+    lab.run("mn", "ip", "-6", "addr", "del", "2001:db8:77::1/128", "dev", "br0")
     addrs = [line for line in lab.run("mn", "ip", "-6", "addr", "show", "dev", "br0")
              .splitlines() if "inet6" in line and "dynamic" in line]
     assert any(a.split()[1].startswith("2001:db8:2:1:") and "deprecated" not in a

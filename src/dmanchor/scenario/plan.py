@@ -296,6 +296,10 @@ def _config(plan: Plan, name: str) -> str:
             lines.append(f'parent = "{plan.nodes[asp.parent].dpa}"')
         if np.access:
             lines.append("access_links = [" + ", ".join(f'"{x}"' for x in np.access) + "]")
+            if any(sc.nodes[m].agent for m in np.access):
+                # A host-based MN sends from its kept addresses on a link
+                # where the network does not serve them (no reverse tunnel).
+                lines.append("source_validation = false")
             pool = asp.prefix if asp.prefix is not None else _fw_pool(plan, name)
             lines.append(f'mn_pool = "{pool}"')
         if asp.mode == "bgp":
