@@ -42,6 +42,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ STANDBY_METRIC = 4000
 ``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
 here the moment the MN's radio goes (carrier lost), before any agent has
 reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
+LIFT_QUIET = 0.0002
+"""Seconds without a packet for the prefix before its hold is lifted."""
+LIFT_WAIT = 0.005
+"""Longest a release waits for that lull, seconds."""
 ORPHAN_LIMIT = 10_000
 """Packets the hold device may keep for prefixes no hold has claimed yet."""
 """A held prefix's route into the TUN device wins over its other routes."""
@@ -446,13 +451,25 @@ class LinuxDataPlane:
         copies = [e for e in new if e.kind is not EntryKind.BUFFER]
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
         released = 0
+        # Lift the hold in a lull.  A packet that enters the device just
+        # before the lift is written out just after it, and a packet that
+        # arrives right behind it, routed directly, could overtake it: so
+        # keep forwarding through the device until it has been quiet for
+        # LIFT_QUIET (traffic comes in bursts; the lift lands between two),
+        # or LIFT_WAIT has passed.
+        start = last = time.monotonic()
         while True:
             batch = self._take(prefix)
-            if not batch:
+            now = time.monotonic()
+            if batch:
+                for pkt in batch:
+                    self._tun.write(pkt)
+                released += len(batch)
+                last = now
+            elif now - last >= LIFT_QUIET or now - start >= LIFT_WAIT:
                 break
-            for pkt in batch:
-                self._tun.write(pkt)
-            released += len(batch)
+            else:
+                time.sleep(LIFT_QUIET / 4)
         self._batch_or_raise(self._requests(hold, add=False))
         for pkt in self._take(prefix):  # arrived while the hold was lifted
             self._tun.write(pkt)
