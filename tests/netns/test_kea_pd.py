@@ -13,7 +13,7 @@ from dmanchor.access.dhcpv6 import (
     Bound,
     Released,
 )
-from dmanchor.emulation.kea import KeaServer
+from dmanchor.emulation.kea import KeaServer, lease_cmds_library
 from dmanchor.emulation.lab import Lab, Veth
 from dmanchor.emulation.pd import PdRouter
 from dmanchor.wire.types import Prefix
@@ -36,7 +36,8 @@ def kea(lab: Lab, tmp_path: Path) -> Iterator[KeaServer]:
     lab.run("kea", "ip", "link", "set", "br0", "up")
     lab.wait_up("kea", "br0")
     time.sleep(0.5)  # the bridge's link-local address
-    server = KeaServer(lab, "kea", "br0", POOL, 64, tmp_path / "kea", preferred=4, valid=6)
+    server = KeaServer(lab, "kea", "br0", POOL, 64, tmp_path / "kea", preferred=4, valid=6,
+                       lease_cmds=lease_cmds_library() is not None)
     server.start()
     try:
         yield server
@@ -75,3 +76,31 @@ def test_prefix_released_by_one_router_is_delegated_to_the_other_as_a_hint(
     rows = [line.split(",") for line in kea.leases.read_text().splitlines()[1:]]
     holders = {r[1] for r in rows if r[0] == str(hnp1.address) and r[2] != "0"}
     assert "00:03:00:01:02:00:00:00:00:02" in holders
+
+
+@pytest.mark.skipif(lease_cmds_library() is None, reason="Kea's lease_cmds hook not installed")
+def test_controller_moves_a_delegation_through_lease_cmds(lab: Lab, kea: KeaServer) -> None:
+    """Draft 4.2.1 driven by the controller: one lease6-update on Kea's
+    control socket hands HNP1 to n-AR - no Release from p-AR, no Solicit
+    round for a prefix that is not free yet."""
+    ar1 = Router(lab, "ar1", "020000000001")
+    ar2 = Router(lab, "ar2", "020000000002")
+    ar1.client.request(time.time())
+    got = ar1.run_until(Bound)
+    assert isinstance(got, Bound)
+    hnp1 = got.prefix
+    kea.move_delegation(hnp1, ar2.client.duid, ar2.client.iaid)
+    lease = kea.command("lease6-get", {"ip-address": str(hnp1.address), "type": "IA_PD"})
+    assert lease["result"] == 0
+    args = lease["arguments"]
+    assert isinstance(args, dict) and args["duid"] == "00:03:00:01:02:00:00:00:00:02"
+    # n-AR's client finds the lease its own: asked with HNP1 as a hint, it
+    # gets it at once, though p-AR never released it.
+    ar2.client.request(time.time(), hint=hnp1)
+    moved = ar2.run_until(Bound)
+    assert isinstance(moved, Bound) and moved.prefix == hnp1
+    # A command Kea does not know, or a prefix it never delegated, is an
+    # error answer, not a crash of either side.
+    assert kea.command("no-such-command")["result"] != 0
+    with pytest.raises(RuntimeError, match="lease6-update"):
+        kea.move_delegation(Prefix.parse("2001:db8:ffff::/64"), ar2.client.duid, 9)

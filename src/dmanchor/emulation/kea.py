@@ -7,10 +7,12 @@ reclamation timer make lease expiry observable in seconds.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ class KeaServer:
 
     def __init__(self, lab: Lab, node: str, interface: str, pool: Prefix,
                  delegated_len: int, workdir: Path, subnet: str = "fd00:d::/64",
-                 preferred: int = 60, valid: int = 120) -> None:
+                 preferred: int = 60, valid: int = 120, lease_cmds: bool = False) -> None:
+        """``lease_cmds``: load Kea's lease_cmds hook and open its control
+        socket, so a controller can move a delegation itself (:meth:`command`)."""
         self.lab, self.node, self.workdir = lab, node, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "kea-dhcp6.json"
@@ -50,6 +54,15 @@ class KeaServer:
             "loggers": [{"name": "kea-dhcp6", "severity": "INFO",
                          "output_options": [{"output": str(self.log)}]}],
         }}
+        self.socket = workdir / "kea6.ctl"
+        self.preferred, self.valid = preferred, valid
+        if lease_cmds:
+            hook = lease_cmds_library()
+            if hook is None:
+                raise RuntimeError("Kea's lease_cmds hook library is not installed")
+            cfg["Dhcp6"]["hooks-libraries"] = [{"library": str(hook)}]
+            cfg["Dhcp6"]["control-socket"] = {"socket-type": "unix",
+                                              "socket-name": str(self.socket)}
         self.config.write_text(json.dumps(cfg, indent=2))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -75,6 +88,44 @@ class KeaServer:
             time.sleep(0.05)
         raise RuntimeError("kea-dhcp6 did not start in time")
 
+    def command(self, name: str, arguments: dict[str, object] | None = None,
+                timeout: float = 5.0) -> dict[str, object]:
+        """One command on Kea's control socket; its answer (``result`` 0: done)."""
+        doc: dict[str, object] = {"command": name}
+        if arguments is not None:
+            doc["arguments"] = arguments
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.socket))
+            s.sendall(json.dumps(doc).encode())
+            data = b""
+            while True:
+                try:
+                    answer = json.loads(data) if data else None
+                except ValueError:
+                    answer = None
+                if isinstance(answer, dict):
+                    return answer
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError(f"kea {name}: incomplete answer {data[:200]!r}")
+                data += chunk
+
+    def move_delegation(self, prefix: Prefix, duid: bytes, iaid: int) -> None:
+        """Give a delegated prefix to another requesting router (lease6-update).
+
+        A controller-driven move (draft 4.2.1): no Release from the previous
+        router, no Solicit/Request round from the new one; the new router
+        simply renews a lease that is already its own.
+        """
+        answer = self.command("lease6-update", {
+            "ip-address": str(prefix.address), "prefix-len": prefix.length, "type": "IA_PD",
+            "duid": ":".join(f"{b:02x}" for b in duid), "iaid": iaid, "subnet-id": 1,
+            "valid-lft": self.valid, "preferred-lft": self.preferred,
+        })
+        if answer.get("result") != 0:
+            raise RuntimeError(f"kea lease6-update {prefix}: {answer.get('text')}")
+
     def stop(self) -> None:
         """SIGTERM our own process (by PID), SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
@@ -85,3 +136,14 @@ class KeaServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def lease_cmds_library() -> Path | None:
+    """Where Kea's lease_cmds hook library is installed, if it is."""
+    for pattern in ("/usr/lib/*/kea/hooks/libdhcp_lease_cmds.so",
+                    "/usr/lib/kea/hooks/libdhcp_lease_cmds.so",
+                    "/usr/local/lib/kea/hooks/libdhcp_lease_cmds.so"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[0])
+    return None
