@@ -59,6 +59,7 @@ bench: venv
 	$(PY) bench/netlink.py
 	$(PY) bench/dataplane.py
 	$(PY) bench/anchor_switch.py
+	$(PY) bench/pd_move.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,107 @@
+"""Moving a delegated prefix between access routers: DHCPv6-PD exchange vs Kea lease_cmds.
+
+Needs root, kea-dhcp6-server and its lease_cmds hook.  Two access routers
+share a DHCP link with a real Kea; HNP1 moves back and forth between them,
+alternating the two ways in one run (draft 4.2.1):
+
+* **pd**: the previous router releases HNP1 (Release/Reply), the new one
+  asks for it as a hint (Solicit with rapid commit/Reply);
+* **lease_cmds**: a controller sends Kea one ``lease6-update`` giving the
+  lease to the new router's DUID/IAID.
+
+Ends with one JSON line; ``ratio`` = pd p50 / lease_cmds p50 (above 1:
+lease_cmds is faster).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dmanchor.access.dhcpv6 import Bound, PdClient, Released
+from dmanchor.emulation.kea import KeaServer, lease_cmds_library
+from dmanchor.emulation.lab import Lab, Veth, can_run
+from dmanchor.emulation.pd import PdRouter
+from dmanchor.wire.types import Prefix
+
+MOVES = 50
+
+
+def main() -> None:
+    why = can_run() or (None if KeaServer.available() and lease_cmds_library() else
+                        "needs kea-dhcp6-server with its lease_cmds hook")
+    if why:
+        print(f"pd_move: {why}", file=sys.stderr)
+        sys.exit(2)
+    lab = Lab()
+    tmp = Path(tempfile.mkdtemp(prefix="dmanchor-pd-"))
+    kea = None
+    routers: dict[int, PdRouter] = {}
+    try:
+        lab.build(["kea", "ar1", "ar2"], [Veth("kea", "p1", "", "ar1", "dhcp0", ""),
+                                          Veth("kea", "p2", "", "ar2", "dhcp0", "")])
+        lab.run("kea", "ip", "link", "add", "br0", "type", "bridge")
+        for port in ("p1", "p2"):
+            lab.run("kea", "ip", "link", "set", port, "master", "br0")
+        lab.run("kea", "ip", "link", "set", "br0", "up")
+        lab.wait_up("kea", "br0")
+        time.sleep(0.5)  # link-local addresses
+        kea = KeaServer(lab, "kea", "br0", Prefix.parse("2001:db8:1::/48"), 64, tmp / "kea",
+                        lease_cmds=True)
+        kea.start()
+        routers = {i: PdRouter(lab, f"ar{i}", "dhcp0", f"0200000000{i:02x}") for i in (1, 2)}
+        routers[1].client.request(time.time())
+        got = routers[1].run_until(Bound)
+        assert isinstance(got, Bound)
+        hnp1 = got.prefix
+        times: dict[str, list[float]] = {"pd": [], "lease_cmds": []}
+        holder = 1
+        for _ in range(MOVES):
+            for how in ("pd", "lease_cmds"):
+                old, new = routers[holder], routers[3 - holder]
+                t0 = time.perf_counter()
+                if how == "pd":
+                    old.client.release(time.time())
+                    old.run_until(Released)
+                    new.client.request(time.time(), hint=hnp1)
+                    moved = new.run_until(Bound)
+                    times[how].append(time.perf_counter() - t0)
+                    assert isinstance(moved, Bound) and moved.prefix == hnp1
+                else:
+                    kea.move_delegation(hnp1, new.client.duid, new.client.iaid)
+                    times[how].append(time.perf_counter() - t0)
+                    # The new router takes the lease over (its own now), off
+                    # the clock; the old one forgets it had it.
+                    new.client.request(time.time(), hint=hnp1)
+                    took = new.run_until(Bound)
+                    assert isinstance(took, Bound) and took.prefix == hnp1
+                    old.client = PdClient(old.client.duid, iaid=old.client.iaid,
+                                          initial_rt=0.3, max_rc=6)
+                holder = 3 - holder
+        figures: dict[str, object] = {"moves": MOVES}
+        p50 = {how: statistics.median(xs) * 1e3 for how, xs in times.items()}
+        for how, xs in times.items():
+            figures[f"{how}_p50_ms"] = round(p50[how], 3)
+            figures[f"{how}_p99_ms"] = round(sorted(xs)[int(0.99 * len(xs))] * 1e3, 3)
+        figures["ratio"] = round(p50["pd"] / p50["lease_cmds"], 2)
+    finally:
+        for r in routers.values():
+            r.close()
+        if kea is not None:
+            kea.stop()
+        left = lab.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if left:
+            print(f"left behind: {left}", file=sys.stderr)
+    for k, v in figures.items():
+        print(f"{k:>18}: {v}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
