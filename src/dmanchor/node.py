@@ -589,10 +589,16 @@ class Node:
         carrier: the MN's radio leaving then diverts its prefixes to the
         data plane's standby hold at once, not after this agent reacted.
         """
-        try:
-            Path(f"/proc/sys/net/ipv6/conf/{link}/ignore_routes_with_linkdown").write_text("1")
-        except OSError as exc:
-            log.warning("%s: cannot set ignore_routes_with_linkdown: %s", link, exc)
+        for knob in ("ignore_routes_with_linkdown",
+                     # An MN arriving announces its addresses (unsolicited
+                     # NA): learning them then, not at the first packet,
+                     # spares the move a resolution and its queue (whose
+                     # flush can let a later packet overtake queued ones).
+                     "accept_untracked_na"):
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{link}/{knob}").write_text("1")
+            except OSError as exc:
+                log.warning("%s: cannot set %s: %s", link, knob, exc)
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
         sock.setblocking(False)

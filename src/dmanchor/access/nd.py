@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 
 from ..wire.types import Prefix
 
@@ -140,6 +141,17 @@ def encode_rs(rs: RouterSolicitation) -> bytes:
         out.append(struct.pack("!BBB5x16s", OPT_PREVIOUS_PREFIX, 3, p.length,
                                p.network.to_bytes(16, "big")))
     return b"".join(out)
+
+
+NEIGHBOR_ADVERTISEMENT = 136
+
+
+def encode_unsolicited_na(target: IPv6Address, lladdr: bytes) -> bytes:
+    """An unsolicited Neighbor Advertisement (Override set) for ``target``,
+    with its target link-layer address option: it tells the routers of the
+    link where ``target`` is before they have to ask (RFC 4861 7.2.6)."""
+    return (struct.pack("!BBHI", NEIGHBOR_ADVERTISEMENT, 0, 0, 0x20000000)
+            + target.packed + struct.pack("!BB", 2, 1) + lladdr)
 
 
 def decode_rs(data: bytes) -> RouterSolicitation:

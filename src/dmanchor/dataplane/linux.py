@@ -100,9 +100,9 @@ STANDBY_METRIC = 4000
 ``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
 here the moment the MN's radio goes (carrier lost), before any agent has
 reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
-LIFT_QUIET = 0.0002
+LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
-LIFT_WAIT = 0.005
+LIFT_WAIT = 0.01
 """Longest a release waits for that lull, seconds."""
 ORPHAN_LIMIT = 10_000
 """Packets the hold device may keep for prefixes no hold has claimed yet."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..access.dhcpv6 import Bound, Released
-from ..access.nd import RouterSolicitation, decode_ra, encode_rs
+from ..access.nd import RouterSolicitation, decode_ra, encode_rs, encode_unsolicited_na
 from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.kea import KeaServer
@@ -48,6 +48,8 @@ from .traffic import TcpStream, UdpProbe
 ROUTER_ADVERTISEMENT = 134
 GATEWAY_MAC = "02:00:00:00:ff:01"
 """The MAC every access router shows its MNs (with fe80::1: one gateway)."""
+MN_MAC = bytes.fromhex("020000000001")
+"""The MN's bridge MAC (fixed at creation: its identity across moves)."""
 MN_SUFFIX = 0x10
 MN_SID = 0x5
 """A host-based MN's SRv6 SID in each network it visits (``<prefix>::5``)."""
@@ -324,11 +326,14 @@ class Emulation:
             lab.run(mn, "ip", "-6", "addr", "add", f"{p.address + MN_SUFFIX}/128", "dev",
                     "br0", "nodad")
         self._pd_join(to, st, fresh)
+        announce = [p.address + MN_SUFFIX for p in st.prefixes]
         if host_based and st.continuity and fresh:
             # Its SRv6 SID in the new network: where its anchors tunnel to it.
             sid = fresh[-1].address + MN_SID
+            announce.append(sid)
             command(self._sock(mn), {"cmd": "moved", "sid": str(sid),
                                      "keep": [str(p) for p in st.continuity]})
+        self._announce(mn, announce)
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh]))
 
@@ -355,7 +360,7 @@ class Emulation:
             blocked[ROUTER_ADVERTISEMENT >> 5] &= ~(1 << (ROUTER_ADVERTISEMENT & 31))
             sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
             index = self._index(mn, "br0")
-            rs = encode_rs(RouterSolicitation(previous, bytes.fromhex("020000000001")))
+            rs = encode_rs(RouterSolicitation(previous, MN_MAC))
             deadline = time.monotonic() + 3.0
             sock.settimeout(0.5)
             while time.monotonic() < deadline:
@@ -376,6 +381,19 @@ class Emulation:
                     ra = decode_ra(data)
                     return [p.prefix for p in ra.prefixes if p.preferred > 0]
             raise RuntimeError(f"{mn}: no router advertisement after soliciting")
+        finally:
+            sock.close()
+
+    def _announce(self, mn: str, addresses: list[IPv6Address]) -> None:
+        """The MN's unsolicited NAs for its addresses on its new link."""
+        sock = open_in_netns(self.lab.ns(mn), socket.AF_INET6, socket.SOCK_RAW,
+                             socket.IPPROTO_ICMPV6)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"br0")
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            index = self._index(mn, "br0")
+            for addr in addresses:
+                sock.sendto(encode_unsolicited_na(addr, MN_MAC), ("ff02::1", 0, 0, index))
         finally:
             sock.close()
 
