@@ -73,7 +73,8 @@ from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from .access.bgp import BgpEvent, BgpSession, BgpSettings, BgpSpeaker, SessionDown, SessionUp
+from .access.bgp import BgpEvent, BgpSession, BgpSettings, SessionDown, SessionUp
+from .access.bgp_aio import BgpSpeaker
 from .access.nd import (
     ROUTER_SOLICITATION,
     NdError,

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from ..access.bgp import BgpSession, BgpSettings, BgpSpeaker
+from ..access.bgp import BgpSession, BgpSettings
+from ..access.bgp_aio import BgpSpeaker
 from ..wire.types import Prefix
 from .bird import BgpNeighbor, BirdRouter
 from .lab import Lab, Veth
