@@ -21,7 +21,7 @@ from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
-from tests.netns.test_linux_dataplane import Sender, collect, receiver
+from tests.netns.test_linux_dataplane import Sender, collect, receiver, sent_to_cn
 
 
 def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int, extra: str = "") -> str:
@@ -88,27 +88,6 @@ def nodes(lab: Lab, tmp_path: Path) -> Iterator[NodeProcesses]:
         yield n
     finally:
         n.stop()
-
-
-def sent_to_cn(lab: Lab, sources: list[str]) -> list[str]:
-    """Send one datagram to the CN from each source address of the MN;
-    returns the sources whose datagram arrived."""
-    rx = lab.socket("cn")
-    rx.bind(("::", 7200))
-    rx.settimeout(0.5)
-    for src in sources:
-        tx = lab.socket("mn")
-        tx.bind((src, 0))
-        tx.sendto(src.encode(), (CN, 7200))
-        tx.close()
-    got = []
-    try:
-        while True:
-            got.append(rx.recv(100).decode())
-    except TimeoutError:
-        pass
-    rx.close()
-    return sorted(got)
 
 
 def anchor_conf(i: int, tmp: Path, mode: str = "tunnel") -> str:

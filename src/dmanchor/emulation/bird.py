@@ -9,14 +9,13 @@ in its own run directory; stopped by its PID.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lab import Lab
+from .lab import Lab, stop_process
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +112,5 @@ protocol kernel {{
 
     def stop(self) -> None:
         """SIGTERM our own process (by PID), SIGKILL if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)

@@ -11,14 +11,13 @@ import glob
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from ..wire.types import Prefix
-from .lab import Lab
+from .lab import Lab, stop_process
 
 
 class KeaServer:
@@ -128,14 +127,8 @@ class KeaServer:
 
     def stop(self) -> None:
         """SIGTERM our own process (by PID), SIGKILL if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def lease_cmds_library() -> Path | None:

@@ -26,6 +26,18 @@ def sh(*args: str, check: bool = True) -> str:
     return out.stdout
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process this program started: SIGTERM by PID, SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def can_run() -> str | None:
     """Why netns tests cannot run here, or None."""
     if os.geteuid() != 0:

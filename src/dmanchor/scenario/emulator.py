@@ -74,7 +74,6 @@ class _Flow:
     address: str
     runner: UdpProbe | TcpStream
     started: float
-    attached_at_start: str
 
 
 class Emulation:
@@ -439,7 +438,7 @@ class Emulation:
                               spec.duration, sport=40000 + len(self.flows))
         else:
             runner = TcpStream(self.lab, spec.src, spec.dst, address, self._port, spec.duration)
-        self.flows[name] = _Flow(name, prefix, address, runner, time.monotonic(), st.router)
+        self.flows[name] = _Flow(name, prefix, address, runner, time.monotonic())
         self.progress(f"flow {name}: {spec.kind} {spec.src} -> {address}"
                       + (f" at {spec.rate:.0f} pps" if spec.kind == "udp" else "")
                       + (" (needs continuity)" if spec.continuity else ""))

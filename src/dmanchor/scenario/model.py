@@ -138,8 +138,6 @@ class Scenario:
     """Per flow: outcomes the report must show (``lost: 0``, ``tcp: unbroken``,
     ``address: kept|new``); ``checks``: named checks that must hold."""
     source: str = ""
-    settle: float = 1.0
-    """Seconds to let in-flight packets land after the last flow ended."""
     timeout: float = 10.0
     """Longest wait for an expected end state (e.g. the FM:3-3 revert)."""
 
@@ -300,12 +298,11 @@ def parse(text: str, source: str = "<scenario>") -> Scenario:
     flows: dict[str, FlowSpec] = {}
     steps = _timeline(doc, top, nodes, flows)
     expect = _expect(doc, top, flows)
-    settle = top.get("settle", _num, 1.0)
     timeout = top.get("timeout", _num, 10.0)
     top.finish()
     _check_topology(doc, nodes, links)
     return Scenario(name, title, covers, nodes, links, steps, flows, expect, source,
-                    settle, timeout)
+                    timeout)
 
 
 def _list(v: Any) -> list[Any]:
@@ -493,9 +490,6 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
             steps.append(Step(at, action, chk, line))
         args.finish()
     return tuple(steps)
-
-
-FLOW_EXPECT = ("lost", "duplicates", "reordered", "address", "tcp", "max_interruption_ms")
 
 
 def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dict[str, Any]]:

@@ -208,10 +208,7 @@ def _lm_of(plan: Plan, name: str) -> str:
         return _endpoint(target.control, port)
     if spec.lms:
         return _endpoint(plan.nodes[name].control, LMS_PORT)  # its own pool member
-    for n in sc.nodes.values():
-        if n.lms:
-            return _endpoint(plan.nodes[n.name].control, LMS_PORT)
-    return ""
+    return _lm_of_controller(plan)
 
 
 def _config(plan: Plan, name: str) -> str:
@@ -319,6 +316,7 @@ def _config(plan: Plan, name: str) -> str:
 
 
 def _lm_of_controller(plan: Plan) -> str:
+    """The first LMs of the scenario (the controller's, and the default)."""
     for n in plan.scenario.nodes.values():
         if n.lms:
             return _endpoint(plan.nodes[n.name].control, LMS_PORT)
