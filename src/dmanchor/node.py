@@ -318,7 +318,9 @@ class Node:
         self._link_monitor: LinkMonitor | None = None
         self.mn_agent: MnAgentCore | None = None
         self._sid: IPv6Address | None = None
-        self._sources: dict[str, tuple[Prefix, ...]] = {}  # source filters in force
+        # Source filters in force; None until the first sync, which sets
+        # every access link's (clearing what a previous run left).
+        self._sources: dict[str, tuple[Prefix, ...]] | None = None
 
     def _endpoint(self) -> Endpoint:
         return Endpoint(security=self.cfg.security.build())
@@ -422,11 +424,13 @@ class Node:
         for st in agent.attached.values():
             if st.link in want:
                 want[st.link] = tuple(dict.fromkeys((*want[st.link], *st.own, *st.visiting)))
+        first = self._sources is None
+        sources = self._sources = self._sources or {}
         for link, prefixes in want.items():
-            if self._sources.get(link, ()) != prefixes:
+            if first or sources.get(link, ()) != prefixes:
                 try:
                     dp.set_source_filter(link, prefixes)
-                    self._sources[link] = prefixes
+                    sources[link] = prefixes
                 except DataPlaneError as exc:
                     log.error("source filter on %s: %s", link, exc)
 

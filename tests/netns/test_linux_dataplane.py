@@ -12,6 +12,7 @@ import pytest
 
 from dmanchor.dataplane.api import BufferSpec, DataPlaneError
 from dmanchor.dataplane.linux import LinuxDataPlane
+from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, SID1, SID2, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
@@ -124,11 +125,51 @@ def test_flow_rule_redirects_only_its_flow(lab: Lab) -> None:
     assert E(K.TUNNEL, HNP1, SID2, flow=flow) in dps["ar1"].entries()
 
 
-def test_spoofed_sources_from_the_access_link_are_dropped(lab: Lab) -> None:
+def test_spoofed_sources_from_the_access_link_are_dropped_and_counted(lab: Lab) -> None:
     dps = flat(lab)
-    dps["ar1"].apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
-    dps["ar1"].set_source_filter("mn1", [P("2001:db8:1:1::10/128")])
-    assert sent_to_cn(lab, [IP1, "2001:db8:1:1::66"]) == [IP1]
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    ar1.set_source_filter("mn1", [P("2001:db8:1:1::10/128")])
+    other = "2001:db8:1:1::66"
+    assert sent_to_cn(lab, [IP1, other, other]) == [IP1]
+    assert ar1.counters()["spoofed-source:mn1"] == 2
+    assert ar1.counters()["spoofed-source"] == 2
+    # Forged packets built to get past the trap, sent raw from the MN: one
+    # carrying an SRH with a segment left (End.T would forward it on), one
+    # IPv6-in-IPv6.  Both are dropped and counted; neither reaches the CN.
+    srh = (bytes([17, 2, 4, 1, 1, 0, 0, 0]) + A(CN).packed + A(CN).packed
+           + struct.pack("!HHHH", 9, 7100, 12, 0) + b"srh!")
+    inner = _ipv6(other, CN, 17, struct.pack("!HHHH", 9, 7100, 12, 0) + b"in6!")
+    rx = lab.socket("cn")
+    rx.bind(("::", 7100))
+    rx.settimeout(0.5)
+    raw = open_in_netns(lab.ns("mn"), socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    for nh, payload in ((43, srh), (41, inner)):
+        raw.sendto(_ipv6(other, CN, nh, payload), (CN, 0))
+    raw.close()
+    with pytest.raises(TimeoutError):
+        rx.recv(100)
+    rx.close()
+    assert ar1.counters()["spoofed-source:mn1"] == 4
+    # A move's update allows the new prefix before the old one goes.
+    ar1.set_source_filter("mn1", [P("2001:db8:1:1::66/128")])
+    assert sent_to_cn(lab, [IP1, other]) == [other]
+    # A restarted agent adopts the filter and its counts from the kernel.
+    ar1.close()
+    again = LinuxDataPlane(lab.ns("ar1"))
+    assert again.sources.filters() == {"mn1": (P("2001:db8:1:1::66/128"),)}
+    assert again.counters()["spoofed-source:mn1"] == 5
+    # The MN left: no filter, the trap's drops are kept, nothing left behind.
+    again.set_source_filter("mn1", [])
+    assert again.counters()["spoofed-source:mn1"] == 5
+    assert [r for r in again.nl.rules() if r.iif == "mn1"] == []
+    assert sent_to_cn(lab, [IP1, other]) == [IP1, other]
+    again.close()
+
+
+def _ipv6(src: str, dst: str, next_header: int, payload: bytes) -> bytes:
+    return (struct.pack("!IHBB", 6 << 28, len(payload), next_header, 64)
+            + A(src).packed + A(dst).packed + payload)
 
 
 def sent_to_cn(lab: Lab, sources: list[str], port: int = 7100) -> list[str]:

@@ -209,6 +209,8 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     # prefixes (HNP1 kept, HNP2 new) and drops any other (a spoofed one).
     lab.run("mn", "ip", "-6", "addr", "add", "2001:db8:77::1/128", "dev", "br0", "nodad")
     assert sent_to_cn(lab, [IP1, "2001:db8:77::1"]) == [IP1]
+    counts = command(tmp_path / "ar2.sock", {"cmd": "counters"})
+    assert counts["spoofed-source:mn2"] == 1 and counts["spoofed-source"] == 1
     lab.run("mn", "ip", "-6", "addr", "del", "2001:db8:77::1/128", "dev", "br0")
     addrs = [line for line in lab.run("mn", "ip", "-6", "addr", "show", "dev", "br0")
              .splitlines() if "inet6" in line and "dynamic" in line]

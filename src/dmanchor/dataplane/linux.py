@@ -15,7 +15,7 @@ DROP          ``route blackhole PREFIX``
 per flow      a rule ``from SRC to DST ipproto P sport S dport D lookup T``
               (FM:3-1) and the entry's route in its own table ``T``
 source filter ``rule iif LINK from PREFIX lookup main`` per allowed prefix,
-              then ``rule iif LINK blackhole`` (SM)
+              then a counting trap (SM, see :mod:`.sourceval`)
 ============  ==============================================================
 
 A batch is sent pipelined (one round trip per 1024 objects).  Netlink has no
@@ -64,6 +64,7 @@ from .netlink import (
     rule,
     seg6_nexthop,
 )
+from .sourceval import SourceFilters
 from .tunbuffer import DEVICE as TUN_DEVICE
 from .tunbuffer import TunBuffer, destination
 
@@ -73,8 +74,6 @@ FLOW_TABLE_BASE = 0x4D00
 """Per-flow routing tables start here."""
 FLOW_RULE_PRIORITY = 1000
 """Priority of FM:3-1 flow rules (before main at 32766)."""
-SOURCE_RULE_PRIORITY = 500
-"""Priority of source-validation rules (before flow rules)."""
 CHARGE_CHAIN = "DMANCHOR-CHARGE"
 """mangle-table chain holding the per-flow charging rules."""
 FLUSH_TABLE = 0x4CFE
@@ -167,7 +166,6 @@ class LinuxDataPlane:
         self._nhid: dict[IPv6Address, int] = {}
         self._nh_refs: dict[int, int] = {}  # nexthop id -> routes using it
         self._flow_tables: dict[tuple[object, ...], int] = {}
-        self._sources: dict[str, tuple[Prefix, ...]] = {}
         self._tun: TunBuffer | None = None
         self.upstream: set[IPv6Address] = set()
         """Next hops towards the core (an access router's uplink): no end
@@ -183,6 +181,8 @@ class LinuxDataPlane:
         self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
         self._charge_chain_ready = False
         self._refresh_links()
+        self.sources = SourceFilters(self.nl, self._ifindex)
+        """The SM source filters (learned back from the kernel on start)."""
         self._drop_stale_release_rule()
         self._marker_sock: socket.socket | None = None
         self._oldpaths: set[Prefix] = set()  # OLDPATH_TABLE routes to remove next batch
@@ -524,21 +524,7 @@ class LinuxDataPlane:
             self._nhid.pop(seg, None)
 
     def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
-        old = self._sources.get(link, ())
-        reqs = [self._source_rule(link, p, i, add=False) for i, p in enumerate(old)]
-        if old:
-            reqs.append(rule(False, SOURCE_RULE_PRIORITY + 99, 0, iif=link, blackhole=True))
-        for i, p in enumerate(prefixes):
-            reqs.append(self._source_rule(link, p, i, add=True))
-        if prefixes:
-            reqs.append(rule(True, SOURCE_RULE_PRIORITY + 99, 0, iif=link, blackhole=True))
-        failures = self.nl.batch(reqs)
-        if failures:
-            raise DataPlaneError(f"source filter on {link}: {failures[0][1]}")
-        if prefixes:
-            self._sources[link] = tuple(prefixes)
-        else:
-            self._sources.pop(link, None)
+        self.sources.set(link, prefixes)
 
     def entries(self) -> list[ForwardingEntry]:
         """Read back every dmanchor entry from the kernel."""
@@ -724,6 +710,7 @@ class LinuxDataPlane:
 
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)
+        out.update(self.sources.counters())
         if self._tun is not None:
             out["buffer-overflow"] = (self.nl.link_tx_dropped(self._ifindex(TUN_DEVICE))
                                       + out.pop("buffer-overflow-held", 0))
@@ -783,10 +770,6 @@ class LinuxDataPlane:
             raise DataPlaneError(f"unsupported entry kind {e.kind.name}", e)
         # Routes before their rule on add; the rule first on delete.
         return [r, *out] if add else [*out, r]
-
-    def _source_rule(self, link: str, p: Prefix, i: int, add: bool) -> Request:
-        return rule(add, SOURCE_RULE_PRIORITY + i, RT_TABLE_MAIN, iif=link,
-                    src=(p.address, p.length))
 
     def _new_nexthops(self, add: Sequence[ForwardingEntry]) -> dict[IPv6Address, int]:
         new: dict[IPv6Address, int] = {}

@@ -229,6 +229,7 @@ class MemoryDataPlane:
             allowed = self._source_filters.get(in_link)
             if allowed is not None and not any(a.contains(p.src) for a in allowed):
                 self._counters["spoofed-source"] += 1
+                self._counters[f"spoofed-source:{in_link}"] += 1
                 return Decision("drop", reason="spoofed-source")
             self._charge(p, up=True)
         dst = p.route_dst

@@ -24,6 +24,7 @@ from typing import TypeVar
 # -- Constants (linux/netlink.h, rtnetlink.h, fib_rules.h, nexthop.h, seg6*.h) ----
 
 NETLINK_ROUTE = 0
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
@@ -48,8 +49,9 @@ RT_TABLE_MAIN = 254
 LWTUNNEL_ENCAP_SEG6, LWTUNNEL_ENCAP_SEG6_LOCAL = 5, 7
 SEG6_IPTUNNEL_SRH = 1
 SEG6_IPTUN_MODE_ENCAP = 1
-SEG6_LOCAL_ACTION, SEG6_LOCAL_TABLE = 1, 3
-SEG6_LOCAL_ACTION_END_DT6 = 7
+SEG6_LOCAL_ACTION, SEG6_LOCAL_TABLE, SEG6_LOCAL_COUNTERS = 1, 3, 10
+SEG6_LOCAL_ACTION_END_T, SEG6_LOCAL_ACTION_END_DT6 = 3, 7
+SEG6_LOCAL_CNT_PACKETS, SEG6_LOCAL_CNT_BYTES, SEG6_LOCAL_CNT_ERRORS = 2, 3, 4
 
 NHA_ID, NHA_OIF, NHA_ENCAP_TYPE, NHA_ENCAP = 1, 5, 7, 8
 
@@ -70,6 +72,7 @@ _RULEHDR = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
+_U64 = struct.Struct("=Q")
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -151,6 +154,19 @@ def _dt6_encap(table: int) -> bytes:
     )
 
 
+def _trap_encap(sink: int) -> bytes:
+    # End.T into ``sink`` with per-route counters: the kernel wants all
+    # three counters named (as zeros) to turn them on.
+    zeros = b"".join(rta(k, _U64.pack(0)) for k in (
+        SEG6_LOCAL_CNT_PACKETS, SEG6_LOCAL_CNT_BYTES, SEG6_LOCAL_CNT_ERRORS))
+    return (
+        rta(RTA_ENCAP_TYPE, _U16.pack(LWTUNNEL_ENCAP_SEG6_LOCAL))
+        + rta(RTA_ENCAP | 0x8000, rta(SEG6_LOCAL_ACTION, _U32.pack(SEG6_LOCAL_ACTION_END_T))
+              + rta(SEG6_LOCAL_TABLE, _U32.pack(sink))
+              + rta(SEG6_LOCAL_COUNTERS | 0x8000, zeros))
+    )
+
+
 _DT6_ENCAP = _dt6_encap(RT_TABLE_MAIN)
 _ADD_EXCL = NLM_F_CREATE | NLM_F_EXCL
 _ADD_REPLACE = NLM_F_CREATE | NLM_F_REPLACE
@@ -163,20 +179,27 @@ def route(
     gateway: bytes | None = None, oif: int | None = None, nhid: int | None = None,
     blackhole: bool = False, metric: int | None = None, seg6local_dt6: bool = False,
     protocol: int = RTPROT_DMANCHOR, replace: bool = False, dt6_table: int = RT_TABLE_MAIN,
+    trap_into: int | None = None,
 ) -> Request:
     """RTM_NEWROUTE / RTM_DELROUTE for an IPv6 prefix (addresses as 16 bytes).
 
+    ``trap_into``: a counting trap, ``encap seg6local action End.T table
+    TRAP_INTO count``.  Whatever the route takes is counted by the kernel
+    (``packets`` if it had a segment left, ``errors`` otherwise) and, with a
+    blackhole as the only route of table ``trap_into``, dropped.
+
     On the handover path: built with a few struct calls, no string work.
     """
+    local = seg6local_dt6 or trap_into is not None
     if add:
         rtype = RTN_BLACKHOLE if blackhole else RTN_UNICAST
         scope = RT_SCOPE_LINK if (oif is not None and gateway is None and nhid is None
-                                  and not seg6local_dt6 and not blackhole) else RT_SCOPE_UNIVERSE
+                                  and not local and not blackhole) else RT_SCOPE_UNIVERSE
         hdr = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, table if table < 256 else 252,
                           protocol, scope, rtype, 0)
     else:
         hdr = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, table if table < 256 else 252,
-                          0, 0, 0, 0)
+                          protocol if protocol != RTPROT_DMANCHOR else 0, 0, 0, 0)
     body = hdr + _ATTR16.pack(20, RTA_DST, dst) + (
         _TABLE_MAIN if table == RT_TABLE_MAIN else _ATTR32.pack(8, RTA_TABLE, table))
     if gateway is not None:
@@ -189,6 +212,8 @@ def route(
         body += _ATTR32.pack(8, RTA_PRIORITY, metric)
     if seg6local_dt6:
         body += _DT6_ENCAP if dt6_table == RT_TABLE_MAIN else _dt6_encap(dt6_table)
+    elif trap_into is not None and add:
+        body += _trap_encap(trap_into)
     what = _RouteName(dst, dst_len)
     if add:
         if replace:
@@ -217,6 +242,7 @@ def rule(
     add: bool, priority: int, table: int, *, src: tuple[IPv6Address, int] | None = None,
     dst: tuple[IPv6Address, int] | None = None, proto: int = 0, sport: int = 0,
     dport: int = 0, iif: str = "", blackhole: bool = False, fwmark: int = 0,
+    protocol: int = RTPROT_DMANCHOR,
 ) -> Request:
     """RTM_NEWRULE / RTM_DELRULE: an FM:3-1 5-tuple rule, or a blackhole rule."""
     action = FR_ACT_BLACKHOLE if blackhole else FR_ACT_TO_TBL
@@ -225,7 +251,7 @@ def rule(
     attrs = rta(FRA_PRIORITY, _U32.pack(priority))
     if not blackhole:
         attrs += rta(FRA_TABLE, _U32.pack(table))
-    attrs += rta(FRA_PROTOCOL, bytes((RTPROT_DMANCHOR,)))
+    attrs += rta(FRA_PROTOCOL, bytes((protocol,)))
     if src:
         attrs += rta(FRA_SRC, src[0].packed)
     if dst:
@@ -264,6 +290,8 @@ class KernelRoute:
     nhid: int | None
     metric: int | None
     seg6local: bool
+    counters: tuple[int, int, int] | None = None
+    """A seg6local route's (packets, bytes, errors), when it counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +328,18 @@ def _parse_route(data: bytes) -> KernelRoute | None:
     if RTA_TABLE in a:
         table = _U32.unpack(a[RTA_TABLE][:4])[0]
     encap_type = _U16.unpack(a[RTA_ENCAP_TYPE][:2])[0] if RTA_ENCAP_TYPE in a else 0
+    counters = None
+    if encap_type == LWTUNNEL_ENCAP_SEG6_LOCAL and RTA_ENCAP in a:
+        nest = _parse_attrs(a[RTA_ENCAP], 0, len(a[RTA_ENCAP])).get(SEG6_LOCAL_COUNTERS)
+        if nest is not None:
+            c = _parse_attrs(nest, 0, len(nest))
+
+            def u64(kind: int) -> int:
+                v = c.get(kind, b"")
+                return int(_U64.unpack(v[:8])[0]) if len(v) >= 8 else 0
+
+            counters = (u64(SEG6_LOCAL_CNT_PACKETS), u64(SEG6_LOCAL_CNT_BYTES),
+                        u64(SEG6_LOCAL_CNT_ERRORS))
     return KernelRoute(
         IPv6Address(a[RTA_DST]) if RTA_DST in a else IPv6Address(0), dst_len, table,
         protocol, rtype,
@@ -308,6 +348,7 @@ def _parse_route(data: bytes) -> KernelRoute | None:
         _U32.unpack(a[RTA_NH_ID][:4])[0] if RTA_NH_ID in a else None,
         _U32.unpack(a[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in a else None,
         encap_type == LWTUNNEL_ENCAP_SEG6_LOCAL,
+        counters,
     )
 
 
@@ -403,6 +444,8 @@ class Netlink:
                 with contextlib.suppress(OSError):
                     self.sock.setsockopt(socket.SOL_SOCKET, plain, 8 << 20)
         self.sock.bind((0, 0))
+        with contextlib.suppress(OSError):  # older kernels: unfiltered dumps
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self._seq = 1
 
     def close(self) -> None:
@@ -540,10 +583,20 @@ class Netlink:
         return [obj for data in self._dump(msg_type, body)
                 if (obj := parse(data)) is not None]
 
-    def routes(self) -> list[KernelRoute]:
-        """Every IPv6 route of every table."""
-        return self._dump_parsed(
-            RTM_GETROUTE, _RTMSG.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_route)
+    def routes(self, table: int | None = None) -> list[KernelRoute]:
+        """Every IPv6 route of every table, or of one ``table``.
+
+        With a table the kernel filters the dump itself (strict checking), so
+        reading a small table does not cost a walk through 100k others.
+        """
+        if table is None:
+            return self._dump_parsed(
+                RTM_GETROUTE, _RTMSG.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_route)
+        body = _RTMSG.pack(socket.AF_INET6, 0, 0, 0, table if table < 256 else 252,
+                           0, 0, 0, 0) + _ATTR32.pack(8, RTA_TABLE, table)
+        # Filtered here too: a kernel without strict dumps sends every table.
+        return [r for r in self._dump_parsed(RTM_GETROUTE, body, _parse_route)
+                if r.table == table]
 
     def nexthops(self) -> list[KernelNexthop]:
         """Every nexthop object (none where the kernel has no nexthop support)."""
