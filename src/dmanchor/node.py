@@ -227,6 +227,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                               a.get("buffer_timeout", as_float, 2.0)),
             hold_timeout=a.get("hold_timeout", as_float, 1.0),
             parent=a.get("parent", as_address) if "parent" in a.table else None,
+            reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
             agents=agents,
         ))
         if "bgp" in a.table:

@@ -13,7 +13,7 @@ import pytest
 from dmanchor.dataplane.api import BufferSpec, DataPlaneError
 from dmanchor.dataplane.linux import LinuxDataPlane
 from dmanchor.dataplane.netlink import open_in_netns
-from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, SID1, SID2, flat, move_mn_to_ar2
+from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, IP2, SID1, SID2, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 
@@ -191,6 +191,36 @@ def sent_to_cn(lab: Lab, sources: list[str], port: int = 7100) -> list[str]:
         pass
     rx.close()
     return sorted(got)
+
+
+def test_uplink_reverse_tunnel_by_source_prefix(lab: Lab) -> None:
+    """4.1.2 with a reverse tunnel: AR2 sends what the MN sources from HNP1
+    over SRv6 to AR1 (End.DT6), which forwards it; other sources go direct."""
+    dps = flat(lab)
+    move_mn_to_ar2(lab)
+    dps["ar2"].apply([E(K.ANCHOR, HNP1, link="mn2"), E(K.ANCHOR, HNP2, link="mn2")], [], 0.0)
+    reverse = E(K.TUNNEL, P("::/0"), SID1, flow=FlowFilter(src=HNP1))
+
+    def through_ar1(sources: list[str]) -> tuple[list[str], int]:
+        before = rx_packets(lab, "ar1", "ar1-r")
+        got = sent_to_cn(lab, sources * 10)
+        return got, rx_packets(lab, "ar1", "ar1-r") - before
+
+    got, seen = through_ar1([IP1, IP2])
+    assert got == sorted([IP1, IP2] * 10) and seen < 10  # direct: at most ND chatter
+    dps["ar2"].apply([reverse], [], 0.0)
+    assert reverse in dps["ar2"].entries()
+    got, seen = through_ar1([IP1])
+    assert got == [IP1] * 10 and seen >= 10
+    got, seen = through_ar1([IP2])
+    assert got == [IP2] * 10 and seen < 10
+    dps["ar2"].apply([], [reverse], 0.0)
+    assert through_ar1([IP1])[1] < 10
+    assert not [e for e in dps["ar2"].entries() if e.flow is not None]
+
+
+def rx_packets(lab: Lab, node: str, ifname: str) -> int:
+    return int(lab.run(node, "cat", f"/sys/class/net/{ifname}/statistics/rx_packets").strip())
 
 
 def test_restarted_agent_reconciles_without_duplicates_or_leaks(lab: Lab) -> None:

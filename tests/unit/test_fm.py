@@ -77,7 +77,8 @@ class World:
 
 
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
-          lm: str = "central", n: int = 2, hold_timeout: float = 1.0) -> World:
+          lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
+          reverse_tunnel: bool = False) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -118,6 +119,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
+            reverse_tunnel=reverse_tunnel,
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
@@ -200,6 +202,32 @@ def test_4_1_2_old_anchor_tunnels_with_buffering_discovery_and_state_transfer() 
     assert usage.packets_down == rep.delivered
     assert usage.bytes_down == rep.delivered * cont.size
     assert w.fab.routers["ar1"].usage(flt).packets_down == 0  # handed over
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_4_1_2_uplink_leaves_directly_or_by_reverse_tunnel(reverse: bool) -> None:
+    w = world("tunnel", lifetime=1, reverse_tunnel=reverse)
+    up = Flow("up", "mn", "cn", IP1, CN, 1000, 0.1, 1.2)
+    flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, up.sport, up.dport)
+    start_flow(w.fab, up)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
+    w.at(1.3, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=2.5)
+    rep = report(w.fab, up)
+    # Only what the MN sent while it had no link at all (30 ms at 1000 pps)
+    # is lost: the uplink needs no buffering in the network.
+    assert rep.duplicates == 0 and rep.reordered == 0 and rep.lost <= 31
+    assert {d.node for d in w.fab.drops} == {"mn"}
+    direct = ("mn", "ar2", "r", "cn")
+    if reverse:
+        # Direct only until AR2 knows HNP1's anchor (LM:1-1, FM:4-3); then
+        # through AR1, which owns the source prefix.
+        assert rep.paths == (("mn", "ar1", "r", "cn"), direct,
+                             ("mn", "ar2", "r", "ar1", "r", "cn"))
+    else:
+        assert rep.paths == (("mn", "ar1", "r", "cn"), direct)
+    # The reverse tunnel lives as long as the prefix is visiting AR2.
+    assert not [e for e in w.fab.routers["ar2"].entries() if e.flow is not None]
 
 
 def test_4_1_2_with_an_lm_pool_at_the_cpas_fig_1a() -> None:

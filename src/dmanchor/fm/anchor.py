@@ -48,7 +48,15 @@ from ..transport.reliable import (
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
-from ..wire.types import Cause, EntryKind, FlowFilter, FlowState, ForwardingEntry, Prefix
+from ..wire.types import (
+    ANY_PREFIX,
+    Cause,
+    EntryKind,
+    FlowFilter,
+    FlowState,
+    ForwardingEntry,
+    Prefix,
+)
 from .fmdp import DpFunction
 
 MODES = ("tunnel", "switch", "bgp")
@@ -87,6 +95,12 @@ class AnchorSettings:
     router above it.  A prefix anchored at another AR is then asked of this
     parent, so its anchoring moves there (4.2.3); one anchored at the parent
     only changes the parent's tunnel (4.2.2)."""
+    reverse_tunnel: bool = False
+    """Tunnel mode (4.1.2): also send the MN's uplink from a visiting prefix
+    back to its anchor (a source-prefix rule into SRv6 towards the anchor's
+    DPA), which forwards it from the network that owns the prefix.  Needed
+    where the network filters sources by ingress (BCP 38) or a firewall must
+    see both directions; otherwise the uplink leaves directly."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA
@@ -111,6 +125,7 @@ class _Visiting:
     home_cpa: IPv6Address | None = None
     home_node: str = ""
     parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
+    reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor
     expires: float = 0.0
     flows_closed: bool = False
 
@@ -247,7 +262,7 @@ class AnchorAgentCore(ServiceCore):
             if p in st.own:
                 self.away[p] = st.link
             else:
-                self.visiting.pop(p, None)
+                self._drop_reverse(self.visiting.pop(p, None), now)
                 self.cancel_timer(("visit", p))
         self.stats.counters["detach"] += 1
 
@@ -404,6 +419,10 @@ class AnchorAgentCore(ServiceCore):
             rid = self.endpoint.request(m.BufferReady(prefix, self.s.dpa), v.parent, now)
             self._parent_asks[rid] = prefix
             return
+        if self.s.reverse_tunnel and self.s.mode == "tunnel":
+            v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, answer.dpa_address,
+                                        FlowFilter(src=prefix))
+            self._apply_new([v.reverse], now)
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
@@ -486,6 +505,7 @@ class AnchorAgentCore(ServiceCore):
         v = self.visiting.pop(prefix, None)
         if v is None:
             return
+        self._drop_reverse(v, now)
         self._replace(prefix, [], now)
         self._announce((prefix,), False)
         for f in v.flows:
@@ -499,6 +519,11 @@ class AnchorAgentCore(ServiceCore):
         for st in self.attached.values():
             st.visiting = tuple(p for p in st.visiting if p != prefix)
         self.stats.counters["reverted"] += 1
+
+    def _drop_reverse(self, v: _Visiting | None, now: float) -> None:
+        if v is not None and v.reverse is not None:
+            self.dp.apply((), [v.reverse], now)
+            v.reverse = None
 
     def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
         if self.s.mode != "bgp":

@@ -471,6 +471,11 @@ class Emulation:
         if kind == "route":
             f = self.flows[a["flow"]]
             node, towards = a["node"], a["towards"]
+            if a.get("uplink"):
+                got = self._uplink(node, f.prefix)
+                self.checks[f"{node} sends the uplink from {f.prefix} towards {towards} "
+                            f"(it does: {got or 'directly'})"] = got == towards
+                return
             got = self._forwarding(node, f.prefix)
             self.checks[f"{node} sends {a['flow']}'s {f.prefix} towards {towards} "
                         f"(it does: {got or 'nowhere'})"] = got in (
@@ -512,6 +517,16 @@ class Emulation:
             via = shown[shown.index("via") + 1]
             return next((i.peer for i in self.plan.nodes[node].ifaces
                          if self.plan.address_towards(node, i.peer) == via), "")
+        return ""
+
+    def _uplink(self, node: str, prefix: Prefix) -> str:
+        """The anchor ``node`` reverse-tunnels packets from ``prefix`` to, read
+        back from its kernel by the node ('' if none: they leave directly)."""
+        for e in command(self._sock(node), {"cmd": "entries"}):
+            src = Prefix.parse(e["flow"]["src"]) if "flow" in e else None
+            if e["kind"] == "TUNNEL" and src is not None and src.length and src.covers(prefix):
+                dpa = IPv6Address(e["next_hop"])
+                return next((n for n, np in self.plan.nodes.items() if np.dpa == dpa), "")
         return ""
 
     def _forgotten(self, prefix: Prefix) -> bool:

@@ -51,6 +51,8 @@ class AnchorSpec:
     """Node whose LMs or LMp it uses (default: the scenario's LMs)."""
     pd: bool = False
     """Takes its MN prefixes by DHCPv6-PD from the scenario's Kea (draft 4.2.1)."""
+    reverse_tunnel: bool = False
+    """Tunnel mode: send an MN's uplink from a visiting prefix back through its anchor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,8 @@ class Step:
     action: str
     """``attach``, ``move``, ``flow``, ``close``, ``kill``, ``restart``, ``cut`` or
     ``check`` (``route``: ``node`` forwards ``flow``'s address towards node
-    ``towards``; ``reverted``: within the scenario's timeout no router nor
+    ``towards``, or with ``uplink: true`` what the MN sends from that address
+    (a reverse tunnel); ``reverted``: within the scenario's timeout no router nor
     anchor keeps any state for ``flow``'s prefix (FM:3-3); ``counter``:
     anchor ``node``'s data-plane counter ``name`` is at least ``min``;
     ``messages``: node ``node`` has sent at least ``min`` messages of ``type``
@@ -331,6 +334,7 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
                 hold_timeout=a.get("hold_timeout", _num, 1.0),
                 lm=a.opt("lm", _str),
                 pd=a.get("pd", _bool, False),
+                reverse_tunnel=a.get("reverse_tunnel", _bool, False),
             )
             a.finish()
             if anchor.prefix is None and anchor.parent is None:
@@ -476,6 +480,7 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
                     raise doc.error(("timeline", i, action, kind[0], "node"),
                                     f"no node {chk['node']!r}")
             if kind[0] == "route":
+                chk["uplink"] = c.get("uplink", _bool, False)
                 chk["towards"] = c.get("towards", _str, required=True)
                 if chk["towards"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "towards"),

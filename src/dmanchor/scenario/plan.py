@@ -284,6 +284,8 @@ def _config(plan: Plan, name: str) -> str:
                   "prefixes = [" + (f'"{asp.prefix}"' if asp.prefix else "") + "]",
                   f'uplink = "{np.uplink}"', f'mode = "{asp.mode}"',
                   f"lifetime = {asp.lifetime}", f"hold_timeout = {asp.hold_timeout}"]
+        if asp.reverse_tunnel:
+            lines.append("reverse_tunnel = true")
         if core:
             lines.append(f'controller = "{_endpoint(plan.nodes[core].control, CTRL_PORT)}"')
         lm = _lm_of(plan, name)
