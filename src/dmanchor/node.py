@@ -68,12 +68,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from ipaddress import AddressValueError, IPv4Address, IPv6Address
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
-from .access.bgp import BgpEvent, BgpSession, BgpSettings, SessionDown, SessionUp
+from .access.bgp import BgpEvent, BgpSession, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
 from .access.nd import (
     ROUTER_SOLICITATION,
@@ -84,27 +83,16 @@ from .access.nd import (
 )
 from .config import (
     ConfigError,
-    Fields,
-    SecuritySettings,
-    as_address,
-    as_bind,
-    as_bool,
-    as_endpoint,
-    as_float,
-    as_int,
-    as_prefix,
-    as_str,
-    load_file,
-    read_security,
 )
-from .dataplane.api import BufferSpec, DataPlaneError
+from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
-from .fm.anchor import MODES, AnchorAgentCore, AnchorSettings
-from .fm.controller import ControllerCore, ControllerSettings, RouterControl
-from .fm.fmdp import FmDpCore, FmDpSettings
-from .fm.mn_agent import MnAgentCore, MnAgentSettings
-from .lm.daemon import LmDaemonConfig, build_core, read_lm_table
+from .fm.anchor import AnchorAgentCore
+from .fm.controller import ControllerCore
+from .fm.fmdp import FmDpCore
+from .fm.mn_agent import MnAgentCore
+from .lm.daemon import build_core
+from .nodeconf import NodeConfig, load_node_config
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
@@ -120,187 +108,6 @@ from .wire.types import (
 )
 
 log = logging.getLogger("dmanchor.node")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """A parsed node config."""
-
-    node_id: str
-    """The node's id."""
-    log_level: str
-    """Logging level."""
-    control: Path | None
-    """UNIX socket for access-layer commands (anchor only)."""
-    security: SecuritySettings
-    """SM settings of every function."""
-    anchor: tuple[Addr, AnchorSettings] | None = None
-    """The anchor agent: endpoint and settings."""
-    controller: tuple[Addr, ControllerSettings] | None = None
-    """The mobility controller: endpoint and settings."""
-    lms: LmDaemonConfig | None = None
-    """A location server."""
-    fmdp: tuple[Addr, FmDpSettings] | None = None
-    """A stand-alone FM-DP: endpoint and settings."""
-    access_links: tuple[str, ...] = ()
-    """Access links on which MNs solicit (RS) and are advertised to (RA)."""
-    source_validation: bool = True
-    """Drop packets entering an access link from a source outside the
-    prefixes of the MNs attached there (SM).  Off where MNs send from
-    addresses the network does not serve on that link (host-based, Fig 2a/2b,
-    without a reverse tunnel)."""
-    mn_pool: Prefix | None = None
-    """Where this router takes the /64 it delegates to each MN that attaches by RS."""
-    trace: Path | None = None
-    """JSON-lines trace: every message sent and received, every data-plane change."""
-    bgp: tuple[IPv6Address, BgpSettings] | None = None
-    """The anchor's BGP peer (its router) and session (anchor mode ``bgp``)."""
-    lmp: LmDaemonConfig | None = None
-    """A location proxy (LMp, Fig 1d) in front of LMs."""
-    mn: tuple[Addr, MnAgentSettings, str] | None = None
-    """Host-based mobility (Fig 2a/2b) on an MN: endpoint, settings, and the
-    device its SRv6 SID (where its anchors tunnel to it) is served on."""
-
-
-def as_asn(value: Any) -> int:
-    """An AS number (1 .. 2^32-1)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 32:
-        raise ValueError(f"expected an AS number, got {value!r}")
-    return value
-
-
-def as_router_id(value: Any) -> int:
-    """A BGP identifier written as an IPv4 address ("10.0.0.1")."""
-    try:
-        n = int(IPv4Address(value))
-    except (AddressValueError, ValueError) as exc:
-        raise ValueError(f"expected a router id like 10.0.0.1, got {value!r}") from exc
-    if n == 0:
-        raise ValueError("router id 0.0.0.0 is not allowed")
-    return n
-
-
-def _optional_endpoint(f: Fields, name: str) -> Addr | None:
-    """An optional host:port field (absent: None)."""
-    return f.get(name, as_endpoint, required=True) if name in f.table else None
-
-
-def load_node_config(path: str | Path) -> NodeConfig:
-    """Read and validate a node config; errors name the file and field."""
-    doc = load_file(path)
-    top = Fields(str(path), "", doc)
-    node = top.sub("node")
-    node_id = node.get("id", as_str, required=True)
-    level = node.get("log_level", as_str, "info")
-    control = node.get("control", as_str, "")
-    trace = node.get("trace", as_str, "")
-    node.finish()
-    sec = read_security(top.sub("security"))
-    anchor = controller = fmdp = None
-    validate = True
-    bgp: tuple[IPv6Address, BgpSettings] | None = None
-    lms = None
-    access_links: tuple[str, ...] = ()
-    mn_pool = None
-    if "anchor" in doc:
-        a = top.sub("anchor")
-        listen = a.get("listen", as_bind, required=True)
-        agents_f = a.sub("agents")
-        agents = {as_address(k): agents_f.get(k, as_endpoint, required=True)
-                  for k in list(agents_f.table)}
-        mode = a.get("mode", as_str, "tunnel")
-        if mode not in MODES:
-            raise ConfigError(f"{path}: field 'anchor.mode': expected one of {', '.join(MODES)}")
-        anchor = (listen, AnchorSettings(
-            node_id=node_id,
-            dpa=a.get("dpa", as_address, required=True),
-            cpa=a.get("cpa", as_address, as_address(listen[0]) if ":" in listen[0]
-                      else as_address("::1")),
-            prefixes=a.get_list("prefixes", as_prefix),
-            uplink=a.get("uplink", as_address, required=True),
-            controller=_optional_endpoint(a, "controller"),
-            lms=_optional_endpoint(a, "lms"),
-            mode=mode,
-            port=a.get("peer_port", as_int, 5400),
-            lifetime=a.get("lifetime", as_int, 600),
-            buffer=BufferSpec(a.get("buffer_limit", as_int, 10_000),
-                              a.get("buffer_timeout", as_float, 2.0)),
-            hold_timeout=a.get("hold_timeout", as_float, 1.0),
-            parent=a.get("parent", as_address) if "parent" in a.table else None,
-            reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
-            agents=agents,
-        ))
-        if "bgp" in a.table:
-            b = a.sub("bgp")
-            peer = b.get("peer", as_address, required=True)
-            bgp = (peer, BgpSettings(
-                local_as=b.get("local_as", as_asn, required=True),
-                peer_as=b.get("peer_as", as_asn, required=True),
-                router_id=b.get("router_id", as_router_id, required=True),
-                next_hop=b.get("next_hop", as_address, required=True),
-                hold_time=b.get("hold_time", as_int, 9),
-                connect_retry=b.get("connect_retry", as_float, 1.0),
-            ))
-            b.finish()
-        if (bgp is None) != (mode != "bgp"):
-            raise ConfigError(f"{path}: field 'anchor.bgp': "
-                              "required with mode = \"bgp\", and only then")
-        access_links = a.get_list("access_links", as_str)
-        validate = a.get("source_validation", as_bool, True)
-        mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
-        if access_links and mn_pool is None and anchor[1].parent is None:
-            raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links "
-                              "(except on a forwarding switch, which has a parent)")
-        a.finish()
-    if "controller" in doc:
-        c = top.sub("controller")
-        listen = c.get("listen", as_bind, required=True)
-
-        def router(item: Any) -> RouterControl:
-            r = Fields(str(path), "controller.routers", item)
-            hops_f = r.sub("next_hops")
-            hops = {as_address(k): hops_f.get(k, as_address, required=True)
-                    for k in list(hops_f.table)}
-            out = RouterControl(r.get("name", as_str, required=True),
-                                r.get("address", as_endpoint, required=True), hops)
-            r.finish()
-            return out
-
-        dp_f = c.sub("dpn_parent")
-        controller = (listen, ControllerSettings(
-            node_id=node_id,
-            lms=_optional_endpoint(c, "lms"),
-            watch=c.get_list("watch", as_prefix),
-            routers=c.get_list("routers", router),
-            dead_after=c.get("dead_after", as_float, 1.5),
-            dpn_parent={as_address(k): dp_f.get(k, as_address, required=True)
-                        for k in list(dp_f.table)},
-        ))
-        c.finish()
-    if "lms" in doc:
-        lms = read_lm_table("lms", top.sub("lms"), sec, node_id)
-    lmp = read_lm_table("lmp", top.sub("lmp"), sec) if "lmp" in doc else None
-    mn = None
-    if "mn" in doc:
-        f = top.sub("mn")
-        mn = (f.get("listen", as_bind, required=True), MnAgentSettings(
-            node_id, f.get("controller", as_endpoint, required=True),
-            f.get("lms", as_endpoint, required=True), f.get("peer_port", as_int, 5400),
-            f.get("lifetime", as_int, 600)), f.get("sid_dev", as_str, "br0"))
-        f.finish()
-    if "fmdp" in doc:
-        d = top.sub("fmdp")
-        fmdp = (d.get("listen", as_bind, required=True), FmDpSettings(
-            node_id, _optional_endpoint(d, "control"),
-            d.get("status_interval", as_float, 0.5)))
-        d.finish()
-    top.finish()
-    if not (anchor or controller or lms or lmp or fmdp or mn):
-        raise ConfigError(f"{path}: the node hosts no function "
-                          "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
-    return NodeConfig(node_id, level, Path(control) if control else None, sec,
-                      anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn)
 
 
 class Node:

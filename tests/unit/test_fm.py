@@ -78,7 +78,7 @@ class World:
 
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
-          reverse_tunnel: bool = False) -> World:
+          reverse_tunnel: bool = False, pd: bool = False) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -119,7 +119,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
-            reverse_tunnel=reverse_tunnel,
+            reverse_tunnel=reverse_tunnel, pd=pd,
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
@@ -284,7 +284,7 @@ def test_4_1_2_revert_when_flows_closed_and_lifetime_ended() -> None:
 
 
 def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
-    w = world("switch", lifetime=1)
+    w = world("switch", lifetime=1, pd=True)
     cont = downlink("cont", IP1, 0.1, 1.0)
     fresh = downlink("fresh", IP2, 0.7, 1.0)
     flt = filter_of(cont)
@@ -316,6 +316,10 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
     assert not [e for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1]
     assert report(w.fab, late).delivered == 0
+    # DHCPv6-PD (4.2.1): AR1 held HNP1 and released it when the anchoring
+    # moved; AR2 asked for it then, and released it at the revert (FM:3-3).
+    assert w.ar[1].drain_delegations() == [(True, HNP1), (False, HNP1)]
+    assert w.ar[2].drain_delegations() == [(True, HNP2), (True, HNP1), (False, HNP1)]
 
 
 def test_4_2_1_charging_exact_across_switch() -> None:

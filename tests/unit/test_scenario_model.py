@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dmanchor.node import load_node_config
+from dmanchor.nodeconf import load_node_config
 from dmanchor.scenario.model import ScenarioError, parse
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped

@@ -349,6 +349,11 @@ class PdClient:
     _tries: int = 0
     _deadline: float | None = None
 
+    @property
+    def xid(self) -> int | None:
+        """The transaction under way (None when none is)."""
+        return None if self._sent is None else self._sent.xid
+
     # -- Commands ------------------------------------------------------------------
 
     def request(self, now: float, hint: Prefix | None = None) -> None:

@@ -101,6 +101,11 @@ class AnchorSettings:
     DPA), which forwards it from the network that owns the prefix.  Needed
     where the network filters sources by ingress (BCP 38) or a firewall must
     see both directions; otherwise the uplink leaves directly."""
+    pd: bool = False
+    """The MN prefixes anchored here are DHCPv6-PD delegations (draft 4.2.1):
+    :meth:`AnchorAgentCore.drain_delegations` tells the PD client side when
+    this router starts anchoring one (request it, as a hint) and when it
+    stops (release it, so it can go to the next anchor or back to the pool)."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA
@@ -179,6 +184,9 @@ class AnchorAgentCore(ServiceCore):
         self.announced: set[Prefix] = set()
         """Prefixes this anchor announces by BGP (mode ``bgp``)."""
         self._routes: list[tuple[bool, Prefix]] = []
+        self.delegated: set[Prefix] = set()
+        """MN prefixes this router holds delegations for (``pd``)."""
+        self._delegations: list[tuple[bool, Prefix]] = []
         if settings.mode == "bgp":
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
@@ -212,6 +220,9 @@ class AnchorAgentCore(ServiceCore):
                 add.append(ForwardingEntry(EntryKind.BUFFER, p))
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
         self._apply_new(add, now, holds)
+        self._delegate(own, True)
+        if self.s.mode in ("switch", "bgp"):
+            self._delegate(foreign, True)  # the anchoring moves here
         for p, flows in previous.items():
             # Charging starts before any signalling of this move goes out:
             # once it does, the old point may release packets here at any
@@ -270,6 +281,19 @@ class AnchorAgentCore(ServiceCore):
         """Routing changes for the BGP speaker: (announce?, prefix), in order."""
         out, self._routes = self._routes, []
         return out
+
+    def drain_delegations(self) -> list[tuple[bool, Prefix]]:
+        """Delegation changes for the PD client (``pd``): (hold?, prefix), in order."""
+        out, self._delegations = self._delegations, []
+        return out
+
+    def _delegate(self, prefixes: Sequence[Prefix], on: bool) -> None:
+        if not self.s.pd:
+            return
+        for p in prefixes:
+            if on != (p in self.delegated):
+                (self.delegated.add if on else self.delegated.discard)(p)
+                self._delegations.append((on, p))
 
     def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter],
                     link: str | None = None) -> None:
@@ -449,6 +473,8 @@ class AnchorAgentCore(ServiceCore):
         # them from packets of the new direct path.
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
+        if self.s.mode in ("switch", "bgp"):
+            self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
         if self.s.mode == "bgp":
             # The new anchor announces the prefix: this point only carries
@@ -493,6 +519,8 @@ class AnchorAgentCore(ServiceCore):
             # the MN went, or to the AR that took the anchoring) goes.
             self._replace(prefix, [], now)
             self.away.pop(prefix, None)
+            if not any(prefix in st.own for st in self.attached.values()):
+                self._delegate((prefix,), False)  # its MN is gone and so are its flows
             self.stats.counters["returned"] += 1
         elif self.serving.pop(prefix, None) is not None:
             self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
@@ -506,6 +534,7 @@ class AnchorAgentCore(ServiceCore):
         if v is None:
             return
         self._drop_reverse(v, now)
+        self._delegate((prefix,), False)  # FM:3-3: back to its network's pool
         self._replace(prefix, [], now)
         self._announce((prefix,), False)
         for f in v.flows:

@@ -1,0 +1,229 @@
+"""The delegations an access router holds: one DHCPv6 IA_PD per MN prefix (draft 4.2.1).
+
+Sans-IO, like :class:`~dmanchor.access.dhcpv6.PdClient`, which it runs one of
+per prefix (each its own IAID, so a server keeps the leases apart: a client
+asking again on an IAID that already holds a lease gets that lease back).
+
+The anchor agent says which prefixes this router anchors (:meth:`hold`) and
+which it no longer does (:meth:`let_go`).  A prefix is requested *as a hint*:
+the server delegates exactly that prefix only once it is free, that is once
+the router that anchored it before has released it, and the two routers act
+on their own clocks.  So when the server offers another prefix, or none, that
+offer is released and the hint asked again every ``retry`` seconds, for at
+most ``patience`` seconds.  Renewals (T1/T2) are the client's own; a lease
+that expires unrenewed is reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from ..wire.types import Prefix
+from .dhcpv6 import Bound, Expired, Failed, PdClient, Released, State
+
+
+@dataclass(frozen=True, slots=True)
+class Delegated:
+    """The server delegated the prefix to this router (or renewed it)."""
+
+    prefix: Prefix
+    valid: int
+    renewed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """This router gave the prefix back (Release confirmed, or given up on)."""
+
+    prefix: Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server would not delegate the prefix within the patience."""
+
+    prefix: Prefix
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The lease ended unrenewed (the server is unreachable)."""
+
+    prefix: Prefix
+
+
+DelegationEvent = Delegated | Returned | Refused | Lost
+
+
+@dataclass(slots=True)
+class _Ia:
+    client: PdClient
+    wanted: bool = True
+    since: float = 0.0
+    retry_at: float | None = None
+    stray: list[PdClient] = field(default_factory=list)  # wrong offers being released
+
+
+class Delegations:
+    """A requesting router's delegations, keyed by prefix."""
+
+    def __init__(self, duid: bytes, *, retry: float = 0.05, patience: float = 3.0,
+                 initial_rt: float = 1.0, max_rc: int = 5) -> None:
+        """``duid``: this router's DUID; ``retry``/``patience``: see the module doc;
+        ``initial_rt``/``max_rc``: the clients' retransmission (RFC 8415)."""
+        self.duid = duid
+        self.retry = retry
+        self.patience = patience
+        self.initial_rt = initial_rt
+        self.max_rc = max_rc
+        self._ias: dict[Prefix, _Ia] = {}
+        self._out: list[tuple[bytes, tuple[str, int]]] = []
+        self._events: deque[DelegationEvent] = deque()
+        self.counters: Counter[str] = Counter()
+        """delegated, renewed, hint-refused, returned, refused, lost, stray-datagram."""
+
+    # -- Commands ----------------------------------------------------------------------
+
+    def hold(self, prefix: Prefix, now: float) -> None:
+        """This router anchors ``prefix`` now: have it delegated here."""
+        ia = self._ias.get(prefix)
+        if ia is not None:
+            ia.wanted = True
+            if ia.client.state is State.IDLE and ia.client.lease is None:
+                self._ask(prefix, ia, now)
+            return
+        ia = _Ia(self._client(), since=now)
+        self._ias[prefix] = ia
+        self._ask(prefix, ia, now)
+
+    def let_go(self, prefix: Prefix, now: float) -> None:
+        """This router no longer anchors ``prefix``: give the delegation back."""
+        ia = self._ias.get(prefix)
+        if ia is None:
+            return
+        ia.wanted = False
+        ia.retry_at = None
+        if ia.client.lease is not None and ia.client.state is not State.RELEASING:
+            ia.client.release(now)
+        elif ia.client.lease is None and ia.client.state is State.IDLE and not ia.stray:
+            del self._ias[prefix]
+        # Otherwise an exchange is under way: what it brings is released then.
+
+    def held(self, now: float) -> dict[Prefix, float]:
+        """Prefix -> seconds its lease has left, for prefixes delegated here."""
+        return {p: ia.client.lease.expires - now for p, ia in self._ias.items()
+                if ia.client.lease is not None and ia.client.lease.prefix == p}
+
+    # -- Driver interface ----------------------------------------------------------------
+
+    def receive(self, data: bytes, source: tuple[str, int], now: float) -> None:
+        """A datagram from a server, given to the client whose transaction it answers."""
+        xid = int.from_bytes(data[1:4], "big") if len(data) >= 4 else -1
+        for ia in list(self._ias.values()):
+            for client in (ia.client, *ia.stray):
+                if client.xid == xid:
+                    client.receive(data, source, now)
+                    self._collect(now)
+                    return
+        self.counters["stray-datagram"] += 1
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmissions, lease timers, and hint retries."""
+        for prefix, ia in list(self._ias.items()):
+            for client in (ia.client, *ia.stray):
+                deadline = client.get_timer()
+                if deadline is not None and now >= deadline:
+                    client.handle_timer(now)
+            if ia.retry_at is not None and now >= ia.retry_at:
+                ia.retry_at = None
+                self._ask(prefix, ia, now)
+        self._collect(now)
+
+    def get_timer(self) -> float | None:
+        """The next time :meth:`handle_timer` must run."""
+        times = []
+        for ia in self._ias.values():
+            times += [t for c in (ia.client, *ia.stray) if (t := c.get_timer()) is not None]
+            if ia.retry_at is not None:
+                times.append(ia.retry_at)
+        return min(times) if times else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """Drain what to send (``ALL_SERVERS``: multicast on the DHCP link)."""
+        for ia in self._ias.values():
+            for client in (ia.client, *ia.stray):
+                self._out += client.datagrams_to_send()
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> DelegationEvent | None:
+        """Pop the next event."""
+        return self._events.popleft() if self._events else None
+
+    # -- Internals ------------------------------------------------------------------------
+
+    def _client(self) -> PdClient:
+        used = {ia.client.iaid for ia in self._ias.values()}
+        used |= {c.iaid for ia in self._ias.values() for c in ia.stray}
+        iaid = next(i for i in range(1, len(used) + 2) if i not in used)
+        # Distinct transaction ids per IA: replies are told apart by them.
+        return PdClient(self.duid, iaid=iaid, initial_rt=self.initial_rt, max_rc=self.max_rc,
+                        xid_seed=0x1D00 + 0x10101 * iaid)
+
+    def _ask(self, prefix: Prefix, ia: _Ia, now: float) -> None:
+        ia.client.request(now, hint=prefix)
+
+    def _collect(self, now: float) -> None:
+        for prefix, ia in list(self._ias.items()):
+            for stray in list(ia.stray):
+                while (sev := stray.next_event()) is not None:
+                    if isinstance(sev, Bound) and stray.state is State.BOUND:
+                        stray.release(now)  # an offer of the wrong prefix, then
+                    elif isinstance(sev, Released | Failed | Expired):
+                        ia.stray.remove(stray)
+                        break
+            while (ev := ia.client.next_event()) is not None:
+                self._on_event(prefix, ia, ev, now)
+            if (not ia.wanted and not ia.stray and ia.client.lease is None
+                    and ia.client.state is State.IDLE):
+                self._ias.pop(prefix, None)  # nothing under way is left of it
+
+    def _on_event(self, prefix: Prefix, ia: _Ia,
+                  ev: Bound | Released | Failed | Expired, now: float) -> None:
+        if isinstance(ev, Bound):
+            if ev.prefix != prefix:
+                # The hint is still leased to the previous router: hand the
+                # offer back (on its own IA) and ask again shortly.
+                self.counters["hint-refused"] += 1
+                ia.stray.append(ia.client)
+                ia.client.release(now)
+                ia.client = self._client()
+                self._retry(prefix, ia, now, f"offered {ev.prefix} instead")
+            elif not ia.wanted:
+                ia.client.release(now)  # it was let go while being asked for
+            else:
+                self.counters["renewed" if ev.renewed else "delegated"] += 1
+                self._events.append(Delegated(prefix, ev.valid, ev.renewed))
+        elif isinstance(ev, Released):
+            self.counters["returned"] += 1
+            self._events.append(Returned(prefix))
+            self._retry(prefix, ia, now, "released")
+        elif isinstance(ev, Failed):
+            self._retry(prefix, ia, now, ev.reason)
+        else:
+            self.counters["lost"] += 1
+            self._events.append(Lost(prefix))
+            if ia.wanted:
+                self._retry(prefix, ia, now, "lease expired")
+
+    def _retry(self, prefix: Prefix, ia: _Ia, now: float, reason: str) -> None:
+        if not ia.wanted:
+            return
+        if now - ia.since >= self.patience:
+            self.counters["refused"] += 1
+            self._events.append(Refused(prefix, reason))
+            ia.wanted = False
+            return
+        ia.retry_at = now + self.retry
