@@ -21,6 +21,9 @@ endpoint; they share the process, its event loop and its SM keys::
     [anchor.agents]                 # DPA -> agent endpoint of the peers
     "fc00::2:0" = "[fd00:2::2]:5400"
 
+    [anchor.pd]                     # MN prefixes delegated by DHCPv6-PD (4.2.1)
+    link = "dhcp0"                  # towards the delegating router (Kea)
+
     [controller]                    # FM:4 registry (+ central FM-CP, FM:5-2)
     listen = "[::]:5400"
     lms = "[::1]:5401"
@@ -51,6 +54,7 @@ preferred, the previous ones valid but deprecated (draft 4.1)::
     {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
     {"cmd": "stats"}                    -> signalling counters of every function
     {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
+    {"cmd": "delegations"}              -> DHCPv6-PD: prefix -> seconds left
 
 Each command gets one JSON line back: ``{"ok": ...}`` or ``{"error": "..."}``.
 """
@@ -74,6 +78,7 @@ from typing import Any
 
 from .access.bgp import BgpEvent, BgpSession, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
+from .access.delegation import Delegated, DelegationEvent, Delegations, Refused, Returned
 from .access.nd import (
     ROUTER_SOLICITATION,
     NdError,
@@ -81,6 +86,7 @@ from .access.nd import (
     encode_ra,
     mn_advertisement,
 )
+from .access.pd_aio import PdDriver, link_duid
 from .config import (
     ConfigError,
 )
@@ -123,6 +129,7 @@ class Node:
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
         self.bgp: BgpSpeaker | None = None
+        self.pd: PdDriver | None = None
         self._link_monitor: LinkMonitor | None = None
         self.mn_agent: MnAgentCore | None = None
         self._sid: IPv6Address | None = None
@@ -170,6 +177,12 @@ class Node:
             peer, bsettings = cfg.bgp
             self.bgp = BgpSpeaker(BgpSession(bsettings), peer, on_event=self._bgp_event)
             self.bgp.start()
+        if cfg.pd is not None:
+            pc = cfg.pd
+            delegations = Delegations(pc.duid or link_duid(pc.link), retry=pc.retry,
+                                      patience=pc.patience)
+            self.pd = PdDriver(delegations, pc.link, self._pd_event)
+            self.pd.start()
         lines = []
         for name, (core, (host, port)) in cores.items():
             hook = self._after_anchor if name == "anchor" else None
@@ -217,9 +230,13 @@ class Node:
         return left
 
     def _after_anchor(self) -> None:
-        """After the anchor agent ran: routes to BGP, source filters to the kernel."""
+        """After the anchor agent ran: routes to BGP, delegations to DHCPv6-PD,
+        source filters to the kernel."""
         if self.bgp is not None:
             self._push_routes()
+        if self.pd is not None and self.anchor is not None:
+            for on, prefix in self.anchor.drain_delegations():
+                (self.pd.hold if on else self.pd.let_go)(prefix)
         if self.cfg.source_validation:
             self._sync_sources()
 
@@ -250,6 +267,20 @@ class Node:
             if self._trace is not None:
                 self._write_trace({"fn": "bgp", "dir": "announce" if on else "withdraw",
                                    "prefix": str(prefix)})
+
+    def _pd_event(self, ev: DelegationEvent) -> None:
+        if isinstance(ev, Delegated):
+            if not ev.renewed:
+                log.info("DHCPv6-PD: %s delegated here (valid %d s)", ev.prefix, ev.valid)
+        elif isinstance(ev, Returned):
+            log.info("DHCPv6-PD: %s given back", ev.prefix)
+        elif isinstance(ev, Refused):
+            log.warning("DHCPv6-PD: %s not delegated here: %s", ev.prefix, ev.reason)
+        else:
+            log.error("DHCPv6-PD: the lease of %s ended unrenewed", ev.prefix)
+        if self._trace is not None:
+            self._write_trace({"fn": "pd", "event": type(ev).__name__.lower(),
+                               "prefix": str(ev.prefix)})
 
     def _bgp_event(self, ev: BgpEvent) -> None:
         if isinstance(ev, SessionUp):
@@ -291,7 +322,10 @@ class Node:
     def _command(self, doc: dict[str, Any]) -> Any:
         cmd = doc.get("cmd")
         if cmd == "stats":
-            return {name: _stats(driver.core) for name, driver in self.drivers.items()}
+            out = {name: _stats(driver.core) for name, driver in self.drivers.items()}
+            if self.pd is not None:
+                out["pd"] = {"counters": dict(self.pd.core.counters)}
+            return out
         if cmd == "moved":
             return self._moved(doc)
         agent = self.anchor
@@ -330,6 +364,10 @@ class Node:
             result = [entry_to_json(e) for e in agent.dp.entries()]
         elif cmd == "counters":
             result = dict(agent.dp.counters())
+        elif cmd == "delegations":
+            # Prefix -> seconds its DHCPv6-PD lease has left (none without [anchor.pd]).
+            result = {str(p): round(left, 1) for p, left in
+                      (self.pd.core.held(now).items() if self.pd is not None else ())}
         elif cmd == "usage":
             result = [agent.dp.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
         else:
@@ -505,6 +543,8 @@ class Node:
             sock.close()
         for driver in self.drivers.values():
             driver.close()
+        if self.pd is not None:
+            self.pd.close()
         if self.dataplane is not None:
             self.dataplane.close()
         if self._trace is not None:

@@ -75,6 +75,33 @@ class NodeConfig:
     mn: tuple[Addr, MnAgentSettings, str] | None = None
     """Host-based mobility (Fig 2a/2b) on an MN: endpoint, settings, and the
     device its SRv6 SID (where its anchors tunnel to it) is served on."""
+    pd: PdConfig | None = None
+    """The anchor's DHCPv6-PD client side (draft 4.2.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PdConfig:
+    """``[anchor.pd]``: the MN prefixes this router anchors are delegated to it."""
+
+    link: str
+    """Interface on the delegating router's (or relay's) link."""
+    duid: bytes | None = None
+    """This router's DUID (hex in the file); default DUID-LL of ``link``'s MAC."""
+    retry: float = 0.05
+    """Seconds between asks for a prefix still leased to the previous router."""
+    patience: float = 3.0
+    """Seconds after which a prefix not delegated is reported refused."""
+
+
+def as_hex(value: Any) -> bytes:
+    """Bytes written in hex ("000300010200..."; colons allowed)."""
+    try:
+        out = bytes.fromhex(str(value).replace(":", ""))
+    except ValueError as exc:
+        raise ValueError(f"expected hex bytes, got {value!r}") from exc
+    if not out:
+        raise ValueError("expected hex bytes, got none")
+    return out
 
 
 def as_asn(value: Any) -> int:
@@ -117,6 +144,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     lms = None
     access_links: tuple[str, ...] = ()
     mn_pool = None
+    pd = None
     if "anchor" in doc:
         a = top.sub("anchor")
         listen = a.get("listen", as_bind, required=True)
@@ -143,8 +171,15 @@ def load_node_config(path: str | Path) -> NodeConfig:
             hold_timeout=a.get("hold_timeout", as_float, 1.0),
             parent=a.get("parent", as_address) if "parent" in a.table else None,
             reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
+            pd="pd" in a.table,
             agents=agents,
         ))
+        if "pd" in a.table:
+            f = a.sub("pd")
+            pd = PdConfig(f.get("link", as_str, required=True),
+                          f.get("duid", as_hex) if "duid" in f.table else None,
+                          f.get("retry", as_float, 0.05), f.get("patience", as_float, 3.0))
+            f.finish()
         if "bgp" in a.table:
             b = a.sub("bgp")
             peer = b.get("peer", as_address, required=True)
@@ -215,4 +250,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn)
+                      Path(trace) if trace else None, bgp, lmp, mn, pd)

@@ -31,17 +31,15 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
-from ..access.dhcpv6 import Bound, Released
 from ..access.nd import RouterSolicitation, decode_ra, encode_rs, encode_unsolicited_na
 from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab, Veth
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
-from ..emulation.pd import PdRouter
 from ..wire.types import Prefix
 from .model import Scenario, Step
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, pd_duid
 from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
@@ -90,7 +88,6 @@ class Emulation:
         self.procs = NodeProcesses(self.lab, workdir)
         self.birds: list[BirdRouter] = []
         self.kea: KeaServer | None = None
-        self.pd: dict[str, PdRouter] = {}
         self.mns = {name: _Mn() for name in sc.of_kind("mn")}
         self.flows: dict[str, _Flow] = {}
         self.moves: list[MoveRecord] = []
@@ -125,9 +122,6 @@ class Emulation:
         for nl in self._netlinks.values():
             nl.close()
         self._netlinks.clear()
-        for pd in self.pd.values():
-            pd.close()
-        self.pd.clear()
         if self.kea is not None:
             self.kea.stop()
             self.kea = None
@@ -201,10 +195,10 @@ class Emulation:
         lab.run(dns, "ip", "link", "set", "dhcpbr", "up")
         lab.wait_up(dns, "dhcpbr")
         time.sleep(0.3)  # link-local addresses
-        self.kea = KeaServer(lab, dns, "dhcpbr", server.dhcp, 64, self.workdir / "kea")
+        # lease_cmds: the checks read Kea's own lease table (lease6-get).
+        self.kea = KeaServer(lab, dns, "dhcpbr", server.dhcp, 64, self.workdir / "kea",
+                             lease_cmds=True)
         self.kea.start()
-        for i, a in enumerate(anchors, start=1):
-            self.pd[a] = PdRouter(lab, a, "dhcp0", f"0200000000{i:02x}")
 
     def _bird(self) -> None:
         sc, plan = self.sc, self.plan
@@ -316,15 +310,17 @@ class Emulation:
         self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
         t_attach = time.monotonic()
         own = self._solicit(mn, previous)
-        if old is not None:
-            self._pd_leave(old, st)
         st.router = to
         fresh = [p for p in own if p not in st.prefixes]
         for p in fresh:
             st.prefixes.append(p)
             lab.run(mn, "ip", "-6", "addr", "add", f"{p.address + MN_SUFFIX}/128", "dev",
                     "br0", "nodad")
-        self._pd_join(to, st, fresh)
+        anchor = self.sc.nodes[to].anchor
+        moves = anchor is not None and anchor.mode in ("switch", "bgp")
+        # Draft 4.2.1: the new router holds the MN's new prefixes, and those
+        # whose anchoring moved to it, as delegations.
+        self._delegated(to, [*(st.continuity if moves else ()), *fresh])
         announce = [p.address + MN_SUFFIX for p in st.prefixes]
         if host_based and st.continuity and fresh:
             # Its SRv6 SID in the new network: where its anchors tunnel to it.
@@ -396,24 +392,30 @@ class Emulation:
         finally:
             sock.close()
 
-    def _pd_leave(self, router: str, st: _Mn) -> None:
-        pd = self.pd.get(router)
-        if pd is None or not st.continuity:
+    def _delegated(self, router: str, prefixes: list[Prefix]) -> None:
+        """Check that Kea delegated ``prefixes`` to ``router`` (its node's PD
+        client asks; the previous router may take a moment to release)."""
+        anchor = self.sc.nodes[router].anchor
+        if self.kea is None or anchor is None or not anchor.pd:
             return
-        pd.client.release(time.time())
-        self.checks[f"{router} released its delegation (DHCPv6-PD)"] = isinstance(
-            pd.run_until(Released), Released)
+        want = pd_duid(self.plan.nodes[router].anchor_index)
+        for p in prefixes:
+            deadline = time.monotonic() + 3.0
+            holder = self._lease_holder(p)
+            while holder != want and time.monotonic() < deadline:
+                time.sleep(0.02)
+                holder = self._lease_holder(p)
+            self.checks[f"{p} delegated to {router} by Kea (DHCPv6-PD)"] = holder == want
 
-    def _pd_join(self, router: str, st: _Mn, fresh: list[Prefix]) -> None:
-        pd = self.pd.get(router)
-        if pd is None:
-            return
-        for p in [*st.continuity, *fresh][:1]:
-            # Draft 4.2.1: the router asks Kea for the MN's prefix as a hint.
-            pd.client.request(time.time(), hint=p)
-            got = pd.run_until(Bound)
-            self.checks[f"{p} delegated to {router} by Kea (DHCPv6-PD)"] = (
-                isinstance(got, Bound) and got.prefix == p)
+    def _lease_holder(self, prefix: Prefix) -> bytes | None:
+        """The DUID Kea's lease of ``prefix`` names (None: not leased)."""
+        assert self.kea is not None
+        answer = self.kea.command("lease6-get", {"ip-address": str(prefix.address),
+                                                 "type": "IA_PD"})
+        lease = answer.get("arguments")
+        if answer.get("result") != 0 or not isinstance(lease, dict):
+            return None
+        return bytes.fromhex(str(lease.get("duid", "")).replace(":", ""))
 
     def _flow_json(self, name: str) -> dict[str, Any]:
         f = self.flows[name]
@@ -461,10 +463,6 @@ class Emulation:
                 self.progress(f"flows on {f.prefix} closed: {st.router} told (FM:3-3)")
                 command(self._sock(st.router), {"cmd": "flows_closed",
                                                 "prefix": str(f.prefix)})
-                pd = self.pd.get(st.router)
-                if pd is not None and self._home_of(f.prefix) != st.router:
-                    pd.client.release(time.time())
-                    pd.run_until(Released)
 
     def _check(self, a: dict[str, Any]) -> None:
         kind = a["check"]
@@ -492,11 +490,14 @@ class Emulation:
             f = self.flows[a["flow"]]
             self.progress(f"waiting for {f.prefix} to return home (FM:3-3)")
             deadline = time.monotonic() + self.sc.timeout
-            back = False
-            while not back and time.monotonic() < deadline:
+            back = pooled = False
+            while not (back and pooled) and time.monotonic() < deadline:
                 time.sleep(0.2)
-                back = self._forgotten(f.prefix)
+                back = back or self._forgotten(f.prefix)
+                pooled = self.kea is None or self._lease_holder(f.prefix) is None
             self.checks[f"{f.prefix} back to its home network (FM:3-3)"] = back
+            if self.kea is not None:
+                self.checks[f"{f.prefix} released to Kea's pool (FM:3-3)"] = pooled
 
     def _forwarding(self, node: str, prefix: Prefix) -> str:
         """Where ``node``'s FIB sends ``prefix``: the anchor an SRv6 tunnel

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
+from ..access.dhcpv6 import duid_ll
 from ..wire.types import Prefix
 from .model import NodeSpec, Scenario
 
@@ -301,6 +302,9 @@ def _config(plan: Plan, name: str) -> str:
                 lines.append("source_validation = false")
             pool = asp.prefix if asp.prefix is not None else _fw_pool(plan, name)
             lines.append(f'mn_pool = "{pool}"')
+        if asp.pd:
+            lines += ["[anchor.pd]", 'link = "dhcp0"',
+                      f'duid = "{pd_duid(np.anchor_index).hex()}"']
         if asp.mode == "bgp":
             peer = next(i.peer for i in np.ifaces if sc.nodes[i.peer].bgp is not None)
             lines += ["[anchor.bgp]", f"local_as = {65000 + np.anchor_index}",
@@ -315,6 +319,11 @@ def _config(plan: Plan, name: str) -> str:
                 lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
         lines.append("")
     return "\n".join(lines)
+
+
+def pd_duid(anchor_index: int) -> bytes:
+    """The DUID (DUID-LL) an anchor takes its DHCPv6-PD delegations with."""
+    return duid_ll(bytes.fromhex(f"0200000000{anchor_index:02x}"))
 
 
 def _lm_of_controller(plan: Plan) -> str:
