@@ -15,6 +15,7 @@ lease_cmds is faster).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import statistics
@@ -23,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dmanchor.access.delegation import iaid_for
 from dmanchor.access.dhcpv6 import Bound, PdClient, Released
+from dmanchor.access.kea_ctrl import KeaControl, move_delegation
 from dmanchor.emulation.kea import KeaServer, lease_cmds_library
 from dmanchor.emulation.lab import Lab, Veth, can_run
 from dmanchor.emulation.pd import PdRouter
@@ -54,11 +57,16 @@ def main() -> None:
         kea = KeaServer(lab, "kea", "br0", Prefix.parse("2001:db8:1::/48"), 64, tmp / "kea",
                         lease_cmds=True)
         kea.start()
-        routers = {i: PdRouter(lab, f"ar{i}", "dhcp0", f"0200000000{i:02x}") for i in (1, 2)}
-        routers[1].client.request(time.time())
+        # Each router holds HNP1 on the IAID derived from it, as the node's
+        # delegations do: the IA a controller's lease6-update names.
+        hnp1 = Prefix.parse("2001:db8:1::/64")
+        routers = {i: PdRouter(lab, f"ar{i}", "dhcp0", f"0200000000{i:02x}",
+                               iaid=iaid_for(hnp1)) for i in (1, 2)}
+        ctl = KeaControl(kea.socket, valid=kea.valid, preferred=kea.preferred)
+        loop = asyncio.new_event_loop()
+        routers[1].client.request(time.time(), hint=hnp1)
         got = routers[1].run_until(Bound)
-        assert isinstance(got, Bound)
-        hnp1 = got.prefix
+        assert isinstance(got, Bound) and got.prefix == hnp1
         times: dict[str, list[float]] = {"pd": [], "lease_cmds": []}
         holder = 1
         for _ in range(MOVES):
@@ -73,7 +81,7 @@ def main() -> None:
                     times[how].append(time.perf_counter() - t0)
                     assert isinstance(moved, Bound) and moved.prefix == hnp1
                 else:
-                    kea.move_delegation(hnp1, new.client.duid, new.client.iaid)
+                    loop.run_until_complete(move_delegation(ctl, hnp1, new.client.duid))
                     times[how].append(time.perf_counter() - t0)
                     # The new router takes the lease over (its own now), off
                     # the clock; the old one forgets it had it.
@@ -89,6 +97,7 @@ def main() -> None:
             figures[f"{how}_p50_ms"] = round(p50[how], 3)
             figures[f"{how}_p99_ms"] = round(sorted(xs)[int(0.99 * len(xs))] * 1e3, 3)
         figures["ratio"] = round(p50["pd"] / p50["lease_cmds"], 2)
+        loop.close()
     finally:
         for r in routers.values():
             r.close()

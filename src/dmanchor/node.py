@@ -71,6 +71,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -79,6 +80,7 @@ from typing import Any
 from .access.bgp import BgpEvent, BgpSession, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegated, DelegationEvent, Delegations, Refused, Returned
+from .access.kea_ctrl import KeaError, move_delegation
 from .access.nd import (
     ROUTER_SOLICITATION,
     NdError,
@@ -94,7 +96,13 @@ from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
 from .fm.anchor import AnchorAgentCore
-from .fm.controller import ControllerCore
+from .fm.controller import (
+    AnchorMoved,
+    AnchorSwitching,
+    ControllerCore,
+    DataPlaneDown,
+    DataPlaneUp,
+)
 from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core
@@ -123,6 +131,7 @@ class Node:
         self.cfg = cfg
         self.drivers: dict[str, UdpDriver] = {}
         self.anchor: AnchorAgentCore | None = None
+        self.controller: ControllerCore | None = None
         self.dataplane: LinuxDataPlane | None = None
         self._server: asyncio.AbstractServer | None = None
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
@@ -130,6 +139,8 @@ class Node:
         self._allocated: dict[str, Prefix] = {}
         self.bgp: BgpSpeaker | None = None
         self.pd: PdDriver | None = None
+        self._kea_done: Counter[str] = Counter()  # lease6-update: ok / failed
+        self._tasks: set[asyncio.Task[None]] = set()
         self._link_monitor: LinkMonitor | None = None
         self.mn_agent: MnAgentCore | None = None
         self._sid: IPv6Address | None = None
@@ -162,7 +173,8 @@ class Node:
             cores["lmp"] = (core, cfg.lmp.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            cores["controller"] = (ControllerCore(settings, self._endpoint(), now), listen)
+            self.controller = ControllerCore(settings, self._endpoint(), now)
+            cores["controller"] = (self.controller, listen)
         if cfg.fmdp is not None:
             listen, fsettings = cfg.fmdp
             assert self.dataplane is not None
@@ -185,7 +197,8 @@ class Node:
             self.pd.start()
         lines = []
         for name, (core, (host, port)) in cores.items():
-            hook = self._after_anchor if name == "anchor" else None
+            hook = {"anchor": self._after_anchor,
+                    "controller": self._after_controller}.get(name)
             driver = UdpDriver(core, on_pump=hook,
                                trace=self._tracer(name) if self._trace else None)
             bound = await driver.start(host, port)
@@ -268,6 +281,43 @@ class Node:
                 self._write_trace({"fn": "bgp", "dir": "announce" if on else "withdraw",
                                    "prefix": str(prefix)})
 
+    def _after_controller(self) -> None:
+        """The controller's upward events: logged; an anchor switch moves the
+        prefix's DHCPv6-PD lease too when ``[controller.kea]`` says how."""
+        assert self.controller is not None
+        for ev in self.controller.drain_events():
+            if isinstance(ev, DataPlaneDown):
+                log.warning("FM-DP %s stopped reporting (FM:5-2)", ev.node_id)
+            elif isinstance(ev, DataPlaneUp):
+                log.info("FM-DP %s reports", ev.node_id)
+            elif isinstance(ev, AnchorSwitching):
+                if ev.dpa is not None and self.cfg.kea is not None:
+                    duid = self.cfg.kea.duids.get(ev.dpa)
+                    if duid is None:
+                        self._kea_done["no-duid"] += 1
+                        log.warning("no DUID for anchor %s: %s's lease stays", ev.dpa,
+                                    ev.prefix)
+                    else:
+                        task = asyncio.get_running_loop().create_task(
+                            self._move_lease(ev.prefix, duid))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+            elif isinstance(ev, AnchorMoved):
+                log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa)
+            else:
+                log.info("%s routed home again (FM:3-3)", ev.prefix)
+
+    async def _move_lease(self, prefix: Prefix, duid: bytes) -> None:
+        assert self.cfg.kea is not None
+        try:
+            await move_delegation(self.cfg.kea.control, prefix, duid)
+        except KeaError as exc:
+            self._kea_done["failed"] += 1
+            log.error("moving %s's lease: %s", prefix, exc)
+        else:
+            self._kea_done["lease6-update"] += 1
+            log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", prefix, duid.hex())
+
     def _pd_event(self, ev: DelegationEvent) -> None:
         if isinstance(ev, Delegated):
             if not ev.renewed:
@@ -325,6 +375,9 @@ class Node:
             out = {name: _stats(driver.core) for name, driver in self.drivers.items()}
             if self.pd is not None:
                 out["pd"] = {"counters": dict(self.pd.core.counters)}
+            if self.cfg.kea is not None:
+                out["kea"] = {"sent": {"lease6-update": self._kea_done["lease6-update"]},
+                              "counters": dict(self._kea_done)}
             return out
         if cmd == "moved":
             return self._moved(doc)
@@ -523,6 +576,9 @@ class Node:
         """Stop what needs a goodbye on the wire (BGP Cease), then :meth:`close`."""
         if self.bgp is not None:
             await self.bgp.stop()
+        for task in list(self._tasks):  # lease moves under way (bounded by their timeout)
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.close()
 
     def close(self) -> None:

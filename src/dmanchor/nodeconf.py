@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .access.bgp import BgpSettings
+from .access.kea_ctrl import KeaControl
 from .config import (
     ConfigError,
     Fields,
@@ -77,6 +78,19 @@ class NodeConfig:
     device its SRv6 SID (where its anchors tunnel to it) is served on."""
     pd: PdConfig | None = None
     """The anchor's DHCPv6-PD client side (draft 4.2.1)."""
+    kea: KeaMoves | None = None
+    """The controller moves DHCPv6-PD leases itself through Kea (draft 4.2.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeaMoves:
+    """``[controller.kea]``: when the FM-CP switches a prefix's anchoring, it
+    gives the prefix's lease to the new anchor's PD client (lease6-update)."""
+
+    control: KeaControl
+    """Kea's control socket and the moved lease's subnet and lifetimes."""
+    duids: dict[IPv6Address, bytes]
+    """Anchor DPA -> the DUID its PD client uses (``[controller.kea.duids]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +159,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     access_links: tuple[str, ...] = ()
     mn_pool = None
     pd = None
+    kea = None
     if "anchor" in doc:
         a = top.sub("anchor")
         listen = a.get("listen", as_bind, required=True)
@@ -216,6 +231,16 @@ def load_node_config(path: str | Path) -> NodeConfig:
             r.finish()
             return out
 
+        if "kea" in c.table:
+            k = c.sub("kea")
+            duids_f = k.sub("duids")
+            kea = KeaMoves(
+                KeaControl(Path(k.get("socket", as_str, required=True)),
+                           k.get("subnet_id", as_int, 1), k.get("valid", as_int, 120),
+                           k.get("preferred", as_int, 60), k.get("timeout", as_float, 2.0)),
+                {as_address(d): duids_f.get(d, as_hex, required=True)
+                 for d in list(duids_f.table)})
+            k.finish()
         dp_f = c.sub("dpn_parent")
         controller = (listen, ControllerSettings(
             node_id=node_id,
@@ -250,4 +275,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn, pd)
+                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea)

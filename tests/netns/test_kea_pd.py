@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dmanchor.access.delegation import iaid_for
 from dmanchor.access.dhcpv6 import (
     Bound,
     Released,
 )
+from dmanchor.access.kea_ctrl import KeaControl, KeaError, command, move_delegation
 from dmanchor.emulation.kea import KeaServer, lease_cmds_library
 from dmanchor.emulation.lab import Lab, Veth
 from dmanchor.emulation.pd import PdRouter
@@ -83,24 +86,31 @@ def test_controller_moves_a_delegation_through_lease_cmds(lab: Lab, kea: KeaServ
     """Draft 4.2.1 driven by the controller: one lease6-update on Kea's
     control socket hands HNP1 to n-AR - no Release from p-AR, no Solicit
     round for a prefix that is not free yet."""
-    ar1 = Router(lab, "ar1", "020000000001")
-    ar2 = Router(lab, "ar2", "020000000002")
-    ar1.client.request(time.time())
+    hnp1 = Prefix.parse("2001:db8:1::/64")
+    # Both routers hold HNP1 on the IAID derived from it, as nodes do.
+    ar1 = PdRouter(lab, "ar1", "dhcp0", "020000000001", iaid=iaid_for(hnp1))
+    ar2 = PdRouter(lab, "ar2", "dhcp0", "020000000002", iaid=iaid_for(hnp1))
+    ar1.client.request(time.time(), hint=hnp1)
     got = ar1.run_until(Bound)
-    assert isinstance(got, Bound)
-    hnp1 = got.prefix
-    kea.move_delegation(hnp1, ar2.client.duid, ar2.client.iaid)
+    assert isinstance(got, Bound) and got.prefix == hnp1
+    ctl = KeaControl(kea.socket)
+    asyncio.run(move_delegation(ctl, hnp1, ar2.client.duid))
     lease = kea.command("lease6-get", {"ip-address": str(hnp1.address), "type": "IA_PD"})
     assert lease["result"] == 0
     args = lease["arguments"]
     assert isinstance(args, dict) and args["duid"] == "00:03:00:01:02:00:00:00:00:02"
+    assert args["iaid"] == iaid_for(hnp1)
     # n-AR's client finds the lease its own: asked with HNP1 as a hint, it
     # gets it at once, though p-AR never released it.
     ar2.client.request(time.time(), hint=hnp1)
     moved = ar2.run_until(Bound)
     assert isinstance(moved, Bound) and moved.prefix == hnp1
-    # A command Kea does not know, or a prefix it never delegated, is an
-    # error answer, not a crash of either side.
-    assert kea.command("no-such-command")["result"] != 0
-    with pytest.raises(RuntimeError, match="lease6-update"):
-        kea.move_delegation(Prefix.parse("2001:db8:ffff::/64"), ar2.client.duid, 9)
+    # A command Kea does not know, a prefix it never delegated, or no Kea
+    # at all is a KeaError, not a crash of either side.
+    with pytest.raises(KeaError, match="no-such-command"):
+        asyncio.run(command(ctl, "no-such-command"))
+    with pytest.raises(KeaError, match="lease6-update"):
+        asyncio.run(move_delegation(ctl, Prefix.parse("2001:db8:ffff::/64"), ar2.client.duid))
+    with pytest.raises(KeaError, match="lease6-update"):
+        asyncio.run(move_delegation(KeaControl(kea.socket.with_name("gone.ctl")), hnp1,
+                                    ar2.client.duid))

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from dmanchor.emulation.bird import BirdRouter
-from dmanchor.emulation.kea import KeaServer
+from dmanchor.emulation.kea import KeaServer, lease_cmds_library
 from dmanchor.scenario.run import find, run, shipped
 
-NEEDS = {"4.2.1": KeaServer.available, "4.2-bgp": BirdRouter.available}
+NEEDS = {"4.2.1": KeaServer.available,
+         "4.2.1-lease": lambda: KeaServer.available() and lease_cmds_library() is not None,
+         "4.2-bgp": BirdRouter.available}
 
 
 @pytest.mark.parametrize("name", list(shipped()))

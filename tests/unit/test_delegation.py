@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
-from dmanchor.access.delegation import Delegated, Delegations, Refused, Returned
+from dmanchor.access.delegation import Delegated, Delegations, Refused, Returned, iaid_for
 from dmanchor.access.dhcpv6 import (
     Dhcp6Message,
     IaPd,
@@ -105,7 +106,7 @@ def test_the_hint_is_delegated_once_the_previous_router_released_it() -> None:
     assert ar1.get_timer() is None  # nothing left of it
     run(server, ar2, 0.3, 0.5)
     assert events(ar2) == [Delegated(HNP1, 120)]
-    assert server.leases == {HNP1: (AR2, 1)}
+    assert server.leases == {HNP1: (AR2, iaid_for(HNP1))}
     assert 119 < ar2.held(0.5)[HNP1] <= 120
     # Renewal keeps it while it is held.
     run(server, ar2, 0.5, 31.0)
@@ -114,14 +115,14 @@ def test_the_hint_is_delegated_once_the_previous_router_released_it() -> None:
 
 def test_gives_up_after_its_patience_and_keeps_nothing() -> None:
     server = ModelServer([HNP1, HNP2])
-    server.leases[HNP1] = (AR1, 1)  # never released
+    server.leases[HNP1] = (AR1, iaid_for(HNP1))  # never released
     ar2 = Delegations(AR2, retry=0.1, patience=1.0)
     ar2.hold(HNP1, 0.0)
     run(server, ar2, 0.0, 2.0)
     got = events(ar2)
     assert len(got) == 1 and isinstance(got[0], Refused) and got[0].prefix == HNP1
     assert "offered 2001:db8:1:2::/64" in got[0].reason
-    assert server.leases == {HNP1: (AR1, 1)} and ar2.get_timer() is None
+    assert server.leases == {HNP1: (AR1, iaid_for(HNP1))} and ar2.get_timer() is None
 
 
 def test_prefixes_have_their_own_ias_and_replies_are_not_confused() -> None:
@@ -130,7 +131,7 @@ def test_prefixes_have_their_own_ias_and_replies_are_not_confused() -> None:
     d.hold(HNP1, 0.0)
     d.hold(HNP2, 0.0)
     sent = [decode(data) for data, _ in d.datagrams_to_send()]
-    assert sorted(m.ia_pd[0].iaid for m in sent) == [1, 2]
+    assert {m.ia_pd[0].iaid for m in sent} == {iaid_for(HNP1), iaid_for(HNP2)}
     assert len({m.xid for m in sent}) == 2
     # Answers in the opposite order, plus junk and a stranger's transaction.
     d.receive(b"\x07\x00", SRC, 0.001)
@@ -140,7 +141,53 @@ def test_prefixes_have_their_own_ias_and_replies_are_not_confused() -> None:
     assert sorted(str(e.prefix) for e in events(d) if isinstance(e, Delegated)) == [
         str(HNP1), str(HNP2)]
     assert d.counters["stray-datagram"] == 2
-    assert server.leases == {HNP1: (AR1, 1), HNP2: (AR1, 2)}
+    assert server.leases == {HNP1: (AR1, iaid_for(HNP1)), HNP2: (AR1, iaid_for(HNP2))}
+
+
+def test_a_lease_moved_by_the_controller_is_taken_at_once() -> None:
+    """lease6-update gave HNP1 to AR2 on the IAID AR2 derives from HNP1:
+    AR2's first Solicit gets it, with no wait for AR1's release."""
+    server = ModelServer([HNP1, HNP2])
+    server.leases[HNP1] = (AR2, iaid_for(HNP1))
+    ar2 = Delegations(AR2)
+    ar2.hold(HNP1, 0.0)
+    run(server, ar2, 0.0, 0.01)
+    assert events(ar2) == [Delegated(HNP1, 120)] and ar2.counters["hint-refused"] == 0
+
+
+def _crc_collision() -> tuple[Prefix, Prefix]:
+    """Two /64s with one CRC-32: CRC is affine over GF(2), so a set of
+    prefix-bit flips whose CRC differences sum to zero (found by Gaussian
+    elimination over 33 of the 64 prefix bits) changes the prefix, not its CRC."""
+    base = 0x20010DB8 << 96
+
+    def crc(net: int) -> int:
+        return zlib.crc32(net.to_bytes(16, "big") + b"\x40")
+
+    rows: list[tuple[int, int]] = []  # (crc difference, bits flipped), reduced
+    for bit in range(64, 97):
+        v, flips = crc(base ^ (1 << bit)) ^ crc(base), 1 << bit
+        for rv, rf in rows:
+            if v ^ rv < v:
+                v, flips = v ^ rv, flips ^ rf
+        if v == 0:
+            return Prefix(base, 64), Prefix(base ^ flips, 64)
+        rows.append((v, flips))
+        rows.sort(reverse=True)
+    raise AssertionError("33 vectors in 32 dimensions are dependent")
+
+
+def test_colliding_iaids_take_the_next_free_one() -> None:
+    # CRC-32 tells apart any two inputs differing within 32 consecutive bits,
+    # so /64s of one pool up to /32 never collide; bits further apart can.
+    pair = _crc_collision()
+    assert pair[0] != pair[1] and iaid_for(pair[0]) == iaid_for(pair[1])
+    assert pair is not None
+    d = Delegations(AR1)
+    d.hold(pair[0], 0.0)
+    d.hold(pair[1], 0.0)
+    iaids = [decode(data).ia_pd[0].iaid for data, _ in d.datagrams_to_send()]
+    assert iaids == [iaid_for(pair[0]), iaid_for(pair[0]) % 0xFFFFFFFF + 1]
 
 
 def test_let_go_while_asking_releases_what_comes() -> None:

@@ -18,6 +18,7 @@ from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
 from dmanchor.fm.controller import (
     AnchorMoved,
     AnchorReverted,
+    AnchorSwitching,
     ControllerCore,
     ControllerSettings,
     DataPlaneDown,
@@ -304,6 +305,9 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     assert rep.paths[0] == ("cn", "r", "ar1", "mn")
     assert ("cn", "r", "ar2", "mn") in rep.paths
     assert AnchorMoved(HNP1, A("fc00::2:0")) in events
+    # The switch was announced before FM:5-1 went out (a PD lease can follow).
+    assert events.index(AnchorSwitching(HNP1, A("fc00::2:0"))) < events.index(
+        AnchorMoved(HNP1, A("fc00::2:0")))
     # The old path's end was marked by R and released AR2's hold.
     assert w.fab.routers["r"].counters()["end-marker-sent"] == 1
     assert w.fab.routers["ar2"].counters()["end-marker"] == 1
@@ -311,7 +315,8 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     # FM:2 in the switch: AR2 charges every delivered packet exactly once.
     # (usage was read before the revert untracked it: check via the report)
     # FM:3-3: the /64 route is gone from R, AR2 no longer anchors HNP1.
-    assert AnchorReverted(HNP1) in w.ctrl.drain_events()
+    late_events = w.ctrl.drain_events()
+    assert AnchorReverted(HNP1) in late_events and AnchorSwitching(HNP1, None) in late_events
     assert not [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
     assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
     assert not [e for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1]

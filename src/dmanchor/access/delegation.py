@@ -4,6 +4,11 @@ Sans-IO, like :class:`~dmanchor.access.dhcpv6.PdClient`, which it runs one of
 per prefix (each its own IAID, so a server keeps the leases apart: a client
 asking again on an IAID that already holds a lease gets that lease back).
 
+Each prefix's IAID is derived from the prefix (:func:`iaid_for`), so a
+controller moving a delegation itself (Kea's ``lease6-update``, draft 4.2.1
+driven centrally) names the very IA the new router then asks on, and the
+server answers that router's Solicit with the lease it already holds.
+
 The anchor agent says which prefixes this router anchors (:meth:`hold`) and
 which it no longer does (:meth:`let_go`).  A prefix is requested *as a hint*:
 the server delegates exactly that prefix only once it is free, that is once
@@ -16,11 +21,20 @@ that expires unrenewed is reported.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..wire.types import Prefix
 from .dhcpv6 import Bound, Expired, Failed, PdClient, Released, State
+
+
+def iaid_for(prefix: Prefix) -> int:
+    """The IAID a router holds ``prefix`` on: CRC-32 of its address and length
+    (never 0).  CRC-32 tells apart inputs that differ within 32 consecutive
+    bits, so the /64s of a pool up to a /32 never collide; two prefixes of
+    one router that do take the next free IAID."""
+    return zlib.crc32(prefix.address.packed + bytes((prefix.length,))) or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +77,7 @@ class _Ia:
     wanted: bool = True
     since: float = 0.0
     retry_at: float | None = None
-    stray: list[PdClient] = field(default_factory=list)  # wrong offers being released
+    offer: Prefix | None = None  # a wrong offer being handed back
 
 
 class Delegations:
@@ -94,7 +108,7 @@ class Delegations:
             if ia.client.state is State.IDLE and ia.client.lease is None:
                 self._ask(prefix, ia, now)
             return
-        ia = _Ia(self._client(), since=now)
+        ia = _Ia(self._client(prefix), since=now)
         self._ias[prefix] = ia
         self._ask(prefix, ia, now)
 
@@ -107,7 +121,7 @@ class Delegations:
         ia.retry_at = None
         if ia.client.lease is not None and ia.client.state is not State.RELEASING:
             ia.client.release(now)
-        elif ia.client.lease is None and ia.client.state is State.IDLE and not ia.stray:
+        elif ia.client.lease is None and ia.client.state is State.IDLE:
             del self._ias[prefix]
         # Otherwise an exchange is under way: what it brings is released then.
 
@@ -122,20 +136,18 @@ class Delegations:
         """A datagram from a server, given to the client whose transaction it answers."""
         xid = int.from_bytes(data[1:4], "big") if len(data) >= 4 else -1
         for ia in list(self._ias.values()):
-            for client in (ia.client, *ia.stray):
-                if client.xid == xid:
-                    client.receive(data, source, now)
-                    self._collect(now)
-                    return
+            if ia.client.xid == xid:
+                ia.client.receive(data, source, now)
+                self._collect(now)
+                return
         self.counters["stray-datagram"] += 1
 
     def handle_timer(self, now: float) -> None:
         """Retransmissions, lease timers, and hint retries."""
         for prefix, ia in list(self._ias.items()):
-            for client in (ia.client, *ia.stray):
-                deadline = client.get_timer()
-                if deadline is not None and now >= deadline:
-                    client.handle_timer(now)
+            deadline = ia.client.get_timer()
+            if deadline is not None and now >= deadline:
+                ia.client.handle_timer(now)
             if ia.retry_at is not None and now >= ia.retry_at:
                 ia.retry_at = None
                 self._ask(prefix, ia, now)
@@ -145,7 +157,8 @@ class Delegations:
         """The next time :meth:`handle_timer` must run."""
         times = []
         for ia in self._ias.values():
-            times += [t for c in (ia.client, *ia.stray) if (t := c.get_timer()) is not None]
+            if (t := ia.client.get_timer()) is not None:
+                times.append(t)
             if ia.retry_at is not None:
                 times.append(ia.retry_at)
         return min(times) if times else None
@@ -153,8 +166,7 @@ class Delegations:
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """Drain what to send (``ALL_SERVERS``: multicast on the DHCP link)."""
         for ia in self._ias.values():
-            for client in (ia.client, *ia.stray):
-                self._out += client.datagrams_to_send()
+            self._out += ia.client.datagrams_to_send()
         out, self._out = self._out, []
         return out
 
@@ -164,30 +176,24 @@ class Delegations:
 
     # -- Internals ------------------------------------------------------------------------
 
-    def _client(self) -> PdClient:
+    def _client(self, prefix: Prefix) -> PdClient:
         used = {ia.client.iaid for ia in self._ias.values()}
-        used |= {c.iaid for ia in self._ias.values() for c in ia.stray}
-        iaid = next(i for i in range(1, len(used) + 2) if i not in used)
+        iaid = iaid_for(prefix)
+        while iaid in used:
+            iaid = iaid % 0xFFFFFFFF + 1
         # Distinct transaction ids per IA: replies are told apart by them.
         return PdClient(self.duid, iaid=iaid, initial_rt=self.initial_rt, max_rc=self.max_rc,
-                        xid_seed=0x1D00 + 0x10101 * iaid)
+                        xid_seed=(0x1D00 + 0x10101 * iaid) & 0xFFFFFF)
 
     def _ask(self, prefix: Prefix, ia: _Ia, now: float) -> None:
         ia.client.request(now, hint=prefix)
 
     def _collect(self, now: float) -> None:
         for prefix, ia in list(self._ias.items()):
-            for stray in list(ia.stray):
-                while (sev := stray.next_event()) is not None:
-                    if isinstance(sev, Bound) and stray.state is State.BOUND:
-                        stray.release(now)  # an offer of the wrong prefix, then
-                    elif isinstance(sev, Released | Failed | Expired):
-                        ia.stray.remove(stray)
-                        break
             while (ev := ia.client.next_event()) is not None:
                 self._on_event(prefix, ia, ev, now)
-            if (not ia.wanted and not ia.stray and ia.client.lease is None
-                    and ia.client.state is State.IDLE):
+            if (not ia.wanted and ia.client.lease is None and ia.client.state is State.IDLE
+                    and ia.retry_at is None):
                 self._ias.pop(prefix, None)  # nothing under way is left of it
 
     def _on_event(self, prefix: Prefix, ia: _Ia,
@@ -195,18 +201,20 @@ class Delegations:
         if isinstance(ev, Bound):
             if ev.prefix != prefix:
                 # The hint is still leased to the previous router: hand the
-                # offer back (on its own IA) and ask again shortly.
+                # offer back, then ask again (same IA) shortly.
                 self.counters["hint-refused"] += 1
-                ia.stray.append(ia.client)
+                ia.offer = ev.prefix
                 ia.client.release(now)
-                ia.client = self._client()
-                self._retry(prefix, ia, now, f"offered {ev.prefix} instead")
             elif not ia.wanted:
                 ia.client.release(now)  # it was let go while being asked for
             else:
                 self.counters["renewed" if ev.renewed else "delegated"] += 1
                 self._events.append(Delegated(prefix, ev.valid, ev.renewed))
         elif isinstance(ev, Released):
+            if ia.offer is not None:
+                offer, ia.offer = ia.offer, None
+                self._retry(prefix, ia, now, f"offered {offer} instead")
+                return
             self.counters["returned"] += 1
             self._events.append(Returned(prefix))
             self._retry(prefix, ia, now, "released")

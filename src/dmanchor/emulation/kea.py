@@ -110,21 +110,6 @@ class KeaServer:
                     raise RuntimeError(f"kea {name}: incomplete answer {data[:200]!r}")
                 data += chunk
 
-    def move_delegation(self, prefix: Prefix, duid: bytes, iaid: int) -> None:
-        """Give a delegated prefix to another requesting router (lease6-update).
-
-        A controller-driven move (draft 4.2.1): no Release from the previous
-        router, no Solicit/Request round from the new one; the new router
-        simply renews a lease that is already its own.
-        """
-        answer = self.command("lease6-update", {
-            "ip-address": str(prefix.address), "prefix-len": prefix.length, "type": "IA_PD",
-            "duid": ":".join(f"{b:02x}" for b in duid), "iaid": iaid, "subnet-id": 1,
-            "valid-lft": self.valid, "preferred-lft": self.preferred,
-        })
-        if answer.get("result") != 0:
-            raise RuntimeError(f"kea lease6-update {prefix}: {answer.get('text')}")
-
     def stop(self) -> None:
         """SIGTERM our own process (by PID), SIGKILL if it lingers."""
         if self.proc is not None:

@@ -103,6 +103,18 @@ class DataPlaneUp:
 
 
 @dataclass(frozen=True, slots=True)
+class AnchorSwitching:
+    """The FM-CP starts re-routing ``prefix`` to ``dpa`` (None: back home).
+
+    What follows the anchoring outside the routers can move now, in parallel
+    with FM:5-1: e.g. the prefix's DHCPv6-PD lease (Kea ``lease6-update``).
+    """
+
+    prefix: Prefix
+    dpa: IPv6Address | None
+
+
+@dataclass(frozen=True, slots=True)
 class AnchorMoved:
     """Every core router forwards ``prefix`` to ``dpa`` and the home released."""
 
@@ -117,7 +129,7 @@ class AnchorReverted:
     prefix: Prefix
 
 
-ControllerEvent = DataPlaneDown | DataPlaneUp | AnchorMoved | AnchorReverted
+ControllerEvent = DataPlaneDown | DataPlaneUp | AnchorSwitching | AnchorMoved | AnchorReverted
 
 
 @dataclass(slots=True)
@@ -249,6 +261,7 @@ class ControllerCore(ServiceCore):
 
     def _program(self, prefix: Prefix, dpa: IPv6Address | None, now: float) -> None:
         previous = self.moved.get(prefix)
+        self.events.append(AnchorSwitching(prefix, dpa))
         change = _Change(prefix, dpa, previous)
         for r in self.s.routers:
             add: tuple[ForwardingEntry, ...] = ()

@@ -229,7 +229,8 @@ class Emulation:
         for name in order:
             cfg = (plan.nodes[name].config.replace("@CONTROL@", str(self._sock(name)))
                    .replace("@TRACE@", str(self.workdir / f"{name}.trace.jsonl"))
-                   .replace("@LOG@", self.log_level))
+                   .replace("@LOG@", self.log_level)
+                   .replace("@KEA@", str(self.kea.socket) if self.kea is not None else ""))
             self.procs.start(name, name, cfg)
         core = next((n for n, s in sc.nodes.items() if s.controller), None)
         anchors = sc.anchors()

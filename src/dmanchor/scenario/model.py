@@ -75,6 +75,9 @@ class NodeSpec:
     """Runs BIRD 2 with this AS number (draft 4.2 with BGP)."""
     dhcp: Prefix | None = None
     """Runs Kea serving this PD pool on the DHCP link of the ``pd`` anchors."""
+    lease_cmds: bool = False
+    """With ``dhcp``: the controller moves delegations itself through this
+    Kea's lease_cmds (``lease6-update``) when it switches a prefix."""
     agent: bool = False
     """An MN doing its own mobility signalling (host-based, Fig 2a/2b)."""
     agent_lm: str | None = None
@@ -355,10 +358,13 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
             fmdp=f.get("fmdp", _bool, False),
             bgp=f.opt("bgp", _int),
             dhcp=f.opt("dhcp", _prefix),
+            lease_cmds=f.get("lease_cmds", _bool, False),
             agent=agent,
             agent_lm=agent_lm,
         )
         f.finish()
+        if spec.lease_cmds and spec.dhcp is None:
+            raise doc.error(("nodes", name, "lease_cmds"), "needs dhcp on the same node (Kea)")
         hosted = [fn for fn in FUNCTIONS if getattr(spec, fn) not in (None, False)]
         if kind != "router" and hosted:
             raise doc.error(("nodes", name, hosted[0]), f"a {kind} hosts no network function")

@@ -253,6 +253,12 @@ def _config(plan: Plan, name: str) -> str:
             for a in fws:
                 assert a.spec.anchor is not None and a.spec.anchor.parent is not None
                 lines.append(f'"{a.dpa}" = "{plan.nodes[a.spec.anchor.parent].dpa}"')
+        if any(n.lease_cmds for n in sc.nodes.values()):
+            # Draft 4.2.1 driven centrally: the FM-CP moves a prefix's
+            # DHCPv6-PD lease itself (Kea lease_cmds) as it switches it.
+            lines += ["[controller.kea]", 'socket = "@KEA@"', "[controller.kea.duids]"]
+            lines += [f'"{a.dpa}" = "{pd_duid(a.anchor_index).hex()}"' for a in anchors
+                      if a.spec.anchor is not None and a.spec.anchor.pd]
         lines.append("")
     if spec.lms:
         members = [n for n in sc.nodes.values() if n.lms]
