@@ -27,13 +27,8 @@ BUFFER (FM:6) routes the prefix, at metric 1, into the namespace's TUN
 device (:mod:`.tunbuffer`); deleting it releases the held packets in order
 through the forwarding then current (see :meth:`LinuxDataPlane._release`).
 
-Per-flow charging (FM:2) counts, with ip6tables rules in a ``DMANCHOR-CHARGE``
-chain of the mangle table, the flow's packets leaving on the access link
-that anchors the MN's address (downlink) and entering from it (uplink):
-each packet is charged once, by the access router that serves the MN.
-Counters moved in from another anchor are kept as offsets (the nf_tables
-backend ignores counters given at insertion).  Charging needs ip6tables;
-it is not on the handover path (track at flow setup, read at FM:2).
+Per-flow charging (FM:2) is :mod:`.charging` (ip6tables counters on the
+access link that anchors the MN's address).
 """
 
 from __future__ import annotations
@@ -41,7 +36,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,6 +44,7 @@ from ipaddress import IPv6Address
 
 from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from .api import BufferSpec, DataPlaneError, FlowUsage
+from .charging import Charging
 from .netlink import (
     FR_ACT_BLACKHOLE,
     RT_TABLE_MAIN,
@@ -74,8 +69,6 @@ FLOW_TABLE_BASE = 0x4D00
 """Per-flow routing tables start here."""
 FLOW_RULE_PRIORITY = 1000
 """Priority of FM:3-1 flow rules (before main at 32766)."""
-CHARGE_CHAIN = "DMANCHOR-CHARGE"
-"""mangle-table chain holding the per-flow charging rules."""
 FLUSH_TABLE = 0x4CFE
 """Lookup table of the flush SID: the access links' prefixes, no holds."""
 OLDPATH_TABLE = 0x4CFD
@@ -125,28 +118,6 @@ def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
     return (e.prefix, e.flow)
 
 
-def _charge_key(f: FlowFilter) -> str:
-    return f"{f.src}-{f.dst}-{f.proto}-{f.sport}-{f.dport}".replace(":", ".")
-
-
-def _match(f: FlowFilter) -> str:
-    """ip6tables match of a flow in its own direction."""
-    parts = []
-    if f.src.length:
-        parts.append(f"-s {f.src}")
-    if f.dst.length:
-        parts.append(f"-d {f.dst}")
-    if f.proto:
-        name = {6: "tcp", 17: "udp"}.get(f.proto, str(f.proto))
-        parts.append(f"-p {name}")
-        if name in ("tcp", "udp"):
-            if f.sport:
-                parts.append(f"--sport {f.sport}")
-            if f.dport:
-                parts.append(f"--dport {f.dport}")
-    return " ".join(parts)
-
-
 class LinuxDataPlane:
     """FM-DP forwarding state in a Linux network namespace."""
 
@@ -178,8 +149,8 @@ class LinuxDataPlane:
         self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
             None = None
         """Called with (added, deleted) after every applied batch (traces)."""
-        self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
-        self._charge_chain_ready = False
+        self.charging = Charging(netns)
+        """FM:2 per-flow counters (ip6tables)."""
         self._refresh_links()
         self.sources = SourceFilters(self.nl, self._ifindex)
         """The SM source filters (learned back from the kernel on start)."""
@@ -192,7 +163,7 @@ class LinuxDataPlane:
             self._ensure_tun()
         if shutil.which("ip6tables") is not None:
             # Set up now, not at the first track(): that runs during a move.
-            self._ensure_charge_chain()
+            self.charging.ensure_chain()
         self._learn_nexthops()
 
     def close(self) -> None:
@@ -609,104 +580,24 @@ class LinuxDataPlane:
         return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
-        if flow in self._charged:
-            return
-        # An ip6tables call (~10 ms): told the link ahead, it is made before
-        # the MN arrives, not on the handover path.
-        link = link or self._access_link(flow.src)
-        key = _charge_key(flow)
-        up = _match(flow)
-        down = _match(flow.reversed())
-        self._iptables_batch([
-            f"-A {CHARGE_CHAIN} -i {link} {up} -m comment --comment dmanchor:{key}:up -j RETURN",
-            f"-A {CHARGE_CHAIN} -o {link} {down} -m comment --comment dmanchor:{key}:down "
-            "-j RETURN",
-        ])
-        self._charged[flow] = (link, FlowUsage())
+        self.charging.track(flow, link or self._access_link(flow.src))
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
-        final = self.usage(flow)
-        entry = self._charged.pop(flow, None)
-        if entry is not None:
-            link, _ = entry
-            key = _charge_key(flow)
-            self._iptables_batch([
-                f"-D {CHARGE_CHAIN} -i {link} {_match(flow)} -m comment "
-                f"--comment dmanchor:{key}:up -j RETURN",
-                f"-D {CHARGE_CHAIN} -o {link} {_match(flow.reversed())} -m comment "
-                f"--comment dmanchor:{key}:down -j RETURN",
-            ])
-        return final
+        return self.charging.untrack(flow)
 
     def usage(self, flow: FlowFilter) -> FlowUsage:
-        entry = self._charged.get(flow)
-        if entry is None:
-            return FlowUsage()
-        _, offset = entry
-        counts = self._charge_counters().get(_charge_key(flow), {})
-        up = counts.get("up", (0, 0))
-        down = counts.get("down", (0, 0))
-        return FlowUsage(offset.bytes_up + up[1], offset.bytes_down + down[1],
-                         offset.packets_up + up[0], offset.packets_down + down[0])
+        return self.charging.usage(flow)
 
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
-        # An offset, no kernel read: a read-then-write would lose the
-        # packets counted in between.
-        self.track(flow)
-        link, offset = self._charged[flow]
-        self._charged[flow] = (link, FlowUsage(*(
-            a + b for a, b in zip(offset, moved, strict=True))))
-
-    # -- Charging helpers -----------------------------------------------------------------
+        if not self.charging.tracked(flow):
+            self.track(flow)
+        self.charging.add_usage(flow, moved)
 
     def _access_link(self, mn: Prefix) -> str:
         for e in self.entries():
             if e.kind is EntryKind.ANCHOR and e.flow is None and e.prefix.covers(mn):
                 return e.link
         raise DataPlaneError(f"no access link anchors {mn}: cannot charge its flows here")
-
-    def _ensure_charge_chain(self) -> None:
-        if self._charge_chain_ready:
-            return
-        self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
-        # Counters of a previous run died with its process (their offsets
-        # were in memory): a restarted agent starts from a clean chain
-        # rather than leaking rules nobody reads.
-        self._run(["ip6tables", "-t", "mangle", "-F", CHARGE_CHAIN])
-        self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
-                  check=False)
-        self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])
-        self._charge_chain_ready = True
-
-    def _iptables_batch(self, rules: list[str]) -> None:
-        self._ensure_charge_chain()
-        text = "*mangle\n" + "\n".join(rules) + "\nCOMMIT\n"
-        self._run(["ip6tables-restore", "--noflush"], stdin=text)
-
-    def _charge_counters(self) -> dict[str, dict[str, tuple[int, int]]]:
-        out: dict[str, dict[str, tuple[int, int]]] = {}
-        text = self._run(["ip6tables-save", "-c", "-t", "mangle"])
-        for line in text.splitlines():
-            if "dmanchor:" not in line or not line.startswith("["):
-                continue
-            counters, _, rest = line.partition("]")
-            pkts, _, nbytes = counters[1:].partition(":")
-            tag = rest.split("dmanchor:", 1)[1].split()[0].strip('"')
-            key, _, direction = tag.rpartition(":")
-            out.setdefault(key, {})[direction] = (int(pkts), int(nbytes))
-        return out
-
-    def _run(self, argv: list[str], check: bool = True, stdin: str | None = None) -> str:
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
-        try:
-            done = subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True,
-                                  timeout=30)
-        except FileNotFoundError as exc:
-            raise DataPlaneError(f"{argv[0]} is missing (install the iptables package)") from exc
-        if check and done.returncode != 0:
-            raise DataPlaneError(f"{self.netns or 'host'}: {' '.join(argv)}: "
-                                 f"{done.stderr.strip()}")
-        return done.stdout
 
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)
