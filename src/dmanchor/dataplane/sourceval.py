@@ -95,8 +95,10 @@ class SourceFilters:
                               protocol=RTPROT_SOURCE))
         reqs += [self._allow(link, p, True) for p in _ordered(new - old)]
         table = self._trap.get(link)
+        trap_at = -1
         if new and table is None:
             table = self._free_table()
+            trap_at = len(reqs)
             reqs += [
                 route(True, _DEFAULT, 0, table=table, oif=self._ifindex(link),
                       trap_into=SINK_TABLE, protocol=RTPROT_SOURCE, replace=True),
@@ -119,7 +121,7 @@ class SourceFilters:
         if not reqs:
             return
         failures = self._nl.batch(reqs)
-        if failures:
+        if failures and any(i != trap_at for i, _ in failures):
             raise DataPlaneError(f"source filter on {link}: {failures[0][1]}")
         if new:
             self._sink_ready = True
@@ -129,6 +131,11 @@ class SourceFilters:
         else:
             self._allowed.pop(link, None)
             self._trap.pop(link, None)
+        if failures:
+            # Only the counting trap failed (a kernel without seg6local
+            # counters): the filter holds, by the blackhole rule behind it.
+            raise DataPlaneError(f"source filter on {link} is in force but does not count "
+                                 f"its drops: {failures[0][1]}")
 
     def converge(self, desired: Mapping[str, Sequence[Prefix]]) -> None:
         """Make the kernel's filters exactly ``desired`` (links absent: none)."""
