@@ -101,7 +101,7 @@ class PdConfig:
     """Interface on the delegating router's (or relay's) link."""
     duid: bytes | None = None
     """This router's DUID (hex in the file); default DUID-LL of ``link``'s MAC."""
-    retry: float = 0.05
+    retry: float = 0.02
     """Seconds between asks for a prefix still leased to the previous router."""
     patience: float = 3.0
     """Seconds after which a prefix not delegated is reported refused."""
@@ -193,7 +193,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             f = a.sub("pd")
             pd = PdConfig(f.get("link", as_str, required=True),
                           f.get("duid", as_hex) if "duid" in f.table else None,
-                          f.get("retry", as_float, 0.05), f.get("patience", as_float, 3.0))
+                          f.get("retry", as_float, 0.02), f.get("patience", as_float, 3.0))
             f.finish()
         if "bgp" in a.table:
             b = a.sub("bgp")

@@ -70,3 +70,25 @@ def test_lms_config_errors_name_the_field(tmp_path: Path,
         assert f"field '{field}'" in err, (name, err)
     assert main(["lms", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    anchor = ('[node]\nid = "ar1"\n[anchor]\nlisten = "[::1]:5400"\ndpa = "fc00::1:0"\n'
+              'uplink = "fd00:1::1"\n')
+    ctrl = '[node]\nid = "r"\n[controller]\nlisten = "[::1]:5400"\n'
+    cases = {
+        "a.toml": (anchor + '[anchor.pd]\nduid = "0003"\n', "anchor.pd.link"),
+        "b.toml": (anchor + '[anchor.pd]\nlink = "dhcp0"\nduid = "xyz"\n', "anchor.pd.duid"),
+        "c.toml": (anchor + '[anchor.pd]\nlink = "dhcp0"\npatience = "long"\n',
+                   "anchor.pd.patience"),
+        "d.toml": (ctrl + '[controller.kea]\nsubnet_id = 1\n', "controller.kea.socket"),
+        "e.toml": (ctrl + '[controller.kea]\nsocket = "/k"\n[controller.kea.duids]\n'
+                   '"fc00::2:0" = "zz"\n', "controller.kea.duids.fc00::2:0"),
+    }
+    for name, (text, field) in cases.items():
+        f = tmp_path / name
+        f.write_text(text)
+        assert main(["node", "--config", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert f"field '{field}'" in err, (name, err)

@@ -83,7 +83,7 @@ class _Ia:
 class Delegations:
     """A requesting router's delegations, keyed by prefix."""
 
-    def __init__(self, duid: bytes, *, retry: float = 0.05, patience: float = 3.0,
+    def __init__(self, duid: bytes, *, retry: float = 0.02, patience: float = 3.0,
                  initial_rt: float = 1.0, max_rc: int = 5) -> None:
         """``duid``: this router's DUID; ``retry``/``patience``: see the module doc;
         ``initial_rt``/``max_rc``: the clients' retransmission (RFC 8415)."""

@@ -321,7 +321,7 @@ class Emulation:
         moves = anchor is not None and anchor.mode in ("switch", "bgp")
         # Draft 4.2.1: the new router holds the MN's new prefixes, and those
         # whose anchoring moved to it, as delegations.
-        self._delegated(to, [*(st.continuity if moves else ()), *fresh])
+        self._delegated(to, [*(st.continuity if moves else ()), *fresh], t_attach)
         announce = [p.address + MN_SUFFIX for p in st.prefixes]
         if host_based and st.continuity and fresh:
             # Its SRv6 SID in the new network: where its anchors tunnel to it.
@@ -393,9 +393,10 @@ class Emulation:
         finally:
             sock.close()
 
-    def _delegated(self, router: str, prefixes: list[Prefix]) -> None:
+    def _delegated(self, router: str, prefixes: list[Prefix], since: float) -> None:
         """Check that Kea delegated ``prefixes`` to ``router`` (its node's PD
-        client asks; the previous router may take a moment to release)."""
+        client asks; the previous router may take a moment to release);
+        ``since``: the attach (monotonic), to report how long it took."""
         anchor = self.sc.nodes[router].anchor
         if self.kea is None or anchor is None or not anchor.pd:
             return
@@ -404,8 +405,11 @@ class Emulation:
             deadline = time.monotonic() + 3.0
             holder = self._lease_holder(p)
             while holder != want and time.monotonic() < deadline:
-                time.sleep(0.02)
+                time.sleep(0.002)
                 holder = self._lease_holder(p)
+            if holder == want:
+                self.progress(f"{p} delegated to {router} "
+                              f"{(time.monotonic() - since) * 1e3:.0f} ms after the attach")
             self.checks[f"{p} delegated to {router} by Kea (DHCPv6-PD)"] = holder == want
 
     def _lease_holder(self, prefix: Prefix) -> bytes | None:
