@@ -150,3 +150,21 @@ def test_lease_expires_without_renewal() -> None:
         c.datagrams_to_send()  # the server never answers
     assert Expired(P) in [c.next_event(), c.next_event(), c.next_event()]
     assert t == 120.0
+
+
+def test_only_the_hint_ends_at_an_advertise_of_another_prefix() -> None:
+    c = PdClient(DUID)
+    c.request(0.0, hint=P, only_hint=True)
+    sol, _ = sent(c)
+    assert not sol.rapid_commit  # nothing committed before we accept
+    other = Prefix.parse("2001:db8:1:2::/64")
+    c.receive(reply(sol, MsgType.ADVERTISE, other), SRC, 0.01)
+    ev = c.next_event()
+    assert isinstance(ev, Failed) and str(other) in ev.reason
+    assert c.datagrams_to_send() == [] and c.state is State.IDLE and c.get_timer() is None
+    # The hint itself is taken as usual.
+    c.request(0.1, hint=P, only_hint=True)
+    sol, _ = sent(c)
+    c.receive(reply(sol, MsgType.ADVERTISE, P), SRC, 0.11)
+    req, _ = sent(c)
+    assert req.msg_type is MsgType.REQUEST

@@ -15,7 +15,9 @@ the server delegates exactly that prefix only once it is free, that is once
 the router that anchored it before has released it, and the two routers act
 on their own clocks.  So when the server offers another prefix, or none, that
 offer is released and the hint asked again every ``retry`` seconds, for at
-most ``patience`` seconds.  Renewals (T1/T2) are the client's own; a lease
+most ``patience`` seconds; those asks take the hint or nothing (no rapid
+commit, an Advertise of another prefix ends the exchange), so waiting costs
+the server no leases.  Renewals (T1/T2) are the client's own; a lease
 that expires unrenewed is reported.
 """
 
@@ -78,6 +80,7 @@ class _Ia:
     since: float = 0.0
     retry_at: float | None = None
     offer: Prefix | None = None  # a wrong offer being handed back
+    retried: bool = False  # asked before
 
 
 class Delegations:
@@ -186,7 +189,11 @@ class Delegations:
                         xid_seed=(0x1D00 + 0x10101 * iaid) & 0xFFFFFF)
 
     def _ask(self, prefix: Prefix, ia: _Ia, now: float) -> None:
-        ia.client.request(now, hint=prefix)
+        # First with rapid commit (one round trip when the prefix is free);
+        # asking again, only for the hint: an Advertise of another prefix
+        # costs the server no lease to commit and take back.
+        ia.client.request(now, hint=prefix, only_hint=ia.retried)
+        ia.retried = True
 
     def _collect(self, now: float) -> None:
         for prefix, ia in list(self._ias.items()):

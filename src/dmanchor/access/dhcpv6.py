@@ -348,6 +348,7 @@ class PdClient:
     _rt: float = 0.0
     _tries: int = 0
     _deadline: float | None = None
+    _only: Prefix | None = None  # request(only_hint=True): the hint or nothing
 
     @property
     def xid(self) -> int | None:
@@ -356,12 +357,20 @@ class PdClient:
 
     # -- Commands ------------------------------------------------------------------
 
-    def request(self, now: float, hint: Prefix | None = None) -> None:
-        """Start soliciting a prefix (``hint``: the one we would like)."""
+    def request(self, now: float, hint: Prefix | None = None, *,
+                only_hint: bool = False) -> None:
+        """Start soliciting a prefix (``hint``: the one we would like).
+
+        ``only_hint``: take the hint or nothing.  The Solicit then asks for
+        no rapid commit, and an Advertise of another prefix ends the
+        exchange (a :class:`Failed` naming it) without committing a lease
+        the server would only have to take back.
+        """
+        self._only = hint if only_hint else None
         ia = IaPd(self.iaid, 0, 0, (IaPrefix(hint),) if hint is not None else ())
         self._start(State.SOLICITING, Dhcp6Message(
             MsgType.SOLICIT, self._new_xid(), self.duid, ia_pd=(ia,),
-            rapid_commit=self.rapid_commit), ALL_SERVERS, now)
+            rapid_commit=self.rapid_commit and self._only is None), ALL_SERVERS, now)
 
     def release(self, now: float) -> None:
         """Give the delegated prefix back (the MN left, or it is not needed)."""
@@ -387,6 +396,13 @@ class PdClient:
             ia = self._ia(m)
             if ia is None or not ia.prefixes or m.server_id is None:
                 return  # keep soliciting; another server may have one
+            offered = ia.prefixes[0].prefix
+            if self._only is not None and offered != self._only:
+                self.state = State.IDLE
+                self._sent = None
+                self._deadline = None
+                self._events.append(Failed(f"offered {offered} instead"))
+                return
             self._start(State.REQUESTING, Dhcp6Message(
                 MsgType.REQUEST, self._new_xid(), self.duid, m.server_id,
                 (IaPd(self.iaid, 0, 0, (IaPrefix(ia.prefixes[0].prefix),)),)), source, now)
