@@ -403,3 +403,17 @@ def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None
     assert "dmanchor:" not in lab.run("ar1", "ip6tables-save", "-t", "mangle")
     for s in (down, mn, other):
         s.close()
+
+
+def test_a_move_marks_the_old_path_and_a_bulk_install_does_not(lab: Lab) -> None:
+    """R re-routes /64s of Net1 (covered by its /48 route to AR1) to AR2.  One
+    such move sends an end marker down the path it left (FM:6); a batch of
+    more than MARKER_LIMIT is a bulk installation: no lookups, no markers."""
+    r = flat(lab)["r"]
+    move = [E(K.ROUTE, P(f"2001:db8:1:{i:x}::/64"), A("fd00:2::2")) for i in range(1, 67)]
+    r.apply(move[:1], [], 0.0)
+    assert r.counters().get("end-marker-sent") == 1
+    r.apply(move[1:], [], 0.0)
+    assert r.counters().get("end-marker-sent") == 1
+    assert r.counters()["bulk-without-markers"] == 1
+    assert sum(1 for e in r.entries() if e in move) == len(move)

@@ -92,6 +92,8 @@ STANDBY_METRIC = 4000
 ``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
 here the moment the MN's radio goes (carrier lost), before any agent has
 reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
+MARKER_LIMIT = 64
+"""Most re-routed prefixes in one batch that get end markers (see _marker_paths)."""
 LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
 LIFT_WAIT = 0.01
@@ -135,6 +137,7 @@ class LinuxDataPlane:
         self._names: dict[int, str] = {}
         self._index: dict[str, int] = {}
         self._nhid: dict[IPv6Address, int] = {}
+        self._hop_cache: tuple[object, int | None] = (None, None)  # see _nhid_of
         self._nh_refs: dict[int, int] = {}  # nexthop id -> routes using it
         self._flow_tables: dict[tuple[object, ...], int] = {}
         self._tun: TunBuffer | None = None
@@ -236,12 +239,14 @@ class LinuxDataPlane:
             raise DataPlaneError(f"{self.netns or 'host'}: {err}") from err
         for e in add:
             if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
-                nhid = self._nhid[e.next_hop]
+                nhid = self._nhid_of(e.next_hop)
+                assert nhid is not None
                 self._nh_refs[nhid] = self._nh_refs.get(nhid, 0) + 1
         for e in delete:
-            if e.kind is EntryKind.TUNNEL and e.next_hop in self._nhid:
-                nhid = self._nhid[e.next_hop]
-                self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
+            if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
+                nhid = self._nhid_of(e.next_hop)
+                if nhid is not None:
+                    self._nh_refs[nhid] = self._nh_refs.get(nhid, 1) - 1
         if self.on_change is not None:
             self.on_change(add, [*delete, *releasing])
         for i, (prefix, _) in enumerate(markers):
@@ -331,11 +336,18 @@ class LinuxDataPlane:
 
     def _marker_paths(self, add: Sequence[ForwardingEntry]) -> list[tuple[Prefix, KernelRoute]]:
         """The prefixes whose path ``add`` changes, with the path they leave."""
-        out = []
-        for e in add:
-            if e.flow is not None or e.kind not in (EntryKind.ROUTE, EntryKind.TUNNEL):
-                continue
-            old = self.nl.route_get(e.prefix.address)
+        out: list[tuple[Prefix, KernelRoute]] = []
+        moved = [e for e in add
+                 if e.flow is None and e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)]
+        if len(moved) > MARKER_LIMIT:
+            # A bulk (re)installation - an agent converging at start, a
+            # mass install - not a move: a lookup per prefix would cost as
+            # much as installing it, and a marker per prefix more.
+            self._counters["bulk-without-markers"] += 1
+            return out
+        # One pipelined lookup for all, not a round trip each.
+        for e, old in zip(moved, self.nl.routes_get([e.prefix.address for e in moved]),
+                          strict=True):
             if old is None or not (old.gateway or old.nhid) or old.gateway in self.upstream:
                 # Nothing forwarded it (a hold, a local or no route), or only
                 # the way up to the core, where prefixes this router plays no
@@ -493,6 +505,7 @@ class LinuxDataPlane:
     def _forget_nexthops(self, new_nh: dict[IPv6Address, int]) -> None:
         for seg in new_nh:
             self._nhid.pop(seg, None)
+        self._hop_cache = (None, None)
 
     def set_source_filter(self, link: str, prefixes: Sequence[Prefix]) -> None:
         self.sources.set(link, prefixes)
@@ -630,7 +643,7 @@ class LinuxDataPlane:
             r = route(add, net, p.length, table=table, gateway=e.next_hop.packed, metric=metric)
         elif kind is EntryKind.TUNNEL:
             assert e.next_hop is not None
-            nhid = self._nhid.get(e.next_hop)
+            nhid = self._nhid_of(e.next_hop)
             if nhid is None:
                 raise DataPlaneError(f"no tunnel towards {e.next_hop}", e)
             r = route(add, net, p.length, table=table, nhid=nhid, metric=metric)
@@ -664,8 +677,12 @@ class LinuxDataPlane:
 
     def _new_nexthops(self, add: Sequence[ForwardingEntry]) -> dict[IPv6Address, int]:
         new: dict[IPv6Address, int] = {}
+        last: object = None
         for e in add:
             if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
+                if e.next_hop is last:
+                    continue  # a bulk batch repeats one object: skip the hashing
+                last = e.next_hop
                 if e.next_hop in self._nhid or e.next_hop in new:
                     continue
                 used = set(self._nhid.values()) | set(new.values())
@@ -674,7 +691,19 @@ class LinuxDataPlane:
                     nhid += 1
                 new[e.next_hop] = nhid
         self._nhid.update(new)
+        self._hop_cache = (None, None)
         return new
+
+    def _nhid_of(self, hop: IPv6Address) -> int | None:
+        """The nexthop object towards ``hop``.  A bulk batch carries one
+        next-hop object many times, and an IPv6Address hashes through
+        hex(int): the last answer is kept for the same object."""
+        cached, nhid = self._hop_cache
+        if hop is cached:
+            return nhid
+        nhid = self._nhid.get(hop)
+        self._hop_cache = (hop, nhid)
+        return nhid
 
     def _drop_unused_nexthops(self) -> None:
         # Reference counts, not a route dump: the handover path must not
@@ -683,6 +712,7 @@ class LinuxDataPlane:
                  if self._nh_refs.get(nhid, 0) <= 0]
         if stale:
             self.nl.batch([seg6_nexthop(False, nhid, seg, 0) for seg, nhid in stale])
+            self._hop_cache = (None, None)
             for seg, nhid in stale:
                 del self._nhid[seg]
                 self._nh_refs.pop(nhid, None)
@@ -691,6 +721,7 @@ class LinuxDataPlane:
         for nh in self.nl.nexthops():
             if nh.protocol == RTPROT_DMANCHOR and nh.segment is not None:
                 self._nhid[nh.segment] = nh.nhid
+                self._hop_cache = (None, None)
                 self._nh_refs[nh.nhid] = 0
         if self._nh_refs:
             for r in self.nl.routes():

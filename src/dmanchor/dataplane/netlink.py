@@ -447,6 +447,14 @@ class Netlink:
         with contextlib.suppress(OSError):  # older kernels: unfiltered dumps
             self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self._seq = 1
+        # One receive buffer for every read: a fresh 1 MB per recv() is an
+        # mmap and munmap each time, which once cost more than the kernel.
+        self._buf = bytearray(1 << 16)
+
+    def _recv(self) -> bytes:
+        """One netlink message batch (a dump part is at most 32 KB)."""
+        n = self.sock.recv_into(self._buf)
+        return bytes(memoryview(self._buf)[:n])
 
     def close(self) -> None:
         """Close the socket."""
@@ -494,7 +502,7 @@ class Netlink:
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type,
                                       NLM_F_REQUEST, seq, 0) + body)
         while True:
-            data = self.sock.recv(65536)
+            data = self._recv()
             pos = 0
             while pos + _NLMSGHDR.size <= len(data):
                 length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
@@ -537,7 +545,7 @@ class Netlink:
             self.sock.send(b"".join(parts))
             done = False
             while not done:
-                data = self.sock.recv(1 << 20)
+                data = self._recv()
                 pos = 0
                 while pos + _NLMSGHDR.size <= len(data):
                     length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
@@ -557,7 +565,7 @@ class Netlink:
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type,
                                       NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
         while True:
-            data = self.sock.recv(1 << 20)
+            data = self._recv()
             pos = 0
             while pos + _NLMSGHDR.size <= len(data):
                 length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
@@ -577,6 +585,36 @@ class Netlink:
         body = _RTMSG.pack(socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0) + rta(RTA_DST, addr.packed)
         msg = self._get(RTM_GETROUTE, body)
         return None if msg is None else _parse_route(msg)
+
+    def routes_get(self, addrs: Sequence[IPv6Address]) -> list[KernelRoute | None]:
+        """:meth:`route_get` for many addresses, pipelined like :meth:`batch`:
+        one send and a few receives per chunk, not a round trip each."""
+        out: list[KernelRoute | None] = []
+        head = _RTMSG.pack(socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0)
+        pack = _NLMSGHDR.pack
+        size = _NLMSGHDR.size + len(head) + 20
+        for start in range(0, len(addrs), self.CHUNK):
+            chunk = addrs[start : start + self.CHUNK]
+            first = self._seq
+            self._seq += len(chunk)
+            self.sock.send(b"".join(
+                pack(size, RTM_GETROUTE, NLM_F_REQUEST, first + i, 0) + head
+                + _ATTR16.pack(20, RTA_DST, a.packed) for i, a in enumerate(chunk)))
+            got: list[KernelRoute | None] = [None] * len(chunk)
+            left = len(chunk)
+            while left:
+                data = self._recv()
+                pos = 0
+                while pos + _NLMSGHDR.size <= len(data):
+                    length, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
+                    i = mseq - first
+                    if 0 <= i < len(chunk):
+                        if mtype != NLMSG_ERROR:  # an error (no route) leaves None
+                            got[i] = _parse_route(data[pos + _NLMSGHDR.size : pos + length])
+                        left -= 1
+                    pos += _align(length)
+            out += got
+        return out
 
     def _dump_parsed(self, msg_type: int, body: bytes,
                      parse: Callable[[bytes], T | None]) -> list[T]:
