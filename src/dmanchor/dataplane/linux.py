@@ -593,7 +593,8 @@ class LinuxDataPlane:
         return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
-        self.charging.track(flow, link or self._access_link(flow.src))
+        if not self.charging.tracked(flow):  # (finding the link reads the kernel)
+            self.charging.track(flow, link or self._access_link(flow.src))
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
         return self.charging.untrack(flow)
