@@ -394,6 +394,10 @@ class AnchorAgentCore(ServiceCore):
             leftover = ForwardingEntry(EntryKind.TUNNEL, prefix, target)
             if leftover in self.dp.entries():
                 self.dp.apply((), (leftover,), now)
+        elif isinstance(name, tuple) and name[0] == "reverse":
+            v = self.visiting.get(name[1])
+            if v is not None and v.reverse is not None:
+                self._apply_new([v.reverse], now)
         elif isinstance(name, tuple) and name[0] == "visit":
             prefix = name[1]
             assert isinstance(prefix, Prefix)
@@ -446,7 +450,9 @@ class AnchorAgentCore(ServiceCore):
         if self.s.reverse_tunnel and self.s.mode == "tunnel":
             v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, answer.dpa_address,
                                         FlowFilter(src=prefix))
-            self._apply_new([v.reverse], now)
+            # Installed once FM:6-2 below has gone out: the uplink is not
+            # what the move waits for, the downlink is.
+            self.set_timer(("reverse", prefix), now)
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
@@ -467,11 +473,13 @@ class AnchorAgentCore(ServiceCore):
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
         held = self.dp.buffered(prefix)
-        had = any(e.prefix == prefix and e.flow is None for e in self.dp.entries())
+        have = self.dp.entries()  # read once: a kernel dump costs ~1 ms here
+        had = any(e.prefix == prefix and e.flow is None for e in have)
         # Leftovers (and late packets still routed here) go to the new point
         # through a tunnel: in switch mode too, so the new anchor can tell
         # them from packets of the new direct path.
-        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
+        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now,
+                      have=have)
         self.stats.flushed += held
         if self.s.mode in ("switch", "bgp"):
             self._delegate((prefix,), False)  # anchored at the new point now
@@ -551,7 +559,8 @@ class AnchorAgentCore(ServiceCore):
 
     def _drop_reverse(self, v: _Visiting | None, now: float) -> None:
         if v is not None and v.reverse is not None:
-            self.dp.apply((), [v.reverse], now)
+            if v.reverse in self.dp.entries():  # (its timer may not have fired)
+                self.dp.apply((), [v.reverse], now)
             v.reverse = None
 
     def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
@@ -578,12 +587,14 @@ class AnchorAgentCore(ServiceCore):
         self.dp.apply([e for e in add if e not in have], (), now, buffers)
 
     def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
-                 keep_buffer: bool = False) -> None:
+                 keep_buffer: bool = False,
+                 have: Sequence[ForwardingEntry] | None = None) -> None:
         """Swap every whole-prefix entry of ``prefix`` for ``new``, atomically.
 
         Removing a BUFFER entry releases its packets through ``new``.
+        ``have``: the data plane's entries, if just read.
         """
-        old = [e for e in self.dp.entries()
+        old = [e for e in (self.dp.entries() if have is None else have)
                if e.prefix == prefix and e.flow is None
                and not (keep_buffer and e.kind is EntryKind.BUFFER)]
         add = [e for e in new if e not in old]
