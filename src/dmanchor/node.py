@@ -249,7 +249,12 @@ class Node:
             self._push_routes()
         if self.pd is not None and self.anchor is not None:
             for on, prefix in self.anchor.drain_delegations():
-                (self.pd.hold if on else self.pd.let_go)(prefix)
+                if on:
+                    # A prefix visiting from another network is still
+                    # delegated there: ask for it without taking another.
+                    self.pd.hold(prefix, moving=prefix in self.anchor.visiting)
+                else:
+                    self.pd.let_go(prefix)
         if self.cfg.source_validation:
             self._sync_sources()
 

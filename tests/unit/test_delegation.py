@@ -125,6 +125,18 @@ def test_the_hint_is_delegated_once_the_previous_router_released_it() -> None:
     assert events(ar2) == [Delegated(HNP1, 120, renewed=True)]
 
 
+def test_a_prefix_moving_in_is_asked_for_without_committing_another() -> None:
+    server = ModelServer([HNP1, HNP2])
+    server.leases[HNP1] = (AR1, iaid_for(HNP1))
+    ar2 = Delegations(AR2, retry=0.02)
+    ar2.hold(HNP1, 0.0, moving=True)
+    run(server, ar2, 0.0, 0.1)
+    assert server.commits == 0 and ar2.counters["hint-refused"] == 0 and events(ar2) == []
+    del server.leases[HNP1]  # the previous router released it
+    run(server, ar2, 0.1, 0.2)
+    assert events(ar2) == [Delegated(HNP1, 120)] and server.commits == 1
+
+
 def test_gives_up_after_its_patience_and_keeps_nothing() -> None:
     server = ModelServer([HNP1, HNP2])
     server.leases[HNP1] = (AR1, iaid_for(HNP1))  # never released

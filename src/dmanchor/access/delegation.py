@@ -103,15 +103,19 @@ class Delegations:
 
     # -- Commands ----------------------------------------------------------------------
 
-    def hold(self, prefix: Prefix, now: float) -> None:
-        """This router anchors ``prefix`` now: have it delegated here."""
+    def hold(self, prefix: Prefix, now: float, *, moving: bool = False) -> None:
+        """This router anchors ``prefix`` now: have it delegated here.
+
+        ``moving``: the prefix comes from another router, which may not have
+        released it yet, so even the first ask takes the hint or nothing.
+        """
         ia = self._ias.get(prefix)
         if ia is not None:
             ia.wanted = True
             if ia.client.state is State.IDLE and ia.client.lease is None:
                 self._ask(prefix, ia, now)
             return
-        ia = _Ia(self._client(prefix), since=now)
+        ia = _Ia(self._client(prefix), since=now, retried=moving)
         self._ias[prefix] = ia
         self._ask(prefix, ia, now)
 

@@ -62,9 +62,9 @@ class PdDriver:
         self._sock = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
 
-    def hold(self, prefix: Prefix) -> None:
+    def hold(self, prefix: Prefix, moving: bool = False) -> None:
         """Have ``prefix`` delegated here (see :meth:`Delegations.hold`)."""
-        self.core.hold(prefix, time.time())
+        self.core.hold(prefix, time.time(), moving=moving)
         self.pump()
 
     def let_go(self, prefix: Prefix) -> None:
