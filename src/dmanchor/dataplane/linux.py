@@ -604,8 +604,7 @@ class LinuxDataPlane:
         return self.charging.usage(flow)
 
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
-        if not self.charging.tracked(flow):
-            self.track(flow)
+        self.track(flow)
         self.charging.add_usage(flow, moved)
 
     def _access_link(self, mn: Prefix) -> str:

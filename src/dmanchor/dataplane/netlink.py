@@ -582,9 +582,7 @@ class Netlink:
 
     def route_get(self, addr: IPv6Address) -> KernelRoute | None:
         """The route the kernel would use to reach ``addr`` (``ip route get``)."""
-        body = _RTMSG.pack(socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0) + rta(RTA_DST, addr.packed)
-        msg = self._get(RTM_GETROUTE, body)
-        return None if msg is None else _parse_route(msg)
+        return self.routes_get([addr])[0]
 
     def routes_get(self, addrs: Sequence[IPv6Address]) -> list[KernelRoute | None]:
         """:meth:`route_get` for many addresses, pipelined like :meth:`batch`:

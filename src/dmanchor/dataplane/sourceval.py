@@ -28,7 +28,7 @@ restarted agent learns them back from the kernel's rules.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..wire.types import Prefix
 from .api import DataPlaneError
@@ -136,11 +136,6 @@ class SourceFilters:
             # counters): the filter holds, by the blackhole rule behind it.
             raise DataPlaneError(f"source filter on {link} is in force but does not count "
                                  f"its drops: {failures[0][1]}")
-
-    def converge(self, desired: Mapping[str, Sequence[Prefix]]) -> None:
-        """Make the kernel's filters exactly ``desired`` (links absent: none)."""
-        for link in set(self._allowed) | set(self._trap) | set(desired):
-            self.set(link, desired.get(link, ()))
 
     def counters(self) -> dict[str, int]:
         """Dropped forged packets: per link (``spoofed-source:LINK``) and in all."""
