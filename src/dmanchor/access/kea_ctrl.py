@@ -49,6 +49,15 @@ class KeaControl:
 async def command(ctl: KeaControl, name: str,
                   arguments: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send one command; its answer, if ``result`` is 0 (raises KeaError otherwise)."""
+    answer = await exchange(ctl, name, arguments)
+    if answer.get("result") != 0:
+        raise KeaError(f"{name}: result {answer.get('result')!r}: {answer.get('text', '')}")
+    return answer
+
+
+async def exchange(ctl: KeaControl, name: str,
+                   arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one command; Kea's answer whatever its ``result`` (e.g. 3: not found)."""
     doc: dict[str, Any] = {"command": name}
     if arguments is not None:
         doc["arguments"] = arguments
@@ -61,8 +70,6 @@ async def command(ctl: KeaControl, name: str,
         raise KeaError(f"{name}: {ctl.socket}: {exc.strerror or exc}") from exc
     if not isinstance(answer, dict):
         raise KeaError(f"{name}: the answer is not a JSON object")
-    if answer.get("result") != 0:
-        raise KeaError(f"{name}: result {answer.get('result')!r}: {answer.get('text', '')}")
     return answer
 
 

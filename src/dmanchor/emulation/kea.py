@@ -7,15 +7,17 @@ reclamation timer make lease expiry observable in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+from ..access.kea_ctrl import KeaControl, exchange
 from ..wire.types import Prefix
 from .lab import Lab, stop_process
 
@@ -87,28 +89,11 @@ class KeaServer:
             time.sleep(0.05)
         raise RuntimeError("kea-dhcp6 did not start in time")
 
-    def command(self, name: str, arguments: dict[str, object] | None = None,
-                timeout: float = 5.0) -> dict[str, object]:
-        """One command on Kea's control socket; its answer (``result`` 0: done)."""
-        doc: dict[str, object] = {"command": name}
-        if arguments is not None:
-            doc["arguments"] = arguments
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.socket))
-            s.sendall(json.dumps(doc).encode())
-            data = b""
-            while True:
-                try:
-                    answer = json.loads(data) if data else None
-                except ValueError:
-                    answer = None
-                if isinstance(answer, dict):
-                    return answer
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise RuntimeError(f"kea {name}: incomplete answer {data[:200]!r}")
-                data += chunk
+    def command(self, name: str, arguments: dict[str, Any] | None = None,
+                timeout: float = 5.0) -> dict[str, Any]:
+        """One command on Kea's control socket; its answer, whatever its
+        ``result`` (0: done), through the client the controller uses."""
+        return asyncio.run(exchange(KeaControl(self.socket, timeout=timeout), name, arguments))
 
     def stop(self) -> None:
         """SIGTERM our own process (by PID), SIGKILL if it lingers."""
