@@ -130,7 +130,7 @@ class _Visiting:
     home_cpa: IPv6Address | None = None
     home_node: str = ""
     parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
-    reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor
+    reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor, once installed
     expires: float = 0.0
     flows_closed: bool = False
 
@@ -395,8 +395,12 @@ class AnchorAgentCore(ServiceCore):
             if leftover in self.dp.entries():
                 self.dp.apply((), (leftover,), now)
         elif isinstance(name, tuple) and name[0] == "reverse":
-            v = self.visiting.get(name[1])
-            if v is not None and v.reverse is not None:
+            _, prefix, dpa = name
+            assert isinstance(prefix, Prefix) and isinstance(dpa, IPv6Address)
+            v = self.visiting.get(prefix)
+            if v is not None:
+                v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, dpa,
+                                            FlowFilter(src=prefix))
                 self._apply_new([v.reverse], now)
         elif isinstance(name, tuple) and name[0] == "visit":
             prefix = name[1]
@@ -448,11 +452,9 @@ class AnchorAgentCore(ServiceCore):
             self._parent_asks[rid] = prefix
             return
         if self.s.reverse_tunnel and self.s.mode == "tunnel":
-            v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, answer.dpa_address,
-                                        FlowFilter(src=prefix))
             # Installed once FM:6-2 below has gone out: the uplink is not
             # what the move waits for, the downlink is.
-            self.set_timer(("reverse", prefix), now)
+            self.set_timer(("reverse", prefix, answer.dpa_address), now)
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
@@ -558,9 +560,9 @@ class AnchorAgentCore(ServiceCore):
         self.stats.counters["reverted"] += 1
 
     def _drop_reverse(self, v: _Visiting | None, now: float) -> None:
+        # A pending install finds the prefix no longer visiting and does nothing.
         if v is not None and v.reverse is not None:
-            if v.reverse in self.dp.entries():  # (its timer may not have fired)
-                self.dp.apply((), [v.reverse], now)
+            self.dp.apply((), [v.reverse], now)
             v.reverse = None
 
     def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
