@@ -96,7 +96,6 @@ class Delegations:
         self.initial_rt = initial_rt
         self.max_rc = max_rc
         self._ias: dict[Prefix, _Ia] = {}
-        self._out: list[tuple[bytes, tuple[str, int]]] = []
         self._events: deque[DelegationEvent] = deque()
         self.counters: Counter[str] = Counter()
         """delegated, renewed, hint-refused, returned, refused, lost, stray-datagram."""
@@ -172,9 +171,9 @@ class Delegations:
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """Drain what to send (``ALL_SERVERS``: multicast on the DHCP link)."""
+        out: list[tuple[bytes, tuple[str, int]]] = []
         for ia in self._ias.values():
-            self._out += ia.client.datagrams_to_send()
-        out, self._out = self._out, []
+            out += ia.client.datagrams_to_send()
         return out
 
     def next_event(self) -> DelegationEvent | None:

@@ -78,8 +78,7 @@ class SourceFilters:
 
     def filters(self) -> dict[str, tuple[Prefix, ...]]:
         """Link -> the source prefixes it accepts (links without a filter absent)."""
-        return {link: tuple(sorted(ps, key=lambda p: (p.network, p.length)))
-                for link, ps in self._allowed.items() if ps}
+        return {link: tuple(_ordered(ps)) for link, ps in self._allowed.items() if ps}
 
     def set(self, link: str, prefixes: Sequence[Prefix]) -> None:
         """Accept only ``prefixes`` from ``link``; none: no filter on it.
