@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from .netlink import (
 )
 from .sourceval import SourceFilters
 from .tunbuffer import DEVICE as TUN_DEVICE
-from .tunbuffer import TunBuffer, destination
+from .tunbuffer import TunBuffer, destination, drain_and_lift
 
 NHID_BASE = 0x4D000000
 """Nexthop ids dmanchor allocates start here (far from hand-made ones)."""
@@ -92,10 +91,6 @@ here the moment the MN's radio goes (carrier lost), before any agent has
 reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
 MARKER_LIMIT = 64
 """Most re-routed prefixes in one batch that get end markers (see _marker_paths)."""
-LIFT_QUIET = 0.0003
-"""Seconds without a packet for the prefix before its hold is lifted."""
-LIFT_WAIT = 0.01
-"""Longest a release waits for that lull, seconds."""
 ORPHAN_LIMIT = 10_000
 """Packets the hold device may keep for prefixes no hold has claimed yet."""
 """A held prefix's route into the TUN device wins over its other routes."""
@@ -431,30 +426,11 @@ class LinuxDataPlane:
         prefix = hold.prefix
         copies = [e for e in new if e.kind is not EntryKind.BUFFER]
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
-        released = 0
-        # Lift the hold in a lull.  A packet that enters the device just
-        # before the lift is written out just after it, and a packet that
-        # arrives right behind it, routed directly, could overtake it: so
-        # keep forwarding through the device until it has been quiet for
-        # LIFT_QUIET (traffic comes in bursts; the lift lands between two),
-        # or LIFT_WAIT has passed.
-        start = last = time.monotonic()
-        while True:
-            batch = self._take(prefix)
-            now = time.monotonic()
-            if batch:
-                for pkt in batch:
-                    self._tun.write(pkt)
-                released += len(batch)
-                last = now
-            elif now - last >= LIFT_QUIET or now - start >= LIFT_WAIT:
-                break
-            else:
-                time.sleep(LIFT_QUIET / 4)
-        self._batch_or_raise(self._requests(hold, add=False))
-        for pkt in self._take(prefix):  # arrived while the hold was lifted
-            self._tun.write(pkt)
-            released += 1
+        lift = drain_and_lift(lambda: self._take(prefix), self._tun.write,
+                              lambda: self._batch_or_raise(self._requests(hold, add=False)))
+        self._counters["released"] += lift.released
+        self._counters["lift-stragglers"] += lift.stragglers
+        self._counters["lift-unguarded"] += not lift.guarded
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
         if not any(e.kind is EntryKind.ANCHOR for e in new):
             # A standby its ANCHOR outlived (the link went down): gone with
@@ -465,7 +441,6 @@ class LinuxDataPlane:
         if hold_state is not None and hold_state.spec.release_on_timeout:
             self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), 128,
                                  table=FLUSH_TABLE)])
-        self._counters["released"] += released
 
     def _route_in(self, e: ForwardingEntry, table: int, add: bool) -> Request:
         p = e.prefix
