@@ -430,7 +430,7 @@ class LinuxDataPlane:
                               lambda: self._batch_or_raise(self._requests(hold, add=False)))
         self._counters["released"] += lift.released
         self._counters["lift-stragglers"] += lift.stragglers
-        self._counters["lift-unguarded"] += not lift.guarded
+        self._counters["lift-forced"] += lift.forced
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
         if not any(e.kind is EntryKind.ANCHOR for e in new):
             # A standby its ANCHOR outlived (the link went down): gone with

@@ -14,13 +14,12 @@ of microseconds) plus our own reads and writes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .netlink import NetlinkError, _libc
@@ -34,6 +33,9 @@ LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
 LIFT_WAIT = 0.01
 """Longest a release waits for that lull, seconds."""
+FORCE_AFTER = 10
+"""A release under a stream that never lets the device run empty lifts after
+this many ``wait`` periods (100 ms), not never."""
 
 
 class TunBuffer:
@@ -96,37 +98,6 @@ def destination(packet: bytes) -> int:
     return int.from_bytes(packet[24:40], "big")
 
 
-@contextlib.contextmanager
-def unpreempted() -> Iterator[bool]:
-    """Run the enclosed steps at real-time priority (SCHED_FIFO 1), if allowed.
-
-    Lifting a hold is three steps: read what the device has, remove the
-    hold route, read what entered just before the removal.  Packets that
-    arrive between the first read and the removal are written out after
-    the removal, behind packets that already took the direct path: if the
-    agent is preempted there (a loaded host - measured: 7-10 ms under two
-    CPU hogs), a whole burst is reordered.  At real-time priority no
-    ordinary task preempts those ~100 microseconds of system calls.
-
-    Yields whether the priority was raised (not without CAP_SYS_NICE or
-    real-time bandwidth, e.g. in some containers); the previous policy is
-    restored on the way out in any case.
-    """
-    try:
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        if policy == os.SCHED_FIFO:  # already real-time: leave it be
-            yield True
-            return
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except OSError:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        os.sched_setscheduler(0, policy, param)
-
-
 @dataclass(frozen=True, slots=True)
 class Lift:
     """What lifting one hold took."""
@@ -136,8 +107,8 @@ class Lift:
     stragglers: int
     """Of those, packets that entered the device just before the hold went
     (each one could have been overtaken by the direct path)."""
-    guarded: bool
-    """The lift itself ran at real-time priority (see :func:`unpreempted`)."""
+    forced: bool = False
+    """The device never came up empty: lifted at ``FORCE_AFTER * wait``."""
 
 
 def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], None],
@@ -152,31 +123,32 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
     before the lift is written out just after it, where one arriving right
     behind it on the direct path could overtake it: so the lift waits for
     ``quiet`` seconds without a packet (traffic comes in bursts; the lift
-    lands between two), at most ``wait`` seconds, and its three steps run
-    unpreempted.
+    lands between two), at most ``wait`` seconds.
     """
     released = 0
+    forced = False
     start = last = time.monotonic()
     while True:
         batch = take()
         now = time.monotonic()
-        for pkt in batch:
-            write(pkt)
-        released += len(batch)
         if batch:
+            for pkt in batch:
+                write(pkt)
+            released += len(batch)
             last = now
-        # The bound holds under a steady stream too (a read that is never
-        # empty), or the agent would forward it in user space forever.
-        if now - last >= quiet or now - start >= wait:
+            if now - start >= FORCE_AFTER * wait:
+                # A stream that never leaves the device empty (line rate):
+                # lift anyway rather than forward it in user space forever.
+                forced = True
+                break
+        elif now - last >= quiet or now - start >= wait:
+            # Lift only right after a read found the device empty: lifting
+            # while packets flow would leave more of them behind the lift.
             break
-        if not batch:
+        else:
             time.sleep(quiet / 4)
-    with unpreempted() as guarded:
-        tail = take()
-        for pkt in tail:
-            write(pkt)
-        remove_hold()
-        late = take()
-        for pkt in late:
-            write(pkt)
-    return Lift(released + len(tail) + len(late), len(late), guarded)
+    remove_hold()
+    late = take()
+    for pkt in late:
+        write(pkt)
+    return Lift(released + len(late), len(late), forced)
