@@ -95,6 +95,7 @@ from .config import (
 from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
+from .dataplane.tunbuffer import Lift
 from .fm.anchor import AnchorAgentCore
 from .fm.controller import (
     AnchorMoved,
@@ -165,6 +166,7 @@ class Node:
             self.dataplane = LinuxDataPlane()
             if self._trace is not None:
                 self.dataplane.on_change = self._trace_change
+                self.dataplane.on_lift = self._trace_lift
         if cfg.lms is not None:
             core, _store = build_core(cfg.lms, now)
             cores["lms"] = (core, cfg.lms.listen)
@@ -490,6 +492,11 @@ class Node:
                       deleted: Sequence[ForwardingEntry]) -> None:
         self._write_trace({"fn": "dataplane", "add": [entry_to_json(e) for e in added],
                            "delete": [entry_to_json(e) for e in deleted]})
+
+    def _trace_lift(self, prefix: Prefix, lift: Lift, cause: str) -> None:
+        self._write_trace({"fn": "lift", "prefix": str(prefix), "cause": cause,
+                           "released": lift.released, "stragglers": lift.stragglers,
+                           "forced": lift.forced, "waited_ms": round(lift.waited * 1e3, 3)})
 
     def _listen_rs(self, link: str) -> None:
         """Watch an access link for Router Solicitations (an MN attaching).

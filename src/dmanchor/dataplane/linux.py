@@ -58,7 +58,7 @@ from .netlink import (
 )
 from .sourceval import SourceFilters
 from .tunbuffer import DEVICE as TUN_DEVICE
-from .tunbuffer import TunBuffer, destination, drain_and_lift
+from .tunbuffer import Lift, TunBuffer, destination, drain_and_lift
 
 NHID_BASE = 0x4D000000
 """Nexthop ids dmanchor allocates start here (far from hand-made ones)."""
@@ -145,6 +145,9 @@ class LinuxDataPlane:
         self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
             None = None
         """Called with (added, deleted) after every applied batch (traces)."""
+        self.on_lift: Callable[[Prefix, Lift, str], None] | None = None
+        """Called with (prefix, what it took, cause) when a hold is lifted:
+        cause ``apply`` (its BUFFER deleted), ``end-marker`` or ``timeout``."""
         self.charging = Charging(netns)
         """FM:2 per-flow counters (ip6tables)."""
         self._refresh_links()
@@ -261,7 +264,8 @@ class LinuxDataPlane:
                         True, e.prefix.network.to_bytes(16, "big"), 128, table=FLUSH_TABLE,
                         oif=self._ifindex(TUN_DEVICE), replace=True)])
         for e in releasing:
-            self._release(e, [a for a in add if a.prefix == e.prefix and a.flow is None])
+            self._release(e, [a for a in add if a.prefix == e.prefix and a.flow is None],
+                          "apply")
 
     # -- FM:6 on Linux ---------------------------------------------------------------
 
@@ -297,7 +301,7 @@ class LinuxDataPlane:
                     self._counters["end-marker"] += 1
                     self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
                                   [e for e in self.entries()
-                                   if e.prefix == prefix and e.flow is None])
+                                   if e.prefix == prefix and e.flow is None], "end-marker")
                     break
 
     def _forward_stragglers(self) -> None:
@@ -414,7 +418,7 @@ class LinuxDataPlane:
         self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
         return mine
 
-    def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry]) -> None:
+    def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry], cause: str) -> None:
         """Send a prefix's held packets on, in order, then lift the hold.
 
         While they drain, the hold stays in the main table (new arrivals
@@ -431,6 +435,8 @@ class LinuxDataPlane:
         self._counters["released"] += lift.released
         self._counters["lift-stragglers"] += lift.stragglers
         self._counters["lift-forced"] += lift.forced
+        if self.on_lift is not None:
+            self.on_lift(prefix, lift, cause)
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
         if not any(e.kind is EntryKind.ANCHOR for e in new):
             # A standby its ANCHOR outlived (the link went down): gone with
@@ -553,7 +559,8 @@ class LinuxDataPlane:
                 if hold.spec.release_on_timeout:
                     self._counters["hold-timeout-released"] += 1
                     self._release(entry, [e for e in self.entries()
-                                          if e.prefix == prefix and e.flow is None])
+                                          if e.prefix == prefix and e.flow is None],
+                                  "timeout")
                     continue
                 self._batch_or_raise(self._requests(entry, add=False))
                 self._counters["buffer-timeout"] += len(self._take(prefix))

@@ -109,6 +109,8 @@ class Lift:
     (each one could have been overtaken by the direct path)."""
     forced: bool = False
     """The device never came up empty: lifted at ``FORCE_AFTER * wait``."""
+    waited: float = 0.0
+    """Seconds from the first read to the hold's removal."""
 
 
 def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], None],
@@ -148,7 +150,8 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
         else:
             time.sleep(quiet / 4)
     remove_hold()
+    waited = time.monotonic() - start
     late = take()
     for pkt in late:
         write(pkt)
-    return Lift(released + len(late), len(late), forced)
+    return Lift(released + len(late), len(late), forced, waited)
