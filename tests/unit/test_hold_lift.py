@@ -8,6 +8,8 @@ flow nor waits forever under a stream that never stops.
 
 from __future__ import annotations
 
+from collections import deque
+
 from dmanchor.dataplane.tunbuffer import drain_and_lift
 
 
@@ -15,7 +17,7 @@ class Device:
     """A scripted hold device: ``arrivals[i]`` is what the i-th read finds."""
 
     def __init__(self, arrivals: list[list[bytes]], after_lift: list[bytes]) -> None:
-        self.arrivals = arrivals
+        self.arrivals = deque(arrivals)
         self.after_lift = after_lift
         self.lifted = False
         self.written: list[bytes] = []
@@ -25,7 +27,7 @@ class Device:
         if self.lifted:
             out, self.after_lift = self.after_lift, []
             return out
-        return self.arrivals.pop(0) if self.arrivals else []
+        return self.arrivals.popleft() if self.arrivals else []
 
     def write(self, pkt: bytes) -> None:
         self.written.append(pkt)

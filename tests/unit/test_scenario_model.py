@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from dmanchor.nodeconf import load_node_config
-from dmanchor.scenario.model import ScenarioError, parse
+from dmanchor.scenario.model import ScenarioError, Share, parse
 from dmanchor.scenario.plan import make_plan
+from dmanchor.scenario.report import FlowResult, build_report
 from dmanchor.scenario.run import find, shipped
 from dmanchor.wire.types import Prefix
 
@@ -59,14 +60,36 @@ def test_the_base_scenario_is_valid() -> None:
     ("  - {a: cn, b: r}\n", "", "field 'nodes.cn': is linked to nothing"),
     ("{at: 0.5, move:", "{at: 0.5, jump:", "timeline[2]': expected 'at' and one of"),
     ("mn: {kind: mn}", "mn: {kind: mn}\n  mn: {kind: mn}", "field 'nodes.mn' appears twice"),
+    ("{lost: 0,", "{lost: '101%',", "field 'expect.f.lost': expected a percentage from 0% to"),
+    ("{lost: 0,", "{lost: 'a%',", "field 'expect.f.lost': expected a percentage"),
+    ("{lost: 0,", "{lost: -1,", "field 'expect.f.lost': expected a count >= 0 or a percentage"),
+    ("{lost: 0,", "{lost: 0.5,", "field 'expect.f.lost': expected a count >= 0 or a percentage"),
 ], ids=["kind", "host-bits", "no-node", "not-anchor", "order", "negative", "unknown-field",
-        "unknown-flow", "no-controller", "host-function", "unlinked", "action", "twice"])
+        "unknown-flow", "no-controller", "host-function", "unlinked", "action", "twice",
+        "share-over-100", "share-not-a-number", "negative-count", "fractional-count"])
 def test_bad_scenarios_are_refused_with_a_clear_error(old: str, new: str, message: str) -> None:
     assert old in BASE
     with pytest.raises(ScenarioError) as err:
         parse(BASE.replace(old, new, 1), "t.yaml")
     assert message in str(err.value), str(err.value)
     assert str(err.value).startswith("t.yaml:")
+
+
+def _probe(sent: int, reordered: int) -> FlowResult:
+    return FlowResult("f", "udp", "2001:db8:1:1::1", "2001:db8:1:1::/64", True, sent, sent, 0,
+                      0, reordered, None, 1.0, None)
+
+
+def test_a_share_limit_is_taken_of_what_the_flow_sent() -> None:
+    sc = parse(BASE.replace("{lost: 0, address: kept}", "{lost: 0, reordered: 0.1%}"), "t.yaml")
+    assert sc.expect["f"]["reordered"] == Share(0.1)
+    assert build_report(sc, [_probe(20_000, 20)], [], {}, {}).failures == []
+    assert build_report(sc, [_probe(20_000, 21)], [], {}, {}).failures == [
+        "f: reordered 21 > 20 (0.1% of 20000 sent)"]
+    # A count stays a count: 0 means none.
+    strict = parse(BASE.replace("{lost: 0, address: kept}", "{reordered: 0}"), "t.yaml")
+    assert build_report(strict, [_probe(20_000, 1)], [], {}, {}).failures == [
+        "f: reordered 1 > 0"]
 
 
 def test_not_yaml_and_empty_are_refused() -> None:

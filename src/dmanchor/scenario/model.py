@@ -253,6 +253,36 @@ def _num(v: Any) -> float:
     return float(v)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A limit relative to what a flow sent: ``reordered: 0.1%``."""
+
+    percent: float
+    """Share of the packets sent, in percent (0 to 100)."""
+
+    def of(self, sent: int) -> int:
+        """The limit, in packets, for a flow that sent ``sent``."""
+        return int(sent * self.percent / 100)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%"
+
+
+def _count_or_share(v: Any) -> int | Share:
+    """A packet count (``0``) or a share of the packets sent (``"0.1%"``)."""
+    if isinstance(v, str) and v.endswith("%"):
+        try:
+            pct = float(v[:-1])
+        except ValueError:
+            pct = -1.0
+        if not 0 <= pct <= 100:
+            raise ValueError(f"expected a percentage from 0% to 100%, got {v!r}")
+        return Share(pct)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a count >= 0 or a percentage like '0.1%', got {v!r}")
+    return v
+
+
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"expected a positive integer, got {v!r}")
@@ -518,7 +548,7 @@ def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dic
             e: dict[str, Any] = {}
             for k in ("lost", "duplicates", "reordered"):
                 if k in value:
-                    e[k] = int(f.get(k, lambda v: int(_num(v))))
+                    e[k] = f.get(k, _count_or_share)
             if "max_interruption_ms" in value:
                 e["max_interruption_ms"] = f.get("max_interruption_ms", _num)
             if "address" in value:

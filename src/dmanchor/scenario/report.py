@@ -7,7 +7,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .model import FlowSpec, Scenario
+from .model import FlowSpec, Scenario, Share
 from .traffic import TcpStream, UdpProbe
 
 
@@ -135,8 +135,13 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
             failures.append(f"{name}: never ran")
             continue
         for key in ("lost", "duplicates", "reordered"):
-            if key in want and getattr(got, key) > want[key]:
-                failures.append(f"{name}: {key} {getattr(got, key)} > {want[key]}")
+            if key not in want:
+                continue
+            limit = want[key]
+            most = limit.of(got.sent) if isinstance(limit, Share) else limit
+            if getattr(got, key) > most:
+                of = f" ({limit} of {got.sent} sent)" if isinstance(limit, Share) else ""
+                failures.append(f"{name}: {key} {getattr(got, key)} > {most}{of}")
         if "address" in want and got.address_state != want["address"]:
             failures.append(f"{name}: address {got.address_state}, expected {want['address']}")
         if want.get("charged") == "exact" and got.charged != got.received:
