@@ -2,15 +2,19 @@
 
 ``drain_and_lift`` decides when a hold route may go: these tests feed it a
 scripted device and check the order of what it writes, when it removes the
-hold, what it counts as stragglers, and that it neither lifts while packets
-flow nor waits forever under a stream that never stops.
+hold, what it counts as stragglers, that it neither lifts while packets
+flow nor waits forever under a stream that never stops, and that the lift
+runs at real-time priority when the process may raise it (root in CI).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 
-from dmanchor.dataplane.tunbuffer import drain_and_lift
+import pytest
+
+from dmanchor.dataplane.tunbuffer import drain_and_lift, unpreempted
 
 
 class Device:
@@ -22,6 +26,7 @@ class Device:
         self.lifted = False
         self.written: list[bytes] = []
         self.events: list[str] = []
+        self.policy_at_lift: int | None = None
 
     def take(self) -> list[bytes]:
         if self.lifted:
@@ -35,6 +40,7 @@ class Device:
 
     def remove_hold(self) -> None:
         self.lifted = True
+        self.policy_at_lift = os.sched_getscheduler(0)
         self.events.append("lift")
 
 
@@ -61,3 +67,33 @@ def test_the_lift_waits_for_an_empty_read_even_past_the_lull_bound() -> None:
     lift = drain_and_lift(dev.take, dev.write, dev.remove_hold, quiet=0.004, wait=0.001)
     assert dev.events == ["write 1", "write 2", "write 3", "lift"]
     assert not lift.forced
+
+
+def test_the_lift_runs_at_real_time_priority_when_allowed_and_the_policy_is_restored() -> None:
+    before = os.sched_getscheduler(0)
+    dev = Device([[b"1"]], after_lift=[])
+    lift = drain_and_lift(dev.take, dev.write, dev.remove_hold, quiet=0.001, wait=0.1)
+    if os.geteuid() == 0:
+        assert lift.guarded  # root may raise it (CAP_SYS_NICE)
+    assert dev.policy_at_lift == (os.SCHED_FIFO if lift.guarded else before)
+    assert os.sched_getscheduler(0) == before
+
+
+def test_a_failed_lift_propagates_and_still_restores_the_policy() -> None:
+    before = os.sched_getscheduler(0)
+
+    def refuse() -> None:
+        raise RuntimeError("netlink said no")
+
+    dev = Device([], after_lift=[])
+    with pytest.raises(RuntimeError, match="said no"):
+        drain_and_lift(dev.take, dev.write, refuse, quiet=0.001, wait=0.1)
+    assert os.sched_getscheduler(0) == before
+
+
+def test_nested_real_time_sections_leave_the_outer_one_in_force() -> None:
+    with unpreempted() as outer:
+        with unpreempted() as inner:
+            assert inner == outer
+        if outer:
+            assert os.sched_getscheduler(0) == os.SCHED_FIFO

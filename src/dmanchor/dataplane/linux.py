@@ -435,6 +435,7 @@ class LinuxDataPlane:
         self._counters["released"] += lift.released
         self._counters["lift-stragglers"] += lift.stragglers
         self._counters["lift-forced"] += lift.forced
+        self._counters["lift-unguarded"] += not lift.guarded
         if self.on_lift is not None:
             self.on_lift(prefix, lift, cause)
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])

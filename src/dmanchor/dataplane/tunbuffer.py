@@ -19,7 +19,8 @@ import fcntl
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .netlink import NetlinkError, _libc
@@ -114,6 +115,8 @@ class Lift:
     """The device never came up empty: lifted at ``FORCE_AFTER * wait``."""
     waited: float = 0.0
     """Seconds from the first read to the hold's removal."""
+    guarded: bool = False
+    """The lift's last steps ran at real-time priority (:func:`unpreempted`)."""
 
 
 def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], None],
@@ -152,9 +155,46 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
             break
         else:
             time.sleep(quiet / 4)
-    remove_hold()
-    waited = time.monotonic() - start
-    late = take()
-    for pkt in late:
-        write(pkt)
-    return Lift(released + len(late), len(late), forced, waited)
+    with unpreempted() as guarded:
+        tail = take()
+        for pkt in tail:
+            write(pkt)
+        remove_hold()
+        waited = time.monotonic() - start
+        late = take()
+        for pkt in late:
+            write(pkt)
+    return Lift(released + len(tail) + len(late), len(late), forced, waited, guarded)
+
+
+@contextmanager
+def unpreempted() -> Iterator[bool]:
+    """Run the enclosed steps at real-time priority (SCHED_FIFO 1), if allowed.
+
+    The lift's last steps - read the device, remove the hold route, read
+    what entered just before - must follow each other closely: whatever
+    enters the device between the read and the removal is written out after
+    it, behind packets that took the direct path meanwhile.  An agent
+    preempted there (a loaded host) leaves whole bursts behind.  At
+    real-time priority no ordinary task preempts those ~100 microseconds
+    of system calls.  Measured under two CPU hogs, 4.2.1: stragglers in 4
+    of 46 lifts and no run reordered, against 8 of 34 and 3 runs reordered
+    without it.
+
+    Yields whether the priority was raised (it is not without
+    CAP_SYS_NICE or real-time bandwidth, as in some containers); the
+    previous policy is restored on the way out in any case.
+    """
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        if policy in (os.SCHED_FIFO, os.SCHED_RR):  # already real-time
+            yield True
+            return
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setscheduler(0, policy, param)
