@@ -97,3 +97,10 @@ def test_nested_real_time_sections_leave_the_outer_one_in_force() -> None:
             assert inner == outer
         if outer:
             assert os.sched_getscheduler(0) == os.SCHED_FIFO
+
+
+def test_an_os_error_inside_a_nested_section_reaches_the_caller_unchanged() -> None:
+    before = os.sched_getscheduler(0)
+    with pytest.raises(OSError, match="device gone"), unpreempted(), unpreempted():
+        raise OSError("device gone")
+    assert os.sched_getscheduler(0) == before

@@ -187,12 +187,16 @@ def unpreempted() -> Iterator[bool]:
     """
     try:
         policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        if policy in (os.SCHED_FIFO, os.SCHED_RR):  # already real-time
-            yield True
-            return
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        already = policy in (os.SCHED_FIFO, os.SCHED_RR)
+        if not already:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     except OSError:
         yield False
+        return
+    # The body's own errors (an OSError from a write, say) pass through:
+    # no yield sits inside the try above.
+    if already:
+        yield True
         return
     try:
         yield True
