@@ -164,6 +164,10 @@ def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
     assert not [e for e in e2 if e["kind"] == "BUFFER"]  # the hold was lifted
     c2 = command(ar2, {"cmd": "counters"})
     assert c2.get("end-marker") == 1 and c2.get("hold-timeout-released", 0) == 0
+    # Both holds (AR1's FM:6-1 buffer, AR2's flush-SID hold) were lifted at
+    # real-time priority by the node processes (root may raise it).
+    for counts in (command(ar1, {"cmd": "counters"}), c2):
+        assert counts.get("released", 0) > 0 and counts.get("lift-unguarded", 0) == 0
     usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
     assert usage[0]["packets_down"] == sent
 
