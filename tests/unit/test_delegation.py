@@ -233,3 +233,40 @@ def test_an_unreachable_server_is_reported_not_waited_on() -> None:
     got = events(d)
     assert len(got) == 1 and isinstance(got[0], Refused) and "no answer" in got[0].reason
     assert d.get_timer() is None
+
+
+def test_many_delegations_are_indexed_consistently_through_renewals_and_releases() -> None:
+    """300 prefixes: every answer reaches its own IA, renewals come at T1
+    for all, and at every step the indexed next time equals the earliest
+    time of any IA (checked against a walk of them all)."""
+    pool = [P(f"2001:db8:{i // 256:x}:{i % 256:x}::/64") for i in range(300)]
+    server = ModelServer(list(pool))
+    d = Delegations(AR1)
+
+    def brute_force() -> float | None:
+        times = [t for ia in d._ias.values() for t in (ia.client.get_timer(), ia.retry_at)
+                 if t is not None]
+        return min(times) if times else None
+
+    for p in pool:
+        d.hold(p, 0.0)
+    now = 0.0
+    while now < 70.0:  # T1 = 30 s, T2 = 48 s, valid 120 s: two renewal rounds
+        while out := d.datagrams_to_send():
+            for data, _ in out:
+                d.receive(server.answer(data), SRC, now + 0.001)
+        assert d.get_timer() == brute_force()
+        deadline = d.get_timer()
+        assert deadline is not None
+        now = max(now, deadline)
+        d.handle_timer(now)
+    got = events(d)
+    assert sum(isinstance(e, Delegated) and not e.renewed for e in got) == 300
+    assert sum(isinstance(e, Delegated) and e.renewed for e in got) == 600
+    assert {p for p, (who, _) in server.leases.items() if who == AR1} == set(pool)
+    for p in pool[:150]:
+        d.let_go(p, now)
+    now = run(server, d, now, now + 1.0)
+    assert sum(isinstance(e, Returned) for e in events(d)) == 150
+    assert set(server.leases) == set(pool[150:]) and len(d._ias) == 150
+    assert len(d._by_xid) <= 150 and d.get_timer() == brute_force()

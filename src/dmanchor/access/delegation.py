@@ -23,6 +23,7 @@ that expires unrenewed is reported.
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ class _Ia:
     retry_at: float | None = None
     offer: Prefix | None = None  # a wrong offer being handed back
     retried: bool = False  # asked before
+    xid: int | None = None  # the transaction id it is filed under
+    due: float | None = None  # the time it is filed under in the timer heap
+
+    def next_time(self) -> float | None:
+        times = [t for t in (self.client.get_timer(), self.retry_at) if t is not None]
+        return min(times) if times else None
 
 
 class Delegations:
@@ -96,6 +103,15 @@ class Delegations:
         self.initial_rt = initial_rt
         self.max_rc = max_rc
         self._ias: dict[Prefix, _Ia] = {}
+        # Indexes, so that a datagram or a timer costs O(log n), not a walk
+        # of every IA: who answers which transaction, what is due when
+        # (stale heap entries are skipped), which IAs may have datagrams.
+        self._by_xid: dict[int, Prefix] = {}
+        self._timers: list[tuple[float, int, Prefix]] = []
+        self._seq = 0
+        self._iaids: set[int] = set()
+        self._touched: dict[Prefix, _Ia] = {}
+        self._outbox: list[tuple[bytes, tuple[str, int]]] = []
         self._events: deque[DelegationEvent] = deque()
         self.counters: Counter[str] = Counter()
         """delegated, renewed, hint-refused, returned, refused, lost, stray-datagram."""
@@ -116,6 +132,7 @@ class Delegations:
             return
         ia = _Ia(self._client(prefix), since=now, retried=moving)
         self._ias[prefix] = ia
+        self._iaids.add(ia.client.iaid)
         self._ask(prefix, ia, now)
 
     def let_go(self, prefix: Prefix, now: float) -> None:
@@ -127,8 +144,9 @@ class Delegations:
         ia.retry_at = None
         if ia.client.lease is not None and ia.client.state is not State.RELEASING:
             ia.client.release(now)
+            self._file(prefix, ia)
         elif ia.client.lease is None and ia.client.state is State.IDLE:
-            del self._ias[prefix]
+            self._forget(prefix, ia)
         # Otherwise an exchange is under way: what it brings is released then.
 
     def held(self, now: float) -> dict[Prefix, float]:
@@ -141,39 +159,48 @@ class Delegations:
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> None:
         """A datagram from a server, given to the client whose transaction it answers."""
         xid = int.from_bytes(data[1:4], "big") if len(data) >= 4 else -1
-        for ia in list(self._ias.values()):
-            if ia.client.xid == xid:
-                ia.client.receive(data, source, now)
-                self._collect(now)
-                return
-        self.counters["stray-datagram"] += 1
+        prefix = self._by_xid.get(xid)
+        ia = self._ias.get(prefix) if prefix is not None else None
+        if prefix is None or ia is None or ia.client.xid != xid:
+            self.counters["stray-datagram"] += 1
+            return
+        ia.client.receive(data, source, now)
+        self._collect(prefix, ia, now)
 
     def handle_timer(self, now: float) -> None:
         """Retransmissions, lease timers, and hint retries."""
-        for prefix, ia in list(self._ias.items()):
+        due: dict[Prefix, _Ia] = {}
+        while self._timers and self._timers[0][0] <= now:
+            t, _, prefix = heapq.heappop(self._timers)
+            ia = self._ias.get(prefix)
+            if ia is not None and ia.due == t:
+                ia.due = None
+                due[prefix] = ia
+        for prefix, ia in due.items():
             deadline = ia.client.get_timer()
             if deadline is not None and now >= deadline:
                 ia.client.handle_timer(now)
             if ia.retry_at is not None and now >= ia.retry_at:
                 ia.retry_at = None
                 self._ask(prefix, ia, now)
-        self._collect(now)
+            self._collect(prefix, ia, now)
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run."""
-        times = []
-        for ia in self._ias.values():
-            if (t := ia.client.get_timer()) is not None:
-                times.append(t)
-            if ia.retry_at is not None:
-                times.append(ia.retry_at)
-        return min(times) if times else None
+        while self._timers:
+            t, _, prefix = self._timers[0]
+            ia = self._ias.get(prefix)
+            if ia is not None and ia.due == t:
+                return t
+            heapq.heappop(self._timers)  # stale: refiled or gone
+        return None
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """Drain what to send (``ALL_SERVERS``: multicast on the DHCP link)."""
-        out: list[tuple[bytes, tuple[str, int]]] = []
-        for ia in self._ias.values():
+        out, self._outbox = self._outbox, []
+        for ia in self._touched.values():
             out += ia.client.datagrams_to_send()
+        self._touched.clear()
         return out
 
     def next_event(self) -> DelegationEvent | None:
@@ -183,9 +210,8 @@ class Delegations:
     # -- Internals ------------------------------------------------------------------------
 
     def _client(self, prefix: Prefix) -> PdClient:
-        used = {ia.client.iaid for ia in self._ias.values()}
         iaid = iaid_for(prefix)
-        while iaid in used:
+        while iaid in self._iaids:
             iaid = iaid % 0xFFFFFFFF + 1
         # Distinct transaction ids per IA: replies are told apart by them.
         return PdClient(self.duid, iaid=iaid, initial_rt=self.initial_rt, max_rc=self.max_rc,
@@ -197,14 +223,43 @@ class Delegations:
         # costs the server no lease to commit and take back.
         ia.client.request(now, hint=prefix, only_hint=ia.retried)
         ia.retried = True
+        self._file(prefix, ia)
 
-    def _collect(self, now: float) -> None:
-        for prefix, ia in list(self._ias.items()):
-            while (ev := ia.client.next_event()) is not None:
-                self._on_event(prefix, ia, ev, now)
-            if (not ia.wanted and ia.client.lease is None and ia.client.state is State.IDLE
-                    and ia.retry_at is None):
-                self._ias.pop(prefix, None)  # nothing under way is left of it
+    def _collect(self, prefix: Prefix, ia: _Ia, now: float) -> None:
+        """Act on what ``ia``'s client reported, then refile it (or drop it)."""
+        while (ev := ia.client.next_event()) is not None:
+            self._on_event(prefix, ia, ev, now)
+        if (not ia.wanted and ia.client.lease is None and ia.client.state is State.IDLE
+                and ia.retry_at is None):
+            self._forget(prefix, ia)  # nothing under way is left of it
+        else:
+            self._file(prefix, ia)
+
+    def _file(self, prefix: Prefix, ia: _Ia) -> None:
+        """Index ``ia`` after its client was called: transaction, next time, outbox."""
+        xid = ia.client.xid
+        if xid != ia.xid:
+            if ia.xid is not None and self._by_xid.get(ia.xid) == prefix:
+                del self._by_xid[ia.xid]
+            if xid is not None:
+                self._by_xid[xid] = prefix
+            ia.xid = xid
+        due = ia.next_time()
+        if due is not None and due != ia.due:
+            heapq.heappush(self._timers, (due, self._seq, prefix))
+            self._seq += 1
+        ia.due = due
+        self._touched[prefix] = ia
+
+    def _forget(self, prefix: Prefix, ia: _Ia) -> None:
+        if self._ias.get(prefix) is not ia:
+            return
+        del self._ias[prefix]
+        self._iaids.discard(ia.client.iaid)
+        if ia.xid is not None and self._by_xid.get(ia.xid) == prefix:
+            del self._by_xid[ia.xid]
+        self._touched.pop(prefix, None)
+        self._outbox += ia.client.datagrams_to_send()  # a last Release, say
 
     def _on_event(self, prefix: Prefix, ia: _Ia,
                   ev: Bound | Released | Failed | Expired, now: float) -> None:
