@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 
 from ..dataplane.netlink import open_in_netns
 
@@ -36,6 +40,32 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) off until the block is done, then raise it.
+
+    Cleanup runs inside: a first Ctrl-C starts it (KeyboardInterrupt in the
+    run), and a second one, pressed while it removes namespaces and stops
+    processes, would otherwise cut it short and leave them behind.  Only
+    the main thread can set signal handlers; elsewhere the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        pressed.append(signum)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:  # only reached when the block itself succeeded
+        raise KeyboardInterrupt
 
 
 def can_run() -> str | None:

@@ -35,7 +35,7 @@ from ..access.nd import RouterSolicitation, decode_ra, encode_rs, encode_unsolic
 from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.kea import KeaServer
-from ..emulation.lab import Lab, Veth
+from ..emulation.lab import Lab, Veth, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..wire.types import Prefix
 from .model import Scenario, Step
@@ -118,18 +118,19 @@ class Emulation:
             self.close()
 
     def close(self) -> None:
-        """Remove everything this run created (idempotent)."""
-        for nl in self._netlinks.values():
-            nl.close()
-        self._netlinks.clear()
-        if self.kea is not None:
-            self.kea.stop()
-            self.kea = None
-        self.procs.stop()
-        for b in self.birds:
-            b.stop()
-        self.birds.clear()
-        left = self.lab.cleanup()
+        """Remove everything this run created (idempotent; a Ctrl-C waits for it)."""
+        with sigint_deferred():
+            for nl in self._netlinks.values():
+                nl.close()
+            self._netlinks.clear()
+            if self.kea is not None:
+                self.kea.stop()
+                self.kea = None
+            self.procs.stop()
+            for b in self.birds:
+                b.stop()
+            self.birds.clear()
+            left = self.lab.cleanup()
         if left:
             raise RuntimeError(f"could not remove namespaces {left}")
 
