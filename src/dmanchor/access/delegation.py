@@ -239,8 +239,7 @@ class Delegations:
         """Index ``ia`` after its client was called: transaction, next time, outbox."""
         xid = ia.client.xid
         if xid != ia.xid:
-            if ia.xid is not None and self._by_xid.get(ia.xid) == prefix:
-                del self._by_xid[ia.xid]
+            self._unfile_xid(prefix, ia)
             if xid is not None:
                 self._by_xid[xid] = prefix
             ia.xid = xid
@@ -251,13 +250,16 @@ class Delegations:
         ia.due = due
         self._touched[prefix] = ia
 
+    def _unfile_xid(self, prefix: Prefix, ia: _Ia) -> None:
+        if ia.xid is not None and self._by_xid.get(ia.xid) == prefix:
+            del self._by_xid[ia.xid]
+
     def _forget(self, prefix: Prefix, ia: _Ia) -> None:
         if self._ias.get(prefix) is not ia:
             return
         del self._ias[prefix]
         self._iaids.discard(ia.client.iaid)
-        if ia.xid is not None and self._by_xid.get(ia.xid) == prefix:
-            del self._by_xid[ia.xid]
+        self._unfile_xid(prefix, ia)
         self._touched.pop(prefix, None)
         self._outbox += ia.client.datagrams_to_send()  # a last Release, say
 

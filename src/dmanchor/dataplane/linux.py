@@ -430,8 +430,10 @@ class LinuxDataPlane:
         prefix = hold.prefix
         copies = [e for e in new if e.kind is not EntryKind.BUFFER]
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
+        # Built before the lift: its last steps should be system calls only.
+        removal = self._requests(hold, add=False)
         lift = drain_and_lift(lambda: self._take(prefix), self._tun.write,
-                              lambda: self._batch_or_raise(self._requests(hold, add=False)))
+                              lambda: self._batch_or_raise(removal))
         self._counters["released"] += lift.released
         self._counters["lift-stragglers"] += lift.stragglers
         self._counters["lift-forced"] += lift.forced
