@@ -496,7 +496,8 @@ class Node:
     def _trace_lift(self, prefix: Prefix, lift: Lift, cause: str) -> None:
         self._write_trace({"fn": "lift", "prefix": str(prefix), "cause": cause,
                            "released": lift.released, "stragglers": lift.stragglers,
-                           "forced": lift.forced, "waited_ms": round(lift.waited * 1e3, 3)})
+                           "forced": lift.forced, "guarded": lift.guarded,
+                           "waited_ms": round(lift.waited * 1e3, 3)})
 
     def _listen_rs(self, link: str) -> None:
         """Watch an access link for Router Solicitations (an MN attaching).

@@ -7,12 +7,13 @@ control socket; a sequenced UDP flow crosses the move.
 
 from __future__ import annotations
 
-import itertools
+import json
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
+from dmanchor.reordering import measure
 from tests.netns.test_linux_dataplane import Sender, collect, receiver, sent_to_cn
 
 
@@ -112,7 +114,7 @@ def move_with_a_flow(lab: Lab, ar1: Path, ar2: Path) -> int:
     tx.join(15)
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
-    assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
+    assert measure(seqs).reordered == 0, measure(seqs)
     return tx.sent
 
 
@@ -136,6 +138,11 @@ def test_4_1_2_with_node_processes_on_real_kernels(lab: Lab, nodes: NodeProcesse
     # FM:2: every downlink packet charged once, the old anchor's count moved over.
     usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
     assert isinstance(usage, list) and usage[0]["packets_down"] == sent
+
+
+def traces(path: Path) -> list[dict[str, Any]]:
+    """The records a node traced so far."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def switch_conf(i: int, tmp: Path) -> str:
@@ -164,10 +171,16 @@ def test_4_2_1_anchor_switch_with_node_processes_on_real_kernels(
     assert not [e for e in e2 if e["kind"] == "BUFFER"]  # the hold was lifted
     c2 = command(ar2, {"cmd": "counters"})
     assert c2.get("end-marker") == 1 and c2.get("hold-timeout-released", 0) == 0
-    # Both holds (AR1's FM:6-1 buffer, AR2's flush-SID hold) were lifted at
-    # real-time priority by the node processes (root may raise it).
+    # Both holds (AR1's FM:6-1 buffer, AR2's flush-SID hold) were lifted, for
+    # the cause each has, at real-time priority (root may raise it).  How
+    # many packets each happened to hold depends on the machine's speed
+    # (AR2's often holds none): not asserted.
+    for node, cause in (("ar1", "apply"), ("ar2", "end-marker")):
+        lifts = [r for r in traces(tmp_path / f"{node}.trace.jsonl") if r["fn"] == "lift"]
+        assert [r["cause"] for r in lifts] == [cause], (node, lifts)
+        assert all(r["guarded"] for r in lifts), (node, lifts)
     for counts in (command(ar1, {"cmd": "counters"}), c2):
-        assert counts.get("released", 0) > 0 and counts.get("lift-unguarded", 0) == 0
+        assert counts.get("lift-unguarded", 0) == 0
     usage = command(ar2, {"cmd": "usage", "flows": [FLOW]})
     assert usage[0]["packets_down"] == sent
 
@@ -206,7 +219,7 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     tx.join(15)
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
-    assert sum(1 for a, b in itertools.pairwise(seqs) if b < a) == 0
+    assert measure(seqs).reordered == 0, measure(seqs)
     assert any("attached on mn2 by RS" in line and str(HNP1) in line
                for line in nodes.log("ar2").splitlines())
     # SM at AR2: the MN's access link now accepts sources in the MN's

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..reordering import measure
 from .model import FlowSpec, Scenario, Share
 from .traffic import TcpStream, UdpProbe
 
@@ -51,6 +51,7 @@ class FlowResult:
     lost: int
     duplicates: int
     reordered: int
+    """Packets that arrived after one with a higher sequence number (RFC 4737)."""
     tcp_unbroken: bool | None
     path_stretch: float
     """Hops via the anchoring / shortest path, at the end (from the topology)."""
@@ -60,6 +61,11 @@ class FlowResult:
     address_state: str = "-"
     """``kept``: it ran across a move on its first address; ``new``: it uses a
     prefix a move gave; ``-``: neither."""
+    reorder_extent: int = 0
+    """Worst reordering extent, in packets (RFC 4737 section 4.2)."""
+    reorder_late_ms: float = 0.0
+    """How late the worst reordered packet came behind the first that
+    overtook it, milliseconds."""
     _times: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -67,11 +73,13 @@ class FlowResult:
                 stretch: float, charged: int | None) -> FlowResult:
         if isinstance(runner, UdpProbe):
             seqs = [s for s, _ in runner.arrivals]
-            distinct = len(set(seqs))
+            times = [t for _, t in runner.arrivals]
+            order = measure(seqs, times)
             return cls(spec.name, "udp", address, prefix, spec.continuity,
-                       runner.sent, len(seqs), runner.sent - distinct, len(seqs) - distinct,
-                       sum(1 for a, b in itertools.pairwise(seqs) if b < a), None, stretch,
-                       charged, _times=[t for _, t in runner.arrivals])
+                       runner.sent, len(seqs), runner.sent - (len(seqs) - order.duplicates),
+                       order.duplicates, order.reordered, None, stretch, charged,
+                       reorder_extent=order.extent, reorder_late_ms=order.late_ms,
+                       _times=times)
         return cls(spec.name, "tcp", address, prefix, spec.continuity,
                    runner.bytes_sent, runner.bytes_received,
                    runner.bytes_sent - runner.bytes_received, 0, 0, runner.unbroken, stretch,
@@ -164,8 +172,11 @@ def print_report(r: Report) -> None:
     rows = [head]
     for f in r.flows:
         addr = f"{f.address} ({f.address_state})"
+        reord = str(f.reordered)
+        if f.reordered:  # how far back the worst one was
+            reord += f" (<={f.reorder_extent} pkts, {f.reorder_late_ms} ms)"
         rows.append((f.name, f.kind + (" cont" if f.continuity else ""), addr, str(f.sent),
-                     str(f.received), str(f.lost), str(f.duplicates), str(f.reordered),
+                     str(f.received), str(f.lost), str(f.duplicates), reord,
                      str(f.path_stretch), "-" if f.charged is None else str(f.charged)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..dataplane.memory import Packet
+from ..reordering import measure
 from .fabric import Fabric
 
 
@@ -48,6 +49,7 @@ class FlowReport:
     lost: int
     duplicates: int
     reordered: int
+    """RFC 4737: arrivals below the highest sequence number seen before."""
     max_gap: float
     """Longest time between two consecutive deliveries, seconds."""
     paths: tuple[tuple[str, ...], ...]
@@ -60,7 +62,7 @@ def report(fabric: Fabric, flow: Flow) -> FlowReport:
     sent = int((flow.stop - flow.start) * flow.rate)
     seqs = [d.packet.seq for d in got]
     distinct = set(seqs)
-    reordered = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
+    reordered = measure(seqs).reordered
     times = [d.at for d in got]
     gap = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
     paths: list[tuple[str, ...]] = []
