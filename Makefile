@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # (draft 4.2) that the BGP speaker is tested against.
 DEB_PACKAGES := python3-venv iproute2 iptables iperf3 kea-dhcp6-server bird2
 
-.PHONY: demo test deps venv lint typecheck pytest bench clean
+.PHONY: demo test deps venv lint typecheck pytest bench stress clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -26,6 +26,9 @@ deps:
 	    echo "installing Debian packages:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "CI=true: missing Debian packages:$$missing and cannot install them (not root or no apt-get)"; \
+	    exit 1; \
 	  else \
 	    echo "note: missing Debian packages:$$missing (run as root to install them)"; \
 	  fi; \
@@ -49,6 +52,13 @@ pytest: venv
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
+
+# The flaky-test hunt (not part of `make test`): the namespace tier RUNS
+# times, with HOGS busy-looping processes beside it; per-test pass counts.
+RUNS ?= 5
+HOGS ?= 0
+stress: venv
+	$(PY) tests/stress.py --runs $(RUNS) --hogs $(HOGS)
 
 demo: venv
 	$(VENV)/bin/dmanchor demo
