@@ -46,7 +46,7 @@ lint: venv
 	$(VENV)/bin/ruff check src tests bench
 
 typecheck: venv
-	$(VENV)/bin/mypy --strict src tests
+	$(VENV)/bin/mypy --strict src tests bench
 
 pytest: venv
 	$(VENV)/bin/pytest -q

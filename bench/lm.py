@@ -9,6 +9,9 @@ installed); one load-generator process measures both the same way:
 * pool: queries sent to a member that must ask the primary (LM:2-2);
 * memory: 1M bindings in one LMs store, RSS and restart time.
 
+Every request is distinct (its own sequence number): none is answered from
+the LMs' reply cache, and the echo server gets the very same datagrams.
+
 Ends with one JSON line; ``ratio`` = LMs query rate / echo rate.
 """
 
@@ -17,14 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from ipaddress import IPv6Address
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from dmanchor.wire.messages import LocationQuery, LocationUpdate
 from dmanchor.wire.types import Prefix
 
 HERE = Path(__file__).resolve().parent
+SEQ = struct.Struct("!I")
 
 
 def prefix(i: int) -> Prefix:
@@ -91,18 +98,30 @@ def start(args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes
 # -- load generator -------------------------------------------------------------------
 
 
-def closed_loop(port: int, payloads: list[bytes], window: int, seconds: float) -> float:
-    """Requests answered per second with ``window`` outstanding."""
+def numbered(templates: list[bytes], start: int = 1) -> Iterator[bytes]:
+    """Requests cycling over ``templates``, each with its own sequence number.
+
+    A repeated (source, sequence) would be answered from the LMs' reply
+    cache (duplicate suppression) instead of being served, so no two
+    requests share a number: it is written into each header (offset 4; the
+    messages are unsigned, nothing else covers it).
+    """
+    buf = bytearray()
+    for i in itertools.count(start):
+        buf[:] = templates[i % len(templates)]
+        SEQ.pack_into(buf, 4, i & 0xFFFFFFFF)
+        yield bytes(buf)
+
+
+def closed_loop(port: int, templates: list[bytes], window: int, seconds: float) -> float:
+    """Distinct requests answered per second with ``window`` outstanding."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.connect(("127.0.0.1", port))
     s.settimeout(1.0)
-    n = len(payloads)
-    i = 0
-    wrapped = False
+    requests = numbered(templates)
     for _ in range(window):
-        s.send(payloads[i % n])
-        i += 1
+        s.send(next(requests))
     done = 0
     start = time.perf_counter()
     end = start + seconds
@@ -110,25 +129,19 @@ def closed_loop(port: int, payloads: list[bytes], window: int, seconds: float) -
         try:
             s.recv(2048)
         except TimeoutError:
-            s.send(payloads[i % n])  # a lost datagram: keep the window full
-            i += 1
+            s.send(next(requests))  # a lost datagram: keep the window full
             continue
         done += 1
-        s.send(payloads[i % n])
-        i += 1
-        wrapped = wrapped or i >= n
+        s.send(next(requests))
         if done % 256 == 0 and time.perf_counter() >= end:
             break
-    if wrapped:
-        print("warning: payloads reused; rate may include cached replies", file=sys.stderr)
     rate = done / (time.perf_counter() - start)
     s.close()
     return rate
 
 
-def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float,
-              seq_of: bool) -> dict[str, float]:
-    """Latency percentiles when sending at a fixed ``rate``."""
+def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float) -> dict[str, float]:
+    """Latency percentiles when sending ``payloads`` (numbered 0..) at a fixed ``rate``."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.connect(("127.0.0.1", port))
@@ -151,7 +164,7 @@ def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float,
         except BlockingIOError:
             continue
         t = time.perf_counter()
-        key = int.from_bytes(data[4:8], "big") if seq_of else int(data.decode())
+        key = SEQ.unpack_from(data, 4)[0]  # replies (and echoes) carry the request's
         t0 = sent.pop(key, None)
         if t0 is not None:
             lat.append(t - t0)
@@ -201,11 +214,7 @@ def main() -> None:
         return
 
     n_prefixes = 10_000
-    # Every request has its own sequence number: a repeated one would be
-    # answered from the reply cache (duplicate suppression), not served.
-    n_requests = 400_000
-    queries = [encode(LocationQuery(prefix(i % n_prefixes)), i + 1)
-               for i in range(n_requests)]
+    queries = [encode(LocationQuery(prefix(i)), 1) for i in range(n_prefixes)]
     fwd = IPv6Address("2001:db8:ff::1")
     procs: list[subprocess.Popen[bytes]] = []
     out: dict[str, object] = {"bench": "lm"}
@@ -225,8 +234,8 @@ log_level = "warning"
             echo, echo_port = start(["echo"], tmp, "echo")
             procs.append(echo)
             # Durable updates (also fills the bindings the queries hit).
-            updates = [encode(LocationUpdate(prefix(i % n_prefixes), fwd, 3600), i + 1)
-                       for i in range(n_requests // 2)]
+            updates = [encode(LocationUpdate(prefix(i), fwd, 3600), 1)
+                       for i in range(n_prefixes)]
             out["durable_updates_per_s"] = round(
                 closed_loop(lms_port, updates, args.window, args.seconds))
             q_rate = closed_loop(lms_port, queries, args.window, args.seconds)
@@ -235,16 +244,15 @@ log_level = "warning"
             out["echo_per_s"] = round(e_rate)
             out["ratio"] = round(q_rate / e_rate, 3)
             half = q_rate / 2
-            seq_payloads = [encode(LocationQuery(prefix(i % n_prefixes)), i)
-                            for i in range(int(half * args.seconds) + 1)]
-            time.sleep(4)  # let the reply caches of the closed loop expire
+            # Distinct numbers again (a new socket, so a new source too).
+            requests = numbered(queries, start=0)
+            seq_payloads = [next(requests) for _ in range(int(half * args.seconds) + 1)]
             out["lms_latency_at_half_load"] = {
-                "rate": round(half), **open_loop(lms_port, seq_payloads, half, args.seconds, True)
+                "rate": round(half), **open_loop(lms_port, seq_payloads, half, args.seconds)
             }
-            echo_payloads = [str(i).encode() for i in range(int(half * args.seconds) + 1)]
             out["echo_latency_at_same_rate"] = {
                 "rate": round(half),
-                **open_loop(echo_port, echo_payloads, half, args.seconds, False),
+                **open_loop(echo_port, seq_payloads, half, args.seconds),
             }
             # Pool: b answers for a's prefixes by asking a (LM:2-2/2-3).
             pool_conf = f"""

@@ -1,8 +1,10 @@
 """Route/rule programming: dmanchor's pipelined netlink against ``ip -batch``.
 
 Needs root.  In a scratch namespace (removed at the end), for each case the
-same objects are installed and removed once by ``ip -batch`` and once by
-dmanchor, in the same run:
+same objects are installed and removed by ``ip -batch`` and by dmanchor,
+alternating which goes first, ``ROUNDS`` times; medians are reported.  Each
+way turns its description into requests on the clock (ip parses its batch
+file; dmanchor builds netlink messages from entries):
 
 * N plain routes (add, then delete), N = 10k and 100k;
 * N SRv6-tunnelled prefixes sharing one seg6 nexthop object (LinuxDataPlane);
@@ -23,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv6Address
 from pathlib import Path
 
@@ -30,8 +34,11 @@ from dmanchor.dataplane.linux import LinuxDataPlane
 from dmanchor.dataplane.netlink import rule
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 
+ROUNDS = 3
+"""Rounds per case; the median is reported."""
 NH = IPv6Address("fd00::2")
 SEG = IPv6Address("fc00::2")
+BATCHES: list[Path] = []
 
 
 def sh(*args: str) -> None:
@@ -42,21 +49,38 @@ def prefix(i: int) -> Prefix:
     return Prefix((0x20010DB8 << 96) | (i << 64), 64)
 
 
-def ip_batch(ns: str, lines: list[str]) -> float:
+def ip_batch(ns: str, lines: list[str]) -> Callable[[], None]:
+    """``ip -batch`` of ``lines`` (written out now, run when called)."""
     with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
         f.write("\n".join(lines) + "\n")
-    start = time.perf_counter()
-    sh("ip", "-6", "-n", ns, "-batch", f.name)
-    took = time.perf_counter() - start
-    Path(f.name).unlink()
-    return took
+    path = Path(f.name)
+    BATCHES.append(path)
+    return lambda: sh("ip", "-6", "-n", ns, "-batch", str(path))
 
 
-def timed(fn: object) -> float:
-    assert callable(fn)
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+Way = tuple[Callable[[], object], Callable[[], object]]
+"""Install, then remove, the same objects."""
+
+
+def compare(ip: Way, ours: Way, rounds: int = ROUNDS) -> dict[str, tuple[float, float]]:
+    """Median seconds of install and removal, ``ip -batch`` and ours.
+
+    The two alternate which goes first in each round, so that neither
+    always runs on a cache (or a kernel) the other warmed.
+    """
+    took: dict[str, list[tuple[float, float]]] = {"ip": [], "ours": []}
+    for r in range(rounds):
+        order = (("ip", ip), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("ip", ip))
+        for name, (install, remove) in order:
+            took[name].append((timed(install), timed(remove)))
+    return {name: (statistics.median(a for a, _ in xs), statistics.median(d for _, d in xs))
+            for name, xs in took.items()}
 
 
 def main() -> None:
@@ -71,25 +95,29 @@ def main() -> None:
             sh("ip", "-n", ns, "link", "set", d, "up")
         time.sleep(1.5)  # carrier
         dp = LinuxDataPlane(ns, sid_dev="v0")
+        # Each way turns its own description into netlink requests on the
+        # clock: ip parses its batch file, ours builds from the entries.
         for n in (10_000, 100_000):
             routes = [ForwardingEntry(EntryKind.ROUTE, prefix(i), NH) for i in range(n)]
-            add_ip = ip_batch(ns, [f"route add {prefix(i)} via {NH}" for i in range(n)])
-            del_ip = ip_batch(ns, [f"route del {prefix(i)} via {NH}" for i in range(n)])
-            add_us = timed(lambda routes=routes: dp.apply(routes, [], 0.0))
-            del_us = timed(lambda routes=routes: dp.apply([], routes, 0.0))
-            for what, ours, theirs in (("add", add_us, add_ip), ("del", del_us, del_ip)):
-                key = f"routes_{what}_{n // 1000}k"
-                out[key] = {"ours_per_s": round(n / ours), "ip_batch_per_s": round(n / theirs),
-                            "ratio": round(theirs / ours, 2)}
+            got = compare(
+                (ip_batch(ns, [f"route add {prefix(i)} via {NH}" for i in range(n)]),
+                 ip_batch(ns, [f"route del {prefix(i)} via {NH}" for i in range(n)])),
+                (partial(dp.apply, routes, [], 0.0), partial(dp.apply, [], routes, 0.0)))
+            for i, what in enumerate(("add", "del")):
+                theirs, ours = got["ip"][i], got["ours"][i]
+                out[f"routes_{what}_{n // 1000}k"] = {
+                    "ours_per_s": round(n / ours), "ip_batch_per_s": round(n / theirs),
+                    "ratio": round(theirs / ours, 2)}
                 ratios.append(theirs / ours)
         # SRv6: 100k prefixes through one shared nexthop object.
         n = 100_000
         tun = [ForwardingEntry(EntryKind.TUNNEL, prefix(i), SEG) for i in range(n)]
-        ip_lines = [f"nexthop add id 77 encap seg6 mode encap segs {SEG} dev v0"]
-        ip_lines += [f"route add {prefix(i)} nhid 77" for i in range(n)]
-        seg_ip = ip_batch(ns, ip_lines)
-        ip_batch(ns, [f"route del {prefix(i)}" for i in range(n)] + ["nexthop del id 77"])
-        seg_us = timed(lambda: dp.apply(tun, [], 0.0))
+        got = compare(
+            (ip_batch(ns, [f"nexthop add id 77 encap seg6 mode encap segs {SEG} dev v0"]
+                      + [f"route add {prefix(i)} nhid 77" for i in range(n)]),
+             ip_batch(ns, [f"route del {prefix(i)}" for i in range(n)] + ["nexthop del id 77"])),
+            (lambda: dp.apply(tun, [], 0.0), lambda: dp.apply([], tun, 0.0)))
+        seg_ip, seg_us = got["ip"][0], got["ours"][0]
         out["seg6_100k"] = {"ours_s": round(seg_us, 3), "ip_batch_s": round(seg_ip, 3),
                             "ratio": round(seg_ip / seg_us, 2)}
         ratios.append(seg_ip / seg_us)
@@ -111,8 +139,8 @@ def main() -> None:
             dp.apply([anchor], [], 0.0)
             lat = []
             for _ in range(200):
-                lat.append(timed(lambda moved=moved: dp.apply(moved, [anchor], 0.0)))
-                lat.append(timed(lambda moved=moved: dp.apply([anchor], moved, 0.0)))
+                lat.append(timed(partial(dp.apply, moved, [anchor], 0.0)))
+                lat.append(timed(partial(dp.apply, [anchor], moved, 0.0)))
             lat.sort()
             out[key] = {"p50": round(statistics.median(lat) * 1e3, 3),
                         "p99": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
@@ -122,15 +150,16 @@ def main() -> None:
         dp.apply([], tun, 0.0)
         # Rules: the netlink layer against ip -batch.
         n = 10_000
-        reqs = [rule(True, 2000 + i, 100, src=(IPv6Address("2001:db8:99::1"), 128),
-                     proto=17, dport=1024 + i) for i in range(n)]
-        dels = [rule(False, 2000 + i, 100, src=(IPv6Address("2001:db8:99::1"), 128),
-                     proto=17, dport=1024 + i) for i in range(n)]
-        rule_ip = ip_batch(ns, [f"rule add pref {2000 + i} from 2001:db8:99::1 ipproto udp "
-                                f"dport {1024 + i} lookup 100" for i in range(n)])
-        ip_batch(ns, [f"rule del pref {2000 + i}" for i in range(n)])
-        rule_us = timed(lambda: dp.nl.batch(reqs))
-        dp.nl.batch(dels)
+        src = (IPv6Address("2001:db8:99::1"), 128)
+        got = compare(
+            (ip_batch(ns, [f"rule add pref {2000 + i} from 2001:db8:99::1 ipproto udp "
+                           f"dport {1024 + i} lookup 100" for i in range(n)]),
+             ip_batch(ns, [f"rule del pref {2000 + i}" for i in range(n)])),
+            (lambda: dp.nl.batch([rule(True, 2000 + i, 100, src=src, proto=17, dport=1024 + i)
+                                  for i in range(n)]),
+             lambda: dp.nl.batch([rule(False, 2000 + i, 100, src=src, proto=17, dport=1024 + i)
+                                  for i in range(n)])))
+        rule_ip, rule_us = got["ip"][0], got["ours"][0]
         out["rules_add_10k"] = {"ours_per_s": round(n / rule_us),
                                 "ip_batch_per_s": round(n / rule_ip),
                                 "ratio": round(rule_ip / rule_us, 2)}
@@ -138,6 +167,8 @@ def main() -> None:
         dp.close()
     finally:
         sh("ip", "netns", "del", ns)
+        for path in BATCHES:
+            path.unlink(missing_ok=True)
     out["ratio"] = round(min(ratios), 2)
     out["targets"] = {"ratio": 1.0, "handover_p50_ms": 0.5}
     for k, v in out.items():
