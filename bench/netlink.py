@@ -121,6 +121,7 @@ def main() -> None:
         out["seg6_100k"] = {"ours_s": round(seg_us, 3), "ip_batch_s": round(seg_ip, 3),
                             "ratio": round(seg_ip / seg_us, 2)}
         ratios.append(seg_ip / seg_us)
+        dp.apply(tun, [], 0.0)  # the background of what follows
         # Handover batch latency with the 100k tunnelled prefixes installed:
         # (a) routes only - the flow's rule was installed when the flow was
         # declared, the move changes routes; (b) the rule itself added and
