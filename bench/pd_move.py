@@ -65,7 +65,8 @@ def main() -> None:
             lab.run("kea", "ip", "link", "set", port, "master", "br0")
         lab.run("kea", "ip", "link", "set", "br0", "up")
         lab.wait_up("kea", "br0")
-        time.sleep(0.5)  # link-local addresses
+        for node, ifname in (("kea", "br0"), ("ar1", "dhcp0"), ("ar2", "dhcp0")):
+            lab.wait_link_local(node, ifname)
         kea = KeaServer(lab, "kea", "br0", Prefix.parse("2001:db8:1::/48"), 64, tmp / "kea",
                         lease_cmds=True)
         kea.start()

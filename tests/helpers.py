@@ -1,8 +1,14 @@
-"""Test helpers shared by the unit tests."""
+"""Test helpers shared by the tiers."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from dmanchor.transport.reliable import Addr, Endpoint, Event
+
+T = TypeVar("T")
 
 
 class Collector:
@@ -29,3 +35,23 @@ class Collector:
     def _drain(self) -> None:
         while (e := self.ep.next_event()) is not None:
             self.events.append(e)
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str | Callable[[], str],
+               interval: float = 0.01) -> T:
+    """Poll ``condition`` until it returns something true; return that.
+
+    Tests wait for conditions, never for fixed sleeps: ``timeout`` is a
+    deadline generous enough for a slow, loaded machine, not an expected
+    duration.  On expiry the assertion says what was awaited and, if
+    ``what`` is a callable, what was measured at that moment.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout} s: {said}")
+        time.sleep(interval)

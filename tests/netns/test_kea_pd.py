@@ -38,7 +38,8 @@ def kea(lab: Lab, tmp_path: Path) -> Iterator[KeaServer]:
         lab.run("kea", "ip", "link", "set", port, "master", "br0")
     lab.run("kea", "ip", "link", "set", "br0", "up")
     lab.wait_up("kea", "br0")
-    time.sleep(0.5)  # the bridge's link-local address
+    for node, ifname in (("kea", "br0"), ("ar1", "dhcp0"), ("ar2", "dhcp0")):
+        lab.wait_link_local(node, ifname)  # Kea and its clients speak from them
     server = KeaServer(lab, "kea", "br0", POOL, 64, tmp_path / "kea", preferred=4, valid=6,
                        lease_cmds=lease_cmds_library() is not None)
     server.start()

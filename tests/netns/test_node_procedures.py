@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
 from dmanchor.reordering import measure
+from tests.helpers import wait_until
 from tests.netns.test_linux_dataplane import Sender, collect, receiver, sent_to_cn
 
 
@@ -96,6 +96,13 @@ def anchor_conf(i: int, tmp: Path, mode: str = "tunnel") -> str:
     return _anchor_conf(i, tmp, mode, 600)
 
 
+def running(tx: Sender, packets: int = 800) -> None:
+    """Wait until ``tx`` has sent ``packets`` more (the flow is on, whatever
+    the machine's speed)."""
+    mark = tx.sent + packets
+    wait_until(lambda: tx.sent >= mark, 30, lambda: f"sent {tx.sent}, waiting for {mark}")
+
+
 def move_with_a_flow(lab: Lab, ar1: Path, ar2: Path) -> int:
     """The MN on AR1 with HNP1 moves to AR2 while a 2k pps UDP flow runs to IP1;
     asserts the flow lost nothing and kept its order; returns how many were sent."""
@@ -103,15 +110,16 @@ def move_with_a_flow(lab: Lab, ar1: Path, ar2: Path) -> int:
                   "previous": {}})
     command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})
     rx = receiver(lab, 7400)
-    tx = Sender(lab, IP1, 7400, rate=2000, seconds=2.0)
+    tx = Sender(lab, IP1, 7400, rate=2000, seconds=120)  # stopped below
     tx.sock.bind((CN, 40000))
     tx.start()
-    time.sleep(0.6)
+    running(tx)
     command(ar1, {"cmd": "detach", "mn": "mn"})  # link down at p-AR: FM:6-1 hold
     move_mn_to_ar2(lab)
     command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
                   "previous": {str(HNP1): [FLOW]}})
-    tx.join(15)
+    running(tx)  # the flow goes on after the move, then ends
+    tx.stop()
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
     assert measure(seqs).reordered == 0, measure(seqs)
@@ -201,9 +209,9 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                   "previous": {}})
     rx = receiver(lab, 7500)
-    tx = Sender(lab, IP1, 7500, rate=2000, seconds=1.5)
+    tx = Sender(lab, IP1, 7500, rate=2000, seconds=120)  # stopped below
     tx.start()
-    time.sleep(0.4)
+    running(tx)
     command(ar1, {"cmd": "detach", "mn": "mn"})
     move_mn_to_ar2(lab)
     # The MN's stack solicits on its new link, naming its previous prefix:
@@ -216,7 +224,11 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
                         .replace(":", ""))
     sock.sendto(encode_rs(RouterSolicitation((HNP1,), mac)), ("ff02::2", 0, 0, br0))
     sock.close()
-    tx.join(15)
+    # The flow goes on well past AR2's attachment of the MN, then ends.
+    wait_until(lambda: "attached on mn2 by RS" in nodes.log("ar2"), 30,
+               lambda: f"AR2 did not attach the MN: {nodes.log('ar2')[-2000:]}")
+    running(tx, 1000)
+    tx.stop()
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
     assert measure(seqs).reordered == 0, measure(seqs)

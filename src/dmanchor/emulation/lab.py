@@ -152,6 +152,18 @@ class Lab:
             self.wait_up(v.a, v.a_if)
             self.wait_up(v.b, v.b_if)
 
+    def wait_link_local(self, node: str, ifname: str, timeout: float = 10.0) -> None:
+        """Wait until ``ifname`` has a usable link-local address (DAD done)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.run(node, "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "link")
+            if any("fe80:" in line and "tentative" not in line for line in out.splitlines()):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node}/{ifname} has no link-local address after "
+                                   f"{timeout}s: {out.strip()!r}")
+            time.sleep(0.05)
+
     def wait_up(self, node: str, ifname: str, timeout: float = 5.0) -> None:
         """Wait for carrier: the kernel raises it asynchronously (linkwatch)."""
         deadline = time.monotonic() + timeout

@@ -195,7 +195,9 @@ class Emulation:
             lab.run(dns, "ip", "link", "set", f"pd{i}", "master", "dhcpbr")
         lab.run(dns, "ip", "link", "set", "dhcpbr", "up")
         lab.wait_up(dns, "dhcpbr")
-        time.sleep(0.3)  # link-local addresses
+        lab.wait_link_local(dns, "dhcpbr")  # Kea and the clients speak from them
+        for a in anchors:
+            lab.wait_link_local(a, "dhcp0")
         # lease_cmds: the checks read Kea's own lease table (lease6-get).
         self.kea = KeaServer(lab, dns, "dhcpbr", server.dhcp, 64, self.workdir / "kea",
                              lease_cmds=True)
