@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from dmanchor.emulation.lab import sigint_deferred
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_interrupts() -> Iterator[None]:
+    """Python's own SIGINT handler for each test, whatever the process had:
+    a run started in the background (nohup, ``&``) inherits SIGINT ignored,
+    and Python then leaves it so."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_ctrl_c_inside_waits_for_the_block_then_interrupts() -> None:
