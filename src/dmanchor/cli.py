@@ -72,13 +72,14 @@ def _cmd_messages(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .scenario.run import main as run_main
 
-    return run_main(args.scenario, args.json, args.out)
+    return run_main(args.scenario, args.json, args.out, l2_trigger=not args.no_l2_trigger)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .scenario.run import main as run_main
 
-    return run_main(args.scenario, args.json, args.out, args.plan, args.log_level)
+    return run_main(args.scenario, args.json, args.out, args.plan, args.log_level,
+                    l2_trigger=not args.no_l2_trigger)
 
 
 def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plan", action="store_true",
                    help="print the addressing, routes and node configs; run nothing")
     r.add_argument("--log-level", default="info", help="node log level (debug, info ...)")
+    for parser in (demo, r):
+        parser.add_argument("--no-l2-trigger", action="store_true",
+                            help="moves are unannounced breaks: no L2 'link going down' hint "
+                                 "reaches the old router; it learns from the link itself")
     r.set_defaults(func=_cmd_run)
 
     n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")

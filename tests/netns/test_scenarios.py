@@ -22,12 +22,16 @@ NEEDS = {"4.2.1": KeaServer.available,
          "4.2-bgp": BirdRouter.available}
 
 
+@pytest.mark.parametrize("l2_trigger", [True, False], ids=["l2-trigger", "unannounced"])
 @pytest.mark.parametrize("name", list(shipped()))
-def test_shipped_scenario_meets_its_expectations(name: str, tmp_path: Path) -> None:
+def test_shipped_scenario_meets_its_expectations(name: str, l2_trigger: bool,
+                                                 tmp_path: Path) -> None:
+    """With the predictive L2 hint, and without it (the old router learns of
+    the departure from its link alone)."""
     if name in NEEDS and not NEEDS[name]():
         pytest.skip(f"{name} needs a tool that is not installed")
     sc = find(name)
-    report = run(sc, tmp_path, quiet=True)
+    report = run(sc, tmp_path, quiet=True, l2_trigger=l2_trigger)
     assert report.passed, report.failures
     # Every flow ran and was measured; every continuity flow crossed a move.
     assert {f.name for f in report.flows} == set(sc.flows)

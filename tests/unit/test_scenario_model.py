@@ -9,7 +9,7 @@ import pytest
 from dmanchor.nodeconf import load_node_config
 from dmanchor.scenario.model import ScenarioError, Share, parse
 from dmanchor.scenario.plan import make_plan
-from dmanchor.scenario.report import FlowResult, build_report
+from dmanchor.scenario.report import FlowResult, MoveRecord, build_report
 from dmanchor.scenario.run import find, shipped
 from dmanchor.wire.types import Prefix
 
@@ -132,3 +132,22 @@ def test_every_shipped_scenario_plans_configs_the_node_accepts(name: str,
             assert cfg.anchor is not None and cfg.anchor[1].dpa == np.dpa
         configs += 1
     assert configs >= 2
+
+
+def test_an_unannounced_break_may_lose_the_packet_in_flight_and_says_so() -> None:
+    sc = parse(BASE.replace("{lost: 0, address: kept}", "{lost: 0, charged: exact}"), "t.yaml")
+    move = MoveRecord("mn", "ar1", "ar2", 1.0, [], [])
+
+    def crossing(lost: int, charged: int) -> FlowResult:
+        return FlowResult("f", "udp", "2001:db8:1:1::1", "2001:db8:1:1::/64", True, 1000,
+                          1000 - lost, lost, 0, 0, None, 1.0, charged, _times=[0.5, 1.5])
+
+    # Announced (the L2 trigger): nothing may be lost, charging is exact.
+    assert build_report(sc, [crossing(1, 1000)], [move], {}, {}).failures == [
+        "f: lost 1 > 0", "f: charged 1000 packets, 999 delivered (FM:2)"]
+    # Unannounced: one packet per move, charged where it left, is allowed ...
+    assert build_report(sc, [crossing(1, 1000)], [move], {}, {}, unannounced=True).failures == []
+    # ... and no more.
+    assert build_report(sc, [crossing(2, 1000)], [move], {}, {}, unannounced=True).failures == [
+        "f: lost 2 > 1 (+1: in flight at 1 unannounced break(s))",
+        "f: charged 1000 packets, 998 delivered (FM:2)"]

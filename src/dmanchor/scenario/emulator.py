@@ -78,8 +78,13 @@ class Emulation:
     """One run of one scenario."""
 
     def __init__(self, sc: Scenario, workdir: Path, log_level: str = "info",
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 l2_trigger: bool = True) -> None:
+        """``l2_trigger``: before a move, the old router's L2 announces the
+        link going down (a predictive hint, RFC 5184 style); without it the
+        router learns of the departure only from the link itself."""
         self.sc = sc
+        self.l2_trigger = l2_trigger
         self.plan: Plan = make_plan(sc)
         self.workdir = workdir
         self.log_level = log_level
@@ -299,7 +304,8 @@ class Emulation:
             # (Without the trigger the node detaches on the link event, and
             # its standby hold routes catch what follows; what the kernel
             # had already sent into the dying link is lost, as on a radio.)
-            command(self._sock(old), {"cmd": "link_going_down", "link": mn})
+            if self.l2_trigger:
+                command(self._sock(old), {"cmd": "link_going_down", "link": mn})
             self._nl(old).set_link(self._index(old, mn), up=False)
             self._down.add((old, mn))
             self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
@@ -575,7 +581,8 @@ class Emulation:
                 charged = int(usage[0]["packets_down"])
             results.append(FlowResult.measure(spec, f.address, str(f.prefix), f.runner,
                                               self._stretch(name), charged))
-        report = build_report(self.sc, results, self.moves, signalling, self.checks)
+        report = build_report(self.sc, results, self.moves, signalling, self.checks,
+                              unannounced=not self.l2_trigger)
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         return report
 

@@ -41,21 +41,26 @@ def _progress(text: str) -> None:
 
 
 def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
-        quiet: bool = False) -> Report:
-    """Run ``sc``; keep node logs, traces and report.json in ``out`` if given."""
+        quiet: bool = False, l2_trigger: bool = True) -> Report:
+    """Run ``sc``; keep node logs, traces and report.json in ``out`` if given.
+
+    ``l2_trigger``: moves are announced by the old router's L2 before the
+    link goes (predictive); without, routers learn them from the links.
+    """
     from .emulator import Emulation
 
     workdir = Path(tempfile.mkdtemp(prefix="dmanchor-run-")) if out is None else out
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        return Emulation(sc, workdir, log_level, None if quiet else _progress).run()
+        return Emulation(sc, workdir, log_level, None if quiet else _progress,
+                         l2_trigger).run()
     finally:
         if out is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
-         log_level: str = "info") -> int:
+         log_level: str = "info", l2_trigger: bool = True) -> int:
     """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
     try:
         sc = find(target)
@@ -83,7 +88,7 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
             return 1
     print(f"dmanchor run {sc.name} - {sc.title}, on real kernels", file=sys.stderr)
     try:
-        report = run(sc, Path(out) if out else None, log_level)
+        report = run(sc, Path(out) if out else None, log_level, l2_trigger=l2_trigger)
     except KeyboardInterrupt:
         print("dmanchor run: interrupted; everything it built was removed", file=sys.stderr)
         return 130
