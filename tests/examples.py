@@ -35,7 +35,7 @@ EXAMPLES: list[m.Message] = [
     m.LocationReply(HNP1, DPA1, 3600),
     m.LocationInform(HNP1, DPA2, 3600),
     m.LocationInformAck(HNP1),
-    m.LocationUpdate(HNP1, DPA2, 3600, origin="n-ar"),
+    m.LocationUpdate(HNP1, DPA2, 3600, origin="n-ar", mn="02:00:00:00:00:01"),
     m.LocationUpdateAck(HNP1, 3600),
     m.PoolJoin("lms-a", A("2001:db8:fd::1"), (HNP1, HNP2)),
     m.PoolJoinAck("lms-b", (HNP1, HNP2)),

@@ -71,6 +71,7 @@ VALUES: dict[IE, st.SearchStrategy[Any]] = {
     IE.TIMEOUT_MS: u32,
     IE.COUNT: u64,
     IE.ORIGIN: names,
+    IE.MN_ID: names,
 }
 
 

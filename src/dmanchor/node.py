@@ -536,9 +536,13 @@ class Node:
             return
         agent = self.anchor
         assert agent is not None
-        # The MN is known by the link-local source of its solicitations: the
-        # same whether its own stack or a mobility agent sent them.
-        mn = str(addr[0]).split("%")[0]
+        # The MN is known by what the access link shows: the link-layer
+        # address its RS carries (the same whether its own stack or a
+        # mobility agent sent it), else the RS's link-local source.  The
+        # location binding names it (SM): no other host can claim its
+        # prefixes by naming them.
+        mn = (rs.source_lladdr.hex(":") if rs.source_lladdr
+              else str(addr[0]).split("%")[0])
         attached = agent.attached.get(mn)
         here = attached is not None and attached.link == link
         # A forwarding switch (4.2.2) hands out prefixes of its AR's network:

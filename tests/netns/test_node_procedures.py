@@ -206,13 +206,16 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
         extra='access_links = ["mn2"]\nmn_pool = "2001:db8:2::/48"'))
     ar1 = tmp_path / "ar1.sock"
     wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 2})
-    command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
+    # The MN is known by its link-layer address, at AR1 as in its RS at AR2:
+    # the binding of HNP1 names it, so AR2 may claim HNP1 for it (SM).
+    mac = lab.run("mn", "cat", "/sys/class/net/br0/address").strip()
+    command(ar1, {"cmd": "attach", "mn": mac, "link": "mn1", "own": [str(HNP1)],
                   "previous": {}})
     rx = receiver(lab, 7500)
     tx = Sender(lab, IP1, 7500, rate=2000, seconds=120)  # stopped below
     tx.start()
     running(tx)
-    command(ar1, {"cmd": "detach", "mn": "mn"})
+    command(ar1, {"cmd": "detach", "mn": mac})
     move_mn_to_ar2(lab)
     # The MN's stack solicits on its new link, naming its previous prefix:
     # no command reaches AR2, it learns the attachment from the RS.
@@ -220,9 +223,8 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
     br0 = int(lab.run("mn", "cat", "/sys/class/net/br0/ifindex"))
     # (With the MN's own link-layer address: its kernel may solicit too.)
-    mac = bytes.fromhex(lab.run("mn", "cat", "/sys/class/net/br0/address").strip()
-                        .replace(":", ""))
-    sock.sendto(encode_rs(RouterSolicitation((HNP1,), mac)), ("ff02::2", 0, 0, br0))
+    sock.sendto(encode_rs(RouterSolicitation((HNP1,), bytes.fromhex(mac.replace(":", "")))),
+                ("ff02::2", 0, 0, br0))
     sock.close()
     # The flow goes on well past AR2's attachment of the MN, then ends.
     wait_until(lambda: "attached on mn2 by RS" in nodes.log("ar2"), 30,

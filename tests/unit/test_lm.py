@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from ipaddress import IPv6Address as A
+from pathlib import Path
 
 from dmanchor.lm.lmc import Done, LmcCore, Location, Pushed
 from dmanchor.lm.lmp import LmpCore
 from dmanchor.lm.lms import JoinRefused, LmsCore, LmsSettings, MemberDown, MemberUp
-from dmanchor.lm.store import MemoryStore, StoreError
+from dmanchor.lm.store import MemoryStore, SqliteStore, StoreError
 from dmanchor.runtime.virtual import VirtualNetwork
-from dmanchor.transport.reliable import Addr, Endpoint
+from dmanchor.transport.reliable import Addr, Endpoint, NegativeReply, ReplyReceived
 from dmanchor.wire import messages as m
 from dmanchor.wire.auth import Key, Security
 from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import Cause, Prefix
+from tests.helpers import Collector
 
 P = Prefix.parse
 HNP1, HNP2 = P("2001:db8:1:1::/64"), P("2001:db8:2:1::/64")
@@ -365,3 +367,41 @@ def test_dead_member_is_reported_and_its_prefixes_fail_fast() -> None:
     net.down.discard(MEMBERS[0][0])  # it comes back
     net.run_for(2)
     assert MemberUp("lms-a", MEMBERS[0]) in cores[1].drain_events()
+
+
+def test_a_binding_naming_an_mn_is_refused_to_an_update_naming_another(tmp_path: Path) -> None:
+    """SM: the LMs binds a prefix to the MN using it; another MN's claim is
+    refused (NOT_AUTHORIZED) and counted; updates naming no MN (a refresh
+    by an anchor or an MN's own agent) keep the MN; the binding, with its
+    MN, survives a restart from the SQLite store."""
+    net = VirtualNetwork(seed=1)
+    lms = LmsCore(LmsSettings("lms"), store=SqliteStore(tmp_path))
+    net.add(LMS, lms)
+    probe = Collector()
+    net.add(C1, probe)
+
+    def send(msg: m.Message) -> object:
+        probe.events.clear()
+        probe.ep.request(msg, LMS, net.now)
+        net.poll(C1)
+        net.run_for(0.1)
+        [ev] = probe.events
+        return ev
+
+    mac = "02:00:00:00:00:01"
+    ack = send(m.LocationUpdate(HNP1, DPA1, 600, mn=mac))
+    assert isinstance(ack, ReplyReceived)
+    refused = send(m.LocationUpdate(HNP1, DPA2, 600, mn="02:00:00:00:0e:01"))
+    assert isinstance(refused, NegativeReply) and refused.status.code is Cause.NOT_AUTHORIZED
+    assert lms.counters["update-refused:other-mn"] == 1
+    moved = send(m.LocationUpdate(HNP1, DPA2, 600, mn=mac))  # the MN itself moved
+    assert isinstance(moved, ReplyReceived)
+    assert isinstance(send(m.LocationUpdate(HNP1, DPA2, 600)), ReplyReceived)  # a refresh
+    reply = send(m.LocationQuery(HNP1))
+    assert isinstance(reply, ReplyReceived)
+    assert isinstance(reply.reply, m.LocationReply)
+    assert (reply.reply.forwarding_address, reply.reply.mn) == (DPA2, mac)
+    lms.store.close()
+    again = LmsCore(LmsSettings("lms"), store=SqliteStore(tmp_path), now=net.now)
+    kept = again.lookup(HNP1, net.now)
+    assert kept is not None and kept.mn == mac

@@ -127,6 +127,7 @@ class _Visiting:
 
     link: str
     flows: tuple[FlowFilter, ...]
+    mn: str = ""  # the MN that claimed it (its identity at the access link)
     home_cpa: IPv6Address | None = None
     home_node: str = ""
     parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
@@ -143,6 +144,7 @@ class _Join:
     previous: IPv6Address | None = None
     lm_done: bool = False
     anchor: m.DiscoveryAnswer | None = None
+    bound_to: str | None = None  # the MN the location binding names, if any
 
 
 @dataclass(slots=True)
@@ -234,14 +236,15 @@ class AnchorAgentCore(ServiceCore):
         self.attached[mn] = _Attached(link, tuple(own),
                                       tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
-            self._lm_update(p, self.s.dpa, now)
+            self._lm_update(p, self.s.dpa, now, mn=mn)
         for p in foreign:
-            self.visiting[p] = _Visiting(link, tuple(previous[p]), expires=now + self.s.lifetime)
+            self.visiting[p] = _Visiting(link, tuple(previous[p]), mn,
+                                         expires=now + self.s.lifetime)
             self.set_timer(("visit", p), now + self.s.lifetime / 2)
             if self.s.mode == "bgp":
-                # Routers learn the new anchor by BGP; the previous point
-                # (LM:1-1) is told to send its leftovers here.
-                self._announce((p,), True)
+                # Routers learn the new anchor by BGP once the binding says
+                # the prefix is this MN's; the previous point (LM:1-1) is
+                # told to send its leftovers here.
                 join = _Join(p)
                 if self.s.lms is None:
                     self._joined(join, now)
@@ -249,8 +252,9 @@ class AnchorAgentCore(ServiceCore):
                     self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
                 continue
             if self.s.mode == "switch" or self.s.controller is None:
-                # The central FM-CP reacts to the binding update (4.2.1).
-                self._lm_update(p, self.s.dpa, now)
+                # The central FM-CP reacts to the binding update (4.2.1).  The
+                # LMs refuses it if the prefix is bound to another MN (SM).
+                self._lm_update(p, self.s.dpa, now, mn=mn)
                 continue
             # Tunnel mode: find where the prefix was served last (LM:1-1)
             # and which anchor holds it (FM:4-3), then ask both for it.
@@ -348,6 +352,7 @@ class AnchorAgentCore(ServiceCore):
                     join.anchor = reply
                 elif isinstance(reply, m.LocationReply):
                     join.lm_done = True
+                    join.bound_to = reply.mn
                     if reply.forwarding_address != self.s.dpa:
                         join.previous = reply.forwarding_address
                 self._joined(join, now)
@@ -355,16 +360,22 @@ class AnchorAgentCore(ServiceCore):
                 # The parent AR tunnels the prefix here now: only then may the
                 # binding move the core's route to it (before, packets routed
                 # to the parent would find no way on).
-                self._lm_update(self._parent_asks.pop(event.request_id), self.s.dpa, now)
+                asked = self._parent_asks.pop(event.request_id)
+                self._lm_update(asked, self.s.dpa, now, mn=self._mn_of(asked))
             elif isinstance(reply, m.RegistrationReply):
                 self.registered = True
         elif isinstance(event, NegativeReply | RequestTimedOut):
             join = self._joins.pop(event.request_id, None)
-            if join is not None and isinstance(event.request, m.LocationQuery):
+            request = event.request
+            if join is not None and isinstance(request, m.LocationQuery):
                 join.lm_done = True  # no binding yet: the MN was not served elsewhere
                 self._joined(join, now)
+            elif (isinstance(event, NegativeReply) and event.status.code is Cause.NOT_AUTHORIZED
+                  and isinstance(request, m.LocationUpdate) and request.prefix in self.visiting):
+                # SM: the LMs binds the prefix to another MN (switch mode).
+                self._refuse_claim(request.prefix, now)
             else:
-                self.stats.counters[f"failed:{event.request.TYPE.name}"] += 1
+                self.stats.counters[f"failed:{request.TYPE.name}"] += 1
 
     def process(self, now: float) -> None:
         super().process(now)
@@ -384,9 +395,9 @@ class AnchorAgentCore(ServiceCore):
                                          self.s.lifetime, self.s.prefixes),
                     self.s.controller, now,
                 )
-            for st in self.attached.values():
+            for mn, st in self.attached.items():
                 for p in st.own:
-                    self._lm_update(p, self.s.dpa, now)
+                    self._lm_update(p, self.s.dpa, now, mn=mn)
             self.set_timer("register", now + self.s.lifetime / 2)
         elif isinstance(name, tuple) and name[0] == "cleanup":
             _, prefix, target = name
@@ -411,7 +422,7 @@ class AnchorAgentCore(ServiceCore):
             if not v.flows_closed:
                 # Flows still need the prefix: keep its lease and binding.
                 v.expires = now + self.s.lifetime
-                self._lm_update(prefix, self.s.dpa, now)
+                self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
                 self.set_timer(("visit", prefix), now + self.s.lifetime / 2)
             elif now >= v.expires:
                 self._revert(prefix, now)
@@ -428,6 +439,9 @@ class AnchorAgentCore(ServiceCore):
         prefix = join.prefix
         v = self.visiting.get(prefix)
         if v is None:
+            return
+        if join.bound_to and join.bound_to != v.mn:
+            self._refuse_claim(prefix, now)
             return
         answer = join.anchor
         v.home_cpa = answer.cpa_address
@@ -458,18 +472,23 @@ class AnchorAgentCore(ServiceCore):
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
-        self._lm_update(prefix, self.s.dpa, now)
+        self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
 
     def _joined_bgp(self, join: _Join, now: float) -> None:
         prefix = join.prefix
-        if prefix not in self.visiting or not join.lm_done:
+        v = self.visiting.get(prefix)
+        if v is None or not join.lm_done:
             return
+        if join.bound_to and join.bound_to != v.mn:
+            self._refuse_claim(prefix, now)
+            return
+        self._announce((prefix,), True)
         if join.previous is not None:
             # Leftovers and stragglers (until the routers converge) come
             # through the flush SID, past the hold of the new direct path.
             self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
                                   self._agent_of(join.previous), now)
-        self._lm_update(prefix, self.s.dpa, now)
+        self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
 
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
@@ -539,6 +558,31 @@ class AnchorAgentCore(ServiceCore):
 
     # -- Helpers -------------------------------------------------------------------------
 
+    def _mn_of(self, prefix: Prefix) -> str | None:
+        v = self.visiting.get(prefix)
+        return v.mn if v is not None and v.mn else None
+
+    def _refuse_claim(self, prefix: Prefix, now: float) -> None:
+        """SM: an MN named a prefix bound to another MN: it gets nothing here.
+
+        What attach set up for it goes (anchoring, hold, charging,
+        delegation); nothing was sent that moves the prefix's traffic (the
+        binding and the other anchors are left alone), so the MN it belongs
+        to is undisturbed.
+        """
+        v = self.visiting.pop(prefix, None)
+        if v is None:
+            return
+        self.cancel_timer(("visit", prefix))
+        self._replace(prefix, [], now)
+        self._delegate((prefix,), False)
+        self._announce((prefix,), False)
+        for f in self._flows.pop(prefix, ()):
+            self.dp.untrack(f)
+        for st in self.attached.values():
+            st.visiting = tuple(p for p in st.visiting if p != prefix)
+        self.stats.counters["claim-refused"] += 1
+
     def _revert(self, prefix: Prefix, now: float) -> None:
         v = self.visiting.pop(prefix, None)
         if v is None:
@@ -577,11 +621,13 @@ class AnchorAgentCore(ServiceCore):
                 self._routes.append((False, p))
 
     def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
-                   lifetime: int | None = None) -> None:
+                   lifetime: int | None = None, mn: str | None = None) -> None:
+        """LM:1-4 for ``prefix``, naming the MN using it when known (SM)."""
         if self.s.lms is None:
             return
         life = self.s.lifetime if lifetime is None else lifetime
-        self.endpoint.request(m.LocationUpdate(prefix, address, life), self.s.lms, now)
+        self.endpoint.request(m.LocationUpdate(prefix, address, life, mn=mn or None),
+                              self.s.lms, now)
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:

@@ -101,8 +101,8 @@ class LmpCore(ServiceCore):
                 self.counters["cache-hit"] += 1
                 r = hit.reply
                 left = max(1, int(hit.expires - now))
-                self.endpoint.reply(ev, m.LocationReply(r.prefix, r.forwarding_address, left),
-                                    now)
+                self.endpoint.reply(ev, m.LocationReply(r.prefix, r.forwarding_address, left,
+                                                        r.mn), now)
                 return
             rid = self._query_for.get(msg.prefix)
             if rid is not None:
@@ -158,7 +158,7 @@ class LmpCore(ServiceCore):
                 del self.cache[key]
         if msg.lifetime:
             self.cache[msg.prefix] = _Cached(
-                m.LocationReply(msg.prefix, msg.forwarding_address, msg.lifetime),
+                m.LocationReply(msg.prefix, msg.forwarding_address, msg.lifetime, msg.mn),
                 now + msg.lifetime,
             )
         for p, subs in list(self.clients.covering(msg.prefix)):

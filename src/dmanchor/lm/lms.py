@@ -242,8 +242,8 @@ class LmsCore(ServiceCore):
         self.counters["query-hit"] += 1
         reply_cls = m.LocationReply if isinstance(msg, m.LocationQuery) else m.PeerReply
         self.endpoint.reply(
-            ev, reply_cls(b.prefix, b.forwarding_address, self._remaining(b, now)), now
-        )
+            ev, reply_cls(b.prefix, b.forwarding_address, self._remaining(b, now), b.mn or None),
+            now)
 
     def _on_update(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
@@ -256,7 +256,7 @@ class LmsCore(ServiceCore):
         if member is not None:
             relayed = m.LocationUpdate(
                 msg.prefix, msg.forwarding_address, msg.lifetime,
-                origin or msg.origin,
+                origin or msg.origin, msg.mn,
             )
             self._relay(ev, relayed, member, msg.prefix, now)
             return
@@ -266,6 +266,16 @@ class LmsCore(ServiceCore):
             self.endpoint.reject(ev, cause, f"{origin or 'unauthenticated'} "
                                  f"may not update {msg.prefix}", now, msg.prefix)
             return
+        held = self.bindings.get(msg.prefix)
+        mn = (held.mn if held is not None and held.expires > now else "")
+        if msg.mn and mn and msg.mn != mn:
+            # SM: the prefix is bound to another MN - a host naming it (in an
+            # RS, say) must not pull that MN's traffic to itself.
+            self.counters["update-refused:other-mn"] += 1
+            self.endpoint.reject(ev, Cause.NOT_AUTHORIZED,
+                                 f"{msg.prefix} is bound to another MN", now, msg.prefix)
+            return
+        mn = msg.mn or mn
         lifetime = min(msg.lifetime, self.settings.max_lifetime)
         try:
             if lifetime == 0:
@@ -273,7 +283,7 @@ class LmsCore(ServiceCore):
             else:
                 binding = Binding(
                     msg.prefix, msg.forwarding_address, now + lifetime,
-                    origin or msg.origin or "",
+                    origin or msg.origin or "", mn,
                 )
                 self.store.put(binding)
         except StoreError as exc:
@@ -290,7 +300,8 @@ class LmsCore(ServiceCore):
                 self.set_timer("expire", binding.expires)
         self.counters["update"] += 1
         self.endpoint.reply(ev, m.LocationUpdateAck(msg.prefix, lifetime), now)
-        self._changed(msg.prefix, msg.forwarding_address, lifetime, now, fan_out=True)
+        self._changed(msg.prefix, msg.forwarding_address, lifetime, now, fan_out=True,
+                      mn=mn or None)
 
     def _authorize(self, who: str | None, prefix: Prefix) -> Cause | None:
         table = self.settings.authorization
@@ -334,7 +345,8 @@ class LmsCore(ServiceCore):
         if self._member_at(ev.source) is None:
             self.counters["inform-from-non-member"] += 1
             return
-        self._changed(msg.prefix, msg.forwarding_address, msg.lifetime, now, fan_out=False)
+        self._changed(msg.prefix, msg.forwarding_address, msg.lifetime, now, fan_out=False,
+                      mn=msg.mn)
 
     # -- Pool --------------------------------------------------------------------------
 
@@ -433,7 +445,8 @@ class LmsCore(ServiceCore):
         if relay is not None:
             r = ev.reply
             if isinstance(r, m.PeerReply):
-                out: m.Message = m.LocationReply(r.prefix, r.forwarding_address, r.lifetime)
+                out: m.Message = m.LocationReply(r.prefix, r.forwarding_address, r.lifetime,
+                                                 r.mn)
             else:
                 out = r  # a relayed update's ack passes through unchanged
             self.endpoint.reply(relay.client, out, now)
@@ -471,9 +484,9 @@ class LmsCore(ServiceCore):
     # -- Changes, pushes, expiry ------------------------------------------------------------
 
     def _changed(self, prefix: Prefix, address: IPv6Address, lifetime: int, now: float,
-                 fan_out: bool) -> None:
+                 fan_out: bool, mn: str | None = None) -> None:
         self.events.append(BindingChanged(prefix, address, lifetime))
-        inform = m.LocationInform(prefix, address, lifetime)
+        inform = m.LocationInform(prefix, address, lifetime, mn)
         for sub_prefix, subs in list(self.subs.covering(prefix)):
             for client, expires in list(subs.by_client.items()):
                 if expires <= now:

@@ -34,6 +34,9 @@ class Binding(NamedTuple):
     """Absolute expiry time (seconds, same clock as the core's ``now``)."""
     updated_by: str = ""
     """Node that made the last update (authenticated owner or origin)."""
+    mn: str = ""
+    """The MN the prefix is bound to ("": none named).  Updates naming
+    another MN are refused: one host cannot take over another's prefix."""
 
 
 class StoreError(Exception):
@@ -101,23 +104,26 @@ class SqliteStore:
                 "CREATE TABLE IF NOT EXISTS binding ("
                 " network BLOB NOT NULL, length INTEGER NOT NULL,"
                 " address BLOB NOT NULL, expires REAL NOT NULL,"
-                " updated_by TEXT NOT NULL, PRIMARY KEY (network, length))"
-                " WITHOUT ROWID"
+                " updated_by TEXT NOT NULL, mn TEXT NOT NULL DEFAULT '',"
+                " PRIMARY KEY (network, length)) WITHOUT ROWID"
             )
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(binding)")}
+            if "mn" not in columns:  # a store written before bindings named MNs
+                self.db.execute("ALTER TABLE binding ADD COLUMN mn TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     @staticmethod
-    def _row(b: Binding) -> tuple[bytes, int, bytes, float, str]:
+    def _row(b: Binding) -> tuple[bytes, int, bytes, float, str, str]:
         return (
             b.prefix.network.to_bytes(16, "big"), b.prefix.length,
-            b.forwarding_address.packed, b.expires, b.updated_by,
+            b.forwarding_address.packed, b.expires, b.updated_by, b.mn,
         )
 
     def put(self, binding: Binding) -> None:
         try:
             self.db.execute(
-                "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?)", self._row(binding)
+                "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?,?)", self._row(binding)
             )
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -127,7 +133,7 @@ class SqliteStore:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany(
-                    "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?,?)",
                     (self._row(b) for b in bindings),
                 )
         except sqlite3.Error as exc:
@@ -144,15 +150,15 @@ class SqliteStore:
 
     def load(self) -> Iterator[Binding]:
         rows = self.db.execute(
-            "SELECT network, length, address, expires, updated_by FROM binding"
+            "SELECT network, length, address, expires, updated_by, mn FROM binding"
         ).fetchall()
         # One comprehension over fetched rows: a million bindings load in a
         # few seconds.  Forwarding addresses are few (one per anchor): the
         # memoized constructor shares one object per address.
         frm = int.from_bytes
         addr = address_from_packed
-        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), e, by)
-                     for n, ln, a, e, by in rows])
+        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), e, by, mn)
+                     for n, ln, a, e, by, mn in rows])
 
     def close(self) -> None:
         self.db.close()

@@ -134,6 +134,13 @@ class Fabric:
 
     # -- Hosts ------------------------------------------------------------------------
 
+    def add_host(self, name: str) -> None:
+        """A host beyond the topology's, with no address yet (another MN)."""
+        if name in self.adjacent:
+            raise ValueError(f"node {name!r} exists")
+        self.hosts[name] = _Host(name, set(), "")
+        self.adjacent[name] = {}
+
     def attach(self, host: str, router: str, link: str) -> None:
         """The MN comes up on ``router``'s access link ``link``."""
         self.hosts[host].attached = (router, link)

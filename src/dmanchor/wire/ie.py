@@ -39,6 +39,7 @@ class IE(IntEnum):
     TIMEOUT_MS = 16
     COUNT = 17
     ORIGIN = 18
+    MN_ID = 19
     AUTH = 255
 
 
@@ -152,4 +153,5 @@ CODECS: dict[IE, ValueCodec] = {
     IE.TIMEOUT_MS: U32,
     IE.COUNT: U64,
     IE.ORIGIN: NAME,
+    IE.MN_ID: NAME,
 }

@@ -156,6 +156,8 @@ class LocationReply(Message):
     prefix: Prefix = ie(IE.PREFIX)
     forwarding_address: IPv6Address = ie(IE.FORWARDING_ADDRESS)
     lifetime: int = ie(IE.LIFETIME)
+    mn: str | None = ie(IE.MN_ID, optional=True)
+    """The MN the prefix is bound to, if the binding names one."""
 
 
 @register
@@ -193,6 +195,7 @@ class LocationInform(Message):
     prefix: Prefix = ie(IE.PREFIX)
     forwarding_address: IPv6Address = ie(IE.FORWARDING_ADDRESS)
     lifetime: int = ie(IE.LIFETIME)
+    mn: str | None = ie(IE.MN_ID, optional=True)
 
 
 @register
@@ -222,6 +225,10 @@ class LocationUpdate(Message):
     forwarding_address: IPv6Address = ie(IE.FORWARDING_ADDRESS)
     lifetime: int = ie(IE.LIFETIME)
     origin: str | None = ie(IE.ORIGIN, optional=True)
+    mn: str | None = ie(IE.MN_ID, optional=True)
+    """The MN using the prefix (its link-layer identity at the access
+    router).  A binding that names an MN is refused to an update naming
+    another: one host cannot take over another's prefix."""
 
 
 @register
@@ -258,6 +265,7 @@ class PeerReply(Message):
     prefix: Prefix = ie(IE.PREFIX)
     forwarding_address: IPv6Address = ie(IE.FORWARDING_ADDRESS)
     lifetime: int = ie(IE.LIFETIME)
+    mn: str | None = ie(IE.MN_ID, optional=True)
 
 
 @register
