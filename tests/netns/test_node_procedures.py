@@ -247,9 +247,11 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
              .splitlines() if "inet6" in line and "dynamic" in line]
     assert any(a.split()[1].startswith("2001:db8:2:1:") and "deprecated" not in a
                for a in addrs), addrs
-    # On-demand mobility in the MN: a new non-persistent socket takes the
-    # address of the network the MN is in; a session-lasting one keeps IP1.
-    probe = ("from dmanchor.mn.ondemand import AddressKind as K, choose, host_addresses as h;"
-             "a = h('br0'); print(choose(a, K.NONPERSISTENT), choose(a, K.SESSION_LASTING))")
-    new, lasting = lab.run("mn", sys.executable, "-c", probe).split()
-    assert new.startswith("2001:db8:2:1:") and lasting == IP1
+    # On-demand mobility in the MN: new sockets of either kind take the
+    # address of the network the MN is in; the session on IP1 keeps it.
+    probe = ("from ipaddress import IPv6Address as A;"
+             "from dmanchor.mn.ondemand import AddressKind as K, choose, host_addresses as h;"
+             "a = h('br0'); print(choose(a, K.NONPERSISTENT), choose(a, K.SESSION_LASTING),"
+             f" choose(a, K.SESSION_LASTING, current=A('{IP1}')))")
+    new, lasting, kept = lab.run("mn", sys.executable, "-c", probe).split()
+    assert new.startswith("2001:db8:2:1:") and lasting == new and kept == IP1

@@ -22,6 +22,9 @@ def test_session_lasting_keeps_the_address_across_the_move() -> None:
     first = choose(BEFORE, AddressKind.SESSION_LASTING)
     assert first == IP1
     assert choose(AFTER, AddressKind.SESSION_LASTING, current=first) == IP1
+    # A new session after the move starts on the new prefix (draft 4.1.2),
+    # not on the previous network's deprecated address.
+    assert choose(AFTER, AddressKind.SESSION_LASTING) == IP2
     # Once the old prefix has gone (valid 0), a session-lasting choice moves on.
     gone = [HostAddress(IP1, False, 0, 0), HostAddress(IP2, True, 600, 1)]
     assert choose(gone, AddressKind.SESSION_LASTING, current=IP1) == IP2

@@ -4,13 +4,16 @@ An application asks for the kind of source address it needs, and gets a
 socket bound to it:
 
 * ``SESSION_LASTING`` - an address the network keeps reachable across moves
-  (the anchoring follows it, or the old anchor tunnels to the new one).  The
-  library picks the MN's *oldest* global address still valid - typically one
-  from a previous network, deprecated but kept for the sessions using it -
-  and, across calls, keeps returning the same one while it stays valid.
+  (the anchoring follows it, or the old anchor tunnels to the new one).  A
+  *new* session gets the address of the network the MN is in now (the
+  newest preferred one): it needs mobility support only if the MN moves
+  while it runs (draft 4.1.2: new sessions use the new prefix; a previous
+  network's deprecated address is kept for the sessions already on it).
+  Given the address a session uses (``current``), the library keeps
+  returning it while it stays valid.
 * ``NONPERSISTENT`` - always the address from the network the MN is in now
-  (the newest *preferred* address): no mobility support needed, the
-  cheapest path (draft 4.1.1).
+  (the newest *preferred* address), whatever the session used before: no
+  mobility support needed, the cheapest path (draft 4.1.1).
 
 Addresses are read from the kernel (``ip -j addr``) in the caller's network
 namespace; the choice itself is a pure function, tested without a kernel.
@@ -56,10 +59,9 @@ def choose(addresses: list[HostAddress], kind: AddressKind,
     valid = [a for a in addresses if a.valid_left > 0]
     if kind is AddressKind.SESSION_LASTING:
         if current is not None and any(a.address == current for a in valid):
-            return current
+            return current  # an ongoing session keeps its address
         if not valid:
             raise NoAddressError("no valid global address")
-        return min(valid, key=lambda a: a.age).address
     preferred = [a for a in valid if a.preferred]
     if not preferred:
         raise NoAddressError("no preferred global address (not attached?)")
