@@ -73,6 +73,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ from .fm.controller import (
 )
 from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
-from .lm.daemon import build_core
+from .lm.daemon import build_core, log_events
+from .lm.lms import LmsCore
 from .nodeconf import NodeConfig, load_node_config
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
@@ -201,6 +203,8 @@ class Node:
         for name, (core, (host, port)) in cores.items():
             hook = {"anchor": self._after_anchor,
                     "controller": self._after_controller}.get(name)
+            if isinstance(core, LmsCore):
+                hook = partial(log_events, core)
             driver = UdpDriver(core, on_pump=hook,
                                trace=self._tracer(name) if self._trace else None)
             bound = await driver.start(host, port)

@@ -132,6 +132,20 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
                           synchronous=sync, log_level=level)
 
 
+def log_events(core: LmsCore) -> None:
+    """Drain an LMs core's upward events into the log (every host of an LMs
+    must drain them: they accumulate otherwise, one per binding change)."""
+    for ev in core.drain_events():
+        if isinstance(ev, MemberDown):
+            log.warning("pool member %s at %s is down", ev.node_id, ev.address)
+        elif isinstance(ev, MemberUp):
+            log.info("pool member %s at %s is up", ev.node_id, ev.address)
+        elif isinstance(ev, JoinRefused):
+            log.error("pool join refused by %s: %s", ev.address, ev.reason)
+        else:
+            log.debug("%s", ev)
+
+
 def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | None]:
     """The core (and store) a config describes."""
     endpoint = Endpoint(security=cfg.security.build())
@@ -159,15 +173,7 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
 
     def report() -> None:
         if isinstance(core, LmsCore):
-            for ev in core.drain_events():
-                if isinstance(ev, MemberDown):
-                    log.warning("pool member %s at %s is down", ev.node_id, ev.address)
-                elif isinstance(ev, MemberUp):
-                    log.info("pool member %s at %s is up", ev.node_id, ev.address)
-                elif isinstance(ev, JoinRefused):
-                    log.error("pool join refused by %s: %s", ev.address, ev.reason)
-                else:
-                    log.debug("%s", ev)
+            log_events(core)
 
     driver = UdpDriver(core, on_pump=report)
     host, port = await driver.start(*cfg.listen)
