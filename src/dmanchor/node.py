@@ -87,9 +87,9 @@ from .access.nd import (
     NdError,
     decode_rs,
     encode_ra,
-    mn_advertisement,
 )
 from .access.pd_aio import PdDriver, link_duid
+from .access.ra import RaSchedule, link_advertisement
 from .config import (
     ConfigError,
 )
@@ -140,6 +140,8 @@ class Node:
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
+        self._ra: RaSchedule | None = None  # unsolicited RAs on the access links
+        self._ra_timer: asyncio.TimerHandle | None = None
         self.bgp: BgpSpeaker | None = None
         self.pd: PdDriver | None = None
         self._kea_done: Counter[str] = Counter()  # lease6-update: ok / failed
@@ -216,6 +218,9 @@ class Node:
             asyncio.get_running_loop().add_reader(fd, self._on_hold_device)
         for link in cfg.access_links:
             self._listen_rs(link)
+        if cfg.access_links and self.anchor is not None:
+            self._ra = RaSchedule(cfg.access_links, time.time(), cfg.ra_interval)
+            self._on_ra_timer()
         if cfg.access_links:
             # An MN's radio leaving: the access link loses its carrier.
             self._link_monitor = LinkMonitor()
@@ -582,9 +587,14 @@ class Node:
         return self._allocated[mn]
 
     def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
-                   lifetime: int) -> None:
-        """Send one Router Advertisement on an access link."""
-        data = encode_ra(mn_advertisement(own, previous, lifetime))
+                   lifetime: int, solicited: bool = True) -> None:
+        """Send one Router Advertisement on an access link: ``own`` preferred,
+        ``previous`` deprecated; lifetimes capped by the PD leases.
+        ``solicited``: an answer (RS, attach), which pushes the unsolicited
+        schedule on (the schedule moves itself on for its own)."""
+        now = time.time()
+        lease_left = self.pd.core.held(now) if self.pd is not None else None
+        data = encode_ra(link_advertisement(own, previous, lifetime, lease_left))
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
@@ -592,6 +602,34 @@ class Node:
                 s.sendto(data, ("ff02::1", 0, 0, socket.if_nametoindex(link)))
         except OSError as exc:
             log.warning("router advertisement on %s: %s", link, exc)
+            return
+        if solicited and self._ra is not None and link in self.cfg.access_links:
+            self._ra.sent(link, now)  # the next unsolicited one is an interval on
+            self._arm_ra()
+
+    def _on_ra_timer(self) -> None:
+        """Unsolicited RAs (RFC 4861 6.2.4): each due access link advertises
+        the prefixes of the MNs on it, so their hosts keep their addresses."""
+        assert self._ra is not None and self.anchor is not None
+        self._ra_timer = None
+        for link in self._ra.due(time.time()):
+            own: tuple[Prefix, ...] = ()
+            kept: tuple[Prefix, ...] = ()
+            for st in self.anchor.attached.values():
+                if st.link == link:
+                    own, kept = (*own, *st.own), (*kept, *st.visiting)
+            self._advertise(link, own, kept, self.anchor.s.lifetime, solicited=False)
+        self._arm_ra()
+
+    def _arm_ra(self) -> None:
+        assert self._ra is not None
+        deadline = self._ra.next_deadline()
+        if deadline is None:
+            return
+        if self._ra_timer is not None:
+            self._ra_timer.cancel()
+        self._ra_timer = asyncio.get_running_loop().call_later(
+            max(0.0, deadline - time.time()), self._on_ra_timer)
 
     async def stop(self) -> None:
         """Stop what needs a goodbye on the wire (BGP Cease), then :meth:`close`."""
@@ -608,6 +646,8 @@ class Node:
         if fd is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(fd)
+        if self._ra_timer is not None:
+            self._ra_timer.cancel()
         if self._server is not None:
             self._server.close()
         if self._link_monitor is not None:

@@ -80,6 +80,9 @@ class NodeConfig:
     """The anchor's DHCPv6-PD client side (draft 4.2.1)."""
     kea: KeaMoves | None = None
     """The controller moves DHCPv6-PD leases itself through Kea (draft 4.2.1)."""
+    ra_interval: float = 600.0
+    """MaxRtrAdvInterval of the unsolicited RAs on the access links, seconds
+    (RFC 4861: 4 to 1800); they go out every third of it to all of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     lms = None
     access_links: tuple[str, ...] = ()
     mn_pool = None
+    ra_interval = 600.0
     pd = None
     kea = None
     if "anchor" in doc:
@@ -212,6 +216,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
                               "required with mode = \"bgp\", and only then")
         access_links = a.get_list("access_links", as_str)
         validate = a.get("source_validation", as_bool, True)
+        ra_interval = a.get("ra_interval", as_float, 600.0)
+        if not 4.0 <= ra_interval <= 1800.0:
+            raise ConfigError(f"{path}: field 'anchor.ra_interval': expected 4 to 1800 "
+                              "seconds (RFC 4861 MaxRtrAdvInterval)")
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
         if access_links and mn_pool is None and anchor[1].parent is None:
             raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links "
@@ -275,4 +283,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea)
+                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea, ra_interval)

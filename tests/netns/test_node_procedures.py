@@ -7,16 +7,19 @@ control socket; a sequenced UDP flow crosses the move.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dmanchor.access.nd import RouterSolicitation, encode_rs
+from dmanchor.access.nd import NdError, RouterSolicitation, decode_ra, encode_rs
 from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
@@ -255,3 +258,48 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
              f" choose(a, K.SESSION_LASTING, current=A('{IP1}')))")
     new, lasting, kept = lab.run("mn", sys.executable, "-c", probe).split()
     assert new.startswith("2001:db8:2:1:") and lasting == new and kept == IP1
+
+
+def test_unsolicited_router_advertisements_refresh_the_mns_prefixes(
+        lab: Lab, nodes: NodeProcesses, tmp_path: Path) -> None:
+    """RFC 4861 6.2.4: the router advertises on its access link on its own,
+    at random intervals (here MaxRtrAdvInterval 4 s: every 3-4 s), with the
+    prefixes of the MNs there - a stock host keeps its addresses without
+    soliciting."""
+    for dp in flat(lab).values():
+        dp.close()
+    # The MN never solicits: whatever RAs it gets are unsolicited.
+    lab.run("mn", "sysctl", "-qw", "net.ipv6.conf.br0.router_solicitations=0")
+    move_mn_to_ar2(lab)
+    sock = open_in_netns(lab.ns("mn"), socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"br0")
+    sock.settimeout(1.0)
+    nodes.start("r", "core", _core_conf(tmp_path, switch=False))
+    nodes.start("ar2", "ar2", _anchor_conf(
+        2, tmp_path, "tunnel", 600,
+        extra='access_links = ["mn2"]\nmn_pool = "2001:db8:2::/48"\nra_interval = 4'))
+    ar2 = tmp_path / "ar2.sock"
+    wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 1})
+    command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
+                  "previous": {}})
+    attached = time.monotonic()
+    with_hnp2: list[float] = []
+    deadline = attached + 30
+    try:
+        while len(with_hnp2) < 3 and time.monotonic() < deadline:
+            try:
+                data = sock.recv(1500)
+            except TimeoutError:
+                continue
+            with contextlib.suppress(NdError):
+                ra = decode_ra(data)
+                if any(p.prefix == HNP2 and p.valid > 0 and p.preferred > 0
+                       for p in ra.prefixes):
+                    with_hnp2.append(time.monotonic())
+    finally:
+        sock.close()
+    # The attach's own RA, then unsolicited ones, each 3 to 4 s after the
+    # last (a little slack for a loaded machine's scheduling).
+    assert len(with_hnp2) == 3, with_hnp2
+    gaps = [b - a for a, b in itertools.pairwise(with_hnp2)]
+    assert all(g >= 2.9 for g in gaps), gaps

@@ -17,15 +17,15 @@ from dmanchor.access.nd import (
     decode_rs,
     encode_ra,
     encode_rs,
-    mn_advertisement,
 )
+from dmanchor.access.ra import link_advertisement
 from dmanchor.wire.types import Prefix
 
 HNP1, HNP2 = Prefix.parse("2001:db8:1:1::/64"), Prefix.parse("2001:db8:2:1::/64")
 
 
 def test_mn_advertisement_deprecates_previous_prefixes() -> None:
-    ra = mn_advertisement((HNP2,), (HNP1,), 600)
+    ra = link_advertisement((HNP2,), (HNP1,), 600)
     data = encode_ra(ra)
     assert data[:16].hex() == "86000000400007080000000000000000"
     back = decode_ra(data)
@@ -45,7 +45,7 @@ def test_rs_previous_prefix_option_exact_bytes() -> None:
 
 def test_scapy_reads_our_ra() -> None:
     icmp6 = pytest.importorskip("scapy.layers.inet6")
-    data = encode_ra(mn_advertisement((HNP2,), (HNP1,), 600))
+    data = encode_ra(link_advertisement((HNP2,), (HNP1,), 600))
     pkt = icmp6.ICMPv6ND_RA(data)
     pios = []
     opt = pkt.payload

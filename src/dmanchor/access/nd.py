@@ -168,14 +168,3 @@ def decode_rs(data: bytes) -> RouterSolicitation:
         elif kind == OPT_SOURCE_LLADDR and len(body) == 8:
             lladdr = body[2:]
     return RouterSolicitation(tuple(previous), lladdr)
-
-
-def mn_advertisement(own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
-                     lifetime: int) -> RouterAdvertisement:
-    """The RA an access router sends an MN (draft 4.1): its own prefixes
-    preferred, earlier networks' prefixes still valid but deprecated."""
-    return RouterAdvertisement(
-        router_lifetime=1800,
-        prefixes=tuple(PrefixInfo(p, lifetime, lifetime) for p in own)
-        + tuple(PrefixInfo(p, lifetime, 0) for p in previous),
-    )
