@@ -26,7 +26,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,7 @@ class Emulation:
         self._netlinks: dict[str, Netlink] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
         self._down: set[tuple[str, str]] = set()  # access links taken down (router, mn)
+        self._radio: list[tuple[int, str, str, int]] = []  # (move, router, link, tx_dropped)
 
     # -- The run -------------------------------------------------------------------------
 
@@ -306,6 +307,10 @@ class Emulation:
             # had already sent into the dying link is lost, as on a radio.)
             if self.l2_trigger:
                 command(self._sock(old), {"cmd": "link_going_down", "link": mn})
+            # What the old router's kernel drops on the link as it goes (sent
+            # towards it in the instant it went down): lost on the radio.
+            self._radio.append((len(self.moves), old, mn,
+                                self._nl(old).link_tx_dropped(self._index(old, mn))))
             self._nl(old).set_link(self._index(old, mn), up=False)
             self._down.add((old, mn))
             self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
@@ -581,6 +586,9 @@ class Emulation:
                 charged = int(usage[0]["packets_down"])
             results.append(FlowResult.measure(spec, f.address, str(f.prefix), f.runner,
                                               self._stretch(name), charged))
+        for i, router, link, before in self._radio:
+            dropped = self._nl(router).link_tx_dropped(self._index(router, link)) - before
+            self.moves[i] = replace(self.moves[i], radio_drops=dropped)
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger)
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
