@@ -7,7 +7,8 @@ endpoint; they share the process, its event loop and its SM keys::
     [node]
     id = "ar1"                      # node id
     log_level = "info"
-    control = "/run/dmanchor/ar1.sock"   # access-layer commands (see below)
+    control = "/run/dmanchor/ar1.sock"   # access-layer commands (see below); mode 0600
+    control_group = "dmanchor"      # optional: this group may use it too (0660)
     trace = "/var/log/dmanchor/ar1.jsonl"   # optional: messages and data-plane changes
 
     [anchor]                        # FM-CP + FM-DP + LMc of an access router
@@ -93,6 +94,7 @@ from .access.ra import RaSchedule, link_advertisement
 from .config import (
     ConfigError,
 )
+from .control import ControlServer
 from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
@@ -136,7 +138,7 @@ class Node:
         self.anchor: AnchorAgentCore | None = None
         self.controller: ControllerCore | None = None
         self.dataplane: LinuxDataPlane | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._control: ControlServer | None = None
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
         self._rs_socks: list[socket.socket] = []
         self._allocated: dict[str, Prefix] = {}
@@ -226,9 +228,8 @@ class Node:
             self._link_monitor = LinkMonitor()
             asyncio.get_running_loop().add_reader(self._link_monitor.fileno(), self._on_link)
         if cfg.control is not None:
-            with contextlib.suppress(FileNotFoundError):
-                cfg.control.unlink()
-            self._server = await asyncio.start_unix_server(self._serve, path=str(cfg.control))
+            self._control = ControlServer(cfg.control, self.command, cfg.control_group)
+            await self._control.start()
         return lines
 
     def _on_link(self) -> None:
@@ -364,14 +365,6 @@ class Node:
         if self.anchor is not None:
             self.anchor.process(now)
             self.drivers["anchor"].pump()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                writer.write((json.dumps(self.command(line)) + "\n").encode())
-                await writer.drain()
-        finally:
-            writer.close()
 
     def command(self, line: bytes) -> dict[str, Any]:
         """Run one access-layer command; never raises on bad input."""
@@ -648,8 +641,8 @@ class Node:
                 asyncio.get_running_loop().remove_reader(fd)
         if self._ra_timer is not None:
             self._ra_timer.cancel()
-        if self._server is not None:
-            self._server.close()
+        if self._control is not None:
+            self._control.close()
         if self._link_monitor is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(self._link_monitor.fileno())

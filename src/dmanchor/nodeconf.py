@@ -6,6 +6,7 @@ error names the file and the field.
 
 from __future__ import annotations
 
+import grp
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from pathlib import Path
@@ -80,6 +81,9 @@ class NodeConfig:
     """The anchor's DHCPv6-PD client side (draft 4.2.1)."""
     kea: KeaMoves | None = None
     """The controller moves DHCPv6-PD leases itself through Kea (draft 4.2.1)."""
+    control_group: str | None = None
+    """A group whose members may use the control socket too (mode 0660;
+    without it, 0600: root and the node's own user only)."""
     ra_interval: float = 600.0
     """MaxRtrAdvInterval of the unsolicited RAs on the access links, seconds
     (RFC 4861: 4 to 1800); they go out every third of it to all of it."""
@@ -152,6 +156,13 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node_id = node.get("id", as_str, required=True)
     level = node.get("log_level", as_str, "info")
     control = node.get("control", as_str, "")
+    control_group = node.get("control_group", as_str, "")
+    if control_group:
+        try:
+            grp.getgrnam(control_group)
+        except KeyError:
+            raise ConfigError(f"{path}: field 'node.control_group': no group "
+                              f"{control_group!r} on this host") from None
     trace = node.get("trace", as_str, "")
     node.finish()
     sec = read_security(top.sub("security"))
@@ -283,4 +294,5 @@ def load_node_config(path: str | Path) -> NodeConfig:
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
     return NodeConfig(node_id, level, Path(control) if control else None, sec,
                       anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea, ra_interval)
+                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea,
+                      control_group=control_group or None, ra_interval=ra_interval)
