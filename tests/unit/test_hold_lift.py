@@ -104,3 +104,26 @@ def test_an_os_error_inside_a_nested_section_reaches_the_caller_unchanged() -> N
     with pytest.raises(OSError, match="device gone"), unpreempted(), unpreempted():
         raise OSError("device gone")
     assert os.sched_getscheduler(0) == before
+
+
+def test_a_read_of_the_hold_device_is_bounded_under_a_flood() -> None:
+    """However full the ring, one read takes at most ``limit`` packets, in
+    order: the event loop gets back to everything else."""
+    import socket
+
+    from dmanchor.dataplane.tunbuffer import TunBuffer
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    dev = TunBuffer.__new__(TunBuffer)  # the ring, without a kernel device
+    dev.fd = ours.fileno()
+    try:
+        for i in range(25):
+            theirs.send(bytes([i]))
+        assert dev.read_all(limit=10) == [bytes([i]) for i in range(10)]
+        assert dev.read_all(limit=10) == [bytes([i]) for i in range(10, 20)]
+        assert dev.read_all(limit=10) == [bytes([i]) for i in range(20, 25)]
+        assert dev.read_all(limit=10) == []
+    finally:
+        ours.close()
+        theirs.close()

@@ -30,6 +30,8 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 DEVICE = "dmbuf0"
 MAX_PACKET = 65536
+READ_LIMIT = 8192
+"""Most packets one read of the device takes (about 10 ms of a loop's time)."""
 LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
 LIFT_WAIT = 0.01
@@ -77,14 +79,20 @@ class TunBuffer:
             if target >= 0:
                 os.close(target)
 
-    def read_all(self) -> list[bytes]:
-        """Every packet waiting in the device ring, oldest first."""
+    def read_all(self, limit: int = READ_LIMIT) -> list[bytes]:
+        """The packets waiting in the device ring, oldest first, at most ``limit``.
+
+        Bounded: under a flood the ring refills as fast as it is read, and
+        an unbounded read would keep the agent's event loop here (the
+        driver comes back, the device still being readable)."""
         out = []
-        while True:
+        read = os.read
+        for _ in range(limit):
             try:
-                out.append(os.read(self.fd, MAX_PACKET))
+                out.append(read(self.fd, MAX_PACKET))
             except BlockingIOError:
-                return out
+                break
+        return out
 
     def write(self, packet: bytes) -> None:
         """Inject ``packet`` as received from the device (it is routed anew)."""
