@@ -237,6 +237,7 @@ class AnchorAgentCore(ServiceCore):
                                       tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
             self._lm_update(p, self.s.dpa, now, mn=mn)
+        self._subscribe([*own, *foreign], now)
         for p in foreign:
             self.visiting[p] = _Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
@@ -272,14 +273,38 @@ class AnchorAgentCore(ServiceCore):
         if st is None:
             return
         for p in (*st.own, *st.visiting):
-            self._replace(p, [ForwardingEntry(EntryKind.BUFFER, p)], now,
-                          keep_buffer=False)
-            if p in st.own:
-                self.away[p] = st.link
-            else:
-                self._drop_reverse(self.visiting.pop(p, None), now)
-                self.cancel_timer(("visit", p))
+            self._leave(st, p, now, hold=True)
         self.stats.counters["detach"] += 1
+
+    def _leave(self, st: _Attached, p: Prefix, now: float, hold: bool) -> None:
+        """The MN on ``st`` no longer uses ``p`` here (it left, or the prefix
+        was handed on); ``hold``: keep its packets (FM:6-1) until told where."""
+        if hold:
+            self._replace(p, [ForwardingEntry(EntryKind.BUFFER, p)], now, keep_buffer=False)
+        if p in st.own:
+            self.away[p] = st.link
+            st.own = tuple(x for x in st.own if x != p)
+        elif p in st.visiting:
+            self._drop_reverse(self.visiting.pop(p, None), now)
+            self.cancel_timer(("visit", p))
+            st.visiting = tuple(x for x in st.visiting if x != p)
+
+    def _departed(self, prefix: Prefix, now: float, hold: bool) -> None:
+        """The network says an attached MN's ``prefix`` is served elsewhere
+        now: the MN left, though no link event said so (a shared access
+        link, no L2 trigger).  Its other prefixes go as their own news comes."""
+        for mn, st in list(self.attached.items()):
+            if prefix in st.own or prefix in st.visiting:
+                self._leave(st, prefix, now, hold)
+                if not st.own and not st.visiting:
+                    del self.attached[mn]
+                    self.stats.counters["departed"] += 1
+                return
+
+    def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
+        """LM:1-3: be told when these prefixes' bindings change (a departure)."""
+        if self.s.lms is not None and prefixes:
+            self.endpoint.request(m.Subscribe(tuple(prefixes), self.s.lifetime), self.s.lms, now)
 
     def drain_routes(self) -> list[tuple[bool, Prefix]]:
         """Routing changes for the BGP speaker: (announce?, prefix), in order."""
@@ -340,6 +365,11 @@ class AnchorAgentCore(ServiceCore):
             msg = event.message
             if isinstance(msg, m.BufferReady):
                 self._on_ready(event, msg, now)
+            elif isinstance(msg, m.LocationInform):
+                ep.reply(event, m.LocationInformAck(msg.prefix), now)
+                if msg.lifetime and msg.forwarding_address not in (self.s.dpa, self.s.flush_sid):
+                    # LM:1-3: another point serves the prefix now.
+                    self._departed(msg.prefix, now, hold=True)
             elif isinstance(msg, m.FmHandoff):
                 self._on_handoff(event, msg, now)
             elif not self.fn.handle(ep, event, now) and event.expects_reply:
@@ -398,6 +428,7 @@ class AnchorAgentCore(ServiceCore):
             for mn, st in self.attached.items():
                 for p in st.own:
                     self._lm_update(p, self.s.dpa, now, mn=mn)
+                self._subscribe([*st.own, *st.visiting], now)
             self.set_timer("register", now + self.s.lifetime / 2)
         elif isinstance(name, tuple) and name[0] == "cleanup":
             _, prefix, target = name
@@ -493,6 +524,9 @@ class AnchorAgentCore(ServiceCore):
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
+        # The prefix is served at the new point: if its MN still counts as
+        # attached here (no link event told us), it is not any more.
+        self._departed(prefix, now, hold=False)
         held = self.dp.buffered(prefix)
         have = self.dp.entries()  # read once: a kernel dump costs ~1 ms here
         had = any(e.prefix == prefix and e.flow is None for e in have)
