@@ -77,7 +77,8 @@ def test_bad_scenarios_are_refused_with_a_clear_error(old: str, new: str, messag
 
 def _probe(sent: int, reordered: int) -> FlowResult:
     return FlowResult("f", "udp", "2001:db8:1:1::1", "2001:db8:1:1::/64", True, sent, sent, 0,
-                      0, reordered, None, 1.0, None)
+                      0, reordered, None, 1.0, None, reorder_extent=reordered,
+                      reorder_late_ms=2.5)
 
 
 def test_a_share_limit_is_taken_of_what_the_flow_sent() -> None:
@@ -85,11 +86,11 @@ def test_a_share_limit_is_taken_of_what_the_flow_sent() -> None:
     assert sc.expect["f"]["reordered"] == Share(0.1)
     assert build_report(sc, [_probe(20_000, 20)], [], {}, {}).failures == []
     assert build_report(sc, [_probe(20_000, 21)], [], {}, {}).failures == [
-        "f: reordered 21 > 20 (0.1% of 20000 sent)"]
+        "f: reordered 21 > 20 (0.1% of 20000 sent) (worst: 21 packets back, 2.5 ms late)"]
     # A count stays a count: 0 means none.
     strict = parse(BASE.replace("{lost: 0, address: kept}", "{reordered: 0}"), "t.yaml")
     assert build_report(strict, [_probe(20_000, 1)], [], {}, {}).failures == [
-        "f: reordered 1 > 0"]
+        "f: reordered 1 > 0 (worst: 1 packets back, 2.5 ms late)"]
 
 
 def test_not_yaml_and_empty_are_refused() -> None:

@@ -168,6 +168,9 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
             if key == "lost" and at_break:
                 most += at_break
                 of += f" (+{at_break} dropped on the access link as it went, unannounced)"
+            if key == "reordered" and got.reordered:
+                of += (f" (worst: {got.reorder_extent} packets back, "
+                       f"{got.reorder_late_ms} ms late)")
             if getattr(got, key) > most:
                 failures.append(f"{name}: {key} {getattr(got, key)} > {most}{of}")
         if "address" in want and got.address_state != want["address"]:
