@@ -79,6 +79,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+from .access.alloc import PoolExhausted, PrefixAllocator, StateError
 from .access.bgp import BgpEvent, BgpSession, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegated, DelegationEvent, Delegations, Refused, Returned
@@ -141,7 +142,9 @@ class Node:
         self._control: ControlServer | None = None
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
         self._rs_socks: list[socket.socket] = []
-        self._allocated: dict[str, Prefix] = {}
+        self._alloc = (PrefixAllocator(cfg.mn_pool, cfg.mn_state)
+                       if cfg.mn_pool is not None else None)
+        """The /64 each MN attaching by RS gets (durable with ``mn_state``)."""
         self._ra: RaSchedule | None = None  # unsolicited RAs on the access links
         self._ra_timer: asyncio.TimerHandle | None = None
         self.bgp: BgpSpeaker | None = None
@@ -551,7 +554,11 @@ class Node:
         # the AR anchors them and tunnels them down, so to the switch's
         # agent they are visiting prefixes, like those the RS names.
         fw = agent.s.parent is not None
-        delegated = (self._allocate(mn),) if self.cfg.mn_pool is not None else ()
+        try:
+            delegated = (self._alloc.get(mn),) if self._alloc is not None else ()
+        except PoolExhausted as exc:
+            log.error("MN %s on %s not attached: %s", mn, link, exc)
+            return
         own = attached.own if here and attached is not None and not fw else delegated
         known = set(own) | (set(attached.visiting) if here and attached is not None else set())
         previous: dict[Prefix, list[FlowFilter]] = {
@@ -567,17 +574,6 @@ class Node:
             log.info("MN %s attached on %s by RS: own %s, previous %s", mn, link,
                      [str(p) for p in own], [str(p) for p in previous])
         self._advertise(link, own, tuple(rs.previous), agent.s.lifetime)
-
-    def _allocate(self, mn: str) -> Prefix:
-        """The /64 this router delegates to ``mn`` (stable per MN)."""
-        pool = self.cfg.mn_pool
-        assert pool is not None
-        if mn not in self._allocated:
-            index = len(self._allocated) + 1
-            if index >= 1 << (64 - pool.length):
-                raise DataPlaneError(f"MN prefix pool {pool} exhausted")
-            self._allocated[mn] = Prefix(pool.network | (index << 64), 64)
-        return self._allocated[mn]
 
     def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
                    lifetime: int, solicited: bool = True) -> None:
@@ -702,7 +698,7 @@ def main(path: str) -> int:
 
     try:
         asyncio.run(run())
-    except (DataPlaneError, OSError) as exc:
+    except (DataPlaneError, OSError, StateError) as exc:
         print(f"dmanchor node: {exc}", file=sys.stderr)
         return 1
     return 0

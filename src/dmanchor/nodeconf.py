@@ -68,6 +68,9 @@ class NodeConfig:
     without a reverse tunnel)."""
     mn_pool: Prefix | None = None
     """Where this router takes the /64 it delegates to each MN that attaches by RS."""
+    mn_state: Path | None = None
+    """JSON file keeping which MN has which /64 of ``mn_pool`` across restarts
+    (without it a restarted node may give a prefix still in use to another MN)."""
     trace: Path | None = None
     """JSON-lines trace: every message sent and received, every data-plane change."""
     bgp: tuple[IPv6Address, BgpSettings] | None = None
@@ -172,6 +175,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     lms = None
     access_links: tuple[str, ...] = ()
     mn_pool = None
+    mn_state = ""
     ra_interval = 600.0
     pd = None
     kea = None
@@ -232,6 +236,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(f"{path}: field 'anchor.ra_interval': expected 4 to 1800 "
                               "seconds (RFC 4861 MaxRtrAdvInterval)")
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
+        mn_state = a.get("mn_state", as_str, "")
         if access_links and mn_pool is None and anchor[1].parent is None:
             raise ConfigError(f"{path}: field 'anchor.mn_pool': required with access_links "
                               "(except on a forwarding switch, which has a parent)")
@@ -292,7 +297,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not (anchor or controller or lms or lmp or fmdp or mn):
         raise ConfigError(f"{path}: the node hosts no function "
                           "(add [anchor], [controller], [lms], [lmp], [fmdp] or [mn])")
-    return NodeConfig(node_id, level, Path(control) if control else None, sec,
-                      anchor, controller, lms, fmdp, access_links, validate, mn_pool,
-                      Path(trace) if trace else None, bgp, lmp, mn, pd, kea,
-                      control_group=control_group or None, ra_interval=ra_interval)
+    return NodeConfig(
+        node_id, level, Path(control) if control else None, sec,
+        anchor=anchor, controller=controller, lms=lms, fmdp=fmdp,
+        access_links=access_links, source_validation=validate, mn_pool=mn_pool,
+        mn_state=Path(mn_state) if mn_state else None,
+        trace=Path(trace) if trace else None, bgp=bgp, lmp=lmp, mn=mn, pd=pd, kea=kea,
+        control_group=control_group or None, ra_interval=ra_interval)
