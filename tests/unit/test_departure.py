@@ -50,3 +50,31 @@ def test_the_old_router_learns_the_departure_and_never_takes_the_prefix_back(mod
     assert not [e for e in w.fab.routers["ar1"].entries()
                 if e.prefix == HNP1 and e.kind is EntryKind.ANCHOR]
     assert w.ar[1].stats.counters["departed"] == 1
+
+
+def test_an_inform_about_a_visiting_prefix_does_not_end_the_visit() -> None:
+    """An older point's last refresh of the prefix can cross the new router's
+    claim: only informs about a router's own prefixes are taken as news of a
+    departure (only their MN may move them, SM)."""
+    from ipaddress import IPv6Address as A
+
+    from dmanchor.wire import messages as m
+    from tests.helpers import Collector
+
+    w = world("tunnel", hold_timeout=0.05)
+    flow = downlink("f", IP1, 0.2, 1.5)
+    flt = filter_of(flow)
+    start_flow(w.fab, flow)
+    w.move(0.5, 0.02, HNP2, {HNP1: [flt]})
+    probe = Collector()
+    w.net.add(("fc00::99", 5400), probe)
+
+    def stale() -> None:
+        probe.ep.request(m.LocationInform(HNP1, A("fc00::1:0"), 600), ("fc00::2:0", 5400),
+                         w.net.now)
+        w.net.poll(("fc00::99", 5400))
+    w.net.call_at(0.8, stale)
+    w.net.run(until=2.0)
+    assert "mn" in w.ar[2].attached and HNP1 in w.ar[2].attached["mn"].visiting
+    assert w.ar[2].stats.counters["departed"] == 0
+    assert report(w.fab, flow).lost == 0

@@ -237,7 +237,7 @@ class AnchorAgentCore(ServiceCore):
                                       tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
             self._lm_update(p, self.s.dpa, now, mn=mn)
-        self._subscribe([*own, *foreign], now)
+        self._subscribe(own, now)
         for p in foreign:
             self.visiting[p] = _Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
@@ -289,12 +289,13 @@ class AnchorAgentCore(ServiceCore):
             self.cancel_timer(("visit", p))
             st.visiting = tuple(x for x in st.visiting if x != p)
 
-    def _departed(self, prefix: Prefix, now: float, hold: bool) -> None:
+    def _departed(self, prefix: Prefix, now: float, hold: bool, own_only: bool = False) -> None:
         """The network says an attached MN's ``prefix`` is served elsewhere
         now: the MN left, though no link event said so (a shared access
-        link, no L2 trigger).  Its other prefixes go as their own news comes."""
+        link, no L2 trigger).  Its other prefixes go as their own news comes.
+        ``own_only``: only for a prefix this router gave the MN."""
         for mn, st in list(self.attached.items()):
-            if prefix in st.own or prefix in st.visiting:
+            if prefix in st.own or (prefix in st.visiting and not own_only):
                 self._leave(st, prefix, now, hold)
                 if not st.own and not st.visiting:
                     del self.attached[mn]
@@ -368,8 +369,11 @@ class AnchorAgentCore(ServiceCore):
             elif isinstance(msg, m.LocationInform):
                 ep.reply(event, m.LocationInformAck(msg.prefix), now)
                 if msg.lifetime and msg.forwarding_address not in (self.s.dpa, self.s.flush_sid):
-                    # LM:1-3: another point serves the prefix now.
-                    self._departed(msg.prefix, now, hold=True)
+                    # LM:1-3: another point serves the prefix now.  Believed
+                    # for our own prefixes only: only their MN may move them
+                    # (SM), while a visiting prefix's inform may be an older
+                    # point's last refresh, crossing our claim.
+                    self._departed(msg.prefix, now, hold=True, own_only=True)
             elif isinstance(msg, m.FmHandoff):
                 self._on_handoff(event, msg, now)
             elif not self.fn.handle(ep, event, now) and event.expects_reply:
@@ -428,7 +432,7 @@ class AnchorAgentCore(ServiceCore):
             for mn, st in self.attached.items():
                 for p in st.own:
                     self._lm_update(p, self.s.dpa, now, mn=mn)
-                self._subscribe([*st.own, *st.visiting], now)
+                self._subscribe(st.own, now)
             self.set_timer("register", now + self.s.lifetime / 2)
         elif isinstance(name, tuple) and name[0] == "cleanup":
             _, prefix, target = name
