@@ -267,7 +267,7 @@ class Node:
                 if on:
                     # A prefix visiting from another network is still
                     # delegated there: ask for it without taking another.
-                    self.pd.hold(prefix, moving=prefix in self.anchor.visiting)
+                    self.pd.hold(prefix, moving=self.anchor.moving_in(prefix))
                 else:
                     self.pd.let_go(prefix)
         if self.cfg.source_validation:

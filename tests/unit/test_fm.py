@@ -455,3 +455,31 @@ def test_4_2_anchor_switch_by_bgp_announcement_then_withdrawal() -> None:
         assert not [e for e in w.fab.routers[name].entries() if e.prefix == HNP1], name
     assert w.ar[2].announced == {P("2001:db8:2::/48")}
     assert report(w.fab, late).delivered == 0
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["rs-names-it", "given-again"])
+def test_4_2_1_return_home_takes_the_anchoring_back_losslessly(named: bool) -> None:
+    """A->B->A in switch mode: the home anchor takes its own prefix back like a
+    new anchor takes one (hold until the old path's end marker, re-bind);
+    the FM-CP re-routes the core home and has the visited point send its
+    leftovers there; the delegation comes home too.  Before, the FM-CP read
+    the returning binding as a revert and its FM:1 hand-back removed the
+    home anchoring: 1002 of 1800 packets lost."""
+    w = world("switch", hold_timeout=0.05, pd=True)
+    flow = downlink("f", IP1, 0.2, 2.0)
+    flt = filter_of(flow)
+    start_flow(w.fab, flow)
+    w.move(0.5, 0.02, HNP2, {HNP1: [flt]})
+    # Back at AR1 the MN is given HNP1 again (its /64 there), and may also
+    # name it as a previous prefix.
+    w.move(1.0, 0.02, HNP1, {HNP1: [flt]} if named else {}, src=2, dst=1)
+    w.net.run(until=2.5)
+    rep = report(w.fab, flow)
+    assert_lossless(rep)
+    last = [d for d in w.fab.received("mn") if d.packet.flow == "f"][-1]
+    assert last.packet.hops == ("cn", "r", "ar1", "mn")  # straight home in the end
+    assert w.fab.routers["ar1"].counters()["end-marker"] == 1  # the hold lifted on it
+    assert w.ar[1].drain_delegations() == [(True, HNP1), (False, HNP1), (True, HNP1)]
+    assert w.ar[2].drain_delegations() == [(True, HNP2), (True, HNP1), (False, HNP1)]
+    assert not [e for e in w.fab.routers["ar2"].entries()
+                if e.prefix == HNP1 and e.kind is not EntryKind.TUNNEL]

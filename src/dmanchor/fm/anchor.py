@@ -177,6 +177,7 @@ class AnchorAgentCore(ServiceCore):
         self.attached: dict[str, _Attached] = {}
         self.visiting: dict[Prefix, _Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
+        self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
         self._pending: dict[Prefix, tuple[FlowFilter, ...]] = {}  # flows of MNs on their way
         self._joins: dict[int, _Join] = {}  # request id -> join it serves
@@ -206,13 +207,14 @@ class AnchorAgentCore(ServiceCore):
         ``previous`` maps each prefix from an earlier network still used by
         flows needing continuity to those flows (FM:3-1 filters).
         """
-        add = [ForwardingEntry(EntryKind.ANCHOR, p, link=link) for p in own]
-        returning = [p for p in previous if p in self.away]
+        # Back home with a prefix of ours that went elsewhere - named as a
+        # previous prefix, or simply given again (the MN's /64 here).
+        returning = [p for p in dict.fromkeys((*own, *previous)) if p in self.away]
+        add = [ForwardingEntry(EntryKind.ANCHOR, p, link=link) for p in own
+               if p not in returning]
         foreign = [p for p in previous if p not in self.away and p not in own]
         for p in returning:
-            # Back home: our own prefix is delivered locally again.
-            self._replace(p, [ForwardingEntry(EntryKind.ANCHOR, p, link=link)], now)
-            del self.away[p]
+            self._return_home(p, link, now)
         holds = {}
         for p in foreign:
             add.append(ForwardingEntry(EntryKind.ANCHOR, p, link=link))
@@ -233,8 +235,8 @@ class AnchorAgentCore(ServiceCore):
             self._track(p, [*flows, *self._pending.pop(p, ())])
         prior = self.attached.get(mn)
         kept = prior.visiting if prior is not None and prior.link == link else ()
-        self.attached[mn] = _Attached(link, tuple(own),
-                                      tuple(dict.fromkeys((*kept, *foreign))))
+        own = tuple(dict.fromkeys((*own, *returning)))
+        self.attached[mn] = _Attached(link, own, tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
             self._lm_update(p, self.s.dpa, now, mn=mn)
         self._subscribe(own, now)
@@ -266,6 +268,28 @@ class AnchorAgentCore(ServiceCore):
                 join.lm_done = True
             self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
+
+    def _return_home(self, p: Prefix, link: str, now: float) -> None:
+        """The MN is back with a prefix of ours it took elsewhere."""
+        del self.away[p]
+        anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
+        if self.s.mode != "switch":
+            self._replace(p, [anchor], now)  # delivered locally again
+            return
+        # 4.2.1: the anchoring is at the point it moved to.  Take it back as a
+        # new anchor takes a prefix: hold the direct path until the old
+        # path's end marker (the binding update below has the FM-CP re-route
+        # the core and the visited point send its leftovers here), and hold
+        # its delegation again.
+        self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
+                      spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
+        self._back.add(p)
+        self._delegate((p,), True)
+
+    def moving_in(self, prefix: Prefix) -> bool:
+        """Whether ``prefix`` is delegated elsewhere while it comes here (PD:
+        ask for it as a hint, without taking another)."""
+        return prefix in self.visiting or prefix in self._back
 
     def detach(self, mn: str, now: float) -> None:
         """The MN's link went down: hold its packets (FM:6-1) until told where."""
@@ -531,6 +555,7 @@ class AnchorAgentCore(ServiceCore):
         # The prefix is served at the new point: if its MN still counts as
         # attached here (no link event told us), it is not any more.
         self._departed(prefix, now, hold=False)
+        self._back.discard(prefix)
         held = self.dp.buffered(prefix)
         have = self.dp.entries()  # read once: a kernel dump costs ~1 ms here
         had = any(e.prefix == prefix and e.flow is None for e in have)
@@ -674,7 +699,8 @@ class AnchorAgentCore(ServiceCore):
 
     def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                  keep_buffer: bool = False,
-                 have: Sequence[ForwardingEntry] | None = None) -> None:
+                 have: Sequence[ForwardingEntry] | None = None,
+                 spec: BufferSpec | None = None) -> None:
         """Swap every whole-prefix entry of ``prefix`` for ``new``, atomically.
 
         Removing a BUFFER entry releases its packets through ``new``.
@@ -685,6 +711,6 @@ class AnchorAgentCore(ServiceCore):
                and not (keep_buffer and e.kind is EntryKind.BUFFER)]
         add = [e for e in new if e not in old]
         delete = [e for e in old if e not in new]
-        buffers = {prefix: self.s.buffer} if any(
+        buffers = {prefix: spec or self.s.buffer} if any(
             e.kind is EntryKind.BUFFER for e in add) else None
         self.dp.apply(add, delete, now, buffers)

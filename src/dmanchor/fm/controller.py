@@ -253,7 +253,10 @@ class ControllerCore(ServiceCore):
             self.counters["binding-without-home"] += 1
             return
         dpa = self.s.dpn_parent.get(dpa, dpa)
-        if lifetime > 0 and dpa != home.dpa:
+        if lifetime > 0 and (dpa != home.dpa or prefix in self.moved):
+            # A move - or the MN back home while the anchoring is elsewhere:
+            # the core routes the /64 to its home explicitly, so that the
+            # change marks the old path's end like any move.
             if self.moved.get(prefix) != dpa:
                 self._program(prefix, dpa, now)
         elif prefix in self.moved:
@@ -300,8 +303,10 @@ class ControllerCore(ServiceCore):
         target = (str(home.cpa), self.s.anchor_port)
         if change.dpa is not None:
             # FM:6-2 on behalf of the new DPA: the path to it is ready.  The
-            # leftovers go to its flush SID (DPA + 1), past its hold.
-            self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1), target, now)
+            # leftovers go to its flush SID (DPA + 1), past its hold.  (Not
+            # to the home anchor when that is where the prefix came back to.)
+            if change.dpa != home.dpa:
+                self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1), target, now)
             visited = self._registered_at(change.previous, now)
             if visited is not None and change.previous not in (change.dpa, home.dpa):
                 # FM:1 along a chain of moves: the anchor the prefix is
