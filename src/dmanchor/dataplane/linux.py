@@ -223,7 +223,7 @@ class LinuxDataPlane:
         # Where each re-routed prefix went before: its old path gets an end
         # marker.  The route the marker takes rides in the same batch, and the
         # previous markers' routes are removed in it: one round trip in all.
-        markers = self._marker_paths(add)
+        markers = self._marker_paths(add, delete)
         main = len(forward)
         forward.extend(self._oldpath_route(p, old) for p, old in markers)
         fresh = {p for p, _ in markers}
@@ -342,8 +342,16 @@ class LinuxDataPlane:
                 keep.append(pkt)
         self._held = keep
 
-    def _marker_paths(self, add: Sequence[ForwardingEntry]) -> list[tuple[Prefix, KernelRoute]]:
-        """The prefixes whose path ``add`` changes, with the path they leave."""
+    def _marker_paths(self, add: Sequence[ForwardingEntry],
+                      delete: Sequence[ForwardingEntry] = ()) -> list[tuple[Prefix, KernelRoute]]:
+        """The prefixes whose path ``add`` changes, with the path they leave.
+
+        A path the same batch deletes (a tunnel re-pointed: TUNNEL to one
+        SID out, to another in) is known without asking the kernel - which
+        could not say anyway: ``route get`` does not resolve routes through
+        seg6 nexthop objects, so such re-points sent no end marker and the
+        new point's hold always ran to its timeout.
+        """
         out: list[tuple[Prefix, KernelRoute]] = []
         moved = [e for e in add
                  if e.flow is None and e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)]
@@ -353,6 +361,21 @@ class LinuxDataPlane:
             # much as installing it, and a marker per prefix more.
             self._counters["bulk-without-markers"] += 1
             return out
+        leaving = {d.prefix: d for d in delete
+                   if d.flow is None and d.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)
+                   and d.next_hop is not None}
+        ask = []
+        for e in moved:
+            gone = leaving.get(e.prefix)
+            if gone is None:
+                ask.append(e)
+            elif gone != e and gone.next_hop is not None and gone.next_hop not in self.upstream:
+                nhid = self._nhid_of(gone.next_hop) if gone.kind is EntryKind.TUNNEL else None
+                if gone.kind is EntryKind.ROUTE or nhid is not None:
+                    out.append((e.prefix, KernelRoute(
+                        gone.prefix.address, gone.prefix.length, RT_TABLE_MAIN, RTPROT_DMANCHOR,
+                        1, gone.next_hop if nhid is None else None, None, nhid, None, False)))
+        moved = ask
         # One pipelined lookup for all, not a round trip each.
         for e, old in zip(moved, self.nl.routes_get([e.prefix.address for e in moved]),
                           strict=True):

@@ -178,6 +178,8 @@ class AnchorAgentCore(ServiceCore):
         self.visiting: dict[Prefix, _Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
+        self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
+        self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
         self._pending: dict[Prefix, tuple[FlowFilter, ...]] = {}  # flows of MNs on their way
         self._joins: dict[int, _Join] = {}  # request id -> join it serves
@@ -270,21 +272,32 @@ class AnchorAgentCore(ServiceCore):
         self.stats.counters["attach"] += 1
 
     def _return_home(self, p: Prefix, link: str, now: float) -> None:
-        """The MN is back with a prefix of ours it took elsewhere."""
+        """The MN is back with a prefix of ours it took elsewhere.
+
+        Taken back as a new anchor takes a prefix: the direct path is held
+        while the point it was handed to sends what it holds or still gets
+        through our flush SID, past the hold.  Switch mode (4.2.1): the
+        binding update has the FM-CP re-route the core and tell that point
+        (FM:6-2); the core's end marker lifts the hold.  Tunnel and BGP
+        modes: we tell it (FM:6-2) and lift on its answer, which follows
+        what it sent; in BGP mode we announce the prefix again.
+        """
         del self.away[p]
         anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
-        if self.s.mode != "switch":
-            self._replace(p, [anchor], now)  # delivered locally again
+        handed = self._handed.pop(p, None)
+        if self.s.mode != "switch" and handed is None:
+            self._replace(p, [anchor], now)  # nothing elsewhere to wait for
             return
-        # 4.2.1: the anchoring is at the point it moved to.  Take it back as a
-        # new anchor takes a prefix: hold the direct path until the old
-        # path's end marker (the binding update below has the FM-CP re-route
-        # the core and the visited point send its leftovers here), and hold
-        # its delegation again.
         self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
                       spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
-        self._back.add(p)
-        self._delegate((p,), True)
+        if self.s.mode in ("switch", "bgp"):
+            self._back.add(p)
+            self._delegate((p,), True)
+            self._announce((p,), True)
+        if self.s.mode != "switch" and handed is not None:
+            rid = self.endpoint.request(m.BufferReady(p, self.s.flush_sid),
+                                        self._agent_of(handed), now)
+            self._homecoming[rid] = anchor
 
     def moving_in(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` is delegated elsewhere while it comes here (PD:
@@ -402,6 +415,11 @@ class AnchorAgentCore(ServiceCore):
                 self._on_handoff(event, msg, now)
             elif not self.fn.handle(ep, event, now) and event.expects_reply:
                 ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
+        elif isinstance(event, ReplyReceived | NegativeReply | RequestTimedOut) and \
+                event.request_id in self._homecoming:
+            # The visited point sent what it held (or will not): lift the hold.
+            anchor = self._homecoming.pop(event.request_id)
+            self._replace(anchor.prefix, [anchor], now)
         elif isinstance(event, ReplyReceived):
             reply = event.reply
             join = self._joins.pop(event.request_id, None)
@@ -556,6 +574,7 @@ class AnchorAgentCore(ServiceCore):
         # attached here (no link event told us), it is not any more.
         self._departed(prefix, now, hold=False)
         self._back.discard(prefix)
+        self._handed[prefix] = msg.dpa_address
         held = self.dp.buffered(prefix)
         have = self.dp.entries()  # read once: a kernel dump costs ~1 ms here
         had = any(e.prefix == prefix and e.flow is None for e in have)
