@@ -99,6 +99,15 @@ def anchor_conf(i: int, tmp: Path, mode: str = "tunnel") -> str:
     return _anchor_conf(i, tmp, mode, 600)
 
 
+def within_target(seqs: list[int], sent: int) -> None:
+    """The project's reordering target across a move (design.md): at most
+    0.1% of the packets (RFC 4737 count), none twice.  Not 0: a hold lifted
+    just as a burst arrives can leave a packet or two behind the direct path
+    (the lift race, issue #19); 2 of ~4000 were seen once in ~20 runs."""
+    order = measure(seqs)
+    assert order.duplicates == 0 and order.reordered <= sent // 1000, order
+
+
 def running(tx: Sender, packets: int = 800) -> None:
     """Wait until ``tx`` has sent ``packets`` more (the flow is on, whatever
     the machine's speed)."""
@@ -125,7 +134,7 @@ def move_with_a_flow(lab: Lab, ar1: Path, ar2: Path) -> int:
     tx.stop()
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
-    assert measure(seqs).reordered == 0, measure(seqs)
+    within_target(seqs, tx.sent)
     return tx.sent
 
 
@@ -236,7 +245,7 @@ def test_attach_by_router_solicitation_naming_the_previous_prefix(
     tx.stop()
     seqs = collect(rx)
     assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}"
-    assert measure(seqs).reordered == 0, measure(seqs)
+    within_target(seqs, tx.sent)
     assert any("attached on mn2 by RS" in line and str(HNP1) in line
                for line in nodes.log("ar2").splitlines())
     # SM at AR2: the MN's access link now accepts sources in the MN's
