@@ -78,3 +78,30 @@ def test_an_inform_about_a_visiting_prefix_does_not_end_the_visit() -> None:
     assert "mn" in w.ar[2].attached and HNP1 in w.ar[2].attached["mn"].visiting
     assert w.ar[2].stats.counters["departed"] == 0
     assert report(w.fab, flow).lost == 0
+
+
+def test_an_inform_from_anyone_but_the_lms_is_refused() -> None:
+    """A forged LM:1-3 push saying the MN's own prefix is served elsewhere
+    would make its router hold it: only the LMs subscribed at is heard."""
+    from ipaddress import IPv6Address as A
+
+    from dmanchor.transport.reliable import NegativeReply
+    from dmanchor.wire import messages as m
+    from tests.helpers import Collector
+
+    w = world("switch", hold_timeout=0.05)
+    flow = downlink("f", IP1, 0.2, 1.0)
+    start_flow(w.fab, flow)
+    attacker = Collector()
+    w.net.add(("fc00::99", 5401), attacker)
+
+    def forge() -> None:
+        attacker.ep.request(m.LocationInform(HNP1, A("fc00::2:0"), 600), ("fc00::1:0", 5400),
+                            w.net.now)
+        w.net.poll(("fc00::99", 5401))
+    w.net.call_at(0.5, forge)
+    w.net.run(until=1.5)
+    assert [e for e in attacker.events if isinstance(e, NegativeReply)]
+    assert w.ar[1].stats.counters["inform-refused"] == 1
+    assert "mn" in w.ar[1].attached and w.ar[1].stats.counters["departed"] == 0
+    assert report(w.fab, flow).lost == 0

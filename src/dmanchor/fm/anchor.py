@@ -404,6 +404,13 @@ class AnchorAgentCore(ServiceCore):
             if isinstance(msg, m.BufferReady):
                 self._on_ready(event, msg, now)
             elif isinstance(msg, m.LocationInform):
+                if not self._from_lms(event.source):
+                    # Only the LMs we subscribed at pushes to us: anyone else
+                    # could make us hold an MN's prefix (issue 15 will judge
+                    # the authenticated key, not the address).
+                    ep.reject(event, Cause.NOT_AUTHORIZED, "not our LMs", now, msg.prefix)
+                    self.stats.counters["inform-refused"] += 1
+                    return
                 ep.reply(event, m.LocationInformAck(msg.prefix), now)
                 if msg.lifetime and msg.forwarding_address not in (self.s.dpa, self.s.flush_sid):
                     # LM:1-3: another point serves the prefix now.  Believed
@@ -639,6 +646,16 @@ class AnchorAgentCore(ServiceCore):
         self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
 
     # -- Helpers -------------------------------------------------------------------------
+
+    def _from_lms(self, source: Addr) -> bool:
+        """Whether ``source`` is the LMs (or LMp) this agent subscribes at."""
+        lms = self.s.lms
+        if lms is None or source[1] != lms[1]:
+            return False
+        try:
+            return IPv6Address(source[0]) == IPv6Address(lms[0])
+        except ValueError:
+            return source[0] == lms[0]
 
     def _mn_of(self, prefix: Prefix) -> str | None:
         v = self.visiting.get(prefix)
