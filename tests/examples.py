@@ -12,6 +12,7 @@ from dmanchor.wire.types import (
     FlowState,
     ForwardingEntry,
     Load,
+    MnBinding,
     Prefix,
     Status,
 )
@@ -63,4 +64,6 @@ EXAMPLES: list[m.Message] = [
     m.Heartbeat("lms-a"),
     m.HeartbeatAck("lms-b"),
     m.Error(Status(Cause.UNKNOWN_PREFIX, "no binding"), HNP1),
+    m.MnQuery("02:00:00:00:00:01"),
+    m.MnReply("02:00:00:00:00:01", (MnBinding(HNP1, DPA2, 3600, 2), MnBinding(HNP2, DPA2, 3600))),
 ]

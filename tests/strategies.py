@@ -16,6 +16,7 @@ from dmanchor.wire.types import (
     FlowState,
     ForwardingEntry,
     Load,
+    MnBinding,
     Prefix,
     Status,
 )
@@ -51,6 +52,7 @@ statuses = st.builds(
     st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255),
 )
 loads = st.builds(Load, st.booleans(), st.integers(0, 100))
+bindings = st.builds(MnBinding, prefixes(), addresses, u32, u32)
 
 VALUES: dict[IE, st.SearchStrategy[Any]] = {
     IE.PREFIX: prefixes(),
@@ -72,6 +74,7 @@ VALUES: dict[IE, st.SearchStrategy[Any]] = {
     IE.COUNT: u64,
     IE.ORIGIN: names,
     IE.MN_ID: names,
+    IE.BINDING: bindings,
 }
 
 

@@ -100,7 +100,7 @@ from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
 from .dataplane.tunbuffer import Lift
-from .fm.anchor import AnchorAgentCore
+from .fm.anchor import AnchorAgentCore, Announce, Delegate
 from .fm.controller import (
     AnchorMoved,
     AnchorSwitching,
@@ -260,16 +260,22 @@ class Node:
     def _after_anchor(self) -> None:
         """After the anchor agent ran: routes to BGP, delegations to DHCPv6-PD,
         source filters to the kernel."""
-        if self.bgp is not None:
-            self._push_routes()
-        if self.pd is not None and self.anchor is not None:
-            for on, prefix in self.anchor.drain_delegations():
-                if on:
+        agent = self.anchor
+        assert agent is not None
+        while (effect := agent.next_event()) is not None:
+            if isinstance(effect, Announce):
+                self._announce(effect.prefix, effect.on)
+            elif isinstance(effect, Delegate):
+                if self.pd is None:
+                    continue
+                if effect.on:
                     # A prefix visiting from another network is still
                     # delegated there: ask for it without taking another.
-                    self.pd.hold(prefix, moving=self.anchor.moving_in(prefix))
+                    self.pd.hold(effect.prefix, moving=agent.moving_in(effect.prefix))
                 else:
-                    self.pd.let_go(prefix)
+                    self.pd.let_go(effect.prefix)
+            else:
+                self._advertise_mns(effect.link)
         if self.cfg.source_validation:
             self._sync_sources()
 
@@ -292,14 +298,14 @@ class Node:
                 except DataPlaneError as exc:
                     log.error("source filter on %s: %s", link, exc)
 
-    def _push_routes(self) -> None:
-        """Hand the anchor's announcements and withdrawals to the BGP speaker."""
-        assert self.anchor is not None and self.bgp is not None
-        for on, prefix in self.anchor.drain_routes():
-            self.bgp.change([] if on else [prefix], [prefix] if on else [])
-            if self._trace is not None:
-                self._write_trace({"fn": "bgp", "dir": "announce" if on else "withdraw",
-                                   "prefix": str(prefix)})
+    def _announce(self, prefix: Prefix, on: bool) -> None:
+        """Hand an announcement or withdrawal to the BGP speaker."""
+        if self.bgp is None:
+            return
+        self.bgp.change([] if on else [prefix], [prefix] if on else [])
+        if self._trace is not None:
+            self._write_trace({"fn": "bgp", "dir": "announce" if on else "withdraw",
+                               "prefix": str(prefix)})
 
     def _after_controller(self) -> None:
         """The controller's upward events: logged; an anchor switch moves the
@@ -421,7 +427,7 @@ class Node:
             if on is not None and on not in self.cfg.access_links:
                 raise ValueError(f"{on!r} is not an access link of this node")
             agent.track_flows(Prefix.parse(doc["prefix"]),
-                              [flow_from_json(f) for f in doc.get("flows", [])],
+                              [flow_from_json(f) for f in doc.get("flows", [])], now,
                               None if on is None else str(on))
         elif cmd == "flows_closed":
             agent.flows_closed(Prefix.parse(doc["prefix"]), now)
@@ -566,12 +572,16 @@ class Node:
         if fw and not here:
             previous.update({p: [] for p in delegated})
         if not here or previous:
-            # A first RS on this link, or one naming prefixes not kept yet
-            # (the MN's own stack may have solicited first, without them).
-            agent.attach(mn, link, [] if fw else list(own), previous, time.time())
-            agent.process(time.time())
+            # A first RS on this link (the LMs is asked which prefixes the
+            # MN used elsewhere), or one naming prefixes not kept yet.
+            now = time.time()
+            if not here:
+                agent.arrive(mn, link, [] if fw else list(own), list(previous), now)
+            else:
+                agent.attach(mn, link, (), previous, now)
+            agent.process(now)
             self.drivers["anchor"].pump()
-            log.info("MN %s attached on %s by RS: own %s, previous %s", mn, link,
+            log.info("MN %s attached on %s by RS: own %s, named %s", mn, link,
                      [str(p) for p in own], [str(p) for p in previous])
         self._advertise(link, own, tuple(rs.previous), agent.s.lifetime)
 
@@ -602,13 +612,19 @@ class Node:
         assert self._ra is not None and self.anchor is not None
         self._ra_timer = None
         for link in self._ra.due(time.time()):
-            own: tuple[Prefix, ...] = ()
-            kept: tuple[Prefix, ...] = ()
-            for st in self.anchor.attached.values():
-                if st.link == link:
-                    own, kept = (*own, *st.own), (*kept, *st.visiting)
-            self._advertise(link, own, kept, self.anchor.s.lifetime, solicited=False)
+            self._advertise_mns(link, solicited=False)
         self._arm_ra()
+
+    def _advertise_mns(self, link: str, solicited: bool = True) -> None:
+        """Advertise what the MNs on ``link`` use: the prefixes given here
+        preferred, those kept from elsewhere deprecated."""
+        assert self.anchor is not None
+        own: tuple[Prefix, ...] = ()
+        kept: tuple[Prefix, ...] = ()
+        for st in self.anchor.attached.values():
+            if st.link == link:
+                own, kept = (*own, *st.own), (*kept, *st.visiting)
+        self._advertise(link, own, kept, self.anchor.s.lifetime, solicited)
 
     def _arm_ra(self) -> None:
         assert self._ra is not None

@@ -14,8 +14,8 @@ keeps flows that need session continuity working when an MN moves:
   a central FM-CP (:mod:`.controller`) re-routes the core (FM:5-1) and tells
   the old anchor (FM:6-2) to release its buffer towards the new one.
 * ``mode="bgp"`` (draft 4.2 with routing): the anchoring moves too, but the
-  new anchor announces the prefix itself (BGP, through :meth:`drain_routes`
-  to a speaker) and, having found the previous point by LM:1-1, tells it
+  new anchor announces the prefix itself (BGP: :class:`Announce` effects
+  for a speaker) and, having found the previous point by LM:1-1, tells it
   (FM:6-2) to send what it holds and what still reaches it; that point
   withdraws its announcement and drops its tunnel once drained.  Without
   an end marker from the routers, the new path's hold ends at
@@ -25,13 +25,15 @@ Either way, when the continuity flows have closed and the prefix lifetime
 has ended (FM:3-3), the visited anchor stops anchoring the prefix and the
 binding is removed, so it goes back to its home network.
 
-Access-layer inputs (link up/down, the MN's previous prefixes and flows)
-arrive as method calls; everything else is messages.
+Access-layer inputs (an MN arriving or leaving, its flows) arrive as
+method calls; everything else is messages.  What the host must do besides
+sending messages and programming the data plane comes out of
+:meth:`AnchorAgentCore.next_event` as typed effects.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -103,7 +105,7 @@ class AnchorSettings:
     see both directions; otherwise the uplink leaves directly."""
     pd: bool = False
     """The MN prefixes anchored here are DHCPv6-PD delegations (draft 4.2.1):
-    :meth:`AnchorAgentCore.drain_delegations` tells the PD client side when
+    :class:`Delegate` effects tell the PD client side when
     this router starts anchoring one (request it, as a hint) and when it
     stops (release it, so it can go to the next anchor or back to the pool)."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
@@ -119,6 +121,34 @@ class AnchorSettings:
         docs/protocol.md, FM:6); packets to the DPA address itself do not.
         """
         return self.dpa + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """BGP (mode ``bgp``): start (``on``) or stop announcing ``prefix``."""
+
+    prefix: Prefix
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """DHCPv6-PD (``pd``): hold (``on``: ask for it, as a hint) or release ``prefix``."""
+
+    prefix: Prefix
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Advertise:
+    """Send a Router Advertisement on the access ``link`` now: the prefixes
+    kept for an MN there changed (new ones deprecated, to stay valid)."""
+
+    link: str
+
+
+Effect = Announce | Delegate | Advertise
+"""What the agent asks of its host besides messages and forwarding."""
 
 
 @dataclass(slots=True)
@@ -188,10 +218,11 @@ class AnchorAgentCore(ServiceCore):
         self.registered = False
         self.announced: set[Prefix] = set()
         """Prefixes this anchor announces by BGP (mode ``bgp``)."""
-        self._routes: list[tuple[bool, Prefix]] = []
         self.delegated: set[Prefix] = set()
         """MN prefixes this router holds delegations for (``pd``)."""
-        self._delegations: list[tuple[bool, Prefix]] = []
+        self._effects: deque[Effect] = deque()
+        self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
+        self._closed: set[Prefix] = set()  # prefixes whose continuity flows ended
         if settings.mode == "bgp":
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
@@ -202,13 +233,53 @@ class AnchorAgentCore(ServiceCore):
 
     # -- Access-layer inputs -----------------------------------------------------------
 
+    def arrive(self, mn: str, link: str, own: Sequence[Prefix], hinted: Sequence[Prefix],
+               now: float) -> None:
+        """An MN solicited on ``link`` (its first RS here): anchor ``own``.
+
+        Which prefixes it used elsewhere comes from the LMs (LM:1-1 by MN:
+        the binding maps the MN to its prefixes and their anchors), since a
+        stock host names none; those its serving point reports flows
+        needing continuity on are kept (:meth:`attach`), and the link is
+        advertised again with them (:class:`Advertise`).  ``hinted``: what
+        the RS itself names (an optional option), kept at once - and
+        claimed only if the binding agrees the MN is theirs (SM).
+        """
+        self.attach(mn, link, own, {p: [] for p in hinted}, now)
+        if self.s.lms is not None:
+            rid = self.endpoint.request(m.MnQuery(mn), self.s.lms, now)
+            self._mn_queries[rid] = (mn, link)
+
+    def _on_mn_reply(self, mn: str, link: str, reply: m.MnReply, now: float) -> None:
+        """The LMs says where the MN's prefixes are served: keep the busy ones."""
+        st = self.attached.get(mn)
+        if st is None or st.link != link or reply.mn != mn:
+            return  # gone again (or an answer about someone else)
+        keep: dict[Prefix, Sequence[FlowFilter]] = {}
+        served: dict[Prefix, IPv6Address] = {}
+        for b in reply.bindings:
+            here = b.forwarding_address in (self.s.dpa, self.s.flush_sid)
+            if b.flows == 0 or here or b.prefix in st.own or b.prefix in st.visiting:
+                continue
+            keep[b.prefix] = ()
+            served[b.prefix] = b.forwarding_address
+        self.stats.counters["mn-query"] += 1
+        if keep:
+            self.attach(mn, link, (), keep, now, served)
+            self._effects.append(Advertise(link))
+            self.stats.counters["kept-by-lm"] += len(keep)
+
     def attach(self, mn: str, link: str, own: Sequence[Prefix],
-               previous: Mapping[Prefix, Sequence[FlowFilter]], now: float) -> None:
+               previous: Mapping[Prefix, Sequence[FlowFilter]], now: float,
+               served: Mapping[Prefix, IPv6Address] | None = None) -> None:
         """The MN came up on ``link``: anchor ``own``; keep ``previous`` reachable.
 
         ``previous`` maps each prefix from an earlier network still used by
         flows needing continuity to those flows (FM:3-1 filters).
+        ``served``: where the LMs already said each is served (no LM:1-1
+        for it then).  Called again for the same MN and link, it adds.
         """
+        served = served or {}
         # Back home with a prefix of ours that went elsewhere - named as a
         # previous prefix, or simply given again (the MN's /64 here).
         returning = [p for p in dict.fromkeys((*own, *previous)) if p in self.away]
@@ -234,14 +305,20 @@ class AnchorAgentCore(ServiceCore):
             # once it does, the old point may release packets here at any
             # moment (in switch mode the controller triggers it), and each
             # must be counted.  On Linux this costs an ip6tables call.
-            self._track(p, [*flows, *self._pending.pop(p, ())])
+            # (The MN is not attached yet: no binding report from here.)
+            named = [*flows, *self._pending.pop(p, ())]
+            if named:
+                self._track(p, named, now)
         prior = self.attached.get(mn)
-        kept = prior.visiting if prior is not None and prior.link == link else ()
-        own = tuple(dict.fromkeys((*own, *returning)))
+        same = prior is not None and prior.link == link
+        kept = prior.visiting if prior is not None and same else ()
+        had = prior.own if prior is not None and same else ()
+        own = tuple(dict.fromkeys((*had, *own, *returning)))
         self.attached[mn] = _Attached(link, own, tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
-            self._lm_update(p, self.s.dpa, now, mn=mn)
-        self._subscribe(own, now)
+            if p not in had:
+                self._lm_update(p, self.s.dpa, now, mn=mn)
+        self._subscribe([p for p in own if p not in had], now)
         for p in foreign:
             self.visiting[p] = _Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
@@ -251,7 +328,7 @@ class AnchorAgentCore(ServiceCore):
                 # the prefix is this MN's; the previous point (LM:1-1) is
                 # told to send its leftovers here.
                 join = _Join(p)
-                if self.s.lms is None:
+                if self.s.lms is None or self._known(join, served, mn):
                     self._joined(join, now)
                 else:
                     self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
@@ -264,12 +341,22 @@ class AnchorAgentCore(ServiceCore):
             # Tunnel mode: find where the prefix was served last (LM:1-1)
             # and which anchor holds it (FM:4-3), then ask both for it.
             join = _Join(p)
-            if self.s.lms is not None:
+            if self.s.lms is not None and not self._known(join, served, mn):
                 self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
             else:
                 join.lm_done = True
             self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
+
+    def _known(self, join: _Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
+        """Fill ``join`` from what the LMs already said (LM:1-1 by MN)."""
+        where = served.get(join.prefix)
+        if where is None:
+            return False
+        join.lm_done = True
+        join.bound_to = mn
+        join.previous = None if where == self.s.dpa else where
+        return True
 
     def _return_home(self, p: Prefix, link: str, now: float) -> None:
         """The MN is back with a prefix of ours it took elsewhere.
@@ -344,15 +431,9 @@ class AnchorAgentCore(ServiceCore):
         if self.s.lms is not None and prefixes:
             self.endpoint.request(m.Subscribe(tuple(prefixes), self.s.lifetime), self.s.lms, now)
 
-    def drain_routes(self) -> list[tuple[bool, Prefix]]:
-        """Routing changes for the BGP speaker: (announce?, prefix), in order."""
-        out, self._routes = self._routes, []
-        return out
-
-    def drain_delegations(self) -> list[tuple[bool, Prefix]]:
-        """Delegation changes for the PD client (``pd``): (hold?, prefix), in order."""
-        out, self._delegations = self._delegations, []
-        return out
+    def next_event(self) -> Effect | None:
+        """The next thing the host must do (announce, delegate, advertise), in order."""
+        return self._effects.popleft() if self._effects else None
 
     def _delegate(self, prefixes: Sequence[Prefix], on: bool) -> None:
         if not self.s.pd:
@@ -360,9 +441,9 @@ class AnchorAgentCore(ServiceCore):
         for p in prefixes:
             if on != (p in self.delegated):
                 (self.delegated.add if on else self.delegated.discard)(p)
-                self._delegations.append((on, p))
+                self._effects.append(Delegate(p, on))
 
-    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter],
+    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
                     link: str | None = None) -> None:
         """Charge these flows of ``prefix`` here too (FM:2 state to move later).
 
@@ -372,28 +453,69 @@ class AnchorAgentCore(ServiceCore):
         arrive, so charging stays exact.  Given the access link the MN will
         come on, the charging is set up at once, off the handover's path.
         """
-        if not any(prefix in st.own or prefix in st.visiting for st in self.attached.values()):
+        if self._owner(prefix) is None:
             self._pending[prefix] = tuple(dict.fromkeys((*self._pending.get(prefix, ()),
                                                          *flows)))
             if link is not None:
                 for f in flows:
                     self.dp.track(f, link)
             return
-        self._track(prefix, flows)
+        self._track(prefix, flows, now)
 
-    def _track(self, prefix: Prefix, flows: Sequence[FlowFilter]) -> None:
+    def _track(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
+               handed: bool = False) -> None:
+        """Charge ``flows`` of an MN's ``prefix`` here; the binding learns
+        when the prefix starts carrying flows that need continuity.
+        ``handed``: they came with their state (FM:2) from the previous
+        point, whose count the binding carries already."""
+        before = self._flow_count(prefix)
         self._flows[prefix] = tuple(dict.fromkeys((*self._flows.get(prefix, ()), *flows)))
+        if flows:
+            self._closed.discard(prefix)
+            v = self.visiting.get(prefix)
+            if v is not None:
+                v.flows_closed = False
+        if handed:
+            return
         for f in flows:
             self.dp.track(f)
+        mn = self._owner(prefix)
+        if mn is not None and not before and self._flow_count(prefix):
+            self._lm_update(prefix, self.s.dpa, now, mn=mn)
 
     def flows_closed(self, prefix: Prefix, now: float) -> None:
-        """The continuity flows using a visiting prefix have closed (FM:3-3)."""
-        v = self.visiting.get(prefix)
-        if v is None:
+        """The continuity flows using an MN's prefix have closed (FM:3-3).
+
+        A visiting prefix reverts once its lifetime is over too; for any,
+        the binding learns that a router the MN moves to need not keep it.
+        """
+        mn = self._owner(prefix)
+        if mn is None:
             return
-        v.flows_closed = True
-        if now >= v.expires:
-            self._revert(prefix, now)
+        had = self._flow_count(prefix)
+        self._closed.add(prefix)
+        v = self.visiting.get(prefix)
+        if v is not None:
+            v.flows_closed = True
+            if now >= v.expires:
+                self._revert(prefix, now)
+                return
+        if had != 0:
+            self._lm_update(prefix, self.s.dpa, now, mn=mn)
+
+    def _owner(self, prefix: Prefix) -> str | None:
+        """The attached MN using ``prefix`` here, if any."""
+        for mn, st in self.attached.items():
+            if prefix in st.own or prefix in st.visiting:
+                return mn
+        return None
+
+    def _flow_count(self, prefix: Prefix) -> int | None:
+        """Continuity flows active on ``prefix`` here (None: none known of)."""
+        if prefix in self._closed:
+            return 0
+        flows = self._flows.get(prefix)
+        return None if flows is None else len(flows)
 
     # -- Messages --------------------------------------------------------------------------
 
@@ -420,6 +542,12 @@ class AnchorAgentCore(ServiceCore):
                     self._departed(msg.prefix, now, hold=True, own_only=True)
             elif isinstance(msg, m.FmHandoff):
                 self._on_handoff(event, msg, now)
+            elif isinstance(msg, m.FlowStateTransfer):
+                # FM:2: these flows continue here; they move on with the
+                # prefix if the MN does (and their count goes in the binding).
+                if self._owner(msg.prefix) is not None:
+                    self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
+                self.fn.handle(ep, event, now)
             elif not self.fn.handle(ep, event, now) and event.expects_reply:
                 ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
         elif isinstance(event, ReplyReceived | NegativeReply | RequestTimedOut) and \
@@ -427,6 +555,10 @@ class AnchorAgentCore(ServiceCore):
             # The visited point sent what it held (or will not): lift the hold.
             anchor = self._homecoming.pop(event.request_id)
             self._replace(anchor.prefix, [anchor], now)
+        elif isinstance(event, ReplyReceived) and event.request_id in self._mn_queries:
+            mn, link = self._mn_queries.pop(event.request_id)
+            if isinstance(event.reply, m.MnReply):
+                self._on_mn_reply(mn, link, event.reply, now)
         elif isinstance(event, ReplyReceived):
             reply = event.reply
             join = self._joins.pop(event.request_id, None)
@@ -448,6 +580,10 @@ class AnchorAgentCore(ServiceCore):
             elif isinstance(reply, m.RegistrationReply):
                 self.registered = True
         elif isinstance(event, NegativeReply | RequestTimedOut):
+            if self._mn_queries.pop(event.request_id, None) is not None:
+                # No answer: the MN keeps what its RS named, nothing more.
+                self.stats.counters["mn-query-failed"] += 1
+                return
             join = self._joins.pop(event.request_id, None)
             request = event.request
             if join is not None and isinstance(request, m.LocationQuery):
@@ -714,10 +850,10 @@ class AnchorAgentCore(ServiceCore):
         for p in prefixes:
             if on and p not in self.announced:
                 self.announced.add(p)
-                self._routes.append((True, p))
+                self._effects.append(Announce(p, True))
             elif not on and p in self.announced:
                 self.announced.discard(p)
-                self._routes.append((False, p))
+                self._effects.append(Announce(p, False))
 
     def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
                    lifetime: int | None = None, mn: str | None = None) -> None:
@@ -725,8 +861,9 @@ class AnchorAgentCore(ServiceCore):
         if self.s.lms is None:
             return
         life = self.s.lifetime if lifetime is None else lifetime
-        self.endpoint.request(m.LocationUpdate(prefix, address, life, mn=mn or None),
-                              self.s.lms, now)
+        flows = self._flow_count(prefix) if mn and life else None
+        self.endpoint.request(m.LocationUpdate(prefix, address, life, mn=mn or None,
+                                               flows=flows), self.s.lms, now)
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:

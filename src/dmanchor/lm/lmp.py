@@ -115,9 +115,13 @@ class LmpCore(ServiceCore):
         elif isinstance(msg, m.LocationUpdate):
             self.cache.pop(msg.prefix, None)
             relayed = m.LocationUpdate(msg.prefix, msg.forwarding_address, msg.lifetime,
-                                       ev.sender or msg.origin)
+                                       ev.sender or msg.origin, msg.mn, msg.flows)
             rid = self.endpoint.request(relayed, self._up(), now)
             self._inflight[rid] = _Upstream("update", [ev], msg.prefix)
+        elif isinstance(msg, m.MnQuery):
+            # Not cached: the MN's prefixes change with every move of it.
+            rid = self.endpoint.request(msg, self._up(), now)
+            self._inflight[rid] = _Upstream("query", [ev])
         elif isinstance(msg, m.Subscribe):
             life = msg.lifetime if msg.lifetime is not None else 600
             new = []

@@ -43,7 +43,7 @@ from ..transport.reliable import (
 from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.ie import INFINITE_LIFETIME
-from ..wire.types import Cause, Prefix
+from ..wire.types import Cause, MnBinding, Prefix
 from .store import Binding, MemoryStore, Store, StoreError
 
 
@@ -152,6 +152,7 @@ class LmsCore(ServiceCore):
         self.counters: Counter[str] = Counter()
         self.events: list[LmsEvent] = []
         self._claims: PrefixTable[str] = PrefixTable()  # prefix -> member id
+        self._by_mn: dict[str, set[Prefix]] = {}  # MN-ID -> its bound prefixes
         self._member_addrs: dict[Addr, str] = {}
         self._expiry: list[tuple[float, Prefix]] = []
         self._relays: dict[int, _Relay] = {}
@@ -161,7 +162,7 @@ class LmsCore(ServiceCore):
             self._claims.set(p, settings.node_id)
         loaded = list(self.store.load())
         for b in loaded:
-            self.bindings.set(b.prefix, b)
+            self._bind(b)
         self._expiry = [(b.expires, b.prefix) for b in loaded]
         heapq.heapify(self._expiry)
         if self._expiry:
@@ -182,6 +183,35 @@ class LmsCore(ServiceCore):
             if b.expires > now:
                 return b
         return None
+
+    def of_mn(self, mn: str, now: float) -> list[Binding]:
+        """The live bindings naming ``mn``."""
+        out = []
+        for p in sorted(self._by_mn.get(mn, ()), key=lambda q: (q.network, q.length)):
+            b = self.bindings.get(p)
+            if b is not None and b.expires > now:
+                out.append(b)
+        return out
+
+    def _bind(self, b: Binding) -> None:
+        old = self.bindings.get(b.prefix)
+        if old is not None and old.mn and old.mn != b.mn:
+            self._forget_mn(old.mn, b.prefix)
+        self.bindings.set(b.prefix, b)
+        if b.mn:
+            self._by_mn.setdefault(b.mn, set()).add(b.prefix)
+
+    def _unbind(self, prefix: Prefix) -> None:
+        old = self.bindings.pop(prefix)
+        if old is not None and old.mn:
+            self._forget_mn(old.mn, prefix)
+
+    def _forget_mn(self, mn: str, prefix: Prefix) -> None:
+        held = self._by_mn.get(mn)
+        if held is not None:
+            held.discard(prefix)
+            if not held:
+                del self._by_mn[mn]
 
     def primary_for(self, prefix: Prefix) -> str | None:
         """Node id of the member primary for ``prefix`` (None: unclaimed)."""
@@ -245,6 +275,21 @@ class LmsCore(ServiceCore):
             ev, reply_cls(b.prefix, b.forwarding_address, self._remaining(b, now), b.mn or None),
             now)
 
+    def _on_mn_query(self, ev: MessageReceived, now: float) -> None:
+        """LM:1-1 by MN: every prefix bound to the MN and where it is served.
+
+        Answered from this member's bindings: in a pool, an MN's prefixes
+        bound at other members are not listed (the router that asks then
+        keeps only what the MN's own RS names).
+        """
+        msg = ev.message
+        assert isinstance(msg, m.MnQuery)
+        found = self.of_mn(msg.mn, now)
+        self.counters["mn-query-hit" if found else "mn-query-miss"] += 1
+        self.endpoint.reply(ev, m.MnReply(msg.mn, tuple(
+            MnBinding(b.prefix, b.forwarding_address, self._remaining(b, now), b.flows)
+            for b in found)), now)
+
     def _on_update(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
         assert isinstance(msg, m.LocationUpdate)
@@ -256,7 +301,7 @@ class LmsCore(ServiceCore):
         if member is not None:
             relayed = m.LocationUpdate(
                 msg.prefix, msg.forwarding_address, msg.lifetime,
-                origin or msg.origin, msg.mn,
+                origin or msg.origin, msg.mn, msg.flows,
             )
             self._relay(ev, relayed, member, msg.prefix, now)
             return
@@ -275,6 +320,11 @@ class LmsCore(ServiceCore):
             self.endpoint.reject(ev, Cause.NOT_AUTHORIZED,
                                  f"{msg.prefix} is bound to another MN", now, msg.prefix)
             return
+        # Unreported flows: the MN's own count carries over (its new point
+        # claims before it learns the flows); an update naming no MN (a
+        # host-based MN's own agent) reports none the network keeps for it.
+        flows = msg.flows if msg.flows is not None else (
+            held.flows if held is not None and msg.mn and msg.mn == mn else 0)
         mn = msg.mn or mn
         lifetime = min(msg.lifetime, self.settings.max_lifetime)
         try:
@@ -283,7 +333,7 @@ class LmsCore(ServiceCore):
             else:
                 binding = Binding(
                     msg.prefix, msg.forwarding_address, now + lifetime,
-                    origin or msg.origin or "", mn,
+                    origin or msg.origin or "", mn, flows,
                 )
                 self.store.put(binding)
         except StoreError as exc:
@@ -292,9 +342,9 @@ class LmsCore(ServiceCore):
             return
         # Durable: now it may be acknowledged and applied.
         if lifetime == 0:
-            self.bindings.pop(msg.prefix)
+            self._unbind(msg.prefix)
         else:
-            self.bindings.set(msg.prefix, binding)
+            self._bind(binding)
             heapq.heappush(self._expiry, (binding.expires, msg.prefix))
             if self._expiry[0][1] == msg.prefix:
                 self.set_timer("expire", binding.expires)
@@ -521,9 +571,9 @@ class LmsCore(ServiceCore):
             except StoreError:
                 self.counters["store-failure"] += 1
                 heapq.heappush(heap, (now + 1.0, prefix))
-                self.bindings.set(prefix, b._replace(expires=now + 1.0))
+                self._bind(b._replace(expires=now + 1.0))
                 continue
-            self.bindings.pop(prefix)
+            self._unbind(prefix)
             self.counters["expired"] += 1
             self._changed(prefix, b.forwarding_address, 0, now, fan_out=True)
         if heap:
@@ -540,6 +590,7 @@ class LmsCore(ServiceCore):
     ] = {
         m.LocationQuery: _on_query,
         m.PeerQuery: _on_query,
+        m.MnQuery: _on_mn_query,
         m.LocationUpdate: _on_update,
         m.Subscribe: _on_subscribe,
         m.Unsubscribe: _on_unsubscribe,

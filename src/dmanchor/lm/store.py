@@ -37,6 +37,9 @@ class Binding(NamedTuple):
     mn: str = ""
     """The MN the prefix is bound to ("": none named).  Updates naming
     another MN are refused: one host cannot take over another's prefix."""
+    flows: int = 0
+    """Flows needing continuity its serving point last reported active on
+    it: a router the MN moves to keeps the prefix only if some are."""
 
 
 class StoreError(Exception):
@@ -105,25 +108,30 @@ class SqliteStore:
                 " network BLOB NOT NULL, length INTEGER NOT NULL,"
                 " address BLOB NOT NULL, expires REAL NOT NULL,"
                 " updated_by TEXT NOT NULL, mn TEXT NOT NULL DEFAULT '',"
+                " flows INTEGER NOT NULL DEFAULT 0,"
                 " PRIMARY KEY (network, length)) WITHOUT ROWID"
             )
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(binding)")}
             if "mn" not in columns:  # a store written before bindings named MNs
                 self.db.execute("ALTER TABLE binding ADD COLUMN mn TEXT NOT NULL DEFAULT ''")
+            if "flows" not in columns:  # ... or counted their flows
+                self.db.execute("ALTER TABLE binding ADD COLUMN flows INTEGER NOT NULL DEFAULT 0")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     @staticmethod
-    def _row(b: Binding) -> tuple[bytes, int, bytes, float, str, str]:
+    def _row(b: Binding) -> tuple[bytes, int, bytes, float, str, str, int]:
         return (
             b.prefix.network.to_bytes(16, "big"), b.prefix.length,
-            b.forwarding_address.packed, b.expires, b.updated_by, b.mn,
+            b.forwarding_address.packed, b.expires, b.updated_by, b.mn, b.flows,
         )
 
     def put(self, binding: Binding) -> None:
         try:
             self.db.execute(
-                "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?,?)", self._row(binding)
+                "INSERT OR REPLACE INTO binding"
+                " (network, length, address, expires, updated_by, mn, flows)"
+                " VALUES (?,?,?,?,?,?,?)", self._row(binding)
             )
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -133,7 +141,9 @@ class SqliteStore:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany(
-                    "INSERT OR REPLACE INTO binding VALUES (?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO binding"
+                " (network, length, address, expires, updated_by, mn, flows)"
+                " VALUES (?,?,?,?,?,?,?)",
                     (self._row(b) for b in bindings),
                 )
         except sqlite3.Error as exc:
@@ -150,15 +160,15 @@ class SqliteStore:
 
     def load(self) -> Iterator[Binding]:
         rows = self.db.execute(
-            "SELECT network, length, address, expires, updated_by, mn FROM binding"
+            "SELECT network, length, address, expires, updated_by, mn, flows FROM binding"
         ).fetchall()
         # One comprehension over fetched rows: a million bindings load in a
         # few seconds.  Forwarding addresses are few (one per anchor): the
         # memoized constructor shares one object per address.
         frm = int.from_bytes
         addr = address_from_packed
-        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), e, by, mn)
-                     for n, ln, a, e, by, mn in rows])
+        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), e, by, mn, fl)
+                     for n, ln, a, e, by, mn, fl in rows])
 
     def close(self) -> None:
         self.db.close()

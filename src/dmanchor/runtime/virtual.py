@@ -51,6 +51,9 @@ class VirtualNetwork:
         self._order = 0
         self._timer_at: dict[Addr, float | None] = {}
         self._on_poll: dict[Addr, Callable[[], None]] = {}
+        self.taps: list[Callable[[float, Addr, Addr, bytes], None]] = []
+        """Called with (time, source, destination, datagram) for each delivery:
+        what call-flow tests and traces read the message sequence from."""
 
     # -- Topology ----------------------------------------------------------------
 
@@ -158,5 +161,7 @@ class VirtualNetwork:
             self.counters["undeliverable"] += 1
             return
         self.counters["delivered"] += 1
+        for tap in self.taps:
+            tap(self.now, src, dest, data)
         core.receive_datagram(data, src, self.now)
         self.poll(dest)

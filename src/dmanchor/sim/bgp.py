@@ -1,7 +1,7 @@
 """Routers that learn anchors' BGP announcements, for the virtual-time fabric.
 
 A model of the routing daemons of draft 4.2 (BIRD on the emulator's
-routers): what an anchor agent announces (:meth:`AnchorAgentCore.drain_routes`)
+routers): what an anchor agent announces (its :class:`Announce` effects)
 reaches each router's forwarding table after that router's propagation
 delay, as a route towards the announcing anchor.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from ipaddress import IPv6Address
 
-from ..fm.anchor import AnchorAgentCore
+from ..fm.anchor import AnchorAgentCore, Announce, Effect
 from ..wire.types import EntryKind, ForwardingEntry
 from .fabric import Fabric
 
@@ -30,11 +30,17 @@ class BgpModel:
         self.delays = dict(delays or {})
         self.updates = 0
         """Route changes installed, all routers together."""
+        self.effects: list[Effect] = []
+        """Every effect the hooked agents asked for (announcements and others)."""
 
     def hook(self, agent: AnchorAgentCore) -> Callable[[], None]:
         """The ``on_poll`` hook taking ``agent``'s announcements to the routers."""
         def run() -> None:
-            for on, prefix in agent.drain_routes():
+            while (effect := agent.next_event()) is not None:
+                self.effects.append(effect)
+                if not isinstance(effect, Announce):
+                    continue
+                on, prefix = effect.on, effect.prefix
                 for router, hops in self.next_hops.items():
                     nh = hops.get(agent.s.dpa)
                     if nh is None:

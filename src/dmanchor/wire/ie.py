@@ -40,6 +40,7 @@ class IE(IntEnum):
     COUNT = 17
     ORIGIN = 18
     MN_ID = 19
+    BINDING = 20
     AUTH = 255
 
 
@@ -154,4 +155,7 @@ CODECS: dict[IE, ValueCodec] = {
     IE.COUNT: U64,
     IE.ORIGIN: NAME,
     IE.MN_ID: NAME,
+    IE.BINDING: ValueCodec(
+        t.encode_binding, t.decode_binding, t.binding_to_json, t.binding_from_json
+    ),
 }

@@ -16,7 +16,7 @@ from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from .ie import CODECS, IE
-from .types import FlowFilter, FlowState, ForwardingEntry, Load, Prefix, Status
+from .types import FlowFilter, FlowState, ForwardingEntry, Load, MnBinding, Prefix, Status
 
 
 class MsgType(IntEnum):
@@ -54,6 +54,8 @@ class MsgType(IntEnum):
     HEARTBEAT = 30
     HEARTBEAT_ACK = 31
     ERROR = 32
+    MN_QUERY = 33
+    MN_REPLY = 34
 
 
 class Kind(IntEnum):
@@ -173,6 +175,33 @@ class LocationQuery(Message):
 
 @register
 @dataclass(frozen=True, slots=True)
+class MnReply(Message):
+    """LM:1-2 by MN: every live binding naming the MN (none: an empty list)."""
+
+    TYPE = MsgType.MN_REPLY
+    LABEL = "LM:1-2"
+    mn: str = ie(IE.MN_ID)
+    bindings: tuple[MnBinding, ...] = ie(IE.BINDING, many=True)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class MnQuery(Message):
+    """LM:1-1 by MN: where are the prefixes of this MN served?
+
+    Draft 3.2: the LM maps an MN and its prefixes to anchors.  A router an
+    MN attaches to asks this with the MN's identity at the access link to
+    learn the prefixes it used elsewhere - a stock host names none.
+    """
+
+    TYPE = MsgType.MN_QUERY
+    LABEL = "LM:1-1"
+    REPLY = MnReply
+    mn: str = ie(IE.MN_ID)
+
+
+@register
+@dataclass(frozen=True, slots=True)
 class LocationInformAck(Message):
     """Acknowledges an LM:1-3 push."""
 
@@ -229,6 +258,9 @@ class LocationUpdate(Message):
     """The MN using the prefix (its link-layer identity at the access
     router).  A binding that names an MN is refused to an update naming
     another: one host cannot take over another's prefix."""
+    flows: int | None = ie(IE.COUNT, optional=True)
+    """Flows needing continuity active on the prefix at the sender (None:
+    not reported; the binding keeps what its MN's last report said)."""
 
 
 @register

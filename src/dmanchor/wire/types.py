@@ -232,7 +232,23 @@ class Load(NamedTuple):
 
 # -- Binary layouts ---------------------------------------------------------
 
+class MnBinding(NamedTuple):
+    """One prefix of an MN and where it is served (an answer to LM:1-1 by MN)."""
+
+    prefix: Prefix
+    """The MN's prefix."""
+    forwarding_address: IPv6Address
+    """The DPA serving it now."""
+    lifetime: int
+    """Seconds the binding has left."""
+    flows: int = 0
+    """Flows needing continuity its serving point reports active on it (0:
+    none - the MN no longer needs the prefix kept where it goes)."""
+
+
 _PREFIX = struct.Struct("!B16s")
+_BINDING = struct.Struct("!B16s16sII")
+_U32 = struct.Struct("!I")
 _FLOW = struct.Struct("!BBBxHH16s16s")
 _FLOW_STATE = struct.Struct("!B3xQQQQ")
 _ENTRY_HEAD = struct.Struct("!BBHB16s")
@@ -342,6 +358,21 @@ def decode_flow_state(raw: bytes) -> FlowState:
     flow = decode_flow(raw[: _FLOW.size])
     qos, bu, bd, pu, pd = _FLOW_STATE.unpack(raw[_FLOW.size : fixed])
     return FlowState(flow, qos, bu, bd, pu, pd, bytes(raw[fixed:]))
+
+
+def encode_binding(b: MnBinding) -> bytes:
+    for n in (b.lifetime, b.flows):
+        if not 0 <= n <= 0xFFFFFFFF:
+            raise WireError("bad-value", f"binding field {n}")
+    return (encode_prefix(b.prefix) + encode_address(b.forwarding_address)
+            + _U32.pack(b.lifetime) + _U32.pack(b.flows))
+
+
+def decode_binding(raw: bytes) -> MnBinding:
+    if len(raw) != _BINDING.size:
+        raise WireError("bad-ie-length", f"binding needs {_BINDING.size} bytes, got {len(raw)}")
+    length, network, address, lifetime, flows = _BINDING.unpack(raw)
+    return MnBinding(_prefix(length, network), address_from_packed(address), lifetime, flows)
 
 
 def encode_entry(e: ForwardingEntry) -> bytes:
@@ -562,6 +593,18 @@ def state_from_json(d: Any) -> FlowState:
         _int(d.get("bytes_up", 0)), _int(d.get("bytes_down", 0)),
         _int(d.get("packets_up", 0)), _int(d.get("packets_down", 0)), opaque,
     )
+
+
+def binding_to_json(b: MnBinding) -> dict[str, Any]:
+    return {"prefix": str(b.prefix), "forwarding_address": str(b.forwarding_address),
+            "lifetime": b.lifetime, "flows": b.flows}
+
+
+def binding_from_json(d: Any) -> MnBinding:
+    d = _obj(d, "binding")
+    return MnBinding(Prefix.parse(_str(d.get("prefix"))),
+                     parse_address(_str(d.get("forwarding_address"))),
+                     _int(d.get("lifetime")), _int(d.get("flows", 0)))
 
 
 def entry_to_json(e: ForwardingEntry) -> dict[str, Any]:

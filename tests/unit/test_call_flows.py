@@ -1,0 +1,306 @@
+"""The draft's call flows with stock MNs, as ordered message sequences.
+
+Each test drives the project's cores through one whole procedure in
+virtual time, like aioquic's ``tests/test_connection.py`` drives two
+connections, and asserts the order of the messages on the wire and the
+routers' resulting state.  The MN is a stock host: its Router Solicitation
+names no previous prefix, so the router it moves to learns the prefixes it
+used elsewhere from the LMs (LM:1-1 by MN) and keeps those whose serving
+point reports flows needing continuity on them (draft 4.1.1 vs 4.1.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address as A
+from typing import Any
+
+import pytest
+
+from dmanchor.runtime.virtual import VirtualNetwork
+from dmanchor.sim.traffic import report, start_flow
+from dmanchor.transport.reliable import Addr
+from dmanchor.wire import decode
+from dmanchor.wire import messages as m
+from dmanchor.wire.types import EntryKind, Prefix
+from tests.unit.test_fm import (
+    HNP1,
+    HNP2,
+    IP1,
+    IP2,
+    World,
+    assert_lossless,
+    downlink,
+    filter_of,
+    world,
+)
+
+HNP3 = Prefix.parse("2001:db8:3:1::/64")
+NAMES = {"fc00::1:0": "ar1", "fc00::2:0": "ar2", "fc00::3:0": "ar3", "fc00::d": "lms",
+         "fc00::c": "ctrl", "fc00::ff": "r"}
+
+
+Step = tuple[str, str, str] | tuple[str, str, str, Callable[[Any], bool]]
+"""(from, to, message type[, a test the message passes])."""
+
+
+def about(prefix: Prefix, **fields: object) -> Callable[[Any], bool]:
+    """A step's test: the message is about ``prefix`` with these field values."""
+    def test(msg: Any) -> bool:
+        return bool(getattr(msg, "prefix", None) == prefix
+                    and all(getattr(msg, k) == v for k, v in fields.items()))
+    return test
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One message delivered: when, from which node, to which, what."""
+
+    t: float
+    src: str
+    dst: str
+    message: m.Message
+
+    @property
+    def name(self) -> str:
+        return self.message.TYPE.name
+
+
+class Trace:
+    """Every message the virtual network delivers, in delivery order."""
+
+    def __init__(self, net: VirtualNetwork) -> None:
+        self.seen: list[Seen] = []
+        net.taps.append(self._tap)
+
+    def _tap(self, now: float, src: Addr, dst: Addr, data: bytes) -> None:
+        self.seen.append(Seen(now, NAMES.get(src[0], src[0]), NAMES.get(dst[0], dst[0]),
+                              decode(data).message))
+
+    def since(self, t: float) -> list[Seen]:
+        return [s for s in self.seen if s.t >= t]
+
+    def count(self, name: str, since: float = 0.0) -> int:
+        return sum(1 for s in self.since(since) if s.name == name)
+
+    def assert_order(self, steps: list[Step], since: float = 0.0) -> list[Seen]:
+        """``steps`` - (from, to, message type[, test of the message]) - occur
+        in this order (others may come between); returns the matches."""
+        found: list[Seen] = []
+        it = iter(self.since(since))
+        for step in steps:
+            src, dst, name = step[:3]
+            test = step[3] if len(step) == 4 else None
+            for s in it:
+                if (s.src, s.dst, s.name) == (src, dst, name) and (
+                        test is None or test(s.message)):
+                    found.append(s)
+                    break
+            else:
+                shown = "\n".join(f"  {s.t:.4f} {s.src} -> {s.dst} {s.name}"
+                                  for s in self.since(since))
+                raise AssertionError(f"no {src} -> {dst} {name} after {found[-1:]}; seen:\n"
+                                     f"{shown}")
+        return found
+
+
+def move_stock(w: World, t: float, gap: float, own: Prefix, src: int = 1, dst: int = 2,
+               mn: str = "mn") -> None:
+    """The MN's radio goes from AR``src`` to AR``dst``; it solicits there
+    with a plain RS (no previous prefix named).  AR``src`` sees its link go."""
+    def down() -> None:
+        w.fab.detach(mn)
+    w.net.call_at(t, down)
+    w.at(t, src, lambda a, now: a.detach(mn, now))
+
+    def up() -> None:
+        w.fab.attach(mn, f"ar{dst}", f"{mn}{dst}")
+        w.fab.add_address(mn, own.network + 0x10)
+    w.net.call_at(t + gap, up)
+    w.at(t + gap, dst, lambda a, now: a.arrive(mn, f"{mn}{dst}", [own], [], now))
+
+
+# -- Fig 4 (4.1.1): mobility support not needed --------------------------------------
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["flows-ended", "never-needed"])
+def test_fig4_nothing_kept_when_no_flow_needs_it(ended: bool) -> None:
+    """The flow on HNP1 ended (or never needed continuity): after the move
+    the LMs lists HNP1 with no flows, so AR2 keeps nothing and no anchor
+    is discovered or asked; new flows use HNP2."""
+    w = world("tunnel")
+    trace = Trace(w.net)
+    old = downlink("old", IP1, 0.2, 0.45)
+    new = downlink("new", IP2, 0.7, 1.0)
+    start_flow(w.fab, old)
+    start_flow(w.fab, new)
+    if ended:
+        w.at(0.15, 1, lambda a, now: a.track_flows(HNP1, [filter_of(old)], now))
+        w.at(0.47, 1, lambda a, now: a.flows_closed(HNP1, now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    w.net.run(until=1.5)
+    seq = trace.assert_order([
+        ("ar2", "lms", "LOCATION_UPDATE"),   # HNP2 bound to the MN at AR2
+        ("ar2", "lms", "MN_QUERY"),          # LM:1-1 by MN
+        ("lms", "ar2", "MN_REPLY"),          # LM:1-2: HNP1 at AR1, no flows
+    ], since=0.5)
+    reply = seq[-1].message
+    assert isinstance(reply, m.MnReply)
+    assert [(b.prefix, b.forwarding_address, b.flows) for b in reply.bindings
+            if b.prefix == HNP1] == [(HNP1, A("fc00::1:0"), 0)]
+    for name in ("ANCHOR_DISCOVERY", "BUFFER_READY", "FLOW_STATE_TRANSFER"):
+        assert trace.count(name, since=0.5) == 0, name
+    assert w.ar[2].attached["mn"].own == (HNP2,) and w.ar[2].attached["mn"].visiting == ()
+    assert_lossless(report(w.fab, old))
+    rep = report(w.fab, new)
+    assert_lossless(rep)
+    assert rep.paths == (("cn", "r", "ar2", "mn"),)
+
+
+# -- Fig 5 (4.1.2): the old anchor keeps anchoring and tunnels ------------------------
+
+
+def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
+    w = world("tunnel", lifetime=2)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    fresh = downlink("fresh", IP2, 0.8, 1.1)
+    start_flow(w.fab, cont)
+    start_flow(w.fab, fresh)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5005, 0.03, HNP2)
+    w.at(1.3, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=3.5)
+    # AR1 reported the flow on HNP1 to the LMs when it began.
+    first = trace.assert_order([("ar1", "lms", "LOCATION_UPDATE")], since=0.12)[0].message
+    assert isinstance(first, m.LocationUpdate) and (first.prefix, first.flows) == (HNP1, 1)
+    seq = trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),           # LM:1-1 by MN: where is it served?
+        ("lms", "ar2", "MN_REPLY"),           # HNP1 at AR1, one flow
+        ("ar2", "ctrl", "ANCHOR_DISCOVERY"),  # FM:4-3: who anchors HNP1?
+        ("ctrl", "ar2", "DISCOVERY_ANSWER"),  # FM:4-4: AR1
+        ("ar2", "ar1", "BUFFER_READY"),       # FM:6-2: ready, send what you hold
+        ("ar2", "lms", "LOCATION_UPDATE",     # LM:1-4: HNP1 now at AR2, for the MN
+         about(HNP1, forwarding_address=A("fc00::2:0"), mn="mn")),
+        ("ar1", "ar2", "BUFFER_READY_ACK"),
+        ("ar1", "ar2", "FLOW_STATE_TRANSFER"),  # FM:2: charging moves
+        # FM:3-3, once the flow closed and the lifetime ran out:
+        ("ar2", "lms", "LOCATION_UPDATE", about(HNP1, lifetime=0)),  # binding removed
+        ("ar2", "ar1", "FM_HANDOFF"),         # FM:1: AR1 is HNP1's FM again
+    ], since=0.5)
+    # No LM:1-1 by prefix: the answer by MN already said where HNP1 was.
+    assert trace.count("LOCATION_QUERY", since=0.5) == 0
+    assert seq[8].t > 2.5  # not before the visit's lifetime ended
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths
+    assert_lossless(report(w.fab, fresh))
+    assert w.ar[2].stats.counters["kept-by-lm"] == 1
+    assert "mn" in w.ar[2].attached and w.ar[2].attached["mn"].visiting == ()  # reverted
+
+
+# -- Fig 8 (4.2.1) and 4.2 by BGP: the anchoring moves --------------------------------
+
+
+def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
+    w = world("switch", hold_timeout=0.05)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    w.net.run(until=2.0)
+    trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),
+        ("lms", "ar2", "MN_REPLY"),
+        ("ar2", "lms", "LOCATION_UPDATE"),     # LM:1-4: HNP1 at AR2 now
+        ("lms", "ctrl", "LOCATION_INFORM"),    # LM:1-3 to the central FM-CP
+        ("ctrl", "r", "FORWARDING_UPDATE"),    # FM:5-1: the core routes HNP1 to AR2
+        ("ctrl", "ar1", "BUFFER_READY"),       # FM:6-2: AR1 sends what it held
+        ("ar1", "ar2", "FLOW_STATE_TRANSFER"),  # FM:2
+    ], since=0.5)
+    assert trace.count("ANCHOR_DISCOVERY", since=0.5) == 0  # internal to the control plane
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0 and rep.reordered == 0, rep
+    assert ("cn", "r", "ar2", "mn") in rep.paths
+    assert HNP1 in w.ar[2].visiting
+
+
+def test_bgp_call_flow_for_a_stock_mn() -> None:
+    w = world("bgp", hold_timeout=0.05)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    w.net.run(until=2.0)
+    trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),
+        ("lms", "ar2", "MN_REPLY"),
+        ("ar2", "ar1", "BUFFER_READY"),        # FM:6-2 to the previous point
+        ("ar2", "lms", "LOCATION_UPDATE"),
+        ("ar1", "ar2", "BUFFER_READY_ACK"),
+        ("ar1", "ar2", "FLOW_STATE_TRANSFER"),
+    ], since=0.5)
+    assert trace.count("LOCATION_QUERY", since=0.5) == 0
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    assert HNP1 in w.ar[2].announced and HNP1 not in w.ar[1].announced
+
+
+# -- Chains: the prefix follows the MN from router to router --------------------------
+
+
+def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
+    """AR1 -> AR2 -> AR3: AR3 learns HNP1 from the LMs (served at AR2 now,
+    its flow count carried over) and takes it from AR2, its anchor AR1
+    re-pointing the tunnel."""
+    w = world("tunnel", n=3)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.5)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    move_stock(w, 1.0, 0.02, HNP3, src=2, dst=3)
+    w.net.run(until=2.0)
+    reply = trace.assert_order([("lms", "ar3", "MN_REPLY")], since=1.0)[0].message
+    assert isinstance(reply, m.MnReply)
+    assert {(b.prefix, b.forwarding_address, b.flows) for b in reply.bindings} == {
+        (HNP1, A("fc00::2:0"), 1), (HNP2, A("fc00::2:0"), 0), (HNP3, A("fc00::3:0"), 0)}
+    trace.assert_order([("ar3", "ar2", "BUFFER_READY"), ("ar3", "ar1", "BUFFER_READY")],
+                       since=1.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    assert ("cn", "r", "ar1", "r", "ar3", "mn") in rep.paths
+    assert HNP1 in w.ar[3].visiting and HNP2 not in w.ar[3].visiting
+    assert not [e for e in w.fab.routers["ar2"].entries()
+                if e.prefix == HNP1 and e.kind is EntryKind.ANCHOR]
+
+
+# -- SM: a host is known by its link-layer identity ----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "switch", "bgp"])
+def test_another_host_gets_nothing_of_the_mn(mode: str) -> None:
+    """A second host arriving at AR2 (its own link-layer identity) is given
+    only its own prefix - the LMs lists nothing of the MN for it, and its RS
+    naming HNP1 is refused; the MN's flow is undisturbed."""
+    w = world(mode, hold_timeout=0.05)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    w.fab.add_host("evil")
+
+    def evil() -> None:
+        w.fab.attach("evil", "ar2", "ev2")
+        w.fab.add_address("evil", IP1)  # it would take the MN's packets
+    w.net.call_at(0.4, evil)
+    w.at(0.4, 2, lambda a, now: a.arrive("02:00:00:00:0e:01", "ev2", [HNP2], [HNP1], now))
+    w.net.run(until=1.5)
+    assert w.ar[2].stats.counters["claim-refused"] == 1
+    assert w.ar[2].stats.counters["kept-by-lm"] == 0
+    assert HNP1 not in w.ar[2].visiting
+    assert not [d for d in w.fab.received("evil") if d.packet.flow == "cont"]
+    assert_lossless(report(w.fab, cont))
+    assert report(w.fab, cont).paths == (("cn", "r", "ar1", "mn"),)
