@@ -304,3 +304,26 @@ def test_another_host_gets_nothing_of_the_mn(mode: str) -> None:
     assert not [d for d in w.fab.received("evil") if d.packet.flow == "cont"]
     assert_lossless(report(w.fab, cont))
     assert report(w.fab, cont).paths == (("cn", "r", "ar1", "mn"),)
+
+
+def test_fig1a_an_lm_pool_answers_for_every_member() -> None:
+    """Fig 1a: each anchor's CPA hosts an LMs member.  AR2's member holds
+    nothing of the MN; it asks the pool (LM:2) and answers with HNP1's
+    binding, held at AR1's member."""
+    w = world("tunnel", lm="pool")
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    w.net.run(until=2.0)
+    # (Each member's LMs listens on its anchor's address, port 5401.)
+    trace.assert_order([
+        ("ar2", "ar2", "MN_QUERY"),    # to its own member
+        ("ar2", "ar1", "MN_QUERY"),    # that member asks the pool
+        ("ar1", "ar2", "MN_REPLY"),
+        ("ar2", "ar2", "MN_REPLY", lambda r: HNP1 in [b.prefix for b in r.bindings]),
+        ("ar2", "ar1", "BUFFER_READY"),
+    ], since=0.5)
+    assert_lossless(report(w.fab, cont))
+    assert HNP1 in w.ar[2].visiting

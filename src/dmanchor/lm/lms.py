@@ -129,6 +129,16 @@ class _Relay:
 
 
 @dataclass(slots=True)
+class _Gather:
+    """A client's LM:1-1 by MN waiting on the pool's other members."""
+
+    client: MessageReceived
+    mn: str
+    found: dict[Prefix, MnBinding]
+    waiting: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
 class _Subscriptions:
     by_client: dict[Addr, float] = field(default_factory=dict)  # -> expiry
 
@@ -156,6 +166,7 @@ class LmsCore(ServiceCore):
         self._member_addrs: dict[Addr, str] = {}
         self._expiry: list[tuple[float, Prefix]] = []
         self._relays: dict[int, _Relay] = {}
+        self._gathers: dict[int, _Gather] = {}  # LM:1-1 by MN asked of members
         self._joined: set[Addr] = set()
         self._join_pending: dict[int, Addr] = {}
         for p in settings.primary:
@@ -278,17 +289,42 @@ class LmsCore(ServiceCore):
     def _on_mn_query(self, ev: MessageReceived, now: float) -> None:
         """LM:1-1 by MN: every prefix bound to the MN and where it is served.
 
-        Answered from this member's bindings: in a pool, an MN's prefixes
-        bound at other members are not listed (the router that asks then
-        keeps only what the MN's own RS names).
+        In a pool, a client's query also goes to every live member (each is
+        primary for some prefixes, LM:2-2) and the answers are merged; a
+        member's query is answered from this member's bindings alone.
         """
         msg = ev.message
         assert isinstance(msg, m.MnQuery)
-        found = self.of_mn(msg.mn, now)
-        self.counters["mn-query-hit" if found else "mn-query-miss"] += 1
-        self.endpoint.reply(ev, m.MnReply(msg.mn, tuple(
-            MnBinding(b.prefix, b.forwarding_address, self._remaining(b, now), b.flows)
-            for b in found)), now)
+        found = {b.prefix: MnBinding(b.prefix, b.forwarding_address,
+                                     self._remaining(b, now), b.flows)
+                 for b in self.of_mn(msg.mn, now)}
+        self.counters["mn-query"] += 1
+        peers = [] if self._member_at(ev.source) is not None else [
+            mb for mb in self.members.values() if mb.alive]
+        gather = _Gather(ev, msg.mn, found)
+        for mb in peers:
+            rid = self.endpoint.request(m.MnQuery(msg.mn), mb.address, now,
+                                        self.settings.peer_policy)
+            gather.waiting.add(rid)
+            self._gathers[rid] = gather
+        if not gather.waiting:
+            self._answer_gather(gather, now)
+
+    def _gathered(self, rid: int, reply: m.Message | None, now: float) -> None:
+        """A member answered an MN query (``None``: it did not)."""
+        gather = self._gathers.pop(rid)
+        gather.waiting.discard(rid)
+        if isinstance(reply, m.MnReply) and reply.mn == gather.mn:
+            for b in reply.bindings:
+                gather.found.setdefault(b.prefix, b)
+        elif reply is None:
+            self.counters["mn-query-member-silent"] += 1
+        if not gather.waiting:
+            self._answer_gather(gather, now)
+
+    def _answer_gather(self, gather: _Gather, now: float) -> None:
+        found = sorted(gather.found.values(), key=lambda b: (b.prefix.network, b.prefix.length))
+        self.endpoint.reply(gather.client, m.MnReply(gather.mn, tuple(found)), now)
 
     def _on_update(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
@@ -491,6 +527,9 @@ class LmsCore(ServiceCore):
     # -- Answers to our own requests ------------------------------------------------------
 
     def _on_reply(self, ev: ReplyReceived, now: float) -> None:
+        if ev.request_id in self._gathers:
+            self._gathered(ev.request_id, ev.reply, now)
+            return
         relay = self._relays.pop(ev.request_id, None)
         if relay is not None:
             r = ev.reply
@@ -511,6 +550,9 @@ class LmsCore(ServiceCore):
             self._add_member(ev.reply.node_id, peer, ev.reply.prefixes, now)
 
     def _on_negative(self, ev: NegativeReply, now: float) -> None:
+        if ev.request_id in self._gathers:
+            self._gathered(ev.request_id, None, now)
+            return
         relay = self._relays.pop(ev.request_id, None)
         if relay is not None:
             self.endpoint.reject(relay.client, ev.status.code, ev.status.message, now,
@@ -522,6 +564,9 @@ class LmsCore(ServiceCore):
             self.events.append(JoinRefused(peer, ev.status.message))
 
     def _on_timeout(self, ev: RequestTimedOut, now: float) -> None:
+        if ev.request_id in self._gathers:
+            self._gathered(ev.request_id, None, now)
+            return
         relay = self._relays.pop(ev.request_id, None)
         if relay is not None:
             self.endpoint.reject(relay.client, Cause.PEER_UNREACHABLE,

@@ -8,8 +8,10 @@ them and one ``dmanchor node`` process per node, then plays the timeline:
   bridged to one interface ``br0``; attaching is bridging that radio, after
   the previous router's side of the old radio went down (the router's node
   sees the link event and detaches the MN: FM:6-1 holds start), and then
-  soliciting: the MN's RS names the prefixes its continuity flows still use
-  (previous-prefix option), the router attaches it and advertises (RA);
+  soliciting with a plain RS, as a stock host does: the router attaches it,
+  advertises (RA) and asks the LMs which prefixes the MN used elsewhere
+  (LM:1-1 by MN), keeping those whose serving point reports flows needing
+  continuity on them;
 * flows are a sequenced UDP probe and a checked TCP stream from a host;
 * faults kill or restart a node process, or cut a link.
 
@@ -286,7 +288,8 @@ class Emulation:
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
         host_based = self.sc.nodes[mn].agent
         # Host-based (Fig 2a/2b): the network does nothing for the kept
-        # prefixes; the MN's own agent claims them (below).
+        # prefixes; the MN's own agent claims them (below).  Network-based:
+        # the routers keep them (recorded to report; the RS names nothing).
         previous = () if host_based else tuple(st.continuity)
         # Handover preparation: the operator's policy names the continuity
         # flows (FM:3-1 filters) to the target router before the MN leaves;
@@ -324,7 +327,7 @@ class Emulation:
         # the MN's neighbour entry stays right across moves.
         self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
         t_attach = time.monotonic()
-        own = self._solicit(mn, previous)
+        own = self._solicit(mn)
         st.router = to
         fresh = [p for p in own if p not in st.prefixes]
         for p in fresh:
@@ -359,8 +362,9 @@ class Emulation:
             self._ifindex[key] = self._nl(node).ifindex(ifname)
         return self._ifindex[key]
 
-    def _solicit(self, mn: str, previous: tuple[Prefix, ...]) -> list[Prefix]:
-        """Send the MN's RS (naming ``previous``); return the RA's preferred prefixes."""
+    def _solicit(self, mn: str) -> list[Prefix]:
+        """Send the MN's RS (a stock one: no previous prefix named); return
+        the RA's preferred prefixes."""
         sock = open_in_netns(self.lab.ns(mn), socket.AF_INET6, socket.SOCK_RAW,
                              socket.IPPROTO_ICMPV6)
         try:
@@ -370,7 +374,7 @@ class Emulation:
             blocked[ROUTER_ADVERTISEMENT >> 5] &= ~(1 << (ROUTER_ADVERTISEMENT & 31))
             sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
             index = self._index(mn, "br0")
-            rs = encode_rs(RouterSolicitation(previous, MN_MAC))
+            rs = encode_rs(RouterSolicitation((), MN_MAC))
             deadline = time.monotonic() + 3.0
             sock.settimeout(0.5)
             while time.monotonic() < deadline:
@@ -465,6 +469,10 @@ class Emulation:
                       + (" (needs continuity)" if spec.continuity else ""))
         if spec.continuity:
             st.continuity.setdefault(prefix, []).append(name)
+        if spec.continuity and not self.sc.nodes[spec.dst].agent:
+            # The network keeps continuity for network-based MNs only: a
+            # host-based one (Fig 2a/2b) claims its prefixes itself, and a
+            # router it moves to must not claim them too.
             command(self._sock(st.router), {"cmd": "track", "prefix": str(prefix),
                                             "flows": [self._flow_json(name)]})
         runner.start()
