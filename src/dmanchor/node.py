@@ -68,7 +68,6 @@ import json
 import logging
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -84,14 +83,10 @@ from .access.bgp import BgpEvent, BgpSession, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegated, DelegationEvent, Delegations, Refused, Returned
 from .access.kea_ctrl import KeaError, move_delegation
-from .access.nd import (
-    ROUTER_SOLICITATION,
-    NdError,
-    decode_rs,
-    encode_ra,
-)
+from .access.nd import encode_ra
 from .access.pd_aio import PdDriver, link_duid
-from .access.ra import RaSchedule, link_advertisement
+from .access.ra import RaSchedule, link_advertisement, shortest_valid
+from .access.sniff import HostSeen, LinkListener
 from .config import (
     ConfigError,
 )
@@ -141,7 +136,7 @@ class Node:
         self.dataplane: LinuxDataPlane | None = None
         self._control: ControlServer | None = None
         self._trace = cfg.trace.open("a") if cfg.trace is not None else None
-        self._rs_socks: list[socket.socket] = []
+        self._listeners: list[LinkListener] = []
         self._alloc = (PrefixAllocator(cfg.mn_pool, cfg.mn_state)
                        if cfg.mn_pool is not None else None)
         """The /64 each MN attaching by RS gets (durable with ``mn_state``)."""
@@ -222,7 +217,7 @@ class Node:
             # The hold device: end markers release holds as they arrive.
             asyncio.get_running_loop().add_reader(fd, self._on_hold_device)
         for link in cfg.access_links:
-            self._listen_rs(link)
+            self._listen(link)
         if cfg.access_links and self.anchor is not None:
             self._ra = RaSchedule(cfg.access_links, time.time(), cfg.ra_interval)
             self._on_ra_timer()
@@ -510,8 +505,9 @@ class Node:
                            "forced": lift.forced, "guarded": lift.guarded,
                            "waited_ms": round(lift.waited * 1e3, 3)})
 
-    def _listen_rs(self, link: str) -> None:
-        """Watch an access link for Router Solicitations (an MN attaching).
+    def _listen(self, link: str) -> None:
+        """Hear the hosts on an access link (:mod:`.access.sniff`): the first
+        thing an MN sends there is its arrival; its RSs get RAs.
 
         Also makes the kernel skip routes through the link while it has no
         carrier: the MN's radio leaving then diverts its prefixes to the
@@ -527,38 +523,32 @@ class Node:
                 Path(f"/proc/sys/net/ipv6/conf/{link}/{knob}").write_text("1")
             except OSError as exc:
                 log.warning("%s: cannot set %s: %s", link, knob, exc)
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
-        sock.setblocking(False)
-        # Receive RS only (ICMP6_FILTER: a bit set blocks that type).
-        blocked = [0xFFFFFFFF] * 8
-        blocked[ROUTER_SOLICITATION >> 5] &= ~(1 << (ROUTER_SOLICITATION & 31))
-        sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
-        self._rs_socks.append(sock)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_rs, sock, link)
+        listener = LinkListener(link)
+        self._listeners.append(listener)
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._on_heard, listener)
 
-    def _on_rs(self, sock: socket.socket, link: str) -> None:
-        """An MN solicits on ``link``: attach it, keeping its previous prefixes."""
+    def _on_heard(self, listener: LinkListener) -> None:
         try:
-            data, addr = sock.recvfrom(1500)
-            rs = decode_rs(data)
-        except (OSError, NdError) as exc:
-            log.debug("router solicitation on %s ignored: %s", link, exc)
+            heard = listener.read()
+        except OSError as exc:
+            log.warning("access link %s: %s", listener.link, exc)
             return
+        for seen in heard:
+            self._host_seen(listener.link, seen)
+
+    def _host_seen(self, link: str, seen: HostSeen) -> None:
+        """A host spoke on ``link``: attach it if it just arrived (its MN-ID
+        is the frame's source MAC, which the LMs binding names: no other
+        host can claim its prefixes); answer its solicitation."""
         agent = self.anchor
         assert agent is not None
-        # The MN is known by what the access link shows: the link-layer
-        # address its RS carries (the same whether its own stack or a
-        # mobility agent sent it), else the RS's link-local source.  The
-        # location binding names it (SM): no other host can claim its
-        # prefixes by naming them.
-        mn = (rs.source_lladdr.hex(":") if rs.source_lladdr
-              else str(addr[0]).split("%")[0])
+        mn = seen.mn_id
         attached = agent.attached.get(mn)
         here = attached is not None and attached.link == link
+        named = seen.rs.previous if seen.rs is not None else ()
         # A forwarding switch (4.2.2) hands out prefixes of its AR's network:
         # the AR anchors them and tunnels them down, so to the switch's
-        # agent they are visiting prefixes, like those the RS names.
+        # agent they are visiting prefixes, like those an RS names.
         fw = agent.s.parent is not None
         try:
             delegated = (self._alloc.get(mn),) if self._alloc is not None else ()
@@ -567,23 +557,23 @@ class Node:
             return
         own = attached.own if here and attached is not None and not fw else delegated
         known = set(own) | (set(attached.visiting) if here and attached is not None else set())
-        previous: dict[Prefix, list[FlowFilter]] = {
-            p: [] for p in rs.previous if p not in known}
+        previous: dict[Prefix, list[FlowFilter]] = {p: [] for p in named if p not in known}
         if fw and not here:
             previous.update({p: [] for p in delegated})
+        if here and not previous and seen.rs is None:
+            return  # an MN we know, talking
+        now = time.time()
+        if not here:
+            # Arrived: the LMs is asked which prefixes it used elsewhere.
+            agent.arrive(mn, link, [] if fw else list(own), list(previous), now)
+        elif previous:
+            agent.attach(mn, link, (), previous, now)
         if not here or previous:
-            # A first RS on this link (the LMs is asked which prefixes the
-            # MN used elsewhere), or one naming prefixes not kept yet.
-            now = time.time()
-            if not here:
-                agent.arrive(mn, link, [] if fw else list(own), list(previous), now)
-            else:
-                agent.attach(mn, link, (), previous, now)
             agent.process(now)
             self.drivers["anchor"].pump()
-            log.info("MN %s attached on %s by RS: own %s, named %s", mn, link,
-                     [str(p) for p in own], [str(p) for p in previous])
-        self._advertise(link, own, tuple(rs.previous), agent.s.lifetime)
+            log.info("MN %s arrived on %s (%s): own %s, named %s", mn, link,
+                     seen.kind.name, [str(p) for p in own], [str(p) for p in previous])
+        self._advertise_mns(link)
 
     def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],
                    lifetime: int, solicited: bool = True) -> None:
@@ -593,7 +583,8 @@ class Node:
         schedule on (the schedule moves itself on for its own)."""
         now = time.time()
         lease_left = self.pd.core.held(now) if self.pd is not None else None
-        data = encode_ra(link_advertisement(own, previous, lifetime, lease_left))
+        ra = link_advertisement(own, previous, lifetime, lease_left)
+        data = encode_ra(ra)
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
@@ -602,8 +593,10 @@ class Node:
         except OSError as exc:
             log.warning("router advertisement on %s: %s", link, exc)
             return
-        if solicited and self._ra is not None and link in self.cfg.access_links:
-            self._ra.sent(link, now)  # the next unsolicited one is an interval on
+        if self._ra is not None and link in self.cfg.access_links:
+            if solicited:
+                self._ra.sent(link, now)  # the next unsolicited one is an interval on
+            self._ra.lifetimes(link, now, shortest_valid(ra))
             self._arm_ra()
 
     def _on_ra_timer(self) -> None:
@@ -621,9 +614,13 @@ class Node:
         assert self.anchor is not None
         own: tuple[Prefix, ...] = ()
         kept: tuple[Prefix, ...] = ()
-        for st in self.anchor.attached.values():
+        for mn, st in self.anchor.attached.items():
             if st.link == link:
-                own, kept = (*own, *st.own), (*kept, *st.visiting)
+                # The /64 given here is the MN's to prefer, even where (a
+                # forwarding switch, 4.2.2) the anchor sees it as visiting.
+                given = self._alloc.peek(mn) if self._alloc is not None else None
+                own = (*own, *st.own, *((given,) if given is not None else ()))
+                kept = (*kept, *st.visiting)
         self._advertise(link, own, kept, self.anchor.s.lifetime, solicited)
 
     def _arm_ra(self) -> None:
@@ -659,10 +656,10 @@ class Node:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(self._link_monitor.fileno())
             self._link_monitor.close()
-        for sock in self._rs_socks:
+        for listener in self._listeners:
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(sock.fileno())
-            sock.close()
+                asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()
         for driver in self.drivers.values():
             driver.close()
         if self.pd is not None:

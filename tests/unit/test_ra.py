@@ -12,6 +12,7 @@ from dmanchor.access.ra import (
     MAX_INITIAL_RTR_ADVERTISEMENTS,
     RaSchedule,
     link_advertisement,
+    shortest_valid,
 )
 from dmanchor.wire.types import Prefix
 
@@ -52,6 +53,23 @@ def test_a_solicited_ra_pushes_the_next_unsolicited_one_on() -> None:
     assert after is not None and after >= before - 1.0 + 3.0
     with pytest.raises(KeyError):
         s.sent("eth9", 0.0)
+
+
+def test_short_lifetimes_bring_the_next_ra_forward_so_addresses_never_lapse() -> None:
+    """A prefix advertised for 2 s (a short anchoring lifetime, or a lease
+    nearly run out) is advertised again within a third of that: a host's
+    address is refreshed long before it expires."""
+    s = RaSchedule(["mn1"], now=0.0, max_interval=600, rng=random.Random(3))
+    run(s, 1000.0)
+    ra = link_advertisement([HNP1], [HNP2], 600, {HNP1: 2.0})
+    assert shortest_valid(ra) == 2.0
+    for step in range(20):
+        now = 1000.0 + step * 0.5
+        s.lifetimes("mn1", now, shortest_valid(ra))
+        due = s.next_deadline()
+        assert due is not None and due <= now + 2.0 / 3
+    s.lifetimes("mn1", 2000.0, None)  # nothing advertised: the schedule stands
+    assert shortest_valid(link_advertisement([], [], 600)) is None
 
 
 @pytest.mark.parametrize(("maximum", "minimum"), [(3, None), (2000, None), (10, 8), (10, 2)])

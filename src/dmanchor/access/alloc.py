@@ -47,6 +47,10 @@ class PrefixAllocator:
             self._by_mn = loaded
         self._used = {p.network for p in self._by_mn.values()}
 
+    def peek(self, mn: str) -> Prefix | None:
+        """The /64 of ``mn`` if it has one (nothing is allocated)."""
+        return self._by_mn.get(mn)
+
     def get(self, mn: str) -> Prefix:
         """The /64 of ``mn`` (allocated, and made durable, on first use)."""
         have = self._by_mn.get(mn)

@@ -85,6 +85,24 @@ class RaSchedule:
             self._initial[link] -= 1
         self._set(link, now + gap)
 
+    def lifetimes(self, link: str, now: float, shortest_valid: float | None) -> None:
+        """The RA just sent on ``link`` gave some prefix only ``shortest_valid``
+        seconds: the next comes within a third of that, so a host's address
+        never lapses between RAs - also where lifetimes are shorter than
+        RFC 4861's intervals (a DHCPv6-PD lease nearly run out, or a short
+        anchoring lifetime)."""
+        if shortest_valid is None or link not in self._due:
+            return
+        by = now + shortest_valid / 3
+        if self._due[link] > by:
+            self._set(link, by)
+
+
+def shortest_valid(ra: RouterAdvertisement) -> float | None:
+    """The shortest non-zero valid lifetime ``ra`` advertises (None: none)."""
+    lives = [p.valid for p in ra.prefixes if p.valid > 0]
+    return float(min(lives)) if lives else None
+
 
 def link_advertisement(own: Iterable[Prefix], kept: Iterable[Prefix], lifetime: int,
                        lease_left: Mapping[Prefix, float] | None = None,

@@ -36,6 +36,9 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_GETADDR = 22
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x20, 0x40
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
@@ -69,6 +72,7 @@ _NLMSGERR = struct.Struct("=i")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NHMSG = struct.Struct("=BBBBI")
 _RULEHDR = struct.Struct("=BBBBBBBBI")
+_IFADDRMSG = struct.Struct("=BBBBI")
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
@@ -368,6 +372,43 @@ def _parse_nexthop(data: bytes) -> KernelNexthop | None:
                          _U32.unpack(a[NHA_OIF][:4])[0] if NHA_OIF in a else None, segment)
 
 
+@dataclass(frozen=True, slots=True)
+class KernelAddress:
+    """One IPv6 address of a link, as the kernel holds it."""
+
+    address: IPv6Address
+    prefix_length: int
+    index: int
+    flags: int
+    """IFA_F_* bits (0x20 deprecated, 0x40 tentative, ...)."""
+    scope: int
+
+    @property
+    def deprecated(self) -> bool:
+        """Valid but no longer preferred: new connections do not pick it."""
+        return bool(self.flags & IFA_F_DEPRECATED)
+
+    @property
+    def tentative(self) -> bool:
+        """Still under duplicate address detection: not usable yet."""
+        return bool(self.flags & IFA_F_TENTATIVE)
+
+
+def _parse_address(data: bytes) -> KernelAddress | None:
+    if len(data) < _IFADDRMSG.size:
+        return None
+    family, plen, flags, scope, index = _IFADDRMSG.unpack_from(data)
+    if family != socket.AF_INET6:
+        return None
+    attrs = _parse_attrs(data, _IFADDRMSG.size, len(data))
+    raw = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+    if raw is None or len(raw) != 16:
+        return None
+    if IFA_FLAGS in attrs and len(attrs[IFA_FLAGS]) == 4:
+        flags = _U32.unpack(attrs[IFA_FLAGS])[0]  # the full 32 bits
+    return KernelAddress(IPv6Address(raw), plen, index, flags, scope)
+
+
 def _parse_rule(data: bytes) -> KernelRule | None:
     family, dst_len, src_len, _, table, _, _, action, _ = _RULEHDR.unpack_from(data)
     if family != socket.AF_INET6:
@@ -643,6 +684,12 @@ class Netlink:
             if exc.errno != errno.EOPNOTSUPP:
                 raise
             return []
+
+    def addresses(self, index: int) -> list[KernelAddress]:
+        """The IPv6 addresses of one link (``ip -6 addr show dev``)."""
+        return [a for a in self._dump_parsed(
+            RTM_GETADDR, _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, index), _parse_address)
+            if a.index == index]
 
     def rules(self) -> list[KernelRule]:
         """Every IPv6 FIB rule."""

@@ -50,10 +50,8 @@ GATEWAY_MAC = "02:00:00:00:ff:01"
 """The MAC every access router shows its MNs (with fe80::1: one gateway)."""
 MN_MAC = bytes.fromhex("020000000001")
 """The MN's bridge MAC (fixed at creation: its identity across moves)."""
-MN_SUFFIX = 0x10
 MN_SID = 0x5
 """A host-based MN's SRv6 SID in each network it visits (``<prefix>::5``)."""
-"""The MN's address in each of its prefixes (``<prefix>::10``)."""
 
 
 @dataclass(slots=True)
@@ -65,6 +63,8 @@ class _Mn:
     """Its own prefixes, oldest first (the newest is where new flows go)."""
     continuity: dict[Prefix, list[str]] = field(default_factory=dict)
     """Prefixes still used by continuity flows -> those flows."""
+    addresses: dict[Prefix, str] = field(default_factory=dict)
+    """The address its stack configured in each prefix (SLAAC)."""
 
 
 @dataclass(slots=True)
@@ -186,8 +186,22 @@ class Emulation:
         # MN's link-local identity would change with each move.
         lab.run(name, "ip", "link", "add", "br0", "address", "02:00:00:00:00:01",
                 "mtu", "1500", "type", "bridge")
+        # A stock host configured by SLAAC, with three settings of a mobile
+        # host (docs/operations.md): no DAD (its /64 is its alone) - else
+        # every move makes its kept addresses tentative, unreachable, for a
+        # second; no delay before soliciting; and its first MLD report
+        # within 10 ms of the radio coming up (not at random within 1 s):
+        # that report is how its new router hears it arrive.  Its default
+        # route comes from the RAs.
+        lab.run(name, "sysctl", "-qw", "net.ipv6.conf.br0.accept_dad=0",
+                "net.ipv6.conf.br0.router_solicitation_delay=0",
+                "net.ipv6.conf.br0.mldv2_unsolicited_report_interval=10")
         lab.run(name, "ip", "link", "set", "br0", "up")
-        lab.run(name, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
+        if self.sc.nodes[name].agent:
+            # A host-based MN ends tunnels, so its agent turns forwarding on,
+            # and the kernel then drops the default routes RAs gave it: its
+            # gateway is configured.
+            lab.run(name, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
 
     def _kea(self) -> None:
         sc, lab = self.sc, self.lab
@@ -323,32 +337,41 @@ class Emulation:
             self._nl(to).set_link(self._index(to, mn), up=True)
             self._down.discard((to, mn))
             lab.wait_up(to, mn)
-        # Every access router shows the same gateway (fe80::1, one MAC):
-        # the MN's neighbour entry stays right across moves.
-        self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
-        t_attach = time.monotonic()
-        own = self._solicit(mn)
+        # Every access router shows the same gateway (one MAC, so one
+        # link-local address): the MN's neighbour entry stays right across
+        # moves.  The radio moves; the MN's stack solicits and announces
+        # its addresses as it comes up (see _solicit), the router hears it
+        # and advertises, and the stack configures its addresses (SLAAC).
+        ra = self._ra_socket(mn)
+        try:
+            self._nl(mn).set_master(self._index(mn, f"r-{to}"), self._index(mn, "br0"))
+            t_attach = time.monotonic()
+            own = self._solicit(mn, ra)
+        finally:
+            ra.close()
         st.router = to
         fresh = [p for p in own if p not in st.prefixes]
-        for p in fresh:
-            st.prefixes.append(p)
-            lab.run(mn, "ip", "-6", "addr", "add", f"{p.address + MN_SUFFIX}/128", "dev",
-                    "br0", "nodad")
+        st.prefixes.extend(fresh)
+        st.addresses.update(self._autoconfigured(mn, own))
+        # (A stock host with ndisc_notify=1 announces its addresses as its
+        # carrier comes up, on its own kernel at once: see _solicit.)
+        self._announce(mn, list(st.addresses.values()))
         anchor = self.sc.nodes[to].anchor
         moves = anchor is not None and anchor.mode in ("switch", "bgp")
         # Draft 4.2.1: the new router holds the MN's new prefixes, and those
         # whose anchoring moved to it, as delegations.
         self._delegated(to, [*(st.continuity if moves else ()), *fresh], t_attach)
-        announce = [p.address + MN_SUFFIX for p in st.prefixes]
         if host_based and st.continuity and fresh:
             # Its SRv6 SID in the new network: where its anchors tunnel to it.
             sid = fresh[-1].address + MN_SID
-            announce.append(sid)
             command(self._sock(mn), {"cmd": "moved", "sid": str(sid),
                                      "keep": [str(p) for p in st.continuity]})
-        self._announce(mn, announce)
+            self._announce(mn, [str(sid)])
+        held = [f"{a.address} ({'deprecated' if a.deprecated else 'preferred'})"
+                for a in self._nl(mn).addresses(self._index(mn, "br0")) if a.scope == 0]
+        self.progress(f"{mn}: its stack holds {', '.join(held)}")
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
-                                     [str(p) for p in fresh]))
+                                     [str(p) for p in fresh], addresses=held))
 
     def _nl(self, node: str) -> Netlink:
         """A netlink socket in ``node``'s namespace (kept for the run)."""
@@ -362,43 +385,79 @@ class Emulation:
             self._ifindex[key] = self._nl(node).ifindex(ifname)
         return self._ifindex[key]
 
-    def _solicit(self, mn: str) -> list[Prefix]:
-        """Send the MN's RS (a stock one: no previous prefix named); return
-        the RA's preferred prefixes."""
+    def _ra_socket(self, mn: str) -> socket.socket:
+        """A socket in the MN's namespace hearing the RAs on its bridge."""
         sock = open_in_netns(self.lab.ns(mn), socket.AF_INET6, socket.SOCK_RAW,
                              socket.IPPROTO_ICMPV6)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"br0")
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
             blocked = [0xFFFFFFFF] * 8  # ICMP6_FILTER: receive RAs only
             blocked[ROUTER_ADVERTISEMENT >> 5] &= ~(1 << (ROUTER_ADVERTISEMENT & 31))
             sock.setsockopt(socket.IPPROTO_ICMPV6, 1, struct.pack("=8I", *blocked))
-            index = self._index(mn, "br0")
-            rs = encode_rs(RouterSolicitation((), MN_MAC))
-            deadline = time.monotonic() + 3.0
-            sock.settimeout(0.5)
-            while time.monotonic() < deadline:
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _solicit(self, mn: str, sock: socket.socket) -> list[Prefix]:
+        """The MN's stack solicits (a stock RS, naming nothing); returns the
+        preferred prefixes of the first RA that comes back.
+
+        On its own kernel an MN with ``router_solicitation_delay=0`` and
+        no DAD sends its MLD report and RS as soon as the radio's carrier
+        comes up.  Here every namespace shares one kernel, whose carrier
+        events are rate-limited to about one a second across all of them
+        (linkwatch): with the old router's link just gone down, the MN's
+        stack would hear of its new carrier up to a second late.  So the
+        runner sends the RS the stack would send, at once.
+        """
+        index = self._index(mn, "br0")
+        rs = encode_rs(RouterSolicitation((), MN_MAC))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        deadline = time.monotonic() + 3.0
+        sent = False
+        while (left := deadline - time.monotonic()) > 0:
+            if not sent:
                 try:
                     sock.sendto(rs, ("ff02::2", 0, 0, index))
+                    sent = True
                 except OSError as exc:
                     # The bridge just got its carrier: its link-local address
-                    # (the RS's source) appears a moment later.
-                    if exc.errno != errno.EADDRNOTAVAIL:
+                    # (the RS's source) and multicast route appear a moment
+                    # later.
+                    if exc.errno not in (errno.EADDRNOTAVAIL, errno.ENETUNREACH):
                         raise
                     time.sleep(0.002)
                     continue
-                try:
-                    data = sock.recv(1500)
-                except TimeoutError:
-                    continue
-                with contextlib.suppress(ValueError):
-                    ra = decode_ra(data)
-                    return [p.prefix for p in ra.prefixes if p.preferred > 0]
-            raise RuntimeError(f"{mn}: no router advertisement after soliciting")
-        finally:
-            sock.close()
+            sock.settimeout(min(left, 0.5))
+            try:
+                data = sock.recv(1500)
+            except TimeoutError:
+                sent = False  # solicit again
+                continue
+            with contextlib.suppress(ValueError):
+                ra = decode_ra(data)
+                preferred = [p.prefix for p in ra.prefixes if p.preferred > 0]
+                if preferred:
+                    return preferred
+        raise RuntimeError(f"{mn}: no router advertisement after soliciting")
 
-    def _announce(self, mn: str, addresses: list[IPv6Address]) -> None:
+    def _autoconfigured(self, mn: str, prefixes: list[Prefix]) -> dict[Prefix, str]:
+        """Wait until the MN's stack has an address in each of ``prefixes``
+        (SLAAC, RFC 4862); returns them."""
+        nl, index = self._nl(mn), self._index(mn, "br0")
+        deadline = time.monotonic() + 3.0
+        while True:
+            have = {p: str(a.address) for a in nl.addresses(index)
+                    for p in prefixes if p.covers(Prefix.host(a.address)) and not a.tentative}
+            if len(have) == len(prefixes):
+                return have
+            if time.monotonic() > deadline:
+                missing = [str(p) for p in prefixes if p not in have]
+                raise RuntimeError(f"{mn}: no address configured in {', '.join(missing)}")
+            time.sleep(0.002)
+
+    def _announce(self, mn: str, addresses: list[str]) -> None:
         """The MN's unsolicited NAs for its addresses on its new link."""
         sock = open_in_netns(self.lab.ns(mn), socket.AF_INET6, socket.SOCK_RAW,
                              socket.IPPROTO_ICMPV6)
@@ -407,7 +466,8 @@ class Emulation:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
             index = self._index(mn, "br0")
             for addr in addresses:
-                sock.sendto(encode_unsolicited_na(addr, MN_MAC), ("ff02::1", 0, 0, index))
+                sock.sendto(encode_unsolicited_na(IPv6Address(addr), MN_MAC),
+                            ("ff02::1", 0, 0, index))
         finally:
             sock.close()
 
@@ -455,7 +515,7 @@ class Emulation:
         if not st.prefixes or st.router is None:
             raise RuntimeError(f"flow {name}: {spec.dst} is not attached")
         prefix = st.prefixes[-1]
-        address = str(prefix.address + MN_SUFFIX)
+        address = st.addresses[prefix]  # what its stack configured (SLAAC)
         self._port += 1
         runner: UdpProbe | TcpStream
         if spec.kind == "udp":

@@ -19,14 +19,17 @@ class MoveRecord:
     old: str | None
     new: str
     at: float
-    """``time.monotonic()`` when the MN solicited at the new router."""
+    """``time.monotonic()`` when the MN's radio came up on the new router."""
     previous: list[str]
-    """Prefixes its RS named (kept for continuity flows)."""
+    """Prefixes its continuity flows still used (the routers keep them)."""
     fresh: list[str]
     """Prefixes the new router gave it."""
     radio_drops: int = 0
     """Packets the old router's kernel dropped on the access link as it went
     (its tx_dropped from just before the link went down to the report)."""
+    addresses: list[str] = field(default_factory=list)
+    """What the MN's own stack (SLAAC) held once it had the new router's
+    prefix: ``address (preferred|deprecated)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +216,10 @@ def print_report(r: Report) -> None:
         for e in f.moves:
             print(f"  {f.name} at move {e.move}: interruption {e.interruption_ms} ms, "
                   f"attach -> first packet {e.attach_to_first_ms} ms")
+    for mv in r.moves:
+        if mv.addresses:
+            where = f"{mv.old} -> {mv.new}" if mv.old else f"at {mv.new}"
+            print(f"  {mv.mn} {where}: its stack chose {', '.join(mv.addresses)}")
     if r.checks:
         print()
         for name, ok in r.checks.items():
