@@ -571,8 +571,9 @@ class Node:
         if not here or previous:
             agent.process(now)
             self.drivers["anchor"].pump()
-            log.info("MN %s arrived on %s (%s): own %s, named %s", mn, link,
-                     seen.kind.name, [str(p) for p in own], [str(p) for p in previous])
+            log.info("MN %s %s on %s (%s): own %s, named %s", mn,
+                     "named more" if here else "arrived", link, seen.kind.name,
+                     [str(p) for p in own], [str(p) for p in previous])
         self._advertise_mns(link)
 
     def _advertise(self, link: str, own: tuple[Prefix, ...], previous: tuple[Prefix, ...],

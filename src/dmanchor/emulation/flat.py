@@ -45,7 +45,9 @@ def flat(lab: Lab) -> dict[str, LinuxDataPlane]:
     # would swamp the handover being measured.)
     for radio in ("eth1", "eth2"):  # layer-2 ports: only br0 speaks IPv6
         lab.run("mn", "sysctl", "-qw", f"net.ipv6.conf.{radio}.disable_ipv6=1")
-    lab.run("mn", "ip", "link", "add", "br0", "type", "bridge")
+    # A fixed MAC: a bridge otherwise takes its lowest port's, and the MN -
+    # known to its routers by its MAC - would change identity as it moves.
+    lab.run("mn", "ip", "link", "add", "br0", "address", "02:00:00:00:00:01", "type", "bridge")
     lab.run("mn", "ip", "link", "set", "eth1", "master", "br0")
     lab.run("mn", "ip", "link", "set", "br0", "up")
     for addr in (IP1, IP2, "2001:db8:1:1::66"):
