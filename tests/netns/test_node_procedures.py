@@ -291,8 +291,9 @@ def test_unsolicited_router_advertisements_refresh_the_mns_prefixes(
         extra='access_links = ["mn2"]\nmn_pool = "2001:db8:2::/48"\nra_interval = 4'))
     ar2 = tmp_path / "ar2.sock"
     wait_for_messages(tmp_path / "core.sock", {"REGISTRATION_REPLY": 1})
-    command(ar2, {"cmd": "attach", "mn": "mn", "link": "mn2", "own": [str(HNP2)],
-                  "previous": {}})
+    # (By its MAC, as the router knows it when it hears it on the link.)
+    command(ar2, {"cmd": "attach", "mn": "02:00:00:00:00:01", "link": "mn2",
+                  "own": [str(HNP2)], "previous": {}})
     attached = time.monotonic()
     with_hnp2: list[float] = []
     deadline = attached + 30
