@@ -3,9 +3,9 @@
 A stock host does not wait to be asked.  When its radio comes up on a new
 link it sends, before anything else, an MLDv2 report for the groups it is
 in; then neighbour discovery (DAD probes, unsolicited NAs) and, after
-``router_solicitation_delay`` and its link-local DAD, a Router Solicitation
-(measured on a Linux MN with DAD off: MLD ~10 ms after carrier, RS ~220 ms;
-with defaults the RS comes ~2 s after carrier).  The access router listens
+``router_solicitation_delay`` and DAD, a Router Solicitation (measured on
+a Linux MN: the MLD report ~20 ms after its radio moved, the RS 2.5-3 s
+after with defaults, 0.1-1.1 s with DAD and the delay off).  The access router listens
 for all four on each access link (a packet socket with a classic BPF
 filter, so only these few packets reach user space) and takes the first
 as the MN's arrival: it knows the MN by the frame's source MAC, attaches it

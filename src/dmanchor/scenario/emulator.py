@@ -186,16 +186,13 @@ class Emulation:
         # MN's link-local identity would change with each move.
         lab.run(name, "ip", "link", "add", "br0", "address", "02:00:00:00:00:01",
                 "mtu", "1500", "type", "bridge")
-        # A stock host configured by SLAAC, with three settings of a mobile
+        # A stock host configured by SLAAC, with two settings of a mobile
         # host (docs/operations.md): no DAD (its /64 is its alone) - else
         # every move makes its kept addresses tentative, unreachable, for a
-        # second; no delay before soliciting; and its first MLD report
-        # within 10 ms of the radio coming up (not at random within 1 s):
-        # that report is how its new router hears it arrive.  Its default
-        # route comes from the RAs.
+        # second - and no delay before soliciting.  Its default route
+        # comes from the RAs.
         lab.run(name, "sysctl", "-qw", "net.ipv6.conf.br0.accept_dad=0",
-                "net.ipv6.conf.br0.router_solicitation_delay=0",
-                "net.ipv6.conf.br0.mldv2_unsolicited_report_interval=10")
+                "net.ipv6.conf.br0.router_solicitation_delay=0")
         lab.run(name, "ip", "link", "set", "br0", "up")
         if self.sc.nodes[name].agent:
             # A host-based MN ends tunnels, so its agent turns forwarding on,
