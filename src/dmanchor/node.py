@@ -103,6 +103,7 @@ from .fm.controller import (
     DataPlaneDown,
     DataPlaneUp,
 )
+from .fm.fib import DesiredFib
 from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core, log_events
@@ -181,15 +182,17 @@ class Node:
             listen, settings = cfg.controller
             self.controller = ControllerCore(settings, self._endpoint(), now)
             cores["controller"] = (self.controller, listen)
+        # One desired state for the cores sharing this router's data plane.
+        fib = DesiredFib(self.dataplane) if self.dataplane is not None else None
         if cfg.fmdp is not None:
             listen, fsettings = cfg.fmdp
-            assert self.dataplane is not None
-            cores["fmdp"] = (FmDpCore(fsettings, self.dataplane, self._endpoint(), now), listen)
+            assert fib is not None
+            cores["fmdp"] = (FmDpCore(fsettings, fib, self._endpoint(), now), listen)
         if cfg.anchor is not None:
             listen, asettings = cfg.anchor
-            assert self.dataplane is not None
+            assert self.dataplane is not None and fib is not None
             self.dataplane.upstream = {asettings.uplink}
-            self.anchor = AnchorAgentCore(asettings, self.dataplane, self._endpoint(), now)
+            self.anchor = AnchorAgentCore(asettings, fib, self._endpoint(), now)
             cores["anchor"] = (self.anchor, listen)
         if cfg.bgp is not None:
             peer, bsettings = cfg.bgp
@@ -427,7 +430,9 @@ class Node:
         elif cmd == "flows_closed":
             agent.flows_closed(Prefix.parse(doc["prefix"]), now)
         elif cmd == "entries":
-            result = [entry_to_json(e) for e in agent.dp.entries()]
+            # What the kernel has (read back), not what the cores asked for.
+            assert self.dataplane is not None
+            result = [entry_to_json(e) for e in self.dataplane.entries()]
         elif cmd == "counters":
             result = dict(agent.dp.counters())
         elif cmd == "delegations":

@@ -86,6 +86,10 @@ class DataPlane(Protocol):
     def buffered(self, prefix: Prefix) -> int:
         """Packets currently held for ``prefix``."""
 
+    def holds(self) -> set[Prefix]:
+        """The prefixes held now (BUFFER entries; the data plane ends them
+        itself, on a timeout or an end marker)."""
+
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         """Start charging a flow here (counting from zero).
 

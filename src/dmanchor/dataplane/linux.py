@@ -608,6 +608,9 @@ class LinuxDataPlane:
             return None
         return min(h.started + h.spec.timeout for h in self._holds.values())
 
+    def holds(self) -> set[Prefix]:
+        return set(self._holds)
+
     def buffered(self, prefix: Prefix) -> int:
         self._drain()
         return sum(1 for p in self._held if prefix.contains(destination(p)))

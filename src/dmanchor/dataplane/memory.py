@@ -209,6 +209,9 @@ class MemoryDataPlane:
     def counters(self) -> Mapping[str, int]:
         return dict(self._counters)
 
+    def holds(self) -> set[Prefix]:
+        return set(self._buffers)
+
     def buffered(self, prefix: Prefix) -> int:
         """Packets currently held for ``prefix``."""
         buf = self._buffers.get(prefix)

@@ -59,6 +59,7 @@ from ..wire.types import (
     ForwardingEntry,
     Prefix,
 )
+from .fib import DesiredFib
 from .fmdp import DpFunction
 
 MODES = ("tunnel", "switch", "bgp")
@@ -201,8 +202,10 @@ class AnchorAgentCore(ServiceCore):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {settings.mode!r}")
         super().__init__(endpoint or Endpoint())
         self.s = settings
-        self.fn = DpFunction(dataplane, settings.buffer)
-        self.dp = dataplane
+        # Decisions read what this router's cores asked for, not the kernel.
+        fib = dataplane if isinstance(dataplane, DesiredFib) else DesiredFib(dataplane)
+        self.fn = DpFunction(fib, settings.buffer)
+        self.dp: DataPlane = fib
         self.stats = AnchorStats()
         self.attached: dict[str, _Attached] = {}
         self.visiting: dict[Prefix, _Visiting] = {}
@@ -227,8 +230,8 @@ class AnchorAgentCore(ServiceCore):
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
-        have = dataplane.entries()
-        dataplane.apply([e for e in sids if e not in have], (), now)
+        have = fib.entries()
+        fib.apply([e for e in sids if e not in have], (), now)
         self.set_timer("register", now)
 
     # -- Access-layer inputs -----------------------------------------------------------
@@ -719,7 +722,7 @@ class AnchorAgentCore(ServiceCore):
         self._back.discard(prefix)
         self._handed[prefix] = msg.dpa_address
         held = self.dp.buffered(prefix)
-        have = self.dp.entries()  # read once: a kernel dump costs ~1 ms here
+        have = self.dp.entries()
         had = any(e.prefix == prefix and e.flow is None for e in have)
         # Leftovers (and late packets still routed here) go to the new point
         # through a tunnel: in switch mode too, so the new anchor can tell

@@ -15,6 +15,7 @@ from ..transport.reliable import Addr, Endpoint, Event, MessageReceived
 from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, EntryKind, FlowFilter, ForwardingEntry, Load, Prefix
+from .fib import DesiredFib
 
 
 class DpFunction:
@@ -89,7 +90,8 @@ class FmDpCore(ServiceCore):
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:
         super().__init__(endpoint or Endpoint())
         self.settings = settings
-        self.fn = DpFunction(dataplane)
+        self.fn = DpFunction(
+            dataplane if isinstance(dataplane, DesiredFib) else DesiredFib(dataplane))
         self.active = True
         """Whether forwarding is active (reported in FM:5-2)."""
         if settings.control is not None:
