@@ -36,7 +36,8 @@ from dmanchor.dataplane.memory import MemoryDataPlane
 from dmanchor.dataplane.netlink import RouteMonitor
 from dmanchor.emulation.bgplab import BgpChain
 from dmanchor.emulation.lab import Lab, can_run
-from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import AnchorSettings, Mode
 from dmanchor.fm.controller import ControllerCore, ControllerSettings, RouterControl
 from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
 from dmanchor.lm.lms import LmsCore, LmsSettings
@@ -148,7 +149,7 @@ async def run(lab: Lab, chain: BgpChain) -> dict[str, object]:
     for n, dpa in ((1, DPA1), (2, DPA2)):
         agent = AnchorAgentCore(AnchorSettings(
             f"ar{n}", dpa, A("::1"), (Prefix.parse(f"2001:db8:{n}::/48"),), A("fd00::ff"),
-            controller=ctrl_addr, lms=lms, mode="switch", lifetime=3600, port=base + 20 + n,
+            controller=ctrl_addr, lms=lms, mode=Mode.SWITCH, lifetime=3600, port=base + 20 + n,
             agents={DPA1: ("::1", base + 21), DPA2: ("::1", base + 22)}), MemoryDataPlane(f"ar{n}"))
         agents[n] = agent
         await serve(agent, base + 20 + n)

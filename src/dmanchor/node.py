@@ -95,7 +95,8 @@ from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.netlink import LinkMonitor
 from .dataplane.tunbuffer import Lift
-from .fm.anchor import AnchorAgentCore, Announce, Delegate
+from .fm.anchor import AnchorAgentCore
+from .fm.anchor_model import Announce, Delegate
 from .fm.controller import (
     AnchorMoved,
     AnchorSwitching,

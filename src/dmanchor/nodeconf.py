@@ -30,7 +30,7 @@ from .config import (
     read_security,
 )
 from .dataplane.api import BufferSpec
-from .fm.anchor import MODES, AnchorSettings
+from .fm.anchor_model import MODES, AnchorSettings, Mode
 from .fm.controller import ControllerSettings, RouterControl
 from .fm.fmdp import FmDpSettings
 from .fm.mn_agent import MnAgentSettings
@@ -197,7 +197,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             uplink=a.get("uplink", as_address, required=True),
             controller=_optional_endpoint(a, "controller"),
             lms=_optional_endpoint(a, "lms"),
-            mode=mode,
+            mode=Mode(mode),
             port=a.get("peer_port", as_int, 5400),
             lifetime=a.get("lifetime", as_int, 600),
             buffer=BufferSpec(a.get("buffer_limit", as_int, 10_000),

@@ -14,7 +14,8 @@ from ipaddress import IPv6Address as A
 import pytest
 
 from dmanchor.dataplane.api import BufferSpec
-from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings, Delegate
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import AnchorSettings, Delegate, Mode
 from dmanchor.fm.controller import (
     AnchorMoved,
     AnchorReverted,
@@ -127,7 +128,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     for i in range(1, n + 1):
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
-            uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=mode, lifetime=lifetime,
+            uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=Mode(mode), lifetime=lifetime,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
             reverse_tunnel=reverse_tunnel, pd=pd,
         )

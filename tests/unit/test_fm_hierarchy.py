@@ -15,7 +15,8 @@ from ipaddress import IPv6Address as A
 
 import pytest
 
-from dmanchor.fm.anchor import AnchorAgentCore, AnchorSettings
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import AnchorSettings
 from dmanchor.fm.controller import (
     AnchorMoved,
     AnchorReverted,

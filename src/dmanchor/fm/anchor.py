@@ -33,9 +33,8 @@ sending messages and programming the data plane comes out of
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ..dataplane.api import BufferSpec, DataPlane
@@ -59,138 +58,21 @@ from ..wire.types import (
     ForwardingEntry,
     Prefix,
 )
+from .anchor_model import (
+    MODES,
+    Advertise,
+    AnchorSettings,
+    AnchorStats,
+    Announce,
+    Attached,
+    Delegate,
+    Effect,
+    Join,
+    Mode,
+    Visiting,
+)
 from .fib import DesiredFib
 from .fmdp import DpFunction
-
-MODES = ("tunnel", "switch", "bgp")
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorSettings:
-    """One access router's anchor agent."""
-
-    node_id: str
-    """Node id (FM:4-1 registration, FM:1)."""
-    dpa: IPv6Address
-    """Data-plane address: the SRv6 SID (End.DT6) tunnels are sent to."""
-    cpa: IPv6Address
-    """Control-plane address (host of this agent's endpoint)."""
-    prefixes: tuple[Prefix, ...]
-    """Prefixes anchored here (registered with the controller)."""
-    uplink: IPv6Address
-    """Next hop towards the core (used when the prefix anchoring moves away)."""
-    controller: Addr | None = None
-    """Mobility controller (FM:4 registry; central FM-CP in switch mode)."""
-    lms: Addr | None = None
-    """LMs or LMp receiving LM:1-4 updates."""
-    mode: str = "tunnel"
-    """``tunnel`` (4.1.2), ``switch`` (4.2.1) or ``bgp`` (4.2 by routing)."""
-    port: int = 5400
-    """Signalling port of peer anchors (at their CPA)."""
-    lifetime: int = 600
-    """Lifetime of registrations and bindings, seconds."""
-    buffer: BufferSpec = BufferSpec()
-    """FM:6 buffer limits."""
-    hold_timeout: float = 1.0
-    """Longest wait for the old path's end marker at a new point, seconds."""
-    parent: IPv6Address | None = None
-    """For a forwarding switch (DPN, draft 4.2.2/4.2.3): the DPA of the access
-    router above it.  A prefix anchored at another AR is then asked of this
-    parent, so its anchoring moves there (4.2.3); one anchored at the parent
-    only changes the parent's tunnel (4.2.2)."""
-    reverse_tunnel: bool = False
-    """Tunnel mode (4.1.2): also send the MN's uplink from a visiting prefix
-    back to its anchor (a source-prefix rule into SRv6 towards the anchor's
-    DPA), which forwards it from the network that owns the prefix.  Needed
-    where the network filters sources by ingress (BCP 38) or a firewall must
-    see both directions; otherwise the uplink leaves directly."""
-    pd: bool = False
-    """The MN prefixes anchored here are DHCPv6-PD delegations (draft 4.2.1):
-    :class:`Delegate` effects tell the PD client side when
-    this router starts anchoring one (request it, as a hint) and when it
-    stops (release it, so it can go to the next anchor or back to the pool)."""
-    agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
-    """DPA address -> signalling endpoint of the agent serving it.  Peers not
-    listed are assumed to listen on their DPA address (co-located CPA/DPA
-    with the agent bound there, as in the simulator)."""
-
-    @property
-    def flush_sid(self) -> IPv6Address:
-        """Where previous points send leftovers: the DPA address + 1.
-
-        Packets decapsulated there pass the hold of their prefix (see
-        docs/protocol.md, FM:6); packets to the DPA address itself do not.
-        """
-        return self.dpa + 1
-
-
-@dataclass(frozen=True, slots=True)
-class Announce:
-    """BGP (mode ``bgp``): start (``on``) or stop announcing ``prefix``."""
-
-    prefix: Prefix
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Delegate:
-    """DHCPv6-PD (``pd``): hold (``on``: ask for it, as a hint) or release ``prefix``."""
-
-    prefix: Prefix
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Advertise:
-    """Send a Router Advertisement on the access ``link`` now: the prefixes
-    kept for an MN there changed (new ones deprecated, to stay valid)."""
-
-    link: str
-
-
-Effect = Announce | Delegate | Advertise
-"""What the agent asks of its host besides messages and forwarding."""
-
-
-@dataclass(slots=True)
-class _Visiting:
-    """A prefix from another network anchored here for an MN's flows."""
-
-    link: str
-    flows: tuple[FlowFilter, ...]
-    mn: str = ""  # the MN that claimed it (its identity at the access link)
-    home_cpa: IPv6Address | None = None
-    home_node: str = ""
-    parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
-    reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor, once installed
-    expires: float = 0.0
-    flows_closed: bool = False
-
-
-@dataclass(slots=True)
-class _Join:
-    """A visiting prefix waiting for its previous point (LM) and anchor (FM:4)."""
-
-    prefix: Prefix
-    previous: IPv6Address | None = None
-    lm_done: bool = False
-    anchor: m.DiscoveryAnswer | None = None
-    bound_to: str | None = None  # the MN the location binding names, if any
-
-
-@dataclass(slots=True)
-class _Attached:
-    link: str
-    own: tuple[Prefix, ...]
-    visiting: tuple[Prefix, ...] = ()
-
-
-@dataclass(slots=True)
-class AnchorStats:
-    """What the agent did (signalling per draft label is in the endpoint)."""
-
-    counters: Counter[str] = field(default_factory=Counter)
-    flushed: int = 0
 
 
 class AnchorAgentCore(ServiceCore):
@@ -198,7 +80,7 @@ class AnchorAgentCore(ServiceCore):
 
     def __init__(self, settings: AnchorSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:
-        if settings.mode not in MODES:
+        if not isinstance(settings.mode, Mode):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {settings.mode!r}")
         super().__init__(endpoint or Endpoint())
         self.s = settings
@@ -207,15 +89,15 @@ class AnchorAgentCore(ServiceCore):
         self.fn = DpFunction(fib, settings.buffer)
         self.dp: DataPlane = fib
         self.stats = AnchorStats()
-        self.attached: dict[str, _Attached] = {}
-        self.visiting: dict[Prefix, _Visiting] = {}
+        self.attached: dict[str, Attached] = {}
+        self.visiting: dict[Prefix, Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
         self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
         self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
         self._pending: dict[Prefix, tuple[FlowFilter, ...]] = {}  # flows of MNs on their way
-        self._joins: dict[int, _Join] = {}  # request id -> join it serves
+        self._joins: dict[int, Join] = {}  # request id -> join it serves
         self._parent_asks: dict[int, Prefix] = {}  # FM:6-2 to the parent AR (4.2.3)
         self.serving: dict[Prefix, IPv6Address] = {}  # 4.2.3: foreign prefix -> DPN
         self.registered = False
@@ -226,7 +108,7 @@ class AnchorAgentCore(ServiceCore):
         self._effects: deque[Effect] = deque()
         self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
         self._closed: set[Prefix] = set()  # prefixes whose continuity flows ended
-        if settings.mode == "bgp":
+        if settings.mode is Mode.BGP:
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
@@ -294,14 +176,14 @@ class AnchorAgentCore(ServiceCore):
         holds = {}
         for p in foreign:
             add.append(ForwardingEntry(EntryKind.ANCHOR, p, link=link))
-            if self.s.mode in ("switch", "bgp"):
+            if self.s.mode.moves_anchoring:
                 # Packets that take the new direct path wait until the old
                 # anchor's leftovers (ended by an end marker) have arrived.
                 add.append(ForwardingEntry(EntryKind.BUFFER, p))
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
         self._apply_new(add, now, holds)
         self._delegate(own, True)
-        if self.s.mode in ("switch", "bgp"):
+        if self.s.mode.moves_anchoring:
             self._delegate(foreign, True)  # the anchoring moves here
         for p, flows in previous.items():
             # Charging starts before any signalling of this move goes out:
@@ -317,33 +199,33 @@ class AnchorAgentCore(ServiceCore):
         kept = prior.visiting if prior is not None and same else ()
         had = prior.own if prior is not None and same else ()
         own = tuple(dict.fromkeys((*had, *own, *returning)))
-        self.attached[mn] = _Attached(link, own, tuple(dict.fromkeys((*kept, *foreign))))
+        self.attached[mn] = Attached(link, own, tuple(dict.fromkeys((*kept, *foreign))))
         for p in own:
             if p not in had:
                 self._lm_update(p, self.s.dpa, now, mn=mn)
         self._subscribe([p for p in own if p not in had], now)
         for p in foreign:
-            self.visiting[p] = _Visiting(link, tuple(previous[p]), mn,
+            self.visiting[p] = Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
             self.set_timer(("visit", p), now + self.s.lifetime / 2)
-            if self.s.mode == "bgp":
+            if self.s.mode is Mode.BGP:
                 # Routers learn the new anchor by BGP once the binding says
                 # the prefix is this MN's; the previous point (LM:1-1) is
                 # told to send its leftovers here.
-                join = _Join(p)
+                join = Join(p)
                 if self.s.lms is None or self._known(join, served, mn):
                     self._joined(join, now)
                 else:
                     self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
                 continue
-            if self.s.mode == "switch" or self.s.controller is None:
+            if self.s.mode is Mode.SWITCH or self.s.controller is None:
                 # The central FM-CP reacts to the binding update (4.2.1).  The
                 # LMs refuses it if the prefix is bound to another MN (SM).
                 self._lm_update(p, self.s.dpa, now, mn=mn)
                 continue
             # Tunnel mode: find where the prefix was served last (LM:1-1)
             # and which anchor holds it (FM:4-3), then ask both for it.
-            join = _Join(p)
+            join = Join(p)
             if self.s.lms is not None and not self._known(join, served, mn):
                 self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
             else:
@@ -351,7 +233,7 @@ class AnchorAgentCore(ServiceCore):
             self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
 
-    def _known(self, join: _Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
+    def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
         """Fill ``join`` from what the LMs already said (LM:1-1 by MN)."""
         where = served.get(join.prefix)
         if where is None:
@@ -375,16 +257,16 @@ class AnchorAgentCore(ServiceCore):
         del self.away[p]
         anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
         handed = self._handed.pop(p, None)
-        if self.s.mode != "switch" and handed is None:
+        if self.s.mode is not Mode.SWITCH and handed is None:
             self._replace(p, [anchor], now)  # nothing elsewhere to wait for
             return
         self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
                       spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
-        if self.s.mode in ("switch", "bgp"):
+        if self.s.mode.moves_anchoring:
             self._back.add(p)
             self._delegate((p,), True)
             self._announce((p,), True)
-        if self.s.mode != "switch" and handed is not None:
+        if self.s.mode is not Mode.SWITCH and handed is not None:
             rid = self.endpoint.request(m.BufferReady(p, self.s.flush_sid),
                                         self._agent_of(handed), now)
             self._homecoming[rid] = anchor
@@ -403,7 +285,7 @@ class AnchorAgentCore(ServiceCore):
             self._leave(st, p, now, hold=True)
         self.stats.counters["detach"] += 1
 
-    def _leave(self, st: _Attached, p: Prefix, now: float, hold: bool) -> None:
+    def _leave(self, st: Attached, p: Prefix, now: float, hold: bool) -> None:
         """The MN on ``st`` no longer uses ``p`` here (it left, or the prefix
         was handed on); ``hold``: keep its packets (FM:6-1) until told where."""
         if hold:
@@ -652,9 +534,9 @@ class AnchorAgentCore(ServiceCore):
             else:
                 self.set_timer(("visit", prefix), v.expires)
 
-    def _joined(self, join: _Join, now: float) -> None:
+    def _joined(self, join: Join, now: float) -> None:
         """Both answers are in: claim the prefix from its previous point and anchor."""
-        if self.s.mode == "bgp":
+        if self.s.mode is Mode.BGP:
             self._joined_bgp(join, now)
             return
         if not join.lm_done or join.anchor is None:
@@ -688,7 +570,7 @@ class AnchorAgentCore(ServiceCore):
             rid = self.endpoint.request(m.BufferReady(prefix, self.s.dpa), v.parent, now)
             self._parent_asks[rid] = prefix
             return
-        if self.s.reverse_tunnel and self.s.mode == "tunnel":
+        if self.s.reverse_tunnel and self.s.mode is Mode.TUNNEL:
             # Installed once FM:6-2 below has gone out: the uplink is not
             # what the move waits for, the downlink is.
             self.set_timer(("reverse", prefix, answer.dpa_address), now)
@@ -697,7 +579,7 @@ class AnchorAgentCore(ServiceCore):
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
         self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
 
-    def _joined_bgp(self, join: _Join, now: float) -> None:
+    def _joined_bgp(self, join: Join, now: float) -> None:
         prefix = join.prefix
         v = self.visiting.get(prefix)
         if v is None or not join.lm_done:
@@ -730,10 +612,10 @@ class AnchorAgentCore(ServiceCore):
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now,
                       have=have)
         self.stats.flushed += held
-        if self.s.mode in ("switch", "bgp"):
+        if self.s.mode.moves_anchoring:
             self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
-        if self.s.mode == "bgp":
+        if self.s.mode is Mode.BGP:
             # The new anchor announces the prefix: this point only carries
             # leftovers now, and stops announcing it.
             self._announce((prefix,), False)
@@ -832,7 +714,7 @@ class AnchorAgentCore(ServiceCore):
         for f in v.flows:
             self.dp.untrack(f)
         self._lm_update(prefix, self.s.dpa, now, lifetime=0)
-        if self.s.mode == "tunnel" and v.home_cpa is not None:
+        if self.s.mode is Mode.TUNNEL and v.home_cpa is not None:
             home = (str(v.home_cpa), self.s.port)
             self.endpoint.request(m.FmHandoff(prefix, v.home_node, v.home_cpa), home, now)
         if v.parent is not None and v.home_cpa is not None:
@@ -841,14 +723,14 @@ class AnchorAgentCore(ServiceCore):
             st.visiting = tuple(p for p in st.visiting if p != prefix)
         self.stats.counters["reverted"] += 1
 
-    def _drop_reverse(self, v: _Visiting | None, now: float) -> None:
+    def _drop_reverse(self, v: Visiting | None, now: float) -> None:
         # A pending install finds the prefix no longer visiting and does nothing.
         if v is not None and v.reverse is not None:
             self.dp.apply((), [v.reverse], now)
             v.reverse = None
 
     def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
-        if self.s.mode != "bgp":
+        if self.s.mode is not Mode.BGP:
             return
         for p in prefixes:
             if on and p not in self.announced:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from ..fm.anchor import MODES
+from ..fm.anchor_model import MODES
 from ..wire.errors import WireError
 from ..wire.types import Prefix
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from ipaddress import IPv6Address
 
-from ..fm.anchor import AnchorAgentCore, Announce, Effect
+from ..fm.anchor import AnchorAgentCore
+from ..fm.anchor_model import Announce, Effect
 from ..wire.types import EntryKind, ForwardingEntry
 from .fabric import Fabric
 

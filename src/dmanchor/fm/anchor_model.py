@@ -1,0 +1,318 @@
+"""What an access router's anchor agent is configured with, keeps, and asks.
+
+* :class:`Mode` - the draft's solutions as strategies: how the prefixes of
+  a moving MN stay reachable.
+* :class:`AnchorSettings` - one router's configuration.
+* The life cycle of an MN prefix at a router: every state and every
+  transition in one table, :data:`TRANSITIONS` (in the manner of h11's
+  ``_state.py``), kept per prefix by :class:`PrefixLife`.
+* The effects the agent asks of its host (:data:`Effect`) and the data it
+  keeps per MN, per visiting prefix and per pending claim.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv6Address
+from typing import NamedTuple
+
+from ..dataplane.api import BufferSpec
+from ..transport.reliable import Addr
+from ..wire import messages as m
+from ..wire.types import FlowFilter, ForwardingEntry, Prefix
+
+
+class Mode(Enum):
+    """How the prefixes of an MN that moves stay reachable."""
+
+    TUNNEL = "tunnel"
+    """Draft 4.1.2: the previous anchor keeps anchoring the prefix and
+    tunnels it (SRv6) to the router the MN is at."""
+    SWITCH = "switch"
+    """Draft 4.2.1: the anchoring moves to the new router; a central FM-CP
+    re-routes the core (FM:5-1) when the binding changes."""
+    BGP = "bgp"
+    """Draft 4.2: the anchoring moves; the new router announces the prefix
+    by BGP and the previous one withdraws it."""
+
+    @property
+    def moves_anchoring(self) -> bool:
+        """Whether the new router anchors (and delegates) the prefix itself."""
+        return self is not Mode.TUNNEL
+
+
+MODES = tuple(mode.value for mode in Mode)
+"""The modes as configuration spells them."""
+
+
+class PrefixState(Enum):
+    """Where an MN prefix stands at one router (absent: not in use here)."""
+
+    ANCHORED = "anchored"
+    """One of this router's prefixes, used by an MN attached here."""
+    HELD = "held"
+    """Its MN left; packets to it are held (FM:6-1) until told where."""
+    HANDED = "handed"
+    """Its MN is served elsewhere: what still arrives here is tunnelled
+    there (FM:6-2 done); an own prefix stays ours to take back."""
+    RETURNING = "returning"
+    """Its MN is back with it; the direct path holds until the point it was
+    handed to has sent what it had (FM:6-2 answered, or an end marker)."""
+    JOINING = "joining"
+    """A prefix from elsewhere kept for an arriving MN, anchored here while
+    the answers (LM:1-1, FM:4-3) that let it be claimed are awaited."""
+    VISITING = "visiting"
+    """A prefix from elsewhere anchored here for its MN's flows."""
+    SERVING = "serving"
+    """Draft 4.2.3: anchored here for a forwarding switch below."""
+
+
+class PrefixEvent(Enum):
+    """What moves a prefix from one :class:`PrefixState` to another."""
+
+    GIVEN = "given"
+    """An MN attached here was given one of our prefixes."""
+    KEPT = "kept"
+    """An arriving MN keeps a prefix from elsewhere (the LMs said it carries
+    flows, or its RS named it); in switch mode it is claimed at once."""
+    CLAIMED = "claimed"
+    """The answers are in: the prefix was claimed from its previous point."""
+    REFUSED = "refused"
+    """SM: the binding names another MN - the claim is dropped."""
+    LEFT = "left"
+    """Its MN left (a link event, an L2 trigger, or news from the network)."""
+    READY = "ready"
+    """FM:6-2: another point is ready for it - send what we hold there."""
+    BACK = "back"
+    """Its MN came back with one of our prefixes."""
+    SETTLED = "settled"
+    """Nothing is left to wait for on the way home: the hold is lifted."""
+    REVERTED = "reverted"
+    """FM:3-3: its flows ended and its lifetime ran out - it goes home."""
+    TAKEN_OVER = "taken-over"
+    """Draft 4.2.3: a forwarding switch below hands us a prefix anchored at
+    another access router, whose anchoring moves here."""
+    RELEASED = "released"
+    """FM:1 took it back, or a leftover tunnel was cleaned up."""
+
+
+_ = PrefixState
+TRANSITIONS: dict[tuple[PrefixState | None, PrefixEvent], PrefixState | None] = {
+    # Given to an MN here; or given again on its return, nothing to wait for.
+    (None, PrefixEvent.GIVEN): _.ANCHORED,
+    (_.ANCHORED, PrefixEvent.GIVEN): _.ANCHORED,
+    (_.HELD, PrefixEvent.GIVEN): _.ANCHORED,
+    (_.HANDED, PrefixEvent.GIVEN): _.ANCHORED,
+    # Back home while it is served elsewhere: held until that point's leftovers are in.
+    (_.HANDED, PrefixEvent.BACK): _.RETURNING,
+    (_.HELD, PrefixEvent.BACK): _.RETURNING,
+    (_.RETURNING, PrefixEvent.SETTLED): _.ANCHORED,
+    # A prefix from elsewhere, kept for an arriving MN.
+    (None, PrefixEvent.KEPT): _.JOINING,
+    (_.HANDED, PrefixEvent.KEPT): _.JOINING,
+    (_.HELD, PrefixEvent.KEPT): _.JOINING,
+    (_.JOINING, PrefixEvent.KEPT): _.JOINING,
+    (_.VISITING, PrefixEvent.KEPT): _.VISITING,
+    (_.JOINING, PrefixEvent.CLAIMED): _.VISITING,
+    (_.JOINING, PrefixEvent.REFUSED): None,
+    (_.VISITING, PrefixEvent.REFUSED): None,
+    # Its MN leaves.
+    (_.ANCHORED, PrefixEvent.LEFT): _.HELD,
+    (_.JOINING, PrefixEvent.LEFT): _.HELD,
+    (_.VISITING, PrefixEvent.LEFT): _.HELD,
+    (_.RETURNING, PrefixEvent.LEFT): _.HELD,
+    (_.HELD, PrefixEvent.LEFT): _.HELD,
+    # FM:6-2: another point is ready - what arrives here goes there.
+    (_.HELD, PrefixEvent.READY): _.HANDED,
+    (_.ANCHORED, PrefixEvent.READY): _.HANDED,
+    (_.JOINING, PrefixEvent.READY): _.HANDED,
+    (_.VISITING, PrefixEvent.READY): _.HANDED,
+    (_.RETURNING, PrefixEvent.READY): _.HANDED,
+    (_.HANDED, PrefixEvent.READY): _.HANDED,
+    (None, PrefixEvent.READY): _.HANDED,
+    (None, PrefixEvent.TAKEN_OVER): _.SERVING,
+    (_.HANDED, PrefixEvent.TAKEN_OVER): _.SERVING,
+    (_.SERVING, PrefixEvent.TAKEN_OVER): _.SERVING,
+    # Its life here ends.
+    (_.VISITING, PrefixEvent.REVERTED): None,
+    (_.HANDED, PrefixEvent.RELEASED): None,
+    (_.SERVING, PrefixEvent.RELEASED): None,
+}
+"""(state, event) -> next state; ``None`` is "not in use here".  A pair not
+in the table is a transition the agent must never make."""
+del _
+
+
+class Transition(NamedTuple):
+    """One step of a prefix's life at a router."""
+
+    prefix: Prefix
+    before: PrefixState | None
+    event: PrefixEvent
+    after: PrefixState | None
+
+
+class PrefixLife:
+    """The state of every MN prefix at one router, moved only by :data:`TRANSITIONS`."""
+
+    def __init__(self, keep_history: bool = False) -> None:
+        self.state: dict[Prefix, PrefixState] = {}
+        self.history: list[Transition] | None = [] if keep_history else None
+        """Every transition, in order (tests and traces; off by default)."""
+        self.invalid: list[Transition] = []
+        """Steps the table does not allow (the agent's own error, counted)."""
+
+    def of(self, prefix: Prefix) -> PrefixState | None:
+        """The state of ``prefix`` here (None: not in use here)."""
+        return self.state.get(prefix)
+
+    def step(self, prefix: Prefix, event: PrefixEvent) -> PrefixState | None:
+        """Move ``prefix`` on ``event``; returns its new state.  A step the
+        table does not allow leaves the state as it was and is recorded in
+        :attr:`invalid`."""
+        before = self.state.get(prefix)
+        key = (before, event)
+        if key not in TRANSITIONS:
+            self.invalid.append(Transition(prefix, before, event, before))
+            return before
+        after = TRANSITIONS[key]
+        if after is None:
+            self.state.pop(prefix, None)
+        else:
+            self.state[prefix] = after
+        if self.history is not None:
+            self.history.append(Transition(prefix, before, event, after))
+        return after
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSettings:
+    """One access router's anchor agent."""
+
+    node_id: str
+    """Node id (FM:4-1 registration, FM:1)."""
+    dpa: IPv6Address
+    """Data-plane address: the SRv6 SID (End.DT6) tunnels are sent to."""
+    cpa: IPv6Address
+    """Control-plane address (host of this agent's endpoint)."""
+    prefixes: tuple[Prefix, ...]
+    """Prefixes anchored here (registered with the controller)."""
+    uplink: IPv6Address
+    """Next hop towards the core (used when the prefix anchoring moves away)."""
+    controller: Addr | None = None
+    """Mobility controller (FM:4 registry; central FM-CP in switch mode)."""
+    lms: Addr | None = None
+    """LMs or LMp receiving LM:1-4 updates."""
+    mode: Mode = Mode.TUNNEL
+    """How a moving MN's prefixes stay reachable (:class:`Mode`)."""
+    port: int = 5400
+    """Signalling port of peer anchors (at their CPA)."""
+    lifetime: int = 600
+    """Lifetime of registrations and bindings, seconds."""
+    buffer: BufferSpec = BufferSpec()
+    """FM:6 buffer limits."""
+    hold_timeout: float = 1.0
+    """Longest wait for the old path's end marker at a new point, seconds."""
+    parent: IPv6Address | None = None
+    """For a forwarding switch (DPN, draft 4.2.2/4.2.3): the DPA of the access
+    router above it.  A prefix anchored at another AR is then asked of this
+    parent, so its anchoring moves there (4.2.3); one anchored at the parent
+    only changes the parent's tunnel (4.2.2)."""
+    reverse_tunnel: bool = False
+    """Tunnel mode (4.1.2): also send the MN's uplink from a visiting prefix
+    back to its anchor (a source-prefix rule into SRv6 towards the anchor's
+    DPA), which forwards it from the network that owns the prefix.  Needed
+    where the network filters sources by ingress (BCP 38) or a firewall must
+    see both directions; otherwise the uplink leaves directly."""
+    pd: bool = False
+    """The MN prefixes anchored here are DHCPv6-PD delegations (draft 4.2.1):
+    :class:`Delegate` effects tell the PD client side when
+    this router starts anchoring one (request it, as a hint) and when it
+    stops (release it, so it can go to the next anchor or back to the pool)."""
+    agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
+    """DPA address -> signalling endpoint of the agent serving it.  Peers not
+    listed are assumed to listen on their DPA address (co-located CPA/DPA
+    with the agent bound there, as in the simulator)."""
+
+    @property
+    def flush_sid(self) -> IPv6Address:
+        """Where previous points send leftovers: the DPA address + 1.
+
+        Packets decapsulated there pass the hold of their prefix (see
+        docs/protocol.md, FM:6); packets to the DPA address itself do not.
+        """
+        return self.dpa + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """BGP (mode ``bgp``): start (``on``) or stop announcing ``prefix``."""
+
+    prefix: Prefix
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """DHCPv6-PD (``pd``): hold (``on``: ask for it, as a hint) or release ``prefix``."""
+
+    prefix: Prefix
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Advertise:
+    """Send a Router Advertisement on the access ``link`` now: the prefixes
+    kept for an MN there changed (new ones deprecated, to stay valid)."""
+
+    link: str
+
+
+Effect = Announce | Delegate | Advertise
+"""What the agent asks of its host besides messages and forwarding."""
+
+
+@dataclass(slots=True)
+class Visiting:
+    """A prefix from another network anchored here for an MN's flows."""
+
+    link: str
+    flows: tuple[FlowFilter, ...]
+    mn: str = ""  # the MN that claimed it (its identity at the access link)
+    home_cpa: IPv6Address | None = None
+    home_node: str = ""
+    parent: Addr | None = None  # the AR that took the anchoring over (4.2.3)
+    reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor, once installed
+    expires: float = 0.0
+    flows_closed: bool = False
+
+
+@dataclass(slots=True)
+class Join:
+    """A visiting prefix waiting for its previous point (LM) and anchor (FM:4)."""
+
+    prefix: Prefix
+    previous: IPv6Address | None = None
+    lm_done: bool = False
+    anchor: m.DiscoveryAnswer | None = None
+    bound_to: str | None = None  # the MN the location binding names, if any
+
+
+@dataclass(slots=True)
+class Attached:
+    """An MN on one of this router's access links, and the prefixes it uses here."""
+
+    link: str
+    own: tuple[Prefix, ...]
+    visiting: tuple[Prefix, ...] = ()
+
+
+@dataclass(slots=True)
+class AnchorStats:
+    """What the agent did (signalling per draft label is in the endpoint)."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    flushed: int = 0
