@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import PrefixEvent as Ev
+from dmanchor.fm.anchor_model import PrefixState as St
 from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.transport.reliable import Addr
@@ -105,6 +108,18 @@ class Trace:
         return found
 
 
+def life_of(agent: AnchorAgentCore, prefix: Prefix) -> list[tuple[Ev, St | None]]:
+    """The (event, new state) steps ``prefix`` took at ``agent``."""
+    assert agent.life.history is not None
+    return [(t.event, t.after) for t in agent.life.history if t.prefix == prefix]
+
+
+def record_lives(w: World) -> None:
+    """Keep every agent's prefix transitions from now on."""
+    for a in w.ar.values():
+        a.life.history = []
+
+
 def move_stock(w: World, t: float, gap: float, own: Prefix, src: int = 1, dst: int = 2,
                mn: str = "mn") -> None:
     """The MN's radio goes from AR``src`` to AR``dst``; it solicits there
@@ -163,6 +178,7 @@ def test_fig4_nothing_kept_when_no_flow_needs_it(ended: bool) -> None:
 
 def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
     w = world("tunnel", lifetime=2)
+    record_lives(w)
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 1.2)
     fresh = downlink("fresh", IP2, 0.8, 1.1)
@@ -198,6 +214,16 @@ def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
     assert_lossless(report(w.fab, fresh))
     assert w.ar[2].stats.counters["kept-by-lm"] == 1
     assert "mn" in w.ar[2].attached and w.ar[2].attached["mn"].visiting == ()  # reverted
+    # HNP1's life at each router.
+    assert life_of(w.ar[1], HNP1) == [
+        (Ev.LEFT, St.HELD),        # the MN's link went: hold (FM:6-1)
+        (Ev.READY, St.HANDED),     # FM:6-2 from AR2: tunnel there, flush the hold
+        (Ev.RELEASED, None)]       # FM:1 after the revert: routed here again
+    assert life_of(w.ar[2], HNP1) == [
+        (Ev.KEPT, St.JOINING),     # the LMs said it carries a flow
+        (Ev.CLAIMED, St.VISITING),  # anchor found, FM:6-2 and LM:1-4 sent
+        (Ev.REVERTED, None)]       # FM:3-3
+    assert life_of(w.ar[2], HNP2) == [(Ev.GIVEN, St.ANCHORED)]
 
 
 # -- Fig 8 (4.2.1) and 4.2 by BGP: the anchoring moves --------------------------------
@@ -205,6 +231,7 @@ def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
 
 def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
     w = world("switch", hold_timeout=0.05)
+    record_lives(w)
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 1.2)
     start_flow(w.fab, cont)
@@ -225,6 +252,9 @@ def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
     assert rep.lost == 0 and rep.duplicates == 0 and rep.reordered == 0, rep
     assert ("cn", "r", "ar2", "mn") in rep.paths
     assert HNP1 in w.ar[2].visiting
+    assert life_of(w.ar[1], HNP1) == [(Ev.LEFT, St.HELD), (Ev.READY, St.HANDED)]
+    # Switch mode claims with the binding update itself.
+    assert life_of(w.ar[2], HNP1) == [(Ev.KEPT, St.JOINING), (Ev.CLAIMED, St.VISITING)]
 
 
 def test_bgp_call_flow_for_a_stock_mn() -> None:
@@ -257,13 +287,14 @@ def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
     its flow count carried over) and takes it from AR2, its anchor AR1
     re-pointing the tunnel."""
     w = world("tunnel", n=3)
+    record_lives(w)
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 1.5)
     start_flow(w.fab, cont)
     w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
     move_stock(w, 0.5, 0.02, HNP2)
     move_stock(w, 1.0, 0.02, HNP3, src=2, dst=3)
-    w.net.run(until=2.0)
+    w.net.run(until=3.5)  # (AR2's leftover tunnel goes 2 hold timeouts on)
     reply = trace.assert_order([("lms", "ar3", "MN_REPLY")], since=1.0)[0].message
     assert isinstance(reply, m.MnReply)
     assert {(b.prefix, b.forwarding_address, b.flows) for b in reply.bindings} == {
@@ -274,6 +305,12 @@ def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
     assert rep.lost == 0 and rep.duplicates == 0, rep
     assert ("cn", "r", "ar1", "r", "ar3", "mn") in rep.paths
     assert HNP1 in w.ar[3].visiting and HNP2 not in w.ar[3].visiting
+    assert life_of(w.ar[2], HNP1) == [
+        (Ev.KEPT, St.JOINING), (Ev.CLAIMED, St.VISITING),
+        (Ev.LEFT, St.HELD), (Ev.READY, St.HANDED),  # handed on to AR3
+        (Ev.RELEASED, None)]                          # its leftover tunnel cleaned up
+    assert life_of(w.ar[1], HNP1) == [
+        (Ev.LEFT, St.HELD), (Ev.READY, St.HANDED), (Ev.READY, St.HANDED)]  # re-pointed
     assert not [e for e in w.fab.routers["ar2"].entries()
                 if e.prefix == HNP1 and e.kind is EntryKind.ANCHOR]
 

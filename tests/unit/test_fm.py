@@ -78,6 +78,10 @@ class World:
         self.at(t + gap, dst, lambda a, now: a.attach("mn", f"mn{dst}", [own], previous, now))
 
 
+AGENTS: list[AnchorAgentCore] = []
+"""Every anchor agent the current test built (checked after it: tests/unit/conftest.py)."""
+
+
 def delegations(agent: AnchorAgentCore) -> list[tuple[bool, Prefix]]:
     """The DHCPv6-PD changes the agent asked for so far: (hold?, prefix)."""
     out = []
@@ -136,6 +140,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
     net.run_for(0.05)
     w = World(net, fab, lms, ctrl, r, ar, members)
+    AGENTS.extend(ar.values())
     # The MN starts on AR1 with HNP1.
     fab.attach("mn", "ar1", "mn1")
     fab.add_address("mn", IP1)

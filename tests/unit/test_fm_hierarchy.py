@@ -34,6 +34,7 @@ from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
 from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
+from tests.unit.test_fm import AGENTS
 
 P = Prefix.parse
 HNP1 = P("2001:db8:1:1::/64")
@@ -90,6 +91,7 @@ def build(proxy: bool = False, lifetime: int = 600) -> tuple[
             fab.routers[name],
         )
         net.add((dpa, 5400), agents[name])
+    AGENTS.extend(agents.values())
     net.run_for(0.05)
     return net, fab, lms, agents, lmp, ctrl
 

@@ -69,6 +69,9 @@ from .anchor_model import (
     Effect,
     Join,
     Mode,
+    PrefixEvent,
+    PrefixLife,
+    PrefixState,
     Visiting,
 )
 from .fib import DesiredFib
@@ -108,6 +111,8 @@ class AnchorAgentCore(ServiceCore):
         self._effects: deque[Effect] = deque()
         self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
         self._closed: set[Prefix] = set()  # prefixes whose continuity flows ended
+        self.life = PrefixLife()
+        """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         if settings.mode is Mode.BGP:
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
@@ -182,6 +187,11 @@ class AnchorAgentCore(ServiceCore):
                 add.append(ForwardingEntry(EntryKind.BUFFER, p))
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
         self._apply_new(add, now, holds)
+        for p in own:
+            if p not in returning:
+                self._step(p, PrefixEvent.GIVEN)
+        for p in foreign:
+            self._step(p, PrefixEvent.KEPT)
         self._delegate(own, True)
         if self.s.mode.moves_anchoring:
             self._delegate(foreign, True)  # the anchoring moves here
@@ -222,6 +232,7 @@ class AnchorAgentCore(ServiceCore):
                 # The central FM-CP reacts to the binding update (4.2.1).  The
                 # LMs refuses it if the prefix is bound to another MN (SM).
                 self._lm_update(p, self.s.dpa, now, mn=mn)
+                self._step(p, PrefixEvent.CLAIMED)
                 continue
             # Tunnel mode: find where the prefix was served last (LM:1-1)
             # and which anchor holds it (FM:4-3), then ask both for it.
@@ -259,9 +270,11 @@ class AnchorAgentCore(ServiceCore):
         handed = self._handed.pop(p, None)
         if self.s.mode is not Mode.SWITCH and handed is None:
             self._replace(p, [anchor], now)  # nothing elsewhere to wait for
+            self._step(p, PrefixEvent.GIVEN)
             return
         self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
                       spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
+        self._step(p, PrefixEvent.BACK)
         if self.s.mode.moves_anchoring:
             self._back.add(p)
             self._delegate((p,), True)
@@ -274,7 +287,16 @@ class AnchorAgentCore(ServiceCore):
     def moving_in(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` is delegated elsewhere while it comes here (PD:
         ask for it as a hint, without taking another)."""
-        return prefix in self.visiting or prefix in self._back
+        state = self.life.of(prefix)
+        return state in (PrefixState.JOINING, PrefixState.VISITING) or (
+            state is PrefixState.RETURNING and self.s.mode.moves_anchoring)
+
+    def _step(self, prefix: Prefix, event: PrefixEvent) -> None:
+        """Move ``prefix`` through its life here (an invalid step is counted)."""
+        wrong = len(self.life.invalid)
+        self.life.step(prefix, event)
+        if len(self.life.invalid) > wrong:
+            self.stats.counters["invalid-transition"] += 1
 
     def detach(self, mn: str, now: float) -> None:
         """The MN's link went down: hold its packets (FM:6-1) until told where."""
@@ -290,6 +312,7 @@ class AnchorAgentCore(ServiceCore):
         was handed on); ``hold``: keep its packets (FM:6-1) until told where."""
         if hold:
             self._replace(p, [ForwardingEntry(EntryKind.BUFFER, p)], now, keep_buffer=False)
+        self._step(p, PrefixEvent.LEFT)
         if p in st.own:
             self.away[p] = st.link
             st.own = tuple(x for x in st.own if x != p)
@@ -439,7 +462,9 @@ class AnchorAgentCore(ServiceCore):
                 event.request_id in self._homecoming:
             # The visited point sent what it held (or will not): lift the hold.
             anchor = self._homecoming.pop(event.request_id)
-            self._replace(anchor.prefix, [anchor], now)
+            if self.life.of(anchor.prefix) is PrefixState.RETURNING:
+                self._replace(anchor.prefix, [anchor], now)
+                self._step(anchor.prefix, PrefixEvent.SETTLED)
         elif isinstance(event, ReplyReceived) and event.request_id in self._mn_queries:
             mn, link = self._mn_queries.pop(event.request_id)
             if isinstance(event.reply, m.MnReply):
@@ -510,6 +535,8 @@ class AnchorAgentCore(ServiceCore):
             leftover = ForwardingEntry(EntryKind.TUNNEL, prefix, target)
             if leftover in self.dp.entries():
                 self.dp.apply((), (leftover,), now)
+                if self.life.of(prefix) is PrefixState.HANDED:
+                    self._step(prefix, PrefixEvent.RELEASED)
         elif isinstance(name, tuple) and name[0] == "reverse":
             _, prefix, dpa = name
             assert isinstance(prefix, Prefix) and isinstance(dpa, IPv6Address)
@@ -549,6 +576,7 @@ class AnchorAgentCore(ServiceCore):
             self._refuse_claim(prefix, now)
             return
         answer = join.anchor
+        self._step(prefix, PrefixEvent.CLAIMED)
         v.home_cpa = answer.cpa_address
         v.home_node = answer.node_id or ""
         anchor_agent = (str(answer.cpa_address), self.s.port)
@@ -587,6 +615,7 @@ class AnchorAgentCore(ServiceCore):
         if join.bound_to and join.bound_to != v.mn:
             self._refuse_claim(prefix, now)
             return
+        self._step(prefix, PrefixEvent.CLAIMED)
         self._announce((prefix,), True)
         if join.previous is not None:
             # Leftovers and stragglers (until the routers converge) come
@@ -604,23 +633,23 @@ class AnchorAgentCore(ServiceCore):
         self._back.discard(prefix)
         self._handed[prefix] = msg.dpa_address
         held = self.dp.buffered(prefix)
-        have = self.dp.entries()
-        had = any(e.prefix == prefix and e.flow is None for e in have)
+        had = self.life.of(prefix) is not None
         # Leftovers (and late packets still routed here) go to the new point
         # through a tunnel: in switch mode too, so the new anchor can tell
         # them from packets of the new direct path.
-        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now,
-                      have=have)
+        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
         if self.s.mode.moves_anchoring:
             self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
+        serving = not own and self.s.mode is not Mode.BGP and (prefix in self.serving or not had)
+        self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)
         if self.s.mode is Mode.BGP:
             # The new anchor announces the prefix: this point only carries
             # leftovers now, and stops announcing it.
             self._announce((prefix,), False)
             self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
-        elif not own and (prefix in self.serving or not had):
+        elif serving:
             # 4.2.3: a forwarding switch below takes over a prefix anchored
             # at another AR; it is anchored here now, until FM:1 hands back.
             self.serving[prefix] = msg.dpa_address
@@ -658,11 +687,14 @@ class AnchorAgentCore(ServiceCore):
             # the MN went, or to the AR that took the anchoring) goes.
             self._replace(prefix, [], now)
             self.away.pop(prefix, None)
+            if self.life.of(prefix) is PrefixState.HANDED:
+                self._step(prefix, PrefixEvent.RELEASED)
             if not any(prefix in st.own for st in self.attached.values()):
                 self._delegate((prefix,), False)  # its MN is gone and so are its flows
             self.stats.counters["returned"] += 1
         elif self.serving.pop(prefix, None) is not None:
             self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
+            self._step(prefix, PrefixEvent.RELEASED)
             self.stats.counters["served"] += 1
         self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
 
@@ -695,6 +727,7 @@ class AnchorAgentCore(ServiceCore):
             return
         self.cancel_timer(("visit", prefix))
         self._replace(prefix, [], now)
+        self._step(prefix, PrefixEvent.REFUSED)
         self._delegate((prefix,), False)
         self._announce((prefix,), False)
         for f in self._flows.pop(prefix, ()):
@@ -710,6 +743,7 @@ class AnchorAgentCore(ServiceCore):
         self._drop_reverse(v, now)
         self._delegate((prefix,), False)  # FM:3-3: back to its network's pool
         self._replace(prefix, [], now)
+        self._step(prefix, PrefixEvent.REVERTED)
         self._announce((prefix,), False)
         for f in v.flows:
             self.dp.untrack(f)

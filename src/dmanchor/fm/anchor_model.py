@@ -108,6 +108,7 @@ TRANSITIONS: dict[tuple[PrefixState | None, PrefixEvent], PrefixState | None] = 
     (_.HANDED, PrefixEvent.GIVEN): _.ANCHORED,
     # Back home while it is served elsewhere: held until that point's leftovers are in.
     (_.HANDED, PrefixEvent.BACK): _.RETURNING,
+    (None, PrefixEvent.BACK): _.RETURNING,  # its leftover tunnel was already cleaned up
     (_.HELD, PrefixEvent.BACK): _.RETURNING,
     (_.RETURNING, PrefixEvent.SETTLED): _.ANCHORED,
     # A prefix from elsewhere, kept for an arriving MN.
