@@ -67,6 +67,7 @@ from .anchor_model import (
     Attached,
     Delegate,
     Effect,
+    Heard,
     Join,
     Mode,
     PrefixEvent,
@@ -122,6 +123,39 @@ class AnchorAgentCore(ServiceCore):
         self.set_timer("register", now)
 
     # -- Access-layer inputs -----------------------------------------------------------
+
+    def heard(self, mn: str, link: str, given: Sequence[Prefix], named: Sequence[Prefix],
+              solicited: bool, now: float) -> Heard:
+        """A host spoke on access ``link`` (an MLD report, neighbour
+        discovery, or an RS naming ``named``); ``mn`` is its identity there
+        (its MAC), ``given`` the /64 this router gives it.
+
+        The first thing heard from a host not attached on the link is its
+        arrival (:meth:`arrive`); an RS is answered with an RA
+        (:class:`Advertise`).  A forwarding switch (draft 4.2.2) hands out
+        prefixes of its AR's network: the AR anchors them and tunnels them
+        down, so to the switch they are kept prefixes, like named ones.
+        """
+        st = self.attached.get(mn)
+        here = st is not None and st.link == link
+        fw = self.s.parent is not None
+        own = st.own if st is not None and here and not fw else tuple(given)
+        known = set(own) | (set(st.visiting) if st is not None and here else set())
+        kept = [p for p in dict.fromkeys(named) if p not in known]
+        if fw and not here:
+            kept += [p for p in given if p not in kept]
+        if not here:
+            self.arrive(mn, link, () if fw else own, kept, now)
+            what = Heard.ARRIVED
+        elif kept:
+            self.attach(mn, link, (), {p: () for p in kept}, now)
+            what = Heard.NAMED_MORE
+        elif solicited:
+            what = Heard.ANSWERED
+        else:
+            return Heard.KNOWN
+        self._effects.append(Advertise(link))
+        return what
 
     def arrive(self, mn: str, link: str, own: Sequence[Prefix], hinted: Sequence[Prefix],
                now: float) -> None:

@@ -147,6 +147,19 @@ in the table is a transition the agent must never make."""
 del _
 
 
+class Heard(Enum):
+    """What hearing a host on an access link came to."""
+
+    ARRIVED = "arrived"
+    """A host not attached on that link: it is now (and asked about)."""
+    NAMED_MORE = "named more"
+    """An attached MN's RS named prefixes not kept for it yet: kept now."""
+    ANSWERED = "answered"
+    """An attached MN solicited: it is advertised to again."""
+    KNOWN = "known"
+    """An attached MN, talking: nothing to do."""
+
+
 class Transition(NamedTuple):
     """One step of a prefix's life at a router."""
 

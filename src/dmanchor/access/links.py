@@ -1,0 +1,209 @@
+"""The access links of a router, wired to its anchor agent (the I/O half).
+
+What the anchor agent decides about the hosts on its access links it
+decides in its core (:meth:`~dmanchor.fm.anchor.AnchorAgentCore.heard`,
+:meth:`~dmanchor.fm.anchor.AnchorAgentCore.detach`); this module does the
+I/O around it: hearing hosts (:mod:`.sniff`), watching carriers, sending
+Router Advertisements on the core's :class:`~dmanchor.fm.anchor_model.Advertise`
+effects and on the unsolicited schedule (:mod:`.ra`), giving each MN its
+/64 (:mod:`.alloc`), and keeping each link's source filter (SM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from ..dataplane.api import DataPlane, DataPlaneError
+from ..dataplane.netlink import LinkMonitor
+from ..fm.anchor import AnchorAgentCore
+from ..fm.anchor_model import Heard
+from ..wire.types import Prefix
+from .alloc import PoolExhausted, PrefixAllocator
+from .nd import encode_ra
+from .ra import RaSchedule, link_advertisement, shortest_valid
+from .sniff import LinkListener
+
+log = logging.getLogger("dmanchor.node")
+
+LeaseLeft = Callable[[float], Mapping[Prefix, float]]
+"""What each DHCPv6-PD lease has left, seconds, at a given time."""
+
+
+class AccessLinks:
+    """One router's access links around its anchor agent."""
+
+    def __init__(self, links: Sequence[str], agent: AnchorAgentCore, pump: Callable[[], None],
+                 alloc: PrefixAllocator | None = None, ra_interval: float = 600.0,
+                 lease_left: LeaseLeft | None = None,
+                 sources: DataPlane | None = None) -> None:
+        """``pump``: runs the agent's driver after an input; ``alloc``: the
+        /64s given to MNs; ``sources``: where to set source filters (SM),
+        if the router validates them."""
+        self.links = tuple(links)
+        self.agent = agent
+        self.pump = pump
+        self.alloc = alloc
+        self.lease_left = lease_left
+        self.sources = sources
+        self._ra = RaSchedule(self.links, time.time(), ra_interval) if self.links else None
+        self._ra_timer: asyncio.TimerHandle | None = None
+        self._listeners: list[LinkListener] = []
+        self._monitor: LinkMonitor | None = None
+        # Source filters in force; None until the first sync, which sets
+        # every access link's (clearing what a previous run left).
+        self._filters: dict[str, tuple[Prefix, ...]] | None = None
+
+    def start(self) -> None:
+        """Listen on every access link, watch their carriers, advertise."""
+        loop = asyncio.get_running_loop()
+        for link in self.links:
+            self._configure(link)
+            listener = LinkListener(link)
+            self._listeners.append(listener)
+            loop.add_reader(listener.fileno(), self._on_heard, listener)
+        if self.links:
+            # An MN's radio leaving: the access link loses its carrier.
+            self._monitor = LinkMonitor()
+            loop.add_reader(self._monitor.fileno(), self._on_carrier)
+            self._on_ra_timer()
+
+    @staticmethod
+    def _configure(link: str) -> None:
+        """The kernel skips routes through a link without carrier (an MN's
+        radio leaving diverts its prefixes to the standby hold at once, not
+        after the agent reacted), and learns the addresses an arriving MN
+        announces (unsolicited NA) - not at the first packet, whose
+        resolution queue can let a later packet overtake queued ones."""
+        for knob in ("ignore_routes_with_linkdown", "accept_untracked_na"):
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{link}/{knob}").write_text("1")
+            except OSError as exc:
+                log.warning("%s: cannot set %s: %s", link, knob, exc)
+
+    # -- Inputs ---------------------------------------------------------------------------
+
+    def _on_heard(self, listener: LinkListener) -> None:
+        try:
+            heard = listener.read()
+        except OSError as exc:
+            log.warning("access link %s: %s", listener.link, exc)
+            return
+        for seen in heard:
+            mn = seen.mn_id
+            try:
+                given = (self.alloc.get(mn),) if self.alloc is not None else ()
+            except PoolExhausted as exc:
+                log.error("MN %s on %s not attached: %s", mn, listener.link, exc)
+                continue
+            named = seen.rs.previous if seen.rs is not None else ()
+            what = self.agent.heard(mn, listener.link, given, named, seen.rs is not None,
+                                    time.time())
+            if what in (Heard.ARRIVED, Heard.NAMED_MORE):
+                log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value,
+                         listener.link, seen.kind.name, [str(p) for p in given],
+                         [str(p) for p in named])
+            self.pump()
+
+    def _on_carrier(self) -> None:
+        """Access links that went down: their MNs left (FM:6-1 holds start)."""
+        assert self._monitor is not None
+        self.down({name for name, up in self._monitor.read()
+                   if not up and name in self.links}, "went down")
+
+    def down(self, links: set[str], why: str) -> int:
+        """The MNs on these access links left; returns how many."""
+        if not links:
+            return 0
+        now = time.time()
+        left = 0
+        for mn, st in list(self.agent.attached.items()):
+            if st.link in links:
+                self.agent.detach(mn, now)
+                left += 1
+                log.info("MN %s detached: %s %s", mn, st.link, why)
+        self.pump()
+        return left
+
+    # -- Outputs --------------------------------------------------------------------------
+
+    def advertise_mns(self, link: str, solicited: bool = True) -> None:
+        """Advertise what the MNs on ``link`` use: the prefixes given here
+        preferred, those kept from elsewhere deprecated.  ``solicited``: an
+        answer, which pushes the unsolicited schedule on."""
+        own: tuple[Prefix, ...] = ()
+        kept: tuple[Prefix, ...] = ()
+        for mn, st in self.agent.attached.items():
+            if st.link == link:
+                # The /64 given here is the MN's to prefer, even where (a
+                # forwarding switch, 4.2.2) the anchor sees it as visiting.
+                given = self.alloc.peek(mn) if self.alloc is not None else None
+                own = (*own, *st.own, *((given,) if given is not None else ()))
+                kept = (*kept, *st.visiting)
+        now = time.time()
+        ra = link_advertisement(own, kept, self.agent.s.lifetime,
+                                self.lease_left(now) if self.lease_left is not None else None)
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                s.sendto(encode_ra(ra), ("ff02::1", 0, 0, socket.if_nametoindex(link)))
+        except OSError as exc:
+            log.warning("router advertisement on %s: %s", link, exc)
+            return
+        if self._ra is not None and link in self.links:
+            if solicited:
+                self._ra.sent(link, now)  # the next unsolicited one is an interval on
+            self._ra.lifetimes(link, now, shortest_valid(ra))
+            self._arm_ra()
+
+    def sync_sources(self) -> None:
+        """SM: each access link accepts only the prefixes of the MNs on it."""
+        if self.sources is None:
+            return
+        want: dict[str, tuple[Prefix, ...]] = dict.fromkeys(self.links, ())
+        for st in self.agent.attached.values():
+            if st.link in want:
+                want[st.link] = tuple(dict.fromkeys((*want[st.link], *st.own, *st.visiting)))
+        first = self._filters is None
+        filters = self._filters = self._filters or {}
+        for link, prefixes in want.items():
+            if first or filters.get(link, ()) != prefixes:
+                try:
+                    self.sources.set_source_filter(link, prefixes)
+                    filters[link] = prefixes
+                except DataPlaneError as exc:
+                    log.error("source filter on %s: %s", link, exc)
+
+    def _on_ra_timer(self) -> None:
+        """Unsolicited RAs (RFC 4861 6.2.4): each due access link advertises
+        the prefixes of the MNs on it, so their hosts keep their addresses."""
+        assert self._ra is not None
+        self._ra_timer = None
+        for link in self._ra.due(time.time()):
+            self.advertise_mns(link, solicited=False)
+        self._arm_ra()
+
+    def _arm_ra(self) -> None:
+        assert self._ra is not None
+        deadline = self._ra.next_deadline()
+        if deadline is None:
+            return
+        if self._ra_timer is not None:
+            self._ra_timer.cancel()
+        self._ra_timer = asyncio.get_running_loop().call_later(
+            max(0.0, deadline - time.time()), self._on_ra_timer)
+
+    def close(self) -> None:
+        """Stop listening and advertising."""
+        if self._ra_timer is not None:
+            self._ra_timer.cancel()
+        for source in (*self._listeners, *((self._monitor,) if self._monitor else ())):
+            with contextlib.suppress(RuntimeError):  # (no loop running any more)
+                asyncio.get_running_loop().remove_reader(source.fileno())
+            source.close()

@@ -1,0 +1,184 @@
+"""The control socket's commands: one handler each, in a registry keyed by name.
+
+A node's ``control`` UNIX socket takes JSON lines and answers each with one
+line, ``{"ok": ...}`` or ``{"error": "..."}``.  The access router needs none
+of them to work (it hears its MNs on its access links); they are the
+operator's and the test harness's handles::
+
+    {"cmd": "attach", "mn": "02:00:00:00:00:01", "link": "mn2", "own": ["2001:db8:2:1::/64"],
+     "previous": {"2001:db8:1:1::/64": [{"src": "...", "dst": "...", "proto": 17,
+                                          "sport": 5001, "dport": 40000}]}}
+    {"cmd": "detach", "mn": "02:00:00:00:00:01"}
+    {"cmd": "link_going_down", "link": "mn1"}   (an L2 trigger, RFC 5184)
+    {"cmd": "track", "prefix": "...", "flows": [...], "link": "mn2"}   (FM:2 policy)
+    {"cmd": "flows_closed", "prefix": "..."}    (FM:3-3 policy)
+    {"cmd": "entries"}                  -> the kernel's dmanchor entries (read back)
+    {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
+    {"cmd": "stats"}                    -> signalling counters of every function
+    {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
+    {"cmd": "delegations"}              -> DHCPv6-PD: prefix -> seconds left
+    {"cmd": "moved", "sid": "...", "keep": [...]}   (a host-based MN's agent)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING, Any
+
+from .mn.host import take_sid
+from .transport.reliable import Endpoint
+from .wire.types import Prefix, entry_to_json, flow_from_json
+
+if TYPE_CHECKING:
+    from .node import Node
+
+Handler = Callable[["Node", dict[str, Any], float], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A registered command."""
+
+    handler: Handler
+    anchor: bool
+    """It drives the anchor agent: refused without one, and the agent is
+    pumped after it."""
+
+
+COMMANDS: dict[str, Command] = {}
+"""Command name -> handler (filled by :func:`command`)."""
+
+
+def command(name: str, anchor: bool = True) -> Callable[[Handler], Handler]:
+    """Register the decorated function as command ``name``."""
+    def register(fn: Handler) -> Handler:
+        if name in COMMANDS:
+            raise RuntimeError(f"command {name!r} registered twice")
+        COMMANDS[name] = Command(fn, anchor)
+        return fn
+    return register
+
+
+def _access_link(node: Node, link: object) -> str:
+    if link not in node.cfg.access_links:
+        raise ValueError(f"{link!r} is not an access link of this node")
+    return str(link)
+
+
+@command("attach")
+def _attach(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    prev = {Prefix.parse(p): [flow_from_json(f) for f in flows]
+            for p, flows in doc.get("previous", {}).items()}
+    own = [Prefix.parse(p) for p in doc.get("own", [])]
+    link = str(doc["link"])
+    node.anchor.attach(str(doc["mn"]), link, own, prev, now)
+    # Tell the MN (SLAAC): its own prefixes preferred, the previous ones
+    # kept valid but deprecated - new flows take the new prefix.
+    if node.access is not None and link in node.cfg.access_links:
+        node.access.advertise_mns(link)
+    return True
+
+
+@command("detach")
+def _detach(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    node.anchor.detach(str(doc["mn"]), now)
+    return True
+
+
+@command("link_going_down")
+def _link_going_down(node: Node, doc: dict[str, Any], now: float) -> Any:
+    # An L2 trigger (RFC 5184's Link Going Down, e.g. a station's
+    # disassociation): hold before the link is gone, so nothing in flight
+    # is lost; the link event that follows finds no one.
+    link = _access_link(node, doc["link"])
+    assert node.access is not None
+    return node.access.down({link}, "going down (L2 trigger)")
+
+
+@command("track")
+def _track(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    on = doc.get("link")
+    node.anchor.track_flows(Prefix.parse(doc["prefix"]),
+                            [flow_from_json(f) for f in doc.get("flows", [])], now,
+                            None if on is None else _access_link(node, on))
+    return True
+
+
+@command("flows_closed")
+def _flows_closed(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    node.anchor.flows_closed(Prefix.parse(doc["prefix"]), now)
+    return True
+
+
+@command("entries")
+def _entries(node: Node, doc: dict[str, Any], now: float) -> Any:
+    # What the kernel has (read back), not what the cores asked for.
+    assert node.dataplane is not None
+    return [entry_to_json(e) for e in node.dataplane.entries()]
+
+
+@command("counters")
+def _counters(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    return dict(node.anchor.dp.counters())
+
+
+@command("delegations")
+def _delegations(node: Node, doc: dict[str, Any], now: float) -> Any:
+    # Prefix -> seconds its DHCPv6-PD lease has left (none without [anchor.pd]).
+    held = node.pd.core.held(now) if node.pd is not None else {}
+    return {str(p): round(left, 1) for p, left in held.items()}
+
+
+@command("usage")
+def _usage(node: Node, doc: dict[str, Any], now: float) -> Any:
+    assert node.anchor is not None
+    return [node.anchor.dp.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
+
+
+@command("stats", anchor=False)
+def _stats_cmd(node: Node, doc: dict[str, Any], now: float) -> Any:
+    out = {name: stats(driver.core) for name, driver in node.drivers.items()}
+    if node.pd is not None:
+        out["pd"] = {"counters": dict(node.pd.core.counters)}
+    if node.cfg.kea is not None:
+        done = node.events.kea_done
+        out["kea"] = {"sent": {"lease6-update": done["lease6-update"]}, "counters": dict(done)}
+    return out
+
+
+@command("moved", anchor=False)
+def _moved(node: Node, doc: dict[str, Any], now: float) -> Any:
+    """Host-based (Fig 2a/2b): the MN has a care-of SID; claim ``keep`` to it."""
+    agent, dp = node.mn_agent, node.dataplane
+    if agent is None or dp is None or node.cfg.mn is None:
+        raise ValueError("this node hosts no MN agent")
+    sid = IPv6Address(str(doc["sid"]))
+    keep = [Prefix.parse(p) for p in doc.get("keep", [])]
+    take_sid(dp, node.mn_sid, sid, node.cfg.mn[2], now)
+    node.mn_sid = sid
+    agent.moved(sid, keep, now)
+    agent.process(now)
+    node.drivers["mn"].pump()
+    return True
+
+
+def stats(core: object) -> dict[str, Any]:
+    """Signalling counters of one function (by message type name)."""
+    ep = getattr(core, "endpoint", None)
+    if not isinstance(ep, Endpoint):
+        return {}
+    st = ep.stats
+    return {
+        "sent": {t.name: n for t, n in st.sent.items()},
+        "bytes_sent": {t.name: n for t, n in st.bytes_sent.items()},
+        "received": {t.name: n for t, n in st.received.items()},
+        "drops": dict(st.drops),
+        "retransmissions": st.retransmissions,
+    }

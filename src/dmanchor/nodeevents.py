@@ -1,0 +1,152 @@
+"""What a node does with its functions' upward events, and its trace file.
+
+The controller's events (logged; an anchor switch moves the prefix's
+DHCPv6-PD lease with Kea's ``lease6-update`` when ``[controller.kea]`` says
+how), the DHCPv6-PD client's and the BGP speaker's (logged), and the JSON
+lines trace of messages, data-plane changes and hold lifts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .access.bgp import BgpEvent, SessionDown, SessionUp
+from .access.delegation import Delegated, DelegationEvent, Refused, Returned
+from .access.kea_ctrl import KeaError, move_delegation
+from .dataplane.tunbuffer import Lift
+from .fm.controller import (
+    AnchorMoved,
+    AnchorSwitching,
+    ControllerCore,
+    DataPlaneDown,
+    DataPlaneUp,
+)
+from .nodeconf import KeaMoves
+from .transport.reliable import Addr
+from .wire.codec import peek_type
+from .wire.types import ForwardingEntry, Prefix, entry_to_json
+
+log = logging.getLogger("dmanchor.node")
+
+
+class Trace:
+    """A node's trace: one JSON object per line, each with time and node."""
+
+    def __init__(self, path: Path, node_id: str) -> None:
+        self.file: TextIO = path.open("a")
+        self.node_id = node_id
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        record["t"] = round(time.monotonic(), 6)
+        record["node"] = self.node_id
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def messages(self, function: str) -> Callable[[str, bytes, Addr], None]:
+        """A UDP driver's trace hook for ``function``'s datagrams."""
+        def trace(direction: str, data: bytes, peer: Addr) -> None:
+            mtype = peek_type(data)
+            self.write({"fn": function, "dir": direction,
+                        "type": mtype.name if mtype else "?", "bytes": len(data),
+                        "peer": [peer[0], peer[1]]})
+        return trace
+
+    def change(self, added: Sequence[ForwardingEntry],
+               deleted: Sequence[ForwardingEntry]) -> None:
+        """A data-plane change."""
+        self.write({"fn": "dataplane", "add": [entry_to_json(e) for e in added],
+                    "delete": [entry_to_json(e) for e in deleted]})
+
+    def lift(self, prefix: Prefix, lift: Lift, cause: str) -> None:
+        """A hold lifted (docs/protocol.md section 7)."""
+        self.write({"fn": "lift", "prefix": str(prefix), "cause": cause,
+                    "released": lift.released, "stragglers": lift.stragglers,
+                    "forced": lift.forced, "guarded": lift.guarded,
+                    "waited_ms": round(lift.waited * 1e3, 3)})
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+class NodeEvents:
+    """The upward events of a node's controller, PD client and BGP speaker."""
+
+    def __init__(self, kea: KeaMoves | None, trace: Trace | None) -> None:
+        self.kea = kea
+        self.trace = trace
+        self.kea_done: Counter[str] = Counter()
+        """Lease moves: ``lease6-update`` done, ``failed``, ``no-duid``."""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def controller(self, core: ControllerCore) -> None:
+        """Drain the controller's events (its driver's pump hook)."""
+        for ev in core.drain_events():
+            if isinstance(ev, DataPlaneDown):
+                log.warning("FM-DP %s stopped reporting (FM:5-2)", ev.node_id)
+            elif isinstance(ev, DataPlaneUp):
+                log.info("FM-DP %s reports", ev.node_id)
+            elif isinstance(ev, AnchorSwitching):
+                if ev.dpa is not None and self.kea is not None:
+                    self._switching(ev.prefix, self.kea.duids.get(ev.dpa), ev.dpa)
+            elif isinstance(ev, AnchorMoved):
+                log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa)
+            else:
+                log.info("%s routed home again (FM:3-3)", ev.prefix)
+
+    def _switching(self, prefix: Prefix, duid: bytes | None, dpa: object) -> None:
+        if duid is None:
+            self.kea_done["no-duid"] += 1
+            log.warning("no DUID for anchor %s: %s's lease stays", dpa, prefix)
+            return
+        task = asyncio.get_running_loop().create_task(self._move_lease(prefix, duid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _move_lease(self, prefix: Prefix, duid: bytes) -> None:
+        assert self.kea is not None
+        try:
+            await move_delegation(self.kea.control, prefix, duid)
+        except KeaError as exc:
+            self.kea_done["failed"] += 1
+            log.error("moving %s's lease: %s", prefix, exc)
+        else:
+            self.kea_done["lease6-update"] += 1
+            log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", prefix, duid.hex())
+
+    def pd(self, ev: DelegationEvent) -> None:
+        """A DHCPv6-PD client event."""
+        if isinstance(ev, Delegated):
+            if not ev.renewed:
+                log.info("DHCPv6-PD: %s delegated here (valid %d s)", ev.prefix, ev.valid)
+        elif isinstance(ev, Returned):
+            log.info("DHCPv6-PD: %s given back", ev.prefix)
+        elif isinstance(ev, Refused):
+            log.warning("DHCPv6-PD: %s not delegated here: %s", ev.prefix, ev.reason)
+        else:
+            log.error("DHCPv6-PD: the lease of %s ended unrenewed", ev.prefix)
+        if self.trace is not None:
+            self.trace.write({"fn": "pd", "event": type(ev).__name__.lower(),
+                              "prefix": str(ev.prefix)})
+
+    @staticmethod
+    def bgp(ev: BgpEvent) -> None:
+        """A BGP session event."""
+        if isinstance(ev, SessionUp):
+            log.info("BGP session up (AS %d, hold %d s)", ev.peer_as, ev.hold_time)
+        elif isinstance(ev, SessionDown):
+            log.warning("BGP session down: %s", ev.reason)
+
+    async def stop(self) -> None:
+        """Cancel lease moves under way (each is bounded by its timeout)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
