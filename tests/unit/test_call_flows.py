@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import Heard
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
 from dmanchor.runtime.virtual import VirtualNetwork
@@ -364,3 +365,34 @@ def test_fig1a_an_lm_pool_answers_for_every_member() -> None:
     ], since=0.5)
     assert_lossless(report(w.fab, cont))
     assert HNP1 in w.ar[2].visiting
+
+
+def test_what_a_router_hears_on_its_access_link() -> None:
+    """heard(): the first packet of a host not attached on the link is its
+    arrival (RA, LM:1-1 by MN); an RS from it later is answered; anything
+    else it says is nothing new; an RS naming a prefix not kept yet adds it
+    (checked against the binding as any claim)."""
+    w = world("tunnel")
+    a = w.ar[2]
+    trace = Trace(w.net)
+    results: list[Heard] = []
+
+    def hear(named: list[Prefix], rs: bool) -> Callable[[AnchorAgentCore, float], None]:
+        def run(agent: AnchorAgentCore, now: float) -> None:
+            results.append(agent.heard("02:00:00:00:00:02", "h2", [HNP2], named, rs, now))
+        return run
+    w.fab.add_host("h")
+
+    def up() -> None:
+        w.fab.attach("h", "ar2", "h2")
+    w.net.call_at(0.2, up)
+    w.at(0.2, 2, hear([], False))      # its MLD report
+    w.at(0.3, 2, hear([], False))      # ND
+    w.at(0.4, 2, hear([], True))       # its RS
+    w.at(0.5, 2, hear([HNP1], True))   # an RS naming someone else's prefix
+    w.net.run(until=1.0)
+    assert results == [Heard.ARRIVED, Heard.KNOWN, Heard.ANSWERED, Heard.NAMED_MORE]
+    assert a.attached["02:00:00:00:00:02"].own == (HNP2,)
+    assert trace.count("MN_QUERY") == 1  # asked about once, on arrival
+    assert a.stats.counters["claim-refused"] == 1  # HNP1 is the MN's, not this host's
+    assert HNP1 not in a.visiting
