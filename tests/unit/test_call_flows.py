@@ -23,7 +23,7 @@ from dmanchor.fm.anchor_model import Heard
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
 from dmanchor.runtime.virtual import VirtualNetwork
-from dmanchor.sim.traffic import report, start_flow
+from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
 from dmanchor.wire import decode
 from dmanchor.wire import messages as m
@@ -137,6 +137,21 @@ def move_stock(w: World, t: float, gap: float, own: Prefix, src: int = 1, dst: i
     w.at(t + gap, dst, lambda a, now: a.arrive(mn, f"{mn}{dst}", [own], [], now))
 
 
+def moved_with_a_flow(mode: str, stop: float = 1.2, until: float = 2.0,
+                      **kw: Any) -> tuple[World, Trace, Flow]:
+    """The MN, with a continuity flow on HNP1 that AR1 reports, moves to AR2
+    at 0.5 s as a stock host; run to ``until``.  Transitions are recorded."""
+    w = world(mode, **kw)
+    record_lives(w)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, stop)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    w.net.run(until=until)
+    return w, trace, cont
+
+
 # -- Fig 4 (4.1.1): mobility support not needed --------------------------------------
 
 
@@ -231,14 +246,7 @@ def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
 
 
 def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
-    w = world("switch", hold_timeout=0.05)
-    record_lives(w)
-    trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.2)
-    start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
-    move_stock(w, 0.5, 0.02, HNP2)
-    w.net.run(until=2.0)
+    w, trace, cont = moved_with_a_flow("switch", hold_timeout=0.05)
     trace.assert_order([
         ("ar2", "lms", "MN_QUERY"),
         ("lms", "ar2", "MN_REPLY"),
@@ -259,13 +267,7 @@ def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
 
 
 def test_bgp_call_flow_for_a_stock_mn() -> None:
-    w = world("bgp", hold_timeout=0.05)
-    trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.2)
-    start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
-    move_stock(w, 0.5, 0.02, HNP2)
-    w.net.run(until=2.0)
+    w, trace, cont = moved_with_a_flow("bgp", hold_timeout=0.05)
     trace.assert_order([
         ("ar2", "lms", "MN_QUERY"),
         ("lms", "ar2", "MN_REPLY"),
@@ -348,13 +350,7 @@ def test_fig1a_an_lm_pool_answers_for_every_member() -> None:
     """Fig 1a: each anchor's CPA hosts an LMs member.  AR2's member holds
     nothing of the MN; it asks the pool (LM:2) and answers with HNP1's
     binding, held at AR1's member."""
-    w = world("tunnel", lm="pool")
-    trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.2)
-    start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
-    move_stock(w, 0.5, 0.02, HNP2)
-    w.net.run(until=2.0)
+    w, trace, cont = moved_with_a_flow("tunnel", lm="pool")
     # (Each member's LMs listens on its anchor's address, port 5401.)
     trace.assert_order([
         ("ar2", "ar2", "MN_QUERY"),    # to its own member
