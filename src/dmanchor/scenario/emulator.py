@@ -39,6 +39,7 @@ from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab, Veth, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
+from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.types import Prefix
 from .model import Scenario, Step
 from .plan import Plan, make_plan, pd_duid
@@ -439,6 +440,13 @@ class Emulation:
                     return preferred
         raise RuntimeError(f"{mn}: no router advertisement after soliciting")
 
+    def _stack_addresses(self, mn: str) -> list[HostAddress]:
+        """The MN's global addresses as its stack holds them, oldest first."""
+        held = [a for a in self._nl(mn).addresses(self._index(mn, "br0")) if a.scope == 0]
+        # (The kernel lists a link's addresses newest first.)
+        return [HostAddress(a.address, not a.deprecated, 0xFFFFFFFF, age)
+                for age, a in enumerate(reversed(held))]
+
     def _autoconfigured(self, mn: str, prefixes: list[Prefix]) -> dict[Prefix, str]:
         """Wait until the MN's stack has an address in each of ``prefixes``
         (SLAAC, RFC 4862); returns them."""
@@ -511,8 +519,14 @@ class Emulation:
         st = self.mns[spec.dst]
         if not st.prefixes or st.router is None:
             raise RuntimeError(f"flow {name}: {spec.dst} is not attached")
-        prefix = st.prefixes[-1]
-        address = st.addresses[prefix]  # what its stack configured (SLAAC)
+        # The address a new session takes (RFC 8653 on-demand semantics,
+        # dmanchor.mn.ondemand): the newest preferred one of the MN's stack.
+        chosen = choose(self._stack_addresses(spec.dst), AddressKind.NONPERSISTENT)
+        prefix = next((p for p in st.prefixes if p.covers(Prefix.host(chosen))), None)
+        if prefix is None:
+            raise RuntimeError(f"flow {name}: {spec.dst}'s stack chose {chosen}, in no prefix "
+                               "a router gave it")
+        address = str(chosen)
         self._port += 1
         runner: UdpProbe | TcpStream
         if spec.kind == "udp":
