@@ -71,6 +71,7 @@ from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core, log_events
 from .lm.lms import LmsCore
+from .mn.host import StackWatch, sessions_in_use, take_sid
 from .nodecmd import COMMANDS
 from .nodeconf import NodeConfig, load_node_config
 from .nodeevents import NodeEvents, Trace
@@ -98,6 +99,7 @@ class Node:
         self.mn_agent: MnAgentCore | None = None
         self.mn_sid: IPv6Address | None = None
         """A host-based MN's care-of SID, once it has one."""
+        self.stack: StackWatch | None = None
         self.trace = Trace(cfg.trace, cfg.node_id) if cfg.trace is not None else None
         self.events = NodeEvents(cfg.kea, self.trace)
         self._control: ControlServer | None = None
@@ -176,6 +178,11 @@ class Node:
                 cfg.ra_interval, pd.core.held if pd is not None else None,
                 self.dataplane if cfg.source_validation else None)
             self.access.start()
+        if self.mn_agent is not None and cfg.mn is not None:
+            # A host-based MN sees its own moves: a new network's prefix.
+            self.stack = StackWatch(cfg.mn[2])
+            asyncio.get_running_loop().add_reader(self.stack.fileno(), self._on_stack)
+            self._on_stack()
         if cfg.control is not None:
             self._control = ControlServer(cfg.control, self.command, cfg.control_group)
             await self._control.start()
@@ -211,6 +218,19 @@ class Node:
         if self.trace is not None:
             self.trace.write({"fn": "bgp", "dir": "announce" if on else "withdraw",
                               "prefix": str(prefix)})
+
+    def _on_stack(self) -> None:
+        """The MN's addresses changed (host-based, Fig 2a/2b): if it is in a
+        new network, end its tunnels at its SID there, then claim."""
+        assert self.stack is not None and self.mn_agent is not None and self.cfg.mn is not None
+        now = time.time()
+        sid = self.mn_agent.addresses(self.stack.held(), sessions_in_use(), now)
+        if sid is not None and self.dataplane is not None:
+            take_sid(self.dataplane, self.mn_sid, sid, self.cfg.mn[2], now)
+            self.mn_sid = sid
+            log.info("moved: care-of SID %s", sid)
+        self.mn_agent.process(now)
+        self.drivers["mn"].pump()
 
     def _on_hold_device(self) -> None:
         assert self.dataplane is not None
@@ -263,6 +283,10 @@ class Node:
             self._control.close()
         if self.access is not None:
             self.access.close()
+        if self.stack is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.stack.fileno())
+            self.stack.close()
         for driver in self.drivers.values():
             driver.close()
         if self.pd is not None:

@@ -17,17 +17,14 @@ operator's and the test harness's handles::
     {"cmd": "stats"}                    -> signalling counters of every function
     {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
     {"cmd": "delegations"}              -> DHCPv6-PD: prefix -> seconds left
-    {"cmd": "moved", "sid": "...", "keep": [...]}   (a host-based MN's agent)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
-from .mn.host import take_sid
 from .transport.reliable import Endpoint
 from .wire.types import Prefix, entry_to_json, flow_from_json
 
@@ -151,22 +148,6 @@ def _stats_cmd(node: Node, doc: dict[str, Any], now: float) -> Any:
         done = node.events.kea_done
         out["kea"] = {"sent": {"lease6-update": done["lease6-update"]}, "counters": dict(done)}
     return out
-
-
-@command("moved", anchor=False)
-def _moved(node: Node, doc: dict[str, Any], now: float) -> Any:
-    """Host-based (Fig 2a/2b): the MN has a care-of SID; claim ``keep`` to it."""
-    agent, dp = node.mn_agent, node.dataplane
-    if agent is None or dp is None or node.cfg.mn is None:
-        raise ValueError("this node hosts no MN agent")
-    sid = IPv6Address(str(doc["sid"]))
-    keep = [Prefix.parse(p) for p in doc.get("keep", [])]
-    take_sid(dp, node.mn_sid, sid, node.cfg.mn[2], now)
-    node.mn_sid = sid
-    agent.moved(sid, keep, now)
-    agent.process(now)
-    node.drivers["mn"].pump()
-    return True
 
 
 def stats(core: object) -> dict[str, Any]:

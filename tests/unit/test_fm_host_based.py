@@ -7,13 +7,16 @@ tunnel on its care-of address; the new access router does nothing for HNP1.
 from __future__ import annotations
 
 from ipaddress import IPv6Address as A
+from pathlib import Path
 
 import pytest
 
 from dmanchor.fm.mn_agent import MnAgentCore, MnAgentSettings
 from dmanchor.lm.lmp import LmpCore
+from dmanchor.mn.host import sessions_in_use
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.transport.reliable import Addr
+from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import EntryKind, ForwardingEntry
 from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, IP2, LMS, assert_lossless, downlink, world
 
@@ -54,3 +57,38 @@ def test_mn_claims_its_prefix_and_ends_the_tunnel_itself(proxy: bool) -> None:
     b = w.lms.lookup(HNP1, w.net.now)
     assert b is not None and b.forwarding_address == coa
     assert mn.counters["claimed"] == 1 and w.ar[1].stats.flushed > 0
+
+
+def test_the_agent_sees_its_own_moves_from_what_its_stack_holds() -> None:
+    """No one tells a host-based MN it moved: a preferred address in a new
+    /64 is a new network; the prefixes of its open sessions are claimed to
+    its SID there (<new prefix>::5); the first network is just where it is."""
+    agent = MnAgentCore(MnAgentSettings("mn", CTRL, LMS))
+    ip1, ip2, ip3 = A(IP1), A(IP2), A("2001:db8:3:1::10")
+    assert agent.addresses([], set(), 0.0) is None  # not attached yet
+    assert agent.addresses([(ip1, True)], {ip1}, 0.1) is None  # its first network
+    assert agent.addresses([(ip1, True)], {ip1}, 0.2) is None  # nothing new
+    sent_before = agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY]
+    sid = agent.addresses([(ip1, False), (ip2, True)], {ip1}, 0.3)
+    assert sid == A("2001:db8:2:1::5") and agent.coa == sid
+    # FM:4-3 for HNP1 only: the session on it needs it; HNP2 is where it is.
+    assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent_before + 1
+    # A session-less old prefix is not claimed.
+    assert agent.addresses([(ip1, False), (ip2, False), (ip3, True)], set(), 0.4) == \
+        A("2001:db8:3:1::5")
+    assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent_before + 1
+
+
+def test_sessions_in_use_are_read_from_the_kernels_tables(tmp_path: Path) -> None:
+    """/proc/net/tcp6 and udp6: an established TCP connection and a bound
+    UDP socket count; listening, closing and wildcard sockets do not."""
+    head = "  sl  local_address                         remote_address  st\n"
+    ip = "B80D0120010001000000000010000000"  # 2001:db8:1:1::10, in 32-bit host order
+    ip2 = "B80D0120010002000000000010000000"  # 2001:db8:2:1::10
+    anyone = "00000000000000000000000000000000"
+    (tmp_path / "tcp6").write_text(head + f"   0: {ip}:1F90 {anyone}:0000 01\n"
+                                   f"   1: {ip2}:1F91 {anyone}:0000 0A\n")
+    (tmp_path / "udp6").write_text(head + f"   0: {ip2}:1388 {anyone}:0000 07\n"
+                                   f"   1: {anyone}:0035 {anyone}:0000 07\n")
+    assert sessions_in_use(tmp_path) == {A(IP1), A(IP2)}
+    assert sessions_in_use(tmp_path / "missing") == set()

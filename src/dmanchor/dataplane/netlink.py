@@ -697,7 +697,8 @@ class Netlink:
             RTM_GETRULE, _RULEHDR.pack(socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), _parse_rule)
 
 
-RTNLGRP_LINK, RTNLGRP_IPV6_ROUTE = 1, 11
+RTNLGRP_LINK, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE = 1, 9, 11
+RTM_NEWADDR, RTM_DELADDR = 20, 21
 IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 
 
@@ -776,3 +777,15 @@ class LinkMonitor(_Multicast):
             name = _parse_attrs(body, 16, len(body)).get(3, b"").rstrip(b"\0").decode()
             out.append((name, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
         return out
+
+
+class AddressMonitor(_Multicast):
+    """IPv6 address changes of one namespace (SLAAC configuring, expiring)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        super().__init__(netns, RTNLGRP_IPV6_IFADDR)
+
+    def changed(self) -> bool:
+        """Whether any address came or went since the last call; never blocks."""
+        return any(mtype in (RTM_NEWADDR, RTM_DELADDR) for mtype, _ in self._messages())
+

@@ -11,7 +11,7 @@ ordinary anchor agent in tunnel mode.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
@@ -43,6 +43,10 @@ class MnAgentSettings:
     """Signalling port of anchors at their CPA."""
     lifetime: int = 600
     """Lifetime of the bindings it updates, seconds."""
+    sid_suffix: int = 5
+    """Its care-of SID in each network it visits: that network's /64 plus
+    this (``<prefix>::5``) - an address of the network, not one of its own,
+    so the kernel does not take tunnelled packets as local."""
 
 
 class MnAgentCore(ServiceCore):
@@ -54,6 +58,35 @@ class MnAgentCore(ServiceCore):
         self.coa: IPv6Address | None = None
         self.counters: Counter[str] = Counter()
         self._discovering: dict[int, Prefix] = {}
+        self.network: Prefix | None = None
+        """The /64 of the network it is in (its newest preferred address's)."""
+
+    def addresses(self, held: Sequence[tuple[IPv6Address, bool]],
+                  in_use: Collection[IPv6Address], now: float) -> IPv6Address | None:
+        """What its own stack holds changed: ``held`` its global addresses,
+        oldest first, each with whether it is preferred; ``in_use`` the
+        local addresses of its open sessions.
+
+        A new network's prefix (its newest preferred address in another
+        /64) is a move: the sessions on older prefixes are kept reachable
+        (:meth:`moved`).  Returns the new care-of SID to set up, if it moved.
+        """
+        preferred = [a for a, ok in held if ok]
+        if not preferred:
+            return None
+        network = _slash64(preferred[-1])
+        if network == self.network:
+            return None
+        first = self.network is None
+        self.network = network
+        if first:
+            return None  # where it starts: nothing to keep yet
+        keep = sorted({_slash64(a) for a in in_use} - {network},
+                      key=lambda p: p.network)
+        coa = network.address + self.s.sid_suffix
+        self.counters["moves"] += 1
+        self.moved(coa, keep, now)
+        return coa
 
     def moved(self, coa: IPv6Address, keep: Sequence[Prefix], now: float) -> None:
         """The MN has a care-of address in its new network; keep ``keep`` reachable."""
@@ -87,3 +120,8 @@ class MnAgentCore(ServiceCore):
 
     def on_timer(self, name: Hashable, now: float) -> None:
         pass
+
+
+def _slash64(address: IPv6Address) -> Prefix:
+    """The /64 an address is in (SLAAC's prefix length)."""
+    return Prefix(int(address) & ~((1 << 64) - 1), 64)

@@ -7,6 +7,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 
 from ..dataplane.api import DataPlane
+from ..dataplane.netlink import AddressMonitor, Netlink
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 
 
@@ -34,3 +35,60 @@ def take_sid(dp: DataPlane, old: IPv6Address | None, sid: IPv6Address, dev: str,
     Path(f"/proc/sys/net/ipv6/neigh/{dev}/proxy_delay").write_text("0")
     subprocess.run(["ip", "-6", "neigh", "replace", "proxy", str(sid), "dev", dev],
                    check=True, capture_output=True, timeout=10)
+
+
+TCP_LISTEN, TCP_TIME_WAIT, TCP_CLOSE = 0x0A, 0x06, 0x07
+
+
+def sessions_in_use(proc: Path = Path("/proc/net")) -> set[IPv6Address]:
+    """The local IPv6 addresses of this namespace's open sessions: TCP
+    connections not closing, and UDP sockets bound to an address."""
+    used: set[IPv6Address] = set()
+    for table, tcp in (("tcp6", True), ("udp6", False)):
+        try:
+            lines = (proc / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            if len(raw) != 16:
+                continue
+            # Four 32-bit words, each in host (little-endian) order.
+            address = IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+            state = int(fields[3], 16)
+            if tcp and state in (TCP_LISTEN, TCP_TIME_WAIT, TCP_CLOSE):
+                continue
+            if not (address.is_unspecified or address.is_loopback or address.is_link_local
+                    or address.is_multicast):
+                used.add(address)
+    return used
+
+
+class StackWatch:
+    """What the MN's own stack holds on its interface, and when it changes."""
+
+    def __init__(self, dev: str) -> None:
+        self.dev = dev
+        self.monitor = AddressMonitor()
+        self._nl = Netlink()
+        self._index = self._nl.ifindex(dev)
+
+    def fileno(self) -> int:
+        """For event loops: readable when an address changed."""
+        return self.monitor.fileno()
+
+    def held(self) -> list[tuple[IPv6Address, bool]]:
+        """Its global addresses, oldest first, each with whether it is preferred."""
+        self.monitor.changed()  # (drained: what follows is read fresh)
+        addrs = [a for a in self._nl.addresses(self._index) if a.scope == 0]
+        # (The kernel lists a link's addresses newest first.)
+        return [(a.address, not a.deprecated) for a in reversed(addrs) if not a.tentative]
+
+    def close(self) -> None:
+        """Close the sockets."""
+        self.monitor.close()
+        self._nl.close()
+

@@ -359,12 +359,8 @@ class Emulation:
         # Draft 4.2.1: the new router holds the MN's new prefixes, and those
         # whose anchoring moved to it, as delegations.
         self._delegated(to, [*(st.continuity if moves else ()), *fresh], t_attach)
-        if host_based and st.continuity and fresh:
-            # Its SRv6 SID in the new network: where its anchors tunnel to it.
-            sid = fresh[-1].address + MN_SID
-            command(self._sock(mn), {"cmd": "moved", "sid": str(sid),
-                                     "keep": [str(p) for p in st.continuity]})
-            self._announce(mn, [str(sid)])
+        # (A host-based MN's own agent sees the new prefix and claims its
+        # prefixes itself: nothing to tell it.)
         held = [f"{a.address} ({'deprecated' if a.deprecated else 'preferred'})"
                 for a in self._nl(mn).addresses(self._index(mn, "br0")) if a.scope == 0]
         self.progress(f"{mn}: its stack holds {', '.join(held)}")
