@@ -824,15 +824,12 @@ class AnchorAgentCore(ServiceCore):
         self.dp.apply([e for e in add if e not in have], (), now, buffers)
 
     def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
-                 keep_buffer: bool = False,
-                 have: Sequence[ForwardingEntry] | None = None,
-                 spec: BufferSpec | None = None) -> None:
+                 keep_buffer: bool = False, spec: BufferSpec | None = None) -> None:
         """Swap every whole-prefix entry of ``prefix`` for ``new``, atomically.
 
         Removing a BUFFER entry releases its packets through ``new``.
-        ``have``: the data plane's entries, if just read.
         """
-        old = [e for e in (self.dp.entries() if have is None else have)
+        old = [e for e in self.dp.entries()
                if e.prefix == prefix and e.flow is None
                and not (keep_buffer and e.kind is EntryKind.BUFFER)]
         add = [e for e in new if e not in old]

@@ -51,8 +51,6 @@ GATEWAY_MAC = "02:00:00:00:ff:01"
 """The MAC every access router shows its MNs (with fe80::1: one gateway)."""
 MN_MAC = bytes.fromhex("020000000001")
 """The MN's bridge MAC (fixed at creation: its identity across moves)."""
-MN_SID = 0x5
-"""A host-based MN's SRv6 SID in each network it visits (``<prefix>::5``)."""
 
 
 @dataclass(slots=True)
