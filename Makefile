@@ -9,11 +9,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project uses: python3-venv builds the venv, iproute2
-# runs the namespace tier, iptables counts per-flow charging (FM:2) on Linux,
+# runs the namespace tier, nftables counts per-flow charging (FM:2) on Linux,
 # iperf3 measures bench/dataplane.py, kea-dhcp6-server is the real PD server the
 # DHCPv6 client is tested against, bird2 runs the routers of the BGP anchor switch
 # (draft 4.2) that the BGP speaker is tested against.
-DEB_PACKAGES := python3-venv iproute2 iptables iperf3 kea-dhcp6-server bird2
+DEB_PACKAGES := python3-venv iproute2 nftables iperf3 kea-dhcp6-server bird2
 
 .PHONY: demo test deps venv lint typecheck pytest bench stress clean
 

@@ -57,6 +57,7 @@ from .access.alloc import PrefixAllocator, StateError
 from .access.bgp import BgpSession
 from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegations
+from .access.flowwatch import FlowWatch
 from .access.links import AccessLinks
 from .access.pd_aio import PdDriver, link_duid
 from .config import ConfigError
@@ -94,6 +95,7 @@ class Node:
         self.controller: ControllerCore | None = None
         self.dataplane: LinuxDataPlane | None = None
         self.access: AccessLinks | None = None
+        self.flows: FlowWatch | None = None
         self.bgp: BgpSpeaker | None = None
         self.pd: PdDriver | None = None
         self.mn_agent: MnAgentCore | None = None
@@ -178,6 +180,13 @@ class Node:
                 cfg.ra_interval, pd.core.held if pd is not None else None,
                 self.dataplane if cfg.source_validation else None)
             self.access.start()
+        charged = cfg.access_links if cfg.charged_links is None else cfg.charged_links
+        if charged and self.anchor is not None and self.dataplane is not None:
+            # Flows from the kernel's connection tracking, charged per flow.
+            self.flows = FlowWatch(self.anchor, self.drivers["anchor"].pump,
+                                   self.dataplane.charging, charged, cfg.udp_idle,
+                                   cfg.flow_sweep)
+            self.flows.start()
         if self.mn_agent is not None and cfg.mn is not None:
             # A host-based MN sees its own moves: a new network's prefix.
             self.stack = StackWatch(cfg.mn[2])
@@ -283,6 +292,8 @@ class Node:
             self._control.close()
         if self.access is not None:
             self.access.close()
+        if self.flows is not None:
+            self.flows.close()
         if self.stack is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.stack.fileno())

@@ -10,10 +10,8 @@ operator's and the test harness's handles::
                                           "sport": 5001, "dport": 40000}]}}
     {"cmd": "detach", "mn": "02:00:00:00:00:01"}
     {"cmd": "link_going_down", "link": "mn1"}   (an L2 trigger, RFC 5184)
-    {"cmd": "track", "prefix": "...", "flows": [...], "link": "mn2"}   (FM:2 policy)
-    {"cmd": "flows_closed", "prefix": "..."}    (FM:3-3 policy)
     {"cmd": "entries"}                  -> the kernel's dmanchor entries (read back)
-    {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters
+    {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters (open and ended flows)
     {"cmd": "stats"}                    -> signalling counters of every function
     {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
     {"cmd": "delegations"}              -> DHCPv6-PD: prefix -> seconds left
@@ -96,23 +94,6 @@ def _link_going_down(node: Node, doc: dict[str, Any], now: float) -> Any:
     return node.access.down({link}, "going down (L2 trigger)")
 
 
-@command("track")
-def _track(node: Node, doc: dict[str, Any], now: float) -> Any:
-    assert node.anchor is not None
-    on = doc.get("link")
-    node.anchor.track_flows(Prefix.parse(doc["prefix"]),
-                            [flow_from_json(f) for f in doc.get("flows", [])], now,
-                            None if on is None else _access_link(node, on))
-    return True
-
-
-@command("flows_closed")
-def _flows_closed(node: Node, doc: dict[str, Any], now: float) -> Any:
-    assert node.anchor is not None
-    node.anchor.flows_closed(Prefix.parse(doc["prefix"]), now)
-    return True
-
-
 @command("entries")
 def _entries(node: Node, doc: dict[str, Any], now: float) -> Any:
     # What the kernel has (read back), not what the cores asked for.
@@ -136,7 +117,7 @@ def _delegations(node: Node, doc: dict[str, Any], now: float) -> Any:
 @command("usage")
 def _usage(node: Node, doc: dict[str, Any], now: float) -> Any:
     assert node.anchor is not None
-    return [node.anchor.dp.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
+    return [node.anchor.usage(flow_from_json(f))._asdict() for f in doc.get("flows", [])]
 
 
 @command("stats", anchor=False)

@@ -90,6 +90,16 @@ class NodeConfig:
     ra_interval: float = 600.0
     """MaxRtrAdvInterval of the unsolicited RAs on the access links, seconds
     (RFC 4861: 4 to 1800); they go out every third of it to all of it."""
+    charged_links: tuple[str, ...] | None = None
+    """Links whose MN traffic is charged per flow (FM:2); None: the access
+    links.  (Links MNs are attached on by the ``attach`` command only.)"""
+    udp_idle: int | None = None
+    """A UDP flow idle this long (seconds) has ended: written to the
+    namespace's ``nf_conntrack_udp_timeout`` and ``_stream`` at start
+    (None: the kernel's, 30 and 120)."""
+    flow_sweep: float = 1.0
+    """How often the conntrack table is walked, seconds: the kernel only
+    reports an idle flow's end when something finds it expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +184,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     bgp: tuple[IPv6Address, BgpSettings] | None = None
     lms = None
     access_links: tuple[str, ...] = ()
+    charged_links: tuple[str, ...] | None = None
     mn_pool = None
     mn_state = ""
     ra_interval = 600.0
+    udp_idle: int | None = None
+    flow_sweep = 1.0
     pd = None
     kea = None
     if "anchor" in doc:
@@ -188,6 +201,11 @@ def load_node_config(path: str | Path) -> NodeConfig:
         mode = a.get("mode", as_str, "tunnel")
         if mode not in MODES:
             raise ConfigError(f"{path}: field 'anchor.mode': expected one of {', '.join(MODES)}")
+        if "udp_idle" in a.table:
+            udp_idle = a.get("udp_idle", as_int, required=True)
+            if not 1 <= udp_idle <= 86400:
+                raise ConfigError(f"{path}: field 'anchor.udp_idle': expected 1 to 86400 "
+                                  "seconds")
         anchor = (listen, AnchorSettings(
             node_id=node_id,
             dpa=a.get("dpa", as_address, required=True),
@@ -206,6 +224,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
             parent=a.get("parent", as_address) if "parent" in a.table else None,
             reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
             pd="pd" in a.table,
+            flow_idle=float(udp_idle if udp_idle is not None else 30),
+            host_based=frozenset(x.lower() for x in a.get_list("host_based", as_str)),
             agents=agents,
         ))
         if "pd" in a.table:
@@ -230,11 +250,17 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(f"{path}: field 'anchor.bgp': "
                               "required with mode = \"bgp\", and only then")
         access_links = a.get_list("access_links", as_str)
+        if "charged_links" in a.table:
+            charged_links = a.get_list("charged_links", as_str)
         validate = a.get("source_validation", as_bool, True)
         ra_interval = a.get("ra_interval", as_float, 600.0)
         if not 4.0 <= ra_interval <= 1800.0:
             raise ConfigError(f"{path}: field 'anchor.ra_interval': expected 4 to 1800 "
                               "seconds (RFC 4861 MaxRtrAdvInterval)")
+        flow_sweep = a.get("flow_sweep", as_float, 1.0)
+        if not 0.05 <= flow_sweep <= 3600:
+            raise ConfigError(f"{path}: field 'anchor.flow_sweep': expected 0.05 to 3600 "
+                              "seconds")
         mn_pool = a.get("mn_pool", as_prefix, required=True) if "mn_pool" in a.table else None
         mn_state = a.get("mn_state", as_str, "")
         if access_links and mn_pool is None and anchor[1].parent is None:
@@ -303,4 +329,6 @@ def load_node_config(path: str | Path) -> NodeConfig:
         access_links=access_links, source_validation=validate, mn_pool=mn_pool,
         mn_state=Path(mn_state) if mn_state else None,
         trace=Path(trace) if trace else None, bgp=bgp, lmp=lmp, mn=mn, pd=pd, kea=kea,
-        control_group=control_group or None, ra_interval=ra_interval)
+        control_group=control_group or None, ra_interval=ra_interval, udp_idle=udp_idle,
+        charged_links=charged_links,
+        flow_sweep=flow_sweep)

@@ -48,6 +48,7 @@ controller = "[fd00:{i}::1]:5400"
 lms = "[fd00:{i}::1]:5401"
 mode = "{mode}"
 lifetime = {lifetime}
+charged_links = ["mn{i}"]
 {extra}
 [anchor.agents]
 "fc00::{other}:0" = "[fd00:{other}::2]:5400"
@@ -120,7 +121,6 @@ def move_with_a_flow(lab: Lab, ar1: Path, ar2: Path) -> int:
     asserts the flow lost nothing and kept its order; returns how many were sent."""
     command(ar1, {"cmd": "attach", "mn": "mn", "link": "mn1", "own": [str(HNP1)],
                   "previous": {}})
-    command(ar1, {"cmd": "track", "prefix": str(HNP1), "flows": [FLOW]})
     rx = receiver(lab, 7400)
     tx = Sender(lab, IP1, 7400, rate=2000, seconds=120)  # stopped below
     tx.sock.bind((CN, 40000))

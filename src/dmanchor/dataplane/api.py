@@ -94,7 +94,9 @@ class DataPlane(Protocol):
         """Start charging a flow here (counting from zero).
 
         ``link``: the access link its MN is (or will be) on; by default the
-        link that anchors the flow's MN address now.
+        link that anchors the flow's MN address now.  A data plane that
+        counts every flow from its first packet by itself (Linux) needs no
+        call.
         """
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
@@ -102,6 +104,13 @@ class DataPlane(Protocol):
 
     def usage(self, flow: FlowFilter) -> FlowUsage:
         """Charging counters of a flow (both directions)."""
+
+    def charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        """Every flow of an MN address in ``prefix`` charged here, and its usage."""
+
+    def take_charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        """Stop charging every flow of ``prefix`` here: their final usage
+        (FM:2 moves it to the next point)."""
 
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
         """Add counters moved in from another anchor (FM:2); tracks the flow.

@@ -1,152 +1,218 @@
-"""Per-flow charging (FM:2) on Linux, with ip6tables counters.
+"""Per-flow charging (FM:2) on Linux, counted by nftables from a flow's first packet.
 
-A flow is counted by two rules in a ``DMANCHOR-CHARGE`` chain of the mangle
-table's FORWARD hook: its packets leaving on the access link that anchors
-the MN's address (downlink) and entering from it (uplink).  Each packet is
-charged once, by the access router that serves the MN.  Counters moved in
-from another anchor (FM:2 state transfer) are kept as offsets: the nf_tables
-backend ignores counters given at insertion, and a read-then-write would
-lose what is counted in between.
+The ``ip6 dmanchor`` table's forward-hook chain puts every TCP or UDP
+packet leaving on an access link in the ``downlink`` set and every one
+entering from an access link in ``uplink``: a dynamic set adds an element
+per 5-tuple at the flow's first packet, and the element's counter counts
+from there, in the kernel.  So no flow has to be named ahead of time and
+none is missed while a rule is being installed.  Each packet is charged
+once, by the access router that delivers it to the MN (or receives it
+from the MN): a packet only passing through, or tunnelled on, is not
+counted.  Packets decapsulated from a tunnel are counted too - the
+forward hook sees them even where conntrack does not.
 
-ip6tables is spawned, ~10 ms a call: a flow is tracked when it is set up or
-ahead of a move (handover preparation), and read at FM:2, never on the
-handover path.
+Elements are keyed MN side first (MN address, peer address, protocol, MN
+port, peer port) in both sets, the orientation of an uplink
+:class:`FlowFilter`.  Counters moved in from another anchor (FM:2 state
+transfer) are kept here as offsets.
+
+The same table's ``ct state`` rule turns conntrack on in this namespace
+(it stays off until a ruleset needs it), so ctnetlink reports the flows
+(:mod:`.conntrack`).
+
+``nft`` is spawned, ~10 ms a call: counters are read at FM:2 and on
+request, never on the handover path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
+from collections.abc import Sequence
+from ipaddress import IPv6Address
+from typing import Any
 
-from ..wire.types import FlowFilter
+from ..wire.types import FlowFilter, Prefix
 from .api import DataPlaneError, FlowUsage
 
-CHARGE_CHAIN = "DMANCHOR-CHARGE"
-"""mangle-table chain holding the per-flow charging rules."""
+TABLE = "dmanchor"
+"""The nftables table (family ip6) this module owns."""
+KEY = "ipv6_addr . ipv6_addr . inet_proto . inet_service . inet_service"
+SET_SIZE = 65535
+"""Flows counted at once per direction; a packet of a flow beyond it is
+forwarded but not charged."""
+PROTOS = {"tcp": 6, "udp": 17}
 
 
-def _charge_key(f: FlowFilter) -> str:
-    return f"{f.src}-{f.dst}-{f.proto}-{f.sport}-{f.dport}".replace(":", ".")
+def ruleset(links: Sequence[str]) -> str:
+    """The whole table, replacing any earlier one (an ``nft -f`` script)."""
+    access = ", ".join(json.dumps(x) for x in links)
+    sets = "".join(
+        f"  set {name} {{ type {KEY}; flags dynamic; counter; size {SET_SIZE}; }}\n"
+        for name in ("uplink", "downlink"))
+    return (
+        f"table ip6 {TABLE}\n"
+        f"delete table ip6 {TABLE}\n"
+        f"table ip6 {TABLE} {{\n"
+        "  set access { type ifname; "
+        + (f"elements = {{ {access} }}; " if links else "") + "}\n"
+        + sets +
+        "  chain charging {\n"
+        "    type filter hook forward priority mangle; policy accept;\n"
+        "    meta l4proto { tcp, udp } iifname @access update @uplink"
+        " { ip6 saddr . ip6 daddr . meta l4proto . th sport . th dport }\n"
+        "    meta l4proto { tcp, udp } oifname @access update @downlink"
+        " { ip6 daddr . ip6 saddr . meta l4proto . th dport . th sport }\n"
+        # Any ct expression makes the kernel track connections here.
+        "    ct state new counter\n"
+        "  }\n"
+        "}\n")
 
 
-def _match(f: FlowFilter) -> str:
-    """ip6tables match of a flow in its own direction."""
-    parts = []
-    if f.src.length:
-        parts.append(f"-s {f.src}")
-    if f.dst.length:
-        parts.append(f"-d {f.dst}")
-    if f.proto:
-        name = {6: "tcp", 17: "udp"}.get(f.proto, str(f.proto))
-        parts.append(f"-p {name}")
-        if name in ("tcp", "udp"):
-            if f.sport:
-                parts.append(f"--sport {f.sport}")
-            if f.dport:
-                parts.append(f"--dport {f.dport}")
-    return " ".join(parts)
+def _flow_of(val: list[Any]) -> FlowFilter:
+    mn, peer, proto, mport, pport = val
+    number = PROTOS.get(proto, proto) if isinstance(proto, str) else int(proto)
+    return FlowFilter(Prefix(int(IPv6Address(mn)), 128), Prefix(int(IPv6Address(peer)), 128),
+                      int(number), int(mport), int(pport))
+
+
+def _parse_table(text: str) -> dict[FlowFilter, FlowUsage]:
+    """The flows counted in ``nft -j list table`` output."""
+    out: dict[FlowFilter, FlowUsage] = {}
+    for item in json.loads(text).get("nftables", []):
+        st = item.get("set", {})
+        up = st.get("name") == "uplink"
+        if not up and st.get("name") != "downlink":
+            continue
+        for e in st.get("elem", []):
+            elem = e.get("elem", {})
+            flow = _flow_of(elem["val"]["concat"])
+            c = elem.get("counter", {})
+            packets, nbytes = int(c.get("packets", 0)), int(c.get("bytes", 0))
+            u = out.get(flow, FlowUsage())
+            out[flow] = u._replace(
+                **({"bytes_up": nbytes, "packets_up": packets} if up else
+                   {"bytes_down": nbytes, "packets_down": packets}))
+    return out
+
+
+def _element(flow: FlowFilter) -> str:
+    return (f"{IPv6Address(flow.src.network)} . {IPv6Address(flow.dst.network)} . "
+            f"{flow.proto} . {flow.sport} . {flow.dport}")
+
+
+def _selects(want: FlowFilter, flow: FlowFilter) -> bool:
+    return want.matches(flow.src.network, flow.dst.network, flow.proto, flow.sport, flow.dport)
 
 
 class Charging:
-    """The charged flows of one namespace: flow -> (access link, moved-in offset)."""
+    """The charged flows of one namespace: kernel counters plus moved-in offsets."""
 
     def __init__(self, netns: str | None) -> None:
         """``netns``: namespace name (``ip netns``), None for the current one."""
         self.netns = netns
-        self._charged: dict[FlowFilter, tuple[str, FlowUsage]] = {}
-        self._ready = False
+        self._offsets: dict[FlowFilter, FlowUsage] = {}
+        self.ready = False
 
-    def tracked(self, flow: FlowFilter) -> bool:
-        """Whether ``flow`` is being counted here."""
-        return flow in self._charged
+    def start(self, links: Sequence[str]) -> None:
+        """Load the table, counting on access ``links``.
 
-    def ensure_chain(self) -> None:
-        """Create (or reset) the chain and hook it into FORWARD, once."""
-        if self._ready:
-            return
-        self._run(["ip6tables", "-t", "mangle", "-N", CHARGE_CHAIN], check=False)
-        # Counters of a previous run died with its process (their offsets
-        # were in memory): a restarted agent starts from a clean chain
-        # rather than leaking rules nobody reads.
-        self._run(["ip6tables", "-t", "mangle", "-F", CHARGE_CHAIN])
-        self._run(["ip6tables", "-t", "mangle", "-D", "FORWARD", "-j", CHARGE_CHAIN],
-                  check=False)
-        self._run(["ip6tables", "-t", "mangle", "-I", "FORWARD", "-j", CHARGE_CHAIN])
-        self._ready = True
+        Counters of a previous run died with its process (their offsets
+        were in memory): a restarted agent starts from a clean table.
+        """
+        self._run(["nft", "-f", "-"], stdin=ruleset(links))
+        self.ready = True
 
-    def track(self, flow: FlowFilter, link: str) -> None:
-        """Start counting ``flow`` on access link ``link`` (idempotent)."""
-        if flow in self._charged:
-            return
-        key = _charge_key(flow)
-        self._batch([
-            f"-A {CHARGE_CHAIN} -i {link} {_match(flow)} -m comment "
-            f"--comment dmanchor:{key}:up -j RETURN",
-            f"-A {CHARGE_CHAIN} -o {link} {_match(flow.reversed())} -m comment "
-            f"--comment dmanchor:{key}:down -j RETURN",
-        ])
-        self._charged[flow] = (link, FlowUsage())
+    def counted(self) -> dict[FlowFilter, FlowUsage]:
+        """Every flow the kernel counts now (no offsets); one ``nft`` call."""
+        if not self.ready:
+            return {}
+        return _parse_table(self._run(["nft", "-j", "list", "table", "ip6", TABLE]))
 
-    def untrack(self, flow: FlowFilter) -> FlowUsage:
-        """Stop counting ``flow``; its final usage (offset included)."""
-        final = self.usage(flow)
-        entry = self._charged.pop(flow, None)
-        if entry is not None:
-            link, _ = entry
-            key = _charge_key(flow)
-            self._batch([
-                f"-D {CHARGE_CHAIN} -i {link} {_match(flow)} -m comment "
-                f"--comment dmanchor:{key}:up -j RETURN",
-                f"-D {CHARGE_CHAIN} -o {link} {_match(flow.reversed())} -m comment "
-                f"--comment dmanchor:{key}:down -j RETURN",
-            ])
-        return final
+    async def counted_async(self) -> dict[FlowFilter, FlowUsage]:
+        """:meth:`counted` without blocking the event loop meanwhile."""
+        if not self.ready:
+            return {}
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *prefix, "nft", "-j", "list", "table", "ip6", TABLE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        except FileNotFoundError as exc:
+            raise DataPlaneError("nft is missing (install the nftables package)") from exc
+        except TimeoutError as exc:
+            proc.kill()
+            raise DataPlaneError(f"{self.netns or 'host'}: nft did not finish") from exc
+        if proc.returncode != 0:
+            raise DataPlaneError(f"{self.netns or 'host'}: nft list table: "
+                                 f"{err.decode(errors='replace').strip()}")
+        return _parse_table(out.decode())
 
-    def usage(self, flow: FlowFilter) -> FlowUsage:
-        """What ``flow`` used so far (kernel counters plus the moved-in offset)."""
-        entry = self._charged.get(flow)
-        if entry is None:
-            return FlowUsage()
-        _, offset = entry
-        counts = self._counters().get(_charge_key(flow), {})
-        up = counts.get("up", (0, 0))
-        down = counts.get("down", (0, 0))
-        return FlowUsage(offset.bytes_up + up[1], offset.bytes_down + down[1],
-                         offset.packets_up + up[0], offset.packets_down + down[0])
-
-    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
-        """Add usage moved in from another anchor to a tracked flow's offset."""
-        link, offset = self._charged[flow]
-        self._charged[flow] = (link, FlowUsage(*(
-            a + b for a, b in zip(offset, moved, strict=True))))
-
-    def _batch(self, rules: list[str]) -> None:
-        self.ensure_chain()
-        text = "*mangle\n" + "\n".join(rules) + "\nCOMMIT\n"
-        self._run(["ip6tables-restore", "--noflush"], stdin=text)
-
-    def _counters(self) -> dict[str, dict[str, tuple[int, int]]]:
-        out: dict[str, dict[str, tuple[int, int]]] = {}
-        text = self._run(["ip6tables-save", "-c", "-t", "mangle"])
-        for line in text.splitlines():
-            if "dmanchor:" not in line or not line.startswith("["):
-                continue
-            counters, _, rest = line.partition("]")
-            pkts, _, nbytes = counters[1:].partition(":")
-            tag = rest.split("dmanchor:", 1)[1].split()[0].strip('"')
-            key, _, direction = tag.rpartition(":")
-            out.setdefault(key, {})[direction] = (int(pkts), int(nbytes))
+    def of_prefix(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
+        """The flows of MN addresses in ``prefix`` charged here (offsets included)."""
+        out = {f: u for f, u in self.counted().items() if prefix.covers(f.src)}
+        for f, moved in self._offsets.items():
+            if prefix.covers(f.src):
+                have = out.get(f, FlowUsage())
+                out[f] = FlowUsage(*(a + b for a, b in zip(have, moved, strict=True)))
         return out
 
-    def _run(self, argv: list[str], check: bool = True, stdin: str | None = None) -> str:
+    def take(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
+        """Stop charging every flow of ``prefix`` here: their final usage
+        (FM:2 moves it on); their counters go.  Two ``nft`` calls."""
+        counted = {f: u for f, u in self.counted().items() if prefix.covers(f.src)}
+        final = self.of_prefix(prefix) if counted or self._offsets else {}
+        self._delete(counted)
+        for f in [f for f in self._offsets if prefix.covers(f.src)]:
+            del self._offsets[f]
+        return final
+
+    def _delete(self, counted: dict[FlowFilter, FlowUsage]) -> None:
+        script = []
+        for f, u in counted.items():
+            for name, n in (("uplink", u.packets_up), ("downlink", u.packets_down)):
+                if n:
+                    script.append(f"delete element ip6 {TABLE} {name} {{ {_element(f)} }}")
+        if script:
+            self._run(["nft", "-f", "-"], stdin="\n".join(script) + "\n")
+
+    def usage(self, want: FlowFilter) -> FlowUsage:
+        """What the flows ``want`` selects used so far (counted plus moved in)."""
+        total = [0, 0, 0, 0]
+        for flow, u in (*self.counted().items(), *self._offsets.items()):
+            if _selects(want, flow):
+                total = [a + b for a, b in zip(total, u, strict=True)]
+        return FlowUsage(*total)
+
+    def untrack(self, flow: FlowFilter) -> FlowUsage:
+        """Stop charging ``flow`` here: its final usage; its counters go."""
+        counted = {f: u for f, u in self.counted().items() if _selects(flow, f)}
+        total = [0, 0, 0, 0]
+        for f, u in (*counted.items(), *self._offsets.items()):
+            if _selects(flow, f):
+                total = [a + b for a, b in zip(total, u, strict=True)]
+        self._delete(counted)
+        for f in [f for f in self._offsets if _selects(flow, f)]:
+            del self._offsets[f]
+        return FlowUsage(*total)
+
+    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        """Add usage moved in from another anchor to ``flow``'s offset."""
+        have = self._offsets.get(flow, FlowUsage())
+        self._offsets[flow] = FlowUsage(*(a + b for a, b in zip(have, moved, strict=True)))
+
+    def _run(self, argv: list[str], stdin: str | None = None) -> str:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
         try:
             done = subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True,
                                   timeout=30)
         except FileNotFoundError as exc:
-            raise DataPlaneError(f"{argv[0]} is missing (install the iptables package)") from exc
+            raise DataPlaneError(f"{argv[0]} is missing (install the nftables package)") from exc
         except subprocess.TimeoutExpired as exc:
             raise DataPlaneError(f"{self.netns or 'host'}: {argv[0]} did not finish") from exc
-        if check and done.returncode != 0:
+        if done.returncode != 0:
             raise DataPlaneError(f"{self.netns or 'host'}: {' '.join(argv)}: "
                                  f"{done.stderr.strip()}")
         return done.stdout

@@ -32,7 +32,6 @@ Per-flow charging (FM:2) is :mod:`.charging`.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,7 +153,8 @@ class LinuxDataPlane:
         """Called with (prefix, what it took, cause) when a hold is lifted:
         cause ``apply`` (its BUFFER deleted), ``end-marker`` or ``timeout``."""
         self.charging = Charging(netns)
-        """FM:2 per-flow counters (ip6tables)."""
+        """FM:2 per-flow counters (nftables); :meth:`Charging.start` names the
+        access links they count on."""
         self._refresh_links()
         self.sources = SourceFilters(self.nl, self._ifindex)
         """The SM source filters (learned back from the kernel on start)."""
@@ -165,9 +165,6 @@ class LinuxDataPlane:
             # Created up front: its descriptor is what a driver watches for
             # end markers, and creating it must not cost a move anything.
             self._ensure_tun()
-        if shutil.which("ip6tables") is not None:
-            # Set up now, not at the first track(): that runs during a move.
-            self.charging.ensure_chain()
         self._learn_nexthops()
 
     def close(self) -> None:
@@ -616,8 +613,9 @@ class LinuxDataPlane:
         return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
-        if not self.charging.tracked(flow):  # (finding the link reads the kernel)
-            self.charging.track(flow, link or self._access_link(flow.src))
+        # Nothing to set up: the charging table counts every flow on the
+        # access links from its first packet (.charging).
+        return None
 
     def untrack(self, flow: FlowFilter) -> FlowUsage:
         return self.charging.untrack(flow)
@@ -625,15 +623,14 @@ class LinuxDataPlane:
     def usage(self, flow: FlowFilter) -> FlowUsage:
         return self.charging.usage(flow)
 
-    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
-        self.track(flow)
-        self.charging.add_usage(flow, moved)
+    def charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        return self.charging.of_prefix(prefix)
 
-    def _access_link(self, mn: Prefix) -> str:
-        for e in self.entries():
-            if e.kind is EntryKind.ANCHOR and e.flow is None and e.prefix.covers(mn):
-                return e.link
-        raise DataPlaneError(f"no access link anchors {mn}: cannot charge its flows here")
+    def take_charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        return self.charging.take(prefix)
+
+    def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
+        self.charging.add_usage(flow, moved)
 
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)

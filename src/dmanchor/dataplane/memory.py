@@ -189,6 +189,15 @@ class MemoryDataPlane:
         u = self._usage.get(flow)
         return FlowUsage(*u) if u is not None else FlowUsage()
 
+    def charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        return {f: FlowUsage(*u) for f, u in self._usage.items() if prefix.covers(f.src)}
+
+    def take_charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        out = self.charges(prefix)
+        for f in out:
+            del self._usage[f]
+        return out
+
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
         u = self._usage.setdefault(flow, [0, 0, 0, 0])
         for i, n in enumerate(moved):

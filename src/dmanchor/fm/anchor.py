@@ -34,10 +34,11 @@ sending messages and programming the data plane comes out of
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
 
-from ..dataplane.api import BufferSpec, DataPlane
+from ..dataplane.api import BufferSpec, DataPlane, FlowUsage
+from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -76,6 +77,7 @@ from .anchor_model import (
     Visiting,
 )
 from .fib import DesiredFib
+from .flows import FlowBook, flow_of
 from .fmdp import DpFunction
 
 
@@ -99,8 +101,8 @@ class AnchorAgentCore(ServiceCore):
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
         self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
-        self._flows: dict[Prefix, tuple[FlowFilter, ...]] = {}
-        self._pending: dict[Prefix, tuple[FlowFilter, ...]] = {}  # flows of MNs on their way
+        self.flows = FlowBook()
+        """Open flows per MN prefix, and charging records of ended ones."""
         self._joins: dict[int, Join] = {}  # request id -> join it serves
         self._parent_asks: dict[int, Prefix] = {}  # FM:6-2 to the parent AR (4.2.3)
         self.serving: dict[Prefix, IPv6Address] = {}  # 4.2.3: foreign prefix -> DPN
@@ -111,7 +113,6 @@ class AnchorAgentCore(ServiceCore):
         """MN prefixes this router holds delegations for (``pd``)."""
         self._effects: deque[Effect] = deque()
         self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
-        self._closed: set[Prefix] = set()  # prefixes whose continuity flows ended
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         if settings.mode is Mode.BGP:
@@ -233,9 +234,9 @@ class AnchorAgentCore(ServiceCore):
             # Charging starts before any signalling of this move goes out:
             # once it does, the old point may release packets here at any
             # moment (in switch mode the controller triggers it), and each
-            # must be counted.  On Linux this costs an ip6tables call.
-            # (The MN is not attached yet: no binding report from here.)
-            named = [*flows, *self._pending.pop(p, ())]
+            # must be counted.  (The MN is not attached yet: no binding
+            # report from here.)
+            named = [*flows, *self.flows.pending.pop(p, ())]
             if named:
                 self._track(p, named, now)
         prior = self.attached.get(mn)
@@ -387,22 +388,104 @@ class AnchorAgentCore(ServiceCore):
 
     def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
                     link: str | None = None) -> None:
-        """Charge these flows of ``prefix`` here too (FM:2 state to move later).
+        """An operator's policy names flows of ``prefix`` (FM:3-1): charge
+        them here and keep the prefix for them.
 
-        Flows of a prefix not served here yet (the MN is on its way, and
-        the operator's policy names its flows ahead) are kept, and charged
-        from the moment it attaches - before any packet of the move can
-        arrive, so charging stays exact.  Given the access link the MN will
-        come on, the charging is set up at once, off the handover's path.
+        Flows of a prefix not served here yet (the MN is on its way) are
+        kept, and counted from the moment it attaches.  Given the access
+        link the MN will come on, a data plane that must be told what to
+        count is told at once, off the handover's path.
         """
         if self._owner(prefix) is None:
-            self._pending[prefix] = tuple(dict.fromkeys((*self._pending.get(prefix, ()),
-                                                         *flows)))
+            self.flows.pending[prefix] = tuple(dict.fromkeys(
+                (*self.flows.pending.get(prefix, ()), *flows)))
             if link is not None:
                 for f in flows:
                     self.dp.track(f, link)
             return
         self._track(prefix, flows, now)
+
+    def conn_events(self, events: Sequence[ConnEvent], now: float) -> None:
+        """What this router's connection tracking saw (ctnetlink events).
+
+        A TCP or UDP flow on an attached MN's prefix is open from its first
+        event until conntrack says it ended (FIN or RST both ways, or
+        destroyed: idle past the UDP timeout).  On a kept prefix, whose
+        packets conntrack may see only in part, that makes it a candidate:
+        it has ended once no packet of it was charged for the idle time
+        (:meth:`conn_present`).  The binding learns when a
+        prefix starts and stops carrying open flows, and a kept prefix
+        whose flows have all ended reverts once its lifetime is over (FM:3-3).
+        """
+        for ev in events:
+            found = flow_of(ev.conn, self._mn_prefix)
+            if found is None:
+                continue
+            flow, prefix = found
+            if flow not in self.flows.seen and not ev.ended:
+                self.flows.seen[flow] = now
+                self._track(prefix, [flow], now)
+            if self._trusted(prefix):
+                if ev.ended:
+                    self._flow_ended(prefix, flow, now)
+            elif ev.ended or ev.tcp in CLOSING_TCP:
+                self.flows.closing.add(flow)  # it ends once idle too
+
+    def conn_present(self, present: Iterable[Conn], taken: float, now: float,
+                     counted: Mapping[FlowFilter, FlowUsage] | None = None) -> None:
+        """Every connection the kernel tracked at ``taken`` (a periodic
+        dump; flows seen open before then and missing from it ended without
+        an event reaching us), and ``counted``, the charging counters now:
+        a flow that may have ended (:meth:`FlowBook.watched`) has, once they
+        show it idle for ``flow_idle`` (:meth:`FlowBook.idle`).  The host
+        reads the counters only when some flow is watched."""
+        flows = set()
+        for conn in present:
+            found = flow_of(conn, self._mn_prefix)
+            if found is not None:
+                flows.add(found[0])
+        for flow in self.flows.vanished(flows, taken):
+            prefix = self.flows.prefix_of(flow)
+            if prefix is not None and self._trusted(prefix):
+                self._flow_ended(prefix, flow, now)
+            else:
+                self.flows.closing.add(flow)
+        if counted is not None:
+            for prefix, flow in self.flows.idle(counted, now, self.s.flow_idle):
+                self._flow_ended(prefix, flow, now)
+
+    def usage(self, want: FlowFilter) -> FlowUsage:
+        """FM:2: what the flows ``want`` selects were charged here, open or ended."""
+        now_counted = self.dp.usage(want)
+        ended = self.flows.recorded(want)
+        return FlowUsage(*(a + b for a, b in zip(now_counted, ended, strict=True)))
+
+    def _mn_prefix(self, address: IPv6Address) -> Prefix | None:
+        """The prefix of an attached, network-based MN ``address`` is in."""
+        for mn, st in self.attached.items():
+            if mn in self.s.host_based:
+                continue  # its own agent keeps its sessions (Fig 2a/2b)
+            for p in (*st.own, *st.visiting):
+                if p.contains(address):
+                    return p
+        return None
+
+    def _trusted(self, prefix: Prefix) -> bool:
+        """Whether conntrack here sees all of ``prefix``'s flows: those of a
+        prefix anchored here, routed here natively.  A kept prefix's packets
+        may come decapsulated (a tunnel, a flush), which conntrack misses."""
+        return any(prefix in st.own for st in self.attached.values()) and \
+            self.s.parent is None
+
+    def _flow_ended(self, prefix: Prefix, flow: FlowFilter, now: float) -> None:
+        if flow not in self.flows.open.get(prefix, ()):
+            self.flows.seen.pop(flow, None)
+            return
+        last = self.flows.end(prefix, flow)
+        self.flows.record(flow, self.dp.untrack(flow))
+        self.stats.counters["flow-ended"] += 1
+        if last:
+            self.flows_closed(prefix, now)
 
     def _track(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
                handed: bool = False) -> None:
@@ -410,23 +493,23 @@ class AnchorAgentCore(ServiceCore):
         when the prefix starts carrying flows that need continuity.
         ``handed``: they came with their state (FM:2) from the previous
         point, whose count the binding carries already."""
-        before = self._flow_count(prefix)
-        self._flows[prefix] = tuple(dict.fromkeys((*self._flows.get(prefix, ()), *flows)))
-        if flows:
-            self._closed.discard(prefix)
+        before = self.flows.count(prefix)
+        new = self.flows.add(prefix, flows)
+        if new:
             v = self.visiting.get(prefix)
             if v is not None:
                 v.flows_closed = False
         if handed:
             return
-        for f in flows:
+        for f in new:
             self.dp.track(f)
+            self.stats.counters["flow-seen"] += 1
         mn = self._owner(prefix)
-        if mn is not None and not before and self._flow_count(prefix):
+        if mn is not None and not before and self.flows.count(prefix):
             self._lm_update(prefix, self.s.dpa, now, mn=mn)
 
     def flows_closed(self, prefix: Prefix, now: float) -> None:
-        """The continuity flows using an MN's prefix have closed (FM:3-3).
+        """The flows using an MN's prefix have all ended (FM:3-3).
 
         A visiting prefix reverts once its lifetime is over too; for any,
         the binding learns that a router the MN moves to need not keep it.
@@ -434,15 +517,15 @@ class AnchorAgentCore(ServiceCore):
         mn = self._owner(prefix)
         if mn is None:
             return
-        had = self._flow_count(prefix)
-        self._closed.add(prefix)
+        told = prefix in self.flows.closed  # the binding knows already
+        self.flows.closed.add(prefix)
         v = self.visiting.get(prefix)
         if v is not None:
             v.flows_closed = True
             if now >= v.expires:
                 self._revert(prefix, now)
                 return
-        if had != 0:
+        if not told:
             self._lm_update(prefix, self.s.dpa, now, mn=mn)
 
     def _owner(self, prefix: Prefix) -> str | None:
@@ -451,13 +534,6 @@ class AnchorAgentCore(ServiceCore):
             if prefix in st.own or prefix in st.visiting:
                 return mn
         return None
-
-    def _flow_count(self, prefix: Prefix) -> int | None:
-        """Continuity flows active on ``prefix`` here (None: none known of)."""
-        if prefix in self._closed:
-            return 0
-        flows = self._flows.get(prefix)
-        return None if flows is None else len(flows)
 
     # -- Messages --------------------------------------------------------------------------
 
@@ -693,12 +769,13 @@ class AnchorAgentCore(ServiceCore):
             # carries leftovers, so it goes once they have surely drained.
             self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
-        # FM:2: the flows' QoS and charging state move with them.
-        flows = self._flows.pop(prefix, ())
-        if flows:
-            states = []
-            for f in flows:
-                states.append(FlowState(f, 0, *self.dp.untrack(f)))
+        # FM:2: the flows' QoS and charging state move with them: those
+        # known open, and any charged here (conntrack may not have seen it).
+        known = self.flows.drop(prefix)
+        charged = self.dp.take_charges(prefix)
+        if known or charged:
+            states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
+                      for f in dict.fromkeys((*known, *charged))]
             self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)),
                                   self._agent_of(msg.dpa_address), now)
 
@@ -764,8 +841,8 @@ class AnchorAgentCore(ServiceCore):
         self._step(prefix, PrefixEvent.REFUSED)
         self._delegate((prefix,), False)
         self._announce((prefix,), False)
-        for f in self._flows.pop(prefix, ()):
-            self.dp.untrack(f)
+        self.flows.drop(prefix)
+        self.dp.take_charges(prefix)  # not ours to charge: another MN's prefix
         for st in self.attached.values():
             st.visiting = tuple(p for p in st.visiting if p != prefix)
         self.stats.counters["claim-refused"] += 1
@@ -779,8 +856,9 @@ class AnchorAgentCore(ServiceCore):
         self._replace(prefix, [], now)
         self._step(prefix, PrefixEvent.REVERTED)
         self._announce((prefix,), False)
-        for f in v.flows:
-            self.dp.untrack(f)
+        self.flows.drop(prefix)
+        for f, used in self.dp.take_charges(prefix).items():
+            self.flows.record(f, used)
         self._lm_update(prefix, self.s.dpa, now, lifetime=0)
         if self.s.mode is Mode.TUNNEL and v.home_cpa is not None:
             home = (str(v.home_cpa), self.s.port)
@@ -814,7 +892,7 @@ class AnchorAgentCore(ServiceCore):
         if self.s.lms is None:
             return
         life = self.s.lifetime if lifetime is None else lifetime
-        flows = self._flow_count(prefix) if mn and life else None
+        flows = self.flows.count(prefix) if mn and life else None
         self.endpoint.request(m.LocationUpdate(prefix, address, life, mn=mn or None,
                                                flows=flows), self.s.lms, now)
 

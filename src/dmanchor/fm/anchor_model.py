@@ -246,6 +246,14 @@ class AnchorSettings:
     :class:`Delegate` effects tell the PD client side when
     this router starts anchoring one (request it, as a hint) and when it
     stops (release it, so it can go to the next anchor or back to the pool)."""
+    flow_idle: float = 30.0
+    """Seconds without a charged packet after which a flow conntrack cannot
+    judge here has ended (one seen one way, or not at all: its packets come
+    decapsulated); the routers' UDP timeout."""
+    host_based: frozenset[str] = frozenset()
+    """MN-IDs (link-layer addresses) of MNs running their own mobility agent
+    (Fig 2a/2b): the network keeps none of their prefixes for them, so their
+    flows are not reported to the LMs."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA

@@ -68,6 +68,12 @@ class DesiredFib:
     def usage(self, flow: FlowFilter) -> FlowUsage:
         return self.dataplane.usage(flow)
 
+    def charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        return self.dataplane.charges(prefix)
+
+    def take_charges(self, prefix: Prefix) -> Mapping[FlowFilter, FlowUsage]:
+        return self.dataplane.take_charges(prefix)
+
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
         self.dataplane.add_usage(flow, moved)
 

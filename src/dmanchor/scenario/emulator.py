@@ -42,14 +42,14 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.types import Prefix
 from .model import Scenario, Step
-from .plan import Plan, make_plan, pd_duid
+from .plan import MN_LINK_ADDRESS, Plan, make_plan, pd_duid
 from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
 ROUTER_ADVERTISEMENT = 134
 GATEWAY_MAC = "02:00:00:00:ff:01"
 """The MAC every access router shows its MNs (with fe80::1: one gateway)."""
-MN_MAC = bytes.fromhex("020000000001")
+MN_MAC = bytes.fromhex(MN_LINK_ADDRESS.replace(":", ""))
 """The MN's bridge MAC (fixed at creation: its identity across moves)."""
 
 
@@ -183,7 +183,7 @@ class Emulation:
             lab.run(name, "sysctl", "-qw", f"net.ipv6.conf.{radio}.disable_ipv6=1")
         # A fixed MAC: a bridge otherwise takes its lowest port's, and the
         # MN's link-local identity would change with each move.
-        lab.run(name, "ip", "link", "add", "br0", "address", "02:00:00:00:00:01",
+        lab.run(name, "ip", "link", "add", "br0", "address", MN_LINK_ADDRESS,
                 "mtu", "1500", "type", "bridge")
         # A stock host configured by SLAAC, with two settings of a mobile
         # host (docs/operations.md): no DAD (its /64 is its alone) - else
@@ -301,13 +301,6 @@ class Emulation:
         # prefixes; the MN's own agent claims them (below).  Network-based:
         # the routers keep them (recorded to report; the RS names nothing).
         previous = () if host_based else tuple(st.continuity)
-        # Handover preparation: the operator's policy names the continuity
-        # flows (FM:3-1 filters) to the target router before the MN leaves;
-        # it charges them from the attach on, set up off the handover path.
-        for prefix, names in st.continuity.items() if not host_based else ():
-            flows = [self._flow_json(n) for n in names]
-            command(self._sock(to), {"cmd": "track", "prefix": str(prefix), "flows": flows,
-                                     "link": mn})
         # Link operations go over netlink sockets kept open in the
         # namespaces: spawning ``ip`` for each would put tens of ms of
         # emulator overhead into the handover being measured.
@@ -533,28 +526,24 @@ class Emulation:
                       + (f" at {spec.rate:.0f} pps" if spec.kind == "udp" else "")
                       + (" (needs continuity)" if spec.continuity else ""))
         if spec.continuity:
+            # (Recorded for the report; the routers learn the flow from
+            # their connection tracking as its packets pass.)
             st.continuity.setdefault(prefix, []).append(name)
-        if spec.continuity and not self.sc.nodes[spec.dst].agent:
-            # The network keeps continuity for network-based MNs only: a
-            # host-based one (Fig 2a/2b) claims its prefixes itself, and a
-            # router it moves to must not claim them too.
-            command(self._sock(st.router), {"cmd": "track", "prefix": str(prefix),
-                                            "flows": [self._flow_json(name)]})
         runner.start()
 
     def _close(self, names: list[str]) -> None:
+        """The flows end for real (a TCP FIN, a UDP sender falling silent):
+        the routers see it in their connection tracking (FM:3-3)."""
         for name in names:
             f = self.flows[name]
             st = self.mns[self.sc.flows[name].dst]
+            f.runner.stop()
             users = st.continuity.get(f.prefix, [])
             if name in users:
                 users.remove(name)
             if not users and f.prefix in st.continuity:
                 del st.continuity[f.prefix]
-                assert st.router is not None
-                self.progress(f"flows on {f.prefix} closed: {st.router} told (FM:3-3)")
-                command(self._sock(st.router), {"cmd": "flows_closed",
-                                                "prefix": str(f.prefix)})
+            self.progress(f"flow {name} closed")
 
     def _check(self, a: dict[str, Any]) -> None:
         kind = a["check"]

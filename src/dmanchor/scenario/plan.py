@@ -304,8 +304,13 @@ def _config(plan: Plan, name: str) -> str:
             lines.append("access_links = [" + ", ".join(f'"{x}"' for x in np.access) + "]")
             if any(sc.nodes[m].agent for m in np.access):
                 # A host-based MN sends from its kept addresses on a link
-                # where the network does not serve them (no reverse tunnel).
+                # where the network does not serve them (no reverse tunnel),
+                # and keeps its sessions itself.
                 lines.append("source_validation = false")
+                lines.append(f'host_based = ["{MN_LINK_ADDRESS}"]')
+            # A UDP flow ends when idle past this (the kernel's conntrack
+            # timeout), swept for twice a second: scenario flows are short.
+            lines += [f"udp_idle = {UDP_IDLE}", "flow_sweep = 0.5"]
             pool = asp.prefix if asp.prefix is not None else _fw_pool(plan, name)
             lines.append(f'mn_pool = "{pool}"')
         if asp.pd:
@@ -325,6 +330,12 @@ def _config(plan: Plan, name: str) -> str:
                 lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
         lines.append("")
     return "\n".join(lines)
+
+
+MN_LINK_ADDRESS = "02:00:00:00:00:01"
+"""Every MN's link-layer address (its bridge's, fixed): its MN-ID at the routers."""
+UDP_IDLE = 1
+"""Seconds a scenario's UDP flow may be idle before the routers take it as ended."""
 
 
 def pd_duid(anchor_index: int) -> bytes:

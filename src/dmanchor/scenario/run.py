@@ -82,7 +82,7 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
         print("dmanchor run: needs root to build network namespaces; run it as root "
               "(e.g. sudo make demo)", file=sys.stderr)
         return 1
-    for tool in ("ip", "ip6tables"):
+    for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             print(f"dmanchor run: {tool} is missing; make demo installs it", file=sys.stderr)
             return 1

@@ -36,11 +36,16 @@ class UdpProbe:
         """(sequence number, time.monotonic()) of every packet received."""
         self._threads = [threading.Thread(target=self._send, daemon=True),
                          threading.Thread(target=self._receive, daemon=True)]
+        self._stop = threading.Event()
 
     def start(self) -> None:
         self.started = time.monotonic()
         for t in self._threads:
             t.start()
+
+    def stop(self) -> None:
+        """End the flow now: the sender sends no more (the receiver drains)."""
+        self._stop.set()
 
     def join(self) -> None:
         for t in self._threads:
@@ -55,7 +60,7 @@ class UdpProbe:
         interval = 1.0 / self.rate
         start = time.perf_counter()
         total = int(self.rate * self.seconds)
-        while self.sent < total:
+        while self.sent < total and not self._stop.is_set():
             now = time.perf_counter()
             due = min(total, int((now - start) / interval) + 1)
             while self.sent < due:
@@ -92,10 +97,15 @@ class TcpStream:
         """(bytes so far, time.monotonic()) per receive: the stream's progress."""
         self._threads = [threading.Thread(target=self._serve, daemon=True),
                          threading.Thread(target=self._send, daemon=True)]
+        self._stop = threading.Event()
 
     def start(self) -> None:
         for t in self._threads:
             t.start()
+
+    def stop(self) -> None:
+        """End the stream now: the sender shuts its side, the receiver closes."""
+        self._stop.set()
 
     def join(self) -> None:
         for t in self._threads:
@@ -128,7 +138,7 @@ class TcpStream:
             self.cli.connect((self.dst, self.port))
             end = time.monotonic() + self.seconds
             for i in itertools.count():
-                if time.monotonic() >= end:
+                if time.monotonic() >= end or self._stop.is_set():
                     break
                 chunk = block[i % 256:] + block[: i % 256]
                 self.cli.sendall(chunk)
