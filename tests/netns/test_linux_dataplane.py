@@ -463,6 +463,54 @@ def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None
         s.close()
 
 
+def test_the_kernel_reports_flows_opening_closing_and_going_idle(lab: Lab) -> None:
+    """ctnetlink in a router namespace whose charging table turned conntrack
+    on: a TCP connection's life and a UDP flow's idle end, as events; the
+    walk (dump) is what makes an expired entry's end be reported."""
+    from dmanchor.dataplane.conntrack import Change, ConntrackMonitor, TcpState
+
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    ar1.charging.start(["mn1"])
+    lab.run("ar1", "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1")
+    mon = ConntrackMonitor(lab.ns("ar1"))
+    seen: list[tuple[Change, int, TcpState | None]] = []
+
+    def events() -> list[tuple[Change, int, TcpState | None]]:
+        seen.extend((e.change, e.conn.dport, e.tcp) for e in mon.read()
+                    if e.conn.dst == A(IP1))
+        return seen
+
+    srv = lab.socket("mn", socket.SOCK_STREAM)
+    srv.bind((IP1, 7002))
+    srv.listen(1)
+    cli = lab.socket("cn", socket.SOCK_STREAM)
+    cli.settimeout(10)
+    cli.connect((IP1, 7002))
+    conn, _ = srv.accept()
+    cli.sendall(b"x" * 1000)
+    cli.shutdown(socket.SHUT_WR)
+    conn.settimeout(10)
+    while conn.recv(4096):
+        pass
+    conn.close()
+    wait_until(lambda: (Change.UPDATE, 7002, TcpState.TIME_WAIT) in events(), 10,
+               lambda: f"events {seen}")
+    assert seen[0] == (Change.NEW, 7002, TcpState.SYN_SENT)
+    udp = lab.socket("cn")
+    udp.sendto(b"x", (IP1, 7001))
+    wait_until(lambda: (Change.NEW, 7001, None) in events(), 10, lambda: f"events {seen}")
+
+    def reaped() -> bool:
+        present = {c.dport for c in mon.dump() if c.dst == A(IP1)}
+        return (Change.GONE, 7001, None) in events() and 7001 not in present
+    wait_until(reaped, 15, lambda: f"events {seen}")
+    for s in (srv, cli, udp):
+        s.close()
+    mon.close()
+
+
 def test_a_move_marks_the_old_path_and_a_bulk_install_does_not(lab: Lab) -> None:
     """R re-routes /64s of Net1 (covered by its /48 route to AR1) to AR2.  One
     such move sends an end marker down the path it left (FM:6); a batch of

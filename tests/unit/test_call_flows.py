@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dmanchor.dataplane.conntrack import Change, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import Heard
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
@@ -36,7 +37,7 @@ from tests.unit.test_fm import (
     World,
     assert_lossless,
     downlink,
-    filter_of,
+    opened,
     world,
 )
 
@@ -121,6 +122,22 @@ def record_lives(w: World) -> None:
         a.life.history = []
 
 
+def gone(flow: Flow) -> list[ConnEvent]:
+    """What a router's conntrack reports when the flow's entry is destroyed."""
+    return [ev._replace(change=Change.GONE) for ev in opened(flow)]
+
+
+def sweeping(w: World, node: int, start: float, until: float, every: float = 0.25) -> None:
+    """AR``node``'s periodic conntrack walk (it finds no entry) with its
+    charging counters, as the node's flow watch does."""
+    def sweep(a: AnchorAgentCore, now: float) -> None:
+        a.conn_present([], now, now, a.dp.charges(Prefix.parse("::/0")))
+    t = start
+    while t < until:
+        w.at(t, node, sweep)
+        t += every
+
+
 def move_stock(w: World, t: float, gap: float, own: Prefix, src: int = 1, dst: int = 2,
                mn: str = "mn") -> None:
     """The MN's radio goes from AR``src`` to AR``dst``; it solicits there
@@ -146,7 +163,7 @@ def moved_with_a_flow(mode: str, stop: float = 1.2, until: float = 2.0,
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, stop)
     start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
     move_stock(w, 0.5, 0.02, HNP2)
     w.net.run(until=until)
     return w, trace, cont
@@ -167,8 +184,10 @@ def test_fig4_nothing_kept_when_no_flow_needs_it(ended: bool) -> None:
     start_flow(w.fab, old)
     start_flow(w.fab, new)
     if ended:
-        w.at(0.15, 1, lambda a, now: a.track_flows(HNP1, [filter_of(old)], now))
-        w.at(0.47, 1, lambda a, now: a.flows_closed(HNP1, now))
+        w.at(0.15, 1, lambda a, now: a.conn_events(opened(old), now))
+        # Its conntrack entry expires: HNP1 is anchored at AR1, which sees
+        # all its packets, so conntrack's word is final.
+        w.at(0.47, 1, lambda a, now: a.conn_events(gone(old), now))
     move_stock(w, 0.5, 0.02, HNP2)
     w.net.run(until=1.5)
     seq = trace.assert_order([
@@ -193,17 +212,19 @@ def test_fig4_nothing_kept_when_no_flow_needs_it(ended: bool) -> None:
 
 
 def test_fig5_tunnel_call_flow_for_a_stock_mn() -> None:
-    w = world("tunnel", lifetime=2)
+    w = world("tunnel", lifetime=2, flow_idle=0.5)
     record_lives(w)
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 1.2)
     fresh = downlink("fresh", IP2, 0.8, 1.1)
     start_flow(w.fab, cont)
     start_flow(w.fab, fresh)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
     move_stock(w, 0.5005, 0.03, HNP2)
-    w.at(1.3, 2, lambda a, now: a.flows_closed(HNP1, now))
-    w.net.run(until=3.5)
+    # AR2 gets HNP1's downlink decapsulated, which conntrack does not see:
+    # the flow (handed over by FM:2) ends when its charged packets stop.
+    sweeping(w, 2, 0.6, 4.5)
+    w.net.run(until=4.5)
     # AR1 reported the flow on HNP1 to the LMs when it began.
     first = trace.assert_order([("ar1", "lms", "LOCATION_UPDATE")], since=0.12)[0].message
     assert isinstance(first, m.LocationUpdate) and (first.prefix, first.flows) == (HNP1, 1)
@@ -294,7 +315,7 @@ def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 1.5)
     start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
     move_stock(w, 0.5, 0.02, HNP2)
     move_stock(w, 1.0, 0.02, HNP3, src=2, dst=3)
     w.net.run(until=3.5)  # (AR2's leftover tunnel goes 2 hold timeouts on)
@@ -329,7 +350,7 @@ def test_another_host_gets_nothing_of_the_mn(mode: str) -> None:
     w = world(mode, hold_timeout=0.05)
     cont = downlink("cont", IP1, 0.1, 1.0)
     start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.track_flows(HNP1, [filter_of(cont)], now))
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
     w.fab.add_host("evil")
 
     def evil() -> None:

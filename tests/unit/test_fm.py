@@ -14,6 +14,7 @@ from ipaddress import IPv6Address as A
 import pytest
 
 from dmanchor.dataplane.api import BufferSpec
+from dmanchor.dataplane.conntrack import Change, Conn, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import AnchorSettings, Delegate, Mode
 from dmanchor.fm.controller import (
@@ -93,7 +94,7 @@ def delegations(agent: AnchorAgentCore) -> list[tuple[bool, Prefix]]:
 
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
-          reverse_tunnel: bool = False, pd: bool = False) -> World:
+          reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -134,7 +135,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=Mode(mode), lifetime=lifetime,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
-            reverse_tunnel=reverse_tunnel, pd=pd,
+            reverse_tunnel=reverse_tunnel, pd=pd, flow_idle=flow_idle,
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
@@ -151,6 +152,12 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
 
 def downlink(name: str, dst: int, start: float, stop: float, rate: float = 1000) -> Flow:
     return Flow(name, "cn", "mn", CN, dst, rate, start, stop, dport=5001)
+
+
+def opened(flow: Flow) -> list[ConnEvent]:
+    """What the serving router's conntrack reports at the flow's first packet."""
+    return [ConnEvent(Change.NEW, Conn(A(flow.src), A(flow.dst), flow.proto, flow.sport,
+                                       flow.dport))]
 
 
 def filter_of(flow: Flow) -> FlowFilter:
@@ -193,7 +200,7 @@ def test_4_1_2_old_anchor_tunnels_with_buffering_discovery_and_state_transfer() 
     cont = downlink("cont", IP1, 0.1, 1.2)
     fresh = downlink("fresh", IP2, 0.8, 1.1)
     flt = filter_of(cont)
-    w.ar[1].track_flows(HNP1, [flt], 0.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
     start_flow(w.fab, fresh)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
@@ -304,7 +311,7 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     cont = downlink("cont", IP1, 0.1, 1.0)
     fresh = downlink("fresh", IP2, 0.7, 1.0)
     flt = filter_of(cont)
-    w.ar[1].track_flows(HNP1, [flt], 0.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
     start_flow(w.fab, fresh)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
@@ -346,7 +353,7 @@ def test_4_2_1_charging_exact_across_switch() -> None:
     w = world("switch")
     cont = downlink("cont", IP1, 0.1, 1.0)
     flt = filter_of(cont)
-    w.ar[1].track_flows(HNP1, [flt], 0.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
     w.net.run(until=1.5)
@@ -412,7 +419,7 @@ def test_fm1_role_passes_along_a_chain_of_anchors(mode: str) -> None:
     hnp3 = P("2001:db8:3:1::/64")
     cont = downlink("cont", IP1, 0.1, 1.6)
     flt = filter_of(cont)
-    w.ar[1].track_flows(HNP1, [flt], 0.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
     w.move(1.0005, 0.03, hnp3, previous={HNP1: [flt]}, src=2, dst=3)
@@ -444,7 +451,7 @@ def test_4_2_anchor_switch_by_bgp_announcement_then_withdrawal() -> None:
     w = world("bgp", lifetime=1, hold_timeout=0.05)
     cont = downlink("cont", IP1, 0.1, 1.0)
     flt = filter_of(cont)
-    w.ar[1].track_flows(HNP1, [flt], 0.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
     usage: list[int] = []

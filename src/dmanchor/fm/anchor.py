@@ -236,9 +236,8 @@ class AnchorAgentCore(ServiceCore):
             # moment (in switch mode the controller triggers it), and each
             # must be counted.  (The MN is not attached yet: no binding
             # report from here.)
-            named = [*flows, *self.flows.pending.pop(p, ())]
-            if named:
-                self._track(p, named, now)
+            if flows:
+                self._track(p, flows, now)
         prior = self.attached.get(mn)
         same = prior is not None and prior.link == link
         kept = prior.visiting if prior is not None and same else ()
@@ -385,25 +384,6 @@ class AnchorAgentCore(ServiceCore):
             if on != (p in self.delegated):
                 (self.delegated.add if on else self.delegated.discard)(p)
                 self._effects.append(Delegate(p, on))
-
-    def track_flows(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
-                    link: str | None = None) -> None:
-        """An operator's policy names flows of ``prefix`` (FM:3-1): charge
-        them here and keep the prefix for them.
-
-        Flows of a prefix not served here yet (the MN is on its way) are
-        kept, and counted from the moment it attaches.  Given the access
-        link the MN will come on, a data plane that must be told what to
-        count is told at once, off the handover's path.
-        """
-        if self._owner(prefix) is None:
-            self.flows.pending[prefix] = tuple(dict.fromkeys(
-                (*self.flows.pending.get(prefix, ()), *flows)))
-            if link is not None:
-                for f in flows:
-                    self.dp.track(f, link)
-            return
-        self._track(prefix, flows, now)
 
     def conn_events(self, events: Sequence[ConnEvent], now: float) -> None:
         """What this router's connection tracking saw (ctnetlink events).

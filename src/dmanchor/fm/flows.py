@@ -5,8 +5,8 @@ tracking shows at the router that forwards them (:mod:`..dataplane.conntrack`):
 a flow on an MN's prefix that is still open when the MN moves keeps that
 prefix reachable (FM:3-2), and once every flow on a kept prefix has ended
 the forwarding changes can be reverted (FM:3-3).  Flows can also come with
-their FM:2 state from the previous point, or be named ahead by an
-operator's policy (FM:3-1).
+their FM:2 state from the previous point, or be named by the MN's
+attachment (FM:3-1 filters).
 
 Sans-IO: the book only counts.  Conntrack is blind to packets decapsulated
 from a tunnel, so a router may see a flow one way only, in part (a few
@@ -59,8 +59,6 @@ class FlowBook:
         """Flows this router's conntrack has reported open, and since when."""
         self.closed: set[Prefix] = set()
         """Prefixes whose flows have all ended (FM:3-3 may revert them)."""
-        self.pending: dict[Prefix, tuple[FlowFilter, ...]] = {}
-        """Flows named ahead for MNs on their way (policy, FM:3-1)."""
         self.charged: OrderedDict[FlowFilter, FlowUsage] = OrderedDict()
         """Final usage of flows that ended here (charging records)."""
         self.closing: set[FlowFilter] = set()
