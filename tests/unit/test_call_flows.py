@@ -339,6 +339,33 @@ def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
                 if e.prefix == HNP1 and e.kind is EntryKind.ANCHOR]
 
 
+@pytest.mark.parametrize("mode", ["tunnel", "switch", "bgp"])
+def test_back_to_a_router_visited_before(mode: str) -> None:
+    """AR1 -> AR2 -> AR3 -> AR2: AR2 had handed HNP1 on to AR3 and kept a
+    tunnel there for its leftovers.  Kept again for the returning MN, HNP1 is
+    anchored at AR2 and that tunnel goes - with both, AR2 and AR3 would
+    bounce HNP1's packets between them until their hop limit ran out."""
+    w = world(mode, n=3, hold_timeout=0.05 if mode == "bgp" else 1.0)
+    record_lives(w)
+    cont = downlink("cont", IP1, 0.1, 2.5)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    move_stock(w, 1.0, 0.02, HNP3, src=2, dst=3)
+    move_stock(w, 1.5, 0.02, HNP2, src=3, dst=2)
+    w.net.run(until=3.0)
+    rep = report(w.fab, cont)
+    assert rep.duplicates == 0 and rep.reordered == 0, rep
+    # At most what was on the radio as it went (no L2 trigger here).
+    assert rep.lost <= 1, (rep, w.fab.drop_reasons)
+    assert "hop-limit" not in w.fab.drop_reasons
+    assert rep.paths[-1][-2:] == ("ar2", "mn")
+    assert (Ev.KEPT, St.JOINING) in life_of(w.ar[2], HNP1)[3:]  # kept again on return
+    assert w.ar[2].life.of(HNP1) is St.VISITING
+    assert not [e for e in w.fab.routers["ar2"].entries()
+                if e.prefix == HNP1 and e.kind is EntryKind.TUNNEL]
+
+
 # -- SM: a host is known by its link-layer identity ----------------------------------
 
 

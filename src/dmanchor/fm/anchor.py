@@ -215,12 +215,18 @@ class AnchorAgentCore(ServiceCore):
             self._return_home(p, link, now)
         holds = {}
         for p in foreign:
-            add.append(ForwardingEntry(EntryKind.ANCHOR, p, link=link))
+            here = [ForwardingEntry(EntryKind.ANCHOR, p, link=link)]
             if self.s.mode.moves_anchoring:
                 # Packets that take the new direct path wait until the old
                 # anchor's leftovers (ended by an end marker) have arrived.
-                add.append(ForwardingEntry(EntryKind.BUFFER, p))
+                here.append(ForwardingEntry(EntryKind.BUFFER, p))
                 holds[p] = BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True)
+            if self.life.of(p) in (PrefixState.HANDED, PrefixState.HELD):
+                # Back at a point it had left (A -> B -> C -> B): its path
+                # towards the point it went to goes, or the two would loop.
+                self._rejoin(p, here, holds.get(p), now)
+            else:
+                add.extend(here)
         self._apply_new(add, now, holds)
         for p in own:
             if p not in returning:
@@ -277,6 +283,13 @@ class AnchorAgentCore(ServiceCore):
                 join.lm_done = True
             self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
+
+    def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
+                now: float) -> None:
+        target = self._handed.pop(p, None)
+        if target is not None:
+            self.cancel_timer(("cleanup", p, target))
+        self._replace(p, here, now, keep_buffer=True, spec=spec)
 
     def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
         """Fill ``join`` from what the LMs already said (LM:1-1 by MN)."""
