@@ -42,13 +42,11 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.types import Prefix
 from .model import Scenario, Step
-from .plan import MN_LINK_ADDRESS, Plan, make_plan, pd_duid
+from .plan import GATEWAY_LL, GATEWAY_MAC, MN_LINK_ADDRESS, Plan, make_plan, pd_duid
 from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
 ROUTER_ADVERTISEMENT = 134
-GATEWAY_MAC = "02:00:00:00:ff:01"
-"""The MAC every access router shows its MNs (with fe80::1: one gateway)."""
 MN_MAC = bytes.fromhex(MN_LINK_ADDRESS.replace(":", ""))
 """The MN's bridge MAC (fixed at creation: its identity across moves)."""
 
@@ -164,6 +162,15 @@ class Emulation:
                 for iface in np.ifaces:
                     if sc.nodes[iface.peer].kind == "mn":
                         lab.run(name, "ip", "link", "set", iface.name, "address", GATEWAY_MAC)
+                        # Its link-local address too (the one its RAs come
+                        # from): the one its first MAC gave would vanish when
+                        # the link next goes down, and an MN coming back
+                        # would keep a default route through a router that
+                        # no longer answers.
+                        lab.run(name, "ip", "-6", "addr", "flush", "dev", iface.name,
+                                "scope", "link")
+                        lab.run(name, "ip", "-6", "addr", "add", f"{GATEWAY_LL}/64", "dev",
+                                iface.name, "nodad")
                 lines = [f"route add {p} via {nh}" for p, nh in np.routes]
                 if np.uplink:
                     lines.append(f"route add default via {np.uplink}")
@@ -196,8 +203,11 @@ class Emulation:
         if self.sc.nodes[name].agent:
             # A host-based MN ends tunnels, so its agent turns forwarding on,
             # and the kernel then drops the default routes RAs gave it: its
-            # gateway is configured.
-            lab.run(name, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "br0")
+            # gateway is configured - at another metric than the RA's route
+            # through the same gateway, which the kernel could not add
+            # beside it (and would then skip the RA's prefixes: no SLAAC).
+            lab.run(name, "ip", "-6", "route", "add", "default", "via", GATEWAY_LL, "dev", "br0",
+                    "metric", "2048")
 
     def _kea(self) -> None:
         sc, lab = self.sc, self.lab

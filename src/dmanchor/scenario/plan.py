@@ -8,8 +8,9 @@ Addressing, all derived from the order of the file:
 * link ``i`` (1-based, routers and hosts): ``fd00:i::1`` at end a,
   ``fd00:i::2`` at end b; a host's link puts the host in
   ``2001:db8:99:i::/64`` (``::1``, the router ``::ff``) so it looks like a CN;
-* access links (router - MN): ``fe80::1`` on the router's side, nothing on the
-  MN's (its radios are bridged; see the emulator);
+* access links (router - MN): every router shows one gateway, MAC
+  :data:`GATEWAY_MAC` and its link-local address :data:`GATEWAY_LL`, on its
+  side; nothing on the MN's (its radios are bridged; see the emulator);
 * anchor ``k``: DPA (End.DT6 SID) ``fc00::k:0``, flush SID ``fc00::k:1``;
 * each node's control address is its first link address; the controller
   listens on 5400, an LMs on 5401, an FM-DP on 5402, an LMp on 5403, an
@@ -111,7 +112,7 @@ def make_plan(sc: Scenario) -> Plan:
     for i, link in enumerate(sc.links, start=1):
         a, b = sc.nodes[link.a], sc.nodes[link.b]
         if b.kind == "mn":
-            nodes[a.name].ifaces.append(Iface(b.name, "fe80::1/64", link.mtu, b.name))
+            nodes[a.name].ifaces.append(Iface(b.name, f"{GATEWAY_LL}/64", link.mtu, b.name))
             nodes[a.name].access.append(b.name)
             nodes[b.name].ifaces.append(Iface(f"r-{a.name}", "", link.mtu, a.name))
             continue
@@ -332,6 +333,12 @@ def _config(plan: Plan, name: str) -> str:
     return "\n".join(lines)
 
 
+GATEWAY_MAC = "02:00:00:00:ff:01"
+"""The MAC every access router shows its MNs (so one gateway: the same
+neighbour entry, and the same default router, at every router)."""
+GATEWAY_LL = "fe80::ff:fe00:ff01"
+"""Its link-local address (the modified EUI-64 of :data:`GATEWAY_MAC`): what
+the kernel gives the link again each time it comes up."""
 MN_LINK_ADDRESS = "02:00:00:00:00:01"
 """Every MN's link-layer address (its bridge's, fixed): its MN-ID at the routers."""
 UDP_IDLE = 1

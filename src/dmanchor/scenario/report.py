@@ -72,6 +72,8 @@ class FlowResult:
     reorder_late_ms: float = 0.0
     """How late the worst reordered packet came behind the first that
     overtook it, milliseconds."""
+    tcp_error: str = ""
+    """Why a TCP stream broke, as its sender or receiver saw it."""
     _times: list[float] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -89,7 +91,7 @@ class FlowResult:
         return cls(spec.name, "tcp", address, prefix, spec.continuity,
                    runner.bytes_sent, runner.bytes_received,
                    runner.bytes_sent - runner.bytes_received, 0, 0, runner.unbroken, stretch,
-                   None, _times=[t for _, t in runner.arrivals])
+                   None, tcp_error=runner.error, _times=[t for _, t in runner.arrivals])
 
     def effect_of(self, move: MoveRecord) -> MoveEffect | None:
         """The flow's gap around ``move``, if it was running across it."""
@@ -184,7 +186,8 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
             failures.append(f"{name}: charged {got.charged} packets, {got.received} delivered "
                             "(FM:2)")
         if want.get("tcp") == "unbroken" and not got.tcp_unbroken:
-            failures.append(f"{name}: TCP stream broken or altered")
+            failures.append(f"{name}: TCP stream broken or altered"
+                            + (f" ({got.tcp_error})" if got.tcp_error else ""))
         if "max_interruption_ms" in want:
             for e in got.moves:
                 if e.interruption_ms > want["max_interruption_ms"]:
