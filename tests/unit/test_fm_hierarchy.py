@@ -15,6 +15,7 @@ from ipaddress import IPv6Address as A
 
 import pytest
 
+from dmanchor.dataplane.conntrack import Change, Conn, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import AnchorSettings
 from dmanchor.fm.controller import (
@@ -32,6 +33,8 @@ from dmanchor.sim.fabric import Fabric
 from dmanchor.sim.topologies import CN_ADDR, hierarchical
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
+from dmanchor.wire import decode
+from dmanchor.wire import messages as m
 from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.unit.test_fm import AGENTS
@@ -199,3 +202,42 @@ def test_4_2_3_move_to_a_fw_under_another_ar_moves_the_anchoring(proxy: bool) ->
     assert lms.lookup(HNP1, net.now) is None
     if lmp is not None:  # Fig 1d: the FWs' LM traffic went through the proxy
         assert lmp.endpoint.stats.received[MsgType.LOCATION_UPDATE] >= 3
+
+
+def test_4_2_3_flows_seen_early_do_not_move_the_core_before_the_parent_is_ready() -> None:
+    """FW21's conntrack reports the MN's flow while FW21 still waits for its
+    parent AR2 to take HNP1's anchoring over.  The binding must not move to
+    FW21 before AR2 answers: the controller would route HNP1 to AR2, which
+    could not forward it yet (on real kernels: packets looping between AR2
+    and R until their hop limit)."""
+    net, fab, lms, agents, lmp, ctrl = build(lifetime=600)
+    flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
+    conn = Conn(A(CN), A(IP1), 17, 40000, 5001)
+    fab.attach("mn", "fw11", "fw11")
+    fab.add_address("mn", IP1)
+    at(net, agents, 0.06, "fw11", lambda a, now: a.attach("mn", "fw11", [], {HNP1: []}, now))
+    start_flow(fab, flow)
+    sent: list[tuple[float, str, object]] = []
+
+    def tap(now: float, src: Addr, dst: Addr, data: bytes) -> None:
+        sent.append((now, src[0], decode(data).message))
+    net.taps.append(tap)
+
+    def up() -> None:
+        fab.attach("mn", "fw21", "fw21")
+    net.call_at(0.6005, lambda: fab.detach("mn"))
+    at(net, agents, 0.6005, "fw11", lambda a, now: a.detach("mn", now))
+    net.call_at(0.62, up)
+    at(net, agents, 0.62, "fw21", lambda a, now: a.attach("mn", "fw21", [], {HNP1: []}, now))
+    for i in range(40):  # its packets show up at FW21 all through the claim
+        at(net, agents, 0.62 + i * 0.00025, "fw21",
+           lambda a, now: a.conn_events([ConnEvent(Change.NEW, conn)], now))
+    net.run(until=1.5)
+    fw21 = DPAS["fw21"]
+    ready = next(t for t, src, msg in sent
+                 if src == DPAS["ar2"] and isinstance(msg, m.BufferReadyAck))
+    moved = [t for t, src, msg in sent if src == fw21 and isinstance(msg, m.LocationUpdate)
+             and msg.prefix == HNP1]
+    assert moved and min(moved) > ready, (moved, ready)
+    rep = report(fab, flow)
+    assert (rep.lost, rep.duplicates) == (0, 0), (rep, fab.drop_reasons)

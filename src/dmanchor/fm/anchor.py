@@ -498,8 +498,18 @@ class AnchorAgentCore(ServiceCore):
             self.dp.track(f)
             self.stats.counters["flow-seen"] += 1
         mn = self._owner(prefix)
-        if mn is not None and not before and self.flows.count(prefix):
+        if mn is not None and not before and self.flows.count(prefix) and \
+                self._bound_here(prefix):
             self._lm_update(prefix, self.s.dpa, now, mn=mn)
+
+    def _bound_here(self, prefix: Prefix) -> bool:
+        """Whether the binding names this router for ``prefix`` already, so
+        an update of its flow count moves nothing.  A claim still under way
+        (an anchor or a parent AR not yet answered) carries the count itself
+        when it goes: sent early, it would move the core's route here before
+        this router can forward (4.2.3)."""
+        return self.life.of(prefix) in (PrefixState.ANCHORED, PrefixState.VISITING) and \
+            prefix not in self._parent_asks.values()
 
     def flows_closed(self, prefix: Prefix, now: float) -> None:
         """The flows using an MN's prefix have all ended (FM:3-3).
@@ -518,7 +528,7 @@ class AnchorAgentCore(ServiceCore):
             if now >= v.expires:
                 self._revert(prefix, now)
                 return
-        if not told:
+        if not told and self._bound_here(prefix):
             self._lm_update(prefix, self.s.dpa, now, mn=mn)
 
     def _owner(self, prefix: Prefix) -> str | None:
