@@ -210,7 +210,7 @@ def test_4_2_3_flows_seen_early_do_not_move_the_core_before_the_parent_is_ready(
     FW21 before AR2 answers: the controller would route HNP1 to AR2, which
     could not forward it yet (on real kernels: packets looping between AR2
     and R until their hop limit)."""
-    net, fab, lms, agents, lmp, ctrl = build(lifetime=600)
+    net, fab, _, agents, _, _ = build(lifetime=600)
     flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
     conn = Conn(A(CN), A(IP1), 17, 40000, 5001)
     fab.attach("mn", "fw11", "fw11")
