@@ -42,13 +42,11 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.types import Prefix
 from .model import Scenario, Step
-from .plan import GATEWAY_LL, GATEWAY_MAC, MN_LINK_ADDRESS, Plan, make_plan, pd_duid
+from .plan import GATEWAY_LL, GATEWAY_MAC, Plan, make_plan, mn_link_address, pd_duid
 from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
 ROUTER_ADVERTISEMENT = 134
-MN_MAC = bytes.fromhex(MN_LINK_ADDRESS.replace(":", ""))
-"""The MN's bridge MAC (fixed at creation: its identity across moves)."""
 
 
 @dataclass(slots=True)
@@ -190,7 +188,7 @@ class Emulation:
             lab.run(name, "sysctl", "-qw", f"net.ipv6.conf.{radio}.disable_ipv6=1")
         # A fixed MAC: a bridge otherwise takes its lowest port's, and the
         # MN's link-local identity would change with each move.
-        lab.run(name, "ip", "link", "add", "br0", "address", MN_LINK_ADDRESS,
+        lab.run(name, "ip", "link", "add", "br0", "address", mn_link_address(self.sc, name),
                 "mtu", "1500", "type", "bridge")
         # A stock host configured by SLAAC, with two settings of a mobile
         # host (docs/operations.md): no DAD (its /64 is its alone) - else
@@ -368,6 +366,10 @@ class Emulation:
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh], addresses=held))
 
+    def _mac(self, mn: str) -> bytes:
+        """The MN's link-layer address, as frames carry it."""
+        return bytes.fromhex(mn_link_address(self.sc, mn).replace(":", ""))
+
     def _nl(self, node: str) -> Netlink:
         """A netlink socket in ``node``'s namespace (kept for the run)."""
         if node not in self._netlinks:
@@ -407,7 +409,7 @@ class Emulation:
         runner sends the RS the stack would send, at once.
         """
         index = self._index(mn, "br0")
-        rs = encode_rs(RouterSolicitation((), MN_MAC))
+        rs = encode_rs(RouterSolicitation((), self._mac(mn)))
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
         deadline = time.monotonic() + 3.0
         sent = False
@@ -468,7 +470,7 @@ class Emulation:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
             index = self._index(mn, "br0")
             for addr in addresses:
-                sock.sendto(encode_unsolicited_na(IPv6Address(addr), MN_MAC),
+                sock.sendto(encode_unsolicited_na(IPv6Address(addr), self._mac(mn)),
                             ("ff02::1", 0, 0, index))
         finally:
             sock.close()

@@ -303,12 +303,14 @@ def _config(plan: Plan, name: str) -> str:
             lines.append(f'parent = "{plan.nodes[asp.parent].dpa}"')
         if np.access:
             lines.append("access_links = [" + ", ".join(f'"{x}"' for x in np.access) + "]")
-            if any(sc.nodes[m].agent for m in np.access):
+            hosted = [m for m in np.access if sc.nodes[m].agent]
+            if hosted:
                 # A host-based MN sends from its kept addresses on a link
                 # where the network does not serve them (no reverse tunnel),
                 # and keeps its sessions itself.
                 lines.append("source_validation = false")
-                lines.append(f'host_based = ["{MN_LINK_ADDRESS}"]')
+                lines.append("host_based = [" + ", ".join(
+                    f'"{mn_link_address(sc, m)}"' for m in hosted) + "]")
             # A UDP flow ends when idle past this (the kernel's conntrack
             # timeout), swept for twice a second: scenario flows are short.
             lines += [f"udp_idle = {UDP_IDLE}", "flow_sweep = 0.5"]
@@ -339,8 +341,11 @@ neighbour entry, and the same default router, at every router)."""
 GATEWAY_LL = "fe80::ff:fe00:ff01"
 """Its link-local address (the modified EUI-64 of :data:`GATEWAY_MAC`): what
 the kernel gives the link again each time it comes up."""
-MN_LINK_ADDRESS = "02:00:00:00:00:01"
-"""Every MN's link-layer address (its bridge's, fixed): its MN-ID at the routers."""
+def mn_link_address(sc: Scenario, mn: str) -> str:
+    """An MN's link-layer address (its bridge's, fixed at creation): its
+    MN-ID at the routers.  The k-th MN of the file has ``02:00:00:00:00:k``."""
+    k = sc.of_kind("mn").index(mn) + 1
+    return f"02:00:00:00:{k >> 8:02x}:{k & 0xFF:02x}"
 UDP_IDLE = 1
 """Seconds a scenario's UDP flow may be idle before the routers take it as ended."""
 
