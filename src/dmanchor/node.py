@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -73,13 +72,12 @@ from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core, log_events
 from .lm.lms import LmsCore
 from .mn.host import StackWatch, sessions_in_use, take_sid
-from .nodecmd import COMMANDS
+from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
 from .nodeevents import NodeEvents, Trace
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
-from .wire.errors import WireError
 from .wire.types import Prefix
 
 log = logging.getLogger("dmanchor.node")
@@ -254,26 +252,12 @@ class Node:
 
     def command(self, line: bytes) -> dict[str, Any]:
         """Run one control-socket command (:mod:`.nodecmd`); never raises on bad input."""
-        log.debug("command %s", line[:80])
-        try:
-            doc = json.loads(line)
-            if not isinstance(doc, dict):
-                raise ValueError("a command is a JSON object")
-            name = doc.get("cmd")
-            cmd = COMMANDS.get(name) if isinstance(name, str) else None
-            if cmd is None:
-                raise ValueError(f"unknown command {name!r}")
-            if cmd.anchor and self.anchor is None:
-                raise ValueError("this node hosts no anchor")
+        result = run_command(self, line, time.time())
+        if self.anchor is not None:
             now = time.time()
-            result = cmd.handler(self, doc, now)
-            if cmd.anchor and self.anchor is not None:
-                self.anchor.process(now)
-                self.drivers["anchor"].pump()
-            return {"ok": result}
-        except (ValueError, KeyError, TypeError, WireError, DataPlaneError) as exc:
-            log.warning("command refused: %s", exc)
-            return {"error": str(exc)}
+            self.anchor.process(now)
+            self.drivers["anchor"].pump()
+        return result
 
     async def stop(self) -> None:
         """Stop what needs a goodbye on the wire (BGP Cease), then :meth:`close`."""

@@ -19,15 +19,21 @@ operator's and the test harness's handles::
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .dataplane.api import DataPlaneError
 from .transport.reliable import Endpoint
+from .wire.errors import WireError
 from .wire.types import Prefix, entry_to_json, flow_from_json
 
 if TYPE_CHECKING:
     from .node import Node
+
+log = logging.getLogger("dmanchor.node")
 
 Handler = Callable[["Node", dict[str, Any], float], Any]
 
@@ -54,6 +60,26 @@ def command(name: str, anchor: bool = True) -> Callable[[Handler], Handler]:
         COMMANDS[name] = Command(fn, anchor)
         return fn
     return register
+
+
+def run_command(node: Node, line: bytes, now: float) -> dict[str, Any]:
+    """One JSON line: ``{"ok": result}`` or ``{"error": why}``; never raises
+    on bad input."""
+    log.debug("command %s", line[:80])
+    try:
+        doc = json.loads(line)
+        if not isinstance(doc, dict):
+            raise ValueError("a command is a JSON object")
+        name = doc.get("cmd")
+        cmd = COMMANDS.get(name) if isinstance(name, str) else None
+        if cmd is None:
+            raise ValueError(f"unknown command {name!r}")
+        if cmd.anchor and node.anchor is None:
+            raise ValueError("this node hosts no anchor")
+        return {"ok": cmd.handler(node, doc, now)}
+    except (ValueError, KeyError, TypeError, WireError, DataPlaneError) as exc:
+        log.warning("command refused: %s", exc)
+        return {"error": str(exc)}
 
 
 def _access_link(node: Node, link: object) -> str:

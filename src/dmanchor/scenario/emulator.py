@@ -591,6 +591,25 @@ class Emulation:
             self.checks[f"{f.prefix} back to its home network (FM:3-3)"] = back
             if self.kea is not None:
                 self.checks[f"{f.prefix} released to Kea's pool (FM:3-3)"] = pooled
+            if back:
+                self._let_go(self.sc.flows[a["flow"]].dst, f.prefix)
+
+    def _let_go(self, mn: str, prefix: Prefix) -> None:
+        """After a revert: the MN's stack drops its address in ``prefix`` once
+        the valid lifetime the last RA gave it has run out (no RA names it
+        any more); the check says how long after the revert that was."""
+        reverted = time.monotonic()
+        deadline = reverted + self.sc.timeout
+        index = self._index(mn, "br0")
+        held = True
+        while held and time.monotonic() < deadline:
+            held = any(prefix.covers(Prefix.host(x.address))
+                       for x in self._nl(mn).addresses(index))
+            if held:
+                time.sleep(0.05)
+        took = f"{time.monotonic() - reverted:.1f} s after the revert" if not held else \
+            f"still there after {self.sc.timeout:.0f} s"
+        self.checks[f"{mn} stopped using {prefix} ({took})"] = not held
 
     def _forwarding(self, node: str, prefix: Prefix) -> str:
         """Where ``node``'s FIB sends ``prefix``: the anchor an SRv6 tunnel
