@@ -29,7 +29,7 @@ import struct
 from ipaddress import IPv6Address
 from typing import NamedTuple
 
-from .netlink import NetlinkError, open_in_netns
+from .netlink import NetlinkError, open_in_netns, split_messages
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -221,15 +221,10 @@ class ConntrackMonitor:
                     raise
                 self.overruns += 1  # counted; the next read goes on
                 continue
-            pos = 0
-            while pos + _NLMSGHDR.size <= len(data):
-                length, mtype, flags, _, _ = _NLMSGHDR.unpack_from(data, pos)
-                if length < _NLMSGHDR.size:
-                    break
-                ev = parse(mtype, flags, data[pos + _NLMSGHDR.size:pos + length])
+            for mtype, flags, _, body in split_messages(data):
+                ev = parse(mtype, flags, body)
                 if ev is not None:
                     out.append(ev)
-                pos += (length + 3) & ~3
 
     def dump(self) -> set[Conn]:
         """Every IPv6 connection tracked now.
@@ -247,24 +242,19 @@ class ConntrackMonitor:
                                          NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0) + body)
         out: set[Conn] = set()
         while True:
-            data = self._dumper.recv(1 << 20)
-            pos = 0
-            while pos + _NLMSGHDR.size <= len(data):
-                length, mtype, flags, seq, _ = _NLMSGHDR.unpack_from(data, pos)
-                if length < _NLMSGHDR.size:
+            for mtype, flags, seq, body in split_messages(self._dumper.recv(1 << 20)):
+                if seq != self._seq:
+                    continue  # an answer to an earlier, abandoned dump
+                if mtype == NLMSG_DONE:
                     return out
-                if seq == self._seq:
-                    if mtype == NLMSG_DONE:
-                        return out
-                    if mtype == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, pos + _NLMSGHDR.size)[0]
-                        if code:
-                            raise NetlinkError("conntrack dump", code)
-                        return out
-                    ev = parse(mtype, flags, data[pos + _NLMSGHDR.size:pos + length])
-                    if ev is not None:
-                        out.add(ev.conn)
-                pos += (length + 3) & ~3
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body)[0]
+                    if code:
+                        raise NetlinkError("conntrack dump", code)
+                    return out
+                ev = parse(mtype, flags, body)
+                if ev is not None:
+                    out.add(ev.conn)
 
     def close(self) -> None:
         """Close the sockets."""

@@ -107,6 +107,18 @@ def rta(kind: int, payload: bytes) -> bytes:
     return _RTA.pack(length, kind) + payload + b"\0" * (_align(length) - length)
 
 
+def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence number, body) of each netlink message in one
+    datagram; a truncated tail ends it."""
+    pos = 0
+    while pos + _NLMSGHDR.size <= len(data):
+        length, mtype, flags, seq, _ = _NLMSGHDR.unpack_from(data, pos)
+        if length < _NLMSGHDR.size:
+            return
+        yield mtype, flags, seq, data[pos + _NLMSGHDR.size:pos + length]
+        pos += _align(length)
+
+
 def _parse_attrs(data: bytes, pos: int, end: int) -> dict[int, bytes]:
     out: dict[int, bytes] = {}
     while pos + 4 <= end:
@@ -726,13 +738,8 @@ class _Multicast:
                 data = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return
-            pos = 0
-            while pos + _NLMSGHDR.size <= len(data):
-                length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, pos)
-                if length < _NLMSGHDR.size:
-                    break
-                yield mtype, data[pos + _NLMSGHDR.size:pos + length]
-                pos += _align(length)
+            for mtype, _, _, body in split_messages(data):
+                yield mtype, body
 
     def close(self) -> None:
         """Close the socket."""
