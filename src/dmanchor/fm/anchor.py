@@ -34,8 +34,9 @@ sending messages and programming the data plane comes out of
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
+from typing import Any, ClassVar
 
 from ..dataplane.api import BufferSpec, DataPlane, FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
@@ -66,14 +67,20 @@ from .anchor_model import (
     AnchorStats,
     Announce,
     Attached,
+    Cleanup,
     Delegate,
     Effect,
+    Expire,
+    HandFlows,
     Heard,
     Join,
     Mode,
     PrefixEvent,
     PrefixLife,
     PrefixState,
+    Register,
+    Reverse,
+    VisitCheck,
     Visiting,
 )
 from .fib import DesiredFib
@@ -121,7 +128,7 @@ class AnchorAgentCore(ServiceCore):
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
         have = fib.entries()
         fib.apply([e for e in sids if e not in have], (), now)
-        self.set_timer("register", now)
+        self.set_timer(Register(), now)
 
     # -- Access-layer inputs -----------------------------------------------------------
 
@@ -257,7 +264,7 @@ class AnchorAgentCore(ServiceCore):
         for p in foreign:
             self.visiting[p] = Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
-            self.set_timer(("visit", p), now + self.s.lifetime / 2)
+            self.set_timer(VisitCheck(p), now + self.s.lifetime / 2)
             if self.s.mode is Mode.BGP:
                 # Routers learn the new anchor by BGP once the binding says
                 # the prefix is this MN's; the previous point (LM:1-1) is
@@ -288,7 +295,7 @@ class AnchorAgentCore(ServiceCore):
                 now: float) -> None:
         target = self._handed.pop(p, None)
         if target is not None:
-            self.cancel_timer(("cleanup", p, target))
+            self.cancel_timer(Cleanup(p, target))
         self._replace(p, here, now, keep_buffer=True, spec=spec)
 
     def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
@@ -365,7 +372,7 @@ class AnchorAgentCore(ServiceCore):
             st.own = tuple(x for x in st.own if x != p)
         elif p in st.visiting:
             self._drop_reverse(self.visiting.pop(p, None), now)
-            self.cancel_timer(("visit", p))
+            self.cancel_timer(VisitCheck(p))
             st.visiting = tuple(x for x in st.visiting if x != p)
 
     def _departed(self, prefix: Prefix, now: float, hold: bool, own_only: bool = False) -> None:
@@ -623,56 +630,76 @@ class AnchorAgentCore(ServiceCore):
         super().process(now)
         deadline = self.dp.next_deadline()
         if deadline is not None:
-            self.set_timer("expire", deadline)
+            self.set_timer(Expire(), deadline)
 
     def on_timer(self, name: Hashable, now: float) -> None:
-        if name == "expire":
-            self.dp.expire(now)
-        elif name == "register":
-            # Registrations and the bindings of attached MNs live
-            # ``lifetime``; refresh them at half of it.
-            if self.s.controller is not None:
-                self.endpoint.request(
-                    m.AnchorRegistration(self.s.node_id, self.s.dpa, self.s.cpa,
-                                         self.s.lifetime, self.s.prefixes),
-                    self.s.controller, now,
-                )
-            for mn, st in self.attached.items():
-                for p in st.own:
-                    self._lm_update(p, self.s.dpa, now, mn=mn)
-                self._subscribe(st.own, now)
-            self.set_timer("register", now + self.s.lifetime / 2)
-        elif isinstance(name, tuple) and name[0] == "cleanup":
-            _, prefix, target = name
-            assert isinstance(prefix, Prefix) and isinstance(target, IPv6Address)
-            leftover = ForwardingEntry(EntryKind.TUNNEL, prefix, target)
-            if leftover in self.dp.entries():
-                self.dp.apply((), (leftover,), now)
-                if self.life.of(prefix) is PrefixState.HANDED:
-                    self._step(prefix, PrefixEvent.RELEASED)
-        elif isinstance(name, tuple) and name[0] == "reverse":
-            _, prefix, dpa = name
-            assert isinstance(prefix, Prefix) and isinstance(dpa, IPv6Address)
-            v = self.visiting.get(prefix)
-            if v is not None:
-                v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, dpa,
-                                            FlowFilter(src=prefix))
-                self._apply_new([v.reverse], now)
-        elif isinstance(name, tuple) and name[0] == "visit":
-            prefix = name[1]
-            assert isinstance(prefix, Prefix)
-            v = self.visiting.get(prefix)
-            if v is None:
-                return
-            if not v.flows_closed:
-                # Flows still need the prefix: keep its lease and binding.
-                v.expires = now + self.s.lifetime
-                self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
-                self.set_timer(("visit", prefix), now + self.s.lifetime / 2)
-            elif now >= v.expires:
-                self._revert(prefix, now)
-            else:
-                self.set_timer(("visit", prefix), v.expires)
+        handler = self._TIMERS.get(type(name))
+        if handler is not None:
+            handler(self, name, now)
+
+    def _on_expire(self, _: Expire, now: float) -> None:
+        self.dp.expire(now)
+
+    def _on_register(self, _: Register, now: float) -> None:
+        # Registrations and the bindings of attached MNs live ``lifetime``;
+        # refresh them at half of it.
+        if self.s.controller is not None:
+            self.endpoint.request(
+                m.AnchorRegistration(self.s.node_id, self.s.dpa, self.s.cpa,
+                                     self.s.lifetime, self.s.prefixes),
+                self.s.controller, now,
+            )
+        for mn, st in self.attached.items():
+            for p in st.own:
+                self._lm_update(p, self.s.dpa, now, mn=mn)
+            self._subscribe(st.own, now)
+        self.set_timer(Register(), now + self.s.lifetime / 2)
+
+    def _on_cleanup(self, t: Cleanup, now: float) -> None:
+        leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
+        if leftover in self.dp.entries():
+            self.dp.apply((), (leftover,), now)
+            if self.life.of(t.prefix) is PrefixState.HANDED:
+                self._step(t.prefix, PrefixEvent.RELEASED)
+
+    def _on_reverse(self, t: Reverse, now: float) -> None:
+        v = self.visiting.get(t.prefix)
+        if v is not None:
+            v.reverse = ForwardingEntry(EntryKind.TUNNEL, ANY_PREFIX, t.dpa,
+                                        FlowFilter(src=t.prefix))
+            self._apply_new([v.reverse], now)
+
+    def _on_visit_check(self, t: VisitCheck, now: float) -> None:
+        prefix = t.prefix
+        v = self.visiting.get(prefix)
+        if v is None:
+            return
+        if not v.flows_closed:
+            # Flows still need the prefix: keep its lease and binding.
+            v.expires = now + self.s.lifetime
+            self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
+            self.set_timer(VisitCheck(prefix), now + self.s.lifetime / 2)
+        elif now >= v.expires:
+            self._revert(prefix, now)
+        else:
+            self.set_timer(VisitCheck(prefix), v.expires)
+
+    def _on_hand_flows(self, t: HandFlows, now: float) -> None:
+        """FM:2 at the previous point: the flows' QoS and charging state move
+        with the prefix - those known open, and any charged here (conntrack
+        may not have seen it)."""
+        known = self.flows.drop(t.prefix)
+        charged = self.dp.take_charges(t.prefix)
+        if known or charged:
+            states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
+                      for f in dict.fromkeys((*known, *charged))]
+            self.endpoint.request(m.FlowStateTransfer(t.prefix, tuple(states)),
+                                  self._agent_of(t.to), now)
+
+    _TIMERS: ClassVar[dict[type, Callable[[Any, Any, float], None]]] = {
+        Expire: _on_expire, Register: _on_register, Cleanup: _on_cleanup,
+        Reverse: _on_reverse, VisitCheck: _on_visit_check, HandFlows: _on_hand_flows,
+    }
 
     def _joined(self, join: Join, now: float) -> None:
         """Both answers are in: claim the prefix from its previous point and anchor."""
@@ -714,7 +741,7 @@ class AnchorAgentCore(ServiceCore):
         if self.s.reverse_tunnel and self.s.mode is Mode.TUNNEL:
             # Installed once FM:6-2 below has gone out: the uplink is not
             # what the move waits for, the downlink is.
-            self.set_timer(("reverse", prefix, answer.dpa_address), now)
+            self.set_timer(Reverse(prefix, answer.dpa_address), now)
         # FM:6-2 to the anchor: the new point is ready (re-point the tunnel,
         # or release what the anchor held when the MN left it).
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
@@ -761,7 +788,7 @@ class AnchorAgentCore(ServiceCore):
             # The new anchor announces the prefix: this point only carries
             # leftovers now, and stops announcing it.
             self._announce((prefix,), False)
-            self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
+            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         elif serving:
             # 4.2.3: a forwarding switch below takes over a prefix anchored
             # at another AR; it is anchored here now, until FM:1 hands back.
@@ -770,17 +797,9 @@ class AnchorAgentCore(ServiceCore):
         elif not own:
             # An intermediate point (e.g. the previous FW): its tunnel only
             # carries leftovers, so it goes once they have surely drained.
-            self.set_timer(("cleanup", prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
+            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
-        # FM:2: the flows' QoS and charging state move with them: those
-        # known open, and any charged here (conntrack may not have seen it).
-        known = self.flows.drop(prefix)
-        charged = self.dp.take_charges(prefix)
-        if known or charged:
-            states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
-                      for f in dict.fromkeys((*known, *charged))]
-            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)),
-                                  self._agent_of(msg.dpa_address), now)
+        self.set_timer(HandFlows(prefix, msg.dpa_address), now)  # FM:2, once this answer went
 
     def _agent_of(self, sid: IPv6Address) -> Addr:
         """The agent serving a DPA address or its flush SID (DPA + 1).
@@ -839,7 +858,7 @@ class AnchorAgentCore(ServiceCore):
         v = self.visiting.pop(prefix, None)
         if v is None:
             return
-        self.cancel_timer(("visit", prefix))
+        self.cancel_timer(VisitCheck(prefix))
         self._replace(prefix, [], now)
         self._step(prefix, PrefixEvent.REFUSED)
         self._delegate((prefix,), False)

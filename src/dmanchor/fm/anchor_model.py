@@ -297,6 +297,57 @@ Effect = Announce | Delegate | Advertise
 """What the agent asks of its host besides messages and forwarding."""
 
 
+# -- Timers: one type per kind, the key carrying what it is about -------------------
+# (Dataclasses, not named tuples: two keys of different kinds must never be
+# equal, as tuples with equal fields would be.)
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """The data plane's next hold deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Refresh the registration and the attached MNs' bindings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """Remove a handed prefix's leftover tunnel once leftovers have drained."""
+
+    prefix: Prefix
+    target: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Reverse:
+    """Install a visiting prefix's uplink reverse tunnel (after FM:6-2 went)."""
+
+    prefix: Prefix
+    dpa: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class VisitCheck:
+    """Refresh a visiting prefix while flows need it; revert it after (FM:3-3)."""
+
+    prefix: Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class HandFlows:
+    """FM:2 to the point a prefix was handed to - after the FM:6-2 answer
+    went, since reading the counters may take the host a while."""
+
+    prefix: Prefix
+    to: IPv6Address
+
+
+Timer = Expire | Register | Cleanup | Reverse | VisitCheck | HandFlows
+"""The anchor agent's timer keys."""
+
+
 @dataclass(slots=True)
 class Visiting:
     """A prefix from another network anchored here for an MN's flows."""
