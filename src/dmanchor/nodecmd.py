@@ -13,7 +13,7 @@ operator's and the test harness's handles::
     {"cmd": "entries"}                  -> the kernel's dmanchor entries (read back)
     {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters (open and ended flows)
     {"cmd": "stats"}                    -> signalling counters of every function
-    {"cmd": "counters"}                 -> the data plane's counters (drops, markers)
+    {"cmd": "counters"}                 -> the data plane's counters (drops, markers, flow watch)
     {"cmd": "delegations"}              -> DHCPv6-PD: prefix -> seconds left
 """
 
@@ -130,7 +130,13 @@ def _entries(node: Node, doc: dict[str, Any], now: float) -> Any:
 @command("counters")
 def _counters(node: Node, doc: dict[str, Any], now: float) -> Any:
     assert node.anchor is not None
-    return dict(node.anchor.dp.counters())
+    out = dict(node.anchor.dp.counters())
+    if node.flows is not None:
+        # Conntrack events the kernel dropped (a sweep makes up for them),
+        # and sweeps that failed.
+        out["conntrack-overruns"] = node.flows.overruns
+        out["flow-sweep-failed"] = node.flows.failures
+    return out
 
 
 @command("delegations")
