@@ -117,7 +117,7 @@ def _link_going_down(node: Node, doc: dict[str, Any], now: float) -> Any:
     # is lost; the link event that follows finds no one.
     link = _access_link(node, doc["link"])
     assert node.access is not None
-    return node.access.down({link}, "going down (L2 trigger)")
+    return node.access.going_down(link)
 
 
 @command("entries")
@@ -136,6 +136,8 @@ def _counters(node: Node, doc: dict[str, Any], now: float) -> Any:
         # and sweeps that failed.
         out["conntrack-overruns"] = node.flows.overruns
         out["flow-sweep-failed"] = node.flows.failures
+    if node.access is not None:
+        out["heard-while-leaving"] = node.access.stale
     return out
 
 

@@ -31,6 +31,18 @@ from .sniff import LinkListener
 
 log = logging.getLogger("dmanchor.node")
 
+LEAVING_QUIET = 1.0
+"""Seconds after an L2 trigger during which frames on the link are not
+arrivals, unless its carrier goes first (then: until it is back)."""
+
+
+def carrier(link: str) -> bool:
+    """Whether ``link`` has carrier now (False if it cannot be read)."""
+    try:
+        return Path(f"/sys/class/net/{link}/carrier").read_text().strip() == "1"
+    except OSError:  # (reading carrier of a down link fails with EINVAL)
+        return False
+
 LeaseLeft = Callable[[float], Mapping[Prefix, float]]
 """What each DHCPv6-PD lease has left, seconds, at a given time."""
 
@@ -58,6 +70,13 @@ class AccessLinks:
         # Source filters in force; None until the first sync, which sets
         # every access link's (clearing what a previous run left).
         self._filters: dict[str, tuple[Prefix, ...]] | None = None
+        # Links whose MNs just left: what is heard there now is no arrival
+        # (see _stale).  Link -> when the L2 trigger said it was going down;
+        # links whose carrier went down.
+        self._leaving: dict[str, float] = {}
+        self._down: set[str] = set()
+        self.stale = 0
+        """Frames heard on a link its MNs had just left, not taken for arrivals."""
 
     def start(self) -> None:
         """Listen on every access link, watch their carriers, advertise."""
@@ -94,6 +113,9 @@ class AccessLinks:
         except OSError as exc:
             log.warning("access link %s: %s", listener.link, exc)
             return
+        if heard and self._stale(listener.link):
+            self.stale += len(heard)
+            return
         for seen in heard:
             mn = seen.mn_id
             try:
@@ -110,11 +132,50 @@ class AccessLinks:
                          [str(p) for p in named])
             self.pump()
 
+    def _stale(self, link: str) -> bool:
+        """Whether a frame heard on ``link`` now is an echo of an MN that left.
+
+        After an L2 trigger the MN may still send a frame or two before its
+        radio goes, and frames read late (a busy node) can predate the
+        carrier loss: taken for arrivals, they would anchor the MN's
+        prefixes again on a link it has left (and a hold lifted there loops
+        between the link's dead route and the standby hold).  So a link is
+        deaf from the trigger until its carrier goes (or LEAVING_QUIET has
+        passed: a shared link never loses it), and from the carrier loss
+        until the carrier is back - read from the kernel when a frame comes,
+        as the carrier-up event may be read after the frames it precedes.
+        """
+        since = self._leaving.get(link)
+        if since is not None:
+            if time.time() - since < LEAVING_QUIET:
+                return True
+            del self._leaving[link]
+        if link in self._down:
+            if not carrier(link):
+                return True
+            self._down.discard(link)
+        return False
+
     def _on_carrier(self) -> None:
         """Access links that went down: their MNs left (FM:6-1 holds start)."""
         assert self._monitor is not None
-        self.down({name for name, up in self._monitor.read()
-                   if not up and name in self.links}, "went down")
+        gone = set()
+        for name, up in self._monitor.read():
+            if name not in self.links:
+                continue
+            if up:
+                self._down.discard(name)
+            else:
+                gone.add(name)
+                self._down.add(name)
+                self._leaving.pop(name, None)
+        self.down(gone, "went down")
+
+    def going_down(self, link: str) -> int:
+        """An L2 trigger (RFC 5184 Link Going Down): the MNs on ``link`` are
+        leaving; returns how many."""
+        self._leaving[link] = time.time()
+        return self.down({link}, "going down (L2 trigger)")
 
     def down(self, links: set[str], why: str) -> int:
         """The MNs on these access links left; returns how many."""
