@@ -7,6 +7,7 @@ from dataclasses import replace
 from ipaddress import IPv6Address as A
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -108,6 +109,14 @@ def test_the_book_knows_the_last_flow_of_a_prefix() -> None:
     assert not book.end(HNP1, a)
     assert book.end(HNP1, b)
     assert book.count(HNP1) == 0 and book.prefix_of(a) is None
+
+
+def test_the_book_is_bounded_per_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dmanchor.fm.flows.MAX_FLOWS_PER_PREFIX", 3)
+    book = FlowBook()
+    flows = [FlowFilter(Prefix.host(MN1), Prefix.host(CN), 17, i, 2) for i in range(5)]
+    assert book.add(HNP1, flows) == tuple(flows[:3])
+    assert book.count(HNP1) == 3 and book.over_cap == 2
 
 
 def test_a_watched_flow_ends_only_once_its_counters_stop() -> None:

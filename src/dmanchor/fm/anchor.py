@@ -423,8 +423,9 @@ class AnchorAgentCore(ServiceCore):
                 continue
             flow, prefix = found
             if flow not in self.flows.seen and not ev.ended:
-                self.flows.seen[flow] = now
                 self._track(prefix, [flow], now)
+                if flow in self.flows.open.get(prefix, ()):  # (not over the cap)
+                    self.flows.seen[flow] = now
             if self._trusted(prefix):
                 if ev.ended:
                     self._flow_ended(prefix, flow, now)

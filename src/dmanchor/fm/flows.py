@@ -29,6 +29,10 @@ from ..wire.types import FlowFilter, Prefix
 
 CHARGED_RECORDS = 4096
 """Charging records of ended flows kept for queries, oldest dropped first."""
+MAX_FLOWS_PER_PREFIX = 4096
+"""Open flows the book keeps per prefix: the peers of an MN choose how many
+flows it has, so the book is bounded.  Beyond it a flow is not kept (the
+prefix counts as busy anyway; charging is the kernel's, not the book's)."""
 TRACKED_PROTOCOLS = frozenset({6, 17})
 """TCP and UDP: the flows whose end the kernel reports (FIN/RST, idle timeout)."""
 
@@ -64,6 +68,8 @@ class FlowBook:
         self.closing: set[FlowFilter] = set()
         """Flows conntrack says are over, or half closed (TCP, one FIN seen)."""
         self._activity: dict[FlowFilter, tuple[int, float]] = {}
+        self.over_cap = 0
+        """Flows not kept: their prefix had MAX_FLOWS_PER_PREFIX open already."""
         # flow -> (packets charged, since when): for flows judged by their counters
 
     def count(self, prefix: Prefix) -> int | None:
@@ -77,6 +83,9 @@ class FlowBook:
         """``flows`` use ``prefix``; returns those not known before."""
         have = self.open.get(prefix, ())
         new = tuple(f for f in dict.fromkeys(flows) if f not in have)
+        room = max(0, MAX_FLOWS_PER_PREFIX - len(have))
+        self.over_cap += max(0, len(new) - room)
+        new = new[:room]
         self.open[prefix] = have + new
         if new:
             self.closed.discard(prefix)
