@@ -18,8 +18,10 @@ class Collector:
         self.ep = endpoint or Endpoint()
         self.events: list[Event] = []
 
-    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
-        self.ep.receive_datagram(data, source, now)
+    def receive_datagram(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        self.ep.receive_datagram(data, source, now, local)
         self._drain()
 
     def handle_timer(self, now: float) -> None:

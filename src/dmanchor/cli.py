@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .wire import WireError, decode, encode, from_json, to_json
+from .wire.auth import receiver_id
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -43,9 +44,14 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     try:
         packet = from_json(doc)
         secret = bytes.fromhex(args.secret_hex) if args.secret_hex else None
+        receiver = b""
+        if args.receiver:
+            host, _, port = args.receiver.rpartition(":")
+            receiver = receiver_id((host.strip("[]"), int(port)))
         data = encode(
             packet.message, packet.seq, packet.flags,
             key_id=args.key_id, secret=secret, timestamp_us=args.timestamp_us,
+            receiver=receiver,
         )
     except (WireError, ValueError) as exc:
         print(f"dmanchor encode: {exc}", file=sys.stderr)
@@ -114,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--key-id", type=int, help="sign with this key id")
     e.add_argument("--secret-hex", help="HMAC secret in hex (signs the message)")
     e.add_argument("--timestamp-us", type=int, default=0, help="AUTH timestamp")
+    e.add_argument("--receiver", metavar="[HOST]:PORT",
+                   help="the address the message is sent to (covered by the MAC)")
     e.set_defaults(func=_cmd_encode)
 
     m = sub.add_parser("messages", help="list message types and their draft labels")

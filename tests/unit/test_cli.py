@@ -30,7 +30,8 @@ def test_encode_from_json_and_sign(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == VECTOR["hex"]
     ts = VECTOR["signed_json"]["auth"]["timestamp_us"]
     assert main(["encode", json.dumps(VECTOR["json"]), "--key-id", str(KEY_ID),
-                 "--secret-hex", SECRET.hex(), "--timestamp-us", str(ts)]) == 0
+                 "--secret-hex", SECRET.hex(), "--timestamp-us", str(ts),
+                 "--receiver", VECTOR["receiver"]]) == 0
     assert capsys.readouterr().out.strip() == VECTOR["signed_hex"]
 
 

@@ -34,8 +34,10 @@ class Node:
     events: list[Event] = field(default_factory=list)
     serve: bool = True
 
-    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
-        self.ep.receive_datagram(data, source, now)
+    def receive_datagram(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        self.ep.receive_datagram(data, source, now, local)
         self._drain(now)
 
     def handle_timer(self, now: float) -> None:
@@ -146,7 +148,7 @@ def test_notification_needs_no_reply() -> None:
 def test_malformed_datagrams_are_counted_by_reason() -> None:
     ep = Endpoint()
     ep.receive_datagram(b"\x01\x02garbage", B, 0.0)
-    good = Security().encode(LocationQuery(HNP1), 1, Flags.NONE, 0.0)
+    good = Security().encode(LocationQuery(HNP1), 1, Flags.NONE, 0.0, B)
     ep.receive_datagram(good[:2] + b"\x40\x00" + good[4:], B, 0.0)  # unknown flag
     ep.receive_datagram(good[:-1], B, 0.0)
     assert ep.stats.drops == {
@@ -157,7 +159,7 @@ def test_malformed_datagrams_are_counted_by_reason() -> None:
 
 def test_unexpected_reply_is_dropped() -> None:
     a = Endpoint()
-    data = Security().encode(LocationReply(HNP1, DPA1, 1), 99, Flags.RESPONSE, 0.0)
+    data = Security().encode(LocationReply(HNP1, DPA1, 1), 99, Flags.RESPONSE, 0.0, A)
     a.receive_datagram(data, B, 0.0)
     assert a.stats.drops["unexpected-reply"] == 1
     assert a.next_event() is None
@@ -181,7 +183,7 @@ def test_authenticated_pair_and_forged_sender() -> None:
     intruder = Endpoint()
     intruder.request(LocationQuery(HNP1), B, net.now)
     (data, _), = intruder.datagrams_to_send()
-    b.receive_datagram(data, ("2001:db8::66", 1), net.now)
+    b.receive_datagram(data, ("2001:db8::66", 1), net.now, B)
     assert b.ep.stats.drops["unauthenticated"] == 1
     assert len([e for e in b.events if isinstance(e, MessageReceived)]) == 1
 

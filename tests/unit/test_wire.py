@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmanchor.wire import REGISTRY, Packet, WireError, decode, encode, from_json, to_json
-from dmanchor.wire.codec import HEADER, Flags
+from dmanchor.wire.auth import receiver_id
+from dmanchor.wire.codec import HEADER, Flags, compute_mac
 from dmanchor.wire.messages import LocationQuery, LocationUpdate, Message
 from dmanchor.wire.types import Prefix
 from tests.examples import EXAMPLES, HNP1
@@ -37,11 +38,20 @@ def test_golden_vector_both_ways(path: Path) -> None:
     packet = from_json(vec["json"])
     assert encode(packet.message, packet.seq, packet.flags).hex() == vec["hex"]
     auth = vec["signed_json"]["auth"]
+    host, _, port = vec["receiver"].rpartition(":")
     signed = encode(
         packet.message, packet.seq, packet.flags, key_id=auth["key_id"],
         secret=bytes(range(32)), timestamp_us=auth["timestamp_us"],
+        receiver=receiver_id((host.strip("[]"), int(port))),
     )
     assert signed.hex() == vec["signed_hex"]
+    # The MAC covers the receiver: the same bytes verify there, nowhere else.
+    pkt = decode(signed)
+    assert pkt.auth is not None
+    assert compute_mac(signed, pkt.auth, bytes(range(32)),
+                       receiver_id((host.strip("[]"), int(port)))) == pkt.auth.mac
+    assert compute_mac(signed, pkt.auth, bytes(range(32)),
+                       receiver_id((host.strip("[]"), int(port) + 1))) != pkt.auth.mac
 
 
 @pytest.mark.parametrize("code", sorted(REGISTRY), ids=lambda c: REGISTRY[c].cls.__name__)

@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 from dmanchor.wire import Packet, decode, encode, to_json
+from dmanchor.wire.auth import receiver_id
 from tests.examples import EXAMPLES
 
 HERE = Path(__file__).parent
 KEY_ID, SECRET, TS = 7, bytes(range(32)), 1_800_000_000_000_000
+RECEIVER = ("2001:db8::10", 4800)
+"""Where the signed vectors are addressed (the MAC covers it, the bytes do not)."""
 
 
 def vector(msg: object, seq: int) -> dict[str, object]:
@@ -22,10 +25,12 @@ def vector(msg: object, seq: int) -> dict[str, object]:
 
     assert isinstance(msg, Message)
     plain = encode(msg, seq)
-    signed = encode(msg, seq, key_id=KEY_ID, secret=SECRET, timestamp_us=TS)
+    signed = encode(msg, seq, key_id=KEY_ID, secret=SECRET, timestamp_us=TS,
+                    receiver=receiver_id(RECEIVER))
     return {
         "hex": plain.hex(),
         "json": to_json(Packet(msg, seq)),
+        "receiver": f"[{RECEIVER[0]}]:{RECEIVER[1]}",
         "signed_hex": signed.hex(),
         "signed_json": to_json(decode(signed)),
     }

@@ -33,27 +33,31 @@ def normalize(addr: tuple[object, ...]) -> Addr:
     return (host, port)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, driver: UdpDriver) -> None:
-        self.driver = driver
+_IP_PKTINFO = 8
+"""Linux ``IP_PKTINFO`` (absent from :mod:`socket` before Python 3.12)."""
+_ANC_SPACE = socket.CMSG_SPACE(20)
+"""Room for one IPV6_PKTINFO (in6_addr + ifindex) or IP_PKTINFO message."""
+_MAX_DATAGRAM = 65535
 
-    def datagram_received(self, data: bytes, addr: tuple[object, ...]) -> None:
-        if _debug():
-            log.debug("rx %s from %s", peek_type(data), addr[:2])
-        source = normalize(addr)
-        if self.driver.trace is not None:
-            self.driver.trace("rx", data, source)
-        self.driver.core.receive_datagram(data, source, time.time())
-        self.driver.pump()
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (peer port closed) surface here; the core's
-        # retransmission logic already handles the silence that follows.
-        self.driver.socket_errors += 1
+def _destination(ancdata: list[tuple[int, int, bytes]]) -> str | None:
+    """The address a datagram was sent to, from its PKTINFO message."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+            return normalize((socket.inet_ntop(socket.AF_INET6, data[:16]), 0))[0]
+        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntop(socket.AF_INET, data[8:12])
+    return None
 
 
 class UdpDriver:
-    """Owns one UDP socket and one core; call :meth:`pump` after commands."""
+    """Owns one UDP socket and one core; call :meth:`pump` after commands.
+
+    The socket is read with ``recvmsg`` and PKTINFO, not through an asyncio
+    transport: a node bound to the wildcard address must still tell the core
+    which of its addresses each datagram was sent to, because signed
+    messages are verified against it (:func:`dmanchor.wire.auth.receiver_id`).
+    """
 
     def __init__(
         self, core: Core, *, on_pump: Callable[[], None] | None = None,
@@ -65,7 +69,11 @@ class UdpDriver:
         self.on_pump = on_pump
         self.trace = trace
         self.socket_errors = 0
-        self.transport: asyncio.DatagramTransport | None = None
+        """ICMP errors read back and sends the socket refused (counted, not
+        fatal: the core's retransmissions handle the silence)."""
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bound: Addr | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -73,36 +81,80 @@ class UdpDriver:
         """Bind and start receiving; returns the bound (host, port)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(host, port), family=family
-        )
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        # Bursts of replies (pool fan-out, pushes) must not be dropped by a
-        # small default socket buffer.
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            # Bursts of replies (pool fan-out, pushes) must not be dropped by
+            # a small default socket buffer.
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            sock.bind(infos[0][4])
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self._loop = loop
+        self._bound = normalize(sock.getsockname())
+        loop.add_reader(sock.fileno(), self._readable)
         self.pump()
-        return normalize(sock.getsockname())
+        return self._bound
 
     @property
     def address(self) -> Addr:
         """The bound address."""
-        assert self.transport is not None, "driver not started"
-        return normalize(self.transport.get_extra_info("sockname"))
+        assert self._bound is not None, "driver not started"
+        return self._bound
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        bound = self._bound
+        assert bound is not None
+        # Drain what is queued, then pump once: fewer sends and timer re-arms
+        # under bursts, and the loop is not starved by one busy socket.
+        for _ in range(64):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(_MAX_DATAGRAM, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # ICMP errors (peer port closed) surface here; the core's
+                # retransmission logic already handles the silence that follows.
+                self.socket_errors += 1
+                continue
+            source = normalize(addr)
+            if _debug():
+                log.debug("rx %s from %s", peek_type(data), source)
+            if self.trace is not None:
+                self.trace("rx", data, source)
+            dst = _destination(anc)
+            local = (dst, bound[1]) if dst is not None else bound
+            self.core.receive_datagram(data, source, time.time(), local)
+        self.pump()
 
     def pump(self) -> None:
         """Send what the core has queued and re-arm its timer."""
-        transport = self.transport
-        if transport is None:
+        sock = self.sock
+        if sock is None:
             return
         for data, dest in self.core.datagrams_to_send():
             if _debug():
                 log.debug("tx %s to %s", peek_type(data), dest)
             if self.trace is not None:
                 self.trace("tx", data, dest)
-            transport.sendto(data, dest)
+            try:
+                sock.sendto(data, dest)
+            except OSError:
+                # A full send buffer or an unreachable peer: like a loss on
+                # the wire, retransmission or the next refresh covers it.
+                self.socket_errors += 1
         if self.on_pump is not None:
             self.on_pump()
         deadline = self.core.get_timer()
@@ -127,6 +179,8 @@ class UdpDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        if self.sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None

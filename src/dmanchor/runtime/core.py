@@ -14,8 +14,10 @@ class Core(Protocol):
     re-reads :meth:`get_timer`.
     """
 
-    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
-        """One datagram arrived from ``source``."""
+    def receive_datagram(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        """One datagram arrived from ``source`` on local address ``local``."""
 
     def handle_timer(self, now: float) -> None:
         """The deadline from :meth:`get_timer` has passed."""

@@ -163,5 +163,5 @@ class VirtualNetwork:
         self.counters["delivered"] += 1
         for tap in self.taps:
             tap(self.now, src, dest, data)
-        core.receive_datagram(data, src, self.now)
+        core.receive_datagram(data, src, self.now, dest)
         self.poll(dest)

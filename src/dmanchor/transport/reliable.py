@@ -7,15 +7,16 @@ deadline, and its events.
 
 * Requests (messages whose type has a ``REPLY``) are retransmitted with
   exponential backoff until a reply, an ERROR, or the last attempt times out.
-* Received requests are delivered once; a duplicate (same source and
-  sequence) is answered from the reply cache without re-executing, or
-  dropped while the first copy is still being served.
+* Received requests are delivered once; a duplicate (same authenticated
+  peer - or source address when unsigned - and sequence) is answered from
+  the reply cache without re-executing, or dropped while the first copy is still being served.
 * Messages without a reply type (FM:5-2 status) are sent once.
 """
 
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -151,11 +152,16 @@ class Endpoint:
         policy: RetransmitPolicy | None = None,
         reply_cache_ttl: float | None = None,
         reply_cache_size: int = 65536,
-        initial_seq: int = 1,
+        initial_seq: int | None = None,
+        local: Addr | None = None,
     ) -> None:
         """
         ``reply_cache_ttl`` defaults to twice the time a peer using the same
         policy keeps retransmitting, so late duplicates still find the reply.
+        ``initial_seq`` defaults to a random value: a restarted process must
+        not reuse the sequence numbers its peers still cache replies for.
+        ``local`` is the address datagrams arrive on when the driver does not
+        say (signed messages are verified against it).
         """
         self.security = security or Security()
         self.policy = policy or RetransmitPolicy()
@@ -164,12 +170,18 @@ class Endpoint:
         )
         self.reply_cache_size = reply_cache_size
         self.stats = EndpointStats()
-        self._seq = initial_seq & 0xFFFFFFFF
+        if initial_seq is None:
+            initial_seq = secrets.randbits(32)
+        self._seq = initial_seq & 0xFFFFFFFF or 1
+        self.local = local
         self._pending: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int]] = []
         # An OrderedDict, not a dict: popping a plain dict from the front
         # leaves dummies that make every next(iter()) scan them (quadratic).
-        self._cache: OrderedDict[tuple[Addr, int], _Cached] = OrderedDict()
+        # Keyed by the authenticated peer (its key owner) when signed, else by
+        # its address: a peer's retransmission from another address is still
+        # a duplicate, and no one else can answer or poison its entries.
+        self._cache: OrderedDict[tuple[str | Addr, int], _Cached] = OrderedDict()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
 
@@ -187,7 +199,7 @@ class Endpoint:
         Messages that expect no reply are sent once and tracked no further.
         """
         seq = self._next_seq()
-        data = self.security.encode(message, seq, 0, now)
+        data = self.security.encode(message, seq, 0, now, dest)
         self._send(data, dest, message)
         if message.REPLY is not None:
             pol = policy or self.policy
@@ -199,8 +211,8 @@ class Endpoint:
 
     def reply(self, event: MessageReceived, message: Message, now: float) -> None:
         """Answer a received request (and cache the answer for duplicates)."""
-        data = self.security.encode(message, event.seq, _RESPONSE, now)
-        key = (event.source, event.seq)
+        data = self.security.encode(message, event.seq, _RESPONSE, now, event.source)
+        key = (event.sender or event.source, event.seq)
         if key in self._cache:
             # Moved to the end so insertion order stays expiry order.
             self._cache[key] = _Cached(data, now + self.reply_cache_ttl)
@@ -225,14 +237,18 @@ class Endpoint:
 
     # -- Inputs ----------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
-        """Feed one datagram; never raises on bad input (drops are counted)."""
+    def receive_datagram(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        """Feed one datagram from ``source`` that arrived on ``local``
+        (default: :attr:`local`); never raises on bad input (drops are counted)."""
         try:
             packet = decode(data)
         except WireError as exc:
             self.stats.drops[f"malformed:{exc.reason}"] += 1
             return
-        verdict = self.security.check(data, packet, source[0], now)
+        verdict = self.security.check(
+            data, packet, source[0], now, local if local is not None else self.local)
         if verdict.drop is not None:
             self.stats.drops[verdict.drop.value] += 1
             return
@@ -258,7 +274,7 @@ class Endpoint:
             p.deadline = now + p.rto
             p.sent += 1
             # Re-sign: a retransmission is a fresh message for replay checks.
-            p.data = self.security.encode(p.message, seq, _RETRANSMIT, now)
+            p.data = self.security.encode(p.message, seq, _RETRANSMIT, now, p.dest)
             self.stats.retransmissions += 1
             self._send(p.data, p.dest, p.message)
             heapq.heappush(timers, (p.deadline, seq))
@@ -337,7 +353,7 @@ class Endpoint:
         if msg.REPLY is None:
             self._events.append(MessageReceived(msg, source, packet.seq, sender))
             return
-        key = (source, packet.seq)
+        key = (sender or source, packet.seq)
         cached = self._cache.get(key)
         if cached is not None:
             if cached.data is None:

@@ -25,9 +25,11 @@ class ServiceCore:
 
     # -- Core interface ----------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
-        """Feed a datagram, then handle what it caused."""
-        self.endpoint.receive_datagram(data, source, now)
+    def receive_datagram(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> None:
+        """Feed a datagram that arrived on ``local``, then handle what it caused."""
+        self.endpoint.receive_datagram(data, source, now, local)
         self.process(now)
 
     def handle_timer(self, now: float) -> None:

@@ -3,19 +3,22 @@
 Sans-IO: every call takes ``now`` (seconds, wall clock or virtual).
 
 * Signing: each outgoing message carries an AUTH IE with a key id, a
-  timestamp in microseconds and an HMAC-SHA256 over the whole message.
-  Timestamps from one :class:`Security` are strictly increasing, so each
-  signed message is unique even when it is a retransmission.
-* Verification: the MAC must match the key named by the key id; the
-  timestamp must be within ``clock_window`` of ``now``; and per peer
-  (key id + source) a timestamp is accepted once only, within a
-  ``reorder_window`` behind the newest one seen.  Anything else is dropped
-  and counted by reason.
+  timestamp in microseconds and an HMAC-SHA256 over the receiver's
+  transport address (:func:`receiver_id`, not carried) and the whole
+  message.  Timestamps from one :class:`Security` are strictly increasing,
+  so each signed message is unique even when it is a retransmission.
+* Verification: the MAC must match the key named by the key id and the
+  address the datagram arrived on - so bytes captured on their way to one
+  node are refused by every other; the timestamp must be within
+  ``clock_window`` of ``now``; and per key id (whatever the source address)
+  a timestamp is accepted once only, within a ``reorder_window`` behind the
+  newest one seen.  Anything else is dropped and counted by reason.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -40,6 +43,16 @@ class Key:
             raise ValueError(f"key id {self.key_id} out of range 0..65535")
         if len(self.secret) < 16:
             raise ValueError(f"key {self.key_id}: secret shorter than 16 bytes")
+
+
+def receiver_id(addr: tuple[str, int]) -> bytes:
+    """The receiver identity a MAC covers: 16 address bytes (IPv4 mapped
+    into IPv6) and the 2-byte port, as the sender addressed the datagram."""
+    host, port = addr
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv4Address):
+        ip = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed)
+    return ip.packed + (port & 0xFFFF).to_bytes(2, "big")
 
 
 class Drop(Enum):
@@ -101,21 +114,31 @@ class Security:
         self.reorder_window_us = int(reorder_window * 1e6)
         self.drops: Counter[str] = Counter()
         self._last_ts = 0
-        self._windows: dict[tuple[int, str], _PeerWindow] = {}
+        # One window per key id, not per (key, source): the same signed bytes
+        # replayed from another address are the same message.
+        self._windows: dict[int, _PeerWindow] = {}
 
-    def encode(self, message: Message, seq: int, flags: int, now: float) -> bytes:
-        """Encode, signing with the send key when one is configured."""
+    def encode(self, message: Message, seq: int, flags: int, now: float,
+               dest: tuple[str, int]) -> bytes:
+        """Encode for ``dest``, signing with the send key when one is configured."""
         key = self.send_key
         if key is None:
             return encode(message, seq, flags)
         ts = max(int(now * 1e6), self._last_ts + 1)
         self._last_ts = ts
         return encode(
-            message, seq, flags, key_id=key.key_id, secret=key.secret, timestamp_us=ts
+            message, seq, flags, key_id=key.key_id, secret=key.secret, timestamp_us=ts,
+            receiver=receiver_id(dest),
         )
 
-    def check(self, data: bytes, packet: Packet, host: str, now: float) -> Verdict:
-        """Verify a decoded packet; counts and returns the drop reason if any."""
+    def check(self, data: bytes, packet: Packet, host: str, now: float,
+              local: tuple[str, int] | None) -> Verdict:
+        """Verify a decoded packet from ``host`` that arrived on ``local``;
+        counts and returns the drop reason if any.
+
+        ``local`` None (the driver cannot tell the address) fails every
+        signed message: its MAC cannot be checked.
+        """
         auth = packet.auth
         if auth is None:
             if self.require_auth or host in self.require_auth_from:
@@ -124,15 +147,18 @@ class Security:
         key = self.keys.get(auth.key_id)
         if key is None:
             return self._drop(Drop.UNKNOWN_KEY)
-        if not hmac.compare_digest(compute_mac(data, auth, key.secret), auth.mac):
+        if local is None:
+            return self._drop(Drop.BAD_MAC)
+        mac = compute_mac(data, auth, key.secret, receiver_id(local))
+        if not hmac.compare_digest(mac, auth.mac):
             return self._drop(Drop.BAD_MAC)
         now_us = int(now * 1e6)
         ts = auth.timestamp_us
         if abs(now_us - ts) > self.clock_window_us:
             return self._drop(Drop.STALE)
-        win = self._windows.get((auth.key_id, host))
+        win = self._windows.get(auth.key_id)
         if win is None:
-            win = self._windows[(auth.key_id, host)] = _PeerWindow()
+            win = self._windows[auth.key_id] = _PeerWindow()
         if ts in win.seen or ts <= win.newest - self.reorder_window_us:
             return self._drop(Drop.REPLAY)
         win.seen.add(ts)

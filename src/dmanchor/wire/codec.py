@@ -2,8 +2,8 @@
 
 Layout (docs/protocol.md): a 12-byte header ``version u8 | type u8 |
 flags u16 | sequence u32 | length u16 | reserved u16`` followed by IEs.
-An AUTH IE, when present, is the last IE; its MAC covers the whole
-message with the MAC field itself zeroed.
+An AUTH IE, when present, is the last IE; its MAC covers the receiver's
+transport address followed by the whole message with the MAC field zeroed.
 """
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ def encode(
     key_id: int | None = None,
     secret: bytes | None = None,
     timestamp_us: int = 0,
+    receiver: bytes = b"",
 ) -> bytes:
-    """Encode ``message``; with ``secret`` append an AUTH IE signed with it."""
+    """Encode ``message``; with ``secret`` append an AUTH IE signed with it.
+
+    ``receiver`` (see :func:`dmanchor.wire.auth.receiver_id`) is covered by
+    the MAC but not carried: only the receiver it names can verify it.
+    """
     # Keyed by class: hashing a type is C-level, hashing an Enum member is not.
     spec = _BY_CLASS.get(type(message))
     if spec is None:
@@ -84,7 +89,8 @@ def encode(
     if fast is not None:
         body = fast(message)
         if body is not None:
-            return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us)
+            return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us,
+                           receiver)
     parts: list[bytes] = []
     append = parts.append
     pack = TLV.pack
@@ -107,11 +113,12 @@ def encode(
         elif f.kind is Kind.ONE:
             raise WireError("missing-ie", f"{spec.cls.__name__}.{f.name}")
     body = b"".join(parts)
-    return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us)
+    return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us,
+                           receiver)
 
 
 def _finish(type_code: int, body: bytes, seq: int, flags: int, key_id: int | None,
-            secret: bytes | None, timestamp_us: int) -> bytes:
+            secret: bytes | None, timestamp_us: int, receiver: bytes) -> bytes:
     """Prepend the header; sign when ``secret`` is given."""
     if secret is None:
         length = HEADER.size + len(body)
@@ -130,7 +137,7 @@ def _finish(type_code: int, body: bytes, seq: int, flags: int, key_id: int | Non
         + body + TLV.pack(IE.AUTH, AUTH.size)
         + AUTH.pack(key_id, 0, timestamp_us, bytes(MAC_LEN))
     )
-    mac = hmac.new(secret, unsigned, hashlib.sha256).digest()
+    mac = hmac.new(secret, receiver + unsigned, hashlib.sha256).digest()
     return unsigned[:-MAC_LEN] + mac
 
 
@@ -208,10 +215,11 @@ def decode(data: bytes) -> Packet:
     return Packet(spec.cls(*args), seq, flags, auth)
 
 
-def compute_mac(data: bytes, auth: AuthInfo, secret: bytes) -> bytes:
-    """The MAC ``data`` should carry under ``secret`` (MAC field zeroed)."""
+def compute_mac(data: bytes, auth: AuthInfo, secret: bytes, receiver: bytes = b"") -> bytes:
+    """The MAC ``data`` should carry under ``secret`` (MAC field zeroed),
+    when sent to ``receiver``."""
     zeroed = data[: auth.offset] + bytes(MAC_LEN) + data[auth.offset + MAC_LEN :]
-    return hmac.new(secret, zeroed, hashlib.sha256).digest()
+    return hmac.new(secret, receiver + zeroed, hashlib.sha256).digest()
 
 
 def peek_type(data: bytes) -> MsgType | None:
