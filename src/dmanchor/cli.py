@@ -63,6 +63,26 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .config import as_role, key_toml, new_key
+
+    try:
+        roles = frozenset(as_role(r.strip()) for r in args.roles.split(",") if r.strip())
+        key = new_key(args.id, args.owner, roles)
+    except ValueError as exc:
+        print(f"dmanchor keygen: {exc}", file=sys.stderr)
+        return 2
+    if not roles:
+        print("dmanchor keygen: --roles names none", file=sys.stderr)
+        return 2
+    # The same entry goes into the config of the owner (with send_key = id)
+    # and of every node that must verify the owner's messages.
+    print(f"# {args.owner}: put this in its own config (send_key = {args.id}) and in\n"
+          "# the config of every node that verifies its messages.  Keep it secret.")
+    print(key_toml(key), end="")
+    return 0
+
+
 def _cmd_messages(args: argparse.Namespace) -> int:
     from .wire.messages import REGISTRY
 
@@ -123,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--receiver", metavar="[HOST]:PORT",
                    help="the address the message is sent to (covered by the MAC)")
     e.set_defaults(func=_cmd_encode)
+
+    k = sub.add_parser("keygen", help="make a signing key for a node ([[security.keys]])")
+    k.add_argument("owner", help="the node id the key authenticates")
+    k.add_argument("--id", type=int, required=True, help="key id (0..65535, unique)")
+    k.add_argument("--roles", required=True,
+                   help="comma-separated: anchor, fmdp, controller, lms, lmp, mn")
+    k.set_defaults(func=_cmd_keygen)
 
     m = sub.add_parser("messages", help="list message types and their draft labels")
     m.set_defaults(func=_cmd_messages)

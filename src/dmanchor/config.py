@@ -6,6 +6,8 @@ was expected, so a wrong config stops a daemon with one clear line.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .transport.reliable import Addr
-from .wire.auth import Key, Security
+from .wire.auth import Key, Role, Security
 from .wire.errors import WireError
 from .wire.types import Prefix, parse_address
 
@@ -155,24 +157,41 @@ def _endpoint(v: Any, allow_zero: bool) -> Addr:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    """The ``[security]`` table shared by every daemon."""
+    """The ``[security]`` table shared by every daemon.
+
+    Secure by default: a node signs everything it sends and drops every
+    unsigned message.  It starts without keys only when the table says
+    ``insecure = true`` (and then says so loudly in its log).
+    """
 
     keys: tuple[Key, ...] = ()
-    """Known keys (``[[security.keys]]`` with id, secret_hex, owner)."""
+    """Known keys (``[[security.keys]]`` with id, secret_hex, owner, roles):
+    this node's own and those of every peer whose messages it verifies."""
     send_key: int | None = None
-    """Key id that signs this node's messages."""
-    require_auth: bool = False
-    """Drop unsigned messages."""
+    """Key id that signs this node's messages (required with keys)."""
+    insecure: bool = False
+    """Accept unsigned messages (and start with no keys at all).  For
+    laboratories only: anyone who can reach the node can then redirect
+    sessions through it."""
     authorization: Mapping[str, tuple[Prefix, ...]] | None = None
     """Node id -> prefixes it may update (``[security.authorization]``)."""
 
     def build(self) -> Security:
         """The SM state for an endpoint."""
-        return Security(self.keys, send_key_id=self.send_key, require_auth=self.require_auth)
+        return Security(self.keys, send_key_id=self.send_key, require_auth=not self.insecure)
+
+    def warn(self, log: logging.Logger) -> None:
+        """Say loudly, at start, that this node runs insecure."""
+        if self.insecure:
+            log.warning("INSECURE: [security] insecure = true - unsigned messages are "
+                        "accepted%s; anyone who can reach this node can redirect "
+                        "sessions through it", "" if self.send_key is not None
+                        else " and this node signs nothing")
 
 
 def read_security(f: Fields) -> SecuritySettings:
-    """Parse the ``[security]`` table."""
+    """Parse the ``[security]`` table; refuses a node with no keys unless
+    it is explicitly ``insecure``."""
     def key(item: Any) -> Key:
         k = Fields(f.source, f"{f.path}.keys", item)
         secret_hex = k.get("secret_hex", as_str, required=True)
@@ -181,21 +200,51 @@ def read_security(f: Fields) -> SecuritySettings:
         except ValueError as exc:
             raise ValueError("secret_hex is not hexadecimal") from exc
         out = Key(k.get("id", as_int, required=True), secret,
-                  k.get("owner", as_str, required=True))
+                  k.get("owner", as_str, required=True),
+                  frozenset(k.get_list("roles", as_role)))
+        if not out.roles:
+            raise k._err("roles", "required: what the owner may act as "
+                         f"({', '.join(r.value for r in Role)})")
         k.finish()
         return out
 
     keys = f.get_list("keys", key)
+    insecure = f.get("insecure", as_bool, False)
     send_key = f.get("send_key", as_int, -1)
     if send_key != -1 and send_key not in {k.key_id for k in keys}:
         raise ConfigError(f"{f.source}: field '{f.path}.send_key': no key with id {send_key}")
+    if send_key == -1 and not insecure:
+        raise f._err("send_key", "required: without a key this node would accept and "
+                     "send unsigned messages anyone can forge. Make keys with `dmanchor "
+                     "keygen` (docs/operations.md), or set insecure = true in a laboratory")
+    ids = [k.key_id for k in keys]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{f.source}: field '{f.path}.keys': a key id is listed twice")
     authz = None
     if "authorization" in f.table:
         a = f.sub("authorization")
         authz = {node: a.get_list(node, as_prefix) for node in list(a.table)}
-    out = SecuritySettings(
-        keys, None if send_key == -1 else send_key,
-        f.get("require_auth", as_bool, False), authz,
-    )
+    out = SecuritySettings(keys, None if send_key == -1 else send_key, insecure, authz)
     f.finish()
     return out
+
+
+def new_key(key_id: int, owner: str, roles: frozenset[Role]) -> Key:
+    """A fresh key with a random 32-byte secret (``dmanchor keygen``)."""
+    return Key(key_id, secrets.token_bytes(32), owner, roles)
+
+
+def key_toml(key: Key) -> str:
+    """A ``[[security.keys]]`` entry for ``key``, as a config file holds it."""
+    roles = ", ".join(f'"{r.value}"' for r in sorted(key.roles, key=lambda r: r.value))
+    return (f'[[security.keys]]\nid = {key.key_id}\nowner = "{key.owner}"\n'
+            f'roles = [{roles}]\nsecret_hex = "{key.secret.hex()}"\n')
+
+
+def as_role(value: Any) -> Role:
+    """A role name (anchor, fmdp, controller, lms, lmp, mn)."""
+    try:
+        return Role(as_str(value))
+    except ValueError:
+        raise ValueError(
+            f"expected one of {', '.join(r.value for r in Role)}, got {value!r}") from None

@@ -78,6 +78,7 @@ from .nodeevents import NodeEvents, Trace
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
+from .wire.auth import Security
 from .wire.types import Prefix
 
 log = logging.getLogger("dmanchor.node")
@@ -103,9 +104,15 @@ class Node:
         self.trace = Trace(cfg.trace, cfg.node_id) if cfg.trace is not None else None
         self.events = NodeEvents(cfg.kea, self.trace)
         self._control: ControlServer | None = None
+        self._security: Security | None = None
 
     def _endpoint(self) -> Endpoint:
-        return Endpoint(security=self.cfg.security.build())
+        # One SM state for all the node's functions: they sign with one key,
+        # whose timestamps must never repeat (a receiver keeps one replay
+        # window per key id).
+        if self._security is None:
+            self._security = self.cfg.security.build()
+        return Endpoint(security=self._security)
 
     def _cores(self, now: float) -> dict[str, tuple[ServiceCore, Addr]]:
         """Build the node's cores (and its data plane), by function name."""
@@ -142,6 +149,7 @@ class Node:
 
     async def start(self) -> list[str]:
         """Start every function; returns 'function host port' lines."""
+        self.cfg.security.warn(log)
         cfg = self.cfg
         cores = self._cores(time.time())
         if cfg.bgp is not None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dmanchor.config import key_toml, new_key
 from dmanchor.lm.client import LocationClient, LocationError
 from dmanchor.lm.lmc import Pushed
+from dmanchor.wire.auth import Role, Security
 from dmanchor.wire.types import Cause, Prefix
 from tests.helpers import wait_until
 from tests.integration.conftest import Daemon, Daemons
@@ -21,6 +23,25 @@ pytestmark = pytest.mark.integration
 
 P = Prefix.parse
 DPA1, DPA2 = A("2001:db8:ff::1"), A("2001:db8:ff::2")
+
+# Every daemon and client signs with its own key and knows everyone's, as
+# deployed (secure by default): servers lms-a.. and the proxy, clients ar-k.
+_NAMES = ["lms-a", "lms-b", "lms-c", "lms-durable", "lmp"] + [f"ar-{k}" for k in range(8)]
+KEYS = {name: new_key(i, name, frozenset({Role.LMP if name == "lmp" else
+                                          Role.ANCHOR if name.startswith("ar-") else Role.LMS}))
+        for i, name in enumerate(_NAMES, start=1)}
+
+
+def security(name: str) -> str:
+    """The [security] table of daemon ``name``."""
+    return (f"[security]\nsend_key = {KEYS[name].key_id}\n"
+            + "".join(key_toml(k) for k in KEYS.values()))
+
+
+def client_security(k: int) -> Security:
+    """SM of client ``ar-k`` (an anchor's LMc)."""
+    return Security(tuple(KEYS.values()), send_key_id=KEYS[f"ar-{k}"].key_id,
+                    require_auth=True)
 
 
 def lms_conf(name: str, primary: str, peers: list[int], extra: str = "") -> str:
@@ -35,6 +56,7 @@ heartbeat_interval = 0.2
 dead_after = 0.8
 log_level = "info"
 {extra}
+{security(name)}
 """
 
 
@@ -46,6 +68,7 @@ def test_pool_proxy_and_clients(daemons: Daemons) -> None:
 [lmp]
 listen = "127.0.0.1:0"
 upstream = ["127.0.0.1:{b.port}"]
+{security("lmp")}
 """)
     members = {"a": a.port, "b": b.port, "c": c.port}
 
@@ -57,8 +80,12 @@ upstream = ["127.0.0.1:{b.port}"]
     wait_until(lambda: joined(b, "a") and joined(c, "ab"), 30, "the pool to form")
 
     async def scenario() -> None:
-        via = {k: await LocationClient.connect([("127.0.0.1", p)]) for k, p in members.items()}
-        proxied = [await LocationClient.connect([("127.0.0.1", lmp.port)]) for _ in range(3)]
+        via = {k: await LocationClient.connect([("127.0.0.1", p)],
+                                               security=client_security(i))
+               for i, (k, p) in enumerate(members.items())}
+        proxied = [await LocationClient.connect([("127.0.0.1", lmp.port)],
+                                                security=client_security(3 + i))
+                   for i in range(3)]
         try:
             # An update sent to member c for a prefix a is primary for.
             hnp1 = P("2001:db8:1:1::/64")
@@ -112,12 +139,14 @@ node_id = "lms-durable"
 listen = "127.0.0.1:0"
 state_dir = "{state}"
 log_level = "warning"
+{security("lms-durable")}
 """
     server = daemons.start("lms", "lms-1", conf)
     acked: dict[Prefix, A] = {}
 
     async def stream() -> None:
-        client = await LocationClient.connect([("127.0.0.1", server.port)])
+        client = await LocationClient.connect([("127.0.0.1", server.port)],
+                                              security=client_security(6))
         try:
             async def one(i: int) -> None:
                 prefix = P(f"2001:db8:{i >> 8:x}:{i & 0xFF:x}::/64")
@@ -148,7 +177,8 @@ log_level = "warning"
     again = daemons.start("lms", "lms-1b", conf)
 
     async def verify() -> int:
-        client = await LocationClient.connect([("127.0.0.1", again.port)])
+        client = await LocationClient.connect([("127.0.0.1", again.port)],
+                                              security=client_security(7))
         try:
             for prefix, addr in acked.items():
                 loc = await client.query(prefix, use_cache=False)
@@ -165,7 +195,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     import sys
 
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[lms]\nnode_id = "x"\npeers = ["nope"]\n')
+    cfg.write_text('[lms]\nnode_id = "x"\npeers = ["nope"]\n[security]\ninsecure = true\n')
     out = subprocess.run(
         [sys.executable, "-m", "dmanchor.cli", "lms", "--config", str(cfg)],
         capture_output=True, text=True, timeout=30,

@@ -17,7 +17,8 @@ from dmanchor.wire.types import Prefix
 
 def test_a_node_hosting_an_lms_drains_its_events(tmp_path: Path) -> None:
     conf = tmp_path / "node.toml"
-    conf.write_text(f'[node]\nid = "core"\n[lms]\nlisten = "127.0.0.1:0"\n'
+    conf.write_text(f'[node]\nid = "core"\n[security]\ninsecure = true\n'
+                    f'[lms]\nlisten = "127.0.0.1:0"\n'
                     f'state_dir = "{tmp_path / "state"}"\n')
 
     async def scenario() -> None:

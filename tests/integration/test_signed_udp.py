@@ -17,13 +17,14 @@ from dmanchor.lm.lmc import LmcCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.aio import UdpDriver
 from dmanchor.transport.reliable import Endpoint
-from dmanchor.wire.auth import Key, Security
+from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.types import Prefix
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
-KEYS = (Key(1, b"1" * 32, "ar1"), Key(2, b"2" * 32, "lms"))
+KEYS = (Key(1, b"1" * 32, "ar1", frozenset({Role.ANCHOR})),
+        Key(2, b"2" * 32, "lms", frozenset({Role.LMS})))
 HNP = Prefix.parse("2001:db8:1:1::/64")
 
 

@@ -20,13 +20,26 @@ from typing import Any
 import pytest
 
 from dmanchor.access.nd import NdError, RouterSolicitation, decode_ra, encode_rs
+from dmanchor.config import key_toml, new_key
 from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.emulation.nodes import NodeProcesses, command, wait_for_messages
 from dmanchor.reordering import measure
+from dmanchor.wire.auth import Role
 from tests.helpers import wait_until
 from tests.netns.test_linux_dataplane import Sender, collect, receiver, sent_to_cn
+
+# Signed, as deployed: each node its own key, every node all keys.  The core
+# listens on [::], so its functions verify MACs against the PKTINFO address.
+KEYS = {"ar1": new_key(1, "ar1", frozenset({Role.ANCHOR})),
+        "ar2": new_key(2, "ar2", frozenset({Role.ANCHOR})),
+        "core": new_key(3, "core", frozenset({Role.CONTROLLER, Role.LMS, Role.FMDP}))}
+
+
+def _security(name: str) -> str:
+    return (f"[security]\nsend_key = {KEYS[name].key_id}\n"
+            + "".join(key_toml(k) for k in KEYS.values()))
 
 
 def _anchor_conf(i: int, tmp: Path, mode: str, lifetime: int, extra: str = "") -> str:
@@ -52,6 +65,7 @@ charged_links = ["mn{i}"]
 {extra}
 [anchor.agents]
 "fc00::{other}:0" = "[fd00:{other}::2]:5400"
+{_security(f"ar{i}")}
 """
 
 
@@ -81,6 +95,7 @@ listen = "[::]:5401"
 [fmdp]
 listen = "[::]:5402"
 control = "[::1]:5400"
+{_security("core")}
 """
 
 

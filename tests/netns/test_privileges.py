@@ -9,6 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dmanchor.config import key_toml, new_key
+from dmanchor.wire.auth import Role
+
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 NO_CAPS = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
 """Root without a single capability: what is left where ``nobody`` cannot
@@ -28,7 +31,9 @@ def test_node_without_privileges_says_so_in_one_line() -> None:
     try:
         os.chmod(d, 0o755)
         cfg = d / "node.toml"
-        cfg.write_text('[node]\nid = "x"\n[anchor]\nlisten = "[::1]:0"\n'
+        cfg.write_text('[node]\nid = "x"\n[security]\nsend_key = 1\n'
+                       + key_toml(new_key(1, "x", frozenset({Role.ANCHOR})))
+                       + '[anchor]\nlisten = "[::1]:0"\n'
                        'dpa = "fc00::9:0"\nuplink = "::1"\n')
         cfg.chmod(0o644)
         out = subprocess.run(

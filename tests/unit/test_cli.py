@@ -56,12 +56,23 @@ def test_messages_lists_every_label(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_lms_config_errors_name_the_field(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
+    lab = '[security]\ninsecure = true\n'
+    key = ('[[security.keys]]\nid = 3\nowner = "x"\nsecret_hex = "' + "ab" * 32 + '"\n')
     cases = {
-        "a.toml": ('[lms]\nnode_id = "x"\nprimary = ["2001:db8::1/64"]\n', "lms.primary[0]"),
-        "b.yaml": ("lms:\n  node_id: x\n  max_lifetime: soon\n", "lms.max_lifetime"),
-        "c.toml": ('[lms]\nnode_id = "x"\ntypo = 1\n', "lms.typo"),
-        "d.toml": ('[lms]\nlisten = "::1:5400"\n', "lms.node_id"),
+        "a.toml": ('[lms]\nnode_id = "x"\nprimary = ["2001:db8::1/64"]\n' + lab,
+                   "lms.primary[0]"),
+        "b.yaml": ("lms:\n  node_id: x\n  max_lifetime: soon\nsecurity:\n  insecure: true\n",
+                   "lms.max_lifetime"),
+        "c.toml": ('[lms]\nnode_id = "x"\ntypo = 1\n' + lab, "lms.typo"),
+        "d.toml": ('[lms]\nlisten = "::1:5400"\n' + lab, "lms.node_id"),
         "e.toml": ('[lms]\nnode_id = "x"\n[security]\nsend_key = 3\n', "security.send_key"),
+        # Secure by default: no keys and not insecure is refused ...
+        "f.toml": ('[lms]\nnode_id = "x"\n', "security.send_key"),
+        # ... and so is a key that says nothing of what its owner may do.
+        "g.toml": ('[lms]\nnode_id = "x"\n[security]\nsend_key = 3\n' + key,
+                   "security.keys.roles"),
+        "h.toml": ('[lms]\nnode_id = "x"\n[security]\nsend_key = 3\n' + key +
+                   'roles = ["lms", "boss"]\n', "security.keys.roles[1]"),
     }
     for name, (text, field) in cases.items():
         f = tmp_path / name
@@ -75,9 +86,9 @@ def test_lms_config_errors_name_the_field(tmp_path: Path,
 
 def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    anchor = ('[node]\nid = "ar1"\n[anchor]\nlisten = "[::1]:5400"\ndpa = "fc00::1:0"\n'
-              'uplink = "fd00:1::1"\n')
-    ctrl = '[node]\nid = "r"\n[controller]\nlisten = "[::1]:5400"\n'
+    anchor = ('[node]\nid = "ar1"\n[security]\ninsecure = true\n[anchor]\n'
+              'listen = "[::1]:5400"\ndpa = "fc00::1:0"\nuplink = "fd00:1::1"\n')
+    ctrl = '[node]\nid = "r"\n[security]\ninsecure = true\n[controller]\nlisten = "[::1]:5400"\n'
     cases = {
         "a.toml": (anchor + '[anchor.pd]\nduid = "0003"\n', "anchor.pd.link"),
         "b.toml": (anchor + '[anchor.pd]\nlink = "dhcp0"\nduid = "xyz"\n', "anchor.pd.duid"),

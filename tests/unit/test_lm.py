@@ -12,7 +12,7 @@ from dmanchor.lm.store import MemoryStore, SqliteStore, StoreError
 from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.transport.reliable import Addr, Endpoint, NegativeReply, ReplyReceived
 from dmanchor.wire import messages as m
-from dmanchor.wire.auth import Key, Security
+from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.messages import MsgType
 from dmanchor.wire.types import Cause, Prefix
 from tests.helpers import Collector
@@ -192,7 +192,8 @@ def test_client_fails_over_to_the_next_server() -> None:
 
 # -- SM ------------------------------------------------------------------------------
 
-KEYS = [Key(1, b"1" * 32, "n-ar"), Key(2, b"2" * 32, "evil-ar")]
+KEYS = [Key(1, b"1" * 32, "n-ar", frozenset({Role.ANCHOR})),
+        Key(2, b"2" * 32, "evil-ar", frozenset({Role.ANCHOR}))]
 
 
 def test_only_the_authorized_node_may_update_a_prefix() -> None:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from ..dataplane.api import BufferSpec, DataPlane, FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
+from ..transport.policy import ANCHOR_SENDERS, same_address
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -51,6 +52,7 @@ from ..transport.reliable import (
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
+from ..wire.auth import Role
 from ..wire.types import (
     ANY_PREFIX,
     Cause,
@@ -90,6 +92,8 @@ from .fmdp import DpFunction
 
 class AnchorAgentCore(ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
+
+    SENDERS = ANCHOR_SENDERS
 
     def __init__(self, settings: AnchorSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:
@@ -553,6 +557,10 @@ class AnchorAgentCore(ServiceCore):
         if isinstance(event, MessageReceived):
             msg = event.message
             if isinstance(msg, m.BufferReady):
+                why = self._ready_refusal(event, msg)
+                if why is not None:
+                    self.refuse(event, why, now)
+                    return
                 self._on_ready(event, msg, now)
             elif isinstance(msg, m.LocationInform):
                 if not self._from_lms(event.source):
@@ -802,6 +810,26 @@ class AnchorAgentCore(ServiceCore):
         self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
         self.set_timer(HandFlows(prefix, msg.dpa_address), now)  # FM:2, once this answer went
 
+    def _ready_refusal(self, ev: MessageReceived, msg: m.BufferReady) -> str | None:
+        """Whether a signed FM:6-2 names a prefix and a target its sender may.
+
+        The controller moves anchoring between any anchors.  An anchor names
+        itself (its DPA or flush SID, whose agent is the sender) for a prefix
+        this point anchors or serves; an MN's agent only this point's own
+        prefixes (its care-of address is wherever it is).
+        """
+        if ev.sender is None or Role.CONTROLLER in ev.roles:
+            return None
+        prefix = msg.prefix
+        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if Role.ANCHOR in ev.roles:
+            if not own and self.life.of(prefix) is None:
+                return "refused:BUFFER_READY:unknown-prefix"
+            if not same_address(self._agent_of(msg.dpa_address), ev.source):
+                return "refused:BUFFER_READY:not-its-address"
+            return None
+        return None if own else "refused:BUFFER_READY:not-our-prefix"
+
     def _agent_of(self, sid: IPv6Address) -> Addr:
         """The agent serving a DPA address or its flush SID (DPA + 1).
 
@@ -836,13 +864,7 @@ class AnchorAgentCore(ServiceCore):
 
     def _from_lms(self, source: Addr) -> bool:
         """Whether ``source`` is the LMs (or LMp) this agent subscribes at."""
-        lms = self.s.lms
-        if lms is None or source[1] != lms[1]:
-            return False
-        try:
-            return IPv6Address(source[0]) == IPv6Address(lms[0])
-        except ValueError:
-            return source[0] == lms[0]
+        return self.s.lms is not None and same_address(source, self.s.lms)
 
     def _mn_of(self, prefix: Prefix) -> str | None:
         v = self.visiting.get(prefix)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ..prefixtable import PrefixTable
+from ..transport.policy import CONTROLLER_SENDERS, not_own_id, same_address
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -144,6 +145,8 @@ class _Change:
 class ControllerCore(ServiceCore):
     """Registry, discovery, FM:5-2 tracking and central anchor switching."""
 
+    SENDERS = CONTROLLER_SENDERS
+
     def __init__(self, settings: ControllerSettings, endpoint: Endpoint | None = None,
                  now: float = 0.0) -> None:
         super().__init__(endpoint or Endpoint())
@@ -187,8 +190,17 @@ class ControllerCore(ServiceCore):
                     self.endpoint.reply(event, m.DiscoveryAnswer(
                         msg.prefix, reg.dpa, reg.cpa, reg.node_id), now)
             elif isinstance(msg, m.DataPlaneStatus):
+                if not_own_id(event, msg.node_id):
+                    self.refuse(event, "refused:DATAPLANE_STATUS:not-own-id", now)
+                    return
                 self._on_status(msg, now)
             elif isinstance(msg, m.LocationInform):
+                if self.s.lms is None or not same_address(event.source, self.s.lms):
+                    # Only the LMs we subscribed at pushes to us (when signed,
+                    # its role was checked too): a forged inform would re-route
+                    # the core and move a Kea lease.
+                    self.refuse(event, "refused:LOCATION_INFORM:not-our-lms", now)
+                    return
                 self.endpoint.reply(event, m.LocationInformAck(msg.prefix), now)
                 self._on_binding(msg.prefix, msg.forwarding_address, msg.lifetime, now)
             elif event.expects_reply:
@@ -222,6 +234,11 @@ class ControllerCore(ServiceCore):
     # -- FM:4 ---------------------------------------------------------------------------
 
     def _on_register(self, ev: MessageReceived, msg: m.AnchorRegistration, now: float) -> None:
+        if not_own_id(ev, msg.node_id):
+            # FM:4 registers the sender itself: a node registering another's
+            # id would move that anchor's data-plane address.
+            self.refuse(ev, "refused:ANCHOR_REGISTRATION:not-own-id", now)
+            return
         for p in msg.prefixes:
             for other, reg in self.registry.items():
                 if reg.node_id != msg.node_id and reg.expires > now and other.overlaps(p):

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError, FlowUsage
+from ..transport.policy import FMDP_SENDERS
 from ..transport.reliable import Addr, Endpoint, Event, MessageReceived
 from ..transport.service import ServiceCore
 from ..wire import messages as m
@@ -85,6 +86,8 @@ class FmDpSettings:
 
 class FmDpCore(ServiceCore):
     """A router's FM-DP agent: FM:5-1, FM:6-1, FM:2 in; FM:5-2 out."""
+
+    SENDERS = FMDP_SENDERS
 
     def __init__(self, settings: FmDpSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:

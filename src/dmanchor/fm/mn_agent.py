@@ -15,6 +15,7 @@ from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from ..transport.policy import MN_SENDERS
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -51,6 +52,8 @@ class MnAgentSettings:
 
 class MnAgentCore(ServiceCore):
     """FM + LMc on the MN."""
+
+    SENDERS = MN_SENDERS
 
     def __init__(self, settings: MnAgentSettings, endpoint: Endpoint | None = None) -> None:
         super().__init__(endpoint or Endpoint())

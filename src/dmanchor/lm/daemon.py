@@ -159,6 +159,7 @@ def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | No
 
 async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
     """Run one daemon until ``stop`` is set."""
+    cfg.security.warn(log)
     t0 = time.time()
     core, store = build_core(cfg, t0)
     # Bindings loaded at start live as long as the process: move them out

@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from ..transport.policy import LMC_SENDERS
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -79,6 +80,8 @@ class _Cached:
 
 class LmcCore(ServiceCore):
     """Location client core; results come out as events (:meth:`drain`)."""
+
+    SENDERS = LMC_SENDERS
 
     def __init__(self, servers: Sequence[Addr], endpoint: Endpoint | None = None) -> None:
         if not servers:

@@ -18,6 +18,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from ..prefixtable import PrefixTable
+from ..transport.policy import LMP_SENDERS
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -47,6 +48,8 @@ class _Upstream:
 
 class LmpCore(ServiceCore):
     """Location proxy between LMc clients and one LMs (or pool member list)."""
+
+    SENDERS = LMP_SENDERS
 
     def __init__(self, upstream: Sequence[Addr], endpoint: Endpoint | None = None) -> None:
         if not upstream:

@@ -30,6 +30,7 @@ from ipaddress import IPv6Address
 from typing import ClassVar
 
 from ..prefixtable import PrefixTable
+from ..transport.policy import LMS_SENDERS, not_own_id
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -42,6 +43,7 @@ from ..transport.reliable import (
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
+from ..wire.auth import Role
 from ..wire.ie import INFINITE_LIFETIME
 from ..wire.types import Cause, MnBinding, Prefix
 from .store import Binding, MemoryStore, Store, StoreError
@@ -145,6 +147,8 @@ class _Subscriptions:
 
 class LmsCore(ServiceCore):
     """One LMs (optionally a pool member); see the module docstring."""
+
+    SENDERS = LMS_SENDERS
 
     def __init__(
         self,
@@ -329,7 +333,10 @@ class LmsCore(ServiceCore):
     def _on_update(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
         assert isinstance(msg, m.LocationUpdate)
-        from_member = self._member_at(ev.source) is not None
+        # A member's relay names the original sender; only a member may (when
+        # signed, one whose key is an LMs key): anyone else's ORIGIN is ignored.
+        from_member = self._member_at(ev.source) is not None and (
+            ev.sender is None or Role.LMS in ev.roles)
         origin = msg.origin if from_member and msg.origin else ev.sender
         # Never relay what a member relayed to us: claims disagreeing during a
         # join must not bounce an update around the pool.
@@ -439,6 +446,9 @@ class LmsCore(ServiceCore):
     def _on_join(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
         assert isinstance(msg, m.PoolJoin)
+        if not_own_id(ev, msg.node_id):
+            self.refuse(ev, "refused:POOL_JOIN:not-own-id", now)
+            return
         conflict = self._conflict(msg.node_id, msg.prefixes)
         if conflict is not None:
             self.counters["join-refused"] += 1

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ..access.dhcpv6 import duid_ll
+from ..config import key_toml, new_key
+from ..wire.auth import Key, Role
 from ..wire.types import Prefix
 from .model import NodeSpec, Scenario
 
@@ -75,6 +77,8 @@ class Plan:
     """Shortest path length in links between two nodes."""
     next_hop: dict[tuple[str, str], str]
     """(from, to) -> the neighbour on a shortest path."""
+    keys: dict[str, Key] = field(default_factory=dict)
+    """Node -> the key it signs with (empty: the nodes run insecure)."""
 
     def path(self, a: str, b: str) -> list[str]:
         """A shortest path from ``a`` to ``b``, both included."""
@@ -105,8 +109,13 @@ def _bfs(adj: dict[str, list[str]], src: str) -> tuple[dict[str, int], dict[str,
     return dist, first
 
 
-def make_plan(sc: Scenario) -> Plan:
-    """Addresses, shortest-path routes and node configs of ``sc``."""
+def make_plan(sc: Scenario, signed: bool = True) -> Plan:
+    """Addresses, shortest-path routes and node configs of ``sc``.
+
+    ``signed``: every node gets its own fresh key and every peer's, and
+    signs all it sends (the default, as deployed); else they run
+    ``insecure`` (to measure what signing costs).
+    """
     nodes = {n: NodePlan(spec) for n, spec in sc.nodes.items()}
     subnets: list[tuple[Prefix, str, str]] = []  # (subnet, end a, end b)
     for i, link in enumerate(sc.links, start=1):
@@ -183,9 +192,33 @@ def make_plan(sc: Scenario) -> Plan:
             # the core would also make them send end markers down a path
             # no packet of the prefix took.)
             np.routes = [(p, nh) for p, nh in np.routes if nh != np.uplink]
+    plan.keys = _node_keys(sc) if signed else {}
     for name, np in nodes.items():
         np.config = _config(plan, name)
     return plan
+
+
+def _node_keys(sc: Scenario) -> dict[str, Key]:
+    """A fresh key per node that runs daemons, with the roles it runs."""
+    keys: dict[str, Key] = {}
+    for spec in sc.nodes.values():
+        roles = {r for r, on in ((Role.ANCHOR, spec.anchor is not None),
+                                 (Role.CONTROLLER, spec.controller), (Role.LMS, spec.lms),
+                                 (Role.LMP, spec.lmp), (Role.FMDP, spec.fmdp),
+                                 (Role.MN, spec.kind == "mn" and spec.agent)) if on}
+        if roles:
+            keys[spec.name] = new_key(len(keys) + 1, spec.name, frozenset(roles))
+    return keys
+
+
+def _security(plan: Plan, name: str) -> list[str]:
+    """The ``[security]`` table of node ``name``: its own key signs; every
+    other node's verifies (each function's policy judges the roles)."""
+    own = plan.keys.get(name)
+    if own is None:
+        return ["[security]", "insecure = true", ""]
+    return ["[security]", f"send_key = {own.key_id}", ""] + [
+        key_toml(k) for k in plan.keys.values()]
 
 
 def _core_node(sc: Scenario) -> str:
@@ -219,7 +252,7 @@ def _config(plan: Plan, name: str) -> str:
     np = plan.nodes[name]
     spec = np.spec
     if spec.kind == "mn" and spec.agent:
-        return _mn_config(plan, name)
+        return _mn_config(plan, name) + "\n".join(_security(plan, name))
     if spec.kind != "router" or not (spec.anchor or spec.controller or spec.lms or spec.lmp
                                      or spec.fmdp):
         return ""
@@ -332,7 +365,7 @@ def _config(plan: Plan, name: str) -> str:
             if other.spec.name != name:
                 lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _security(plan, name))
 
 
 GATEWAY_MAC = "02:00:00:00:ff:01"

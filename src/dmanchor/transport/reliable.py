@@ -20,7 +20,7 @@ import secrets
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ..wire.auth import Security
+from ..wire.auth import Role, Security, Verdict
 from ..wire.codec import Flags, Packet, decode
 from ..wire.errors import WireError
 from ..wire.messages import Error, Message, MsgType
@@ -74,6 +74,8 @@ class MessageReceived:
     seq: int
     sender: str | None
     """Authenticated sender (key owner), None when unsigned."""
+    roles: frozenset[Role] = frozenset()
+    """The authenticated sender's roles (empty when unsigned)."""
 
     @property
     def expects_reply(self) -> bool:
@@ -256,7 +258,7 @@ class Endpoint:
         if packet.flags & _RESPONSE:
             self._on_response(packet, source)
         else:
-            self._on_request(packet, source, verdict.owner, now)
+            self._on_request(packet, source, verdict, now)
 
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, time out what is exhausted, expire cache."""
@@ -346,12 +348,11 @@ class Endpoint:
         else:
             self.stats.drops["wrong-reply-type"] += 1
 
-    def _on_request(
-        self, packet: Packet, source: Addr, sender: str | None, now: float
-    ) -> None:
+    def _on_request(self, packet: Packet, source: Addr, verdict: Verdict, now: float) -> None:
         msg = packet.message
+        sender = verdict.owner
         if msg.REPLY is None:
-            self._events.append(MessageReceived(msg, source, packet.seq, sender))
+            self._events.append(MessageReceived(msg, source, packet.seq, sender, verdict.roles))
             return
         key = (sender or source, packet.seq)
         cached = self._cache.get(key)
@@ -367,4 +368,4 @@ class Endpoint:
             self._cache.popitem(last=False)
             self.stats.drops["reply-cache-evicted"] += 1
         self._cache[key] = _Cached(None, now + self.reply_cache_ttl)
-        self._events.append(MessageReceived(msg, source, packet.seq, sender))
+        self._events.append(MessageReceived(msg, source, packet.seq, sender, verdict.roles))

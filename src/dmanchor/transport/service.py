@@ -9,16 +9,25 @@ and its own named timers.  Subclasses implement :meth:`on_event` and
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Hashable
+from typing import ClassVar
 
-from .reliable import Addr, Endpoint, Event
+from ..wire.types import Cause
+from .policy import Senders, refusal
+from .reliable import Addr, Endpoint, Event, MessageReceived
 
 
 class ServiceCore:
     """Endpoint + named timers + event dispatch."""
 
+    SENDERS: ClassVar[Senders] = {}
+    """Who may send each request to this function (:mod:`.policy`)."""
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self.refused: Counter[str] = Counter()
+        """Requests the sender policy refused, by type and reason."""
         self._timers: list[tuple[float, int, Hashable]] = []
         self._timer_due: dict[Hashable, float] = {}
         self._order = 0
@@ -65,7 +74,19 @@ class ServiceCore:
         """Handle every pending endpoint event (call after local commands)."""
         ep = self.endpoint
         while (ev := ep.next_event()) is not None:
+            if isinstance(ev, MessageReceived):
+                why = refusal(self.SENDERS, ev)
+                if why is not None:
+                    self.refuse(ev, why, now)
+                    continue
             self.on_event(ev, now)
+
+    def refuse(self, ev: MessageReceived, why: str, now: float) -> None:
+        """Refuse a request by policy: NOT_AUTHORIZED, counted, nothing else."""
+        self.refused[why] += 1
+        if ev.expects_reply:
+            self.endpoint.reject(ev, Cause.NOT_AUTHORIZED, why, now,
+                                 getattr(ev.message, "prefix", None))
 
     def set_timer(self, name: Hashable, at: float) -> None:
         """(Re)arm the timer ``name`` to fire at ``at``."""

@@ -27,6 +27,24 @@ from .codec import Packet, compute_mac, encode
 from .messages import Message
 
 
+class Role(Enum):
+    """A function a node performs; each function accepts each message only
+    from the roles its policy names (:mod:`dmanchor.transport.policy`)."""
+
+    ANCHOR = "anchor"
+    """An anchor agent: access router, forwarding switch (FM-CP + FM-DP)."""
+    FMDP = "fmdp"
+    """A stand-alone FM-DP router (Fig 1c/1d)."""
+    CONTROLLER = "controller"
+    """The central FM-CP / mobility controller."""
+    LMS = "lms"
+    """An LM server (pool member)."""
+    LMP = "lmp"
+    """An LM proxy."""
+    MN = "mn"
+    """An MN's own agent (host-based, Fig 2)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Key:
     """A shared secret and the node it authenticates."""
@@ -37,6 +55,8 @@ class Key:
     """HMAC-SHA256 secret; at least 16 bytes."""
     owner: str
     """Node id the key belongs to; authorisation decisions use it."""
+    roles: frozenset[Role] = frozenset()
+    """What the owner may act as (an empty set: nothing any policy lists)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.key_id <= 0xFFFF:
@@ -80,6 +100,8 @@ class Verdict:
     drop: Drop | None
     owner: str | None = None
     """Authenticated sender (key owner), None if unsigned."""
+    roles: frozenset[Role] = frozenset()
+    """The authenticated sender's roles (empty if unsigned)."""
 
 
 class Security:
@@ -169,7 +191,7 @@ class Security:
             order = win.order
             while order[0] <= floor:
                 win.seen.discard(order.popleft())
-        return Verdict(None, key.owner)
+        return Verdict(None, key.owner, key.roles)
 
     def _drop(self, reason: Drop) -> Verdict:
         self.drops[reason.value] += 1
