@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dataplane.api import DataPlaneError
 from .transport.reliable import Endpoint
+from .transport.service import ServiceCore
 from .wire.errors import WireError
 from .wire.types import Prefix, entry_to_json, flow_from_json
 
@@ -176,5 +177,6 @@ def stats(core: object) -> dict[str, Any]:
         "bytes_sent": {t.name: n for t, n in st.bytes_sent.items()},
         "received": {t.name: n for t, n in st.received.items()},
         "drops": dict(st.drops),
+        "refused": dict(core.refused) if isinstance(core, ServiceCore) else {},
         "retransmissions": st.retransmissions,
     }

@@ -33,7 +33,8 @@ from dmanchor.sim.bgp import BgpModel
 from dmanchor.sim.fabric import Fabric
 from dmanchor.sim.topologies import CN_ADDR, flat
 from dmanchor.sim.traffic import Flow, FlowReport, report, start_flow
-from dmanchor.transport.reliable import Addr, NegativeReply
+from dmanchor.transport.reliable import Addr, Endpoint, NegativeReply
+from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.messages import AnchorRegistration, MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.helpers import Collector
@@ -56,6 +57,8 @@ class World:
     r: FmDpCore
     ar: dict[int, AnchorAgentCore]
     members: dict[int, LmsCore]
+    keys: dict[str, Key]
+    """Every node's key (used when the world is signed)."""
 
     def at(self, t: float, node: int, fn: Callable[[AnchorAgentCore, float], None]) -> None:
         """Run an access-layer input on anchor ``node`` at time ``t``."""
@@ -92,15 +95,35 @@ def delegations(agent: AnchorAgentCore) -> list[tuple[bool, Prefix]]:
     return out
 
 
+def keys_of(n: int) -> dict[str, Key]:
+    """One key per node of the flat network, with the roles it plays."""
+    roles = {"lms": {Role.LMS}, "lms-1": {Role.LMS, Role.ANCHOR},
+             "lms-2": {Role.LMS, Role.ANCHOR}, "ctrl": {Role.CONTROLLER}, "r": {Role.FMDP}}
+    roles.update({f"ar{i}": {Role.ANCHOR} for i in range(1, n + 1)})
+    roles["mn"] = {Role.MN}  # a host-based MN's agent (its key known to all)
+    return {name: Key(k, bytes([k]) * 32, name, frozenset(r))
+            for k, (name, r) in enumerate(roles.items(), start=1)}
+
+
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
-          reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0) -> World:
+          reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0,
+          signed: bool = False) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
     every CPA hosts an LMs member primary for its own prefixes, an LM:2
-    pool (Fig 1a with distributed CPAs).
+    pool (Fig 1a with distributed CPAs).  ``signed``: every node signs with
+    its own key (:func:`keys_of`) and drops what is unsigned, as deployed.
     """
+    keys = keys_of(n)
+
+    def ep(name: str) -> Endpoint:
+        if not signed:
+            return Endpoint()
+        return Endpoint(security=Security(tuple(keys.values()), send_key_id=keys[name].key_id,
+                                          require_auth=True))
+
     net = VirtualNetwork(seed=5)
     fab = Fabric(flat(n), net)
     members: dict[int, LmsCore] = {}
@@ -109,12 +132,12 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         for i in (1, 2):
             peer: Addr = (f"fc00::{3 - i}:0", 5401)
             members[i] = LmsCore(LmsSettings(f"lms-{i}", primary=(P(f"2001:db8:{i}::/48"),),
-                                             peers=(peer,) if i == 2 else ()))
+                                             peers=(peer,) if i == 2 else ()), ep(f"lms-{i}"))
             lm_of[i] = (f"fc00::{i}:0", 5401)
             net.add(lm_of[i], members[i])
         lms = members[1]
     else:
-        lms = LmsCore(LmsSettings("lms"))
+        lms = LmsCore(LmsSettings("lms"), ep("lms"))
         net.add(LMS, lms)
     # The central FM-CP re-routes the core only in the anchor-switch solution.
     watch = (P("2001:db8::/32"),) if mode == "switch" else ()
@@ -122,9 +145,9 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         lms=LMS, watch=watch,
         routers=(RouterControl("r", R_CTL, {A(f"fc00::{i}:0"): A(f"fc00::{i}:0")
                                             for i in range(1, n + 1)}),),
-    ))
+    ), ep("ctrl"))
     net.add(CTRL, ctrl)
-    r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"])
+    r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"], ep("r"))
     net.add(R_CTL, r)
     ar = {}
     # Mode "bgp": R's FIB follows the anchors' announcements (2 ms each).
@@ -137,10 +160,10 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
             reverse_tunnel=reverse_tunnel, pd=pd, flow_idle=flow_idle,
         )
-        ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"])
+        ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"], ep(f"ar{i}"))
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
     net.run_for(0.05)
-    w = World(net, fab, lms, ctrl, r, ar, members)
+    w = World(net, fab, lms, ctrl, r, ar, members, keys)
     AGENTS.extend(ar.values())
     # The MN starts on AR1 with HNP1.
     fab.attach("mn", "ar1", "mn1")

@@ -199,3 +199,29 @@ def test_virtual_runs_are_deterministic() -> None:
         return a.ep.stats.retransmissions, net.counters["lost"]
 
     assert run(3) == run(3)
+
+
+def test_a_signed_duplicate_answer_is_signed_afresh_not_a_replay() -> None:
+    # The reply cache answers a retransmitted request again: with the same
+    # signed bytes the requester would count an honest duplicate as a replay.
+    k = Key(1, b"s" * 32, "a")
+    now = 1_800_000_000.0
+    a = Endpoint(security=Security([k], send_key_id=1, require_auth=True))
+    b = Endpoint(security=Security([k], send_key_id=1, require_auth=True))
+    a.request(LocationQuery(HNP1), B, now)
+    [(first, _)] = a.datagrams_to_send()
+    b.receive_datagram(first, A, now, B)
+    ev = b.next_event()
+    assert isinstance(ev, MessageReceived)
+    b.reply(ev, LocationReply(HNP1, DPA1, 1), now)
+    [(answer, _)] = b.datagrams_to_send()
+    a.handle_timer(now + 1)  # no answer yet: retransmitted
+    [(again, _)] = a.datagrams_to_send()
+    b.receive_datagram(again, A, now + 1, B)
+    [(answer2, _)] = b.datagrams_to_send()
+    assert b.stats.duplicates_answered == 1 and b.next_event() is None
+    assert answer2 != answer
+    a.receive_datagram(answer, B, now + 1, A)
+    a.receive_datagram(answer2, B, now + 1, A)
+    assert isinstance(a.next_event(), ReplyReceived)
+    assert a.stats.drops == {"unexpected-reply": 1}  # late, but honest

@@ -89,6 +89,10 @@ from .fib import DesiredFib
 from .flows import FlowBook, flow_of
 from .fmdp import DpFunction
 
+MIN_MOBILE_PREFIX = 48
+"""The shortest prefix an MN is given (a whole site's /48): FM:6-2 from
+anyone but the controller names nothing shorter."""
+
 
 class AnchorAgentCore(ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
@@ -813,22 +817,27 @@ class AnchorAgentCore(ServiceCore):
     def _ready_refusal(self, ev: MessageReceived, msg: m.BufferReady) -> str | None:
         """Whether a signed FM:6-2 names a prefix and a target its sender may.
 
-        The controller moves anchoring between any anchors.  An anchor names
-        itself (its DPA or flush SID, whose agent is the sender) for a prefix
-        this point anchors or serves; an MN's agent only this point's own
-        prefixes (its care-of address is wherever it is).
+        The controller moves anchoring between any anchors.  An anchor may
+        only draw a prefix's packets to itself: the target is its own DPA or
+        flush SID (whose agent is the sender) - a switch below takes over a
+        prefix this point never saw (4.2.3), so the prefix itself cannot be
+        judged here.  An MN's agent names its care-of address, for this
+        point's own prefixes only.  No one but the controller names a prefix
+        shorter than :data:`MIN_MOBILE_PREFIX`: that would carry whole
+        networks, not one MN's traffic.
         """
         if ev.sender is None or Role.CONTROLLER in ev.roles:
             return None
         prefix = msg.prefix
-        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if prefix.length < MIN_MOBILE_PREFIX:
+            return "refused:BUFFER_READY:prefix-too-short"
         if Role.ANCHOR in ev.roles:
-            if not own and self.life.of(prefix) is None:
-                return "refused:BUFFER_READY:unknown-prefix"
             if not same_address(self._agent_of(msg.dpa_address), ev.source):
                 return "refused:BUFFER_READY:not-its-address"
             return None
-        return None if own else "refused:BUFFER_READY:not-our-prefix"
+        if any(o.covers(prefix) for o in self.s.prefixes):
+            return None
+        return "refused:BUFFER_READY:not-our-prefix"
 
     def _agent_of(self, sid: IPv6Address) -> Addr:
         """The agent serving a DPA address or its flush SID (DPA + 1).

@@ -27,6 +27,7 @@ import json
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv6Address
@@ -40,6 +41,7 @@ from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab, Veth, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
+from ..wire.auth import Drop
 from ..wire.types import Prefix
 from .model import Scenario, Step
 from .plan import GATEWAY_LL, GATEWAY_MAC, Plan, make_plan, mn_link_address, pd_duid
@@ -659,6 +661,8 @@ class Emulation:
 
     def _report(self) -> Report:
         signalling: dict[str, dict[str, int]] = {}
+        security: Counter[str] = Counter()
+        sm_drops = {d.value for d in Drop}
         for name, np in self.plan.nodes.items():
             if not np.config or self.procs.procs[name].poll() is not None:
                 continue
@@ -667,6 +671,9 @@ class Emulation:
                     row = signalling.setdefault(t, {"messages": 0, "bytes": 0})
                     row["messages"] += n
                     row["bytes"] += fn.get("bytes_sent", {}).get(t, 0)
+                security.update({f"{name} {k}": n for k, n in fn.get("drops", {}).items()
+                                 if k in sm_drops})
+                security.update({f"{name} {k}": n for k, n in fn.get("refused", {}).items()})
         results = []
         for name, f in self.flows.items():
             spec = self.sc.flows[name]
@@ -683,7 +690,7 @@ class Emulation:
             dropped = self._nl(router).link_tx_dropped(self._index(router, link)) - before
             self.moves[i] = replace(self.moves[i], radio_drops=dropped)
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
-                              unannounced=not self.l2_trigger)
+                              unannounced=not self.l2_trigger, security=dict(security))
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         return report
 

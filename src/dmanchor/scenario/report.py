@@ -116,6 +116,9 @@ class Report:
     checks: dict[str, bool]
     failures: list[str]
     """Expectations of the scenario that the run did not meet (empty: passed)."""
+    security: dict[str, int] = field(default_factory=dict)
+    """Messages dropped in SM (bad-mac, replay ...) or refused by sender
+    policy, by node and reason: in a run with no attacker, none."""
 
     @property
     def passed(self) -> bool:
@@ -130,7 +133,7 @@ class Report:
 
 def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
                  signalling: dict[str, dict[str, int]], checks: dict[str, bool],
-                 unannounced: bool = False) -> Report:
+                 unannounced: bool = False, security: dict[str, int] | None = None) -> Report:
     """Assemble the report and check it against the scenario's ``expect``.
 
     ``unannounced``: the moves were breaks no L2 trigger announced.  A flow
@@ -148,6 +151,11 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
         elif any(m.old is not None and f.prefix in m.fresh for m in moves):
             f.address_state = "new"
     failures = [f"check failed: {name}" for name, ok in checks.items() if not ok]
+    security = security or {}
+    if security:
+        # Every node is honest here: anything dropped or refused is a
+        # legitimate message the security policy got wrong.
+        failures.append(f"security: honest messages dropped or refused: {security}")
     by_name = {f.name: f for f in flows}
     for t, most in sc.expect.get("signalling", {}).items():
         sent = signalling.get(t, {}).get("messages", 0)
@@ -192,7 +200,7 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
             for e in got.moves:
                 if e.interruption_ms > want["max_interruption_ms"]:
                     failures.append(f"{name}: interruption {e.interruption_ms} ms at {e.move}")
-    return Report(sc.name, sc.title, flows, moves, signalling, checks, failures)
+    return Report(sc.name, sc.title, flows, moves, signalling, checks, failures, security)
 
 
 def print_report(r: Report) -> None:

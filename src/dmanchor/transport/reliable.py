@@ -128,7 +128,12 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Cached:
-    data: bytes | None  # None while the request is being served
+    # The answer (None while the request is being served) and the bytes it
+    # was last sent as: unsigned bytes are sent again as they are, signed
+    # ones signed afresh - the same signed bytes twice are a replay to the
+    # peer, which would count an honest duplicate answer as an attack.
+    answer: Message | None
+    data: bytes
     expires: float
 
 
@@ -217,7 +222,7 @@ class Endpoint:
         key = (event.sender or event.source, event.seq)
         if key in self._cache:
             # Moved to the end so insertion order stays expiry order.
-            self._cache[key] = _Cached(data, now + self.reply_cache_ttl)
+            self._cache[key] = _Cached(message, data, now + self.reply_cache_ttl)
             self._cache.move_to_end(key)
         self._send(data, event.source, message)
 
@@ -357,15 +362,18 @@ class Endpoint:
         key = (sender or source, packet.seq)
         cached = self._cache.get(key)
         if cached is not None:
-            if cached.data is None:
+            if cached.answer is None:
                 self.stats.drops["duplicate-in-progress"] += 1
             else:
                 self.stats.duplicates_answered += 1
+                if self.security.send_key is not None:
+                    cached.data = self.security.encode(
+                        cached.answer, packet.seq, _RESPONSE, now, source)
                 self._out.append((cached.data, source))
             return
         if len(self._cache) >= self.reply_cache_size:
             # Oldest entry first: insertion order is expiry order.
             self._cache.popitem(last=False)
             self.stats.drops["reply-cache-evicted"] += 1
-        self._cache[key] = _Cached(None, now + self.reply_cache_ttl)
+        self._cache[key] = _Cached(None, b"", now + self.reply_cache_ttl)
         self._events.append(MessageReceived(msg, source, packet.seq, sender, verdict.roles))
