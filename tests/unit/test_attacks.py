@@ -9,12 +9,15 @@ refused and counted by reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address as A
 
 import pytest
 
+from dmanchor.dataplane.api import BufferSpec
+from dmanchor.lm.lmp import LmpCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
+from dmanchor.lm.subscriptions import Subscriptions
 from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr, Endpoint, MessageReceived, NegativeReply
@@ -63,10 +66,14 @@ class Raw:
 
 def attacker(w: World, key: Key | None) -> Collector:
     """A host on the network, signing with ``key`` (stolen, or its own)."""
+    return attacker_at(w, key, EVIL)
+
+
+def attacker_at(w: World, key: Key | None, at: Addr) -> Collector:
     keys = tuple(w.keys.values())
     sec = Security(keys, send_key_id=key.key_id) if key is not None else Security()
     evil = Collector(Endpoint(security=sec))
-    w.net.add(EVIL, evil)
+    w.net.add(at, evil)
     return evil
 
 
@@ -233,3 +240,85 @@ def test_pool_origin_is_trusted_only_from_members() -> None:
     net.run_for(1)
     assert refused(evil) == [Cause.NOT_AUTHORIZED]
     assert lms.lookup(HNP1, net.now) is None
+
+
+# -- Bounded state --------------------------------------------------------------------
+
+
+def test_subscriptions_are_capped_expire_and_are_swept() -> None:
+    subs = Subscriptions(cap=3, max_lifetime=10)
+    a, b = ("fc00::a", 1), ("fc00::b", 1)
+    p1, p2, p3 = (Prefix.parse(f"2001:db8:{i}::/48") for i in (1, 2, 3))
+    assert subs.add([p1, p2], a, 1e9, 0) == [p1, p2]  # lifetime capped at 10 s
+    assert subs.add([p1, p2], b, 5, 0) is None  # 4 pairs > 3: refused whole
+    assert subs.refused == 1 and len(subs) == 2
+    assert subs.add([p1], b, 5, 0) == []
+    assert sorted(subs.live(Prefix.parse("2001:db8:1:1::/64"), 1)) == [a, b]
+    assert subs.live(Prefix.parse("2001:db8:1:1::/64"), 6) == [a]  # b's expired
+    assert subs.sweep(11) == 2 and len(subs) == 0
+    assert subs.add([p1, p2, p3], b, 5, 11) == [p1, p2, p3]
+
+
+def test_lms_refuses_subscriptions_beyond_its_cap(sc: Scene) -> None:
+    w = sc.w
+    w.lms.subs.cap = len(w.lms.subs) + 1
+    evil = attacker(w, w.keys["ar2"])
+    many = tuple(Prefix.parse(f"2001:db8:{i:x}::/48") for i in range(0x100, 0x110))
+    attack(w, evil, m.Subscribe(many, 4_294_967_295), LMS)
+    w.net.run(until=1.5)
+    victim_unharmed(sc)
+    assert refused(evil) == [Cause.RESOURCE_EXHAUSTED]
+    assert w.lms.counters["subscribe-refused-full"] == 1
+
+
+def test_registry_and_status_tables_are_capped(sc: Scene) -> None:
+    w = sc.w
+    w.ctrl.s = replace(w.ctrl.s, max_registered=len(w.ctrl.registry), max_dataplanes=1)
+    evil = attacker(w, w.keys["ar2"])
+    attack(w, evil, m.AnchorRegistration(
+        "ar2", A("fc00::2:0"), A("fc00::2:0"), 600,
+        tuple(Prefix.parse(f"2001:db8:{i:x}::/48") for i in range(0x100, 0x140))), CTRL)
+    w.net.run(until=1.5)
+    victim_unharmed(sc)
+    assert refused(evil) == [Cause.RESOURCE_EXHAUSTED]
+    assert w.ctrl.counters["registration-refused-full"] == 1
+    stranger = attacker_at(w, w.keys["ar2"], ("fc00::67", 5400))
+    stranger.ep.request(m.DataPlaneStatus("ar2", Load(True, 1)), CTRL, w.net.now)
+    w.net.poll(("fc00::67", 5400))
+    w.net.run(until=2.0)
+    assert w.ctrl.counters["status-refused-full"] == 1 and "ar2" not in w.ctrl.status
+
+
+def test_a_peer_cannot_ask_for_a_bigger_or_longer_hold_than_configured(sc: Scene) -> None:
+    w = sc.w
+    evil = attacker(w, w.keys["ctrl"])  # even the controller's key
+    attack(w, evil, m.BufferRequest(Prefix.parse("2001:db8:1:99::/64"), 10**9, 10**9), AR1)
+    w.net.run(until=0.5)
+    spec = w.fab.routers["ar1"].buffer_spec(Prefix.parse("2001:db8:1:99::/64"))
+    assert spec is not None
+    assert spec.limit == BufferSpec().limit and spec.timeout == w.ar[1].s.buffer.timeout
+
+
+def test_lmp_believes_only_its_lms_and_caches_for_a_bounded_time() -> None:
+    keys = {"lms": Key(1, b"1" * 32, "lms", frozenset({Role.LMS})),
+            "lmp": Key(2, b"2" * 32, "lmp", frozenset({Role.LMP})),
+            "evil": Key(3, b"3" * 32, "evil", frozenset({Role.LMS}))}
+
+    def sec(name: str) -> Security:
+        return Security(tuple(keys.values()), send_key_id=keys[name].key_id, require_auth=True)
+    net = VirtualNetwork(seed=1)
+    lmp_at: Addr = ("fc00::e", 5400)
+    lmp = LmpCore([LMS], Endpoint(security=sec("lmp")), max_cache_age=30)
+    net.add(lmp_at, lmp)
+    evil = Collector(Endpoint(security=sec("evil")))  # an LMs key, not its LMs
+    net.add(EVIL, evil)
+    evil.ep.request(m.LocationInform(HNP1, THIRD_SID, 4_294_967_295), lmp_at, net.now)
+    net.poll(EVIL)
+    net.run_for(1)
+    assert refused(evil) == [Cause.NOT_AUTHORIZED] and HNP1 not in lmp.cache
+    lms = Collector(Endpoint(security=sec("lms")))
+    net.add(LMS, lms)
+    lms.ep.request(m.LocationInform(HNP1, A("fc00::1:0"), 4_294_967_295), lmp_at, net.now)
+    net.poll(LMS)
+    net.run_for(1)
+    assert lmp.cache[HNP1].expires <= net.now + 30

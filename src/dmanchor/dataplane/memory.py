@@ -221,6 +221,11 @@ class MemoryDataPlane:
     def holds(self) -> set[Prefix]:
         return set(self._buffers)
 
+    def buffer_spec(self, prefix: Prefix) -> BufferSpec | None:
+        """The limits of the hold for ``prefix``, if one is up."""
+        buf = self._buffers.get(prefix)
+        return buf.spec if buf is not None else None
+
     def buffered(self, prefix: Prefix) -> int:
         """Packets currently held for ``prefix``."""
         buf = self._buffers.get(prefix)

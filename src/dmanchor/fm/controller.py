@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ class ControllerSettings:
     a move under another AR switches the prefix's anchoring to that AR."""
     max_registration: int = 3600
     """Longest registration lifetime granted, seconds."""
+    max_registered: int = 100_000
+    """Prefixes registered at most, all anchors together (expired ones are
+    swept first); a registration beyond is refused RESOURCE_EXHAUSTED."""
+    max_dataplanes: int = 10_000
+    """FM-DPs whose FM:5-2 status is tracked at most."""
     dead_after: float = 1.5
     """An FM-DP silent this long (no FM:5-2) is declared down."""
     subscription_lifetime: int = 600
@@ -240,12 +246,22 @@ class ControllerCore(ServiceCore):
             self.refuse(ev, "refused:ANCHOR_REGISTRATION:not-own-id", now)
             return
         for p in msg.prefixes:
-            for other, reg in self.registry.items():
-                if reg.node_id != msg.node_id and reg.expires > now and other.overlaps(p):
+            # Overlap = a registered prefix covering p, or one p covers.
+            for other, reg in itertools.chain(self.registry.covering(p),
+                                              self.registry.covered(p)):
+                if reg.node_id != msg.node_id and reg.expires > now:
                     self.counters["registration-refused"] += 1
                     self.endpoint.reject(ev, Cause.OVERLAPPING_CLAIM,
                                          f"{p} overlaps {other} of {reg.node_id}", now, p)
                     return
+        new = sum(1 for p in set(msg.prefixes) if p not in self.registry)
+        if len(self.registry) + new > self.s.max_registered:
+            for p in [p for p, r in self.registry.items() if r.expires <= now]:
+                self.registry.pop(p)
+            if len(self.registry) + new > self.s.max_registered:
+                self.counters["registration-refused-full"] += 1
+                self.endpoint.reject(ev, Cause.RESOURCE_EXHAUSTED, "registry full", now)
+                return
         life = min(msg.lifetime, self.s.max_registration)
         reg = Registration(msg.node_id, msg.dpa_address, msg.cpa_address, now + life)
         for p in msg.prefixes:
@@ -257,6 +273,9 @@ class ControllerCore(ServiceCore):
     # -- FM:5-2 -------------------------------------------------------------------------
 
     def _on_status(self, msg: m.DataPlaneStatus, now: float) -> None:
+        if msg.node_id not in self.status and len(self.status) >= self.s.max_dataplanes:
+            self.counters["status-refused-full"] += 1
+            return
         self.status[msg.node_id] = (now, msg.load.active, msg.load.percent)
         if msg.node_id in self.down:
             self.down.discard(msg.node_id)

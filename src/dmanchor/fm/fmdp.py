@@ -18,14 +18,23 @@ from ..wire import messages as m
 from ..wire.types import Cause, EntryKind, FlowFilter, ForwardingEntry, Load, Prefix
 from .fib import DesiredFib
 
+MAX_BUFFERS = 4096
+"""Prefixes one node holds packets for at once, at most (FM:6-1)."""
+
 
 class DpFunction:
     """FM-DP message handling over one :class:`DataPlane`."""
 
-    def __init__(self, dataplane: DataPlane, default_buffer: BufferSpec | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, default_buffer: BufferSpec | None = None,
+                 max_buffers: int = MAX_BUFFERS) -> None:
+        """``default_buffer`` is also the most a peer may ask for (FM:6-1
+        limit and timeout); ``max_buffers``: prefixes held at once, at most."""
         self.dp = dataplane
         self.default_buffer = default_buffer or BufferSpec()
+        self.max_buffers = max_buffers
         self.updates_applied = 0
+        self.buffers_refused = 0
+        """FM:6-1 requests refused: this node already held ``max_buffers``."""
 
     def handle(self, ep: Endpoint, ev: MessageReceived, now: float) -> bool:
         """Serve an FM-DP request; False if ``ev`` is not one."""
@@ -39,7 +48,18 @@ class DpFunction:
             self.updates_applied += 1
             ep.reply(ev, m.ForwardingUpdateAck(len(msg.add) + len(msg.delete)), now)
         elif isinstance(msg, m.BufferRequest):
-            self.start_buffer(msg.prefix, now, msg.limit, msg.timeout_ms)
+            held = sum(1 for e in self.dp.entries() if e.kind is EntryKind.BUFFER)
+            if held >= self.max_buffers:
+                self.buffers_refused += 1
+                ep.reject(ev, Cause.RESOURCE_EXHAUSTED, "too many holds", now, msg.prefix)
+                return True
+            # What a peer asks for is capped by what this node is configured
+            # to hold: a hold is memory, and the traffic of someone's session.
+            d = self.default_buffer
+            limit = min(msg.limit, d.limit) if msg.limit is not None else None
+            timeout = (min(msg.timeout_ms, int(d.timeout * 1000))
+                       if msg.timeout_ms is not None else None)
+            self.start_buffer(msg.prefix, now, limit, timeout)
             ep.reply(ev, m.BufferAck(msg.prefix), now)
         elif isinstance(msg, m.FlowStateTransfer):
             for st in msg.states:

@@ -17,8 +17,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-from ..prefixtable import PrefixTable
-from ..transport.policy import LMP_SENDERS
+from ..transport.policy import LMP_SENDERS, same_address
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -31,6 +30,7 @@ from ..transport.reliable import (
 from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, Prefix
+from .subscriptions import Subscriptions
 
 
 @dataclass(slots=True)
@@ -51,13 +51,22 @@ class LmpCore(ServiceCore):
 
     SENDERS = LMP_SENDERS
 
-    def __init__(self, upstream: Sequence[Addr], endpoint: Endpoint | None = None) -> None:
+    def __init__(self, upstream: Sequence[Addr], endpoint: Endpoint | None = None, *,
+                 max_cache: int = 100_000, max_cache_age: float = 60.0,
+                 max_subscriptions: int = 100_000) -> None:
+        """``max_cache``: bindings cached at most (the oldest go first);
+        ``max_cache_age``: the longest one is served from the cache, seconds
+        (whatever lifetime the LMs gave it: a change it missed heals then);
+        ``max_subscriptions``: (prefix, client) pairs held at most."""
         if not upstream:
             raise ValueError("an LMp needs at least one upstream LMs")
         super().__init__(endpoint or Endpoint())
         self.upstream = list(upstream)
+        self.max_cache = max_cache
+        self.max_cache_age = max_cache_age
+        # Insertion order is age order: eviction pops from the front.
         self.cache: dict[Prefix, _Cached] = {}
-        self.clients: PrefixTable[dict[Addr, float]] = PrefixTable()
+        self.clients = Subscriptions(max_subscriptions)
         self.counters: Counter[str] = Counter()
         self._inflight: dict[int, _Upstream] = {}
         self._query_for: dict[Prefix, int] = {}  # coalescing: prefix -> request id
@@ -81,7 +90,7 @@ class LmpCore(ServiceCore):
         if isinstance(event, ReplyReceived):
             reply = event.reply
             if isinstance(reply, m.LocationReply) and pending.prefix is not None:
-                self.cache[pending.prefix] = _Cached(reply, now + reply.lifetime)
+                self._cache_put(pending.prefix, reply, now)
             for client in pending.waiting:
                 self.endpoint.reply(client, reply, now)
         elif isinstance(event, NegativeReply):
@@ -127,33 +136,28 @@ class LmpCore(ServiceCore):
             self._inflight[rid] = _Upstream("query", [ev])
         elif isinstance(msg, m.Subscribe):
             life = msg.lifetime if msg.lifetime is not None else 600
-            new = []
-            for p in msg.prefixes:
-                subs = self.clients.get(p)
-                if subs is None:
-                    subs = {}
-                    self.clients.set(p, subs)
-                    new.append(p)
-                subs[ev.source] = now + life
+            new = self.clients.add(msg.prefixes, ev.source, life, now)
+            if new is None:
+                self.counters["subscribe-refused-full"] += 1
+                self.endpoint.reject(ev, Cause.RESOURCE_EXHAUSTED, "subscription table full", now)
+                return
             if new:
                 # One upstream subscription per prefix, for all clients.
                 rid = self.endpoint.request(m.Subscribe(tuple(new)), self._up(), now)
                 self._inflight[rid] = _Upstream("subscribe")
             self.endpoint.reply(ev, m.SubscribeAck(msg.prefixes), now)
         elif isinstance(msg, m.Unsubscribe):
-            gone = []
-            for p in msg.prefixes:
-                subs = self.clients.get(p)
-                if subs is not None:
-                    subs.pop(ev.source, None)
-                    if not subs:
-                        self.clients.pop(p)
-                        gone.append(p)
+            gone = self.clients.remove(msg.prefixes, ev.source)
             if gone:
                 rid = self.endpoint.request(m.Unsubscribe(tuple(gone)), self._up(), now)
                 self._inflight[rid] = _Upstream("unsubscribe")
             self.endpoint.reply(ev, m.UnsubscribeAck(msg.prefixes), now)
         elif isinstance(msg, m.LocationInform):
+            if not any(same_address(ev.source, up) for up in self.upstream):
+                # Only its LMs pushes to the proxy: a forged push would be
+                # cached and served to every client.
+                self.refuse(ev, "refused:LOCATION_INFORM:not-upstream", now)
+                return
             self.endpoint.reply(ev, m.LocationInformAck(msg.prefix), now)
             self._fan_out(msg, now)
         elif ev.expects_reply:
@@ -164,16 +168,17 @@ class LmpCore(ServiceCore):
             if msg.prefix.covers(key):
                 del self.cache[key]
         if msg.lifetime:
-            self.cache[msg.prefix] = _Cached(
-                m.LocationReply(msg.prefix, msg.forwarding_address, msg.lifetime, msg.mn),
-                now + msg.lifetime,
-            )
-        for p, subs in list(self.clients.covering(msg.prefix)):
-            for client, expires in list(subs.items()):
-                if expires <= now:
-                    del subs[client]
-                    continue
-                self.counters["push"] += 1
-                self.endpoint.request(msg, client, now)
-            if not subs:
-                self.clients.pop(p)
+            self._cache_put(msg.prefix, m.LocationReply(
+                msg.prefix, msg.forwarding_address, msg.lifetime, msg.mn), now)
+        for client in self.clients.live(msg.prefix, now):
+            self.counters["push"] += 1
+            self.endpoint.request(msg, client, now)
+
+    def _cache_put(self, prefix: Prefix, reply: m.LocationReply, now: float) -> None:
+        """Cache a binding for at most :attr:`max_cache_age`, evicting the
+        oldest entry when full."""
+        self.cache.pop(prefix, None)
+        if len(self.cache) >= self.max_cache:
+            del self.cache[next(iter(self.cache))]
+            self.counters["cache-evicted"] += 1
+        self.cache[prefix] = _Cached(reply, now + min(reply.lifetime, self.max_cache_age))

@@ -47,6 +47,7 @@ from ..wire.auth import Role
 from ..wire.ie import INFINITE_LIFETIME
 from ..wire.types import Cause, MnBinding, Prefix
 from .store import Binding, MemoryStore, Store, StoreError
+from .subscriptions import Subscriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,11 @@ class LmsSettings:
     """Longest binding lifetime granted, seconds."""
     subscription_lifetime: int = 600
     """Lifetime of a subscription that names none, seconds."""
+    max_subscription_lifetime: int = 3600
+    """Longest lifetime granted to a subscription, seconds."""
+    max_subscriptions: int = 100_000
+    """(prefix, subscriber) pairs held at most; a subscribe beyond is
+    refused RESOURCE_EXHAUSTED and counted (subscribe-refused-full)."""
     heartbeat_interval: float = 1.0
     """Seconds between heartbeats to each pool member."""
     dead_after: float = 3.5
@@ -140,9 +146,8 @@ class _Gather:
     waiting: set[int] = field(default_factory=set)
 
 
-@dataclass(slots=True)
-class _Subscriptions:
-    by_client: dict[Addr, float] = field(default_factory=dict)  # -> expiry
+SUBSCRIPTION_SWEEP = 60.0
+"""Seconds between sweeps of expired subscriptions."""
 
 
 class LmsCore(ServiceCore):
@@ -161,7 +166,8 @@ class LmsCore(ServiceCore):
         self.settings = settings
         self.store: Store = store or MemoryStore()
         self.bindings: PrefixTable[Binding] = PrefixTable()
-        self.subs: PrefixTable[_Subscriptions] = PrefixTable()
+        self.subs = Subscriptions(settings.max_subscriptions,
+                                  settings.max_subscription_lifetime)
         self.members: dict[str, Member] = {}
         self.counters: Counter[str] = Counter()
         self.events: list[LmsEvent] = []
@@ -262,6 +268,10 @@ class LmsCore(ServiceCore):
             self._join_peers(now)
         elif name == "heartbeat":
             self._heartbeat(now)
+        elif name == "subs-sweep":
+            self.counters["subscription-expired"] += self.subs.sweep(now)
+            if len(self.subs):
+                self.set_timer("subs-sweep", now + SUBSCRIPTION_SWEEP)
 
     # -- Client requests -------------------------------------------------------------
 
@@ -411,23 +421,18 @@ class LmsCore(ServiceCore):
         msg = ev.message
         assert isinstance(msg, m.Subscribe)
         life = msg.lifetime if msg.lifetime is not None else self.settings.subscription_lifetime
-        for p in msg.prefixes:
-            s = self.subs.get(p)
-            if s is None:
-                s = _Subscriptions()
-                self.subs.set(p, s)
-            s.by_client[ev.source] = now + life
+        if self.subs.add(msg.prefixes, ev.source, life, now) is None:
+            self.counters["subscribe-refused-full"] += 1
+            self.endpoint.reject(ev, Cause.RESOURCE_EXHAUSTED, "subscription table full", now)
+            return
+        if not self.has_timer("subs-sweep"):
+            self.set_timer("subs-sweep", now + SUBSCRIPTION_SWEEP)
         self.endpoint.reply(ev, m.SubscribeAck(msg.prefixes), now)
 
     def _on_unsubscribe(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
         assert isinstance(msg, m.Unsubscribe)
-        for p in msg.prefixes:
-            s = self.subs.get(p)
-            if s is not None:
-                s.by_client.pop(ev.source, None)
-                if not s.by_client:
-                    self.subs.pop(p)
+        self.subs.remove(msg.prefixes, ev.source)
         self.endpoint.reply(ev, m.UnsubscribeAck(msg.prefixes), now)
 
     def _on_inform(self, ev: MessageReceived, now: float) -> None:
@@ -592,15 +597,9 @@ class LmsCore(ServiceCore):
                  fan_out: bool, mn: str | None = None) -> None:
         self.events.append(BindingChanged(prefix, address, lifetime))
         inform = m.LocationInform(prefix, address, lifetime, mn)
-        for sub_prefix, subs in list(self.subs.covering(prefix)):
-            for client, expires in list(subs.by_client.items()):
-                if expires <= now:
-                    del subs.by_client[client]
-                    continue
-                self.counters["push"] += 1
-                self.endpoint.request(inform, client, now)
-            if not subs.by_client:
-                self.subs.pop(sub_prefix)
+        for client in self.subs.live(prefix, now):
+            self.counters["push"] += 1
+            self.endpoint.request(inform, client, now)
         if fan_out:
             for member in self.members.values():
                 if member.alive:
@@ -609,10 +608,7 @@ class LmsCore(ServiceCore):
 
     def _drop_subscriber(self, client: Addr) -> None:
         self.counters["subscriber-dropped"] += 1
-        for p, subs in list(self.subs.items()):
-            subs.by_client.pop(client, None)
-            if not subs.by_client:
-                self.subs.pop(p)
+        self.subs.drop_client(client)
 
     def _expire(self, now: float) -> None:
         heap = self._expiry
