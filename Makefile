@@ -70,6 +70,7 @@ bench: venv
 	$(PY) bench/dataplane.py
 	$(PY) bench/anchor_switch.py
 	$(PY) bench/pd_move.py
+	$(PY) bench/signing.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -105,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .scenario.run import main as run_main
 
     return run_main(args.scenario, args.json, args.out, args.plan, args.log_level,
-                    l2_trigger=not args.no_l2_trigger)
+                    l2_trigger=not args.no_l2_trigger, signed=not args.insecure)
 
 
 def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plan", action="store_true",
                    help="print the addressing, routes and node configs; run nothing")
     r.add_argument("--log-level", default="info", help="node log level (debug, info ...)")
+    r.add_argument("--insecure", action="store_true",
+                   help="nodes run unsigned (insecure = true), to measure what signing costs")
     for parser in (demo, r):
         parser.add_argument("--no-l2-trigger", action="store_true",
                             help="moves are unannounced breaks: no L2 'link going down' hint "

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .dataplane.markers import MarkerAuth
 from .transport.reliable import Addr
 from .wire.auth import Key, Role, Security
 from .wire.errors import WireError
@@ -179,6 +180,10 @@ class SecuritySettings:
     def build(self) -> Security:
         """The SM state for an endpoint."""
         return Security(self.keys, send_key_id=self.send_key, require_auth=not self.insecure)
+
+    def markers(self) -> MarkerAuth:
+        """End-marker signing and checking for this node's data plane."""
+        return MarkerAuth(self.keys, self.send_key, require=not self.insecure)
 
     def warn(self, log: logging.Logger) -> None:
         """Say loudly, at start, that this node runs insecure."""

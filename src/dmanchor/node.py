@@ -120,11 +120,11 @@ class Node:
         cores: dict[str, tuple[ServiceCore, Addr]] = {}
         if cfg.mn is not None:
             # End.DT6 on the MN's own link: its anchors' tunnels end here.
-            self.dataplane = LinuxDataPlane(sid_dev=cfg.mn[2])
+            self.dataplane = LinuxDataPlane(sid_dev=cfg.mn[2], markers=cfg.security.markers())
             self.mn_agent = MnAgentCore(cfg.mn[1], self._endpoint())
             cores["mn"] = (self.mn_agent, cfg.mn[0])
         if cfg.anchor or cfg.fmdp:
-            self.dataplane = LinuxDataPlane()
+            self.dataplane = LinuxDataPlane(markers=cfg.security.markers())
             if self.trace is not None:
                 self.dataplane.on_change = self.trace.change
                 self.dataplane.on_lift = self.trace.lift

@@ -14,10 +14,12 @@ import pytest
 
 from dmanchor.dataplane.api import BufferSpec, DataPlaneError
 from dmanchor.dataplane.linux import LinuxDataPlane
+from dmanchor.dataplane.markers import MARKER_PORT, MarkerAuth
 from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, IP2, SID1, SID2, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab
 from dmanchor.reordering import Reordering, measure
+from dmanchor.wire.auth import Key, Role
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.helpers import wait_until
 
@@ -523,3 +525,34 @@ def test_a_move_marks_the_old_path_and_a_bulk_install_does_not(lab: Lab) -> None
     assert r.counters().get("end-marker-sent") == 1
     assert r.counters()["bulk-without-markers"] == 1
     assert sum(1 for e in r.entries() if e in move) == len(move)
+
+
+def test_only_a_signed_end_marker_lifts_a_hold(lab: Lab) -> None:
+    """Issue 15 item 5: anyone can send a UDP packet to an MN's address; a
+    forged end marker must not lift the new anchor's hold early (which
+    would let the new path overtake the old one)."""
+    import time
+
+    r_key = Key(1, b"r" * 32, "r", frozenset({Role.FMDP}))
+    ar1_key = Key(2, b"a" * 32, "ar1", frozenset({Role.ANCHOR}))
+    ar1 = flat(lab)["ar1"]
+    ar1.markers = MarkerAuth([r_key, ar1_key], ar1_key.key_id)
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    ar1.apply([E(K.BUFFER, HNP1)], [], time.time(),
+              {HNP1: BufferSpec(limit=1000, timeout=60.0, release_on_timeout=True)})
+    cn = lab.socket("cn")
+    try:
+        forged = MarkerAuth([], None).payload(HNP1, time.time())
+        cn.sendto(forged, (IP1, MARKER_PORT))
+
+        def judged(reason: str) -> int:
+            ar1.on_readable(time.time())
+            return ar1.counters().get(reason, 0)
+        wait_until(lambda: judged("end-marker-unsigned"), 10, lambda: f"{ar1.counters()}")
+        assert E(K.BUFFER, HNP1) in ar1.entries()  # still held
+        signed = MarkerAuth([r_key], r_key.key_id).payload(HNP1, time.time())
+        cn.sendto(signed, (IP1, MARKER_PORT))
+        wait_until(lambda: judged("end-marker"), 10, lambda: f"{ar1.counters()}")
+        assert E(K.BUFFER, HNP1) not in ar1.entries()
+    finally:
+        cn.close()

@@ -41,6 +41,7 @@ from ipaddress import IPv6Address
 from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from .api import BufferSpec, DataPlaneError, FlowUsage
 from .charging import Charging
+from .markers import MARKER_PORT, MarkerAuth, is_marker
 from .netlink import (
     FR_ACT_BLACKHOLE,
     RT_TABLE_MAIN,
@@ -72,8 +73,6 @@ OLDPATH_TABLE = 0x4CFD
 OLDPATH_RULE_PRIORITY = 300
 MARKER_MARK = 0x4D4D
 """fwmark of end markers sent by this data plane."""
-MARKER_PORT = 0xD0D0
-"""UDP destination port of end-marker packets (to the prefix's first address)."""
 RELEASE_TABLE = 0x4CFF
 """Holds a released prefix's new route while its held packets drain."""
 RELEASE_RULE_PRIORITY = 400
@@ -106,13 +105,6 @@ class _Hold:
     started: float
 
 
-def _is_marker(packet: bytes) -> bool:
-    """An end marker: IPv6/UDP to MARKER_PORT carrying our tag."""
-    return (len(packet) >= 60 and packet[6] == 17
-            and packet[42:44] == MARKER_PORT.to_bytes(2, "big")
-            and packet[48:60] == b"DMANCHOR-END")
-
-
 def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
     return (e.prefix, e.flow)
 
@@ -120,8 +112,12 @@ def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
 class LinuxDataPlane:
     """FM-DP forwarding state in a Linux network namespace."""
 
-    def __init__(self, netns: str | None = None, *, sid_dev: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, sid_dev: str | None = None,
+                 markers: MarkerAuth | None = None) -> None:
         """``netns``: namespace name (``ip netns``), None for the current one.
+
+        ``markers``: signs this data plane's end markers and judges those
+        its holds receive (default: unsigned, any marker believed).
 
         ``sid_dev``: device the End.DT6 routes are attached to.  It must not
         be ``lo``: on this kernel (6.18) an End.DT6 route on lo never matches
@@ -130,6 +126,7 @@ class LinuxDataPlane:
         """
         self.nl = Netlink(netns)
         self.netns = netns
+        self.markers = markers or MarkerAuth((), None, require=False)
         self._sid_dev = sid_dev
         self._names: dict[int, str] = {}
         self._index: dict[str, int] = {}
@@ -251,7 +248,7 @@ class LinuxDataPlane:
             if i in bad_marker:
                 self._counters["end-marker-failed"] += 1
             else:
-                self._send_marker(prefix)
+                self._send_marker(prefix, now)
         self._drop_unused_nexthops()
         for e in add:
             if e.kind is EntryKind.BUFFER:
@@ -300,12 +297,18 @@ class LinuxDataPlane:
         self._drain()
         if self._orphans:
             self._forward_stragglers()
-        markers = [p for p in self._held if _is_marker(p)]
+        markers = [p for p in self._held if is_marker(p)]
         for m in markers:
             dst = destination(m)
             for prefix, hold in list(self._holds.items()):
                 if hold.spec.release_on_timeout and prefix.contains(dst):
                     self._held.remove(m)
+                    forged = self.markers.check(m, prefix, now)
+                    if forged is not None:
+                        # Not from a router of ours: the hold stays until
+                        # the real marker or its timeout.
+                        self._counters[forged.value] += 1
+                        break
                     self._counters["end-marker"] += 1
                     self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
                                   [e for e in self.entries()
@@ -395,7 +398,7 @@ class LinuxDataPlane:
                      gateway=old.gateway.packed if old.gateway is not None else None,
                      oif=old.oif if old.nhid is None else None, nhid=old.nhid, replace=True)
 
-    def _send_marker(self, prefix: Prefix) -> None:
+    def _send_marker(self, prefix: Prefix, now: float) -> None:
         """Send an end marker down the path ``prefix`` just left.
 
         Its route (in OLDPATH_TABLE, chosen by the marker's fwmark) was put
@@ -407,7 +410,7 @@ class LinuxDataPlane:
                 sock = open_in_netns(self.netns, socket.AF_INET6, socket.SOCK_DGRAM, 0)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARKER_MARK)
                 self._marker_sock = sock
-            self._marker_sock.sendto(b"DMANCHOR-END" + prefix.network.to_bytes(16, "big"),
+            self._marker_sock.sendto(self.markers.payload(prefix, now),
                                      (str(prefix.address), MARKER_PORT))
             self._counters["end-marker-sent"] += 1
         except OSError as exc:

@@ -78,13 +78,14 @@ class Emulation:
 
     def __init__(self, sc: Scenario, workdir: Path, log_level: str = "info",
                  progress: Callable[[str], None] | None = None,
-                 l2_trigger: bool = True) -> None:
+                 l2_trigger: bool = True, signed: bool = True) -> None:
         """``l2_trigger``: before a move, the old router's L2 announces the
         link going down (a predictive hint, RFC 5184 style); without it the
-        router learns of the departure only from the link itself."""
+        router learns of the departure only from the link itself.
+        ``signed``: every node signs with its own key (else all insecure)."""
         self.sc = sc
         self.l2_trigger = l2_trigger
-        self.plan: Plan = make_plan(sc)
+        self.plan: Plan = make_plan(sc, signed)
         self.workdir = workdir
         self.log_level = log_level
         self.progress = progress or (lambda _: None)

@@ -41,11 +41,12 @@ def _progress(text: str) -> None:
 
 
 def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
-        quiet: bool = False, l2_trigger: bool = True) -> Report:
+        quiet: bool = False, l2_trigger: bool = True, signed: bool = True) -> Report:
     """Run ``sc``; keep node logs, traces and report.json in ``out`` if given.
 
     ``l2_trigger``: moves are announced by the old router's L2 before the
     link goes (predictive); without, routers learn them from the links.
+    ``signed``: every node signs (as deployed); else all run insecure.
     """
     from .emulator import Emulation
 
@@ -53,14 +54,14 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return Emulation(sc, workdir, log_level, None if quiet else _progress,
-                         l2_trigger).run()
+                         l2_trigger, signed).run()
     finally:
         if out is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
-         log_level: str = "info", l2_trigger: bool = True) -> int:
+         log_level: str = "info", l2_trigger: bool = True, signed: bool = True) -> int:
     """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
     try:
         sc = find(target)
@@ -68,7 +69,7 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
         print(f"dmanchor run: {exc}", file=sys.stderr)
         return 2
     if plan_only:
-        plan = make_plan(sc)
+        plan = make_plan(sc, signed)
         for name, np in plan.nodes.items():
             print(f"# {name} ({np.spec.kind})")
             for i in np.ifaces:
@@ -88,7 +89,8 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
             return 1
     print(f"dmanchor run {sc.name} - {sc.title}, on real kernels", file=sys.stderr)
     try:
-        report = run(sc, Path(out) if out else None, log_level, l2_trigger=l2_trigger)
+        report = run(sc, Path(out) if out else None, log_level, l2_trigger=l2_trigger,
+                     signed=signed)
     except KeyboardInterrupt:
         print("dmanchor run: interrupted; everything it built was removed", file=sys.stderr)
         return 130
