@@ -106,6 +106,11 @@ def _selects(want: FlowFilter, flow: FlowFilter) -> bool:
     return want.matches(flow.src.network, flow.dst.network, flow.proto, flow.sport, flow.dport)
 
 
+MAX_OFFSETS = 65536
+"""Flows whose counters moved in from other anchors (FM:2) are kept at most:
+peers choose how many they send."""
+
+
 class Charging:
     """The charged flows of one namespace: kernel counters plus moved-in offsets."""
 
@@ -113,6 +118,8 @@ class Charging:
         """``netns``: namespace name (``ip netns``), None for the current one."""
         self.netns = netns
         self._offsets: dict[FlowFilter, FlowUsage] = {}
+        self.offsets_refused = 0
+        """FM:2 counters moved in for flows beyond :data:`MAX_OFFSETS`."""
         self.ready = False
 
     def start(self, links: Sequence[str]) -> None:
@@ -199,8 +206,14 @@ class Charging:
         return FlowUsage(*total)
 
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
-        """Add usage moved in from another anchor to ``flow``'s offset."""
-        have = self._offsets.get(flow, FlowUsage())
+        """Add usage moved in from another anchor to ``flow``'s offset
+        (at most :data:`MAX_OFFSETS` flows; more are counted, not kept)."""
+        have = self._offsets.get(flow)
+        if have is None:
+            if len(self._offsets) >= MAX_OFFSETS:
+                self.offsets_refused += 1
+                return
+            have = FlowUsage()
         self._offsets[flow] = FlowUsage(*(a + b for a, b in zip(have, moved, strict=True)))
 
     def _run(self, argv: list[str], stdin: str | None = None) -> str:

@@ -638,6 +638,8 @@ class LinuxDataPlane:
     def counters(self) -> Mapping[str, int]:
         out = dict(self._counters)
         out.update(self.sources.counters())
+        if self.charging.offsets_refused:
+            out["charging-offsets-refused"] = self.charging.offsets_refused
         if self._tun is not None:
             out["buffer-overflow"] = (self.nl.link_tx_dropped(self._ifindex(TUN_DEVICE))
                                       + out.pop("buffer-overflow-held", 0))
