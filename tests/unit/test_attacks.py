@@ -9,6 +9,7 @@ refused and counted by reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address as A
 
@@ -220,20 +221,25 @@ def test_a_captured_message_is_refused_from_anywhere_else_and_at_any_other_node(
     assert w.ctrl.endpoint.stats.drops["bad-mac"] == len(captured)
 
 
+def endpoints(**roles: Role) -> Callable[[str], Endpoint]:
+    """Signed endpoints for nodes named with their role, each its own key."""
+    keys = {name: Key(k, bytes([k]) * 32, name, frozenset({role}))
+            for k, (name, role) in enumerate(roles.items(), start=1)}
+
+    def endpoint(name: str) -> Endpoint:
+        return Endpoint(security=Security(tuple(keys.values()), send_key_id=keys[name].key_id,
+                                          require_auth=True))
+    return endpoint
+
+
 def test_pool_origin_is_trusted_only_from_members() -> None:
     # A non-member's update naming another node as ORIGIN is judged on its
     # own key: it may not update the prefix that node is authorized for.
-    keys = {"lms": Key(1, b"1" * 32, "lms", frozenset({Role.LMS})),
-            "ar1": Key(2, b"2" * 32, "ar1", frozenset({Role.ANCHOR})),
-            "ar2": Key(3, b"3" * 32, "ar2", frozenset({Role.ANCHOR}))}
-
-    def sec(name: str) -> Security:
-        return Security(tuple(keys.values()), send_key_id=keys[name].key_id, require_auth=True)
+    ep = endpoints(lms=Role.LMS, ar1=Role.ANCHOR, ar2=Role.ANCHOR)
     net = VirtualNetwork(seed=1)
-    lms = LmsCore(LmsSettings("lms", authorization={"ar1": (HNP1,), "ar2": ()}),
-                  Endpoint(security=sec("lms")))
+    lms = LmsCore(LmsSettings("lms", authorization={"ar1": (HNP1,), "ar2": ()}), ep("lms"))
     net.add(LMS, lms)
-    evil = Collector(Endpoint(security=sec("ar2")))
+    evil = Collector(ep("ar2"))
     net.add(EVIL, evil)
     evil.ep.request(m.LocationUpdate(HNP1, THIRD_SID, 600, origin="ar1"), LMS, net.now)
     net.poll(EVIL)
@@ -300,23 +306,18 @@ def test_a_peer_cannot_ask_for_a_bigger_or_longer_hold_than_configured(sc: Scene
 
 
 def test_lmp_believes_only_its_lms_and_caches_for_a_bounded_time() -> None:
-    keys = {"lms": Key(1, b"1" * 32, "lms", frozenset({Role.LMS})),
-            "lmp": Key(2, b"2" * 32, "lmp", frozenset({Role.LMP})),
-            "evil": Key(3, b"3" * 32, "evil", frozenset({Role.LMS}))}
-
-    def sec(name: str) -> Security:
-        return Security(tuple(keys.values()), send_key_id=keys[name].key_id, require_auth=True)
+    ep = endpoints(lms=Role.LMS, lmp=Role.LMP, evil=Role.LMS)
     net = VirtualNetwork(seed=1)
     lmp_at: Addr = ("fc00::e", 5400)
-    lmp = LmpCore([LMS], Endpoint(security=sec("lmp")), max_cache_age=30)
+    lmp = LmpCore([LMS], ep("lmp"), max_cache_age=30)
     net.add(lmp_at, lmp)
-    evil = Collector(Endpoint(security=sec("evil")))  # an LMs key, not its LMs
+    evil = Collector(ep("evil"))  # an LMs key, not its LMs
     net.add(EVIL, evil)
     evil.ep.request(m.LocationInform(HNP1, THIRD_SID, 4_294_967_295), lmp_at, net.now)
     net.poll(EVIL)
     net.run_for(1)
     assert refused(evil) == [Cause.NOT_AUTHORIZED] and HNP1 not in lmp.cache
-    lms = Collector(Endpoint(security=sec("lms")))
+    lms = Collector(ep("lms"))
     net.add(LMS, lms)
     lms.ep.request(m.LocationInform(HNP1, A("fc00::1:0"), 4_294_967_295), lmp_at, net.now)
     net.poll(LMS)
