@@ -43,6 +43,7 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
 from ..wire.types import Prefix
+from . import attacks
 from .model import Scenario, Step
 from .plan import GATEWAY_LL, GATEWAY_MAC, Plan, make_plan, mn_link_address, pd_duid
 from .report import FlowResult, MoveRecord, Report, build_report
@@ -294,6 +295,8 @@ class Emulation:
         elif step.action == "restart":
             self.progress(f"fault: {a['node']}'s node process restarted")
             self.procs.restart(a["node"], a["node"])
+        elif step.action == "attack":
+            self.progress(attacks.send(self.lab, self.plan, a, self.flows[a["flow"]].prefix))
         elif step.action == "cut":
             self.progress(f"fault: link {a['a']}-{a['b']} cut")
             for x, y in ((a["a"], a["b"]), (a["b"], a["a"])):

@@ -116,7 +116,8 @@ class Step:
 
     at: float
     action: str
-    """``attach``, ``move``, ``flow``, ``close``, ``kill``, ``restart``, ``cut`` or
+    """``attach``, ``move``, ``flow``, ``close``, ``kill``, ``restart``, ``cut``,
+    ``attack`` (a host sends one forged message: :mod:`.attacks`) or
     ``check`` (``route``: ``node`` forwards ``flow``'s address towards node
     ``towards``, or with ``uplink: true`` what the MN sends from that address
     (a reverse tunnel); ``reverted``: within the scenario's timeout no router nor
@@ -307,7 +308,7 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
     return conv
 
 
-ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "check")
+ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "attack", "check")
 CHECKS = ("route", "reverted", "counter", "messages")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
@@ -499,6 +500,9 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
                 if n not in nodes:
                     raise doc.error(("timeline", i, action, end), f"no node {n!r}")
             steps.append(Step(at, action, {"a": a, "b": b}, line))
+        elif action == "attack":
+            steps.append(Step(at, action, _attack(doc, args, ("timeline", i, action), nodes,
+                                                  flows), line))
         else:  # check
             kind = [k for k in args.value if k in CHECKS]
             if len(kind) != 1 or len(args.value) != 1:
@@ -542,6 +546,9 @@ def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dic
         if name == "signalling":
             # At most this many messages of each type, all nodes together.
             out["signalling"] = {k: int(f.get(k, lambda v: int(_num(v)))) for k in value}
+        elif name == "security":
+            # Exactly these SM drops and policy refusals ("node reason": n).
+            out["security"] = {k: int(f.get(k, lambda v: int(_num(v)))) for k in value}
         elif name not in flows:
             raise doc.error(("expect", name), f"no flow {name!r} in the timeline")
         else:
@@ -560,6 +567,31 @@ def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dic
             out[name] = e
         f.finish()
     table.finish()
+    return out
+
+
+def _attack(doc: _Doc, args: _Table, path: PathKey, nodes: dict[str, NodeSpec],
+            flows: dict[str, FlowSpec]) -> dict[str, Any]:
+    """An ``attack`` step's arguments, checked."""
+    from .attacks import ATTACKS  # the builders need the plan, which needs this module
+
+    out = {"from": args.get("from", _str, required=True),
+           "to": args.get("to", _str, required=True),
+           "send": args.get("send", _one_of(*ATTACKS), required=True),
+           "flow": args.get("flow", _str, required=True),
+           "via": args.get("via", _str, required=True),
+           "key": args.get("key", _str, "none")}
+    if nodes.get(out["from"]) is None or nodes[out["from"]].kind != "host":
+        raise doc.error((*path, "from"), f"{out['from']!r} is not a host")
+    for field_ in ("to", "via"):
+        if nodes.get(out[field_]) is None or nodes[out[field_]].kind != "router":
+            raise doc.error((*path, field_), f"{out[field_]!r} is not a router")
+    if out["key"] != "none" and out["key"] not in nodes:
+        raise doc.error((*path, "key"), f"'none' or a node whose key is stolen, "
+                                        f"not {out['key']!r}")
+    if out["flow"] not in flows:
+        raise doc.error((*path, "flow"), f"no flow {out['flow']!r} yet")
+    args.finish()
     return out
 
 
