@@ -556,3 +556,25 @@ def test_only_a_signed_end_marker_lifts_a_hold(lab: Lab) -> None:
         assert E(K.BUFFER, HNP1) not in ar1.entries()
     finally:
         cn.close()
+
+
+def test_held_bytes_are_capped_node_wide(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hold has a packet limit; all holds together also a byte limit
+    (issue 15 item 4: a hold is memory, and peers ask for holds)."""
+    import time
+
+    import dmanchor.dataplane.linux as linux
+
+    monkeypatch.setattr(linux, "MAX_HELD_BYTES", 100 * 52)  # 100 probe packets (48 + 4 bytes)
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    ar1.apply([E(K.BUFFER, HNP1)], [], time.monotonic(),
+              {HNP1: BufferSpec(limit=10_000, timeout=60.0)})
+    tx = Sender(lab, IP1, 7400, rate=10_000, seconds=0.03)
+    tx.start()
+    tx.join(10)
+    wait_until(lambda: ar1.buffered(HNP1) + ar1.counters().get("buffer-overflow-bytes", 0)
+               >= tx.sent, 10, lambda: f"{ar1.buffered(HNP1)} held, {ar1.counters()}")
+    assert ar1.buffered(HNP1) <= 100
+    assert ar1.counters()["buffer-overflow-bytes"] >= tx.sent - 100

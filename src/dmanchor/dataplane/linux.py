@@ -89,6 +89,10 @@ here the moment the MN's radio goes (carrier lost), before any agent has
 reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
 MARKER_LIMIT = 64
 """Most re-routed prefixes in one batch that get end markers (see _marker_paths)."""
+MAX_HELD_BYTES = 256 << 20
+"""Bytes of held packets the node keeps in user space at most, all holds
+together (each hold also has its own packet limit); more are dropped and
+counted as ``buffer-overflow-bytes``."""
 ORPHAN_LIMIT = 10_000
 """Packets the hold device may keep for prefixes no hold has claimed yet."""
 RING_CAP = 200_000
@@ -141,6 +145,7 @@ class LinuxDataPlane:
         self._orphans = 0  # held packets no hold claimed (see STANDBY_METRIC)
         self._holds: dict[Prefix, _Hold] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
+        self._held_bytes = 0
         self._held_count: Counter[Prefix] = Counter()
         self._counters: Counter[str] = Counter()
         self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
@@ -303,6 +308,9 @@ class LinuxDataPlane:
             for prefix, hold in list(self._holds.items()):
                 if hold.spec.release_on_timeout and prefix.contains(dst):
                     self._held.remove(m)
+                    self._held_bytes -= len(m)
+                    if self._held_count[prefix]:
+                        self._held_count[prefix] -= 1  # a marker is not traffic
                     forged = self.markers.check(m, prefix, now)
                     if forged is not None:
                         # Not from a router of ours: the hold stays until
@@ -341,6 +349,7 @@ class LinuxDataPlane:
             else:
                 keep.append(pkt)
         self._held = keep
+        self._held_bytes = sum(len(p) for p in keep)
 
     def _marker_paths(self, add: Sequence[ForwardingEntry],
                       delete: Sequence[ForwardingEntry] = ()) -> list[tuple[Prefix, KernelRoute]]:
@@ -427,6 +436,11 @@ class LinuxDataPlane:
                 # The device's own multicast (MLD, RS): never held traffic.
                 self._counters["hold-device-multicast"] += 1
                 continue
+            if self._held_bytes + len(pkt) > MAX_HELD_BYTES:
+                # Node-wide: the holds' packet limits together may promise
+                # more memory than the node has.
+                self._counters["buffer-overflow-bytes"] += 1
+                continue
             prefix = next((p for p in self._holds if p.contains(dst)), None)
             if prefix is not None:
                 if self._held_count[prefix] >= self._holds[prefix].spec.limit:
@@ -442,6 +456,7 @@ class LinuxDataPlane:
                 self._orphans += 1
                 self._counters["standby-caught"] += 1
             self._held.append(pkt)
+            self._held_bytes += len(pkt)
 
     def _take(self, prefix: Prefix) -> list[bytes]:
         """Remove and return, in arrival order, the held packets of ``prefix``."""
@@ -449,6 +464,7 @@ class LinuxDataPlane:
         mine = [p for p in self._held if prefix.contains(destination(p))]
         if mine:
             self._held = [p for p in self._held if not prefix.contains(destination(p))]
+            self._held_bytes -= sum(len(p) for p in mine)
         self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
         return mine
 
