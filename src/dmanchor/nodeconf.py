@@ -161,6 +161,14 @@ def _optional_endpoint(f: Fields, name: str) -> Addr | None:
     return f.get(name, as_endpoint, required=True) if name in f.table else None
 
 
+def _host_based(a: Fields) -> dict[str, str]:
+    """``host_based``: a list of MN-IDs, or a table MN-ID -> its agent's node id."""
+    if isinstance(a.table.get("host_based"), dict):
+        t = a.sub("host_based")
+        return {mn.lower(): t.get(mn, as_str, required=True) for mn in list(t.table)}
+    return dict.fromkeys((x.lower() for x in a.get_list("host_based", as_str)), "")
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config; errors name the file and field."""
     doc = load_file(path)
@@ -225,7 +233,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
             pd="pd" in a.table,
             flow_idle=float(udp_idle if udp_idle is not None else 30),
-            host_based=frozenset(x.lower() for x in a.get_list("host_based", as_str)),
+            host_based=_host_based(a),
             agents=agents,
         ))
         if "pd" in a.table:

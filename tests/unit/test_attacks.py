@@ -125,11 +125,26 @@ def test_mn_agent_key_cannot_install_a_default_tunnel(sc: Scene) -> None:
     evil = attacker(w, w.keys["mn"])
     attack(w, evil, m.BufferReady(Prefix.parse("::/0"), THIRD_SID), AR1)
     attack(w, evil, m.BufferReady(Prefix.parse("2001:db8:2:1::/64"), THIRD_SID), AR1, 0.35)
+    # HNP1 is ar1's, but its MN runs no agent bound to this key.
+    attack(w, evil, m.BufferReady(HNP1, THIRD_SID), AR1, 0.4)
     w.net.run(until=1.5)
     victim_unharmed(sc)
-    assert refused(evil) == [Cause.NOT_AUTHORIZED] * 2
+    assert refused(evil) == [Cause.NOT_AUTHORIZED] * 3
     assert w.ar[1].refused == {"refused:BUFFER_READY:prefix-too-short": 1,
-                               "refused:BUFFER_READY:not-our-prefix": 1}
+                               "refused:BUFFER_READY:not-our-prefix": 1,
+                               "refused:BUFFER_READY:not-its-prefix": 1}
+
+
+def test_a_host_based_mn_s_own_agent_may_claim_its_prefix() -> None:
+    # Fig 2a: the MN's own agent (its key bound to its MN-ID) sends FM:6-2
+    # for the prefix the anchor gave it: believed (another MN's: see above).
+    w = world("tunnel", signed=True, host_based={"mn": "mn"})
+    agent = attacker(w, w.keys["mn"])
+    coa = A("2001:db8:2:1::5")
+    attack(w, agent, m.BufferReady(HNP1, coa), AR1, 0.2)
+    w.net.run(until=0.5)
+    assert not w.ar[1].refused
+    assert ForwardingEntry(EntryKind.TUNNEL, HNP1, coa) in w.ar[1].dp.entries()
 
 
 def test_another_anchor_may_draw_traffic_only_to_itself(sc: Scene) -> None:

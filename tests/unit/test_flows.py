@@ -190,7 +190,7 @@ def test_a_host_based_mn_keeps_its_own_sessions() -> None:
     of its flows (a router it moves to would keep them otherwise)."""
     w = world("tunnel")
     ar1 = w.ar[1]
-    ar1.s = replace(ar1.s, host_based=frozenset({"mn"}))
+    ar1.s = replace(ar1.s, host_based={"mn": "mn"})
     ar1.conn_events(_ev(Change.NEW), 0.2)
     assert ar1.flows.open == {}
 

@@ -111,6 +111,9 @@ class AnchorAgentCore(ServiceCore):
         self.dp: DataPlane = fib
         self.stats = AnchorStats()
         self.attached: dict[str, Attached] = {}
+        # Own prefix -> node id of the agent of the host-based MN it was
+        # given to (bounded by the configured host-based MNs' prefixes).
+        self._agent_of_prefix: dict[Prefix, str] = {}
         self.visiting: dict[Prefix, Visiting] = {}
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
@@ -243,9 +246,12 @@ class AnchorAgentCore(ServiceCore):
             else:
                 add.extend(here)
         self._apply_new(add, now, holds)
+        agent = self.s.host_based.get(mn)
         for p in own:
             if p not in returning:
                 self._step(p, PrefixEvent.GIVEN)
+            if agent:
+                self._agent_of_prefix[p] = agent
         for p in foreign:
             self._step(p, PrefixEvent.KEPT)
         self._delegate(own, True)
@@ -821,10 +827,11 @@ class AnchorAgentCore(ServiceCore):
         only draw a prefix's packets to itself: the target is its own DPA or
         flush SID (whose agent is the sender) - a switch below takes over a
         prefix this point never saw (4.2.3), so the prefix itself cannot be
-        judged here.  An MN's agent names its care-of address, for this
-        point's own prefixes only.  No one but the controller names a prefix
-        shorter than :data:`MIN_MOBILE_PREFIX`: that would carry whole
-        networks, not one MN's traffic.
+        judged here.  An MN's agent names its care-of address, only for a
+        prefix this point gave its MN (``host_based`` binds MN-IDs to
+        agents).  No one but the controller names a prefix shorter than
+        :data:`MIN_MOBILE_PREFIX`: that would carry whole networks, not one
+        MN's traffic.
         """
         if ev.sender is None or Role.CONTROLLER in ev.roles:
             return None
@@ -835,9 +842,11 @@ class AnchorAgentCore(ServiceCore):
             if not same_address(self._agent_of(msg.dpa_address), ev.source):
                 return "refused:BUFFER_READY:not-its-address"
             return None
-        if any(o.covers(prefix) for o in self.s.prefixes):
-            return None
-        return "refused:BUFFER_READY:not-our-prefix"
+        if not any(o.covers(prefix) for o in self.s.prefixes):
+            return "refused:BUFFER_READY:not-our-prefix"
+        if self._agent_of_prefix.get(prefix) != ev.sender:
+            return "refused:BUFFER_READY:not-its-prefix"  # another MN's
+        return None
 
     def _agent_of(self, sid: IPv6Address) -> Addr:
         """The agent serving a DPA address or its flush SID (DPA + 1).

@@ -250,10 +250,11 @@ class AnchorSettings:
     """Seconds without a charged packet after which a flow conntrack cannot
     judge here has ended (one seen one way, or not at all: its packets come
     decapsulated); the routers' UDP timeout."""
-    host_based: frozenset[str] = frozenset()
-    """MN-IDs (link-layer addresses) of MNs running their own mobility agent
-    (Fig 2a/2b): the network keeps none of their prefixes for them, so their
-    flows are not reported to the LMs."""
+    host_based: Mapping[str, str] = field(default_factory=dict)
+    """MN-ID (link-layer address) -> node id of its own mobility agent, for
+    MNs running one (Fig 2a/2b; "" if not said): the network keeps none of
+    their prefixes for them, so their flows are not reported to the LMs; and
+    an agent's FM:6-2 is believed only for prefixes given to its MN-ID."""
     agents: Mapping[IPv6Address, Addr] = field(default_factory=dict)
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA

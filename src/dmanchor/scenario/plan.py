@@ -342,8 +342,9 @@ def _config(plan: Plan, name: str) -> str:
                 # where the network does not serve them (no reverse tunnel),
                 # and keeps its sessions itself.
                 lines.append("source_validation = false")
-                lines.append("host_based = [" + ", ".join(
-                    f'"{mn_link_address(sc, m)}"' for m in hosted) + "]")
+                # MN-ID -> its agent's node id (whose key signs its FM:6-2).
+                lines.append("host_based = {" + ", ".join(
+                    f'"{mn_link_address(sc, m)}" = "{m}"' for m in hosted) + "}")
             # A UDP flow ends when idle past this (the kernel's conntrack
             # timeout), swept for twice a second: scenario flows are short.
             lines += [f"udp_idle = {UDP_IDLE}", "flow_sweep = 0.5"]
