@@ -306,6 +306,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
             watch=c.get_list("watch", as_prefix),
             routers=c.get_list("routers", router),
             dead_after=c.get("dead_after", as_float, 1.5),
+            max_registered=c.get("max_registered", as_int, 100_000),
+            max_dataplanes=c.get("max_dataplanes", as_int, 10_000),
             dpn_parent={as_address(k): dp_f.get(k, as_address, required=True)
                         for k in list(dp_f.table)},
         ))

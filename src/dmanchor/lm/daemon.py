@@ -11,6 +11,8 @@ Config (TOML or YAML)::
     primary = ["2001:db8:1::/48"]           # prefixes this member is primary for
     peers = ["[::1]:5401"]     # pool members to join
     max_lifetime = 86400
+    max_subscriptions = 100000 # (prefix, subscriber) pairs; beyond: RESOURCE_EXHAUSTED
+    max_subscription_lifetime = 3600
     heartbeat_interval = 1.0
     dead_after = 3.5
     log_level = "info"
@@ -19,6 +21,9 @@ Config (TOML or YAML)::
     node_id = "lmp-1"
     listen = "[::1]:5410"
     upstream = ["[::1]:5400", "[::1]:5401"]
+    max_cache = 100000         # bindings cached at most (oldest evicted)
+    max_cache_age = 60.0       # seconds one is served from the cache, at most
+    max_subscriptions = 100000
 
     [security]                 # optional, see dmanchor.config.read_security
 
@@ -81,6 +86,11 @@ class LmDaemonConfig:
     """SQLite synchronous mode."""
     upstream: tuple[Addr, ...] = ()
     """LMs servers (kind lmp)."""
+    lmp_cache: tuple[int, float] = (100_000, 60.0)
+    """Kind lmp: bindings cached at most, and the longest one is served
+    from the cache, seconds (``max_cache``, ``max_cache_age``)."""
+    lmp_max_subscriptions: int = 100_000
+    """Kind lmp: (prefix, client) subscription pairs held at most."""
     log_level: str = "info"
     """Python logging level name."""
 
@@ -110,8 +120,11 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
         upstream = f.get_list("upstream", as_endpoint)
         if not upstream:
             raise ConfigError(f"{path}: field 'lmp.upstream': at least one LMs is required")
+        cache = (f.get("max_cache", as_int, 100_000), f.get("max_cache_age", as_float, 60.0))
+        subs = f.get("max_subscriptions", as_int, 100_000)
         f.finish()
-        return LmDaemonConfig("lmp", listen, sec, upstream=upstream, log_level=level)
+        return LmDaemonConfig("lmp", listen, sec, upstream=upstream, lmp_cache=cache,
+                              lmp_max_subscriptions=subs, log_level=level)
     sync = f.get("synchronous", as_str, "NORMAL").upper()
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"{path}: field 'lms.synchronous': expected NORMAL or FULL")
@@ -125,6 +138,8 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
         max_lifetime=f.get("max_lifetime", as_int, 86400),
         heartbeat_interval=f.get("heartbeat_interval", as_float, 1.0),
         dead_after=f.get("dead_after", as_float, 3.5),
+        max_subscription_lifetime=f.get("max_subscription_lifetime", as_int, 3600),
+        max_subscriptions=f.get("max_subscriptions", as_int, 100_000),
     )
     f.finish()
     return LmDaemonConfig("lms", listen, sec, lms=settings,
@@ -150,7 +165,9 @@ def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | No
     """The core (and store) a config describes."""
     endpoint = Endpoint(security=cfg.security.build())
     if cfg.kind == "lmp":
-        return LmpCore(cfg.upstream, endpoint), None
+        return LmpCore(cfg.upstream, endpoint, max_cache=cfg.lmp_cache[0],
+                       max_cache_age=cfg.lmp_cache[1],
+                       max_subscriptions=cfg.lmp_max_subscriptions), None
     assert cfg.lms is not None
     store: Store = (SqliteStore(cfg.state_dir, cfg.synchronous)
                     if cfg.state_dir else MemoryStore())
