@@ -178,5 +178,6 @@ def stats(core: object) -> dict[str, Any]:
         "received": {t.name: n for t, n in st.received.items()},
         "drops": dict(st.drops),
         "refused": dict(core.refused) if isinstance(core, ServiceCore) else {},
+        "failed": dict(core.failed) if isinstance(core, ServiceCore) else {},
         "retransmissions": st.retransmissions,
     }

@@ -15,7 +15,7 @@ from ipaddress import IPv6Address as A
 
 import pytest
 
-from dmanchor.dataplane.api import BufferSpec
+from dmanchor.dataplane.api import BufferSpec, DataPlaneError
 from dmanchor.lm.lmp import LmpCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.lm.subscriptions import Subscriptions
@@ -338,3 +338,20 @@ def test_lmp_believes_only_its_lms_and_caches_for_a_bounded_time() -> None:
     net.poll(LMS)
     net.run_for(1)
     assert lmp.cache[HNP1].expires <= net.now + 30
+
+
+def test_a_data_plane_failure_is_a_negative_reply_not_a_request_left_in_progress(
+        sc: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 16: a handler that met a data-plane error left the request "in
+    # progress": the peer's retransmissions were dropped as duplicates.
+    w = sc.w
+
+    def refuse(*_: object, **__: object) -> None:
+        raise DataPlaneError("RTM_NEWROUTE: No such device")
+    monkeypatch.setattr(w.ar[1].dp, "apply", refuse)
+    peer = attacker(w, w.keys["ctrl"])
+    attack(w, peer, m.BufferReady(HNP1, A("fc00::2:1")), AR1)
+    w.net.run(until=0.5)
+    [nack] = [e for e in peer.events if isinstance(e, NegativeReply)]
+    assert nack.status.code is Cause.INVALID_STATE and "No such device" in nack.status.message
+    assert w.ar[1].failed == {"BUFFER_READY": 1}

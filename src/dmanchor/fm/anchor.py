@@ -38,7 +38,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
-from ..dataplane.api import BufferSpec, DataPlane, FlowUsage
+from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError, FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
 from ..transport.policy import ANCHOR_SENDERS, same_address
 from ..transport.reliable import (
@@ -98,6 +98,7 @@ class AnchorAgentCore(ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
+    FAILURES = (DataPlaneError,)
 
     def __init__(self, settings: AnchorSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:

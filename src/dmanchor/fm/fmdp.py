@@ -108,6 +108,7 @@ class FmDpCore(ServiceCore):
     """A router's FM-DP agent: FM:5-1, FM:6-1, FM:2 in; FM:5-2 out."""
 
     SENDERS = FMDP_SENDERS
+    FAILURES = (DataPlaneError,)
 
     def __init__(self, settings: FmDpSettings, dataplane: DataPlane,
                  endpoint: Endpoint | None = None, now: float = 0.0) -> None:

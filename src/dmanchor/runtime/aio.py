@@ -117,8 +117,8 @@ class UdpDriver:
             return
         bound = self._bound
         assert bound is not None
-        # Drain what is queued, then pump once: fewer sends and timer re-arms
-        # under bursts, and the loop is not starved by one busy socket.
+        # At most a batch per wake-up, so one busy socket does not starve the
+        # loop; each datagram's answers go out before the next is read.
         for _ in range(64):
             try:
                 data, anc, _flags, addr = sock.recvmsg(_MAX_DATAGRAM, _ANC_SPACE)
@@ -137,7 +137,7 @@ class UdpDriver:
             dst = _destination(anc)
             local = (dst, bound[1]) if dst is not None else bound
             self.core.receive_datagram(data, source, time.time(), local)
-        self.pump()
+            self.pump()
 
     def pump(self) -> None:
         """Send what the core has queued and re-arm its timer."""

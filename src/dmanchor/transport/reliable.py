@@ -238,6 +238,11 @@ class Endpoint:
         text = text.encode()[:255].decode(errors="ignore")
         self.reply(event, Error(Status(cause, text), prefix), now)
 
+    def unanswered(self, event: MessageReceived) -> bool:
+        """Whether ``event`` (a request) is still waiting for its answer."""
+        cached = self._cache.get((event.sender or event.source, event.seq))
+        return cached is not None and cached.answer is None
+
     def cancel(self, request_id: int) -> None:
         """Forget a pending request: no retransmission, no event."""
         self._pending.pop(request_id, None)

@@ -23,11 +23,17 @@ class ServiceCore:
 
     SENDERS: ClassVar[Senders] = {}
     """Who may send each request to this function (:mod:`.policy`)."""
+    FAILURES: ClassVar[tuple[type[Exception], ...]] = ()
+    """Errors a handler may meet that are not bugs (a data plane refusing a
+    change): the request is answered INVALID_STATE, not left in progress
+    (where the peer's retransmissions would be dropped as duplicates)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.refused: Counter[str] = Counter()
         """Requests the sender policy refused, by type and reason."""
+        self.failed: Counter[str] = Counter()
+        """Requests whose handling met one of :attr:`FAILURES`, by type."""
         self._timers: list[tuple[float, int, Hashable]] = []
         self._timer_due: dict[Hashable, float] = {}
         self._order = 0
@@ -79,7 +85,14 @@ class ServiceCore:
                 if why is not None:
                     self.refuse(ev, why, now)
                     continue
-            self.on_event(ev, now)
+            try:
+                self.on_event(ev, now)
+            except self.FAILURES as exc:
+                if not isinstance(ev, MessageReceived):
+                    raise
+                self.failed[ev.message.TYPE.name] += 1
+                if ev.expects_reply and ep.unanswered(ev):
+                    ep.reject(ev, Cause.INVALID_STATE, str(exc), now)
 
     def refuse(self, ev: MessageReceived, why: str, now: float) -> None:
         """Refuse a request by policy: NOT_AUTHORIZED, counted, nothing else."""
