@@ -161,6 +161,12 @@ def _optional_endpoint(f: Fields, name: str) -> Addr | None:
     return f.get(name, as_endpoint, required=True) if name in f.table else None
 
 
+def _agent_ids(a: Fields) -> dict[IPv6Address, str]:
+    """``[anchor.agent_ids]``: DPA -> node id of the anchor it belongs to."""
+    t = a.sub("agent_ids")
+    return {as_address(k): t.get(k, as_str, required=True) for k in list(t.table)}
+
+
 def _host_based(a: Fields) -> dict[str, str]:
     """``host_based``: a list of MN-IDs, or a table MN-ID -> its agent's node id."""
     if isinstance(a.table.get("host_based"), dict):
@@ -235,6 +241,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             flow_idle=float(udp_idle if udp_idle is not None else 30),
             host_based=_host_based(a),
             agents=agents,
+            agent_ids=_agent_ids(a),
         ))
         if "pd" in a.table:
             f = a.sub("pd")

@@ -355,3 +355,18 @@ def test_a_data_plane_failure_is_a_negative_reply_not_a_request_left_in_progress
     [nack] = [e for e in peer.events if isinstance(e, NegativeReply)]
     assert nack.status.code is Cause.INVALID_STATE and "No such device" in nack.status.message
     assert w.ar[1].failed == {"BUFFER_READY": 1}
+
+
+def test_the_key_not_the_address_says_whose_sid_a_buffer_ready_names() -> None:
+    # With agent_ids the anchor judges the named DPA by the signer's key:
+    # ar2's key may name ar2 (from wherever it is sent), never ar3.
+    ids = {A("fc00::2:0"): "ar2", A("fc00::3:0"): "ar3"}
+    w = world("tunnel", n=3, signed=True, agent_ids=ids)
+    evil = attacker(w, w.keys["ar2"])
+    attack(w, evil, m.BufferReady(HNP1, A("fc00::3:1")), AR1, 0.2)
+    w.net.run(until=0.5)
+    assert w.ar[1].refused == {"refused:BUFFER_READY:not-its-address": 1}
+    attack(w, evil, m.BufferReady(HNP1, A("fc00::2:1")), AR1, 0.6)
+    w.net.run(until=0.9)
+    assert w.ar[1].refused == {"refused:BUFFER_READY:not-its-address": 1}
+    assert ForwardingEntry(EntryKind.TUNNEL, HNP1, A("fc00::2:1")) in w.ar[1].dp.entries()

@@ -108,7 +108,8 @@ def keys_of(n: int) -> dict[str, Key]:
 def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
           reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0,
-          signed: bool = False, host_based: dict[str, str] | None = None) -> World:
+          signed: bool = False, host_based: dict[str, str] | None = None,
+          agent_ids: dict[A, str] | None = None) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -159,7 +160,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=Mode(mode), lifetime=lifetime,
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
             reverse_tunnel=reverse_tunnel, pd=pd, flow_idle=flow_idle,
-            host_based=host_based or {},
+            host_based=host_based or {}, agent_ids=agent_ids or {},
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"], ep(f"ar{i}"))
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)

@@ -826,9 +826,10 @@ class AnchorAgentCore(ServiceCore):
 
         The controller moves anchoring between any anchors.  An anchor may
         only draw a prefix's packets to itself: the target is its own DPA or
-        flush SID (whose agent is the sender) - a switch below takes over a
-        prefix this point never saw (4.2.3), so the prefix itself cannot be
-        judged here.  An MN's agent names its care-of address, only for a
+        flush SID (``agent_ids`` names the node owning each DPA; for one not
+        listed, the agent's endpoint must be the sender's).  A switch below
+        takes over a prefix this point never saw (4.2.3), so the prefix
+        itself cannot be judged here.  An MN's agent names its care-of address, only for a
         prefix this point gave its MN (``host_based`` binds MN-IDs to
         agents).  No one but the controller names a prefix shorter than
         :data:`MIN_MOBILE_PREFIX`: that would carry whole networks, not one
@@ -840,9 +841,11 @@ class AnchorAgentCore(ServiceCore):
         if prefix.length < MIN_MOBILE_PREFIX:
             return "refused:BUFFER_READY:prefix-too-short"
         if Role.ANCHOR in ev.roles:
-            if not same_address(self._agent_of(msg.dpa_address), ev.source):
-                return "refused:BUFFER_READY:not-its-address"
-            return None
+            sid = msg.dpa_address
+            owner = self.s.agent_ids.get(sid - 1 if int(sid) & 1 else sid)
+            mine = (owner == ev.sender if owner is not None
+                    else same_address(self._agent_of(sid), ev.source))
+            return None if mine else "refused:BUFFER_READY:not-its-address"
         if not any(o.covers(prefix) for o in self.s.prefixes):
             return "refused:BUFFER_READY:not-our-prefix"
         if self._agent_of_prefix.get(prefix) != ev.sender:

@@ -259,6 +259,10 @@ class AnchorSettings:
     """DPA address -> signalling endpoint of the agent serving it.  Peers not
     listed are assumed to listen on their DPA address (co-located CPA/DPA
     with the agent bound there, as in the simulator)."""
+    agent_ids: Mapping[IPv6Address, str] = field(default_factory=dict)
+    """DPA address -> node id of the anchor it belongs to: a signed FM:6-2
+    naming that DPA (or its flush SID) is believed only from that node's key.
+    DPAs not listed: only from the agent's endpoint (:attr:`agents`)."""
 
     @property
     def flush_sid(self) -> IPv6Address:

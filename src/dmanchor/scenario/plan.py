@@ -365,6 +365,9 @@ def _config(plan: Plan, name: str) -> str:
         for other in anchors:
             if other.spec.name != name:
                 lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
+        lines.append("[anchor.agent_ids]")  # whose key may name each DPA (FM:6-2)
+        lines += [f'"{other.dpa}" = "{other.spec.name}"' for other in anchors
+                  if other.spec.name != name]
         lines.append("")
     return "\n".join(lines + _security(plan, name))
 
