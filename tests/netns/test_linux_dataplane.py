@@ -558,14 +558,17 @@ def test_only_a_signed_end_marker_lifts_a_hold(lab: Lab) -> None:
         cn.close()
 
 
-def test_held_bytes_are_capped_node_wide(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each hold has a packet limit; all holds together also a byte limit
-    (issue 15 item 4: a hold is memory, and peers ask for holds)."""
+@pytest.mark.parametrize("cap", ["MAX_HELD_BYTES", "MAX_HOLD_BYTES"])
+def test_held_bytes_are_capped_per_hold_and_node_wide(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, cap: str) -> None:
+    """Each hold has a packet limit, and a byte limit; all holds together
+    also a byte limit (issue 15 item 4: a hold is memory, and peers ask
+    for holds)."""
     import time
 
     import dmanchor.dataplane.linux as linux
 
-    monkeypatch.setattr(linux, "MAX_HELD_BYTES", 100 * 52)  # 100 probe packets (48 + 4 bytes)
+    monkeypatch.setattr(linux, cap, 100 * 52)  # 100 probe packets (48 + 4 bytes)
     dps = flat(lab)
     ar1 = dps["ar1"]
     ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)

@@ -370,3 +370,14 @@ def test_the_key_not_the_address_says_whose_sid_a_buffer_ready_names() -> None:
     w.net.run(until=0.9)
     assert w.ar[1].refused == {"refused:BUFFER_READY:not-its-address": 1}
     assert ForwardingEntry(EntryKind.TUNNEL, HNP1, A("fc00::2:1")) in w.ar[1].dp.entries()
+
+
+def test_a_data_plane_long_silent_is_forgotten(sc: Scene) -> None:
+    # The FM:5-2 table holds data planes still heard: one silent for ten
+    # minutes is forgotten (a forged or departed node does not stay for ever).
+    w = sc.w
+    w.ctrl.status["ghost"] = (w.net.now, True, 0)
+    w.net.run(until=w.net.now + 700)
+    assert "ghost" not in w.ctrl.status and "ghost" not in w.ctrl.down
+    assert w.ctrl.counters["dataplane-forgotten"] == 1
+    assert "r" in w.ctrl.status and "r" not in w.ctrl.down  # still reporting

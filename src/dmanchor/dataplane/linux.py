@@ -91,8 +91,10 @@ MARKER_LIMIT = 64
 """Most re-routed prefixes in one batch that get end markers (see _marker_paths)."""
 MAX_HELD_BYTES = 256 << 20
 """Bytes of held packets the node keeps in user space at most, all holds
-together (each hold also has its own packet limit); more are dropped and
-counted as ``buffer-overflow-bytes``."""
+together; more are dropped and counted as ``buffer-overflow-bytes``."""
+MAX_HOLD_BYTES = 64 << 20
+"""Bytes one hold keeps at most (besides its packet limit); more are
+dropped and counted as ``buffer-overflow-bytes``."""
 ORPHAN_LIMIT = 10_000
 """Packets the hold device may keep for prefixes no hold has claimed yet."""
 RING_CAP = 200_000
@@ -147,6 +149,7 @@ class LinuxDataPlane:
         self._held: list[bytes] = []  # read from the ring, not yet released
         self._held_bytes = 0
         self._held_count: Counter[Prefix] = Counter()
+        self._held_bytes_of: Counter[Prefix] = Counter()
         self._counters: Counter[str] = Counter()
         self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
             None = None
@@ -311,6 +314,7 @@ class LinuxDataPlane:
                     self._held_bytes -= len(m)
                     if self._held_count[prefix]:
                         self._held_count[prefix] -= 1  # a marker is not traffic
+                        self._held_bytes_of[prefix] -= len(m)
                     forged = self.markers.check(m, prefix, now)
                     if forged is not None:
                         # Not from a router of ours: the hold stays until
@@ -446,7 +450,11 @@ class LinuxDataPlane:
                 if self._held_count[prefix] >= self._holds[prefix].spec.limit:
                     self._counters["buffer-overflow-held"] += 1
                     continue
+                if self._held_bytes_of[prefix] + len(pkt) > MAX_HOLD_BYTES:
+                    self._counters["buffer-overflow-bytes"] += 1
+                    continue
                 self._held_count[prefix] += 1
+                self._held_bytes_of[prefix] += len(pkt)
             else:
                 # Caught by a standby route (the radio just went): kept for
                 # the hold the agent is about to install, within a bound.
@@ -466,6 +474,7 @@ class LinuxDataPlane:
             self._held = [p for p in self._held if not prefix.contains(destination(p))]
             self._held_bytes -= sum(len(p) for p in mine)
         self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
+        self._held_bytes_of.pop(prefix, None)
         return mine
 
     def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry], cause: str) -> None:

@@ -40,6 +40,9 @@ from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, EntryKind, ForwardingEntry, Prefix
 
+STATUS_EXPIRY = 600.0
+"""Seconds after which a silent FM-DP is forgotten (it was down long since)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RouterControl:
@@ -230,8 +233,15 @@ class ControllerCore(ServiceCore):
                 m.Subscribe(self.s.watch, self.s.subscription_lifetime), self.s.lms, now)
             self.set_timer("subscribe", now + self.s.subscription_lifetime / 2)
         elif name == "liveness":
-            for node, (seen, _, _) in self.status.items():
-                if node not in self.down and now - seen > self.s.dead_after:
+            forget = max(STATUS_EXPIRY, 10 * self.s.dead_after)
+            for node, (seen, _, _) in list(self.status.items()):
+                if now - seen > forget:
+                    # Long down: forgotten (it is reported again if it comes
+                    # back), so the table holds only data planes still heard.
+                    del self.status[node]
+                    self.down.discard(node)
+                    self.counters["dataplane-forgotten"] += 1
+                elif node not in self.down and now - seen > self.s.dead_after:
                     self.down.add(node)
                     self.counters["dataplane-down"] += 1
                     self.events.append(DataPlaneDown(node))
