@@ -25,7 +25,8 @@ Config (TOML or YAML)::
     max_cache_age = 60.0       # seconds one is served from the cache, at most
     max_subscriptions = 100000
 
-    [security]                 # optional, see dmanchor.config.read_security
+    [security]                 # required: send_key + [[security.keys]] (dmanchor keygen),
+                               # or insecure = true; see dmanchor.config.read_security
 
 Prints ``ready HOST PORT`` on stdout once listening; stops cleanly on
 SIGTERM or SIGINT (pending store writes are already durable: each update
