@@ -563,6 +563,17 @@ class Emulation:
                 del st.continuity[f.prefix]
             self.progress(f"flow {name} closed")
 
+    def _at_least(self, count: Callable[[], int], want: int) -> int:
+        """``count()`` once it reaches ``want``, or at the scenario's timeout:
+        a check waits for what it checks (a loaded machine is slower), it
+        does not time it."""
+        deadline = time.monotonic() + self.sc.timeout
+        got = count()
+        while got < want and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = count()
+        return got
+
     def _check(self, a: dict[str, Any]) -> None:
         kind = a["check"]
         if kind == "route":
@@ -578,13 +589,16 @@ class Emulation:
                         f"(it does: {got or 'nowhere'})"] = got in (
                 towards, self.plan.next_hop.get((node, towards)))
         elif kind == "messages":
-            sent = sum(fn.get("sent", {}).get(a["type"], 0) for fn in
-                       command(self._sock(a["node"]), {"cmd": "stats"}).values())
-            self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {sent})"] = \
-                sent >= a["min"]
+            def sent() -> int:
+                return sum(fn.get("sent", {}).get(a["type"], 0) for fn in
+                           command(self._sock(a["node"]), {"cmd": "stats"}).values())
+            n = self._at_least(sent, a["min"])
+            self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {n})"] = \
+                n >= a["min"]
         elif kind == "counter":
-            got = command(self._sock(a["node"]), {"cmd": "counters"}).get(a["name"], 0)
-            self.checks[f"{a['node']} counted {a['name']} >= {a['min']}"] = got >= a["min"]
+            n = self._at_least(lambda: int(command(self._sock(a["node"]), {
+                "cmd": "counters"}).get(a["name"], 0)), a["min"])
+            self.checks[f"{a['node']} counted {a['name']} >= {a['min']}"] = n >= a["min"]
         else:
             f = self.flows[a["flow"]]
             self.progress(f"waiting for {f.prefix} to return home (FM:3-3)")
