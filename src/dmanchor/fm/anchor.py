@@ -842,7 +842,7 @@ class AnchorAgentCore(ServiceCore):
             return "refused:BUFFER_READY:prefix-too-short"
         if Role.ANCHOR in ev.roles:
             sid = msg.dpa_address
-            owner = self.s.agent_ids.get(sid - 1 if int(sid) & 1 else sid)
+            owner = self.s.agent_ids.get(_dpa_of(sid))
             mine = (owner == ev.sender if owner is not None
                     else same_address(self._agent_of(sid), ev.source))
             return None if mine else "refused:BUFFER_READY:not-its-address"
@@ -858,7 +858,7 @@ class AnchorAgentCore(ServiceCore):
         Co-located CPA and DPA (Fig 1a/1b): the agent listens on its DPA
         address; DPA addresses are even, so a flush SID maps back to it.
         """
-        dpa = sid - 1 if int(sid) & 1 else sid
+        dpa = _dpa_of(sid)
         known = self.s.agents.get(dpa)
         return known if known is not None else (str(dpa), self.s.port)
 
@@ -982,3 +982,8 @@ class AnchorAgentCore(ServiceCore):
         buffers = {prefix: spec or self.s.buffer} if any(
             e.kind is EntryKind.BUFFER for e in add) else None
         self.dp.apply(add, delete, now, buffers)
+
+
+def _dpa_of(sid: IPv6Address) -> IPv6Address:
+    """The DPA address a DPA or flush SID (DPA + 1; DPAs are even) belongs to."""
+    return sid - 1 if int(sid) & 1 else sid

@@ -22,6 +22,7 @@ import ipaddress
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 from .codec import Packet, compute_mac, encode
 from .messages import Message
@@ -65,6 +66,7 @@ class Key:
             raise ValueError(f"key {self.key_id}: secret shorter than 16 bytes")
 
 
+@lru_cache(maxsize=4096)  # a node talks to few addresses; parsing is per message
 def receiver_id(addr: tuple[str, int]) -> bytes:
     """The receiver identity a MAC covers: 16 address bytes (IPv4 mapped
     into IPv6) and the 2-byte port, as the sender addressed the datagram."""
