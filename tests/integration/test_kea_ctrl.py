@@ -57,7 +57,7 @@ def test_lease6_update_names_the_prefix_and_the_ia_the_router_holds_it_on(
     assert seen == [{"command": "lease6-update", "arguments": {
         "ip-address": "2001:db8:1:1::", "prefix-len": 64, "type": "IA_PD",
         "duid": "00:03:00:01:02:00:00:00:00:02", "iaid": iaid_for(HNP1),
-        "subnet-id": 7, "valid-lft": 300, "preferred-lft": 200}}]
+        "subnet-id": 7, "valid-lft": 300, "preferred-lft": 200, "force-create": True}}]
 
 
 @pytest.mark.parametrize(("answer", "why"), [

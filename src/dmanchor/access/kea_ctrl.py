@@ -94,9 +94,16 @@ async def _exchange(path: Path, request: bytes) -> Any:
 
 
 async def move_delegation(ctl: KeaControl, prefix: Prefix, duid: bytes) -> None:
-    """Give ``prefix``'s lease to the router with ``duid`` (``lease6-update``)."""
+    """Give ``prefix``'s lease to the router with ``duid`` (``lease6-update``).
+
+    ``force-create``: the previous router releases its delegation once the
+    move is done (after FM:6-2), and on a loaded machine its Release can
+    reach Kea before this command - without it, the update of a lease Kea
+    no longer has fails ("not found") and the prefix stays unleased.
+    """
     await command(ctl, "lease6-update", {
         "ip-address": str(prefix.address), "prefix-len": prefix.length, "type": "IA_PD",
         "duid": ":".join(f"{b:02x}" for b in duid), "iaid": iaid_for(prefix),
         "subnet-id": ctl.subnet_id, "valid-lft": ctl.valid, "preferred-lft": ctl.preferred,
+        "force-create": True,
     })

@@ -593,7 +593,14 @@ class Emulation:
                 return sum(fn.get("sent", {}).get(a["type"], 0) for fn in
                            command(self._sock(a["node"]), {"cmd": "stats"}).values())
             n = self._at_least(sent, a["min"])
-            self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {n})"] = \
+            said = ""
+            if n < a["min"]:
+                # What else the function counted (a failed or skipped send).
+                said = "; " + json.dumps([
+                    fn["counters"] for fn in command(self._sock(a["node"]),
+                                                     {"cmd": "stats"}).values()
+                    if a["type"] in fn.get("sent", {}) and fn.get("counters")])
+            self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {n}{said})"] = \
                 n >= a["min"]
         elif kind == "counter":
             n = self._at_least(lambda: int(command(self._sock(a["node"]), {
