@@ -7,6 +7,7 @@ from ipaddress import IPv6Address as A
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import (
     Cause,
+    DpState,
     EntryKind,
     FlowFilter,
     FlowState,
@@ -50,7 +51,7 @@ EXAMPLES: list[m.Message] = [
     m.DiscoveryAnswer(HNP1, DPA1, CPA, "p-ar"),
     m.ForwardingUpdate(add=ENTRIES, delete=(ForwardingEntry(EntryKind.ANCHOR, HNP1, link="mn0"),)),
     m.ForwardingUpdateAck(4),
-    m.DataPlaneStatus("p-ar", Load(True, 37)),
+    m.DataPlaneStatus("p-ar", Load(True, 37), DpState(2, 1, 9, 120, 0)),
     m.BufferRequest(HNP1, 10000, 500),
     m.BufferAck(HNP1),
     m.BufferReady(HNP1, DPA2),

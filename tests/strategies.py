@@ -11,6 +11,7 @@ from dmanchor.wire.ie import IE
 from dmanchor.wire.messages import REGISTRY, Kind, Message
 from dmanchor.wire.types import (
     Cause,
+    DpState,
     EntryKind,
     FlowFilter,
     FlowState,
@@ -52,6 +53,7 @@ statuses = st.builds(
     st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255),
 )
 loads = st.builds(Load, st.booleans(), st.integers(0, 100))
+dp_states = st.builds(DpState, *(u32 for _ in DpState._fields))
 bindings = st.builds(MnBinding, prefixes(), addresses, u32, u32)
 
 VALUES: dict[IE, st.SearchStrategy[Any]] = {
@@ -64,6 +66,7 @@ VALUES: dict[IE, st.SearchStrategy[Any]] = {
     IE.LIFETIME: u32,
     IE.STATUS: statuses,
     IE.LOAD: loads,
+    IE.DP_STATE: dp_states,
     IE.NODE_ID: names,
     IE.FLOW: flows,
     IE.FLOW_STATE: states,

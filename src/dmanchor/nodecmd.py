@@ -160,6 +160,15 @@ def _stats_cmd(node: Node, doc: dict[str, Any], now: float) -> Any:
     out = {name: stats(driver.core) for name, driver in node.drivers.items()}
     if node.pd is not None:
         out["pd"] = {"counters": dict(node.pd.core.counters)}
+    ctrl = node.controller
+    if ctrl is not None and "controller" in out:
+        # FM:5-2 as last reported by each data plane, and the fallback's counts.
+        out["controller"]["counters"] = dict(ctrl.counters)
+        out["controller"]["dataplanes"] = {
+            name: {"age": round(now - r.seen, 3), "down": name in ctrl.down,
+                   "active": r.load.active, "load": r.load.percent,
+                   "state": r.state._asdict() if r.state is not None else None}
+            for name, r in ctrl.status.items()}
     if node.cfg.kea is not None:
         done = node.events.kea_done
         out["kea"] = {"sent": {"lease6-update": done["lease6-update"]}, "counters": dict(done)}

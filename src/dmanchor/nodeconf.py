@@ -242,6 +242,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             host_based=_host_based(a),
             agents=agents,
             agent_ids=_agent_ids(a),
+            status_interval=a.get("status_interval", as_float, 1.0),
         ))
         if "pd" in a.table:
             f = a.sub("pd")

@@ -277,6 +277,20 @@ def test_fig8_switch_call_flow_for_a_stock_mn() -> None:
         ("ctrl", "ar1", "BUFFER_READY"),       # FM:6-2: AR1 sends what it held
         ("ar1", "ar2", "FLOW_STATE_TRANSFER"),  # FM:2
     ], since=0.5)
+    # FM:6-1: the central FM-CP tells the anchor the MN left (AR1 holds
+    # already, having seen its link go); FM:6-2 waits for its answer and
+    # for the core's.
+    trace.assert_order([
+        ("lms", "ctrl", "LOCATION_INFORM"),
+        ("ctrl", "ar1", "BUFFER_REQUEST", about(HNP1)),
+        ("ar1", "ctrl", "BUFFER_ACK"),
+        ("ctrl", "ar1", "BUFFER_READY"),
+    ], since=0.5)
+    trace.assert_order([
+        ("ctrl", "r", "FORWARDING_UPDATE"),
+        ("r", "ctrl", "FORWARDING_UPDATE_ACK"),
+        ("ctrl", "ar1", "BUFFER_READY"),
+    ], since=0.5)
     assert trace.count("ANCHOR_DISCOVERY", since=0.5) == 0  # internal to the control plane
     rep = report(w.fab, cont)
     assert rep.lost == 0 and rep.duplicates == 0 and rep.reordered == 0, rep

@@ -105,3 +105,31 @@ def test_an_inform_from_anyone_but_the_lms_is_refused() -> None:
     assert w.ar[1].stats.counters["inform-refused"] == 1
     assert "mn" in w.ar[1].attached and w.ar[1].stats.counters["departed"] == 0
     assert report(w.fab, flow).lost == 0
+
+
+def test_the_central_fm_cp_tells_the_old_anchor_to_hold_fm6_1() -> None:
+    """Switch mode, unannounced, and AR1 hears no LM:1-3 (lost on the way):
+    the central FM-CP, which saw the binding move, tells AR1 the MN left
+    (FM:6-1) before it hands the prefix on (FM:6-2) - AR1 holds from then."""
+    from dmanchor.fm.anchor_model import PrefixEvent as Ev
+    from dmanchor.fm.anchor_model import PrefixState as St
+    from dmanchor.runtime.virtual import LinkProfile
+    from tests.unit.test_call_flows import Trace, life_of, record_lives
+
+    w = world("switch", hold_timeout=0.05)
+    w.net.links[("fc00::d", "fc00::1:0")] = LinkProfile(loss=1.0)  # LMs -> AR1
+    record_lives(w)
+    trace = Trace(w.net)
+    flow = downlink("f", IP1, 0.2, 1.5)
+    start_flow(w.fab, flow)
+    move_unannounced(w, 0.5005, 0.02)
+    w.at(0.5205, 2, lambda a, now: a.attach("mn", "mn2", [HNP2], {HNP1: [filter_of(flow)]},
+                                            now))
+    w.net.run(until=2.0)
+    trace.assert_order([("ctrl", "ar1", "BUFFER_REQUEST"), ("ar1", "ctrl", "BUFFER_ACK"),
+                        ("ctrl", "ar1", "BUFFER_READY")], since=0.5)
+    assert trace.count("LOCATION_INFORM", since=0.5) >= 1  # to the controller, not AR1
+    assert life_of(w.ar[1], HNP1) == [(Ev.LEFT, St.HELD), (Ev.READY, St.HANDED)]
+    assert w.ar[1].stats.counters["buffer-request"] == 1
+    rep = report(w.fab, flow)
+    assert rep.duplicates == 0 and rep.reordered == 0 and rep.lost <= 40, rep

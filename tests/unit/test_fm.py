@@ -26,7 +26,8 @@ from dmanchor.fm.controller import (
     DataPlaneDown,
     RouterControl,
 )
-from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
+from dmanchor.fm.fib import DesiredFib
+from dmanchor.fm.fmdp import DpFunction, FmDpCore, FmDpSettings
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.virtual import VirtualNetwork
 from dmanchor.sim.bgp import BgpModel
@@ -35,7 +36,7 @@ from dmanchor.sim.topologies import CN_ADDR, flat
 from dmanchor.sim.traffic import Flow, FlowReport, report, start_flow
 from dmanchor.transport.reliable import Addr, Endpoint, NegativeReply
 from dmanchor.wire.auth import Key, Role, Security
-from dmanchor.wire.messages import AnchorRegistration, MsgType
+from dmanchor.wire.messages import AnchorRegistration, ForwardingUpdate, MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.helpers import Collector
 
@@ -427,6 +428,95 @@ def test_fm5_2_dead_dataplane_is_detected() -> None:
     w.net.run_for(2.0)
     assert DataPlaneDown("r") in w.ctrl.drain_events()
     assert w.ctrl.counters["dataplane-down"] == 1
+
+
+def test_fm5_2_reports_what_each_data_plane_carries() -> None:
+    """FM:5-2 says what a router carries: its MNs' prefixes anchored there,
+    the prefixes it keeps for visiting MNs, entries, what it holds now."""
+    w = world("tunnel", buffer=BufferSpec(10_000, 2.0))
+    cont = downlink("cont", IP1, 0.1, 3.5)
+    start_flow(w.fab, cont)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    w.net.run(until=1.2)  # anchors report every second
+    before = w.ctrl.status["ar1"].state
+    assert before is not None and (before.anchored, before.visiting, before.held) == (1, 0, 0)
+    # The MN is off the air for a second: AR1 holds HNP1's packets, and its
+    # next report says so (and the load: one hold of its capacity).
+    w.move(1.5, 1.0, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=2.2)
+    holding = w.ctrl.status["ar1"]
+    assert holding.state is not None and holding.state.anchored == 0
+    assert holding.state.held > 0 and holding.load.percent >= 1
+    w.net.run(until=4.2)
+    after, at2 = w.ctrl.status["ar1"].state, w.ctrl.status["ar2"].state
+    assert after is not None and at2 is not None
+    assert after.held == 0 and after.anchored == 0 and after.entries > 0
+    assert (at2.anchored, at2.visiting, at2.errors) == (1, 1, 0)
+    r = w.ctrl.status["r"]
+    assert r.load.active and r.state is not None and r.state.errors == 0
+
+
+def test_fm5_2_a_refused_update_is_reported_and_the_router_counted_down() -> None:
+    w = world("switch")
+    w.net.run(until=0.5)
+    bogus = ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::9"))
+    w.ctrl.endpoint.request(ForwardingUpdate((), (bogus,)), R_CTL, w.net.now)
+    w.net.poll(CTRL)
+    w.net.run(until=1.5)
+    assert not w.ctrl.status["r"].load.active
+    state = w.ctrl.status["r"].state
+    assert state is not None and state.errors == 1
+    assert "r" in w.ctrl.down and DataPlaneDown("r") in w.ctrl.drain_events()
+    assert w.ctrl.counters["dataplane-inactive"] == 1
+
+
+def test_fm5_a_dead_router_does_not_stall_a_move_and_is_resynced() -> None:
+    """Fallback: the core router's FM-DP agent is dead (its kernel still
+    forwards).  The move goes on without it - HNP1 reaches AR2 through
+    AR1's tunnel - and the router is brought up to date when it is back."""
+    w = world("switch")
+    cont = downlink("cont", IP1, 0.1, 4.0)
+    start_flow(w.fab, cont)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    w.net.call_at(0.2, lambda: w.net.down.add(R_CTL[0]))
+    w.net.run(until=2.0)
+    assert "r" in w.ctrl.down
+    w.move(2.0005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=2.5)
+    to_ar2 = ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::2:0"))
+    assert AnchorMoved(HNP1, A("fc00::2:0")) in w.ctrl.drain_events()  # FM:6-2 went out
+    assert w.ctrl.counters["fm5-1-deferred"] == 1
+    assert to_ar2 not in w.fab.routers["r"].entries()
+    w.net.down.discard(R_CTL[0])  # the agent is back
+    w.net.poll(R_CTL)
+    w.net.run(until=4.5)
+    assert to_ar2 in w.fab.routers["r"].entries() and w.ctrl.counters["resync"] >= 1
+    assert "r" not in w.ctrl.down
+    rep = report(w.fab, cont)
+    assert (rep.lost, rep.duplicates) == (0, 0), rep
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths  # AR1's tunnel meanwhile
+    assert ("cn", "r", "ar2", "mn") in rep.paths
+
+
+def test_fm5_1_resync_after_a_restart_without_state() -> None:
+    """A router that lost its routes (restarted clean) refuses the delete of
+    what it had acknowledged; the controller forgets it and only adds."""
+    w = world("switch")
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    start_flow(w.fab, cont)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=1.0)
+    to_ar2 = ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::2:0"))
+    r = w.fab.routers["r"]
+    assert to_ar2 in r.entries()
+    r.apply((), (to_ar2,), w.net.now)  # the restart: the route is gone
+    w.r.fn = DpFunction(DesiredFib(r))
+    w.ctrl._stale["r"].add(HNP1)  # as a failed update would leave it
+    w.ctrl._routed["r"][HNP1] = A("fc00::1:0")  # ...believing an older route
+    w.net.run(until=3.0)
+    assert to_ar2 in r.entries()
+    assert w.ctrl.counters["fm5-1-failed"] == 1 and not w.ctrl._stale["r"]
 
 
 # -- FM:1 across a chain of moves -----------------------------------------------

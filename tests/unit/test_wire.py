@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from dmanchor.wire import REGISTRY, Packet, WireError, decode, encode, from_json, to_json
 from dmanchor.wire.auth import receiver_id
 from dmanchor.wire.codec import HEADER, Flags, compute_mac
-from dmanchor.wire.messages import LocationQuery, LocationUpdate, Message
-from dmanchor.wire.types import Prefix
+from dmanchor.wire.ie import IE
+from dmanchor.wire.messages import DataPlaneStatus, LocationQuery, LocationUpdate, Message
+from dmanchor.wire.types import Load, Prefix
 from tests.examples import EXAMPLES, HNP1
 from tests.strategies import message_strategy, messages
 
@@ -148,6 +149,16 @@ def test_unknown_ie_rejected_unless_optional_to_understand() -> None:
         else:
             with pytest.raises(WireError):
                 decode(body)
+
+
+def test_fm5_2_report_without_state_still_decodes() -> None:
+    """A report from a sender that predates DP_STATE (the previous golden
+    vector) is still an FM:5-2 report; DP_STATE itself is skippable."""
+    old = bytes.fromhex("01130000000003fb001a0000000a0004702d6172000900020125")
+    msg = decode(old).message
+    assert isinstance(msg, DataPlaneStatus) and msg.state is None
+    assert msg.load == Load(True, 37)
+    assert IE.DP_STATE & 0x8000
 
 
 def test_prefix_with_host_bits_is_rejected_both_ways() -> None:

@@ -82,6 +82,7 @@ from .anchor_model import (
     PrefixState,
     Register,
     Reverse,
+    Status,
     VisitCheck,
     Visiting,
 )
@@ -141,6 +142,8 @@ class AnchorAgentCore(ServiceCore):
         have = fib.entries()
         fib.apply([e for e in sids if e not in have], (), now)
         self.set_timer(Register(), now)
+        if settings.controller is not None and settings.status_interval > 0:
+            self.set_timer(Status(), now)
 
     # -- Access-layer inputs -----------------------------------------------------------
 
@@ -588,6 +591,15 @@ class AnchorAgentCore(ServiceCore):
                     # (SM), while a visiting prefix's inform may be an older
                     # point's last refresh, crossing our claim.
                     self._departed(msg.prefix, now, hold=True, own_only=True)
+            elif isinstance(msg, m.BufferRequest):
+                # FM:6-1 from the central FM-CP: the MN left (it saw the
+                # binding move).  News of a departure, believed as LM:1-3's
+                # is (own prefixes only); a prefix not attached here stays
+                # as it is: it is held already, or handed on (a hold now
+                # would trap what the new point was already sent).
+                self.stats.counters["buffer-request"] += 1
+                self._departed(msg.prefix, now, hold=True, own_only=True)
+                ep.reply(event, m.BufferAck(msg.prefix), now)
             elif isinstance(msg, m.FmHandoff):
                 self._on_handoff(event, msg, now)
             elif isinstance(msg, m.FlowStateTransfer):
@@ -675,6 +687,16 @@ class AnchorAgentCore(ServiceCore):
             self._subscribe(st.own, now)
         self.set_timer(Register(), now + self.s.lifetime / 2)
 
+    def _on_status(self, _: Status, now: float) -> None:
+        """FM:5-2: this router's data plane, as its cores asked for it."""
+        if self.s.controller is None:
+            return
+        anchored = sum(len(st.own) for st in self.attached.values())
+        report = self.fn.report(self.s.node_id, anchored, len(self.visiting) + len(self.serving),
+                                errors=sum(self.failed.values()))
+        self.endpoint.request(report, self.s.controller, now)
+        self.set_timer(Status(), now + self.s.status_interval)
+
     def _on_cleanup(self, t: Cleanup, now: float) -> None:
         leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
         if leftover in self.dp.entries():
@@ -717,7 +739,7 @@ class AnchorAgentCore(ServiceCore):
                                   self._agent_of(t.to), now)
 
     _TIMERS: ClassVar[dict[type, Callable[[Any, Any, float], None]]] = {
-        Expire: _on_expire, Register: _on_register, Cleanup: _on_cleanup,
+        Expire: _on_expire, Register: _on_register, Status: _on_status, Cleanup: _on_cleanup,
         Reverse: _on_reverse, VisitCheck: _on_visit_check, HandFlows: _on_hand_flows,
     }
 

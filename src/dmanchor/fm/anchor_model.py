@@ -263,6 +263,10 @@ class AnchorSettings:
     """DPA address -> node id of the anchor it belongs to: a signed FM:6-2
     naming that DPA (or its flush SID) is believed only from that node's key.
     DPAs not listed: only from the agent's endpoint (:attr:`agents`)."""
+    status_interval: float = 1.0
+    """Seconds between FM:5-2 reports of this router's data plane to the
+    controller (0: none).  The controller declares the data plane down after
+    its ``dead_after`` without one."""
 
     @property
     def flush_sid(self) -> IPv6Address:
@@ -315,6 +319,11 @@ class Expire:
 @dataclass(frozen=True, slots=True)
 class Register:
     """Refresh the registration and the attached MNs' bindings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Send the next FM:5-2 report."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,17 @@
   overlapping another anchor's registration is refused.
 * FM:4-3/4-4: discovery answers the DPA and CPA anchoring a prefix.
 * FM:5-2: status reports from FM-DPs are tracked; an FM-DP that misses
-  reports for ``dead_after`` is declared down (:class:`DataPlaneDown`).
+  reports for ``dead_after``, or reports its forwarding inactive, is
+  declared down (:class:`DataPlaneDown`).  Fallback: a move no longer waits
+  for a router that is down or did not apply its FM:5-1 - the handover
+  completes over the others, the old anchor tunnelling what still reaches
+  it - and the router is brought up to date (resync) once it reports again.
 * Central FM-CP for anchor switching (draft 4.2.1): subscribed (LM:1-3)
   to the location bindings of the prefixes it manages, it reacts to a
   binding that moved a prefix away from its home anchor by sending FM:5-1
-  to every core router (a more specific route towards the new anchor) and,
-  once all have acknowledged, FM:6-2 to the home anchor on behalf of the
+  to every core router (a more specific route towards the new anchor) and
+  FM:6-1 to the anchor the prefix is leaving (the MN left it: hold); once
+  all have answered, FM:6-2 to the home anchor on behalf of the
   new one, which releases its buffer; after a chain of moves it also tells
   the visited anchor the prefix is leaving (FM:1: the role passes on).
   When the binding is removed (FM:3-3)
@@ -34,11 +39,10 @@ from ..transport.reliable import (
     MessageReceived,
     NegativeReply,
     ReplyReceived,
-    RequestTimedOut,
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
-from ..wire.types import Cause, EntryKind, ForwardingEntry, Prefix
+from ..wire.types import Cause, DpState, EntryKind, ForwardingEntry, Load, Prefix
 
 STATUS_EXPIRY = 600.0
 """Seconds after which a silent FM-DP is forgotten (it was down long since)."""
@@ -98,9 +102,21 @@ class Registration:
     expires: float
 
 
+@dataclass(slots=True)
+class DpReport:
+    """The last FM:5-2 report of one data plane."""
+
+    seen: float
+    """When it arrived."""
+    load: Load
+    """Forwarding active or not, and load."""
+    state: DpState | None
+    """What it carries (None from a sender that does not say)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DataPlaneDown:
-    """An FM-DP stopped reporting (FM:5-2)."""
+    """An FM-DP stopped reporting, or reports its forwarding inactive (FM:5-2)."""
 
     node_id: str
 
@@ -148,7 +164,17 @@ class _Change:
     dpa: IPv6Address | None  # None: revert
     previous: IPv6Address | None = None  # visited anchor it moves away from
     waiting: set[int] = field(default_factory=set)
-    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """An FM:5-1 in flight to a router: what it installs for one prefix."""
+
+    router: str
+    prefix: Prefix
+    next_hop: IPv6Address | None  # None: the /64 route removed
+    before: IPv6Address | None  # what it had (an update is atomic)
+    change: _Change | None  # None: a resync
 
 
 class ControllerCore(ServiceCore):
@@ -163,10 +189,18 @@ class ControllerCore(ServiceCore):
         self.registry: PrefixTable[Registration] = PrefixTable()
         self.counters: Counter[str] = Counter()
         self.events: list[ControllerEvent] = []
-        self.status: dict[str, tuple[float, bool, int]] = {}  # node -> (seen, active, load)
+        self.status: dict[str, DpReport] = {}
+        """The last FM:5-2 report of each data plane heard."""
         self.down: set[str] = set()
         self.moved: dict[Prefix, IPv6Address] = {}
-        self._changes: dict[int, _Change] = {}
+        # Per router: the /64 routes it was told to have (prefix -> next
+        # hop), and the prefixes whose last change it missed (down, failed).
+        self._routed: dict[str, dict[Prefix, IPv6Address]] = {
+            r.name: {} for r in settings.routers}
+        self._stale: dict[str, set[Prefix]] = {r.name: set() for r in settings.routers}
+        self._routers = {r.name: r for r in settings.routers}
+        self._sent: dict[int, _Sent] = {}
+        self._holds: dict[int, _Change] = {}  # FM:6-1 in flight
         if settings.lms is not None and settings.watch:
             self.set_timer("subscribe", now)
         self.set_timer("liveness", now + settings.dead_after)
@@ -215,17 +249,21 @@ class ControllerCore(ServiceCore):
             elif event.expects_reply:
                 self.endpoint.reject(event, Cause.UNSUPPORTED, "controller", now)
             return
-        change = self._changes.pop(event.request_id, None)
-        if change is None:
-            if not isinstance(event, ReplyReceived):
+        ok = isinstance(event, ReplyReceived)
+        sent = self._sent.pop(event.request_id, None)
+        change = sent.change if sent is not None else self._holds.pop(event.request_id, None)
+        if sent is not None:
+            self._route_answered(sent, event, now)
+        elif change is None:
+            if not ok:
                 self.counters[f"failed:{event.request.TYPE.name}"] += 1
             return
-        change.waiting.discard(event.request_id)
-        if isinstance(event, NegativeReply | RequestTimedOut):
-            change.failed = True
-            self.counters["fm5-1-failed"] += 1
-        if not change.waiting and not change.failed:
-            self._routers_done(change, now)
+        elif not ok:
+            self.counters["fm6-1-failed"] += 1  # the hold is a nicety: go on
+        if change is not None:
+            change.waiting.discard(event.request_id)
+            if not change.waiting:
+                self._routers_done(change, now)
 
     def on_timer(self, name: Hashable, now: float) -> None:
         if name == "subscribe" and self.s.lms is not None:
@@ -234,7 +272,8 @@ class ControllerCore(ServiceCore):
             self.set_timer("subscribe", now + self.s.subscription_lifetime / 2)
         elif name == "liveness":
             forget = max(STATUS_EXPIRY, 10 * self.s.dead_after)
-            for node, (seen, _, _) in list(self.status.items()):
+            for node, report in list(self.status.items()):
+                seen = report.seen
                 if now - seen > forget:
                     # Long down: forgotten (it is reported again if it comes
                     # back), so the table holds only data planes still heard.
@@ -283,13 +322,39 @@ class ControllerCore(ServiceCore):
     # -- FM:5-2 -------------------------------------------------------------------------
 
     def _on_status(self, msg: m.DataPlaneStatus, now: float) -> None:
-        if msg.node_id not in self.status and len(self.status) >= self.s.max_dataplanes:
+        node = msg.node_id
+        if node not in self.status and len(self.status) >= self.s.max_dataplanes:
             self.counters["status-refused-full"] += 1
             return
-        self.status[msg.node_id] = (now, msg.load.active, msg.load.percent)
-        if msg.node_id in self.down:
-            self.down.discard(msg.node_id)
-            self.events.append(DataPlaneUp(msg.node_id))
+        self.status[node] = DpReport(now, msg.load, msg.state)
+        if not msg.load.active:
+            # It says it cannot forward as asked (it refused an update): as
+            # good as down for the moves to come, which must not wait for
+            # it - but alive, so what it missed is sent again (below).
+            if node not in self.down:
+                self.down.add(node)
+                self.counters["dataplane-inactive"] += 1
+                self.events.append(DataPlaneDown(node))
+        elif node in self.down:
+            self.down.discard(node)
+            self.events.append(DataPlaneUp(node))
+        self._resync(node, now)
+
+    def _resync(self, router: str, now: float) -> None:
+        """Bring a router that missed changes up to date, one prefix at a time
+        (it is told to delete only what it acknowledged having)."""
+        r = self._routers.get(router)
+        stale = self._stale.get(router)
+        if r is None or not stale:
+            return
+        if any(s.router == router for s in self._sent.values()):
+            return  # one round at a time: the next report tries again
+        for prefix in list(stale):
+            dpa = self.moved.get(prefix)
+            nh = r.next_hops.get(dpa) if dpa is not None else None
+            if not self._send_route(r, prefix, nh, None, now):
+                stale.discard(prefix)  # nothing to change there
+        self.counters["resync"] += 1
 
     # -- Anchor switching (4.2.1) -----------------------------------------------------
 
@@ -312,26 +377,79 @@ class ControllerCore(ServiceCore):
         previous = self.moved.get(prefix)
         self.events.append(AnchorSwitching(prefix, dpa))
         change = _Change(prefix, dpa, previous)
-        for r in self.s.routers:
-            add: tuple[ForwardingEntry, ...] = ()
-            delete: tuple[ForwardingEntry, ...] = ()
-            if previous is not None and previous in r.next_hops:
-                delete = (ForwardingEntry(EntryKind.ROUTE, prefix, r.next_hops[previous]),)
-            if dpa is not None:
-                if dpa not in r.next_hops:
-                    self.counters["no-path-to-anchor"] += 1
-                    continue
-                add = (ForwardingEntry(EntryKind.ROUTE, prefix, r.next_hops[dpa]),)
-            if add or delete:
-                rid = self.endpoint.request(m.ForwardingUpdate(add, delete), r.address, now)
-                change.waiting.add(rid)
-                self._changes[rid] = change
         if dpa is None:
             self.moved.pop(prefix, None)
         else:
             self.moved[prefix] = dpa
+            self._ask_hold(change, now)
+        for r in self.s.routers:
+            nh = r.next_hops.get(dpa) if dpa is not None else None
+            if dpa is not None and nh is None:
+                self.counters["no-path-to-anchor"] += 1
+                continue
+            if r.name in self.down or any(
+                    s.router == r.name and s.change is None for s in self._sent.values()):
+                # Down, or being resynced: it gets this change with the rest
+                # of what it missed, and the move does not wait for it.
+                self._stale[r.name].add(prefix)
+                self.counters["fm5-1-deferred"] += 1
+                continue
+            self._send_route(r, prefix, nh, change, now)
         if not change.waiting:
             self._routers_done(change, now)
+
+    def _send_route(self, r: RouterControl, prefix: Prefix, nh: IPv6Address | None,
+                    change: _Change | None, now: float) -> bool:
+        """FM:5-1 to ``r``: route ``prefix`` to ``nh`` (None: remove its /64
+        route), replacing what it was told before.  False if nothing to change."""
+        routed = self._routed[r.name]
+        had = routed.get(prefix)
+        if had == nh:
+            return False
+        delete = (ForwardingEntry(EntryKind.ROUTE, prefix, had),) if had is not None else ()
+        add = (ForwardingEntry(EntryKind.ROUTE, prefix, nh),) if nh is not None else ()
+        rid = self.endpoint.request(m.ForwardingUpdate(add, delete), r.address, now)
+        self._sent[rid] = _Sent(r.name, prefix, nh, had, change)
+        if nh is None:
+            routed.pop(prefix, None)
+        else:
+            routed[prefix] = nh
+        if change is not None:
+            change.waiting.add(rid)
+        return True
+
+    def _route_answered(self, sent: _Sent, event: Event, now: float) -> None:
+        if isinstance(event, ReplyReceived):
+            if sent.change is None:
+                self._stale[sent.router].discard(sent.prefix)
+            return
+        self.counters["fm5-1-failed"] += 1
+        self._stale[sent.router].add(sent.prefix)
+        routed = self._routed[sent.router]
+        if routed.get(sent.prefix) != sent.next_hop:
+            return  # a later change was sent since; its answer decides
+        # A refused update changed nothing: it has what it had - unless it
+        # refused because it lacks even that (restarted without its state),
+        # or the update may have been applied unanswered (timed out): then
+        # the resync tries again, and after a refused delete only adds.
+        had = sent.before
+        if isinstance(event, NegativeReply) and event.status.code is Cause.INVALID_STATE:
+            had = None
+        if had is None:
+            routed.pop(sent.prefix, None)
+        else:
+            routed[sent.prefix] = had
+
+    def _ask_hold(self, change: _Change, now: float) -> None:
+        """FM:6-1 to the anchor the prefix is leaving: the MN left it."""
+        home = self.discover(change.prefix, now)
+        left = self._registered_at(change.previous, now) if change.previous else home
+        if left is None or left.dpa == change.dpa:
+            return
+        rid = self.endpoint.request(m.BufferRequest(change.prefix),
+                                    (str(left.cpa), self.s.anchor_port), now)
+        change.waiting.add(rid)
+        self._holds[rid] = change
 
     def _registered_at(self, dpa: IPv6Address | None, now: float) -> Registration | None:
         """The live registration of the anchor whose DPA is ``dpa``."""

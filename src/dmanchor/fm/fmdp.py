@@ -15,7 +15,15 @@ from ..transport.policy import FMDP_SENDERS
 from ..transport.reliable import Addr, Endpoint, Event, MessageReceived
 from ..transport.service import ServiceCore
 from ..wire import messages as m
-from ..wire.types import Cause, EntryKind, FlowFilter, ForwardingEntry, Load, Prefix
+from ..wire.types import (
+    Cause,
+    DpState,
+    EntryKind,
+    FlowFilter,
+    ForwardingEntry,
+    Load,
+    Prefix,
+)
 from .fib import DesiredFib
 
 MAX_BUFFERS = 4096
@@ -35,6 +43,11 @@ class DpFunction:
         self.updates_applied = 0
         self.buffers_refused = 0
         """FM:6-1 requests refused: this node already held ``max_buffers``."""
+        self.errors = 0
+        """FM:5-1 updates the data plane refused (reported in FM:5-2)."""
+        self.active = True
+        """Whether forwarding is active: False from an FM:5-1 update the data
+        plane refused until the next one it takes (reported in FM:5-2)."""
 
     def handle(self, ep: Endpoint, ev: MessageReceived, now: float) -> bool:
         """Serve an FM-DP request; False if ``ev`` is not one."""
@@ -43,8 +56,11 @@ class DpFunction:
             try:
                 self.dp.apply(msg.add, msg.delete, now)
             except DataPlaneError as exc:
+                self.errors += 1
+                self.active = False
                 ep.reject(ev, Cause.INVALID_STATE, str(exc), now)
                 return True
+            self.active = True
             self.updates_applied += 1
             ep.reply(ev, m.ForwardingUpdateAck(len(msg.add) + len(msg.delete)), now)
         elif isinstance(msg, m.BufferRequest):
@@ -69,6 +85,22 @@ class DpFunction:
         else:
             return False
         return True
+
+    def report(self, node_id: str, anchored: int = 0, visiting: int = 0,
+               errors: int = 0) -> m.DataPlaneStatus:
+        """FM:5-2 as this data plane stands now.
+
+        The load is the share of the node's hold capacity (``max_buffers``
+        prefixes) in use: holding is what a mobility event costs a data
+        plane, forwarding itself is the kernel's.  ``errors``: failures the
+        caller counted besides refused FM:5-1 updates.
+        """
+        holds = self.dp.holds()
+        held = sum(self.dp.buffered(p) for p in holds)
+        entries = sum(1 for e in self.dp.entries() if e.kind is not EntryKind.BUFFER)
+        percent = min(100, -(-100 * len(holds) // max(1, self.max_buffers)))
+        return m.DataPlaneStatus(node_id, Load(self.active, percent),
+                                 DpState(anchored, visiting, entries, held, self.errors + errors))
 
     def start_buffer(self, prefix: Prefix, now: float, limit: int | None = None,
                      timeout_ms: int | None = None) -> None:
@@ -116,8 +148,6 @@ class FmDpCore(ServiceCore):
         self.settings = settings
         self.fn = DpFunction(
             dataplane if isinstance(dataplane, DesiredFib) else DesiredFib(dataplane))
-        self.active = True
-        """Whether forwarding is active (reported in FM:5-2)."""
         if settings.control is not None:
             self.set_timer("status", now)
         self._arm_expiry()
@@ -130,11 +160,8 @@ class FmDpCore(ServiceCore):
 
     def on_timer(self, name: Hashable, now: float) -> None:
         if name == "status" and self.settings.control is not None:
-            load = min(100, len(self.fn.dp.entries()) // 100)
-            self.endpoint.request(
-                m.DataPlaneStatus(self.settings.node_id, Load(self.active, load)),
-                self.settings.control, now,
-            )
+            report = self.fn.report(self.settings.node_id, errors=sum(self.failed.values()))
+            self.endpoint.request(report, self.settings.control, now)
             self.set_timer("status", now + self.settings.status_interval)
         elif name == "expire":
             self.fn.dp.expire(now)

@@ -42,6 +42,8 @@ class IE(IntEnum):
     MN_ID = 19
     BINDING = 20
     AUTH = 255
+    DP_STATE = 0x8015
+    """Skippable: a controller that predates it still takes the report."""
 
 
 OPTIONAL_TO_UNDERSTAND = 0x8000
@@ -155,6 +157,9 @@ CODECS: dict[IE, ValueCodec] = {
     IE.COUNT: U64,
     IE.ORIGIN: NAME,
     IE.MN_ID: NAME,
+    IE.DP_STATE: ValueCodec(
+        t.encode_dp_state, t.decode_dp_state, t.dp_state_to_json, t.dp_state_from_json
+    ),
     IE.BINDING: ValueCodec(
         t.encode_binding, t.decode_binding, t.binding_to_json, t.binding_from_json
     ),

@@ -16,7 +16,16 @@ from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from .ie import CODECS, IE
-from .types import FlowFilter, FlowState, ForwardingEntry, Load, MnBinding, Prefix, Status
+from .types import (
+    DpState,
+    FlowFilter,
+    FlowState,
+    ForwardingEntry,
+    Load,
+    MnBinding,
+    Prefix,
+    Status,
+)
 
 
 class MsgType(IntEnum):
@@ -418,12 +427,14 @@ class ForwardingUpdate(Message):
 @register
 @dataclass(frozen=True, slots=True)
 class DataPlaneStatus(Message):
-    """FM:5-2: FM-DP reports whether it forwards and its load (periodic)."""
+    """FM:5-2: FM-DP reports whether it forwards and its load (periodic),
+    and what it carries (``state``; absent from older senders)."""
 
     TYPE = MsgType.DATAPLANE_STATUS
     LABEL = "FM:5-2"
     node_id: str = ie(IE.NODE_ID)
     load: Load = ie(IE.LOAD)
+    state: DpState | None = ie(IE.DP_STATE, optional=True)
 
 
 @register

@@ -230,6 +230,21 @@ class Load(NamedTuple):
     """Load, 0..100."""
 
 
+class DpState(NamedTuple):
+    """FM:5-2 detail: what a data plane carries now (IE DP_STATE)."""
+
+    anchored: int
+    """Prefixes anchored here whose MN is attached here."""
+    visiting: int
+    """Prefixes anchored elsewhere that this point serves (kept on a move)."""
+    entries: int
+    """Forwarding entries installed (holds excluded)."""
+    held: int
+    """Packets held now (FM:6-1), all prefixes together."""
+    errors: int
+    """Forwarding changes that failed since the data plane started."""
+
+
 # -- Binary layouts ---------------------------------------------------------
 
 class MnBinding(NamedTuple):
@@ -254,6 +269,7 @@ _FLOW_STATE = struct.Struct("!B3xQQQQ")
 _ENTRY_HEAD = struct.Struct("!BBHB16s")
 _ENTRY_NH = struct.Struct("!BBHB16s16sB")
 _LOAD = struct.Struct("!BB")
+_DP_STATE = struct.Struct("!IIIII")
 _U16 = struct.Struct("!H")
 _ENTRY_HAS_NH = 0x01
 _ENTRY_HAS_FLOW = 0x02
@@ -554,6 +570,18 @@ def decode_load(raw: bytes) -> Load:
     return Load(bool(active), percent)
 
 
+def encode_dp_state(v: DpState) -> bytes:
+    if any(not isinstance(x, int) or not 0 <= x <= 0xFFFFFFFF for x in v):
+        raise WireError("bad-value", f"dp state {v!r}")
+    return _DP_STATE.pack(*v)
+
+
+def decode_dp_state(raw: bytes) -> DpState:
+    if len(raw) != _DP_STATE.size:
+        raise WireError("bad-ie-length", "dp state")
+    return DpState(*_DP_STATE.unpack(raw))
+
+
 # -- JSON forms -------------------------------------------------------------
 
 
@@ -660,6 +688,15 @@ def load_from_json(d: Any) -> Load:
     if not isinstance(active, bool):
         raise WireError("bad-json", "load.active must be a boolean")
     return Load(active, _int(d.get("percent")))
+
+
+def dp_state_to_json(v: DpState) -> dict[str, Any]:
+    return v._asdict()
+
+
+def dp_state_from_json(d: Any) -> DpState:
+    d = _obj(d, "dp state")
+    return DpState(*(_int(d.get(f)) for f in DpState._fields))
 
 
 def _obj(d: Any, what: str) -> dict[str, Any]:
