@@ -139,6 +139,7 @@ def _counters(node: Node, doc: dict[str, Any], now: float) -> Any:
         out["flow-sweep-failed"] = node.flows.failures
     if node.access is not None:
         out["heard-while-leaving"] = node.access.stale
+        out["unreachable"] = node.access.unreachable  # departures found by NUD
     return out
 
 

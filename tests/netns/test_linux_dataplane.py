@@ -17,7 +17,7 @@ from dmanchor.dataplane.linux import LinuxDataPlane
 from dmanchor.dataplane.markers import MARKER_PORT, MarkerAuth
 from dmanchor.dataplane.netlink import open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, IP2, SID1, SID2, flat, move_mn_to_ar2
-from dmanchor.emulation.lab import Lab
+from dmanchor.emulation.lab import Lab, Veth
 from dmanchor.reordering import measure
 from dmanchor.wire.auth import Key, Role
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
@@ -587,3 +587,43 @@ def test_held_bytes_are_capped_per_hold_and_node_wide(
                >= tx.sent, 10, lambda: f"{ar1.buffered(HNP1)} held, {ar1.counters()}")
     assert ar1.buffered(HNP1) <= 100
     assert ar1.counters()["buffer-overflow-bytes"] >= tx.sent - 100
+
+
+def test_the_kernel_tells_when_a_host_on_a_shared_link_stops_answering(lab: Lab) -> None:
+    """NUD on an access link whose carrier stays up: the host drops its
+    addresses (as if its radio went, on a link with other hosts); traffic
+    towards it makes the kernel probe it, and the FAILED that follows names
+    its address.  :class:`Reachability` turns that into the MN leaving."""
+    from dmanchor.access.reach import Reachability
+    from dmanchor.dataplane.neigh import VALID, NeighbourMonitor
+
+    lab.build(["ar", "mn"], [Veth("ar", "mn1", "2001:db8:1:1::1/64",
+                                  "mn", "eth0", "2001:db8:1:1::10/64")], hosts=["mn"])
+    lab.run("mn", "ip", "link", "set", "eth0", "address", "02:00:00:00:00:01")
+    for knob, value in (("delay_first_probe_time", "1"), ("retrans_time_ms", "200"),
+                        ("base_reachable_time_ms", "500")):
+        lab.run("ar", "sysctl", "-qw", f"net.ipv6.neigh.mn1.{knob}={value}")
+    ifindex = int(lab.run("ar", "cat", "/sys/class/net/mn1/ifindex"))
+    mon = NeighbourMonitor(lab.ns("ar"))
+    reach = Reachability({ifindex: "mn1"})
+    gone: list[tuple[str, str]] = []
+    tx = lab.socket("ar")
+    try:
+        def poke_and_read() -> list[tuple[str, str]]:
+            # Forwarded traffic is what drives NUD: keep some going.
+            tx.sendto(b"x", ("2001:db8:1:1::10", 9))
+            for e in mon.read():
+                gone.extend(reach.feed(e))
+            return gone
+        def answered() -> bool:
+            poke_and_read()
+            return any(state & VALID for _, state in reach._seen["mn1"].values())
+        wait_until(answered, 10, "the host never answered a Neighbor Solicitation")
+        assert gone == []
+        lab.run("mn", "ip", "-6", "addr", "flush", "dev", "eth0")
+        wait_until(poke_and_read, 30, "the host never became unreachable")
+        assert gone == [("02:00:00:00:00:01", "mn1")]
+        assert lab.run("ar", "cat", "/sys/class/net/mn1/carrier").strip() == "1"
+    finally:
+        tx.close()
+        mon.close()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..dataplane.api import DataPlane, DataPlaneError
+from ..dataplane.neigh import NeighbourMonitor
 from ..dataplane.netlink import LinkMonitor
 from ..fm.anchor import AnchorAgentCore
 from ..fm.anchor_model import Heard
@@ -27,6 +28,7 @@ from ..wire.types import Prefix
 from .alloc import PoolExhausted, PrefixAllocator
 from .nd import encode_ra
 from .ra import RaSchedule, link_advertisement, shortest_valid
+from .reach import Reachability
 from .sniff import LinkListener
 
 log = logging.getLogger("dmanchor.node")
@@ -77,6 +79,10 @@ class AccessLinks:
         self._down: set[str] = set()
         self.stale = 0
         """Frames heard on a link its MNs had just left, not taken for arrivals."""
+        self._neigh: NeighbourMonitor | None = None
+        self._reach: Reachability | None = None
+        self.unreachable = 0
+        """MNs detached because the kernel's NUD found them gone (shared links)."""
 
     def start(self) -> None:
         """Listen on every access link, watch their carriers, advertise."""
@@ -90,6 +96,10 @@ class AccessLinks:
             # An MN's radio leaving: the access link loses its carrier.
             self._monitor = LinkMonitor()
             loop.add_reader(self._monitor.fileno(), self._on_carrier)
+            # A shared link loses no carrier: the kernel's NUD tells instead.
+            self._reach = Reachability({socket.if_nametoindex(n): n for n in self.links})
+            self._neigh = NeighbourMonitor()
+            loop.add_reader(self._neigh.fileno(), self._on_neighbours)
             self._on_ra_timer()
 
     @staticmethod
@@ -170,6 +180,19 @@ class AccessLinks:
                 self._down.add(name)
                 self._leaving.pop(name, None)
         self.down(gone, "went down")
+
+    def _on_neighbours(self) -> None:
+        """MNs whose every address stopped answering: they left (FM:6-1)."""
+        assert self._neigh is not None and self._reach is not None
+        now = time.time()
+        for ev in self._neigh.read():
+            for mn, link in self._reach.feed(ev):
+                st = self.agent.attached.get(mn)
+                if st is not None and st.link == link:
+                    self.agent.detach(mn, now)
+                    self.unreachable += 1
+                    log.info("MN %s detached: unreachable on %s (NUD)", mn, link)
+        self.pump()
 
     def going_down(self, link: str) -> int:
         """An L2 trigger (RFC 5184 Link Going Down): the MNs on ``link`` are
@@ -264,7 +287,8 @@ class AccessLinks:
         """Stop listening and advertising."""
         if self._ra_timer is not None:
             self._ra_timer.cancel()
-        for source in (*self._listeners, *((self._monitor,) if self._monitor else ())):
+        monitors = [m for m in (self._monitor, self._neigh) if m is not None]
+        for source in (*self._listeners, *monitors):
             with contextlib.suppress(RuntimeError):  # (no loop running any more)
                 asyncio.get_running_loop().remove_reader(source.fileno())
             source.close()

@@ -714,7 +714,7 @@ RTM_NEWADDR, RTM_DELADDR = 20, 21
 IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 
 
-class _Multicast:
+class Multicast:
     """An rtnetlink socket joined to one multicast group of a namespace."""
 
     def __init__(self, netns: str | None, group: int) -> None:
@@ -746,7 +746,7 @@ class _Multicast:
         self.sock.close()
 
 
-class RouteMonitor(_Multicast):
+class RouteMonitor(Multicast):
     """IPv6 route changes of one namespace, as the kernel announces them.
 
     Whoever changes the FIB (BIRD, a dmanchor agent, ``ip``), the kernel
@@ -768,7 +768,7 @@ class RouteMonitor(_Multicast):
         return out
 
 
-class LinkMonitor(_Multicast):
+class LinkMonitor(Multicast):
     """Link state changes of one namespace (an MN's radio coming or going)."""
 
     def __init__(self, netns: str | None = None) -> None:
@@ -786,7 +786,7 @@ class LinkMonitor(_Multicast):
         return out
 
 
-class AddressMonitor(_Multicast):
+class AddressMonitor(Multicast):
     """IPv6 address changes of one namespace (SLAAC configuring, expiring)."""
 
     def __init__(self, netns: str | None = None) -> None:
