@@ -49,7 +49,6 @@ import signal
 import sys
 import time
 from functools import partial
-from ipaddress import IPv6Address
 from typing import Any
 
 from .access.alloc import PrefixAllocator, StateError
@@ -64,22 +63,20 @@ from .control import ControlServer
 from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .fm.anchor import AnchorAgentCore
-from .fm.anchor_model import Announce, Delegate
 from .fm.controller import ControllerCore
 from .fm.fib import DesiredFib
 from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core, log_events
 from .lm.lms import LmsCore
-from .mn.host import StackWatch, sessions_in_use, take_sid
+from .mn.host import HostMobility
 from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
-from .nodeevents import NodeEvents, Trace
+from .nodeevents import NodeEvents, Trace, anchor_effects
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
 from .wire.auth import Security
-from .wire.types import Prefix
 
 log = logging.getLogger("dmanchor.node")
 
@@ -98,9 +95,7 @@ class Node:
         self.bgp: BgpSpeaker | None = None
         self.pd: PdDriver | None = None
         self.mn_agent: MnAgentCore | None = None
-        self.mn_sid: IPv6Address | None = None
-        """A host-based MN's care-of SID, once it has one."""
-        self.stack: StackWatch | None = None
+        self.host: HostMobility | None = None
         self.trace = Trace(cfg.trace, cfg.node_id) if cfg.trace is not None else None
         self.events = NodeEvents(cfg.kea, self.trace)
         self._control: ControlServer | None = None
@@ -193,59 +188,19 @@ class Node:
                                    self.dataplane.charging, charged, cfg.udp_idle,
                                    cfg.flow_sweep)
             self.flows.start()
-        if self.mn_agent is not None and cfg.mn is not None:
-            # A host-based MN sees its own moves: a new network's prefix.
-            self.stack = StackWatch(cfg.mn[2])
-            asyncio.get_running_loop().add_reader(self.stack.fileno(), self._on_stack)
-            self._on_stack()
+        if self.mn_agent is not None and cfg.mn is not None and self.dataplane is not None:
+            self.host = HostMobility(self.mn_agent, self.dataplane, cfg.mn[2],
+                                     self.drivers["mn"].pump)
+            self.host.start()
         if cfg.control is not None:
             self._control = ControlServer(cfg.control, self.command, cfg.control_group)
             await self._control.start()
         return lines
 
     def _after_anchor(self) -> None:
-        """After the anchor agent ran: carry out its effects; source filters
-        follow its MNs."""
-        agent = self.anchor
-        assert agent is not None
-        while (effect := agent.next_event()) is not None:
-            if isinstance(effect, Announce):
-                self._announce(effect.prefix, effect.on)
-            elif isinstance(effect, Delegate):
-                if self.pd is None:
-                    continue
-                if effect.on:
-                    # A prefix visiting from another network is still
-                    # delegated there: ask for it without taking another.
-                    self.pd.hold(effect.prefix, moving=agent.moving_in(effect.prefix))
-                else:
-                    self.pd.let_go(effect.prefix)
-            elif self.access is not None:
-                self.access.advertise_mns(effect.link)
-        if self.access is not None:
-            self.access.sync_sources()
-
-    def _announce(self, prefix: Prefix, on: bool) -> None:
-        """Hand an announcement or withdrawal to the BGP speaker."""
-        if self.bgp is None:
-            return
-        self.bgp.change([] if on else [prefix], [prefix] if on else [])
-        if self.trace is not None:
-            self.trace.write({"fn": "bgp", "dir": "announce" if on else "withdraw",
-                              "prefix": str(prefix)})
-
-    def _on_stack(self) -> None:
-        """The MN's addresses changed (host-based, Fig 2a/2b): if it is in a
-        new network, end its tunnels at its SID there, then claim."""
-        assert self.stack is not None and self.mn_agent is not None and self.cfg.mn is not None
-        now = time.time()
-        sid = self.mn_agent.addresses(self.stack.held(), sessions_in_use(), now)
-        if sid is not None and self.dataplane is not None:
-            take_sid(self.dataplane, self.mn_sid, sid, self.cfg.mn[2], now)
-            self.mn_sid = sid
-            log.info("moved: care-of SID %s", sid)
-        self.mn_agent.process(now)
-        self.drivers["mn"].pump()
+        """After the anchor agent ran: carry out its effects."""
+        assert self.anchor is not None
+        anchor_effects(self.anchor, self.pd, self.access, self.bgp, self.trace)
 
     def _on_hold_device(self) -> None:
         assert self.dataplane is not None
@@ -286,10 +241,8 @@ class Node:
             self.access.close()
         if self.flows is not None:
             self.flows.close()
-        if self.stack is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(self.stack.fileno())
-            self.stack.close()
+        if self.host is not None:
+            self.host.close()
         for driver in self.drivers.values():
             driver.close()
         if self.pd is not None:

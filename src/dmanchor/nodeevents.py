@@ -18,9 +18,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .access.bgp import BgpEvent, SessionDown, SessionUp
+from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegated, DelegationEvent, Refused, Returned
 from .access.kea_ctrl import KeaError, move_delegation
+from .access.links import AccessLinks
+from .access.pd_aio import PdDriver
 from .dataplane.tunbuffer import Lift
+from .fm.anchor import AnchorAgentCore
+from .fm.anchor_model import Announce, Delegate
 from .fm.controller import (
     AnchorMoved,
     AnchorSwitching,
@@ -150,3 +155,32 @@ class NodeEvents:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def anchor_effects(agent: AnchorAgentCore, pd: PdDriver | None, access: AccessLinks | None,
+                   bgp: BgpSpeaker | None, trace: Trace | None) -> None:
+    """Carry out the anchor agent's effects - BGP announcements, DHCPv6-PD
+    delegations, Router Advertisements - then let the access links' source
+    filters follow its MNs."""
+    while (effect := agent.next_event()) is not None:
+        if isinstance(effect, Announce):
+            if bgp is None:
+                continue
+            on, prefix = effect.on, effect.prefix
+            bgp.change([] if on else [prefix], [prefix] if on else [])
+            if trace is not None:
+                trace.write({"fn": "bgp", "dir": "announce" if on else "withdraw",
+                             "prefix": str(prefix)})
+        elif isinstance(effect, Delegate):
+            if pd is None:
+                continue
+            if effect.on:
+                # A prefix visiting from another network is still delegated
+                # there: ask for it without taking another.
+                pd.hold(effect.prefix, moving=agent.moving_in(effect.prefix))
+            else:
+                pd.let_go(effect.prefix)
+        elif access is not None:
+            access.advertise_mns(effect.link)
+    if access is not None:
+        access.sync_sources()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import subprocess
+import time
+from collections.abc import Callable
 from ipaddress import IPv6Address
 from pathlib import Path
 
 from ..dataplane.api import DataPlane
 from ..dataplane.netlink import AddressMonitor, Netlink
+from ..fm.mn_agent import MnAgentCore
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
+
+log = logging.getLogger("dmanchor.node")
 
 
 def take_sid(dp: DataPlane, old: IPv6Address | None, sid: IPv6Address, dev: str,
@@ -92,3 +100,47 @@ class StackWatch:
         self.monitor.close()
         self._nl.close()
 
+
+
+class HostMobility:
+    """A host-based MN's agent (Fig 2a/2b) wired to its own stack.
+
+    The MN sees its own moves: an address from a new network's RA.  Then
+    its anchors' tunnels must end at its SID there (End.DT6 on its link)
+    before the agent claims its prefixes from their anchors.
+    """
+
+    def __init__(self, agent: MnAgentCore, dataplane: DataPlane, link: str,
+                 pump: Callable[[], None]) -> None:
+        """``pump``: runs the agent's driver after an input."""
+        self.agent = agent
+        self.dataplane = dataplane
+        self.link = link
+        self.pump = pump
+        self.sid: IPv6Address | None = None
+        """The care-of SID, once it has one."""
+        self._stack: StackWatch | None = None
+
+    def start(self) -> None:
+        """Watch the stack's addresses, and act on what it holds now."""
+        self._stack = StackWatch(self.link)
+        asyncio.get_running_loop().add_reader(self._stack.fileno(), self._on_stack)
+        self._on_stack()
+
+    def _on_stack(self) -> None:
+        assert self._stack is not None
+        now = time.time()
+        sid = self.agent.addresses(self._stack.held(), sessions_in_use(), now)
+        if sid is not None:
+            take_sid(self.dataplane, self.sid, sid, self.link, now)
+            self.sid = sid
+            log.info("moved: care-of SID %s", sid)
+        self.agent.process(now)
+        self.pump()
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self._stack is not None:
+            with contextlib.suppress(RuntimeError):  # (no loop running any more)
+                asyncio.get_running_loop().remove_reader(self._stack.fileno())
+            self._stack.close()
