@@ -121,17 +121,21 @@ def _link_going_down(node: Node, doc: dict[str, Any], now: float) -> Any:
     return node.access.going_down(link)
 
 
-@command("entries")
+@command("entries", anchor=False)
 def _entries(node: Node, doc: dict[str, Any], now: float) -> Any:
-    # What the kernel has (read back), not what the cores asked for.
-    assert node.dataplane is not None
+    # What the kernel has (read back), not what the cores asked for: an
+    # anchor's data plane, or an FM-DP's only.
+    if node.dataplane is None:
+        raise ValueError("this node runs no data plane")
     return [entry_to_json(e) for e in node.dataplane.entries()]
 
 
-@command("counters")
+@command("counters", anchor=False)
 def _counters(node: Node, doc: dict[str, Any], now: float) -> Any:
-    assert node.anchor is not None
-    out = dict(node.anchor.dp.counters())
+    # The data plane's (an anchor's, or an FM-DP's only), and the access side's.
+    if node.dataplane is None:
+        return {}
+    out = dict(node.dataplane.counters())
     if node.flows is not None:
         # Conntrack events the kernel dropped (a sweep makes up for them),
         # and sweeps that failed.
@@ -164,7 +168,7 @@ def _stats_cmd(node: Node, doc: dict[str, Any], now: float) -> Any:
     ctrl = node.controller
     if ctrl is not None and "controller" in out:
         # FM:5-2 as last reported by each data plane, and the fallback's counts.
-        out["controller"]["counters"] = dict(ctrl.counters)
+        out["controller"]["counters"] = {**ctrl.counters, **ctrl.access.counters}
         out["controller"]["dataplanes"] = {
             name: {"age": round(now - r.seen, 3), "down": name in ctrl.down,
                    "active": r.load.active, "load": r.load.percent,

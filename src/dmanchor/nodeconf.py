@@ -31,6 +31,7 @@ from .config import (
 )
 from .dataplane.api import BufferSpec
 from .fm.anchor_model import MODES, AnchorSettings, Mode
+from .fm.central_cp import AccessControl
 from .fm.controller import ControllerSettings, RouterControl
 from .fm.fmdp import FmDpSettings
 from .fm.mn_agent import MnAgentSettings
@@ -297,6 +298,18 @@ def load_node_config(path: str | Path) -> NodeConfig:
             r.finish()
             return out
 
+        def access(item: Any) -> AccessControl:
+            r = Fields(str(path), "controller.access", item)
+            kids = r.sub("children")
+            out = AccessControl(
+                r.get("name", as_str, required=True),
+                r.get("address", as_endpoint, required=True),
+                r.get("dpa", as_address, required=True),
+                tuple(r.get_list("prefixes", as_prefix)),
+                {as_address(k): kids.get(k, as_str, required=True) for k in list(kids.table)})
+            r.finish()
+            return out
+
         if "kea" in c.table:
             k = c.sub("kea")
             duids_f = k.sub("duids")
@@ -318,7 +331,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
             max_dataplanes=c.get("max_dataplanes", as_int, 10_000),
             dpn_parent={as_address(k): dp_f.get(k, as_address, required=True)
                         for k in list(dp_f.table)},
+            access=tuple(c.get_list("access", access)),
+            cpa=c.get("cpa", as_address) if "cpa" in c.table else None,
         ))
+        if controller[1].access and controller[1].cpa is None:
+            raise ConfigError(f"{path}: field 'controller.cpa': required with "
+                              "[[controller.access]] (the address switches send FM:6-2 to)")
         c.finish()
     if "lms" in doc:
         lms = read_lm_table("lms", top.sub("lms"), sec, node_id)

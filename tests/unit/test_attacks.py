@@ -402,3 +402,46 @@ def test_a_data_plane_long_silent_is_forgotten(sc: Scene) -> None:
     assert "ghost" not in w.ctrl.status and "ghost" not in w.ctrl.down
     assert w.ctrl.counters["dataplane-forgotten"] == 1
     assert "r" in w.ctrl.status and "r" not in w.ctrl.down  # still reporting
+
+
+def test_the_central_fm_cp_moves_an_access_routers_tunnel_only_for_its_switches() -> None:
+    """Fig 1c with the CPA apart: the controller re-points an access router's
+    tunnel only to the DPA of a switch below it, only when that switch asks
+    (its own key), never for the router's whole network; and only the switch
+    a prefix is tunnelled to may hand it back."""
+    from dmanchor.fm.central_cp import AccessControl
+    from dmanchor.fm.controller import ControllerCore, ControllerSettings
+
+    ep = endpoints(ctrl=Role.CONTROLLER, fw11=Role.ANCHOR, fw12=Role.ANCHOR, ar1=Role.FMDP)
+    net = VirtualNetwork(seed=1)
+    fw11, fw12 = A("fc00:1::1:0"), A("fc00:1::2:0")
+    ar1: Addr = ("fc00::1:0", 5402)
+    ctrl = ControllerCore(ControllerSettings(cpa=A("fc00::c"), access=(
+        AccessControl("ar1", ar1, A("fc00::1:0"), (Prefix.parse("2001:db8:1::/48"),),
+                      {fw11: "fw11", fw12: "fw12"}),)), ep("ctrl"))
+    net.add(CTRL, ctrl)
+    dp = Collector(ep("ar1"))
+    net.add(ar1, dp)
+    evil, honest = Collector(ep("fw12")), Collector(ep("fw11"))
+    net.add(EVIL, evil)
+    net.add(("fc00:1::1:0", 5400), honest)
+
+    def ask(who: Collector, at: Addr, msg: m.Message) -> None:
+        who.ep.request(msg, CTRL, net.now)
+        net.poll(at)
+        net.run_for(0.2)
+    ask(evil, EVIL, m.BufferReady(HNP1, fw11))                    # another switch's DPA
+    ask(evil, EVIL, m.BufferReady(HNP1, A("fc00:9::1:0")))        # no switch below AR1
+    ask(evil, EVIL, m.BufferReady(Prefix.parse("2001:db8:1::/48"), fw12))  # the whole network
+    assert refused(evil) == [Cause.NOT_AUTHORIZED] * 3
+    assert not [e for e in dp.events if isinstance(e, MessageReceived)]  # AR1 untouched
+    ask(honest, ("fc00:1::1:0", 5400), m.BufferReady(HNP1, fw11))  # FW11 serves HNP1
+    [update] = [e for e in dp.events if isinstance(e, MessageReceived)]
+    assert isinstance(update.message, m.ForwardingUpdate)
+    dp.ep.reply(update, m.ForwardingUpdateAck(1), net.now)
+    net.poll(ar1)
+    net.run_for(0.2)
+    assert ctrl.access.tunnels == {HNP1: fw11}
+    ask(evil, EVIL, m.FmHandoff(HNP1, "ar1", A("fc00::1:0")))     # not served at FW12
+    assert refused(evil)[-1] is Cause.NOT_AUTHORIZED and ctrl.access.tunnels == {HNP1: fw11}
+    assert ctrl.access.counters["refused:BUFFER_READY:not-its-address"] == 1

@@ -75,12 +75,15 @@ class Seen:
 class Trace:
     """Every message the virtual network delivers, in delivery order."""
 
-    def __init__(self, net: VirtualNetwork) -> None:
+    def __init__(self, net: VirtualNetwork, names: dict[str, str] | None = None) -> None:
+        """``names``: address -> node name (default: the flat network's)."""
         self.seen: list[Seen] = []
+        self.names = NAMES if names is None else names
         net.taps.append(self._tap)
 
     def _tap(self, now: float, src: Addr, dst: Addr, data: bytes) -> None:
-        self.seen.append(Seen(now, NAMES.get(src[0], src[0]), NAMES.get(dst[0], dst[0]),
+        name = self.names.get
+        self.seen.append(Seen(now, name(src[0], src[0]), name(dst[0], dst[0]),
                               decode(data).message))
 
     def since(self, t: float) -> list[Seen]:

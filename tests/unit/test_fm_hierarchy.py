@@ -53,6 +53,11 @@ UPLINK = {"ar1": "fc00::ff", "ar2": "fc00::ff", "fw11": "fc00::1:0", "fw12": "fc
           "fw21": "fc00::2:0"}
 
 
+NAMES = {d: n for n, d in DPAS.items()} | {CTRL[0]: "ctrl", LMS[0]: "lms", LMP[0]: "lmp",
+                                          R_CTL[0]: "r"}
+"""Address -> node, for call-flow traces."""
+
+
 def parent(name: str) -> A | None:
     return A(DPAS[f"ar{name[2]}"]) if name.startswith("fw") else None
 
@@ -111,7 +116,11 @@ def at(net: VirtualNetwork, agents: dict[str, AnchorAgentCore], t: float, node: 
 
 @pytest.mark.parametrize("proxy", [False, True], ids=["fig1c", "fig1d-lmp"])
 def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) -> None:
+    """Figure 9."""
+    from tests.unit.test_call_flows import Trace
+
     net, fab, lms, agents, lmp, ctrl = build(proxy)
+    trace = Trace(net, NAMES)
     flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
     flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
     # The MN attaches at FW11; HNP1 is anchored at AR1 (Fig 9).
@@ -133,6 +142,22 @@ def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) ->
     at(net, agents, 0.62, "fw12", lambda a, now: a.attach("mn", "fw12", [], {HNP1: [flt]}, now))
     r_before = sorted(map(repr, fab.routers["r"].entries()))
     net.run(until=3.0)
+    lm = "lmp" if proxy else "lms"
+    trace.assert_order([
+        ("fw12", "ctrl", "ANCHOR_DISCOVERY"),   # FM:4-3: HNP1 is AR1's
+        ("ctrl", "fw12", "DISCOVERY_ANSWER"),
+        ("fw12", "fw11", "BUFFER_READY"),       # FM:6-2: FW11's leftovers, to the flush SID
+        ("fw11", "fw12", "BUFFER_READY_ACK"),
+        ("fw11", "fw12", "FLOW_STATE_TRANSFER"),  # FM:2
+    ], since=0.6)
+    trace.assert_order([
+        ("ctrl", "fw12", "DISCOVERY_ANSWER"),
+        ("fw12", "ar1", "BUFFER_READY"),        # FM:6-2: AR1 re-points its tunnel
+        ("ar1", "fw12", "BUFFER_READY_ACK"),
+    ], since=0.6)
+    trace.assert_order([("fw12", lm, "LOCATION_UPDATE"), (lm, "fw12", "LOCATION_UPDATE_ACK")],
+                       since=0.6)
+    assert trace.count("FORWARDING_UPDATE", since=0.6) == 0  # the core is not touched
     rep = report(fab, flow)
     assert (rep.lost, rep.duplicates, rep.reordered) == (0, 0, 0), rep
     assert rep.paths[0] == ("cn", "r", "ar1", "fw11", "mn")
@@ -158,7 +183,11 @@ def test_4_2_2_move_between_fws_changes_only_the_ar_to_fw_tunnel(proxy: bool) ->
 
 @pytest.mark.parametrize("proxy", [False, True], ids=["fig1c", "fig1d-lmp"])
 def test_4_2_3_move_to_a_fw_under_another_ar_moves_the_anchoring(proxy: bool) -> None:
+    """Figure 10."""
+    from tests.unit.test_call_flows import Trace
+
     net, fab, lms, agents, lmp, ctrl = build(proxy, lifetime=1)
+    trace = Trace(net, NAMES)
     flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
     flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
     fab.attach("mn", "fw11", "fw11")
@@ -183,6 +212,26 @@ def test_4_2_3_move_to_a_fw_under_another_ar_moves_the_anchoring(proxy: bool) ->
     late = Flow("late", "cn", "mn", CN, IP1, 1000, 3.5, 3.6, dport=5002)
     start_flow(fab, late)
     net.run(until=4.0)
+    lm = "lmp" if proxy else "lms"
+    trace.assert_order([
+        ("fw21", "ctrl", "ANCHOR_DISCOVERY"),   # FM:4-3: HNP1 is AR1's
+        ("ctrl", "fw21", "DISCOVERY_ANSWER"),
+        ("fw21", "ar2", "BUFFER_READY"),        # its AR takes HNP1's anchoring over ...
+        ("ar2", "fw21", "BUFFER_READY_ACK"),
+        ("fw21", lm, "LOCATION_UPDATE"),        # ... and only then the binding moves
+        ("lms", "ctrl", "LOCATION_INFORM"),     # LM:1-3 to the central FM-CP
+        ("ctrl", "ar1", "BUFFER_REQUEST"),      # FM:6-1: the MN left AR1
+        ("ar1", "ctrl", "BUFFER_ACK"),
+        ("ctrl", "ar1", "BUFFER_READY"),        # FM:6-2 on behalf of AR2
+    ], since=0.6)
+    trace.assert_order([
+        ("lms", "ctrl", "LOCATION_INFORM"),
+        ("ctrl", "r", "FORWARDING_UPDATE"),     # FM:5-1: the core routes HNP1 to AR2
+        ("r", "ctrl", "FORWARDING_UPDATE_ACK"),
+        ("ctrl", "ar1", "BUFFER_READY"),
+    ], since=0.6)
+    trace.assert_order([("fw21", "fw11", "BUFFER_READY"), ("fw11", "fw21", "BUFFER_READY_ACK")],
+                       since=0.6)
     rep = report(fab, flow)
     assert (rep.lost, rep.duplicates, rep.reordered) == (0, 0, 0), rep
     assert rep.paths[0] == ("cn", "r", "ar1", "fw11", "mn")
@@ -241,3 +290,67 @@ def test_4_2_3_flows_seen_early_do_not_move_the_core_before_the_parent_is_ready(
     assert moved and min(moved) > ready, (moved, ready)
     rep = report(fab, flow)
     assert (rep.lost, rep.duplicates) == (0, 0), (rep, fab.drop_reasons)
+
+
+def test_fig1c_with_the_cpa_apart_the_controller_programs_the_access_router() -> None:
+    """Fig 1c as the draft draws it, the CPA apart from the DPA: AR1 runs an
+    FM-DP only, the central controller is its FM-CP (:mod:`.central_cp`).
+    The switches tell it they are ready (FM:6-2) as they would tell AR1; it
+    re-points AR1's tunnel with FM:5-1 and answers once AR1 applied it.
+    The move is as lossless as with AR1's own agent (the test above)."""
+    from dmanchor.fm.central_cp import AccessControl
+    from tests.unit.test_call_flows import Trace
+
+    net = VirtualNetwork(seed=11)
+    fab = Fabric(hierarchical(2), net)
+    lms = LmsCore(LmsSettings("lms"))
+    net.add(LMS, lms)
+    ar1_ctl: Addr = ("fc00::1:0", 5402)
+    children = {A(DPAS["fw11"]): "fw11", A(DPAS["fw12"]): "fw12"}
+    ctrl = ControllerCore(ControllerSettings(
+        lms=LMS, cpa=A(CTRL[0]),
+        access=(AccessControl("ar1", ar1_ctl, A(DPAS["ar1"]), (P("2001:db8:1::/48"),),
+                              children),)))
+    net.add(CTRL, ctrl)
+    net.add(ar1_ctl, FmDpCore(FmDpSettings("ar1", CTRL, status_interval=0.2),
+                              fab.routers["ar1"]))
+    agents = {}
+    for name in ("fw11", "fw12"):
+        agents[name] = AnchorAgentCore(
+            AnchorSettings(name, A(DPAS[name]), A(DPAS[name]), (), A(UPLINK[name]), CTRL, LMS,
+                           parent=parent(name), agents={A(DPAS["ar1"]): CTRL}),
+            fab.routers[name])
+        net.add((DPAS[name], 5400), agents[name])
+    AGENTS.extend(agents.values())
+    trace = Trace(net, NAMES)
+    net.run_for(0.05)
+    flow = Flow("cont", "cn", "mn", CN, IP1, 1000, 0.2, 1.2, dport=5001)
+    flt = FlowFilter(Prefix(IP1, 128), Prefix(CN, 128), 17, 5001, 40000)
+    fab.attach("mn", "fw11", "fw11")
+    fab.add_address("mn", IP1)
+    at(net, agents, 0.06, "fw11", lambda a, now: a.attach("mn", "fw11", [], {HNP1: [flt]}, now))
+    start_flow(fab, flow)
+    net.call_at(0.6005, lambda: fab.detach("mn"))
+    at(net, agents, 0.6005, "fw11", lambda a, now: a.detach("mn", now))
+    net.call_at(0.62, lambda: fab.attach("mn", "fw12", "fw12"))
+    at(net, agents, 0.62, "fw12", lambda a, now: a.attach("mn", "fw12", [], {HNP1: [flt]}, now))
+    net.run(until=3.0)
+    trace.assert_order([
+        ("fw12", "ctrl", "ANCHOR_DISCOVERY"),     # FM:4-3: HNP1's DPA is AR1, its CPA here
+        ("ctrl", "fw12", "DISCOVERY_ANSWER"),
+        ("fw12", "ctrl", "BUFFER_READY"),         # FM:6-2 to AR1's FM-CP
+        ("ctrl", "ar1", "FORWARDING_UPDATE"),     # FM:5-1: AR1's tunnel to FW12
+        ("ar1", "ctrl", "FORWARDING_UPDATE_ACK"),
+        ("ctrl", "fw12", "BUFFER_READY_ACK"),
+    ], since=0.6)
+    trace.assert_order([("fw12", "fw11", "BUFFER_READY"), ("fw11", "fw12", "BUFFER_READY_ACK")],
+                       since=0.6)
+    rep = report(fab, flow)
+    assert (rep.lost, rep.duplicates, rep.reordered) == (0, 0, 0), rep
+    assert rep.paths[0] == ("cn", "r", "ar1", "fw11", "mn")
+    assert ("cn", "r", "ar1", "fw12", "mn") in rep.paths
+    hnp1 = [e for e in fab.routers["ar1"].entries() if e.prefix == HNP1]
+    assert hnp1 == [ForwardingEntry(EntryKind.TUNNEL, HNP1, A(DPAS["fw12"]))]
+    assert fab.routers["fw12"].counters()["end-marker"] == 1
+    assert ctrl.access.tunnels == {HNP1: A(DPAS["fw12"])}
+    assert ctrl.access.counters == {"fm5-1-applied": 2}

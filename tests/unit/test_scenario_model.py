@@ -129,7 +129,14 @@ def test_every_shipped_scenario_plans_configs_the_node_accepts(name: str,
                         .replace("@TRACE@", str(tmp_path / "t.jsonl")).replace("@LOG@", "info"))
         cfg = load_node_config(path)  # the real loader: raises on any bad field
         assert cfg.node_id == node
-        if np.spec.anchor is not None:
+        if np.spec.anchor is not None and np.spec.anchor.cp is not None:
+            # An AR whose control plane is the controller's: an FM-DP only,
+            # reporting there; the controller's config names its DPA.
+            assert cfg.anchor is None and cfg.fmdp is not None
+            ctl = load_node_config(tmp_path / f"{np.spec.anchor.cp}.toml").controller
+            assert ctl is not None
+            assert [a.dpa for a in ctl[1].access if a.name == node] == [np.dpa]
+        elif np.spec.anchor is not None:
             assert cfg.anchor is not None and cfg.anchor[1].dpa == np.dpa
         configs += 1
     assert configs >= 2

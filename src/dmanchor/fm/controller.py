@@ -43,6 +43,7 @@ from ..transport.reliable import (
 from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, DpState, EntryKind, ForwardingEntry, Load, Prefix
+from .central_cp import AccessControl, AccessFmCp
 
 STATUS_EXPIRY = 600.0
 """Seconds after which a silent FM-DP is forgotten (it was down long since)."""
@@ -90,6 +91,13 @@ class ControllerSettings:
     """An FM-DP silent this long (no FM:5-2) is declared down."""
     subscription_lifetime: int = 600
     """Lifetime asked for the LM:1-3 subscription (renewed at half)."""
+    access: tuple[AccessControl, ...] = ()
+    """Access routers whose FM-CP this controller is (Fig 1c/1d with the CPA
+    apart from the DPA; :mod:`.central_cp`): they run an FM-DP only."""
+    cpa: IPv6Address | None = None
+    """This controller's address, named as the CPA of the ``access`` routers
+    in discovery answers (their switches send FM:6-2 and FM:1 there, to the
+    anchors' signalling port); required with ``access``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +209,16 @@ class ControllerCore(ServiceCore):
         self._routers = {r.name: r for r in settings.routers}
         self._sent: dict[int, _Sent] = {}
         self._holds: dict[int, _Change] = {}  # FM:6-1 in flight
+        self.access = AccessFmCp(settings.access)
+        if settings.access:
+            if settings.cpa is None:
+                raise ValueError("access routers need the controller's cpa address")
+            # Registered here on their behalf, for good: the controller is
+            # their control plane.
+            for r in settings.access:
+                reg = Registration(r.name, r.dpa, settings.cpa, float("inf"))
+                for p in r.prefixes:
+                    self.registry.set(p, reg)
         if settings.lms is not None and settings.watch:
             self.set_timer("subscribe", now)
         self.set_timer("liveness", now + settings.dead_after)
@@ -246,8 +264,12 @@ class ControllerCore(ServiceCore):
                     return
                 self.endpoint.reply(event, m.LocationInformAck(msg.prefix), now)
                 self._on_binding(msg.prefix, msg.forwarding_address, msg.lifetime, now)
+            elif self.access.handle(self.endpoint, event, now):
+                pass
             elif event.expects_reply:
                 self.endpoint.reject(event, Cause.UNSUPPORTED, "controller", now)
+            return
+        if self.access.answered(self.endpoint, event, now):
             return
         ok = isinstance(event, ReplyReceived)
         sent = self._sent.pop(event.request_id, None)

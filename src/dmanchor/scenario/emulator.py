@@ -266,7 +266,8 @@ class Emulation:
                    .replace("@KEA@", str(self.kea.socket) if self.kea is not None else ""))
             self.procs.start(name, name, cfg)
         core = next((n for n, s in sc.nodes.items() if s.controller), None)
-        anchors = sc.anchors()
+        # ARs whose control plane is the controller's register nothing.
+        anchors = [a for a in sc.anchors() if a.anchor is None or a.anchor.cp is None]
         if core is not None and anchors:
             ready = {"REGISTRATION_REPLY": len(anchors)}
             if "watch =" in plan.nodes[core].config:

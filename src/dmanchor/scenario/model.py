@@ -53,6 +53,10 @@ class AnchorSpec:
     """Takes its MN prefixes by DHCPv6-PD from the scenario's Kea (draft 4.2.1)."""
     reverse_tunnel: bool = False
     """Tunnel mode: send an MN's uplink from a visiting prefix back through its anchor."""
+    cp: str | None = None
+    """An AR whose control plane is apart (Fig 1c/1d as drawn): the node
+    whose controller is its FM-CP; this node then runs an FM-DP only, and
+    serves MNs through its forwarding switches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +373,7 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
                 lm=a.opt("lm", _str),
                 pd=a.get("pd", _bool, False),
                 reverse_tunnel=a.get("reverse_tunnel", _bool, False),
+                cp=a.opt("cp", _str),
             )
             a.finish()
             if anchor.prefix is None and anchor.parent is None:
@@ -408,9 +413,14 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
         spec_a = n.anchor
         if spec_a is None:
             continue
-        for fld, target in (("parent", spec_a.parent), ("lm", spec_a.lm)):
+        for fld, target in (("parent", spec_a.parent), ("lm", spec_a.lm), ("cp", spec_a.cp)):
             if target is not None and target not in nodes:
                 raise doc.error(("nodes", n.name, "anchor", fld), f"no node {target!r}")
+        if spec_a.cp is not None and (not nodes[spec_a.cp].controller or spec_a.prefix is None
+                                      or spec_a.parent is not None or spec_a.mode != "tunnel"):
+            raise doc.error(("nodes", n.name, "anchor", "cp"),
+                            "cp names the controller's node, for an AR (a prefix, no "
+                            "parent) of the hierarchy (4.2.2)")
         if spec_a.parent is not None:
             up = nodes[spec_a.parent].anchor
             if up is None or up.prefix is None:

@@ -202,9 +202,10 @@ def _node_keys(sc: Scenario) -> dict[str, Key]:
     """A fresh key per node that runs daemons, with the roles it runs."""
     keys: dict[str, Key] = {}
     for spec in sc.nodes.values():
-        roles = {r for r, on in ((Role.ANCHOR, spec.anchor is not None),
+        apart = spec.anchor is not None and spec.anchor.cp is not None
+        roles = {r for r, on in ((Role.ANCHOR, spec.anchor is not None and not apart),
                                  (Role.CONTROLLER, spec.controller), (Role.LMS, spec.lms),
-                                 (Role.LMP, spec.lmp), (Role.FMDP, spec.fmdp),
+                                 (Role.LMP, spec.lmp), (Role.FMDP, spec.fmdp or apart),
                                  (Role.MN, spec.kind == "mn" and spec.agent)) if on}
         if roles:
             keys[spec.name] = new_key(len(keys) + 1, spec.name, frozenset(roles))
@@ -261,6 +262,10 @@ def _config(plan: Plan, name: str) -> str:
     anchors = [plan.nodes[a.name] for a in sc.anchors()]
     if spec.controller:
         lines += ["[controller]", f'listen = "{_endpoint(np.control, CTRL_PORT)}"']
+        apart = [a for a in anchors if a.spec.anchor and a.spec.anchor.cp == name]
+        if apart:
+            # Fig 1c/1d with the CPA apart: this controller is these ARs' FM-CP.
+            lines.append(f'cpa = "{np.control}"')
         # Anchor switching, or a hierarchy (4.2.2/4.2.3): the controller
         # follows the bindings and re-routes the core when anchoring moves.
         central = any(a.spec.anchor is not None and (a.spec.anchor.mode == "switch"
@@ -281,6 +286,13 @@ def _config(plan: Plan, name: str) -> str:
                         hop = plan.address_towards(r.spec.name,
                                                    plan.next_hop[(r.spec.name, a.spec.name)])
                         lines.append(f'"{a.dpa}" = "{hop}"')
+        for a in apart:
+            assert a.spec.anchor is not None and a.spec.anchor.prefix is not None
+            lines += ["[[controller.access]]", f'name = "{a.spec.name}"',
+                      f'address = "{_endpoint(a.control, FMDP_PORT)}"', f'dpa = "{a.dpa}"',
+                      f'prefixes = ["{a.spec.anchor.prefix}"]', "[controller.access.children]"]
+            lines += [f'"{fw.dpa}" = "{fw.spec.name}"' for fw in anchors
+                      if fw.spec.anchor and fw.spec.anchor.parent == a.spec.name]
         fws = [a for a in anchors if a.spec.anchor and a.spec.anchor.parent]
         if fws:
             lines.append("[controller.dpn_parent]")
@@ -310,6 +322,12 @@ def _config(plan: Plan, name: str) -> str:
                     for n in sc.nodes.values() if n.lms]
         lines += ["[lmp]", f'listen = "{_endpoint(np.control, LMP_PORT)}"',
                   "upstream = [" + ", ".join(f'"{u}"' for u in upstream) + "]", ""]
+    if spec.anchor is not None and spec.anchor.cp is not None:
+        # Its control plane is the controller's: an FM-DP only (Fig 1c/1d).
+        cp = plan.nodes[spec.anchor.cp]
+        lines += ["[fmdp]", f'listen = "{_endpoint(np.control, FMDP_PORT)}"',
+                  f'control = "{_endpoint(cp.control, CTRL_PORT)}"', ""]
+        return "\n".join(lines + _security(plan, name))
     if spec.fmdp:
         core = _core_node(sc)
         lines += ["[fmdp]", f'listen = "{_endpoint(np.control, FMDP_PORT)}"']
@@ -364,10 +382,11 @@ def _config(plan: Plan, name: str) -> str:
         lines.append("[anchor.agents]")
         for other in anchors:
             if other.spec.name != name:
-                lines.append(f'"{other.dpa}" = "{_endpoint(other.control, ANCHOR_PORT)}"')
+                agent = _agent_node(plan, other)
+                lines.append(f'"{other.dpa}" = "{_endpoint(agent.control, ANCHOR_PORT)}"')
         lines.append("[anchor.agent_ids]")  # whose key may name each DPA (FM:6-2)
-        lines += [f'"{other.dpa}" = "{other.spec.name}"' for other in anchors
-                  if other.spec.name != name]
+        lines += [f'"{other.dpa}" = "{_agent_node(plan, other).spec.name}"'
+                  for other in anchors if other.spec.name != name]
         lines.append("")
     return "\n".join(lines + _security(plan, name))
 
@@ -398,6 +417,13 @@ def _lm_of_controller(plan: Plan) -> str:
         if n.lms:
             return _endpoint(plan.nodes[n.name].control, LMS_PORT)
     return ""
+
+
+def _agent_node(plan: Plan, anchor: NodePlan) -> NodePlan:
+    """The node whose agent is ``anchor``'s CPA: itself, or its controller's
+    when its control plane is apart (Fig 1c/1d)."""
+    cp = anchor.spec.anchor.cp if anchor.spec.anchor is not None else None
+    return plan.nodes[cp] if cp is not None else anchor
 
 
 def _fw_pool(plan: Plan, name: str) -> Prefix:

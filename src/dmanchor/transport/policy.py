@@ -66,6 +66,10 @@ FMDP_SENDERS: Senders = {
 
 CONTROLLER_SENDERS: Senders = {
     m.AnchorRegistration: roles(A),
+    # As the FM-CP of access routers running an FM-DP only (Fig 1c/1d):
+    # FM:6-2 and FM:1 from the forwarding switches below them.
+    m.BufferReady: roles(A),
+    m.FmHandoff: roles(A),
     m.AnchorDiscovery: roles(A, N),
     m.DataPlaneStatus: roles(F, A),
     m.LocationInform: roles(S, P),
