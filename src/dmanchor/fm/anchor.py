@@ -34,12 +34,11 @@ sending messages and programming the data plane comes out of
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
-from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError, FlowUsage
-from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
+from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError
 from ..transport.policy import ANCHOR_SENDERS, same_address
 from ..transport.reliable import (
     Addr,
@@ -58,10 +57,10 @@ from ..wire.types import (
     Cause,
     EntryKind,
     FlowFilter,
-    FlowState,
     ForwardingEntry,
     Prefix,
 )
+from .anchor_flows import AnchorFlows
 from .anchor_model import (
     MODES,
     Advertise,
@@ -87,7 +86,7 @@ from .anchor_model import (
     Visiting,
 )
 from .fib import DesiredFib
-from .flows import FlowBook, flow_of
+from .flows import FlowBook
 from .fmdp import DpFunction
 
 MIN_MOBILE_PREFIX = 48
@@ -95,7 +94,7 @@ MIN_MOBILE_PREFIX = 48
 anyone but the controller names nothing shorter."""
 
 
-class AnchorAgentCore(ServiceCore):
+class AnchorAgentCore(AnchorFlows, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -423,140 +422,6 @@ class AnchorAgentCore(ServiceCore):
                 (self.delegated.add if on else self.delegated.discard)(p)
                 self._effects.append(Delegate(p, on))
 
-    def conn_events(self, events: Sequence[ConnEvent], now: float) -> None:
-        """What this router's connection tracking saw (ctnetlink events).
-
-        A TCP or UDP flow on an attached MN's prefix is open from its first
-        event until conntrack says it ended (FIN or RST both ways, or
-        destroyed: idle past the UDP timeout).  On a kept prefix, whose
-        packets conntrack may see only in part, that makes it a candidate:
-        it has ended once no packet of it was charged for the idle time
-        (:meth:`conn_present`).  The binding learns when a
-        prefix starts and stops carrying open flows, and a kept prefix
-        whose flows have all ended reverts once its lifetime is over (FM:3-3).
-        """
-        for ev in events:
-            found = flow_of(ev.conn, self._mn_prefix)
-            if found is None:
-                continue
-            flow, prefix = found
-            if flow not in self.flows.seen and not ev.ended:
-                self._track(prefix, [flow], now)
-                if flow in self.flows.open.get(prefix, ()):  # (not over the cap)
-                    self.flows.seen[flow] = now
-            if self._trusted(prefix):
-                if ev.ended:
-                    self._flow_ended(prefix, flow, now)
-            elif ev.ended or ev.tcp in CLOSING_TCP:
-                self.flows.closing.add(flow)  # it ends once idle too
-
-    def conn_present(self, present: Iterable[Conn], taken: float, now: float,
-                     counted: Mapping[FlowFilter, FlowUsage] | None = None) -> None:
-        """Every connection the kernel tracked at ``taken`` (a periodic
-        dump; flows seen open before then and missing from it ended without
-        an event reaching us), and ``counted``, the charging counters now:
-        a flow that may have ended (:meth:`FlowBook.watched`) has, once they
-        show it idle for ``flow_idle`` (:meth:`FlowBook.idle`).  The host
-        reads the counters only when some flow is watched."""
-        flows = set()
-        for conn in present:
-            found = flow_of(conn, self._mn_prefix)
-            if found is not None:
-                flows.add(found[0])
-        for flow in self.flows.vanished(flows, taken):
-            prefix = self.flows.prefix_of(flow)
-            if prefix is not None and self._trusted(prefix):
-                self._flow_ended(prefix, flow, now)
-            else:
-                self.flows.closing.add(flow)
-        if counted is not None:
-            for prefix, flow in self.flows.idle(counted, now, self.s.flow_idle):
-                self._flow_ended(prefix, flow, now)
-
-    def usage(self, want: FlowFilter) -> FlowUsage:
-        """FM:2: what the flows ``want`` selects were charged here, open or ended."""
-        now_counted = self.dp.usage(want)
-        ended = self.flows.recorded(want)
-        return FlowUsage(*(a + b for a, b in zip(now_counted, ended, strict=True)))
-
-    def _mn_prefix(self, address: IPv6Address) -> Prefix | None:
-        """The prefix of an attached, network-based MN ``address`` is in."""
-        for mn, st in self.attached.items():
-            if mn in self.s.host_based:
-                continue  # its own agent keeps its sessions (Fig 2a/2b)
-            for p in (*st.own, *st.visiting):
-                if p.contains(address):
-                    return p
-        return None
-
-    def _trusted(self, prefix: Prefix) -> bool:
-        """Whether conntrack here sees all of ``prefix``'s flows: those of a
-        prefix anchored here, routed here natively.  A kept prefix's packets
-        may come decapsulated (a tunnel, a flush), which conntrack misses."""
-        return any(prefix in st.own for st in self.attached.values()) and \
-            self.s.parent is None
-
-    def _flow_ended(self, prefix: Prefix, flow: FlowFilter, now: float) -> None:
-        if flow not in self.flows.open.get(prefix, ()):
-            self.flows.seen.pop(flow, None)
-            return
-        last = self.flows.end(prefix, flow)
-        self.flows.record(flow, self.dp.untrack(flow))
-        self.stats.counters["flow-ended"] += 1
-        if last:
-            self.flows_closed(prefix, now)
-
-    def _track(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
-               handed: bool = False) -> None:
-        """Charge ``flows`` of an MN's ``prefix`` here; the binding learns
-        when the prefix starts carrying flows that need continuity.
-        ``handed``: they came with their state (FM:2) from the previous
-        point, whose count the binding carries already."""
-        before = self.flows.count(prefix)
-        new = self.flows.add(prefix, flows)
-        if new:
-            v = self.visiting.get(prefix)
-            if v is not None:
-                v.flows_closed = False
-        if handed:
-            return
-        for f in new:
-            self.dp.track(f)
-            self.stats.counters["flow-seen"] += 1
-        mn = self._owner(prefix)
-        if mn is not None and not before and self.flows.count(prefix) and \
-                self._bound_here(prefix):
-            self._lm_update(prefix, self.s.dpa, now, mn=mn)
-
-    def _bound_here(self, prefix: Prefix) -> bool:
-        """Whether the binding names this router for ``prefix`` already, so
-        an update of its flow count moves nothing.  A claim still under way
-        (an anchor or a parent AR not yet answered) carries the count itself
-        when it goes: sent early, it would move the core's route here before
-        this router can forward (4.2.3)."""
-        return self.life.of(prefix) in (PrefixState.ANCHORED, PrefixState.VISITING) and \
-            prefix not in self._parent_asks.values()
-
-    def flows_closed(self, prefix: Prefix, now: float) -> None:
-        """The flows using an MN's prefix have all ended (FM:3-3).
-
-        A visiting prefix reverts once its lifetime is over too; for any,
-        the binding learns that a router the MN moves to need not keep it.
-        """
-        mn = self._owner(prefix)
-        if mn is None:
-            return
-        told = prefix in self.flows.closed  # the binding knows already
-        self.flows.closed.add(prefix)
-        v = self.visiting.get(prefix)
-        if v is not None:
-            v.flows_closed = True
-            if now >= v.expires:
-                self._revert(prefix, now)
-                return
-        if not told and self._bound_here(prefix):
-            self._lm_update(prefix, self.s.dpa, now, mn=mn)
-
     def _owner(self, prefix: Prefix) -> str | None:
         """The attached MN using ``prefix`` here, if any."""
         for mn, st in self.attached.items():
@@ -726,21 +591,10 @@ class AnchorAgentCore(ServiceCore):
         else:
             self.set_timer(VisitCheck(prefix), v.expires)
 
-    def _on_hand_flows(self, t: HandFlows, now: float) -> None:
-        """FM:2 at the previous point: the flows' QoS and charging state move
-        with the prefix - those known open, and any charged here (conntrack
-        may not have seen it)."""
-        known = self.flows.drop(t.prefix)
-        charged = self.dp.take_charges(t.prefix)
-        if known or charged:
-            states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
-                      for f in dict.fromkeys((*known, *charged))]
-            self.endpoint.request(m.FlowStateTransfer(t.prefix, tuple(states)),
-                                  self._agent_of(t.to), now)
-
     _TIMERS: ClassVar[dict[type, Callable[[Any, Any, float], None]]] = {
         Expire: _on_expire, Register: _on_register, Status: _on_status, Cleanup: _on_cleanup,
-        Reverse: _on_reverse, VisitCheck: _on_visit_check, HandFlows: _on_hand_flows,
+        Reverse: _on_reverse, VisitCheck: _on_visit_check,
+        HandFlows: AnchorFlows._on_hand_flows,
     }
 
     def _joined(self, join: Join, now: float) -> None:

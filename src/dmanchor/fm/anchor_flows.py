@@ -1,0 +1,202 @@
+"""An anchor agent's flows, learned from its kernel's connection tracking.
+
+Which flows an MN's prefix carries decides whether the next router keeps
+it (the binding's count, LM:1-1 by MN) and when a kept prefix may revert
+(FM:3-3); each is charged here while it runs (FM:2).  The methods belong to
+:class:`~.anchor.AnchorAgentCore` (a mixin: they use its state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv6Address
+
+from ..dataplane.api import DataPlane, FlowUsage
+from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
+from ..transport.reliable import Addr, Endpoint
+from ..wire import messages as m
+from ..wire.types import FlowFilter, FlowState, Prefix
+from .anchor_model import (
+    AnchorSettings,
+    AnchorStats,
+    Attached,
+    HandFlows,
+    PrefixLife,
+    PrefixState,
+    Visiting,
+)
+from .flows import FlowBook, flow_of
+
+
+class AnchorFlows:
+    """Flow tracking of the anchor agent (mixed into it: the state below is
+    the agent's, and so are the three methods it calls back)."""
+
+    s: AnchorSettings
+    dp: DataPlane
+    flows: FlowBook
+    stats: AnchorStats
+    attached: dict[str, Attached]
+    visiting: dict[Prefix, Visiting]
+    life: PrefixLife
+    _parent_asks: dict[int, Prefix]
+    endpoint: Endpoint
+
+    def _owner(self, prefix: Prefix) -> str | None:
+        raise NotImplementedError
+
+    def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
+                   lifetime: int | None = None, mn: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _revert(self, prefix: Prefix, now: float) -> None:
+        raise NotImplementedError
+
+    def _agent_of(self, sid: IPv6Address) -> Addr:
+        raise NotImplementedError
+
+    def conn_events(self, events: Sequence[ConnEvent], now: float) -> None:
+        """What this router's connection tracking saw (ctnetlink events).
+
+        A TCP or UDP flow on an attached MN's prefix is open from its first
+        event until conntrack says it ended (FIN or RST both ways, or
+        destroyed: idle past the UDP timeout).  On a kept prefix, whose
+        packets conntrack may see only in part, that makes it a candidate:
+        it has ended once no packet of it was charged for the idle time
+        (:meth:`conn_present`).  The binding learns when a
+        prefix starts and stops carrying open flows, and a kept prefix
+        whose flows have all ended reverts once its lifetime is over (FM:3-3).
+        """
+        for ev in events:
+            found = flow_of(ev.conn, self._mn_prefix)
+            if found is None:
+                continue
+            flow, prefix = found
+            if flow not in self.flows.seen and not ev.ended:
+                self._track(prefix, [flow], now)
+                if flow in self.flows.open.get(prefix, ()):  # (not over the cap)
+                    self.flows.seen[flow] = now
+            if self._trusted(prefix):
+                if ev.ended:
+                    self._flow_ended(prefix, flow, now)
+            elif ev.ended or ev.tcp in CLOSING_TCP:
+                self.flows.closing.add(flow)  # it ends once idle too
+
+    def conn_present(self, present: Iterable[Conn], taken: float, now: float,
+                     counted: Mapping[FlowFilter, FlowUsage] | None = None) -> None:
+        """Every connection the kernel tracked at ``taken`` (a periodic
+        dump; flows seen open before then and missing from it ended without
+        an event reaching us), and ``counted``, the charging counters now:
+        a flow that may have ended (:meth:`FlowBook.watched`) has, once they
+        show it idle for ``flow_idle`` (:meth:`FlowBook.idle`).  The host
+        reads the counters only when some flow is watched."""
+        flows = set()
+        for conn in present:
+            found = flow_of(conn, self._mn_prefix)
+            if found is not None:
+                flows.add(found[0])
+        for flow in self.flows.vanished(flows, taken):
+            prefix = self.flows.prefix_of(flow)
+            if prefix is not None and self._trusted(prefix):
+                self._flow_ended(prefix, flow, now)
+            else:
+                self.flows.closing.add(flow)
+        if counted is not None:
+            for prefix, flow in self.flows.idle(counted, now, self.s.flow_idle):
+                self._flow_ended(prefix, flow, now)
+
+    def usage(self, want: FlowFilter) -> FlowUsage:
+        """FM:2: what the flows ``want`` selects were charged here, open or ended."""
+        now_counted = self.dp.usage(want)
+        ended = self.flows.recorded(want)
+        return FlowUsage(*(a + b for a, b in zip(now_counted, ended, strict=True)))
+
+    def _mn_prefix(self, address: IPv6Address) -> Prefix | None:
+        """The prefix of an attached, network-based MN ``address`` is in."""
+        for mn, st in self.attached.items():
+            if mn in self.s.host_based:
+                continue  # its own agent keeps its sessions (Fig 2a/2b)
+            for p in (*st.own, *st.visiting):
+                if p.contains(address):
+                    return p
+        return None
+
+    def _trusted(self, prefix: Prefix) -> bool:
+        """Whether conntrack here sees all of ``prefix``'s flows: those of a
+        prefix anchored here, routed here natively.  A kept prefix's packets
+        may come decapsulated (a tunnel, a flush), which conntrack misses."""
+        return any(prefix in st.own for st in self.attached.values()) and \
+            self.s.parent is None
+
+    def _flow_ended(self, prefix: Prefix, flow: FlowFilter, now: float) -> None:
+        if flow not in self.flows.open.get(prefix, ()):
+            self.flows.seen.pop(flow, None)
+            return
+        last = self.flows.end(prefix, flow)
+        self.flows.record(flow, self.dp.untrack(flow))
+        self.stats.counters["flow-ended"] += 1
+        if last:
+            self.flows_closed(prefix, now)
+
+    def _track(self, prefix: Prefix, flows: Sequence[FlowFilter], now: float,
+               handed: bool = False) -> None:
+        """Charge ``flows`` of an MN's ``prefix`` here; the binding learns
+        when the prefix starts carrying flows that need continuity.
+        ``handed``: they came with their state (FM:2) from the previous
+        point, whose count the binding carries already."""
+        before = self.flows.count(prefix)
+        new = self.flows.add(prefix, flows)
+        if new:
+            v = self.visiting.get(prefix)
+            if v is not None:
+                v.flows_closed = False
+        if handed:
+            return
+        for f in new:
+            self.dp.track(f)
+            self.stats.counters["flow-seen"] += 1
+        mn = self._owner(prefix)
+        if mn is not None and not before and self.flows.count(prefix) and \
+                self._bound_here(prefix):
+            self._lm_update(prefix, self.s.dpa, now, mn=mn)
+
+    def _bound_here(self, prefix: Prefix) -> bool:
+        """Whether the binding names this router for ``prefix`` already, so
+        an update of its flow count moves nothing.  A claim still under way
+        (an anchor or a parent AR not yet answered) carries the count itself
+        when it goes: sent early, it would move the core's route here before
+        this router can forward (4.2.3)."""
+        return self.life.of(prefix) in (PrefixState.ANCHORED, PrefixState.VISITING) and \
+            prefix not in self._parent_asks.values()
+
+    def flows_closed(self, prefix: Prefix, now: float) -> None:
+        """The flows using an MN's prefix have all ended (FM:3-3).
+
+        A visiting prefix reverts once its lifetime is over too; for any,
+        the binding learns that a router the MN moves to need not keep it.
+        """
+        mn = self._owner(prefix)
+        if mn is None:
+            return
+        told = prefix in self.flows.closed  # the binding knows already
+        self.flows.closed.add(prefix)
+        v = self.visiting.get(prefix)
+        if v is not None:
+            v.flows_closed = True
+            if now >= v.expires:
+                self._revert(prefix, now)
+                return
+        if not told and self._bound_here(prefix):
+            self._lm_update(prefix, self.s.dpa, now, mn=mn)
+
+    def _on_hand_flows(self, t: HandFlows, now: float) -> None:
+        """FM:2 at the previous point: the flows' QoS and charging state move
+        with the prefix - those known open, and any charged here (conntrack
+        may not have seen it)."""
+        known = self.flows.drop(t.prefix)
+        charged = self.dp.take_charges(t.prefix)
+        if known or charged:
+            states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
+                      for f in dict.fromkeys((*known, *charged))]
+            self.endpoint.request(m.FlowStateTransfer(t.prefix, tuple(states)),
+                                  self._agent_of(t.to), now)
