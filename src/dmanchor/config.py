@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .dataplane.markers import MarkerAuth
+from .runtime import clock
 from .transport.reliable import Addr
 from .wire.auth import Key, Role, Security
 from .wire.errors import WireError
@@ -179,11 +180,12 @@ class SecuritySettings:
 
     def build(self) -> Security:
         """The SM state for an endpoint."""
-        return Security(self.keys, send_key_id=self.send_key, require_auth=not self.insecure)
+        return Security(self.keys, send_key_id=self.send_key, require_auth=not self.insecure,
+                        wall=clock.wall)
 
     def markers(self) -> MarkerAuth:
         """End-marker signing and checking for this node's data plane."""
-        return MarkerAuth(self.keys, self.send_key, require=not self.insecure)
+        return MarkerAuth(self.keys, self.send_key, require=not self.insecure, wall=clock.wall)
 
     def warn(self, log: logging.Logger) -> None:
         """Say loudly, at start, that this node runs insecure."""

@@ -47,7 +47,6 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from functools import partial
 from typing import Any
 
@@ -73,6 +72,7 @@ from .mn.host import HostMobility
 from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
 from .nodeevents import NodeEvents, Trace, anchor_effects
+from .runtime import clock
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
@@ -146,7 +146,7 @@ class Node:
         """Start every function; returns 'function host port' lines."""
         self.cfg.security.warn(log)
         cfg = self.cfg
-        cores = self._cores(time.time())
+        cores = self._cores(clock.now())
         if cfg.bgp is not None:
             peer, bsettings = cfg.bgp
             self.bgp = BgpSpeaker(BgpSession(bsettings), peer, on_event=self.events.bgp)
@@ -204,7 +204,7 @@ class Node:
 
     def _on_hold_device(self) -> None:
         assert self.dataplane is not None
-        now = time.time()
+        now = clock.now()
         try:
             self.dataplane.on_readable(now)
         except DataPlaneError as exc:
@@ -215,9 +215,9 @@ class Node:
 
     def command(self, line: bytes) -> dict[str, Any]:
         """Run one control-socket command (:mod:`.nodecmd`); never raises on bad input."""
-        result = run_command(self, line, time.time())
+        result = run_command(self, line, clock.now())
         if self.anchor is not None:
-            now = time.time()
+            now = clock.now()
             self.anchor.process(now)
             self.drivers["anchor"].pump()
         return result

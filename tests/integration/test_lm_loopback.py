@@ -39,9 +39,10 @@ def security(name: str) -> str:
 
 
 def client_security(k: int) -> Security:
-    """SM of client ``ar-k`` (an anchor's LMc)."""
+    """SM of client ``ar-k`` (an anchor's LMc): timestamps on the wall
+    clock, as the daemons' (their drivers run on the monotonic one)."""
     return Security(tuple(KEYS.values()), send_key_id=KEYS[f"ar-{k}"].key_id,
-                    require_auth=True)
+                    require_auth=True, wall=time.time)
 
 
 def lms_conf(name: str, primary: str, peers: list[int], extra: str = "") -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from ipaddress import IPv6Address as A
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from dmanchor.lm.client import LocationClient
 from dmanchor.lm.lmc import LmcCore
 from dmanchor.lm.lms import LmsCore, LmsSettings
+from dmanchor.runtime import clock
 from dmanchor.runtime.aio import UdpDriver
 from dmanchor.transport.reliable import Endpoint
 from dmanchor.wire.auth import Key, Role, Security
@@ -44,7 +44,7 @@ def test_signed_exchange_through_a_wildcard_socket_and_replays_refused() -> None
         for _ in range(2):
             core = LmsCore(LmsSettings("lms", primary=(Prefix.parse("2001:db8:1::/48"),)),
                            Endpoint(security=Security(KEYS, send_key_id=2, require_auth=True)),
-                           now=time.time())
+                           now=clock.now())
             driver = UdpDriver(core)
             port = (await driver.start("::", 0))[1]
             servers.append((core, driver, port))
@@ -57,7 +57,7 @@ def test_signed_exchange_through_a_wildcard_socket_and_replays_refused() -> None
         try:
             # Signed, addressed to [::1]:port, verified by a socket bound to [::].
             assert await client.update(HNP, A("2001:db8:ff::1"), 30) == 30
-            record = lms.lookup(HNP, time.time())
+            record = lms.lookup(HNP, clock.now())
             assert record is not None and record.updated_by == "ar1"
             # The captured request, replayed from another socket to the same
             # server: a replay, whatever the source; to another server: bad MAC.
@@ -69,7 +69,7 @@ def test_signed_exchange_through_a_wildcard_socket_and_replays_refused() -> None
                 lms.endpoint.stats.drops["replay"] >= 1
                 and other.endpoint.stats.drops["bad-mac"] >= 1), 10,
                 lambda: f"drops {lms.endpoint.stats.drops} / {other.endpoint.stats.drops}")
-            assert other.lookup(HNP, time.time()) is None
+            assert other.lookup(HNP, clock.now()) is None
         finally:
             client.driver.close()
             for _, driver, _ in servers:

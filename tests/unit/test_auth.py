@@ -113,6 +113,25 @@ def test_reordered_messages_within_window_pass_older_ones_do_not() -> None:
     assert check(rx, old, NOW + 2) is Drop.REPLAY
 
 
+@pytest.mark.parametrize("step", [3600.0, -3600.0], ids=["forward", "back"])
+def test_a_wall_clock_step_on_both_ends_stalls_nothing_and_opens_no_replay(
+        step: float) -> None:
+    """The machines' wall clocks step by an hour (NTP, ``date -s``): signed
+    messages keep flowing at once; what was signed before the step is not
+    accepted again."""
+    wall = [NOW]
+    tx = Security([K1], send_key_id=1, wall=lambda: wall[0])
+    rx = Security([K1, K2], require_auth=True, wall=lambda: wall[0])
+    before = [signed(tx, i) for i in range(3)]
+    assert [check(rx, d) for d in before] == [None] * 3
+    wall[0] += step
+    after = [signed(tx, 10 + i) for i in range(3)]
+    assert [check(rx, d) for d in after] == [None] * 3
+    assert check(rx, before[0]) in (Drop.STALE, Drop.REPLAY)
+    assert check(rx, after[0]) is Drop.REPLAY
+    assert rx.clock_steps == (1 if step < 0 else 0)
+
+
 def test_replay_state_is_per_key() -> None:
     rx = receiver()
     a = signed(sender(K1))

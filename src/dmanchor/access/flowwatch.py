@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ..dataplane.api import DataPlaneError
 from ..dataplane.charging import Charging
 from ..dataplane.conntrack import ConntrackMonitor
 from ..fm.anchor import AnchorAgentCore
+from ..runtime import clock
 
 log = logging.getLogger("dmanchor.node")
 
@@ -67,7 +67,7 @@ class FlowWatch:
                 log.debug("conntrack %s %s %s", ev.change.value, ev.conn,
                           ev.tcp.name if ev.tcp is not None else "")
         if events:
-            now = time.time()
+            now = clock.now()
             self.agent.conn_events(events, now)
             self.agent.process(now)
             self.pump()
@@ -78,7 +78,7 @@ class FlowWatch:
     async def _sweep(self) -> None:
         try:
             assert self._monitor is not None
-            taken = time.time()
+            taken = clock.now()
             present = self._monitor.dump()
             # What the walk destroyed arrives as events first.
             self._on_events()
@@ -86,7 +86,7 @@ class FlowWatch:
             # beside the event loop, not in it (a move may be under way).
             counted = await self.charging.counted_async() if self.agent.flows.watched() \
                 else None
-            now = time.time()
+            now = clock.now()
             self.agent.conn_present(present, taken, now, counted)
             self.agent.process(now)
             self.pump()

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..dataplane.neigh import NeighbourMonitor
 from ..dataplane.netlink import LinkMonitor
 from ..fm.anchor import AnchorAgentCore
 from ..fm.anchor_model import Heard
+from ..runtime import clock
 from ..wire.types import Prefix
 from .alloc import PoolExhausted, PrefixAllocator
 from .nd import encode_ra
@@ -65,7 +65,7 @@ class AccessLinks:
         self.alloc = alloc
         self.lease_left = lease_left
         self.sources = sources
-        self._ra = RaSchedule(self.links, time.time(), ra_interval) if self.links else None
+        self._ra = RaSchedule(self.links, clock.now(), ra_interval) if self.links else None
         self._ra_timer: asyncio.TimerHandle | None = None
         self._listeners: list[LinkListener] = []
         self._monitor: LinkMonitor | None = None
@@ -135,7 +135,7 @@ class AccessLinks:
                 continue
             named = seen.rs.previous if seen.rs is not None else ()
             what = self.agent.heard(mn, listener.link, given, named, seen.rs is not None,
-                                    time.time())
+                                    clock.now())
             if what in (Heard.ARRIVED, Heard.NAMED_MORE):
                 log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value,
                          listener.link, seen.kind.name, [str(p) for p in given],
@@ -157,7 +157,7 @@ class AccessLinks:
         """
         since = self._leaving.get(link)
         if since is not None:
-            if time.time() - since < LEAVING_QUIET:
+            if clock.now() - since < LEAVING_QUIET:
                 return True
             del self._leaving[link]
         if link in self._down:
@@ -184,7 +184,7 @@ class AccessLinks:
     def _on_neighbours(self) -> None:
         """MNs whose every address stopped answering: they left (FM:6-1)."""
         assert self._neigh is not None and self._reach is not None
-        now = time.time()
+        now = clock.now()
         for ev in self._neigh.read():
             for mn, link in self._reach.feed(ev):
                 st = self.agent.attached.get(mn)
@@ -197,14 +197,14 @@ class AccessLinks:
     def going_down(self, link: str) -> int:
         """An L2 trigger (RFC 5184 Link Going Down): the MNs on ``link`` are
         leaving; returns how many."""
-        self._leaving[link] = time.time()
+        self._leaving[link] = clock.now()
         return self.down({link}, "going down (L2 trigger)")
 
     def down(self, links: set[str], why: str) -> int:
         """The MNs on these access links left; returns how many."""
         if not links:
             return 0
-        now = time.time()
+        now = clock.now()
         left = 0
         for mn, st in list(self.agent.attached.items()):
             if st.link in links:
@@ -229,7 +229,7 @@ class AccessLinks:
                 given = self.alloc.peek(mn) if self.alloc is not None else None
                 own = (*own, *st.own, *((given,) if given is not None else ()))
                 kept = (*kept, *st.visiting)
-        now = time.time()
+        now = clock.now()
         ra = link_advertisement(own, kept, self.agent.s.lifetime,
                                 self.lease_left(now) if self.lease_left is not None else None)
         try:
@@ -269,7 +269,7 @@ class AccessLinks:
         the prefixes of the MNs on it, so their hosts keep their addresses."""
         assert self._ra is not None
         self._ra_timer = None
-        for link in self._ra.due(time.time()):
+        for link in self._ra.due(clock.now()):
             self.advertise_mns(link, solicited=False)
         self._arm_ra()
 
@@ -281,7 +281,7 @@ class AccessLinks:
         if self._ra_timer is not None:
             self._ra_timer.cancel()
         self._ra_timer = asyncio.get_running_loop().call_later(
-            max(0.0, deadline - time.time()), self._on_ra_timer)
+            max(0.0, deadline - clock.now()), self._on_ra_timer)
 
     def close(self) -> None:
         """Stop listening and advertising."""

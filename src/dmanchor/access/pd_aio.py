@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..runtime import clock
 from ..wire.types import Prefix
 from .delegation import DelegationEvent, Delegations
 from .dhcpv6 import CLIENT_PORT, duid_ll
@@ -64,12 +64,12 @@ class PdDriver:
 
     def hold(self, prefix: Prefix, moving: bool = False) -> None:
         """Have ``prefix`` delegated here (see :meth:`Delegations.hold`)."""
-        self.core.hold(prefix, time.time(), moving=moving)
+        self.core.hold(prefix, clock.now(), moving=moving)
         self.pump()
 
     def let_go(self, prefix: Prefix) -> None:
         """Give ``prefix`` back (see :meth:`Delegations.let_go`)."""
-        self.core.let_go(prefix, time.time())
+        self.core.let_go(prefix, clock.now())
         self.pump()
 
     def pump(self) -> None:
@@ -91,12 +91,12 @@ class PdDriver:
         deadline = self.core.get_timer()
         if deadline is not None and sock is not None:
             loop = asyncio.get_running_loop()
-            delay = max(0.0, deadline - time.time())
+            delay = max(0.0, deadline - clock.now())
             self._timer = loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.core.handle_timer(time.time())
+        self.core.handle_timer(clock.now())
         self.pump()
 
     def _on_readable(self) -> None:
@@ -109,7 +109,7 @@ class PdDriver:
             except OSError as exc:
                 log.warning("DHCPv6-PD on %s: %s", self.link, exc)
                 break
-            self.core.receive(data, (addr[0], addr[1]), time.time())
+            self.core.receive(data, (addr[0], addr[1]), clock.now())
         self.pump()
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 
 from ..wire.auth import Key, Role
@@ -65,10 +65,14 @@ class MarkerAuth:
     """Signs this node's markers and judges those it receives."""
 
     def __init__(self, keys: Iterable[Key], send_key_id: int | None, *,
-                 require: bool = True, window: float = 5.0) -> None:
+                 require: bool = True, window: float = 5.0,
+                 wall: Callable[[], float] | None = None) -> None:
         """``require``: refuse unsigned markers (a node with keys does);
         ``window``: how old a marker may be, seconds (markers travel one
-        path, in milliseconds; the window only absorbs clock skew)."""
+        path, in milliseconds; the window only absorbs clock skew);
+        ``wall``: the shared clock timestamps come from (None: the ``now``
+        given, virtual time)."""
+        self.wall = wall
         self.keys = {k.key_id: k for k in keys if k.roles & SIGNERS}
         self.send_key = {k.key_id: k for k in keys}.get(send_key_id) \
             if send_key_id is not None else None
@@ -84,7 +88,10 @@ class MarkerAuth:
         head = TAG + prefix.network.to_bytes(16, "big")
         if key is None:
             return head
-        ts = max(int(now * 1e6), self._last_ts + 1)
+        at = int((self.wall() if self.wall is not None else now) * 1e6)
+        # Increasing, unless the wall clock stepped back past the window
+        # (see Security.encode).
+        ts = at if self._last_ts - at > self.window_us else max(at, self._last_ts + 1)
         self._last_ts = ts
         signed = _SIGNED.pack(head[len(TAG):], key.key_id, ts)
         return TAG + signed + hmac.new(key.secret, signed, hashlib.sha256).digest()[:MAC_LEN]
@@ -103,7 +110,7 @@ class MarkerAuth:
             return Forged.BAD_MAC
         if int.from_bytes(network, "big") != held_for.network:
             return Forged.WRONG_PREFIX
-        now_us = int(now * 1e6)
+        now_us = int((self.wall() if self.wall is not None else now) * 1e6)
         if abs(now_us - ts) > self.window_us:
             return Forged.STALE
         if (key_id, ts) in self._seen:

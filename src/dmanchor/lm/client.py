@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from ipaddress import IPv6Address
 
+from ..runtime import clock
 from ..runtime.aio import UdpDriver
 from ..transport.reliable import Addr, Endpoint
 from ..wire import messages as m
@@ -66,23 +66,23 @@ class LocationClient:
 
     async def query(self, prefix: Prefix, use_cache: bool = True) -> Location:
         """LM:1-1/1-2; raises :class:`LocationError` (UNKNOWN_PREFIX ...)."""
-        done = await self._wait(self.core.query(prefix, time.time(), use_cache))
+        done = await self._wait(self.core.query(prefix, clock.now(), use_cache))
         assert isinstance(done.result, Location)
         return done.result
 
     async def update(self, prefix: Prefix, address: IPv6Address, lifetime: int) -> int:
         """LM:1-4; returns the lifetime granted once the update is durable."""
-        done = await self._wait(self.core.update(prefix, address, lifetime, time.time()))
+        done = await self._wait(self.core.update(prefix, address, lifetime, clock.now()))
         assert isinstance(done.result, m.LocationUpdateAck)
         return done.result.lifetime
 
     async def subscribe(self, prefixes: Sequence[Prefix], lifetime: int | None = None) -> None:
         """Receive LM:1-3 pushes about ``prefixes`` on :attr:`pushes`."""
-        await self._wait(self.core.subscribe(prefixes, time.time(), lifetime))
+        await self._wait(self.core.subscribe(prefixes, clock.now(), lifetime))
 
     async def unsubscribe(self, prefixes: Sequence[Prefix]) -> None:
         """Stop pushes about ``prefixes``."""
-        await self._wait(self.core.unsubscribe(prefixes, time.time()))
+        await self._wait(self.core.unsubscribe(prefixes, clock.now()))
 
     def close(self) -> None:
         """Close the socket; pending requests are abandoned."""

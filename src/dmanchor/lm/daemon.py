@@ -41,7 +41,6 @@ import gc
 import logging
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +58,7 @@ from ..config import (
     load_file,
     read_security,
 )
+from ..runtime import clock
 from ..runtime.aio import UdpDriver
 from ..transport.reliable import Addr, Endpoint
 from ..transport.service import ServiceCore
@@ -170,7 +170,10 @@ def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | No
                        max_cache_age=cfg.lmp_cache[1],
                        max_subscriptions=cfg.lmp_max_subscriptions), None
     assert cfg.lms is not None
-    store: Store = (SqliteStore(cfg.state_dir, cfg.synchronous)
+    # Expiries are persisted as wall time: the monotonic clock the core
+    # runs on restarts at each boot.
+    store: Store = (SqliteStore(cfg.state_dir, cfg.synchronous,
+                                to_disk=clock.to_wall, from_disk=clock.from_wall)
                     if cfg.state_dir else MemoryStore())
     return LmsCore(cfg.lms, endpoint, store, now), store
 
@@ -178,7 +181,7 @@ def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | No
 async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
     """Run one daemon until ``stop`` is set."""
     cfg.security.warn(log)
-    t0 = time.time()
+    t0 = clock.now()
     core, store = build_core(cfg, t0)
     # Bindings loaded at start live as long as the process: move them out
     # of the collector's sight, and collect young objects less often, so a
@@ -188,7 +191,7 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
     gc.set_threshold(20_000, 50, 100)
     if isinstance(core, LmsCore):
         log.info("%s: loaded %d bindings in %.2fs", cfg.lms.node_id if cfg.lms else "lms",
-                 len(core.bindings), time.time() - t0)
+                 len(core.bindings), clock.now() - t0)
 
     def report() -> None:
         if isinstance(core, LmsCore):

@@ -15,7 +15,7 @@ they return: the LMs acknowledges an update (LM:1-4 ack) right after.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -31,7 +31,8 @@ class Binding(NamedTuple):
     forwarding_address: IPv6Address
     """Address of the FM-DP/DPA/DPN that forwards packets to the MN."""
     expires: float
-    """Absolute expiry time (seconds, same clock as the core's ``now``)."""
+    """Absolute expiry time (seconds, same clock as the core's ``now``; a
+    store may persist it on another: :class:`SqliteStore`)."""
     updated_by: str = ""
     """Node that made the last update (authenticated owner or origin)."""
     mn: str = ""
@@ -91,7 +92,14 @@ class MemoryStore:
 class SqliteStore:
     """SQLite (WAL) store in ``state_dir/lms.sqlite3``."""
 
-    def __init__(self, state_dir: str | Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, state_dir: str | Path, synchronous: str = "NORMAL", *,
+                 to_disk: Callable[[float], float] | None = None,
+                 from_disk: Callable[[float], float] | None = None) -> None:
+        """``to_disk``/``from_disk``: convert an expiry between the core's
+        clock and the one stored (the daemon stores wall time, its core runs
+        on the monotonic clock; default: stored as given)."""
+        self._to_disk = to_disk or _same
+        self._from_disk = from_disk or _same
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         path = Path(state_dir)
@@ -119,11 +127,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
-    @staticmethod
-    def _row(b: Binding) -> tuple[bytes, int, bytes, float, str, str, int]:
+    def _row(self, b: Binding) -> tuple[bytes, int, bytes, float, str, str, int]:
         return (
             b.prefix.network.to_bytes(16, "big"), b.prefix.length,
-            b.forwarding_address.packed, b.expires, b.updated_by, b.mn, b.flows,
+            b.forwarding_address.packed, self._to_disk(b.expires), b.updated_by, b.mn, b.flows,
         )
 
     def put(self, binding: Binding) -> None:
@@ -167,8 +174,13 @@ class SqliteStore:
         # memoized constructor shares one object per address.
         frm = int.from_bytes
         addr = address_from_packed
-        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), e, by, mn, fl)
+        back = self._from_disk
+        return iter([Binding(Prefix(frm(n, "big"), ln), addr(a), back(e), by, mn, fl)
                      for n, ln, a, e, by, mn, fl in rows])
 
     def close(self) -> None:
         self.db.close()
+
+
+def _same(at: float) -> float:
+    return at

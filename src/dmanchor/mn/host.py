@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import subprocess
-import time
 from collections.abc import Callable
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from ..dataplane.api import DataPlane
 from ..dataplane.netlink import AddressMonitor, Netlink
 from ..fm.mn_agent import MnAgentCore
+from ..runtime import clock
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 
 log = logging.getLogger("dmanchor.node")
@@ -129,7 +129,7 @@ class HostMobility:
 
     def _on_stack(self) -> None:
         assert self._stack is not None
-        now = time.time()
+        now = clock.now()
         sid = self.agent.addresses(self._stack.held(), sessions_in_use(), now)
         if sid is not None:
             take_sid(self.dataplane, self.sid, sid, self.link, now)

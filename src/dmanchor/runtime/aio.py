@@ -1,7 +1,9 @@
 """asyncio driver: pump a sans-IO core over a real UDP socket.
 
-``now`` handed to the core is the wall clock (``time.time()``), because
-SM timestamps are compared across machines.
+``now`` handed to the core is the monotonic clock (:func:`.clock.now`): a
+step of the wall clock neither expires the core's lifetimes nor stalls its
+retransmissions.  SM timestamps, which other machines compare, come from
+the wall clock the endpoint's :class:`~dmanchor.wire.auth.Security` reads.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Callable
 
 from ..wire.codec import peek_type
+from . import clock
 from .core import Addr, Core
 
 log = logging.getLogger("dmanchor.udp")
@@ -136,7 +138,7 @@ class UdpDriver:
                 self.trace("rx", data, source)
             dst = _destination(anc)
             local = (dst, bound[1]) if dst is not None else bound
-            self.core.receive_datagram(data, source, time.time(), local)
+            self.core.receive_datagram(data, source, clock.now(), local)
             self.pump()
 
     def pump(self) -> None:
@@ -165,13 +167,13 @@ class UdpDriver:
             self._timer_at = deadline
             if deadline is not None:
                 loop = asyncio.get_running_loop()
-                delay = max(0.0, deadline - time.time())
+                delay = max(0.0, deadline - clock.now())
                 self._timer = loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.core.handle_timer(time.time())
+        self.core.handle_timer(clock.now())
         self.pump()
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -118,6 +119,7 @@ class Security:
         require_auth_from: frozenset[str] = frozenset(),
         clock_window: float = 30.0,
         reorder_window: float = 2.0,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         """
         ``keys``: every key this endpoint knows (to verify and to sign).
@@ -127,7 +129,11 @@ class Security:
         ``clock_window``: accepted |now - timestamp|, seconds.
         ``reorder_window``: how far behind the newest timestamp of a peer an
         unseen timestamp is still accepted (UDP reordering), seconds.
+        ``wall``: the clock timestamps are taken from and judged by - the
+        wall clock other machines share (a node's cores run on the monotonic
+        clock); None: the ``now`` the endpoint is given (virtual time).
         """
+        self.wall = wall
         self.keys = {k.key_id: k for k in keys}
         if send_key_id is not None and send_key_id not in self.keys:
             raise ValueError(f"send key {send_key_id} is not among the keys")
@@ -137,6 +143,8 @@ class Security:
         self.clock_window_us = int(clock_window * 1e6)
         self.reorder_window_us = int(reorder_window * 1e6)
         self.drops: Counter[str] = Counter()
+        self.clock_steps = 0
+        """Replay windows restarted because our wall clock stepped back."""
         self._last_ts = 0
         # One window per key id, not per (key, source): the same signed bytes
         # replayed from another address are the same message.
@@ -148,7 +156,12 @@ class Security:
         key = self.send_key
         if key is None:
             return encode(message, seq, flags)
-        ts = max(int(now * 1e6), self._last_ts + 1)
+        at = int((self.wall() if self.wall is not None else now) * 1e6)
+        # Increasing, so no two are alike - unless the wall clock stepped
+        # back past the window: then they follow it, rather than stay ahead
+        # of every receiver's clock (stale to all until it caught up).
+        stepped = self._last_ts - at > self.clock_window_us
+        ts = at if stepped else max(at, self._last_ts + 1)
         self._last_ts = ts
         return encode(
             message, seq, flags, key_id=key.key_id, secret=key.secret, timestamp_us=ts,
@@ -176,12 +189,18 @@ class Security:
         mac = compute_mac(data, auth, key.secret, receiver_id(local))
         if not hmac.compare_digest(mac, auth.mac):
             return self._drop(Drop.BAD_MAC)
-        now_us = int(now * 1e6)
+        now_us = int((self.wall() if self.wall is not None else now) * 1e6)
         ts = auth.timestamp_us
         if abs(now_us - ts) > self.clock_window_us:
             return self._drop(Drop.STALE)
         win = self._windows.get(auth.key_id)
-        if win is None:
+        if win is None or win.newest - now_us > self.clock_window_us:
+            # New peer, or one whose newest message is now further ahead
+            # than our clock allows: our wall clock stepped back (an NTP
+            # step).  The window starts afresh: what was signed before the
+            # step is stale now, so it cannot be replayed.
+            if win is not None:
+                self.clock_steps += 1
             win = self._windows[auth.key_id] = _PeerWindow()
         if ts in win.seen or ts <= win.newest - self.reorder_window_us:
             return self._drop(Drop.REPLAY)
