@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -57,3 +58,13 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str | Callable[
             said = what() if callable(what) else what
             raise AssertionError(f"not within {timeout} s: {said}")
         time.sleep(interval)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether ``::1`` can be bound here (some containers have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

@@ -10,7 +10,6 @@ the wall clock: a step forward expired a 600 s binding at once.)
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from ipaddress import IPv6Address as A
 from pathlib import Path
@@ -25,6 +24,7 @@ from dmanchor.runtime.aio import UdpDriver
 from dmanchor.transport.reliable import Endpoint
 from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.types import Prefix
+from tests.helpers import has_ipv6_loopback
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +34,9 @@ HNP1, HNP2 = Prefix.parse("2001:db8:1:1::/64"), Prefix.parse("2001:db8:1:2::/64"
 DPA = A("fc00::1:0")
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 @pytest.mark.parametrize("step", [3600.0, -3600.0], ids=["forward", "back"])
 def test_a_wall_clock_step_expires_nothing_and_stalls_nothing(
         step: float, monkeypatch: pytest.MonkeyPatch) -> None:

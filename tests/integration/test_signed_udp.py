@@ -19,7 +19,7 @@ from dmanchor.runtime.aio import UdpDriver
 from dmanchor.transport.reliable import Endpoint
 from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.types import Prefix
-from tests.helpers import wait_until
+from tests.helpers import has_ipv6_loopback, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +28,9 @@ KEYS = (Key(1, b"1" * 32, "ar1", frozenset({Role.ANCHOR})),
 HNP = Prefix.parse("2001:db8:1:1::/64")
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_signed_exchange_through_a_wildcard_socket_and_replays_refused() -> None:
     async def scenario() -> None:
         servers = []
