@@ -71,7 +71,7 @@ from .lm.lms import LmsCore
 from .mn.host import HostMobility
 from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
-from .nodeevents import NodeEvents, Trace, anchor_effects
+from .nodeevents import NodeEvents, Trace, anchor_effects, load_moved
 from .runtime import clock
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
@@ -97,7 +97,7 @@ class Node:
         self.mn_agent: MnAgentCore | None = None
         self.host: HostMobility | None = None
         self.trace = Trace(cfg.trace, cfg.node_id) if cfg.trace is not None else None
-        self.events = NodeEvents(cfg.kea, self.trace)
+        self.events = NodeEvents(cfg.kea, self.trace, cfg.controller_state)
         self._control: ControlServer | None = None
         self._security: Security | None = None
 
@@ -128,7 +128,8 @@ class Node:
                 cores[name] = (build_core(lm, now)[0], lm.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            self.controller = ControllerCore(settings, self._endpoint(), now)
+            self.controller = ControllerCore(settings, self._endpoint(), now,
+                                             restored=load_moved(cfg.controller_state))
             cores["controller"] = (self.controller, listen)
         # One desired state for the cores sharing this router's data plane.
         fib = DesiredFib(self.dataplane) if self.dataplane is not None else None

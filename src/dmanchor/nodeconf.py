@@ -101,6 +101,9 @@ class NodeConfig:
     flow_sweep: float = 1.0
     """How often the conntrack table is walked, seconds: the kernel only
     reports an idle flow's end when something finds it expired."""
+    controller_state: Path | None = None
+    """Where the controller keeps the prefixes it moved (``[controller]
+    state``), so that a restart reverts them in time (FM:3-3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     flow_sweep = 1.0
     pd = None
     kea = None
+    controller_state = None
     if "anchor" in doc:
         a = top.sub("anchor")
         listen = a.get("listen", as_bind, required=True)
@@ -333,7 +337,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         for k in list(dp_f.table)},
             access=tuple(c.get_list("access", access)),
             cpa=c.get("cpa", as_address) if "cpa" in c.table else None,
+            reconcile_grace=c.get("reconcile_grace", as_float, 30.0),
         ))
+        if "state" in c.table:
+            controller_state = Path(c.get("state", as_str, required=True))
         if controller[1].access and controller[1].cpa is None:
             raise ConfigError(f"{path}: field 'controller.cpa': required with "
                               "[[controller.access]] (the address switches send FM:6-2 to)")
@@ -367,4 +374,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
         trace=Path(trace) if trace else None, bgp=bgp, lmp=lmp, mn=mn, pd=pd, kea=kea,
         control_group=control_group or None, ra_interval=ra_interval, udp_idle=udp_idle,
         charged_links=charged_links,
-        flow_sweep=flow_sweep)
+        flow_sweep=flow_sweep, controller_state=controller_state)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +38,7 @@ from .fm.controller import (
 from .nodeconf import KeaMoves
 from .transport.reliable import Addr
 from .wire.codec import peek_type
+from .wire.errors import WireError
 from .wire.types import ForwardingEntry, Prefix, entry_to_json
 
 log = logging.getLogger("dmanchor.node")
@@ -82,12 +85,36 @@ class Trace:
         self.file.close()
 
 
+def load_moved(path: Path | None) -> dict[Prefix, IPv6Address]:
+    """What a controller had moved when it last ran (empty if nothing was
+    kept, or if the file is unreadable: said in the log, never fatal)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        return {Prefix.parse(p): IPv6Address(a) for p, a in doc["moved"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, WireError) as exc:
+        log.error("controller state %s unreadable, starting without it: %s", path, exc)
+        return {}
+
+
+def save_moved(path: Path, moved: Mapping[Prefix, IPv6Address]) -> None:
+    """Keep what the controller has moved (atomically: a crash leaves the
+    old file or the new one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"moved": {str(p): str(a) for p, a in moved.items()}}))
+    os.replace(tmp, path)
+
+
 class NodeEvents:
     """The upward events of a node's controller, PD client and BGP speaker."""
 
-    def __init__(self, kea: KeaMoves | None, trace: Trace | None) -> None:
+    def __init__(self, kea: KeaMoves | None, trace: Trace | None,
+                 controller_state: Path | None = None) -> None:
+        """``controller_state``: where the controller's moves are kept."""
         self.kea = kea
         self.trace = trace
+        self.controller_state = controller_state
         self.kea_done: Counter[str] = Counter()
         """Lease moves: ``lease6-update`` done, ``failed``, ``no-duid``."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,6 +127,11 @@ class NodeEvents:
             elif isinstance(ev, DataPlaneUp):
                 log.info("FM-DP %s reports", ev.node_id)
             elif isinstance(ev, AnchorSwitching):
+                if self.controller_state is not None:
+                    try:
+                        save_moved(self.controller_state, core.moved)
+                    except OSError as exc:
+                        log.error("controller state %s: %s", self.controller_state, exc)
                 if ev.dpa is not None and self.kea is not None:
                     self._switching(ev.prefix, self.kea.duids.get(ev.dpa), ev.dpa)
             elif isinstance(ev, AnchorMoved):

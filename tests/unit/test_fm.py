@@ -8,7 +8,7 @@ forwarding model: delivered (in order, once, by which path) or dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address as A
 
 import pytest
@@ -643,3 +643,47 @@ def test_return_home_in_tunnel_and_bgp_modes_loses_nothing(mode: str) -> None:
     assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
     assert not [e for e in w.fab.routers["ar1"].entries()
                 if e.prefix == HNP1 and e.kind is not EntryKind.ANCHOR]
+
+
+def test_a_restarted_controller_still_reverts_what_it_had_moved() -> None:
+    """#16: the controller is restarted between a 4.2.1 switch and its revert
+    (FM:3-3).  Given what it had moved (its host persists it), it confirms
+    each with the LMs and reverts it when the binding goes - before, the
+    core kept the switched route for good."""
+    w = world("switch", lifetime=1)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    # The flows end (the binding learns it); the visit's lifetime runs on.
+    w.at(1.02, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=1.05)
+    to_ar2 = ForwardingEntry(EntryKind.ROUTE, HNP1, A("fc00::2:0"))
+    assert to_ar2 in w.fab.routers["r"].entries()
+    moved = dict(w.ctrl.moved)
+    assert moved == {HNP1: A("fc00::2:0")}
+    # The restart: a new core at the same address, with what was persisted.
+    # The next news of HNP1 is its binding's removal (the revert).
+    w.net.remove(CTRL)
+    w.net.run(until=1.1)
+    ctrl = ControllerCore(w.ctrl.s, now=w.net.now, restored=moved)
+    w.net.add(CTRL, ctrl)
+    w.net.poll(CTRL)
+    w.net.run(until=4.0)
+    assert AnchorReverted(HNP1) in ctrl.drain_events()
+    assert not [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
+    assert ctrl.counters["restored"] == 1 and not ctrl.counters["reconcile-reverted"]
+    assert_lossless(report(w.fab, cont))
+
+
+def test_a_restarted_controller_reverts_a_move_whose_binding_ended_meanwhile() -> None:
+    w = world("switch")
+    w.net.remove(CTRL)
+    ctrl = ControllerCore(replace(w.ctrl.s, reconcile_grace=1.0), now=w.net.now,
+                          restored={P("2001:db8:1:77::/64"): A("fc00::2:0")})
+    w.net.add(CTRL, ctrl)
+    w.net.poll(CTRL)
+    w.net.run(until=0.5)
+    assert P("2001:db8:1:77::/64") in ctrl.moved  # the LMs does not know it: wait
+    w.net.run(until=2.0)
+    assert ctrl.counters["reconcile-reverted"] == 1 and not ctrl.moved

@@ -126,7 +126,8 @@ def test_every_shipped_scenario_plans_configs_the_node_accepts(name: str,
             continue
         path = tmp_path / f"{node}.toml"
         path.write_text(np.config.replace("@CONTROL@", str(tmp_path / "c.sock"))
-                        .replace("@TRACE@", str(tmp_path / "t.jsonl")).replace("@LOG@", "info"))
+                        .replace("@TRACE@", str(tmp_path / "t.jsonl")).replace("@LOG@", "info")
+                        .replace("@STATE@", str(tmp_path / "s.json")))
         cfg = load_node_config(path)  # the real loader: raises on any bad field
         assert cfg.node_id == node
         if np.spec.anchor is not None and np.spec.anchor.cp is not None:

@@ -98,6 +98,10 @@ class ControllerSettings:
     """This controller's address, named as the CPA of the ``access`` routers
     in discovery answers (their switches send FM:6-2 and FM:1 there, to the
     anchors' signalling port); required with ``access``."""
+    reconcile_grace: float = 30.0
+    """After a restart: how long a prefix it had moved, whose binding the LMs
+    does not know (yet - an LMs restarted too relearns bindings at the
+    anchors' next refresh), stays routed where it was before it is reverted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +195,11 @@ class ControllerCore(ServiceCore):
     SENDERS = CONTROLLER_SENDERS
 
     def __init__(self, settings: ControllerSettings, endpoint: Endpoint | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, restored: Mapping[Prefix, IPv6Address] | None = None) -> None:
+        """``restored``: the prefixes it had moved when it last ran (prefix ->
+        DPA, as :class:`AnchorSwitching` events said; the host persists them):
+        the core routers still route them so, and each is confirmed with the
+        LMs (LM:1-1) - or reverted once the binding is surely gone."""
         super().__init__(endpoint or Endpoint())
         self.s = settings
         self.registry: PrefixTable[Registration] = PrefixTable()
@@ -219,9 +227,13 @@ class ControllerCore(ServiceCore):
                 reg = Registration(r.name, r.dpa, settings.cpa, float("inf"))
                 for p in r.prefixes:
                     self.registry.set(p, reg)
+        self._reconciling: set[Prefix] = set()
+        self._queries: dict[int, Prefix] = {}  # LM:1-1 of a restored prefix
         if settings.lms is not None and settings.watch:
             self.set_timer("subscribe", now)
         self.set_timer("liveness", now + settings.dead_after)
+        if restored:
+            self._restore(restored, now)
 
     def drain_events(self) -> list[ControllerEvent]:
         """Take the upward events."""
@@ -271,6 +283,13 @@ class ControllerCore(ServiceCore):
             return
         if self.access.answered(self.endpoint, event, now):
             return
+        asked = self._queries.pop(event.request_id, None)
+        if asked is not None:
+            reply = event.reply if isinstance(event, ReplyReceived) else None
+            if isinstance(reply, m.LocationReply):
+                self._reconciling.discard(asked)
+                self._on_binding(asked, reply.forwarding_address, reply.lifetime, now)
+            return  # unknown (yet): an inform, or the deadline, decides
         ok = isinstance(event, ReplyReceived)
         sent = self._sent.pop(event.request_id, None)
         change = sent.change if sent is not None else self._holds.pop(event.request_id, None)
@@ -307,6 +326,30 @@ class ControllerCore(ServiceCore):
                     self.counters["dataplane-down"] += 1
                     self.events.append(DataPlaneDown(node))
             self.set_timer("liveness", now + self.s.dead_after / 3)
+        elif name == "reconcile" and self.s.lms is not None:
+            for prefix in sorted(self._reconciling):
+                self._queries[self.endpoint.request(m.LocationQuery(prefix), self.s.lms,
+                                                    now)] = prefix
+            self.set_timer("reconciled", now + self.s.reconcile_grace)
+        elif name == "reconciled":
+            # No binding for these all along: they ended while we were down.
+            for prefix in sorted(self._reconciling):
+                if prefix in self.moved:
+                    self.counters["reconcile-reverted"] += 1
+                    self._program(prefix, None, now)
+            self._reconciling.clear()
+
+    def _restore(self, moved: Mapping[Prefix, IPv6Address], now: float) -> None:
+        """Take back what the last run had moved (the routers kept it)."""
+        for prefix, dpa in moved.items():
+            self.moved[prefix] = dpa
+            for r in self.s.routers:
+                nh = r.next_hops.get(dpa)
+                if nh is not None:
+                    self._routed[r.name][prefix] = nh
+        self._reconciling = set(moved)
+        self.counters["restored"] += len(moved)
+        self.set_timer("reconcile", now)
 
     # -- FM:4 ---------------------------------------------------------------------------
 
@@ -385,6 +428,7 @@ class ControllerCore(ServiceCore):
         if home is None:
             self.counters["binding-without-home"] += 1
             return
+        self._reconciling.discard(prefix)  # the LMs said where it is
         dpa = self.s.dpn_parent.get(dpa, dpa)
         if lifetime > 0 and (dpa != home.dpa or prefix in self.moved):
             # A move - or the MN back home while the anchoring is elsewhere:

@@ -262,6 +262,7 @@ def _config(plan: Plan, name: str) -> str:
     anchors = [plan.nodes[a.name] for a in sc.anchors()]
     if spec.controller:
         lines += ["[controller]", f'listen = "{_endpoint(np.control, CTRL_PORT)}"']
+        lines.append('state = "@STATE@"')  # what it moved, for a restart (fault scenarios)
         apart = [a for a in anchors if a.spec.anchor and a.spec.anchor.cp == name]
         if apart:
             # Fig 1c/1d with the CPA apart: this controller is these ARs' FM-CP.
