@@ -128,8 +128,11 @@ class Node:
                 cores[name] = (build_core(lm, now)[0], lm.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            self.controller = ControllerCore(settings, self._endpoint(), now,
-                                             restored=load_moved(cfg.controller_state))
+            moved = load_moved(cfg.controller_state)
+            if moved:
+                log.info("controller: %d moved prefixes taken back from %s", len(moved),
+                         cfg.controller_state)
+            self.controller = ControllerCore(settings, self._endpoint(), now, restored=moved)
             cores["controller"] = (self.controller, listen)
         # One desired state for the cores sharing this router's data plane.
         fib = DesiredFib(self.dataplane) if self.dataplane is not None else None
