@@ -445,3 +445,14 @@ def test_the_central_fm_cp_moves_an_access_routers_tunnel_only_for_its_switches(
     ask(evil, EVIL, m.FmHandoff(HNP1, "ar1", A("fc00::1:0")))     # not served at FW12
     assert refused(evil)[-1] is Cause.NOT_AUTHORIZED and ctrl.access.tunnels == {HNP1: fw11}
     assert ctrl.access.counters["refused:BUFFER_READY:not-its-address"] == 1
+
+
+def test_only_the_controller_may_tell_an_anchor_its_mn_left(sc: Scene) -> None:
+    """FM:6-1 makes an anchor hold an attached MN's own prefix: from another
+    anchor's key it is refused, and the session runs on."""
+    evil = attacker(sc.w, sc.w.keys["ar2"])
+    attack(sc.w, evil, m.BufferRequest(HNP1), AR1)
+    sc.w.net.run(until=1.5)
+    victim_unharmed(sc)
+    assert refused(evil) == [Cause.NOT_AUTHORIZED]
+    assert sc.w.ar[1].refused == {"refused:BUFFER_REQUEST:role": 1}

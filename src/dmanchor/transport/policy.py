@@ -49,9 +49,10 @@ ANCHOR_SENDERS: Senders = {
     m.FmHandoff: roles(A, C),
     # FM:2: the previous anchor's flow state and counters.
     m.FlowStateTransfer: roles(A),
-    # FM:5-1 and FM:6-1 are the controller's (and a parent anchor's buffer).
+    # FM:5-1 and FM:6-1 are the controller's: another anchor's FM:6-1 would
+    # make this one hold (and so cut) an MN's own prefix.
     m.ForwardingUpdate: roles(C),
-    m.BufferRequest: roles(C, A),
+    m.BufferRequest: roles(C),
     # LM:1-3: the LMs (or LMp) this anchor subscribed at.
     m.LocationInform: roles(S, P),
 }
@@ -59,7 +60,7 @@ ANCHOR_SENDERS: Senders = {
 
 FMDP_SENDERS: Senders = {
     m.ForwardingUpdate: roles(C),
-    m.BufferRequest: roles(C, A),
+    m.BufferRequest: roles(C),
     m.FlowStateTransfer: roles(C, A),
 }
 """A stand-alone FM-DP (:class:`~dmanchor.fm.fmdp.FmDpCore`)."""
