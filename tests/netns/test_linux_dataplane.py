@@ -410,6 +410,46 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     assert E(K.BUFFER, HNP1) not in ar1.entries()
 
 
+def test_a_hold_lifted_alone_drains_into_the_route_installed_before_it(lab: Lab) -> None:
+    """An anchor taking its prefix back (an MN returning, tunnel mode) holds
+    the direct path in one batch and lifts the hold alone in a later one:
+    the held packets go out through the route already installed.  (They
+    used to find the hold again and loop through the device until their
+    hop limit: all lost, and the lift blocked the agent for ~0.8 s.)"""
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1"), E(K.BUFFER, HNP1)], [], 0.0,
+              {HNP1: BufferSpec(limit=10_000, timeout=60.0)})
+    rx = receiver(lab, 7250)
+    tx = Sender(lab, IP1, 7250, rate=2000, seconds=0.25)
+    tx.start()
+    tx.join(10)
+    wait_until(lambda: ar1.buffered(HNP1) >= tx.sent, 10,
+               lambda: f"{ar1.buffered(HNP1)} of {tx.sent} held, {ar1.counters()}")
+    ar1.apply([], [E(K.BUFFER, HNP1)], 0.0)
+    seqs = collect(rx)
+    assert seqs == list(range(tx.sent)), measure(seqs)
+    assert ar1.counters()["released"] == tx.sent
+    assert [e for e in ar1.entries() if e.prefix == HNP1] == [E(K.ANCHOR, HNP1, link="mn1")]
+
+
+def test_a_hold_released_into_nothing_is_dropped_not_looped(lab: Lab) -> None:
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.BUFFER, HNP1)], [], 0.0, {HNP1: BufferSpec(limit=10_000, timeout=60.0)})
+    tx = Sender(lab, IP1, 7260, rate=2000, seconds=0.1)
+    tx.start()
+    tx.join(10)
+    wait_until(lambda: ar1.buffered(HNP1) >= tx.sent, 10,
+               lambda: f"{ar1.buffered(HNP1)} of {tx.sent} held, {ar1.counters()}")
+    ar1.apply([], [E(K.BUFFER, HNP1)], 0.0)
+    c = ar1.counters()
+    # Each packet left the device once (a loop would bring it back up to
+    # its hop limit), and the drop is counted.
+    assert c["released"] == tx.sent and c["release-nowhere"] == 1, c
+    assert [e for e in ar1.entries() if e.prefix == HNP1] == []
+
+
 def test_buffer_limit_and_timeout_drops_are_counted(lab: Lab) -> None:
     import time
 
