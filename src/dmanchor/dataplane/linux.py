@@ -271,8 +271,13 @@ class LinuxDataPlane:
                         True, e.prefix.network.to_bytes(16, "big"), 128, table=FLUSH_TABLE,
                         oif=self._ifindex(TUN_DEVICE), replace=True)])
         for e in releasing:
-            self._release(e, [a for a in add if a.prefix == e.prefix and a.flow is None],
-                          "apply")
+            new = [a for a in add if a.prefix == e.prefix and a.flow is None]
+            if all(a.kind is EntryKind.BUFFER for a in new):
+                # The prefix's route came in an earlier batch (an anchor
+                # taking its prefix back holds the direct path, then lifts
+                # the hold alone): drain into what the kernel has.
+                new = [a for a in self.entries() if a.prefix == e.prefix and a.flow is None]
+            self._release(e, new, "apply")
 
     # -- FM:6 on Linux ---------------------------------------------------------------
 
@@ -488,6 +493,13 @@ class LinuxDataPlane:
         assert self._tun is not None
         prefix = hold.prefix
         copies = [e for e in new if e.kind is not EntryKind.BUFFER]
+        if not copies:
+            # Released into nothing: without a copy, what leaves the device
+            # would find the hold again in the main table and loop through
+            # it until its hop limit - flooding the device so that the lift
+            # never finds it empty.  Dropped instead, and counted.
+            copies = [ForwardingEntry(EntryKind.DROP, prefix)]
+            self._counters["release-nowhere"] += 1
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
         # Built before the lift: its last steps should be system calls only.
         removal = self._requests(hold, add=False)
