@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dmanchor.nodeconf import load_node_config
-from dmanchor.scenario.model import ScenarioError, Share, parse
+from dmanchor.scenario.fields import ScenarioError, Share
+from dmanchor.scenario.model import parse
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.report import FlowResult, MoveRecord, build_report
 from dmanchor.scenario.run import find, shipped

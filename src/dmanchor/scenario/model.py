@@ -11,24 +11,26 @@ The format is documented field by field on the dataclasses below and in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
+from typing import Any
 
 from ..fm.anchor_model import MODES
-from ..wire.errors import WireError
 from ..wire.types import Prefix
-
-T = TypeVar("T")
-PathKey = tuple[str | int, ...]
-
-
-class ScenarioError(Exception):
-    """A scenario file is unreadable or wrong (file, line and field named)."""
-
+from .fields import (
+    Doc,
+    PathKey,
+    ScenarioError,
+    Table,
+    as_bool,
+    as_int,
+    as_list,
+    as_num,
+    as_prefix,
+    as_str,
+    count_or_share,
+    one_of,
+)
 
 # -- The model ----------------------------------------------------------------------------
 
@@ -161,157 +163,6 @@ class Scenario:
         return [n.name for n in self.nodes.values() if n.kind == kind]
 
 
-# -- Loading with line numbers -----------------------------------------------------------
-
-
-class _Doc:
-    """A YAML document with the line of every field."""
-
-    def __init__(self, source: str, text: str) -> None:
-        self.source = source
-        self.lines: dict[PathKey, int] = {}
-        self._loader = yaml.SafeLoader("")  # constructs scalars: ints, floats, bools
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            raise ScenarioError(f"{source}: not valid YAML: {exc}") from exc
-        if root is None:
-            raise ScenarioError(f"{source}: empty file")
-        self.data = self._build(root, ())
-
-    def _build(self, node: yaml.Node, path: PathKey) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for k, v in node.value:
-                key = str(k.value)
-                if key in out:
-                    raise ScenarioError(f"{self.source}:{k.start_mark.line + 1}: "
-                                        f"field '{_dotted((*path, key))}' appears twice")
-                out[key] = self._build(v, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._build(v, (*path, i)) for i, v in enumerate(node.value)]
-        return self._loader.construct_object(node, deep=True)
-
-    def error(self, path: PathKey, what: str) -> ScenarioError:
-        probe = path
-        while probe not in self.lines and probe:
-            probe = probe[:-1]
-        line = self.lines.get(probe, 0)
-        return ScenarioError(f"{self.source}:{line}: field '{_dotted(path)}': {what}")
-
-
-def _dotted(path: PathKey) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
-    return out or "(top)"
-
-
-class _Table:
-    """Typed reads of one mapping; unknown fields are errors."""
-
-    def __init__(self, doc: _Doc, path: PathKey, value: Any) -> None:
-        if not isinstance(value, dict):
-            raise doc.error(path, "expected a mapping")
-        self.doc, self.path, self.value = doc, path, value
-        self.used: set[str] = set()
-
-    def get(self, name: str, conv: Callable[[Any], T], default: T | None = None,
-            required: bool = False) -> T:
-        self.used.add(name)
-        if name not in self.value:
-            if required or default is None:
-                raise self.doc.error((*self.path, name), "is required")
-            return default
-        try:
-            return conv(self.value[name])
-        except (ValueError, TypeError, WireError) as exc:
-            raise self.doc.error((*self.path, name), str(exc)) from exc
-
-    def opt(self, name: str, conv: Callable[[Any], T]) -> T | None:
-        if name not in self.value:
-            self.used.add(name)
-            return None
-        return self.get(name, conv)
-
-    def sub(self, name: str) -> _Table:
-        self.used.add(name)
-        return _Table(self.doc, (*self.path, name), self.value.get(name, {}))
-
-    def finish(self) -> None:
-        extra = sorted(set(self.value) - self.used)
-        if extra:
-            raise self.doc.error((*self.path, extra[0]), "unknown field")
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {v!r}")
-    return v
-
-
-def _num(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-        raise ValueError(f"expected a number >= 0, got {v!r}")
-    return float(v)
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """A limit relative to what a flow sent: ``reordered: 0.1%``."""
-
-    percent: float
-    """Share of the packets sent, in percent (0 to 100)."""
-
-    def of(self, sent: int) -> int:
-        """The limit, in packets, for a flow that sent ``sent``."""
-        return int(sent * self.percent / 100)
-
-    def __str__(self) -> str:
-        return f"{self.percent:g}%"
-
-
-def _count_or_share(v: Any) -> int | Share:
-    """A packet count (``0``) or a share of the packets sent (``"0.1%"``)."""
-    if isinstance(v, str) and v.endswith("%"):
-        try:
-            pct = float(v[:-1])
-        except ValueError:
-            pct = -1.0
-        if not 0 <= pct <= 100:
-            raise ValueError(f"expected a percentage from 0% to 100%, got {v!r}")
-        return Share(pct)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"expected a count >= 0 or a percentage like '0.1%', got {v!r}")
-    return v
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"expected a positive integer, got {v!r}")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _prefix(v: Any) -> Prefix:
-    return Prefix.parse(_str(v))
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def conv(v: Any) -> str:
-        if v not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {v!r}")
-        return str(v)
-    return conv
-
-
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "attack", "check")
 CHECKS = ("route", "reverted", "counter", "messages")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
@@ -329,51 +180,47 @@ def load(path: str | Path) -> Scenario:
 
 def parse(text: str, source: str = "<scenario>") -> Scenario:
     """Validate scenario text (``source`` names it in errors)."""
-    doc = _Doc(source, text)
-    top = _Table(doc, (), doc.data)
+    doc = Doc(source, text)
+    top = Table(doc, (), doc.data)
     name = top.get("scenario", lambda v: str(v), required=True)
-    title = top.get("title", _str, required=True)
-    covers: tuple[str, ...] = top.get("covers", lambda v: tuple(str(x) for x in _list(v)), ())
+    title = top.get("title", as_str, required=True)
+    covers: tuple[str, ...] = top.get("covers", lambda v: tuple(str(x) for x in as_list(v)), ())
     nodes = _nodes(doc, top)
     links = _links(doc, top, nodes)
     flows: dict[str, FlowSpec] = {}
     steps = _timeline(doc, top, nodes, flows)
     expect = _expect(doc, top, flows)
-    timeout = top.get("timeout", _num, 10.0)
+    timeout = top.get("timeout", as_num, 10.0)
     top.finish()
     _check_topology(doc, nodes, links)
     return Scenario(name, title, covers, nodes, links, steps, flows, expect, source,
                     timeout)
 
 
-def _list(v: Any) -> list[Any]:
-    if not isinstance(v, list):
-        raise ValueError(f"expected a list, got {v!r}")
-    return v
 
 
-def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
+def _nodes(doc: Doc, top: Table) -> dict[str, NodeSpec]:
     table = top.sub("nodes")
     nodes: dict[str, NodeSpec] = {}
     for name in table.value:
         table.used.add(name)
         if not name.isidentifier() or len(name) > 8:
             raise doc.error(("nodes", name), "node names are identifiers of at most 8 characters")
-        f = _Table(doc, ("nodes", name), table.value[name] or {})
-        kind = f.get("kind", _one_of("router", "host", "mn"), "router")
+        f = Table(doc, ("nodes", name), table.value[name] or {})
+        kind = f.get("kind", one_of("router", "host", "mn"), "router")
         anchor = None
         if "anchor" in f.value:
             a = f.sub("anchor")
             anchor = AnchorSpec(
-                prefix=a.opt("prefix", _prefix),
-                mode=a.get("mode", _one_of(*MODES), "tunnel"),
-                parent=a.opt("parent", _str),
-                lifetime=int(a.get("lifetime", _int, 600)),
-                hold_timeout=a.get("hold_timeout", _num, 1.0),
-                lm=a.opt("lm", _str),
-                pd=a.get("pd", _bool, False),
-                reverse_tunnel=a.get("reverse_tunnel", _bool, False),
-                cp=a.opt("cp", _str),
+                prefix=a.opt("prefix", as_prefix),
+                mode=a.get("mode", one_of(*MODES), "tunnel"),
+                parent=a.opt("parent", as_str),
+                lifetime=int(a.get("lifetime", as_int, 600)),
+                hold_timeout=a.get("hold_timeout", as_num, 1.0),
+                lm=a.opt("lm", as_str),
+                pd=a.get("pd", as_bool, False),
+                reverse_tunnel=a.get("reverse_tunnel", as_bool, False),
+                cp=a.opt("cp", as_str),
             )
             a.finish()
             if anchor.prefix is None and anchor.parent is None:
@@ -382,19 +229,19 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
         agent, agent_lm = False, None
         if "agent" in f.value:
             g = f.sub("agent")
-            agent, agent_lm = True, g.opt("lm", _str)
+            agent, agent_lm = True, g.opt("lm", as_str)
             g.finish()
             if kind != "mn":
                 raise doc.error(("nodes", name, "agent"), "only an MN runs a mobility agent")
         spec = NodeSpec(
             name, kind, anchor,
-            controller=f.get("controller", _bool, False),
-            lms=f.get("lms", _bool, False),
-            lmp=f.get("lmp", _bool, False),
-            fmdp=f.get("fmdp", _bool, False),
-            bgp=f.opt("bgp", _int),
-            dhcp=f.opt("dhcp", _prefix),
-            lease_cmds=f.get("lease_cmds", _bool, False),
+            controller=f.get("controller", as_bool, False),
+            lms=f.get("lms", as_bool, False),
+            lmp=f.get("lmp", as_bool, False),
+            fmdp=f.get("fmdp", as_bool, False),
+            bgp=f.opt("bgp", as_int),
+            dhcp=f.opt("dhcp", as_prefix),
+            lease_cmds=f.get("lease_cmds", as_bool, False),
             agent=agent,
             agent_lm=agent_lm,
         )
@@ -429,20 +276,20 @@ def _nodes(doc: _Doc, top: _Table) -> dict[str, NodeSpec]:
     return nodes
 
 
-def _links(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec, ...]:
-    raw = top.get("links", _list, required=True)
+def _links(doc: Doc, top: Table, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec, ...]:
+    raw = top.get("links", as_list, required=True)
     out = []
     seen: set[frozenset[str]] = set()
     for i, item in enumerate(raw):
-        f = _Table(doc, ("links", i), item)
-        a, b = f.get("a", _str, required=True), f.get("b", _str, required=True)
+        f = Table(doc, ("links", i), item)
+        a, b = f.get("a", as_str, required=True), f.get("b", as_str, required=True)
         for end, n in (("a", a), ("b", b)):
             if n not in nodes:
                 raise doc.error(("links", i, end), f"no node {n!r}")
         if a == b or frozenset((a, b)) in seen:
             raise doc.error(("links", i), f"link {a}-{b} is a loop or a duplicate")
         seen.add(frozenset((a, b)))
-        mtu = int(f.get("mtu", _int, 1500 if "mn" in (nodes[a].kind, nodes[b].kind) else 1600))
+        mtu = int(f.get("mtu", as_int, 1500 if "mn" in (nodes[a].kind, nodes[b].kind) else 1600))
         if not 1280 <= mtu <= 9000:
             raise doc.error(("links", i, "mtu"), "expected 1280..9000")
         f.finish()
@@ -452,14 +299,14 @@ def _links(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec
     return tuple(out)
 
 
-def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
+def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
               flows: dict[str, FlowSpec]) -> tuple[Step, ...]:
-    raw = top.get("timeline", _list, required=True)
+    raw = top.get("timeline", as_list, required=True)
     steps = []
     last = 0.0
     for i, item in enumerate(raw):
-        f = _Table(doc, ("timeline", i), item)
-        at = f.get("at", _num, required=True)
+        f = Table(doc, ("timeline", i), item)
+        at = f.get("at", as_num, required=True)
         if at < last:
             raise doc.error(("timeline", i, "at"), f"steps go in time order ({at} < {last})")
         last = at
@@ -467,26 +314,26 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
         if len(actions) != 1 or actions[0] not in ACTIONS:
             raise doc.error(("timeline", i), f"expected 'at' and one of {', '.join(ACTIONS)}")
         action = actions[0]
-        args = _Table(doc, ("timeline", i, action), item[action])
+        args = Table(doc, ("timeline", i, action), item[action])
         f.used.add(action)
         f.finish()
         line = doc.lines.get(("timeline", i), 0)
         if action in ("attach", "move"):
-            mn, to = args.get("mn", _str, required=True), args.get("to", _str, required=True)
+            mn, to = args.get("mn", as_str, required=True), args.get("to", as_str, required=True)
             if nodes.get(mn) is None or nodes[mn].kind != "mn":
                 raise doc.error(("timeline", i, action, "mn"), f"{mn!r} is not an MN node")
             if nodes.get(to) is None or nodes[to].anchor is None:
                 raise doc.error(("timeline", i, action, "to"), f"{to!r} is not an anchor node")
             steps.append(Step(at, action, {"mn": mn, "to": to}, line))
         elif action == "flow":
-            name = args.get("name", _str, required=True)
+            name = args.get("name", as_str, required=True)
             if name in flows:
                 raise doc.error(("timeline", i, action, "name"), f"flow {name!r} defined twice")
             spec = FlowSpec(
-                name, args.get("kind", _one_of("udp", "tcp"), required=True),
-                args.get("from", _str, required=True), args.get("to", _str, required=True),
-                args.get("duration", _num, required=True), args.get("rate", _num, 1000.0),
-                args.get("continuity", _bool, False))
+                name, args.get("kind", one_of("udp", "tcp"), required=True),
+                args.get("from", as_str, required=True), args.get("to", as_str, required=True),
+                args.get("duration", as_num, required=True), args.get("rate", as_num, 1000.0),
+                args.get("continuity", as_bool, False))
             if nodes.get(spec.src) is None or nodes[spec.src].kind != "host":
                 raise doc.error(("timeline", i, action, "from"), f"{spec.src!r} is not a host")
             if nodes.get(spec.dst) is None or nodes[spec.dst].kind != "mn":
@@ -494,18 +341,18 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
             flows[name] = spec
             steps.append(Step(at, action, {"flow": name}, line))
         elif action == "close":
-            names = args.get("flows", _list, required=True)
+            names = args.get("flows", as_list, required=True)
             for n in names:
                 if n not in flows:
                     raise doc.error(("timeline", i, action, "flows"), f"no flow {n!r} yet")
             steps.append(Step(at, action, {"flows": list(names)}, line))
         elif action in ("kill", "restart"):
-            node = args.get("node", _str, required=True)
+            node = args.get("node", as_str, required=True)
             if node not in nodes or nodes[node].kind != "router":
                 raise doc.error(("timeline", i, action, "node"), f"{node!r} is not a router")
             steps.append(Step(at, action, {"node": node}, line))
         elif action == "cut":
-            a, b = args.get("a", _str, required=True), args.get("b", _str, required=True)
+            a, b = args.get("a", as_str, required=True), args.get("b", as_str, required=True)
             for end, n in (("a", a), ("b", b)):
                 if n not in nodes:
                     raise doc.error(("timeline", i, action, end), f"no node {n!r}")
@@ -520,77 +367,77 @@ def _timeline(doc: _Doc, top: _Table, nodes: dict[str, NodeSpec],
             c = args.sub(kind[0])
             chk: dict[str, Any] = {"check": kind[0]}
             if kind[0] in ("route", "reverted"):
-                chk["flow"] = c.get("flow", _str, required=True)
+                chk["flow"] = c.get("flow", as_str, required=True)
                 if chk["flow"] not in flows:
                     raise doc.error(("timeline", i, action, kind[0], "flow"),
                                     f"no flow {chk['flow']!r} yet")
             if kind[0] in ("route", "counter", "messages"):
-                chk["node"] = c.get("node", _str, required=True)
+                chk["node"] = c.get("node", as_str, required=True)
                 if chk["node"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "node"),
                                     f"no node {chk['node']!r}")
             if kind[0] == "route":
-                chk["uplink"] = c.get("uplink", _bool, False)
-                chk["towards"] = c.get("towards", _str, required=True)
+                chk["uplink"] = c.get("uplink", as_bool, False)
+                chk["towards"] = c.get("towards", as_str, required=True)
                 if chk["towards"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "towards"),
                                     f"no node {chk['towards']!r}")
             if kind[0] == "counter":
-                chk["name"] = c.get("name", _str, required=True)
-                chk["min"] = int(c.get("min", _num, 1.0))
+                chk["name"] = c.get("name", as_str, required=True)
+                chk["min"] = int(c.get("min", as_num, 1.0))
             if kind[0] == "messages":
-                chk["type"] = c.get("type", _str, required=True)
-                chk["min"] = int(c.get("min", _num, 1.0))
+                chk["type"] = c.get("type", as_str, required=True)
+                chk["min"] = int(c.get("min", as_num, 1.0))
             c.finish()
             steps.append(Step(at, action, chk, line))
         args.finish()
     return tuple(steps)
 
 
-def _expect(doc: _Doc, top: _Table, flows: dict[str, FlowSpec]) -> dict[str, dict[str, Any]]:
+def _expect(doc: Doc, top: Table, flows: dict[str, FlowSpec]) -> dict[str, dict[str, Any]]:
     table = top.sub("expect")
     out: dict[str, dict[str, Any]] = {}
     for name, value in table.value.items():
         table.used.add(name)
-        f = _Table(doc, ("expect", name), value)
+        f = Table(doc, ("expect", name), value)
         if name == "signalling":
             # At most this many messages of each type, all nodes together.
-            out["signalling"] = {k: int(f.get(k, lambda v: int(_num(v)))) for k in value}
+            out["signalling"] = {k: int(f.get(k, lambda v: int(as_num(v)))) for k in value}
         elif name == "security":
             # Exactly these SM drops and policy refusals ("node reason": n).
-            out["security"] = {k: int(f.get(k, lambda v: int(_num(v)))) for k in value}
+            out["security"] = {k: int(f.get(k, lambda v: int(as_num(v)))) for k in value}
         elif name not in flows:
             raise doc.error(("expect", name), f"no flow {name!r} in the timeline")
         else:
             e: dict[str, Any] = {}
             for k in ("lost", "duplicates", "reordered"):
                 if k in value:
-                    e[k] = f.get(k, _count_or_share)
+                    e[k] = f.get(k, count_or_share)
             if "max_interruption_ms" in value:
-                e["max_interruption_ms"] = f.get("max_interruption_ms", _num)
+                e["max_interruption_ms"] = f.get("max_interruption_ms", as_num)
             if "address" in value:
-                e["address"] = f.get("address", _one_of("kept", "new"))
+                e["address"] = f.get("address", one_of("kept", "new"))
             if "tcp" in value:
-                e["tcp"] = f.get("tcp", _one_of("unbroken"))
+                e["tcp"] = f.get("tcp", one_of("unbroken"))
             if "charged" in value:
-                e["charged"] = f.get("charged", _one_of("exact"))
+                e["charged"] = f.get("charged", one_of("exact"))
             out[name] = e
         f.finish()
     table.finish()
     return out
 
 
-def _attack(doc: _Doc, args: _Table, path: PathKey, nodes: dict[str, NodeSpec],
+def _attack(doc: Doc, args: Table, path: PathKey, nodes: dict[str, NodeSpec],
             flows: dict[str, FlowSpec]) -> dict[str, Any]:
     """An ``attack`` step's arguments, checked."""
     from .attacks import ATTACKS  # the builders need the plan, which needs this module
 
-    out = {"from": args.get("from", _str, required=True),
-           "to": args.get("to", _str, required=True),
-           "send": args.get("send", _one_of(*ATTACKS), required=True),
-           "flow": args.get("flow", _str, required=True),
-           "via": args.get("via", _str, required=True),
-           "key": args.get("key", _str, "none")}
+    out = {"from": args.get("from", as_str, required=True),
+           "to": args.get("to", as_str, required=True),
+           "send": args.get("send", one_of(*ATTACKS), required=True),
+           "flow": args.get("flow", as_str, required=True),
+           "via": args.get("via", as_str, required=True),
+           "key": args.get("key", as_str, "none")}
     if nodes.get(out["from"]) is None or nodes[out["from"]].kind != "host":
         raise doc.error((*path, "from"), f"{out['from']!r} is not a host")
     for field_ in ("to", "via"):
@@ -605,7 +452,7 @@ def _attack(doc: _Doc, args: _Table, path: PathKey, nodes: dict[str, NodeSpec],
     return out
 
 
-def _check_topology(doc: _Doc, nodes: dict[str, NodeSpec], links: tuple[LinkSpec, ...]) -> None:
+def _check_topology(doc: Doc, nodes: dict[str, NodeSpec], links: tuple[LinkSpec, ...]) -> None:
     linked = {end for link in links for end in (link.a, link.b)}
     for name in nodes:
         if name not in linked:

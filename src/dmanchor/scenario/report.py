@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..reordering import measure
-from .model import FlowSpec, Scenario, Share
+from .fields import Share
+from .model import FlowSpec, Scenario
 from .traffic import TcpStream, UdpProbe
 
 

@@ -10,7 +10,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .model import Scenario, ScenarioError, load
+from .fields import ScenarioError
+from .model import Scenario, load
 from .plan import make_plan
 from .report import Report, print_report
 
