@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,6 +121,8 @@ class Report:
     security: dict[str, int] = field(default_factory=dict)
     """Messages dropped in SM (bad-mac, replay ...) or refused by sender
     policy, by node and reason: in a run with no attacker, none."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """All moves and continuity probes together (:func:`summarize`)."""
 
     @property
     def passed(self) -> bool:
@@ -146,7 +149,10 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
     delivery by what was lost so.  Nothing lost anywhere else is.
     """
     for f in flows:
-        f.moves = [e for m in moves if m.old is not None and (e := f.effect_of(m)) is not None]
+        # Only its own MN's moves: another MN's says nothing about this flow.
+        mn = sc.flows[f.name].dst if f.name in sc.flows else None
+        f.moves = [e for m in moves if m.old is not None and m.mn == mn
+                   and (e := f.effect_of(m)) is not None]
         if f.moves:
             f.address_state = "kept"
         elif any(m.old is not None and f.prefix in m.fresh for m in moves):
@@ -203,7 +209,41 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
             for e in got.moves:
                 if e.interruption_ms > want["max_interruption_ms"]:
                     failures.append(f"{name}: interruption {e.interruption_ms} ms at {e.move}")
-    return Report(sc.name, sc.title, flows, moves, signalling, checks, failures, security)
+    return Report(sc.name, sc.title, flows, moves, signalling, checks, failures, security,
+                  summarize(flows, moves))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``."""
+    ranked = sorted(values)
+    return ranked[min(len(ranked) - 1, max(0, math.ceil(q / 100 * len(ranked)) - 1))]
+
+
+def summarize(flows: list[FlowResult], moves: list[MoveRecord]) -> dict[str, Any]:
+    """The run in one line: how many moves, the interruption each move
+    caused as its MN's continuity probes saw it (p50/p99/max), and the
+    probes' losses, duplicates and reordered packets (RFC 4737) in all."""
+    probes = [f for f in flows if f.kind == "udp" and f.continuity]
+    gaps = [e.interruption_ms for f in probes for e in f.moves]
+    streams = [e.interruption_ms for f in flows if f.kind == "tcp" for e in f.moves]
+    out: dict[str, Any] = {
+        "moves": sum(1 for m in moves if m.old is not None),
+        "probes": len(probes),
+        "lost": sum(f.lost for f in probes),
+        "duplicates": sum(f.duplicates for f in probes),
+        "reordered": sum(f.reordered for f in probes),
+        "sent": sum(f.sent for f in probes),
+    }
+    if gaps:
+        out["interruption_ms"] = {"p50": _percentile(gaps, 50), "p99": _percentile(gaps, 99),
+                                  "max": max(gaps), "samples": len(gaps)}
+    if streams:
+        out["tcp_stall_max_ms"] = max(streams)
+    return out
+
+
+BRIEF = 24
+"""Above this many per-move lines, the printed report shows the worst only."""
 
 
 def print_report(r: Report) -> None:
@@ -227,13 +267,27 @@ def print_report(r: Report) -> None:
         if f.tcp_unbroken is not None:
             state = "unbroken, every byte intact" if f.tcp_unbroken else "BROKEN"
             print(f"  {f.name}: TCP {state}")
-        for e in f.moves:
-            print(f"  {f.name} at move {e.move}: interruption {e.interruption_ms} ms, "
-                  f"attach -> first packet {e.attach_to_first_ms} ms")
-    for mv in r.moves:
+    effects = [(f.name, e) for f in r.flows for e in f.moves]
+    if len(effects) > BRIEF:
+        print(f"  (the {BRIEF // 2} longest interruptions of {len(effects)}; every one is "
+              "in report.json)")
+        effects = sorted(effects, key=lambda fe: -fe[1].interruption_ms)[:BRIEF // 2]
+    for name, e in effects:
+        print(f"  {name} at move {e.move}: interruption {e.interruption_ms} ms, "
+              f"attach -> first packet {e.attach_to_first_ms} ms")
+    for mv in r.moves if len(r.moves) <= BRIEF else ():
         if mv.addresses:
             where = f"{mv.old} -> {mv.new}" if mv.old else f"at {mv.new}"
             print(f"  {mv.mn} {where}: its stack chose {', '.join(mv.addresses)}")
+    sm = r.summary
+    if sm.get("moves", 0) > 1 and "interruption_ms" in sm:
+        i = sm["interruption_ms"]
+        print(f"\n  {sm['moves']} moves, {sm['probes']} continuity probes: interruption "
+              f"p50 {i['p50']} ms, p99 {i['p99']} ms, max {i['max']} ms; "
+              f"{sm['lost']} lost, {sm['duplicates']} duplicated, {sm['reordered']} reordered "
+              f"of {sm['sent']} sent"
+              + (f"; TCP longest stall {sm['tcp_stall_max_ms']} ms"
+                 if "tcp_stall_max_ms" in sm else ""))
     if r.checks:
         print()
         for name, ok in r.checks.items():
