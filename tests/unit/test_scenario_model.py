@@ -162,3 +162,113 @@ def test_an_unannounced_break_may_lose_what_the_downed_link_dropped_and_says_so(
     assert build_report(sc, [crossing(3, 1000)], [move], {}, {}, unannounced=True).failures == [
         "f: lost 3 > 2 (+2 dropped on the access link as it went, unannounced)",
         "f: charged 1000 packets, 997 delivered (FM:2)"]
+
+
+# -- walk: a crowd in a few lines ---------------------------------------------------------
+
+WALK = """\
+scenario: w
+title: a walk
+nodes:
+  cn: {kind: host}
+  r: {controller: true, lms: true}
+  ar1: {anchor: {prefix: "2001:db8:1::/48"}}
+  ar2: {anchor: {prefix: "2001:db8:2::/48"}}
+  ar3: {anchor: {prefix: "2001:db8:3::/48"}}
+links:
+  - {a: cn, b: r}
+  - {a: r, b: ar1}
+  - {a: r, b: ar2}
+  - {a: r, b: ar3}
+walk:
+  seed: 3
+  mns: 5
+  routers: [ar1, ar2, ar3]
+  adjacent: {ar1: [ar2], ar2: [ar3], ar3: [ar1]}
+  moves: 40
+  start: 1.0
+  dwell: [0.5, 1.0]
+  probe: {from: cn, rate: 100}
+  tcp: {from: cn, mns: 2}
+  expect:
+    probe: {lost: 0, reordered: 0.1%}
+    tcp: {tcp: unbroken}
+timeline:
+  - {at: 0.1, check: {counter: {node: ar1, name: holds, min: 0}}}
+"""
+
+
+def test_a_walk_expands_into_mns_links_flows_moves_and_expectations() -> None:
+    sc = parse(WALK, "w.yaml")
+    mns = [n for n, s in sc.nodes.items() if s.kind == "mn"]
+    assert mns == [f"mn{k}" for k in range(1, 6)]
+    assert len(sc.links) == 4 + 5 * 3  # every MN has a radio towards every router
+    moves = [s for s in sc.timeline if s.action == "move"]
+    assert len(moves) == 40
+    assert [s.at for s in sc.timeline] == sorted(s.at for s in sc.timeline)
+    assert sc.timeline[5].action == "check"  # the written step, merged in time order
+    # Each MN dwells within the bounds and goes only where ``adjacent`` allows.
+    nxt = {"ar1": "ar2", "ar2": "ar3", "ar3": "ar1"}
+    where = {s.args["mn"]: s.args["to"] for s in sc.timeline if s.action == "attach"}
+    last: dict[str, float] = {}
+    for s in moves:
+        mn = s.args["mn"]
+        assert s.args["to"] == nxt[where[mn]]
+        where[mn] = s.args["to"]
+        if mn in last:
+            assert 0.5 - 1e-6 <= s.at - last[mn] <= 1.0 + 1e-6
+        last[mn] = s.at
+    assert set(sc.flows) == {f"p-mn{k}" for k in range(1, 6)} | {"t-mn1", "t-mn2"}
+    assert all(f.continuity for f in sc.flows.values())
+    assert sc.flows["p-mn3"].rate == 100 and sc.flows["t-mn1"].kind == "tcp"
+    end = max(s.at for s in moves)
+    assert all(f.duration == pytest.approx(end + 0.8 - 0.2) for f in sc.flows.values())
+    assert sc.expect["p-mn4"] == {"lost": 0, "reordered": Share(0.1)}
+    assert sc.expect["t-mn2"] == {"tcp": "unbroken"}
+
+
+def test_a_walk_is_the_same_for_the_same_seed_and_differs_for_another() -> None:
+    def walk(text: str) -> list[tuple[float, str, str]]:
+        return [(s.at, s.args["mn"], s.args["to"]) for s in parse(text).timeline
+                if s.action in ("attach", "move")]
+    assert walk(WALK) == walk(WALK)
+    assert walk(WALK) != walk(WALK.replace("seed: 3", "seed: 4"))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("routers: [ar1, ar2, ar3]", "routers: [ar1]", "field 'walk.routers': a walk needs at"),
+    ("routers: [ar1, ar2, ar3]\n  adjacent: {ar1: [ar2], ar2: [ar3], ar3: [ar1]}",
+     "routers: [ar1, cn]", "w.yaml:15: field 'timeline[2].attach.to': 'cn' is not an anchor"),
+    ("ar3: [ar1]}", "ar3: [ar3]}", "field 'walk.adjacent.ar3': each router"),
+    ("dwell: [0.5, 1.0]", "dwell: [1.0, 0.5]", "field 'walk.dwell': expected [shortest"),
+    ("tcp: {from: cn, mns: 2}", "tcp: {from: cn, mns: 9}", "field 'walk.tcp.mns': more"),
+    ("mns: 5", "mns: 100", "field 'walk.mns': at most 99"),
+    ("probe: {from: cn, rate: 100}", "probe: {from: cn, rat: 100}", "walk.probe.rat': unknown"),
+    ("  seed: 3", "  seed: 3\n  speed: 2", "field 'walk.speed': unknown field"),
+    ("probe: {lost: 0", "probes: {lost: 0", "field 'walk.expect.probes': expected probe or tcp"),
+    ("  cn: {kind: host}", "  cn: {kind: host}\n  mn2: {kind: mn}", "node 'mn2' is already"),
+])
+def test_a_wrong_walk_is_an_error_naming_its_field(old: str, new: str, message: str) -> None:
+    assert old in WALK
+    with pytest.raises(ScenarioError, match=None) as err:
+        parse(WALK.replace(old, new), "w.yaml")
+    assert message in str(err.value)
+
+
+def test_the_summary_counts_each_move_once_for_its_own_mn() -> None:
+    sc = parse(WALK)
+    moves = [MoveRecord("mn1", "ar1", "ar2", 10.0, [], []),
+             MoveRecord("mn2", "ar2", "ar3", 20.0, [], [])]
+    # p-mn1 received throughout, with a 52 ms gap at its own move and a
+    # 2 ms one at mn2's - which is none of its business.
+    times = [t / 1000 for t in range(5000, 9990, 2)] + [t / 1000 for t in range(10040, 25000, 2)]
+    f = FlowResult("p-mn1", "udp", "2001:db8:1:1::1", "2001:db8:1:1::/64", True, 10, 10, 0, 0,
+                   0, None, 1.0, 10, _times=times)
+    g = FlowResult("p-mn2", "udp", "2001:db8:2:1::1", "2001:db8:2:1::/64", True, 10, 9, 1, 0,
+                   2, None, 1.0, 10, _times=[19.0, 19.99, 20.02, 21.0])
+    rep = build_report(sc, [f, g], moves, {}, {})
+    assert [e.move for e in f.moves] == ["ar1->ar2"] and [e.move for e in g.moves] == ["ar2->ar3"]
+    assert rep.summary["moves"] == 2 and rep.summary["lost"] == 1
+    assert rep.summary["reordered"] == 2 and rep.summary["sent"] == 20
+    i = rep.summary["interruption_ms"]
+    assert (i["p50"], i["max"], i["samples"]) == (pytest.approx(30.0), pytest.approx(52.0), 2)

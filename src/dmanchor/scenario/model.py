@@ -17,6 +17,7 @@ from typing import Any
 
 from ..fm.anchor_model import MODES
 from ..wire.types import Prefix
+from . import walk
 from .fields import (
     Doc,
     PathKey,
@@ -181,6 +182,8 @@ def load(path: str | Path) -> Scenario:
 def parse(text: str, source: str = "<scenario>") -> Scenario:
     """Validate scenario text (``source`` names it in errors)."""
     doc = Doc(source, text)
+    if isinstance(doc.data, dict) and "walk" in doc.data:
+        walk.expand(doc)
     top = Table(doc, (), doc.data)
     name = top.get("scenario", lambda v: str(v), required=True)
     title = top.get("title", as_str, required=True)
