@@ -382,8 +382,12 @@ class LinuxDataPlane:
         leaving = {d.prefix: d for d in delete
                    if d.flow is None and d.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)
                    and d.next_hop is not None}
+        # A prefix taken back onto an access link (an anchor whose MN came
+        # home) leaves the tunnel it was handed down: that path ends too.
+        homecoming = [e for e in add if e.flow is None and e.kind is EntryKind.ANCHOR
+                      and e.prefix in leaving]
         ask = []
-        for e in moved:
+        for e in (*moved, *homecoming):
             gone = leaving.get(e.prefix)
             if gone is None:
                 ask.append(e)
@@ -838,8 +842,11 @@ class LinuxDataPlane:
         r = self.nl.route_get(addr)
         if r is not None and r.oif is not None and self._names.get(r.oif) != "lo":
             return r.oif
+        # No route yet (it may come in the same batch): the lowest-numbered
+        # real device - never the hold device, which goes with this process
+        # and would take the route with it.
         for index, name in sorted(self._names.items()):
-            if name != "lo":
+            if name not in ("lo", TUN_DEVICE):
                 return index
         raise DataPlaneError(f"{self.netns or 'host'}: no device to send tunnels on")
 
