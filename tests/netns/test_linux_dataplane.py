@@ -573,6 +573,21 @@ def test_a_move_marks_the_old_path_and_a_bulk_install_does_not(lab: Lab) -> None
     assert sum(1 for e in r.entries() if e in move) == len(move)
 
 
+def test_a_prefix_taken_back_onto_its_link_marks_the_tunnel_it_left(lab: Lab) -> None:
+    """An anchor whose MN came home swaps its tunnel to the visited point
+    for the access link: the tunnel gets an end marker (it ends what was
+    still on its way there), known from the batch without asking the kernel."""
+    ar1 = flat(lab)["ar1"]
+    ar1.apply([E(K.TUNNEL, HNP1, SID2)], [], 0.0)
+    sent = ar1.counters().get("end-marker-sent", 0)
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1"), E(K.BUFFER, HNP1)], [E(K.TUNNEL, HNP1, SID2)],
+              0.0, {HNP1: BufferSpec(timeout=5.0, release_on_timeout=True)})
+    assert ar1.counters().get("end-marker-sent", 0) == sent + 1
+    # A plain anchoring (nothing left) sends none.
+    ar1.apply([E(K.ANCHOR, HNP2, link="mn1")], [], 0.0)
+    assert ar1.counters().get("end-marker-sent", 0) == sent + 1
+
+
 def test_only_a_signed_end_marker_lifts_a_hold(lab: Lab) -> None:
     """Issue 15 item 5: anyone can send a UDP packet to an MN's address; a
     forged end marker must not lift the new anchor's hold early (which

@@ -120,9 +120,14 @@ class MemoryDataPlane:
                 raise DataPlaneError(f"{self.name}: entry added twice", e)
             seen.add(key)
         # Where each changed prefix went before, to mark the old path's end.
+        # (A prefix taken back onto an access link leaves the tunnel it was
+        # handed down: that path ends too.)
+        leaving = {d.prefix for d in delete
+                   if d.flow is None and d.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)}
         before = {e.prefix: self._path_of(e.prefix.network)
-                  for e in add if e.flow is None and e.kind in (EntryKind.ROUTE,
-                                                                EntryKind.TUNNEL)}
+                  for e in add if e.flow is None and (
+                      e.kind in (EntryKind.ROUTE, EntryKind.TUNNEL)
+                      or (e.kind is EntryKind.ANCHOR and e.prefix in leaving))}
         # Validated: apply without any failure path (atomic).
         released: list[Prefix] = []
         for e in delete:

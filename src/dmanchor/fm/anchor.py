@@ -63,6 +63,7 @@ from ..wire.types import (
 from .anchor_flows import AnchorFlows
 from .anchor_model import (
     MODES,
+    SETTLE_GRACE,
     Advertise,
     AnchorSettings,
     AnchorStats,
@@ -81,6 +82,7 @@ from .anchor_model import (
     PrefixState,
     Register,
     Reverse,
+    Settle,
     Status,
     VisitCheck,
     Visiting,
@@ -119,6 +121,9 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
+        # Own prefixes away: the point the LMs says serves each now (LM:1-3).
+        # Under BGP the prefix moves on from point to point without us.
+        self._served_at: dict[Prefix, IPv6Address] = {}
         self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
         self.flows = FlowBook()
         """Open flows per MN prefix, and charging records of ended ones."""
@@ -339,6 +344,11 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         del self.away[p]
         anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
         handed = self._handed.pop(p, None)
+        serving = self._served_at.pop(p, None)
+        if handed is not None and serving is not None:
+            # It went on from the point we handed it to (BGP): what is
+            # held for it is held where it was served last.
+            handed = serving
         if self.s.mode is not Mode.SWITCH and handed is None:
             self._replace(p, [anchor], now)  # nothing elsewhere to wait for
             self._step(p, PrefixEvent.GIVEN)
@@ -456,6 +466,8 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
                     # (SM), while a visiting prefix's inform may be an older
                     # point's last refresh, crossing our claim.
                     self._departed(msg.prefix, now, hold=True, own_only=True)
+                    if msg.prefix in self.away:
+                        self._served_at[msg.prefix] = msg.forwarding_address
             elif isinstance(msg, m.BufferRequest):
                 # FM:6-1 from the central FM-CP: the MN left (it saw the
                 # binding move).  News of a departure, believed as LM:1-3's
@@ -477,11 +489,17 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
                 ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
         elif isinstance(event, ReplyReceived | NegativeReply | RequestTimedOut) and \
                 event.request_id in self._homecoming:
-            # The visited point sent what it held (or will not): lift the hold.
+            # The visited point sent what it held (or will not).  What was
+            # still on its way there when the prefix came home follows,
+            # ended by the end marker our data plane sent down that tunnel:
+            # the marker lifts the hold (Settle, if it never comes).
             anchor = self._homecoming.pop(event.request_id)
             if self.life.of(anchor.prefix) is PrefixState.RETURNING:
-                self._replace(anchor.prefix, [anchor], now)
+                answered = isinstance(event, ReplyReceived)
+                self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
                 self._step(anchor.prefix, PrefixEvent.SETTLED)
+                if answered:
+                    self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
         elif isinstance(event, ReplyReceived) and event.request_id in self._mn_queries:
             mn, link = self._mn_queries.pop(event.request_id)
             if isinstance(event.reply, m.MnReply):
@@ -562,6 +580,14 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         self.endpoint.request(report, self.s.controller, now)
         self.set_timer(Status(), now + self.s.status_interval)
 
+    def _on_settle(self, t: Settle, now: float) -> None:
+        held = any(e.kind is EntryKind.BUFFER and e.prefix == t.prefix and e.flow is None
+                   for e in self.dp.entries())
+        if not held or self.life.of(t.prefix) is not PrefixState.ANCHORED:
+            return  # lifted by the marker, or the MN moved on meanwhile
+        self.stats.counters["settled-unmarked"] += 1
+        self._replace(t.prefix, [ForwardingEntry(EntryKind.ANCHOR, t.prefix, link=t.link)], now)
+
     def _on_cleanup(self, t: Cleanup, now: float) -> None:
         leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
         if leftover in self.dp.entries():
@@ -593,7 +619,7 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
 
     _TIMERS: ClassVar[dict[type, Callable[[Any, Any, float], None]]] = {
         Expire: _on_expire, Register: _on_register, Status: _on_status, Cleanup: _on_cleanup,
-        Reverse: _on_reverse, VisitCheck: _on_visit_check,
+        Reverse: _on_reverse, VisitCheck: _on_visit_check, Settle: _on_settle,
         HandFlows: AnchorFlows._on_hand_flows,
     }
 
@@ -747,6 +773,7 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
             # the MN went, or to the AR that took the anchoring) goes.
             self._replace(prefix, [], now)
             self.away.pop(prefix, None)
+            self._served_at.pop(prefix, None)
             if self.life.of(prefix) is PrefixState.HANDED:
                 self._step(prefix, PrefixEvent.RELEASED)
             if not any(prefix in st.own for st in self.attached.values()):

@@ -358,7 +358,22 @@ class HandFlows:
     to: IPv6Address
 
 
-Timer = Expire | Register | Cleanup | Reverse | VisitCheck | HandFlows
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Lift the hold of a prefix taken back home if the end marker of the
+    tunnel it came back from has not (lost, or eaten by a point that still
+    thought its MN was there)."""
+
+    prefix: Prefix
+    link: str
+
+
+SETTLE_GRACE = 0.05
+"""Seconds a returned prefix's hold may outlast the visited point's FM:6-2
+answer: what was in flight towards that point when the prefix came home
+follows the answer, ended by the end marker, which lifts the hold sooner."""
+
+Timer = Expire | Register | Cleanup | Reverse | VisitCheck | HandFlows | Settle
 """The anchor agent's timer keys."""
 
 

@@ -1,0 +1,224 @@
+"""Many moves and many MNs, in virtual time with the project's cores (issue 14).
+
+The real-kernel scenarios ``pingpong``, ``multi-prefix``, ``two-mns`` and
+``crowd`` run one mode each; here the same procedures run in every flat
+mode - tunnel (4.1.2), anchor switch by the controller (4.2.1) and by BGP
+(4.2) - through the whole stack of cores: stock MNs whose routers learn
+their other prefixes from the LMs, conntrack reports at the serving router
+only, holds, flushes, bindings.  Every continuity flow must arrive whole,
+once and in order, by a path no longer than one detour through its anchor.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.sim.traffic import Flow, report, start_flow
+from dmanchor.wire.types import EntryKind, Prefix
+from tests.unit.test_call_flows import move_stock, record_lives
+from tests.unit.test_fm import CN, HNP1, IP1, World, opened, world
+
+MODES = ["tunnel", "switch", "bgp"]
+P = Prefix.parse
+
+
+def hold_timeout(mode: str) -> float:
+    # Under BGP, the new point's hold waits for an end marker that the
+    # (modelled) BGP convergence does not send: it ends by its timeout.
+    return 0.05 if mode == "bgp" else 1.0
+
+
+def flow_to(mn: str, dst: int, start: float, stop: float, port: int,
+            rate: float = 1000) -> Flow:
+    """A downlink continuity flow from the CN to ``mn``'s address ``dst``."""
+    return Flow(f"cont-{mn}-{port}", "cn", mn, CN, dst, rate, start, stop, dport=port)
+
+
+def served(w: World, flow: Flow, router: int, t: float) -> None:
+    """The serving router's conntrack sees the flow open at ``t``."""
+    w.at(t, router, lambda a, now: a.conn_events(opened(flow), now))
+
+
+def prefix_of(router: int, mn: int) -> Prefix:
+    """The /64 router ``router`` gives MN number ``mn``."""
+    return P(f"2001:db8:{router:x}:{mn:x}::/64")
+
+
+def comes_up(w: World, mn: str, router: int, own: Prefix, t: float = 0.06) -> None:
+    """Another stock MN comes up on AR``router`` at ``t``, given ``own``."""
+    w.fab.add_host(mn)
+
+    def up() -> None:
+        w.fab.attach(mn, f"ar{router}", f"{mn}_{router}")
+        w.fab.add_address(mn, own.network + 0x10)
+    w.net.call_at(t, up)
+
+    def arrive(a: AnchorAgentCore, now: float) -> None:
+        a.arrive(mn, f"{mn}_{router}", [own], [], now)
+    w.at(t, router, arrive)
+
+
+def last_path(w: World, flow: Flow) -> tuple[str, ...]:
+    """The hops of the flow's last delivered packet."""
+    got = [d for d in w.fab.received(flow.receiver) if d.packet.flow == flow.name]
+    return got[-1].packet.hops
+
+
+def uses(w: World, router: int, mn: str) -> set[Prefix]:
+    """The prefixes router ``router`` serves ``mn`` (its own and those kept)."""
+    st = w.ar[router].attached.get(mn)
+    return set(st.own) | set(st.visiting) if st is not None else set()
+
+
+def assert_no_leftovers(w: World, prefix: Prefix, home: int, serving: int) -> None:
+    """Only the prefix's home and its serving router forward it (and under
+    anchor switching, not even the home)."""
+    for i, a in w.ar.items():
+        entries = [e for e in w.fab.routers[f"ar{i}"].entries() if e.prefix == prefix]
+        if i not in (home, serving):
+            assert not entries, (i, entries)
+        assert not a.dp.buffered(prefix), (i, "still holds")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ping_pong_ten_moves_at_five_a_second(mode: str) -> None:
+    """AR1 <-> AR2 ten times, 0.2 s apart: each return takes HNP1 home
+    again (no tunnel to itself), each departure hands it on."""
+    w = world(mode, hold_timeout=hold_timeout(mode))
+    record_lives(w)
+    cont = flow_to("mn", IP1, 0.1, 2.9, 5001)
+    start_flow(w.fab, cont)
+    served(w, cont, 1, 0.12)
+    for i in range(10):
+        src, dst = (1, 2) if i % 2 == 0 else (2, 1)
+        move_stock(w, 0.5 + 0.2 * i, 0.02, prefix_of(dst, 1), src=src, dst=dst)
+    w.net.run(until=5.0)  # (AR2's leftover tunnel goes 2 hold timeouts on)
+    rep = report(w.fab, cont)
+    assert rep.duplicates == 0 and rep.reordered == 0, rep
+    assert rep.lost <= 10, (rep, w.fab.drop_reasons)  # at most the radio's, one a move
+    assert "hop-limit" not in w.fab.drop_reasons
+    assert last_path(w, cont) == ("cn", "r", "ar1", "mn")  # home: direct, no tunnel
+    assert_no_leftovers(w, HNP1, 1, 1)
+    assert not [e for e in w.fab.routers["ar1"].entries()
+                if e.prefix == HNP1 and e.kind is EntryKind.TUNNEL]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ping_pong_faster_than_the_holds(mode: str) -> None:
+    """Moves 30 ms apart: the MN is gone again before the previous move's
+    hold and flush have ended.  Nothing loops, nothing is delivered twice,
+    and when the moves stop the flow resumes at the last router."""
+    w = world(mode, hold_timeout=hold_timeout(mode))
+    cont = flow_to("mn", IP1, 0.1, 1.5, 5001)
+    start_flow(w.fab, cont)
+    served(w, cont, 1, 0.12)
+    for i in range(9):
+        src, dst = (1, 2) if i % 2 == 0 else (2, 1)
+        move_stock(w, 0.5 + 0.03 * i, 0.005, prefix_of(dst, 1), src=src, dst=dst)
+    w.net.run(until=3.0)
+    rep = report(w.fab, cont)
+    assert rep.duplicates == 0, rep
+    assert "hop-limit" not in w.fab.drop_reasons, w.fab.drop_reasons
+    assert last_path(w, cont)[-2:] == ("ar2", "mn")
+    # Delivery resumed for good after the last move (0.74 s).
+    late = [d for d in w.fab.received("mn") if d.packet.flow == cont.name and d.at > 0.9]
+    assert len(late) >= 0.5 * 1000 * (1.5 - 0.9)
+    assert_no_leftovers(w, HNP1, 1, 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flows_on_prefixes_of_three_earlier_anchors_at_once(mode: str) -> None:
+    """A flow on each of HNP1, HNP2 and HNP3 (each begun after the move
+    that gave its prefix); at AR4 all three are kept, each anchored by its
+    own router (or switched to AR4); back at AR1 likewise."""
+    w = world(mode, n=4, hold_timeout=hold_timeout(mode))
+    flows = []
+    for k, (start, router) in enumerate([(0.1, 1), (0.7, 2), (1.2, 3)], start=1):
+        f = flow_to("mn", prefix_of(router, 1).network + 0x10, start, 2.6, 5000 + k)
+        start_flow(w.fab, f)
+        served(w, f, router, start + 0.02)
+        flows.append(f)
+    move_stock(w, 0.5, 0.02, prefix_of(2, 1), src=1, dst=2)
+    move_stock(w, 1.0, 0.02, prefix_of(3, 1), src=2, dst=3)
+    move_stock(w, 1.5, 0.02, prefix_of(4, 1), src=3, dst=4)
+    move_stock(w, 2.0, 0.02, prefix_of(1, 1), src=4, dst=1)
+    w.net.run(until=3.5)
+    for k, f in enumerate(flows, start=1):
+        rep = report(w.fab, f)
+        assert rep.duplicates == 0 and rep.reordered == 0, (f.name, rep)
+        # At most what was on the radio at each break it ran across.
+        assert rep.lost <= 5 - k, (f.name, rep, w.fab.drop_reasons)
+        at_ar4 = [p for p in rep.paths if p[-2:] == ("ar4", "mn")]
+        assert at_ar4, (f.name, rep.paths)
+        if mode == "tunnel":  # through its anchor, and no other
+            assert at_ar4[-1] == ("cn", "r", f"ar{k}", "r", "ar4", "mn"), rep.paths
+        assert last_path(w, f)[-2:] == ("ar1", "mn")
+    assert {HNP1, prefix_of(2, 1), prefix_of(3, 1)} <= uses(w, 1, "mn")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_mns_cross_and_their_states_never_mix(mode: str) -> None:
+    """MN on AR1 and MN2 on AR2 move at the same instant to each other's
+    router: each router hands one MN's prefix on and takes the other's in."""
+    w = world(mode, hold_timeout=hold_timeout(mode))
+    own2 = prefix_of(2, 2)
+    comes_up(w, "mn2", 2, own2)
+    f1 = flow_to("mn", IP1, 0.1, 1.5, 5001)
+    f2 = flow_to("mn2", own2.network + 0x10, 0.1, 1.5, 5002)
+    for f, r in ((f1, 1), (f2, 2)):
+        start_flow(w.fab, f)
+        served(w, f, r, 0.12)
+    move_stock(w, 0.5, 0.02, prefix_of(2, 1), src=1, dst=2)
+    move_stock(w, 0.5, 0.02, prefix_of(1, 2), src=2, dst=1, mn="mn2")
+    w.net.run(until=2.5)
+    for f, there in ((f1, "ar2"), (f2, "ar1")):
+        rep = report(w.fab, f)
+        assert rep.duplicates == 0 and rep.reordered == 0 and rep.lost <= 1, (f.name, rep)
+        assert last_path(w, f)[-2:] == (there, f.receiver), rep.paths
+    assert HNP1 in uses(w, 2, "mn") and HNP1 not in uses(w, 2, "mn2")
+    assert own2 in uses(w, 1, "mn2") and own2 not in uses(w, 1, "mn")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_crowd_on_a_random_walk_keeps_every_session(mode: str) -> None:
+    """20 MNs, 4 routers, 100 moves (seeded, dwell 0.3-0.6 s), a continuity
+    flow to each MN at 200 pps: none lost but what a radio drops at a break,
+    none duplicated or reordered, and each ends at its MN's last router."""
+    n_mn, n_ar, n_moves = 20, 4, 100
+    w = world(mode, n=n_ar, hold_timeout=hold_timeout(mode))
+    rng = random.Random(14)
+    at: dict[str, int] = {}
+    flows: dict[str, Flow] = {}
+    for k in range(2, n_mn + 1):  # "mn" (k = 1) starts on AR1 already
+        mn, r = f"mn{k}", rng.randint(1, n_ar)
+        comes_up(w, mn, r, prefix_of(r, k))
+        at[mn] = r
+    at["mn"] = 1
+    first = dict(at)
+    due = sorted((0.5 + rng.uniform(0, 0.3), mn) for mn in at)
+    last = 0.0
+    for _ in range(n_moves):
+        t, mn = due.pop(0)
+        dst = rng.choice([r for r in range(1, n_ar + 1) if r != at[mn]])
+        k = 1 if mn == "mn" else int(mn[2:])
+        move_stock(w, t, 0.02, prefix_of(dst, k), src=at[mn], dst=dst, mn=mn)
+        at[mn], last = dst, t
+        due.append((t + rng.uniform(0.3, 0.6), mn))
+        due.sort()
+    for k, mn in enumerate(sorted(at, key=lambda m: int(m[2:] or 1)), start=1):
+        dst = (HNP1 if mn == "mn" else prefix_of(first[mn], k)).network + 0x10
+        flows[mn] = flow_to(mn, dst, 0.1, last + 0.3, 5000 + k, rate=200)
+        start_flow(w.fab, flows[mn])
+        served(w, flows[mn], first[mn], 0.12)
+    w.net.run(until=last + 1.5)
+    lost = 0
+    for mn, f in flows.items():
+        rep = report(w.fab, f)
+        assert rep.duplicates == 0 and rep.reordered == 0, (mn, rep)
+        assert last_path(w, f)[-2:] == (f"ar{at[mn]}", mn), (mn, rep.paths)
+        lost += rep.lost
+    assert lost <= n_moves, (lost, w.fab.drop_reasons)  # the radios' at the breaks
+    assert "hop-limit" not in w.fab.drop_reasons
