@@ -12,12 +12,13 @@ once and in order, by a path no longer than one detour through its anchor.
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.sim.traffic import Flow, report, start_flow
-from dmanchor.wire.types import EntryKind, Prefix
+from dmanchor.wire.types import EntryKind, FlowFilter, Prefix
 from tests.unit.test_call_flows import move_stock, record_lives
 from tests.unit.test_fm import CN, HNP1, IP1, World, opened, world
 
@@ -222,3 +223,55 @@ def test_a_crowd_on_a_random_walk_keeps_every_session(mode: str) -> None:
         lost += rep.lost
     assert lost <= n_moves, (lost, w.fab.drop_reasons)  # the radios' at the breaks
     assert "hop-limit" not in w.fab.drop_reasons
+
+
+# -- Hierarchical (4.2.2 / 4.2.3, Figures 9-10): chains and returns over FWs --------
+
+
+@pytest.mark.parametrize("route", [
+    ["fw11", "fw12", "fw11", "fw12", "fw11"],   # 4.2.2 ping-pong under AR1
+    ["fw11", "fw21", "fw11"],                   # 4.2.3 away under AR2, and home
+    ["fw11", "fw12", "fw21", "fw11"],           # a chain across both ARs, and home
+    ["fw11", "fw21", "fw12", "fw21"],           # back and forth between the ARs
+], ids=["422-pingpong", "423-return", "chain-home", "423-back-and-forth"])
+def test_hierarchical_chains_and_returns_keep_the_session(route: list[str]) -> None:
+    from tests.unit.test_fm_hierarchy import CN as HCN
+    from tests.unit.test_fm_hierarchy import HNP1 as H1
+    from tests.unit.test_fm_hierarchy import IP1 as HIP1
+    from tests.unit.test_fm_hierarchy import at, build
+
+    net, fab, lms, agents, _, _ = build()
+    flow = Flow("cont", "cn", "mn", HCN, HIP1, 1000, 0.2, 0.45 + 0.4 * len(route), dport=5001)
+    flt = FlowFilter(Prefix(HIP1, 128), Prefix(HCN, 128), 17, 5001, 40000)
+    fab.attach("mn", route[0], route[0])
+    fab.add_address("mn", HIP1)
+    at(net, agents, 0.06, route[0],
+       lambda a, now: a.attach("mn", route[0], [], {H1: [flt]}, now))
+    start_flow(fab, flow)
+    for i, (src, dst) in enumerate(pairwise(route)):
+        t = 0.6 + 0.4 * i
+
+        def down() -> None:
+            fab.detach("mn")
+
+        def up(dst: str = dst) -> None:
+            fab.attach("mn", dst, dst)
+        net.call_at(t, down)
+        at(net, agents, t, src, lambda a, now: a.detach("mn", now))
+        net.call_at(t + 0.02, up)
+        at(net, agents, t + 0.02, dst,
+           lambda a, now, dst=dst: a.attach("mn", dst, [], {H1: [flt]}, now))
+    net.run(until=flow.stop + 2.5)
+    rep = report(fab, flow)
+    assert rep.duplicates == 0 and rep.reordered == 0, rep
+    assert rep.lost <= len(route) - 1, (rep, fab.drop_reasons)  # the radio's at each break
+    assert "hop-limit" not in fab.drop_reasons
+    last = route[-1]
+    got = [d for d in fab.received("mn") if d.packet.flow == "cont"]
+    # Through the last FW's own AR, never through a FW visited before.
+    assert got[-1].packet.hops == ("cn", "r", f"ar{last[2]}", last, "mn"), rep.paths
+    b = lms.lookup(H1, net.now)
+    assert b is not None and str(b.forwarding_address) == agents[last].s.dpa.compressed
+    for name in agents:
+        if name not in (last, f"ar{last[2]}", "ar1"):
+            assert not [e for e in fab.routers[name].entries() if e.prefix == H1], name

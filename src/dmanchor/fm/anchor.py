@@ -124,6 +124,9 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         # Own prefixes away: the point the LMs says serves each now (LM:1-3).
         # Under BGP the prefix moves on from point to point without us.
         self._served_at: dict[Prefix, IPv6Address] = {}
+        # 4.2.3: prefixes we served for a switch below until the anchoring
+        # moved to another AR (taken over again if a switch below asks).
+        self._served_before: set[Prefix] = set()
         self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
         self.flows = FlowBook()
         """Open flows per MN prefix, and charging records of ended ones."""
@@ -594,6 +597,7 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
             self.dp.apply((), (leftover,), now)
             if self.life.of(t.prefix) is PrefixState.HANDED:
                 self._step(t.prefix, PrefixEvent.RELEASED)
+                self._served_before.discard(t.prefix)
 
     def _on_reverse(self, t: Reverse, now: float) -> None:
         v = self.visiting.get(t.prefix)
@@ -704,7 +708,18 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         if self.s.mode.moves_anchoring:
             self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
-        serving = not own and self.s.mode is not Mode.BGP and (prefix in self.serving or not had)
+        if prefix in self.serving and (ev.source == self.s.controller
+                                       or Role.CONTROLLER in ev.roles):
+            # 4.2.3: the anchoring we took over for a switch below moves to
+            # another AR (the controller speaks for it): we only carry
+            # leftovers now.  A switch below may take it over again.
+            del self.serving[prefix]
+            self._served_before.add(prefix)
+            serving = False
+        else:
+            serving = not own and self.s.mode is not Mode.BGP and (
+                prefix in self.serving or prefix in self._served_before or not had)
+            self._served_before.discard(prefix)
         self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)
         if self.s.mode is Mode.BGP:
             # The new anchor announces the prefix: this point only carries

@@ -137,6 +137,8 @@ TRANSITIONS: dict[tuple[PrefixState | None, PrefixEvent], PrefixState | None] = 
     (None, PrefixEvent.TAKEN_OVER): _.SERVING,
     (_.HANDED, PrefixEvent.TAKEN_OVER): _.SERVING,
     (_.SERVING, PrefixEvent.TAKEN_OVER): _.SERVING,
+    # 4.2.3: the anchoring taken over for a switch below moves to another AR.
+    (_.SERVING, PrefixEvent.READY): _.HANDED,
     # Its life here ends.
     (_.VISITING, PrefixEvent.REVERTED): None,
     (_.HANDED, PrefixEvent.RELEASED): None,
