@@ -17,7 +17,7 @@ from dmanchor.mn.host import sessions_in_use
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.transport.reliable import Addr
 from dmanchor.wire.messages import MsgType
-from dmanchor.wire.types import EntryKind, ForwardingEntry
+from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
 from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, IP2, LMS, assert_lossless, downlink, world
 
 LMP: Addr = ("fc00::e", 5400)
@@ -73,10 +73,12 @@ def test_the_agent_sees_its_own_moves_from_what_its_stack_holds() -> None:
     assert sid == A("2001:db8:2:1::5") and agent.coa == sid
     # FM:4-3 for HNP1 only: the session on it needs it; HNP2 is where it is.
     assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent_before + 1
-    # A session-less old prefix is not claimed.
+    # A session-less old prefix is not claimed - but the last care-of
+    # prefix (HNP2) is, briefly: what was tunnelled to it follows the MN.
     assert agent.addresses([(ip1, False), (ip2, False), (ip3, True)], set(), 0.4) == \
         A("2001:db8:3:1::5")
-    assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent_before + 1
+    assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent_before + 2
+    assert list(agent._discovering.values())[-1] == Prefix.parse("2001:db8:2:1::/64")
 
 
 def test_sessions_in_use_are_read_from_the_kernels_tables(tmp_path: Path) -> None:

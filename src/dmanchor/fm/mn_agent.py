@@ -29,6 +29,10 @@ from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, Prefix
 
+CARE_OF_LIFETIME = 5
+"""Seconds a previous care-of prefix stays claimed: long enough for what
+was tunnelled to it to follow the MN, not a session's lifetime."""
+
 
 @dataclass(frozen=True, slots=True)
 class MnAgentSettings:
@@ -61,6 +65,8 @@ class MnAgentCore(ServiceCore):
         self.coa: IPv6Address | None = None
         self.counters: Counter[str] = Counter()
         self._discovering: dict[int, Prefix] = {}
+        self._passing: set[Prefix] = set()
+        """Previous care-of prefixes being claimed (short-lived bindings)."""
         self.network: Prefix | None = None
         """The /64 of the network it is in (its newest preferred address's)."""
 
@@ -92,8 +98,18 @@ class MnAgentCore(ServiceCore):
         return coa
 
     def moved(self, coa: IPv6Address, keep: Sequence[Prefix], now: float) -> None:
-        """The MN has a care-of address in its new network; keep ``keep`` reachable."""
+        """The MN has a care-of address in its new network; keep ``keep`` reachable.
+
+        The previous care-of address's /64 is kept too: what the anchors
+        had already tunnelled there when the MN left is held at that
+        network's router under that prefix, which no session of the MN's
+        uses - claimed, it follows the MN (its care-of SIDs stay up).
+        """
+        old = self.coa
         self.coa = coa
+        if old is not None and _slash64(old) != _slash64(coa) and _slash64(old) not in keep:
+            self._passing.add(_slash64(old))
+            keep = [*keep, _slash64(old)]
         for prefix in keep:
             rid = self.endpoint.request(m.AnchorDiscovery(prefix), self.s.controller, now)
             self._discovering[rid] = prefix
@@ -115,7 +131,10 @@ class MnAgentCore(ServiceCore):
             # FM:6-2: send the packets of this prefix (held ones first) to me.
             self.endpoint.request(m.BufferReady(prefix, self.coa),
                                   (str(answer.cpa_address), self.s.port), now)
-            self.endpoint.request(m.LocationUpdate(prefix, self.coa, self.s.lifetime),
+            # A care-of prefix is claimed only for what is in flight to it.
+            lifetime = CARE_OF_LIFETIME if prefix in self._passing else self.s.lifetime
+            self._passing.discard(prefix)
+            self.endpoint.request(m.LocationUpdate(prefix, self.coa, lifetime),
                                   self.s.lms, now)
             self.counters["claimed"] += 1
         elif isinstance(event, NegativeReply | RequestTimedOut):
