@@ -330,8 +330,10 @@ def test_host_based_chain_and_return_home() -> None:
             agent.moved(A(coa), [HNP1], w.net.now)
             w.net.poll(where[-1])
         w.net.call_at(t + 0.02, arrive)
-        w.at(t + 0.02, dst, lambda a, now, dst=dst: a.attach("mn", f"mn{dst}",
-                                                              [prefix_of(dst, 1)], {}, now))
+
+        def its_router(a: AnchorAgentCore, now: float, dst: int = dst) -> None:
+            a.attach("mn", f"mn{dst}", [prefix_of(dst, 1)], {}, now)  # nothing of HNP1
+        w.at(t + 0.02, dst, its_router)
     leave(3, 1.5)
 
     def home() -> None:
