@@ -469,7 +469,13 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
                     # (SM), while a visiting prefix's inform may be an older
                     # point's last refresh, crossing our claim.
                     self._departed(msg.prefix, now, hold=True, own_only=True)
-                    if msg.prefix in self.away:
+                    if msg.prefix in self.away and self.s.mode is Mode.BGP:
+                        # Under BGP nothing else tells us where it went on
+                        # to.  (In tunnel mode each new point re-points our
+                        # tunnel, which is surer: an older point's last
+                        # refresh can reach the LMs after the new claim -
+                        # believed, a return asked the wrong point and the
+                        # right one's held packets were lost.)
                         self._served_at[msg.prefix] = msg.forwarding_address
             elif isinstance(msg, m.BufferRequest):
                 # FM:6-1 from the central FM-CP: the MN left (it saw the
