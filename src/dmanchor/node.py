@@ -10,6 +10,7 @@ endpoint; they share the process, its event loop and its SM keys::
     control = "/run/dmanchor/ar1.sock"   # commands (dmanchor.nodecmd); mode 0600
     control_group = "dmanchor"      # optional: this group may use it too (0660)
     trace = "/var/log/dmanchor/ar1.jsonl"   # optional: messages and data-plane changes
+    metrics = "[fd00:1::2]:9464"    # optional: Prometheus GET /metrics (dmanchor.metrics)
 
     [anchor]                        # FM-CP + FM-DP + LMc of an access router
     listen = "[fd00:1::2]:5400"
@@ -47,6 +48,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -61,6 +63,7 @@ from .config import ConfigError
 from .control import ControlServer
 from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
+from .dataplane.tunbuffer import Lift
 from .fm.anchor import AnchorAgentCore
 from .fm.controller import ControllerCore
 from .fm.fib import DesiredFib
@@ -68,6 +71,7 @@ from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
 from .lm.daemon import build_core, log_events
 from .lm.lms import LmsCore
+from .metrics import MetricsServer, NodeMetrics
 from .mn.host import HostMobility
 from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
@@ -77,6 +81,7 @@ from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
 from .transport.service import ServiceCore
 from .wire.auth import Security
+from .wire.types import ForwardingEntry, Prefix
 
 log = logging.getLogger("dmanchor.node")
 
@@ -100,6 +105,22 @@ class Node:
         self.events = NodeEvents(cfg.kea, self.trace, cfg.controller_state)
         self._control: ControlServer | None = None
         self._security: Security | None = None
+        self.metrics = NodeMetrics(self) if cfg.metrics is not None else None
+        self._metrics_server: MetricsServer | None = None
+
+    def _watch_dataplane(self, dp: LinuxDataPlane) -> None:
+        """The trace and the metrics hear every data-plane change and lift."""
+        listeners = [x for x in (self.trace, self.metrics) if x is not None]
+
+        def change(added: Sequence[ForwardingEntry], deleted: Sequence[ForwardingEntry]) -> None:
+            for x in listeners:
+                x.change(added, deleted)
+
+        def lift(prefix: Prefix, done: Lift, cause: str) -> None:
+            for x in listeners:
+                x.lift(prefix, done, cause)
+        if listeners:
+            dp.on_change, dp.on_lift = change, lift
 
     def _endpoint(self) -> Endpoint:
         # One SM state for all the node's functions: they sign with one key,
@@ -120,9 +141,7 @@ class Node:
             cores["mn"] = (self.mn_agent, cfg.mn[0])
         if cfg.anchor or cfg.fmdp:
             self.dataplane = LinuxDataPlane(markers=cfg.security.markers())
-            if self.trace is not None:
-                self.dataplane.on_change = self.trace.change
-                self.dataplane.on_lift = self.trace.lift
+            self._watch_dataplane(self.dataplane)
         for name, lm in (("lms", cfg.lms), ("lmp", cfg.lmp)):
             if lm is not None:
                 cores[name] = (build_core(lm, now)[0], lm.listen)
@@ -199,6 +218,10 @@ class Node:
         if cfg.control is not None:
             self._control = ControlServer(cfg.control, self.command, cfg.control_group)
             await self._control.start()
+        if self.metrics is not None and cfg.metrics is not None:
+            self._metrics_server = MetricsServer(cfg.metrics, self.metrics)
+            bound = await self._metrics_server.start()
+            lines.append(f"metrics {bound[0]} {bound[1]}")
         return lines
 
     def _after_anchor(self) -> None:
@@ -241,6 +264,8 @@ class Node:
                 asyncio.get_running_loop().remove_reader(fd)
         if self._control is not None:
             self._control.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self.access is not None:
             self.access.close()
         if self.flows is not None:

@@ -104,6 +104,9 @@ class NodeConfig:
     controller_state: Path | None = None
     """Where the controller keeps the prefixes it moved (``[controller]
     state``), so that a restart reverts them in time (FM:3-3)."""
+    metrics: Addr | None = None
+    """Where ``GET /metrics`` is served (Prometheus, :mod:`.metrics`;
+    ``[node] metrics = "[::1]:9464"``); None: off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(f"{path}: field 'node.control_group': no group "
                               f"{control_group!r} on this host") from None
     trace = node.get("trace", as_str, "")
+    metrics = node.get("metrics", as_bind, ("", -1))
     node.finish()
     sec = read_security(top.sub("security"))
     anchor = controller = fmdp = None
@@ -374,4 +378,5 @@ def load_node_config(path: str | Path) -> NodeConfig:
         trace=Path(trace) if trace else None, bgp=bgp, lmp=lmp, mn=mn, pd=pd, kea=kea,
         control_group=control_group or None, ra_interval=ra_interval, udp_idle=udp_idle,
         charged_links=charged_links,
-        flow_sweep=flow_sweep, controller_state=controller_state)
+        flow_sweep=flow_sweep, controller_state=controller_state,
+        metrics=metrics if metrics[1] >= 0 else None)
