@@ -272,3 +272,19 @@ def test_the_summary_counts_each_move_once_for_its_own_mn() -> None:
     assert rep.summary["reordered"] == 2 and rep.summary["sent"] == 20
     i = rep.summary["interruption_ms"]
     assert (i["p50"], i["max"], i["samples"]) == (pytest.approx(30.0), pytest.approx(52.0), 2)
+
+
+def test_a_metrics_check_names_a_metric_its_labels_and_a_bound() -> None:
+    text = BASE.replace("  - {at: 0.5, move: {mn: mn, to: ar2}}\n", (
+        "  - {at: 0.4, check: {metrics: {node: ar1, name: dmanchor_lifts_total, max: 0}}}\n"
+        "  - {at: 0.5, move: {mn: mn, to: ar2}}\n"
+        "  - {at: 0.6, check: {metrics: {node: ar2, name: dmanchor_messages_total,\n"
+        "                               labels: {type: BUFFER_READY}}}}\n"))
+    checks = [s.args for s in parse(text).timeline if s.action == "check"]
+    assert checks == [
+        {"check": "metrics", "node": "ar1", "name": "dmanchor_lifts_total", "labels": {},
+         "max": 0.0, "min": None},
+        {"check": "metrics", "node": "ar2", "name": "dmanchor_messages_total",
+         "labels": {"type": "BUFFER_READY"}, "max": None, "min": 1.0}]
+    with pytest.raises(ScenarioError, match=r"metrics\.node': no node 'ar9'"):
+        parse(text.replace("node: ar1, name", "node: ar9, name"))

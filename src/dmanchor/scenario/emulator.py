@@ -34,6 +34,8 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ..access.nd import RouterSolicitation, decode_ra, encode_rs, encode_unsolicited_na
 from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
@@ -45,7 +47,15 @@ from ..wire.auth import Drop
 from ..wire.types import Prefix
 from . import attacks
 from .model import Scenario, Step
-from .plan import GATEWAY_LL, GATEWAY_MAC, Plan, make_plan, mn_link_address, pd_duid
+from .plan import (
+    GATEWAY_LL,
+    GATEWAY_MAC,
+    METRICS_PORT,
+    Plan,
+    make_plan,
+    mn_link_address,
+    pd_duid,
+)
 from .report import FlowResult, MoveRecord, Report, build_report
 from .traffic import TcpStream, UdpProbe
 
@@ -604,6 +614,8 @@ class Emulation:
                     if a["type"] in fn.get("sent", {}) and fn.get("counters")])
             self.checks[f"{a['node']} sent {a['type']} >= {a['min']} (it did: {n}{said})"] = \
                 n >= a["min"]
+        elif kind == "metrics":
+            self._check_metrics(a)
         elif kind == "counter":
             n = self._at_least(lambda: int(command(self._sock(a["node"]), {
                 "cmd": "counters"}).get(a["name"], 0)), a["min"])
@@ -622,6 +634,33 @@ class Emulation:
                 self.checks[f"{f.prefix} released to Kea's pool (FM:3-3)"] = pooled
             if back:
                 self._let_go(self.sc.flows[a["flow"]].dst, f.prefix)
+
+    def _check_metrics(self, a: dict[str, Any]) -> None:
+        """A Prometheus metric the node serves, scraped as Prometheus would."""
+        def value() -> int:
+            return int(sum(s.value for fam in text_string_to_metric_families(
+                self._scrape(a["node"])) for s in fam.samples
+                if s.name == a["name"] and all(s.labels.get(k) == v
+                                              for k, v in a["labels"].items())))
+        labels = ",".join(f'{k}="{v}"' for k, v in a["labels"].items())
+        what = f"{a['node']} serves {a['name']}{{{labels}}}"
+        if a["max"] is not None:
+            n = value()
+            self.checks[f"{what} <= {a['max']:g} (it does: {n})"] = n <= a["max"]
+        else:
+            n = self._at_least(value, int(a["min"]))
+            self.checks[f"{what} >= {a['min']:g} (it does: {n})"] = n >= a["min"]
+
+    def _scrape(self, node: str) -> str:
+        """GET /metrics from ``node`` (its control address, inside the lab)."""
+        with contextlib.closing(self.lab.socket(node, socket.SOCK_STREAM)) as sock:
+            sock.settimeout(5.0)
+            sock.connect((self.plan.nodes[node].control, METRICS_PORT))
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data.decode().partition("\r\n\r\n")[2]
 
     def _let_go(self, mn: str, prefix: Prefix) -> None:
         """After a revert: the MN's stack drops its address in ``prefix`` once

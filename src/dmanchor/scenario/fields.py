@@ -176,3 +176,9 @@ def as_list(v: Any) -> list[Any]:
     if not isinstance(v, list):
         raise ValueError(f"expected a list, got {v!r}")
     return v
+
+
+def as_mapping(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a mapping, got {v!r}")
+    return v

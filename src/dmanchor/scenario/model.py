@@ -26,6 +26,7 @@ from .fields import (
     as_bool,
     as_int,
     as_list,
+    as_mapping,
     as_num,
     as_prefix,
     as_str,
@@ -131,7 +132,9 @@ class Step:
     anchor keeps any state for ``flow``'s prefix (FM:3-3); ``counter``:
     anchor ``node``'s data-plane counter ``name`` is at least ``min``;
     ``messages``: node ``node`` has sent at least ``min`` messages of ``type``
-    since its process started)."""
+    since its process started; ``metrics``: the samples of Prometheus metric
+    ``name`` that ``node`` serves (matching ``labels``) add up to at least
+    ``min``, or at most ``max``)."""
     args: dict[str, Any]
     line: int
 
@@ -165,7 +168,7 @@ class Scenario:
 
 
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "attack", "check")
-CHECKS = ("route", "reverted", "counter", "messages")
+CHECKS = ("route", "reverted", "counter", "messages", "metrics")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
 
@@ -374,7 +377,7 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
                 if chk["flow"] not in flows:
                     raise doc.error(("timeline", i, action, kind[0], "flow"),
                                     f"no flow {chk['flow']!r} yet")
-            if kind[0] in ("route", "counter", "messages"):
+            if kind[0] in ("route", "counter", "messages", "metrics"):
                 chk["node"] = c.get("node", as_str, required=True)
                 if chk["node"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "node"),
@@ -391,6 +394,12 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
             if kind[0] == "messages":
                 chk["type"] = c.get("type", as_str, required=True)
                 chk["min"] = int(c.get("min", as_num, 1.0))
+            if kind[0] == "metrics":
+                chk["name"] = c.get("name", as_str, required=True)
+                labels: dict[str, Any] = c.get("labels", as_mapping, {})
+                chk["labels"] = {k: str(v) for k, v in labels.items()}
+                chk["max"] = c.opt("max", as_num)
+                chk["min"] = c.get("min", as_num, 1.0) if chk["max"] is None else None
             c.finish()
             steps.append(Step(at, action, chk, line))
         args.finish()

@@ -34,6 +34,8 @@ from ..wire.types import Prefix
 from .model import NodeSpec, Scenario
 
 CTRL_PORT, LMS_PORT, FMDP_PORT, LMP_PORT, ANCHOR_PORT = 5400, 5401, 5402, 5403, 5400
+METRICS_PORT = 9464
+"""Where every router serves ``GET /metrics`` (Prometheus), on its control address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +260,7 @@ def _config(plan: Plan, name: str) -> str:
                                      or spec.fmdp):
         return ""
     lines = ["[node]", f'id = "{name}"', 'control = "@CONTROL@"', 'trace = "@TRACE@"',
-             'log_level = "@LOG@"', ""]
+             'log_level = "@LOG@"', f'metrics = "{_endpoint(np.control, METRICS_PORT)}"', ""]
     anchors = [plan.nodes[a.name] for a in sc.anchors()]
     if spec.controller:
         lines += ["[controller]", f'listen = "{_endpoint(np.control, CTRL_PORT)}"']

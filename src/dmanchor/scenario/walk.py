@@ -34,7 +34,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .fields import Doc, PathKey, Table, as_int, as_list, as_num, as_str
+from .fields import Doc, PathKey, Table, as_int, as_list, as_mapping, as_num, as_str
 
 FLOW_START = 0.2
 """Default start of the generated flows, seconds."""
@@ -75,19 +75,13 @@ def _pair(v: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def _mapping(v: Any) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ValueError(f"expected a mapping, got {v!r}")
-    return v
-
-
 def read(doc: Doc) -> Walk:
     """The walk section of ``doc``, every field checked."""
     t = Table(doc, ("walk",), doc.data["walk"])
     routers = tuple(as_str(r) for r in t.get("routers", as_list, required=True))
     if len(routers) < 2:
         raise doc.error(("walk", "routers"), "a walk needs at least two routers")
-    adj_raw: dict[str, Any] = t.get("adjacent", _mapping, {})
+    adj_raw: dict[str, Any] = t.get("adjacent", as_mapping, {})
     adjacent = {as_str(k): tuple(as_str(x) for x in as_list(v)) for k, v in adj_raw.items()}
     for r, nexts in adjacent.items():
         if r not in routers or not nexts or any(x not in routers or x == r for x in nexts):
@@ -103,7 +97,7 @@ def read(doc: Doc) -> Walk:
         tcp = {"from": tcp_t.get("from", as_str, required=True),
                "mns": tcp_t.get("mns", as_int, required=True)}
         tcp_t.finish()
-    expect: dict[str, Any] = t.get("expect", _mapping, {})
+    expect: dict[str, Any] = t.get("expect", as_mapping, {})
     for k in expect:
         if k not in ("probe", "tcp"):
             raise doc.error(("walk", "expect", k), "expected probe or tcp")
