@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .wire import WireError, decode, encode, from_json, to_json
 from .wire.auth import receiver_id
@@ -108,6 +109,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     l2_trigger=not args.no_l2_trigger, signed=not args.insecure)
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .scenario.callflow import write
+
+    try:
+        written = write(Path(args.dir))
+    except (OSError, ValueError) as exc:
+        print(f"dmanchor trace: {args.dir}: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    if not written:
+        print(f"dmanchor trace: {args.dir}: no move to draw", file=sys.stderr)
+    return 0
+
+
 def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from .lm.daemon import main as lm_main
@@ -175,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="moves are unannounced breaks: no L2 'link going down' hint "
                                  "reaches the old router; it learns from the link itself")
     r.set_defaults(func=_cmd_run)
+
+    t = sub.add_parser("trace", help="draw the call flow of each move of a run kept by --out "
+                                     "(callflow-N.svg and .mmd)")
+    t.add_argument("dir", help="the --out directory of a run")
+    t.set_defaults(func=_cmd_trace)
 
     n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")
     n.add_argument("--config", required=True, help="TOML or YAML config file")

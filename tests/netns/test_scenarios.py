@@ -45,3 +45,8 @@ def test_shipped_scenario_meets_its_expectations(name: str, l2_trigger: bool,
     assert saved["scenario"] == sc.name and saved["failures"] == []
     traces = list(tmp_path.glob("*.trace.jsonl"))
     assert traces and all(json.loads(t.read_text().splitlines()[0])["node"] for t in traces)
+    # ... and a call-flow diagram of each move, drawn from those traces.
+    moved = [m for m in report.moves if m.old is not None]
+    assert sorted(p.name for p in tmp_path.glob("callflow-*.svg")) == sorted(
+        f"callflow-{i}.svg" for i in range(1, len(moved) + 1))
+    assert "->>" in (tmp_path / "callflow-1.mmd").read_text()  # messages were drawn

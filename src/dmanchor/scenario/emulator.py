@@ -45,7 +45,7 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
 from ..wire.types import Prefix
-from . import attacks
+from . import attacks, callflow
 from .model import Scenario, Step
 from .plan import (
     GATEWAY_LL,
@@ -758,6 +758,11 @@ class Emulation:
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
+        (self.workdir / "nodes.json").write_text(json.dumps(self.plan.names(), indent=1))
+        try:
+            callflow.write(self.workdir)
+        except (OSError, ValueError, KeyError) as exc:  # a diagram never fails a run
+            self.progress(f"call-flow diagrams not drawn: {exc}")
         return report
 
     def _home_of(self, prefix: Prefix) -> str | None:

@@ -89,6 +89,18 @@ class Plan:
             out.append(self.next_hop[(out[-1], b)])
         return out
 
+    def names(self) -> dict[str, str]:
+        """Every address a node signals from or is reached at -> the node."""
+        out: dict[str, str] = {}
+        for name, np in self.nodes.items():
+            for iface in np.ifaces:
+                if iface.address and not iface.address.startswith("fe80:"):
+                    out[iface.address.split("/")[0]] = name
+            if np.dpa is not None:
+                out[str(np.dpa)] = name
+                out[str(np.dpa + 1)] = name  # its flush SID
+        return out
+
     def address_towards(self, node: str, neighbour: str) -> str:
         """``neighbour``'s address on its link with ``node``."""
         for i in self.nodes[neighbour].ifaces:
