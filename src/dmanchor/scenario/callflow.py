@@ -19,6 +19,7 @@ drawn here (``.svg``: any browser shows it, no script, no network).
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -96,6 +97,7 @@ def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],
           names: dict[str, str]) -> list[CallFlow]:
     """One diagram per move (attachments that left a router)."""
     records = sorted(records, key=lambda r: r.get("t", 0.0))
+    times = [r.get("t", 0.0) for r in records]
     out: list[CallFlow] = []
     starts = [m["at"] for m in moves]
     for i, mv in enumerate(moves):
@@ -104,10 +106,8 @@ def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],
         at = mv["at"]
         end = min([at + WINDOW, *(s - BEFORE for s in starts[i + 1:] if s > at)])
         items: list[Arrow | Note] = [Note(0.0, mv["mn"], f"radio: {mv['old']} -> {mv['new']}")]
-        for rec in records:
+        for rec in records[bisect_left(times, at - BEFORE):bisect_right(times, end)]:
             t = rec.get("t", 0.0) - at
-            if not -BEFORE <= t <= end - at:
-                continue
             if rec.get("dir") == "tx" and rec.get("type") not in PERIODIC:
                 peer = rec.get("peer") or ["?"]
                 items.append(Arrow(t, rec["node"], names.get(peer[0], peer[0]),
