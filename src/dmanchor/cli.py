@@ -136,7 +136,7 @@ def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
 def _node_command(args: argparse.Namespace) -> int:
     from .node import main as node_main
 
-    return node_main(args.config)
+    return node_main(args.config, args.log_level, args.log_format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("node", help="run a node hosting anchor/controller/lms/fmdp functions")
     n.add_argument("--config", required=True, help="TOML or YAML config file")
+    n.add_argument("--log-level", help="debug, info, warning or error (overrides the config)")
+    n.add_argument("--log-format", choices=("text", "json"),
+                   help="json: one JSON object per line (node, function, MN, prefix, draft "
+                        "label); overrides the config")
     n.set_defaults(func=_node_command)
 
     for kind in ("lms", "lmp"):

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from . import logs
 from .access.alloc import PrefixAllocator, StateError
 from .access.bgp import BgpSession
 from .access.bgp_aio import BgpSpeaker
@@ -282,15 +283,14 @@ class Node:
             self.trace.close()
 
 
-def main(path: str) -> int:
-    """Entry point of ``dmanchor node --config PATH``."""
+def main(path: str, log_level: str | None = None, log_format: str | None = None) -> int:
+    """Entry point of ``dmanchor node --config PATH [--log-level L] [--log-format F]``."""
     try:
         cfg = load_node_config(path)
-    except ConfigError as exc:
+        logs.setup(log_level or cfg.log_level, log_format or cfg.log_format, cfg.node_id)
+    except (ConfigError, ValueError) as exc:  # (an unknown --log-level)
         print(f"dmanchor node: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -36,6 +36,7 @@ from .fm.controller import ControllerSettings, RouterControl
 from .fm.fmdp import FmDpSettings
 from .fm.mn_agent import MnAgentSettings
 from .lm.daemon import LmDaemonConfig, read_lm_table
+from .logs import FORMATS
 from .transport.reliable import Addr
 from .wire.types import Prefix
 
@@ -104,6 +105,9 @@ class NodeConfig:
     controller_state: Path | None = None
     """Where the controller keeps the prefixes it moved (``[controller]
     state``), so that a restart reverts them in time (FM:3-3)."""
+    log_format: str = "text"
+    """``text`` or ``json``: one JSON object per line with node, function, MN,
+    prefix and draft label (:mod:`.logs`)."""
     metrics: Addr | None = None
     """Where ``GET /metrics`` is served (Prometheus, :mod:`.metrics`;
     ``[node] metrics = "[::1]:9464"``); None: off."""
@@ -189,6 +193,13 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node = top.sub("node")
     node_id = node.get("id", as_str, required=True)
     level = node.get("log_level", as_str, "info")
+    if level.upper() not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{path}: field 'node.log_level': expected debug, info, warning, "
+                          f"error or critical, got {level!r}")
+    log_format = node.get("log_format", as_str, "text")
+    if log_format not in FORMATS:
+        raise ConfigError(f"{path}: field 'node.log_format': expected text or json, "
+                          f"got {log_format!r}")
     control = node.get("control", as_str, "")
     control_group = node.get("control_group", as_str, "")
     if control_group:
@@ -378,5 +389,5 @@ def load_node_config(path: str | Path) -> NodeConfig:
         trace=Path(trace) if trace else None, bgp=bgp, lmp=lmp, mn=mn, pd=pd, kea=kea,
         control_group=control_group or None, ra_interval=ra_interval, udp_idle=udp_idle,
         charged_links=charged_links,
-        flow_sweep=flow_sweep, controller_state=controller_state,
+        flow_sweep=flow_sweep, controller_state=controller_state, log_format=log_format,
         metrics=metrics if metrics[1] >= 0 else None)

@@ -135,9 +135,11 @@ class NodeEvents:
                 if ev.dpa is not None and self.kea is not None:
                     self._switching(ev.prefix, self.kea.duids.get(ev.dpa), ev.dpa)
             elif isinstance(ev, AnchorMoved):
-                log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa)
+                log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa,
+                         extra={"prefix": ev.prefix, "label": "FM:5-1", "function": "controller"})
             else:
-                log.info("%s routed home again (FM:3-3)", ev.prefix)
+                log.info("%s routed home again (FM:3-3)", ev.prefix,
+                         extra={"prefix": ev.prefix, "label": "FM:3-3", "function": "controller"})
 
     def _switching(self, prefix: Prefix, duid: bytes | None, dpa: object) -> None:
         if duid is None:
@@ -157,17 +159,21 @@ class NodeEvents:
             log.error("moving %s's lease: %s", prefix, exc)
         else:
             self.kea_done["lease6-update"] += 1
-            log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", prefix, duid.hex())
+            log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", prefix, duid.hex(),
+                     extra={"prefix": prefix, "label": "FM:3-2", "function": "controller"})
 
     def pd(self, ev: DelegationEvent) -> None:
         """A DHCPv6-PD client event."""
         if isinstance(ev, Delegated):
             if not ev.renewed:
-                log.info("DHCPv6-PD: %s delegated here (valid %d s)", ev.prefix, ev.valid)
+                log.info("DHCPv6-PD: %s delegated here (valid %d s)", ev.prefix, ev.valid,
+                         extra={"prefix": ev.prefix, "label": "FM:3-2", "function": "pd"})
         elif isinstance(ev, Returned):
-            log.info("DHCPv6-PD: %s given back", ev.prefix)
+            log.info("DHCPv6-PD: %s given back", ev.prefix,
+                     extra={"prefix": ev.prefix, "label": "FM:3-2", "function": "pd"})
         elif isinstance(ev, Refused):
-            log.warning("DHCPv6-PD: %s not delegated here: %s", ev.prefix, ev.reason)
+            log.warning("DHCPv6-PD: %s not delegated here: %s", ev.prefix, ev.reason,
+                        extra={"prefix": ev.prefix, "label": "FM:3-2", "function": "pd"})
         else:
             log.error("DHCPv6-PD: the lease of %s ended unrenewed", ev.prefix)
         if self.trace is not None:

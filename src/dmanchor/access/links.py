@@ -139,7 +139,8 @@ class AccessLinks:
             if what in (Heard.ARRIVED, Heard.NAMED_MORE):
                 log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value,
                          listener.link, seen.kind.name, [str(p) for p in given],
-                         [str(p) for p in named])
+                         [str(p) for p in named],
+                         extra={"mn": mn, "prefix": [*given, *named], "label": "LM:1-1"})
             self.pump()
 
     def _stale(self, link: str) -> bool:
@@ -191,7 +192,8 @@ class AccessLinks:
                 if st is not None and st.link == link:
                     self.agent.detach(mn, now)
                     self.unreachable += 1
-                    log.info("MN %s detached: unreachable on %s (NUD)", mn, link)
+                    log.info("MN %s detached: unreachable on %s (NUD)", mn, link,
+                             extra={"mn": mn, "label": "FM:6-1"})
         self.pump()
 
     def going_down(self, link: str) -> int:
@@ -210,7 +212,8 @@ class AccessLinks:
             if st.link in links:
                 self.agent.detach(mn, now)
                 left += 1
-                log.info("MN %s detached: %s %s", mn, st.link, why)
+                log.info("MN %s detached: %s %s", mn, st.link, why,
+                         extra={"mn": mn, "prefix": [*st.own, *st.visiting], "label": "FM:6-1"})
         self.pump()
         return left
 
