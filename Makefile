@@ -37,7 +37,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,fast]'
+	$(PY) -m pip install -q -e '.[test,fast,plots]'
 	touch $(STAMP)
 
 venv: deps $(STAMP)

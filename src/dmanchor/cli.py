@@ -105,8 +105,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .scenario.run import main as run_main
 
+    if args.plots and not args.out:
+        print("dmanchor run: --plots needs --out DIR (where the plots go)", file=sys.stderr)
+        return 2
     return run_main(args.scenario, args.json, args.out, args.plan, args.log_level,
-                    l2_trigger=not args.no_l2_trigger, signed=not args.insecure)
+                    l2_trigger=not args.no_l2_trigger, signed=not args.insecure,
+                    plots=args.plots)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -117,6 +121,10 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"dmanchor trace: {args.dir}: {exc}", file=sys.stderr)
         return 2
+    if (Path(args.dir) / "arrivals.json").exists():
+        from .scenario.plots import draw
+
+        written += draw(Path(args.dir))
     for path in written:
         print(path)
     if not written:
@@ -184,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plan", action="store_true",
                    help="print the addressing, routes and node configs; run nothing")
     r.add_argument("--log-level", default="info", help="node log level (debug, info ...)")
+    r.add_argument("--plots", action="store_true",
+                   help="with --out: plot each flow over time, moves and interruptions "
+                        "marked (DIR/flow-NAME.png, matplotlib)")
     r.add_argument("--insecure", action="store_true",
                    help="nodes run unsigned (insecure = true), to measure what signing costs")
     for parser in (demo, r):

@@ -29,7 +29,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
 from ..wire.types import Prefix
-from . import attacks, callflow
+from . import attacks, callflow, plots
 from .model import Scenario, Step
 from .plan import (
     GATEWAY_LL,
@@ -759,6 +759,12 @@ class Emulation:
                               unannounced=not self.l2_trigger, security=dict(security))
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         (self.workdir / "nodes.json").write_text(json.dumps(self.plan.names(), indent=1))
+        plots.save_arrivals(self.workdir, {
+            name: {"kind": self.sc.flows[name].kind, "mn": self.sc.flows[name].dst,
+                   "times": [t for _, t in f.runner.arrivals],
+                   **({"bytes": [b for b, _ in f.runner.arrivals]}
+                      if isinstance(f.runner, TcpStream) else {})}
+            for name, f in self.flows.items()}, [asdict(m) for m in self.moves])
         try:
             callflow.write(self.workdir)
         except (OSError, ValueError, KeyError) as exc:  # a diagram never fails a run

@@ -62,7 +62,8 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
 
 
 def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
-         log_level: str = "info", l2_trigger: bool = True, signed: bool = True) -> int:
+         log_level: str = "info", l2_trigger: bool = True, signed: bool = True,
+         plots: bool = False) -> int:
     """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
     try:
         sc = find(target)
@@ -102,4 +103,9 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
         print(json.dumps(report.as_json()))
     else:
         print_report(report)
+    if plots and out:
+        from .plots import draw
+
+        for path in draw(Path(out)):
+            print(f"  plot: {path}", file=sys.stderr)
     return 0 if report.passed else 1
