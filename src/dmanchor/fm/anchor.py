@@ -51,7 +51,6 @@ from ..transport.reliable import (
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
-from ..wire.auth import Role
 from ..wire.types import (
     ANY_PREFIX,
     Cause,
@@ -61,6 +60,7 @@ from ..wire.types import (
     Prefix,
 )
 from .anchor_flows import AnchorFlows
+from .anchor_handover import AnchorHandover
 from .anchor_model import (
     MODES,
     SETTLE_GRACE,
@@ -91,12 +91,8 @@ from .fib import DesiredFib
 from .flows import FlowBook
 from .fmdp import DpFunction
 
-MIN_MOBILE_PREFIX = 48
-"""The shortest prefix an MN is given (a whole site's /48): FM:6-2 from
-anyone but the controller names nothing shorter."""
 
-
-class AnchorAgentCore(AnchorFlows, ServiceCore):
+class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -316,13 +312,6 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
             self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
         self.stats.counters["attach"] += 1
 
-    def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
-                now: float) -> None:
-        target = self._handed.pop(p, None)
-        if target is not None:
-            self.cancel_timer(Cleanup(p, target))
-        self._replace(p, here, now, keep_buffer=True, spec=spec)
-
     def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
         """Fill ``join`` from what the LMs already said (LM:1-1 by MN)."""
         where = served.get(join.prefix)
@@ -332,41 +321,6 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         join.bound_to = mn
         join.previous = None if where == self.s.dpa else where
         return True
-
-    def _return_home(self, p: Prefix, link: str, now: float) -> None:
-        """The MN is back with a prefix of ours it took elsewhere.
-
-        Taken back as a new anchor takes a prefix: the direct path is held
-        while the point it was handed to sends what it holds or still gets
-        through our flush SID, past the hold.  Switch mode (4.2.1): the
-        binding update has the FM-CP re-route the core and tell that point
-        (FM:6-2); the core's end marker lifts the hold.  Tunnel and BGP
-        modes: we tell it (FM:6-2) and lift on its answer, which follows
-        what it sent; in BGP mode we announce the prefix again.
-        """
-        del self.away[p]
-        anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
-        handed = self._handed.pop(p, None)
-        serving = self._served_at.pop(p, None)
-        if handed is not None and serving is not None:
-            # It went on from the point we handed it to (BGP): what is
-            # held for it is held where it was served last.
-            handed = serving
-        if self.s.mode is not Mode.SWITCH and handed is None:
-            self._replace(p, [anchor], now)  # nothing elsewhere to wait for
-            self._step(p, PrefixEvent.GIVEN)
-            return
-        self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
-                      spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
-        self._step(p, PrefixEvent.BACK)
-        if self.s.mode.moves_anchoring:
-            self._back.add(p)
-            self._delegate((p,), True)
-            self._announce((p,), True)
-        if self.s.mode is not Mode.SWITCH and handed is not None:
-            rid = self.endpoint.request(m.BufferReady(p, self.s.flush_sid),
-                                        self._agent_of(handed), now)
-            self._homecoming[rid] = anchor
 
     def moving_in(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` is delegated elsewhere while it comes here (PD:
@@ -589,22 +543,6 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         self.endpoint.request(report, self.s.controller, now)
         self.set_timer(Status(), now + self.s.status_interval)
 
-    def _on_settle(self, t: Settle, now: float) -> None:
-        held = any(e.kind is EntryKind.BUFFER and e.prefix == t.prefix and e.flow is None
-                   for e in self.dp.entries())
-        if not held or self.life.of(t.prefix) is not PrefixState.ANCHORED:
-            return  # lifted by the marker, or the MN moved on meanwhile
-        self.stats.counters["settled-unmarked"] += 1
-        self._replace(t.prefix, [ForwardingEntry(EntryKind.ANCHOR, t.prefix, link=t.link)], now)
-
-    def _on_cleanup(self, t: Cleanup, now: float) -> None:
-        leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
-        if leftover in self.dp.entries():
-            self.dp.apply((), (leftover,), now)
-            if self.life.of(t.prefix) is PrefixState.HANDED:
-                self._step(t.prefix, PrefixEvent.RELEASED)
-                self._served_before.discard(t.prefix)
-
     def _on_reverse(self, t: Reverse, now: float) -> None:
         v = self.visiting.get(t.prefix)
         if v is not None:
@@ -628,8 +566,10 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
             self.set_timer(VisitCheck(prefix), v.expires)
 
     _TIMERS: ClassVar[dict[type, Callable[[Any, Any, float], None]]] = {
-        Expire: _on_expire, Register: _on_register, Status: _on_status, Cleanup: _on_cleanup,
-        Reverse: _on_reverse, VisitCheck: _on_visit_check, Settle: _on_settle,
+        Expire: _on_expire, Register: _on_register, Status: _on_status,
+        Cleanup: AnchorHandover._on_cleanup,
+        Reverse: _on_reverse, VisitCheck: _on_visit_check,
+        Settle: AnchorHandover._on_settle,
         HandFlows: AnchorFlows._on_hand_flows,
     }
 
@@ -695,116 +635,6 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
             self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
                                   self._agent_of(join.previous), now)
         self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
-
-    def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
-        """FM:6-2 at the previous anchor: send held packets to the new one."""
-        prefix = msg.prefix
-        # The prefix is served at the new point: if its MN still counts as
-        # attached here (no link event told us), it is not any more.
-        self._departed(prefix, now, hold=False)
-        self._back.discard(prefix)
-        self._handed[prefix] = msg.dpa_address
-        held = self.dp.buffered(prefix)
-        had = self.life.of(prefix) is not None
-        # Leftovers (and late packets still routed here) go to the new point
-        # through a tunnel: in switch mode too, so the new anchor can tell
-        # them from packets of the new direct path.
-        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
-        self.stats.flushed += held
-        if self.s.mode.moves_anchoring:
-            self._delegate((prefix,), False)  # anchored at the new point now
-        own = any(o.covers(prefix) for o in self.s.prefixes)
-        if prefix in self.serving and (ev.source == self.s.controller
-                                       or Role.CONTROLLER in ev.roles):
-            # 4.2.3: the anchoring we took over for a switch below moves to
-            # another AR (the controller speaks for it): we only carry
-            # leftovers now.  A switch below may take it over again.
-            del self.serving[prefix]
-            self._served_before.add(prefix)
-            serving = False
-        else:
-            serving = not own and self.s.mode is not Mode.BGP and (
-                prefix in self.serving or prefix in self._served_before or not had)
-            self._served_before.discard(prefix)
-        self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)
-        if self.s.mode is Mode.BGP:
-            # The new anchor announces the prefix: this point only carries
-            # leftovers now, and stops announcing it.
-            self._announce((prefix,), False)
-            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
-        elif serving:
-            # 4.2.3: a forwarding switch below takes over a prefix anchored
-            # at another AR; it is anchored here now, until FM:1 hands back.
-            self.serving[prefix] = msg.dpa_address
-            self.stats.counters["serving"] += 1
-        elif not own:
-            # An intermediate point (e.g. the previous FW): its tunnel only
-            # carries leftovers, so it goes once they have surely drained.
-            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
-        self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
-        self.set_timer(HandFlows(prefix, msg.dpa_address), now)  # FM:2, once this answer went
-
-    def _ready_refusal(self, ev: MessageReceived, msg: m.BufferReady) -> str | None:
-        """Whether a signed FM:6-2 names a prefix and a target its sender may.
-
-        The controller moves anchoring between any anchors.  An anchor may
-        only draw a prefix's packets to itself: the target is its own DPA or
-        flush SID (``agent_ids`` names the node owning each DPA; for one not
-        listed, the agent's endpoint must be the sender's).  A switch below
-        takes over a prefix this point never saw (4.2.3), so the prefix
-        itself cannot be judged here.  An MN's agent names its care-of address, only for a
-        prefix this point gave its MN (``host_based`` binds MN-IDs to
-        agents).  No one but the controller names a prefix shorter than
-        :data:`MIN_MOBILE_PREFIX`: that would carry whole networks, not one
-        MN's traffic.
-        """
-        if ev.sender is None or Role.CONTROLLER in ev.roles:
-            return None
-        prefix = msg.prefix
-        if prefix.length < MIN_MOBILE_PREFIX:
-            return "refused:BUFFER_READY:prefix-too-short"
-        if Role.ANCHOR in ev.roles:
-            sid = msg.dpa_address
-            owner = self.s.agent_ids.get(_dpa_of(sid))
-            mine = (owner == ev.sender if owner is not None
-                    else same_address(self._agent_of(sid), ev.source))
-            return None if mine else "refused:BUFFER_READY:not-its-address"
-        if not any(o.covers(prefix) for o in self.s.prefixes):
-            return "refused:BUFFER_READY:not-our-prefix"
-        if self._agent_of_prefix.get(prefix) != ev.sender:
-            return "refused:BUFFER_READY:not-its-prefix"  # another MN's
-        return None
-
-    def _agent_of(self, sid: IPv6Address) -> Addr:
-        """The agent serving a DPA address or its flush SID (DPA + 1).
-
-        Co-located CPA and DPA (Fig 1a/1b): the agent listens on its DPA
-        address; DPA addresses are even, so a flush SID maps back to it.
-        """
-        dpa = _dpa_of(sid)
-        known = self.s.agents.get(dpa)
-        return known if known is not None else (str(dpa), self.s.port)
-
-    def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:
-        """FM:1: the FM role for a prefix comes back here (revert, FM:3-3)."""
-        prefix = msg.prefix
-        own = any(o.covers(prefix) for o in self.s.prefixes)
-        if msg.node_id == self.s.node_id and (prefix in self.away or own):
-            # Ours again: whatever still points elsewhere (a tunnel to where
-            # the MN went, or to the AR that took the anchoring) goes.
-            self._replace(prefix, [], now)
-            self.away.pop(prefix, None)
-            self._served_at.pop(prefix, None)
-            if self.life.of(prefix) is PrefixState.HANDED:
-                self._step(prefix, PrefixEvent.RELEASED)
-            if not any(prefix in st.own for st in self.attached.values()):
-                self._delegate((prefix,), False)  # its MN is gone and so are its flows
-            self.stats.counters["returned"] += 1
-        elif self.serving.pop(prefix, None) is not None:
-            self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
-            self._step(prefix, PrefixEvent.RELEASED)
-            self.stats.counters["served"] += 1
-        self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
 
     # -- Helpers -------------------------------------------------------------------------
 
@@ -906,8 +736,3 @@ class AnchorAgentCore(AnchorFlows, ServiceCore):
         buffers = {prefix: spec or self.s.buffer} if any(
             e.kind is EntryKind.BUFFER for e in add) else None
         self.dp.apply(add, delete, now, buffers)
-
-
-def _dpa_of(sid: IPv6Address) -> IPv6Address:
-    """The DPA address a DPA or flush SID (DPA + 1; DPAs are even) belongs to."""
-    return sid - 1 if int(sid) & 1 else sid

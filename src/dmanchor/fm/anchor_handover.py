@@ -1,0 +1,249 @@
+"""An anchor agent's handovers: FM:6-2 at the point a prefix leaves, the
+way home, and FM:1 back (draft 3.2, 4.1.2, 4.2.1, 4.2.3).
+
+At the previous point, FM:6-2 (BUFFER_READY) turns its hold into a tunnel
+to the new point and says what it held; a point that took a prefix over for
+a switch below (4.2.3) lets it go when the controller moves it on.  At the
+prefix's home, the MN's return takes it back as a new anchor takes a
+prefix: hold the direct path until the old one has drained.  The methods
+belong to :class:`~.anchor.AnchorAgentCore` (a mixin: they use its state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
+
+from ..dataplane.api import BufferSpec, DataPlane
+from ..transport.policy import same_address
+from ..transport.reliable import Addr, Endpoint, MessageReceived
+from ..wire import messages as m
+from ..wire.auth import Role
+from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .anchor_model import (
+    AnchorSettings,
+    AnchorStats,
+    Attached,
+    Cleanup,
+    HandFlows,
+    Mode,
+    PrefixEvent,
+    PrefixLife,
+    PrefixState,
+    Settle,
+)
+
+MIN_MOBILE_PREFIX = 48
+"""The shortest prefix an MN is given (a whole site's /48): FM:6-2 from
+anyone but the controller names nothing shorter."""
+
+
+
+
+
+class AnchorHandover:
+    """Handovers of the anchor agent (mixed into it: the state below is the
+    agent's, and so are the methods declared for the type checker)."""
+
+    s: AnchorSettings
+    dp: DataPlane
+    stats: AnchorStats
+    life: PrefixLife
+    endpoint: Endpoint
+    attached: dict[str, Attached]
+    away: dict[Prefix, str]
+    serving: dict[Prefix, IPv6Address]
+    _back: set[Prefix]
+    _handed: dict[Prefix, IPv6Address]
+    _served_at: dict[Prefix, IPv6Address]
+    _served_before: set[Prefix]
+    _homecoming: dict[int, ForwardingEntry]
+    _agent_of_prefix: dict[Prefix, str]
+
+    if TYPE_CHECKING:
+        def set_timer(self, name: Hashable, at: float) -> None: ...
+        def cancel_timer(self, name: Hashable) -> None: ...
+        def _step(self, prefix: Prefix, event: PrefixEvent) -> None: ...
+        def _departed(self, prefix: Prefix, now: float, hold: bool,
+                      own_only: bool = False) -> None: ...
+        def _delegate(self, prefixes: Sequence[Prefix], on: bool) -> None: ...
+        def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None: ...
+        def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
+                     keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
+
+    def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
+                now: float) -> None:
+        target = self._handed.pop(p, None)
+        if target is not None:
+            self.cancel_timer(Cleanup(p, target))
+        self._replace(p, here, now, keep_buffer=True, spec=spec)
+
+    def _return_home(self, p: Prefix, link: str, now: float) -> None:
+        """The MN is back with a prefix of ours it took elsewhere.
+
+        Taken back as a new anchor takes a prefix: the direct path is held
+        while the point it was handed to sends what it holds or still gets
+        through our flush SID, past the hold.  Switch mode (4.2.1): the
+        binding update has the FM-CP re-route the core and tell that point
+        (FM:6-2); the core's end marker lifts the hold.  Tunnel and BGP
+        modes: we tell it (FM:6-2); the end marker our data plane sent down
+        the tunnel we leave comes back behind what was on its way there and
+        lifts the hold (:class:`Settle` if it does not); in BGP mode we
+        announce the prefix again.
+        """
+        del self.away[p]
+        anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
+        handed = self._handed.pop(p, None)
+        serving = self._served_at.pop(p, None)
+        if handed is not None and serving is not None:
+            # It went on from the point we handed it to (BGP): what is
+            # held for it is held where it was served last.
+            handed = serving
+        if self.s.mode is not Mode.SWITCH and handed is None:
+            self._replace(p, [anchor], now)  # nothing elsewhere to wait for
+            self._step(p, PrefixEvent.GIVEN)
+            return
+        self._replace(p, [anchor, ForwardingEntry(EntryKind.BUFFER, p)], now,
+                      spec=BufferSpec(self.s.buffer.limit, self.s.hold_timeout, True))
+        self._step(p, PrefixEvent.BACK)
+        if self.s.mode.moves_anchoring:
+            self._back.add(p)
+            self._delegate((p,), True)
+            self._announce((p,), True)
+        if self.s.mode is not Mode.SWITCH and handed is not None:
+            rid = self.endpoint.request(m.BufferReady(p, self.s.flush_sid),
+                                        self._agent_of(handed), now)
+            self._homecoming[rid] = anchor
+
+    def _on_settle(self, t: Settle, now: float) -> None:
+        held = any(e.kind is EntryKind.BUFFER and e.prefix == t.prefix and e.flow is None
+                   for e in self.dp.entries())
+        if not held or self.life.of(t.prefix) is not PrefixState.ANCHORED:
+            return  # lifted by the marker, or the MN moved on meanwhile
+        self.stats.counters["settled-unmarked"] += 1
+        self._replace(t.prefix, [ForwardingEntry(EntryKind.ANCHOR, t.prefix, link=t.link)], now)
+
+    def _on_cleanup(self, t: Cleanup, now: float) -> None:
+        leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
+        if leftover in self.dp.entries():
+            self.dp.apply((), (leftover,), now)
+            if self.life.of(t.prefix) is PrefixState.HANDED:
+                self._step(t.prefix, PrefixEvent.RELEASED)
+                self._served_before.discard(t.prefix)
+
+    def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
+        """FM:6-2 at the previous anchor: send held packets to the new one."""
+        prefix = msg.prefix
+        # The prefix is served at the new point: if its MN still counts as
+        # attached here (no link event told us), it is not any more.
+        self._departed(prefix, now, hold=False)
+        self._back.discard(prefix)
+        self._handed[prefix] = msg.dpa_address
+        held = self.dp.buffered(prefix)
+        had = self.life.of(prefix) is not None
+        # Leftovers (and late packets still routed here) go to the new point
+        # through a tunnel: in switch mode too, so the new anchor can tell
+        # them from packets of the new direct path.
+        self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
+        self.stats.flushed += held
+        if self.s.mode.moves_anchoring:
+            self._delegate((prefix,), False)  # anchored at the new point now
+        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if prefix in self.serving and (ev.source == self.s.controller
+                                       or Role.CONTROLLER in ev.roles):
+            # 4.2.3: the anchoring we took over for a switch below moves to
+            # another AR (the controller speaks for it): we only carry
+            # leftovers now.  A switch below may take it over again.
+            del self.serving[prefix]
+            self._served_before.add(prefix)
+            serving = False
+        else:
+            serving = not own and self.s.mode is not Mode.BGP and (
+                prefix in self.serving or prefix in self._served_before or not had)
+            self._served_before.discard(prefix)
+        self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)
+        if self.s.mode is Mode.BGP:
+            # The new anchor announces the prefix: this point only carries
+            # leftovers now, and stops announcing it.
+            self._announce((prefix,), False)
+            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
+        elif serving:
+            # 4.2.3: a forwarding switch below takes over a prefix anchored
+            # at another AR; it is anchored here now, until FM:1 hands back.
+            self.serving[prefix] = msg.dpa_address
+            self.stats.counters["serving"] += 1
+        elif not own:
+            # An intermediate point (e.g. the previous FW): its tunnel only
+            # carries leftovers, so it goes once they have surely drained.
+            self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
+        self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
+        self.set_timer(HandFlows(prefix, msg.dpa_address), now)  # FM:2, once this answer went
+
+    def _ready_refusal(self, ev: MessageReceived, msg: m.BufferReady) -> str | None:
+        """Whether a signed FM:6-2 names a prefix and a target its sender may.
+
+        The controller moves anchoring between any anchors.  An anchor may
+        only draw a prefix's packets to itself: the target is its own DPA or
+        flush SID (``agent_ids`` names the node owning each DPA; for one not
+        listed, the agent's endpoint must be the sender's).  A switch below
+        takes over a prefix this point never saw (4.2.3), so the prefix
+        itself cannot be judged here.  An MN's agent names its care-of address, only for a
+        prefix this point gave its MN (``host_based`` binds MN-IDs to
+        agents).  No one but the controller names a prefix shorter than
+        :data:`MIN_MOBILE_PREFIX`: that would carry whole networks, not one
+        MN's traffic.
+        """
+        if ev.sender is None or Role.CONTROLLER in ev.roles:
+            return None
+        prefix = msg.prefix
+        if prefix.length < MIN_MOBILE_PREFIX:
+            return "refused:BUFFER_READY:prefix-too-short"
+        if Role.ANCHOR in ev.roles:
+            sid = msg.dpa_address
+            owner = self.s.agent_ids.get(_dpa_of(sid))
+            mine = (owner == ev.sender if owner is not None
+                    else same_address(self._agent_of(sid), ev.source))
+            return None if mine else "refused:BUFFER_READY:not-its-address"
+        if not any(o.covers(prefix) for o in self.s.prefixes):
+            return "refused:BUFFER_READY:not-our-prefix"
+        if self._agent_of_prefix.get(prefix) != ev.sender:
+            return "refused:BUFFER_READY:not-its-prefix"  # another MN's
+        return None
+
+    def _agent_of(self, sid: IPv6Address) -> Addr:
+        """The agent serving a DPA address or its flush SID (DPA + 1).
+
+        Co-located CPA and DPA (Fig 1a/1b): the agent listens on its DPA
+        address; DPA addresses are even, so a flush SID maps back to it.
+        """
+        dpa = _dpa_of(sid)
+        known = self.s.agents.get(dpa)
+        return known if known is not None else (str(dpa), self.s.port)
+
+    def _on_handoff(self, ev: MessageReceived, msg: m.FmHandoff, now: float) -> None:
+        """FM:1: the FM role for a prefix comes back here (revert, FM:3-3)."""
+        prefix = msg.prefix
+        own = any(o.covers(prefix) for o in self.s.prefixes)
+        if msg.node_id == self.s.node_id and (prefix in self.away or own):
+            # Ours again: whatever still points elsewhere (a tunnel to where
+            # the MN went, or to the AR that took the anchoring) goes.
+            self._replace(prefix, [], now)
+            self.away.pop(prefix, None)
+            self._served_at.pop(prefix, None)
+            if self.life.of(prefix) is PrefixState.HANDED:
+                self._step(prefix, PrefixEvent.RELEASED)
+            if not any(prefix in st.own for st in self.attached.values()):
+                self._delegate((prefix,), False)  # its MN is gone and so are its flows
+            self.stats.counters["returned"] += 1
+        elif self.serving.pop(prefix, None) is not None:
+            self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
+            self._step(prefix, PrefixEvent.RELEASED)
+            self.stats.counters["served"] += 1
+        self.endpoint.reply(ev, m.FmHandoffAck(prefix), now)
+
+
+
+def _dpa_of(sid: IPv6Address) -> IPv6Address:
+    """The DPA address a DPA or flush SID (DPA + 1; DPAs are even) belongs to."""
+    return sid - 1 if int(sid) & 1 else sid
