@@ -399,110 +399,131 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
     # -- Messages --------------------------------------------------------------------------
 
     def on_event(self, event: Event, now: float) -> None:
-        ep = self.endpoint
         if isinstance(event, MessageReceived):
-            msg = event.message
-            if isinstance(msg, m.BufferReady):
-                why = self._ready_refusal(event, msg)
-                if why is not None:
-                    self.refuse(event, why, now)
-                    return
-                self._on_ready(event, msg, now)
-            elif isinstance(msg, m.LocationInform):
-                if not self._from_lms(event.source):
-                    # Only the LMs we subscribed at pushes to us: anyone else
-                    # could make us hold an MN's prefix (issue 15 will judge
-                    # the authenticated key, not the address).
-                    ep.reject(event, Cause.NOT_AUTHORIZED, "not our LMs", now, msg.prefix)
-                    self.stats.counters["inform-refused"] += 1
-                    return
-                ep.reply(event, m.LocationInformAck(msg.prefix), now)
-                if msg.lifetime and msg.forwarding_address not in (self.s.dpa, self.s.flush_sid):
-                    # LM:1-3: another point serves the prefix now.  Believed
-                    # for our own prefixes only: only their MN may move them
-                    # (SM), while a visiting prefix's inform may be an older
-                    # point's last refresh, crossing our claim.
-                    self._departed(msg.prefix, now, hold=True, own_only=True)
-                    if msg.prefix in self.away and self.s.mode is Mode.BGP:
-                        # Under BGP nothing else tells us where it went on
-                        # to.  (In tunnel mode each new point re-points our
-                        # tunnel, which is surer: an older point's last
-                        # refresh can reach the LMs after the new claim -
-                        # believed, a return asked the wrong point and the
-                        # right one's held packets were lost.)
-                        self._served_at[msg.prefix] = msg.forwarding_address
-            elif isinstance(msg, m.BufferRequest):
-                # FM:6-1 from the central FM-CP: the MN left (it saw the
-                # binding move).  News of a departure, believed as LM:1-3's
-                # is (own prefixes only); a prefix not attached here stays
-                # as it is: it is held already, or handed on (a hold now
-                # would trap what the new point was already sent).
-                self.stats.counters["buffer-request"] += 1
-                self._departed(msg.prefix, now, hold=True, own_only=True)
-                ep.reply(event, m.BufferAck(msg.prefix), now)
-            elif isinstance(msg, m.FmHandoff):
-                self._on_handoff(event, msg, now)
-            elif isinstance(msg, m.FlowStateTransfer):
-                # FM:2: these flows continue here; they move on with the
-                # prefix if the MN does (and their count goes in the binding).
-                if self._owner(msg.prefix) is not None:
-                    self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
-                self.fn.handle(ep, event, now)
-            elif not self.fn.handle(ep, event, now) and event.expects_reply:
-                ep.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
-        elif isinstance(event, ReplyReceived | NegativeReply | RequestTimedOut) and \
-                event.request_id in self._homecoming:
-            # The visited point sent what it held (or will not).  What was
-            # still on its way there when the prefix came home follows,
-            # ended by the end marker our data plane sent down that tunnel:
-            # the marker lifts the hold (Settle, if it never comes).
-            anchor = self._homecoming.pop(event.request_id)
-            if self.life.of(anchor.prefix) is PrefixState.RETURNING:
-                answered = isinstance(event, ReplyReceived)
-                self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
-                self._step(anchor.prefix, PrefixEvent.SETTLED)
-                if answered:
-                    self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
-        elif isinstance(event, ReplyReceived) and event.request_id in self._mn_queries:
+            handler = self._MESSAGES.get(type(event.message))
+            if handler is not None:
+                handler(self, event, event.message, now)
+            elif not self.fn.handle(self.endpoint, event, now) and event.expects_reply:
+                self.endpoint.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
+        elif event.request_id in self._homecoming:
+            self._on_homecoming_answer(event, now)
+        elif isinstance(event, ReplyReceived):
+            self._on_reply(event, now)
+        else:
+            self._on_failure(event, now)
+
+    def _on_buffer_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
+        why = self._ready_refusal(ev, msg)
+        if why is not None:
+            self.refuse(ev, why, now)
+            return
+        self._on_ready(ev, msg, now)
+
+    def _on_inform(self, ev: MessageReceived, msg: m.LocationInform, now: float) -> None:
+        """LM:1-3: where a prefix we subscribed to is served now."""
+        if not self._from_lms(ev.source):
+            # Only the LMs we subscribed at pushes to us: anyone else could
+            # make us hold an MN's prefix.
+            self.endpoint.reject(ev, Cause.NOT_AUTHORIZED, "not our LMs", now, msg.prefix)
+            self.stats.counters["inform-refused"] += 1
+            return
+        self.endpoint.reply(ev, m.LocationInformAck(msg.prefix), now)
+        if msg.lifetime and msg.forwarding_address not in (self.s.dpa, self.s.flush_sid):
+            # Another point serves the prefix now.  Believed for our own
+            # prefixes only: only their MN may move them (SM), while a
+            # visiting prefix's inform may be an older point's last
+            # refresh, crossing our claim.
+            self._departed(msg.prefix, now, hold=True, own_only=True)
+            if msg.prefix in self.away and self.s.mode is Mode.BGP:
+                # Under BGP nothing else tells us where it went on to.  (In
+                # tunnel mode each new point re-points our tunnel, which is
+                # surer: an older point's last refresh can reach the LMs
+                # after the new claim - believed, a return asked the wrong
+                # point and the right one's held packets were lost.)
+                self._served_at[msg.prefix] = msg.forwarding_address
+
+    def _on_buffer_request(self, ev: MessageReceived, msg: m.BufferRequest, now: float) -> None:
+        """FM:6-1 from the central FM-CP: the MN left (it saw the binding move).
+
+        News of a departure, believed as LM:1-3's is (own prefixes only); a
+        prefix not attached here stays as it is: it is held already, or
+        handed on (a hold now would trap what the new point was sent).
+        """
+        self.stats.counters["buffer-request"] += 1
+        self._departed(msg.prefix, now, hold=True, own_only=True)
+        self.endpoint.reply(ev, m.BufferAck(msg.prefix), now)
+
+    def _on_flow_state(self, ev: MessageReceived, msg: m.FlowStateTransfer, now: float) -> None:
+        """FM:2: these flows continue here; they move on with the prefix if
+        the MN does (and their count goes in the binding)."""
+        if self._owner(msg.prefix) is not None:
+            self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
+        self.fn.handle(self.endpoint, ev, now)
+
+    def _on_homecoming_answer(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                              now: float) -> None:
+        """The visited point sent what it held (or will not).  What was still
+        on its way there when the prefix came home follows, ended by the end
+        marker our data plane sent down that tunnel: the marker lifts the
+        hold (:class:`Settle`, if it never comes)."""
+        anchor = self._homecoming.pop(event.request_id)
+        if self.life.of(anchor.prefix) is PrefixState.RETURNING:
+            answered = isinstance(event, ReplyReceived)
+            self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
+            self._step(anchor.prefix, PrefixEvent.SETTLED)
+            if answered:
+                self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
+
+    def _on_reply(self, event: ReplyReceived, now: float) -> None:
+        if event.request_id in self._mn_queries:
             mn, link = self._mn_queries.pop(event.request_id)
             if isinstance(event.reply, m.MnReply):
                 self._on_mn_reply(mn, link, event.reply, now)
-        elif isinstance(event, ReplyReceived):
-            reply = event.reply
-            join = self._joins.pop(event.request_id, None)
-            if join is not None:
-                if isinstance(reply, m.DiscoveryAnswer):
-                    join.anchor = reply
-                elif isinstance(reply, m.LocationReply):
-                    join.lm_done = True
-                    join.bound_to = reply.mn
-                    if reply.forwarding_address != self.s.dpa:
-                        join.previous = reply.forwarding_address
-                self._joined(join, now)
-            elif event.request_id in self._parent_asks:
-                # The parent AR tunnels the prefix here now: only then may the
-                # binding move the core's route to it (before, packets routed
-                # to the parent would find no way on).
-                asked = self._parent_asks.pop(event.request_id)
-                self._lm_update(asked, self.s.dpa, now, mn=self._mn_of(asked))
-            elif isinstance(reply, m.RegistrationReply):
-                self.registered = True
-        elif isinstance(event, NegativeReply | RequestTimedOut):
-            if self._mn_queries.pop(event.request_id, None) is not None:
-                # No answer: the MN keeps what its RS named, nothing more.
-                self.stats.counters["mn-query-failed"] += 1
-                return
-            join = self._joins.pop(event.request_id, None)
-            request = event.request
-            if join is not None and isinstance(request, m.LocationQuery):
-                join.lm_done = True  # no binding yet: the MN was not served elsewhere
-                self._joined(join, now)
-            elif (isinstance(event, NegativeReply) and event.status.code is Cause.NOT_AUTHORIZED
-                  and isinstance(request, m.LocationUpdate) and request.prefix in self.visiting):
-                # SM: the LMs binds the prefix to another MN (switch mode).
-                self._refuse_claim(request.prefix, now)
-            else:
-                self.stats.counters[f"failed:{request.TYPE.name}"] += 1
+            return
+        reply = event.reply
+        join = self._joins.pop(event.request_id, None)
+        if join is not None:
+            if isinstance(reply, m.DiscoveryAnswer):
+                join.anchor = reply
+            elif isinstance(reply, m.LocationReply):
+                join.lm_done = True
+                join.bound_to = reply.mn
+                if reply.forwarding_address != self.s.dpa:
+                    join.previous = reply.forwarding_address
+            self._joined(join, now)
+        elif event.request_id in self._parent_asks:
+            # The parent AR tunnels the prefix here now: only then may the
+            # binding move the core's route to it (before, packets routed
+            # to the parent would find no way on).
+            asked = self._parent_asks.pop(event.request_id)
+            self._lm_update(asked, self.s.dpa, now, mn=self._mn_of(asked))
+        elif isinstance(reply, m.RegistrationReply):
+            self.registered = True
+
+    def _on_failure(self, event: NegativeReply | RequestTimedOut, now: float) -> None:
+        if self._mn_queries.pop(event.request_id, None) is not None:
+            # No answer: the MN keeps what its RS named, nothing more.
+            self.stats.counters["mn-query-failed"] += 1
+            return
+        join = self._joins.pop(event.request_id, None)
+        request = event.request
+        if join is not None and isinstance(request, m.LocationQuery):
+            join.lm_done = True  # no binding yet: the MN was not served elsewhere
+            self._joined(join, now)
+        elif (isinstance(event, NegativeReply) and event.status.code is Cause.NOT_AUTHORIZED
+              and isinstance(request, m.LocationUpdate) and request.prefix in self.visiting):
+            # SM: the LMs binds the prefix to another MN (switch mode).
+            self._refuse_claim(request.prefix, now)
+        else:
+            self.stats.counters[f"failed:{request.TYPE.name}"] += 1
+
+    _MESSAGES: ClassVar[dict[type, Callable[[Any, MessageReceived, Any, float], None]]] = {
+        m.BufferReady: _on_buffer_ready, m.LocationInform: _on_inform,
+        m.BufferRequest: _on_buffer_request, m.FmHandoff: AnchorHandover._on_handoff,
+        m.FlowStateTransfer: _on_flow_state,
+    }
+    """Signalling the anchor itself answers, by message type (the rest goes
+    to its FM-DP function, :class:`~.fmdp.DpFunction`)."""
 
     def process(self, now: float) -> None:
         super().process(now)
