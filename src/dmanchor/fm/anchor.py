@@ -286,31 +286,36 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self.visiting[p] = Visiting(link, tuple(previous[p]), mn,
                                          expires=now + self.s.lifetime)
             self.set_timer(VisitCheck(p), now + self.s.lifetime / 2)
-            if self.s.mode is Mode.BGP:
-                # Routers learn the new anchor by BGP once the binding says
-                # the prefix is this MN's; the previous point (LM:1-1) is
-                # told to send its leftovers here.
-                join = Join(p)
-                if self.s.lms is None or self._known(join, served, mn):
-                    self._joined(join, now)
-                else:
-                    self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
-                continue
-            if self.s.mode is Mode.SWITCH or self.s.controller is None:
-                # The central FM-CP reacts to the binding update (4.2.1).  The
-                # LMs refuses it if the prefix is bound to another MN (SM).
-                self._lm_update(p, self.s.dpa, now, mn=mn)
-                self._step(p, PrefixEvent.CLAIMED)
-                continue
-            # Tunnel mode: find where the prefix was served last (LM:1-1)
-            # and which anchor holds it (FM:4-3), then ask both for it.
-            join = Join(p)
-            if self.s.lms is not None and not self._known(join, served, mn):
-                self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
-            else:
-                join.lm_done = True
-            self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
+            self._claim(p, mn, served, now)
         self.stats.counters["attach"] += 1
+
+    def _claim(self, p: Prefix, mn: str, served: Mapping[Prefix, IPv6Address],
+               now: float) -> None:
+        """Start taking a kept prefix from where it was, as the mode does it."""
+        if self.s.mode is Mode.BGP:
+            # Routers learn the new anchor by BGP once the binding says the
+            # prefix is this MN's; the previous point (LM:1-1) is told to
+            # send its leftovers here.
+            join = Join(p)
+            if self.s.lms is None or self._known(join, served, mn):
+                self._joined(join, now)
+            else:
+                self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+            return
+        if self.s.mode is Mode.SWITCH or self.s.controller is None:
+            # The central FM-CP reacts to the binding update (4.2.1).  The
+            # LMs refuses it if the prefix is bound to another MN (SM).
+            self._lm_update(p, self.s.dpa, now, mn=mn)
+            self._step(p, PrefixEvent.CLAIMED)
+            return
+        # Tunnel mode: find where the prefix was served last (LM:1-1) and
+        # which anchor holds it (FM:4-3), then ask both for it.
+        join = Join(p)
+        if self.s.lms is not None and not self._known(join, served, mn):
+            self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+        else:
+            join.lm_done = True
+        self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
 
     def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
         """Fill ``join`` from what the LMs already said (LM:1-1 by MN)."""
