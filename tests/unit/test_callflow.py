@@ -52,6 +52,13 @@ def test_each_move_is_drawn_from_the_messages_sent_in_order() -> None:
                      "lift 2001:db8:1:1::/64 (apply, 7 pkts)"]
 
 
+def test_another_mns_move_at_the_same_moment_does_not_cut_the_diagram() -> None:
+    other = [{"mn": "mn2", "old": "ar2", "new": "ar1", "at": 20.002}]  # 2 ms later
+    [flow, _] = build(RECORDS, [*MOVES, *other], NAMES)
+    assert [x.label for x in flow.items if isinstance(x, Arrow)] == [
+        "LOCATION_UPDATE (LM:1-4)", "BUFFER_READY (FM:6-2)"]
+
+
 def test_mermaid_and_svg_say_the_same() -> None:
     [flow] = build(RECORDS, MOVES, NAMES)
     text = mermaid(flow)

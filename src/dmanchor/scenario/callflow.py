@@ -33,7 +33,7 @@ PERIODIC = {"ANCHOR_REGISTRATION", "REGISTRATION_REPLY", "DATAPLANE_STATUS", "HE
 BEFORE = 0.02
 """Seconds before an attachment that its diagram starts (the L2 trigger's hold)."""
 WINDOW = 0.5
-"""Longest a diagram runs after the attachment, seconds (or to the next move)."""
+"""Longest a diagram runs after the attachment, seconds (or to the MN's next move)."""
 MAX_ITEMS = 80
 """Most arrows and notes in one diagram (the rest is counted in its title)."""
 
@@ -99,12 +99,14 @@ def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],
     records = sorted(records, key=lambda r: r.get("t", 0.0))
     times = [r.get("t", 0.0) for r in records]
     out: list[CallFlow] = []
-    starts = [m["at"] for m in moves]
     for i, mv in enumerate(moves):
         if mv.get("old") is None:
             continue
         at = mv["at"]
-        end = min([at + WINDOW, *(s - BEFORE for s in starts[i + 1:] if s > at)])
+        # To this MN's next move.  (Other MNs' moves in the window are in
+        # it too: the trace says what each node sent, not for whom.)
+        end = min([at + WINDOW, *(n["at"] - BEFORE for n in moves[i + 1:]
+                                  if n["mn"] == mv["mn"] and n["at"] > at)])
         items: list[Arrow | Note] = [Note(0.0, mv["mn"], f"radio: {mv['old']} -> {mv['new']}")]
         for rec in records[bisect_left(times, at - BEFORE):bisect_right(times, end)]:
             t = rec.get("t", 0.0) - at
