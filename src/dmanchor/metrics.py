@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 HOLD_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Seconds: a hold lasts milliseconds when all goes well, up to its timeout."""
+MAX_OPEN_HOLDS = 65536
+"""Most hold starts remembered (a hold that timed out is never lifted)."""
 MAX_REQUEST = 8192
 """Longest request head read from a scraper, bytes."""
 
@@ -76,7 +78,12 @@ class NodeMetrics:
         now = clock.now()
         for e in added:
             if e.kind is EntryKind.BUFFER and e.flow is None:
-                self._since.setdefault(e.prefix, now)
+                # A new hold starts now (one that ended without a lift, by
+                # its timeout, leaves a stale start: replaced here).
+                self._since.pop(e.prefix, None)
+                self._since[e.prefix] = now
+                if len(self._since) > MAX_OPEN_HOLDS:
+                    del self._since[next(iter(self._since))]  # the oldest
 
     def lift(self, prefix: Prefix, lift: Lift, cause: str) -> None:
         """A hold was lifted: observe how long it lasted."""

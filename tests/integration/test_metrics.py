@@ -7,6 +7,7 @@ import socket
 from ipaddress import IPv6Address
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dmanchor.node import Node
@@ -85,3 +86,33 @@ def test_metrics_are_off_unless_configured(tmp_path: Path) -> None:
                     f'[lms]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path / "state"}"\n')
     node = Node(load_node_config(conf))
     assert node.metrics is None
+
+
+def test_each_hold_is_timed_from_its_start_to_its_lift() -> None:
+    from dmanchor.dataplane.tunbuffer import Lift
+    from dmanchor.metrics import NodeMetrics
+    from dmanchor.runtime import clock
+    from dmanchor.wire.types import EntryKind, ForwardingEntry
+
+    now = [100.0]
+    mp = pytest.MonkeyPatch()
+    mp.setattr(clock, "now", lambda: now[0])
+    try:
+        m = NodeMetrics(object())  # type: ignore[arg-type]  # (only timing is exercised)
+        p = Prefix.parse("2001:db8:1:1::/64")
+        hold = ForwardingEntry(EntryKind.BUFFER, p)
+        m.change([hold], [])           # a hold that times out: never lifted
+        now[0] = 105.0
+        m.change([hold], [])           # the next hold of the prefix starts afresh
+        now[0] = 105.004
+        m.lift(p, Lift(3, 0), "end-marker")
+        m.lift(p, Lift(0, 0), "apply")  # a lift without a start is counted, not timed
+        [hist] = m.hold.collect()
+        count = next(s.value for s in hist.samples if s.name.endswith("_count"))
+        total = next(s.value for s in hist.samples if s.name.endswith("_sum"))
+        assert count == 1 and abs(total - 0.004) < 1e-9
+        [lifts] = m.lifts.collect()
+        assert {s.labels["cause"]: s.value for s in lifts.samples
+                if s.name.endswith("_total")} == {"end-marker": 1, "apply": 1}
+    finally:
+        mp.undo()
