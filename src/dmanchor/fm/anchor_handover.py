@@ -154,8 +154,11 @@ class AnchorHandover:
         if self.s.mode.moves_anchoring:
             self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
-        if prefix in self.serving and (ev.source == self.s.controller
-                                       or Role.CONTROLLER in ev.roles):
+        # Who speaks: the controller's key when signed (an address can be
+        # borrowed); its address only on an insecure deployment.
+        from_controller = (Role.CONTROLLER in ev.roles if ev.sender is not None
+                           else ev.source == self.s.controller)
+        if prefix in self.serving and from_controller:
             # 4.2.3: the anchoring we took over for a switch below moves to
             # another AR (the controller speaks for it): we only carry
             # leftovers now.  A switch below may take it over again.

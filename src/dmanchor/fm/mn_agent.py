@@ -138,6 +138,8 @@ class MnAgentCore(ServiceCore):
                                   self.s.lms, now)
             self.counters["claimed"] += 1
         elif isinstance(event, NegativeReply | RequestTimedOut):
+            if prefix is not None:
+                self._passing.discard(prefix)  # (no claim: nothing to remember)
             self.counters[f"failed:{event.request.TYPE.name}"] += 1
 
     def on_timer(self, name: Hashable, now: float) -> None:
