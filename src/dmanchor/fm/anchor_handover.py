@@ -136,12 +136,8 @@ class AnchorHandover:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
         # The prefix is served at the new point: if its MN still counts as
-        # attached here (no link event told us yet), it is not any more.  A
-        # hold first: what the kernel's standby route caught since the radio
-        # went is adopted by it, and leaves ahead of what follows the tunnel
-        # below (sent on as stragglers after it, it came in behind - 41
-        # packets reordered in a ping-pong under load).
-        self._departed(prefix, now, hold=True)
+        # attached here (no link event told us), it is not any more.
+        self._departed(prefix, now, hold=False)
         self._back.discard(prefix)
         self._handed[prefix] = msg.dpa_address
         held = self.dp.buffered(prefix)
