@@ -542,11 +542,22 @@ class Netlink:
 
     def link_tx_dropped(self, index: int) -> int:
         """tx_dropped of a link (IFLA_STATS64)."""
+        return self._link_stat(index, 7)
+
+    def link_rx_otherhost_dropped(self, index: int) -> int:
+        """Frames a link received for another host's address and dropped
+        (``rx_otherhost_dropped`` of IFLA_STATS64, Linux 5.19 on; 0 before)."""
+        return self._link_stat(index, 24)
+
+    def _link_stat(self, index: int, field: int) -> int:
+        """Field ``field`` (counted in u64s) of a link's rtnl_link_stats64."""
         msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))
         if msg is None:
             return 0
         stats = _parse_attrs(msg, 16, len(msg)).get(23)  # IFLA_STATS64
-        return int(struct.unpack_from("=Q", stats, 7 * 8)[0]) if stats else 0
+        if not stats or len(stats) < (field + 1) * 8:
+            return 0
+        return int(struct.unpack_from("=Q", stats, field * 8)[0])
 
     def _get(self, msg_type: int, body: bytes) -> bytes | None:
         """One non-dump request; its answer's payload, or None on an error."""

@@ -84,6 +84,24 @@ class _Flow:
     started: float
 
 
+@dataclass(frozen=True, slots=True)
+class _RadioBreak:
+    """An access link taken down as its MN left, and its counters then.
+
+    What the old router had already sent towards the MN as the radio went
+    is lost on the radio: dropped by the router's kernel on the downed link
+    (its tx_dropped), or delivered to the MN's side of it after the MN had
+    moved its bridge off that radio, where it is another host's frame (that
+    side's rx_otherhost_dropped: the kernel's backlog still held it)."""
+
+    move: int
+    """Index the departing move gets in ``Emulation.moves``."""
+    tx_dropped: int
+    """The router side's tx_dropped just before the link went down."""
+    rx_otherhost: int
+    """The MN side's rx_otherhost_dropped then."""
+
+
 class Emulation:
     """One run of one scenario."""
 
@@ -112,7 +130,7 @@ class Emulation:
         self._netlinks: dict[str, Netlink] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
         self._down: set[tuple[str, str]] = set()  # access links taken down (router, mn)
-        self._radio: list[tuple[int, str, str, int]] = []  # (move, router, link, tx_dropped)
+        self._radio: dict[tuple[str, str], _RadioBreak] = {}  # (router, mn): open break
 
     # -- The run -------------------------------------------------------------------------
 
@@ -339,16 +357,18 @@ class Emulation:
             # had already sent into the dying link is lost, as on a radio.)
             if self.l2_trigger:
                 command(self._sock(old), {"cmd": "link_going_down", "link": mn})
-            # What the old router's kernel drops on the link as it goes (sent
-            # towards it in the instant it went down): lost on the radio.
-            self._radio.append((len(self.moves), old, mn,
-                                self._nl(old).link_tx_dropped(self._index(old, mn))))
+            # What the router had sent into the radio as it went is lost
+            # there: counted from here (see _RadioBreak).
+            self._radio[(old, mn)] = _RadioBreak(
+                len(self.moves), self._nl(old).link_tx_dropped(self._index(old, mn)),
+                self._nl(mn).link_rx_otherhost_dropped(self._index(mn, f"r-{old}")))
             self._nl(old).set_link(self._index(old, mn), up=False)
             self._down.add((old, mn))
             self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
         if (to, mn) in self._down:
             # Back to a router it left: the link comes up again (the
             # kernel's linkwatch takes up to a second to carry traffic).
+            self._close_radio_break(to, mn)
             self._nl(to).set_link(self._index(to, mn), up=True)
             self._down.discard((to, mn))
             lab.wait_up(to, mn)
@@ -383,6 +403,19 @@ class Emulation:
         self.progress(f"{mn}: its stack holds {', '.join(held)}")
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh], addresses=held))
+
+    def _close_radio_break(self, router: str, mn: str) -> None:
+        """Charge the drops on a downed access link to the move that downed it.
+
+        Closed when the link comes up again (a return: later drops belong
+        to the next departure) or at the report."""
+        brk = self._radio.pop((router, mn), None)
+        if brk is None:
+            return
+        dropped = (self._nl(router).link_tx_dropped(self._index(router, mn)) - brk.tx_dropped
+                   + self._nl(mn).link_rx_otherhost_dropped(self._index(mn, f"r-{router}"))
+                   - brk.rx_otherhost)
+        self.moves[brk.move] = replace(self.moves[brk.move], radio_drops=dropped)
 
     def _mac(self, mn: str) -> bytes:
         """The MN's link-layer address, as frames carry it."""
@@ -752,9 +785,8 @@ class Emulation:
                 charged = int(usage[0]["packets_down"])
             results.append(FlowResult.measure(spec, f.address, str(f.prefix), f.runner,
                                               self._stretch(name), charged))
-        for i, router, link, before in self._radio:
-            dropped = self._nl(router).link_tx_dropped(self._index(router, link)) - before
-            self.moves[i] = replace(self.moves[i], radio_drops=dropped)
+        for router, mn in list(self._radio):
+            self._close_radio_break(router, mn)
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))

@@ -27,8 +27,10 @@ class MoveRecord:
     fresh: list[str]
     """Prefixes the new router gave it."""
     radio_drops: int = 0
-    """Packets the old router's kernel dropped on the access link as it went
-    (its tx_dropped from just before the link went down to the report)."""
+    """Packets lost on the access link as it went: dropped by the old
+    router's kernel on the downed link, or arriving at the MN's side of it
+    after the MN had left (from just before the link went down until it
+    comes up again, or the report)."""
     addresses: list[str] = field(default_factory=list)
     """What the MN's own stack (SLAAC) held once it had the new router's
     prefix: ``address (preferred|deprecated)``."""
@@ -143,8 +145,8 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
     ``unannounced``: the moves were breaks no L2 trigger announced.  A flow
     running across one may then lose what the old router's kernel had
     already sent towards the access link as it went: it was charged there,
-    and the kernel dropped it on the downed link (counted in the link's
-    tx_dropped, ``MoveRecord.radio_drops``).  Those drops are allowed on top
+    and lost on the radio (counted by the kernel on either side of the
+    downed link, ``MoveRecord.radio_drops``).  Those drops are allowed on top
     of ``lost`` - said so in the failure text - and charging may exceed
     delivery by what was lost so.  Nothing lost anywhere else is.
     """
