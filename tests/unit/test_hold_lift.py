@@ -14,6 +14,7 @@ from collections import deque
 
 import pytest
 
+from dmanchor.dataplane import tunbuffer
 from dmanchor.dataplane.tunbuffer import drain_and_lift, unpreempted
 
 
@@ -27,12 +28,16 @@ class Device:
         self.written: list[bytes] = []
         self.events: list[str] = []
         self.policy_at_lift: int | None = None
+        self.reads: list[int] = []
+        """How many packets each read before the lift found."""
 
     def take(self) -> list[bytes]:
         if self.lifted:
             out, self.after_lift = self.after_lift, []
             return out
-        return self.arrivals.popleft() if self.arrivals else []
+        out = self.arrivals.popleft() if self.arrivals else []
+        self.reads.append(len(out))
+        return out
 
     def write(self, pkt: bytes) -> None:
         self.written.append(pkt)
@@ -67,6 +72,38 @@ def test_the_lift_waits_for_an_empty_read_even_past_the_lull_bound() -> None:
     lift = drain_and_lift(dev.take, dev.write, dev.remove_hold, quiet=0.004, wait=0.001)
     assert dev.events == ["write 1", "write 2", "write 3", "lift"]
     assert not lift.forced
+
+
+class Clock:
+    """A stand-in for the ``time`` module: each reading takes a microsecond,
+    sleeping advances it (so preemption on a loaded host cannot turn a gap
+    of a few reads into a lull)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        self.t += 1e-6
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_under_a_steady_stream_the_lift_follows_the_end_of_an_arrival(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No lull ever comes (quiet is long): past ``wait``, the lift polls for
+    # the end of the next arrival - a burst whose packets come reads apart
+    # - and goes right after its last packet, not at whatever moment the
+    # bound passed (the start of a burst would leave its rest behind).
+    burst = [[b"a"], [], [b"b"], [], [b"c"]]
+    monkeypatch.setattr(tunbuffer, "time", Clock())
+    dev = Device([[b"p"], [], [b"q"], [], *burst, *[[] for _ in range(200_000)]],
+                 after_lift=[])
+    lift = drain_and_lift(dev.take, dev.write, dev.remove_hold, quiet=1.0, wait=0.01)
+    assert dev.lifted and not lift.forced
+    assert dev.events == ["write p", "write q", "write a", "write b", "write c", "lift"]
+    assert lift.stragglers == 0
 
 
 def test_the_lift_runs_at_real_time_priority_when_allowed_and_the_policy_is_restored() -> None:

@@ -36,6 +36,12 @@ LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
 LIFT_WAIT = 0.01
 """Longest a release waits for that lull, seconds."""
+EDGE_WAIT = 0.002
+"""Longest a lift under a steady stream polls for the end of an arrival,
+seconds (see :func:`_edge`)."""
+EDGE_QUIET = 0.00005
+"""Seconds without a packet, after one, that end an arrival (a burst's
+packets come microseconds apart)."""
 FORCE_AFTER = 100
 """A release under a stream that never lets the device run empty lifts after
 this many ``wait`` periods (1 s), not never.  Not sooner: an agent starved
@@ -142,7 +148,7 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
     lands between two), at most ``wait`` seconds.
     """
     released = 0
-    forced = False
+    forced = lull = False
     start = last = time.monotonic()
     while True:
         batch = take()
@@ -160,19 +166,46 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
         elif now - last >= quiet or now - start >= wait:
             # Lift only right after a read found the device empty: lifting
             # while packets flow would leave more of them behind the lift.
+            lull = now - last >= quiet
             break
         else:
             time.sleep(quiet / 4)
     with unpreempted() as guarded:
-        tail = take()
-        for pkt in tail:
-            write(pkt)
+        tail = _edge(take, write) if not (lull or forced) else take()
+        if lull or forced:
+            for pkt in tail:
+                write(pkt)
         remove_hold()
         waited = time.monotonic() - start
         late = take()
         for pkt in late:
             write(pkt)
     return Lift(released + len(tail) + len(late), len(late), forced, waited, guarded)
+
+
+def _edge(take: Callable[[], list[bytes]], write: Callable[[bytes], None]) -> list[bytes]:
+    """Under a steady stream (no lull came): poll without sleeping until an
+    arrival has ended - a packet, then :data:`EDGE_QUIET` without one -
+    writing what comes, and return it; the lift follows at once, as far
+    from the next arrival as it can be.  Lifting at whatever moment the
+    ``wait`` bound passed can land at the start of a burst, leaving its
+    rest behind the lift (measured: 4-10 stragglers a lift at 10k pps,
+    each overtaken); sleeping between polls overshoots by tens of
+    microseconds.  At most :data:`EDGE_WAIT`."""
+    out: list[bytes] = []
+    now = time.monotonic()
+    until, seen = now + EDGE_WAIT, None
+    while now < until:
+        batch = take()
+        now = time.monotonic()
+        if batch:
+            for pkt in batch:
+                write(pkt)
+            out.extend(batch)
+            seen = now
+        elif seen is not None and now - seen >= EDGE_QUIET:
+            break
+    return out
 
 
 @contextmanager
