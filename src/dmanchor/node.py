@@ -54,7 +54,7 @@ from typing import Any
 
 from . import logs
 from .access.alloc import PrefixAllocator, StateError
-from .access.bgp import BgpSession
+from .access.bgp import BgpEvent, BgpSession, RoutesReceived, SessionDown
 from .access.bgp_aio import BgpSpeaker
 from .access.delegation import Delegations
 from .access.flowwatch import FlowWatch
@@ -173,7 +173,7 @@ class Node:
         cores = self._cores(clock.now())
         if cfg.bgp is not None:
             peer, bsettings = cfg.bgp
-            self.bgp = BgpSpeaker(BgpSession(bsettings), peer, on_event=self.events.bgp)
+            self.bgp = BgpSpeaker(BgpSession(bsettings), peer, on_event=self._on_bgp)
             self.bgp.start()
         if cfg.pd is not None:
             pc = cfg.pd
@@ -224,6 +224,20 @@ class Node:
             bound = await self._metrics_server.start()
             lines.append(f"metrics {bound[0]} {bound[1]}")
         return lines
+
+    def _on_bgp(self, ev: BgpEvent) -> None:
+        """A BGP session event: logged; routes heard go to the anchor agent."""
+        self.events.bgp(ev)
+        if self.anchor is None or "anchor" not in self.drivers:
+            return
+        if isinstance(ev, RoutesReceived):
+            self.anchor.routes_heard(ev.announced, ev.withdrawn, clock.now())
+        elif isinstance(ev, SessionDown):
+            # The peer's routes went with the session.
+            self.anchor.routes_heard((), tuple(self.anchor.routed_away()), clock.now())
+        else:
+            return
+        self.drivers["anchor"].pump()
 
     def _after_anchor(self) -> None:
         """After the anchor agent ran: carry out its effects."""

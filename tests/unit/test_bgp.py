@@ -178,6 +178,23 @@ def test_session_comes_up_and_carries_announcements_both_ways() -> None:
     assert b.rib_in == {other: (NH, (65001,))}
 
 
+def test_a_path_through_our_own_as_is_a_loop_and_withdraws_the_route() -> None:
+    """RFC 4271 9.1.2: a router echoing our own announcement back (or any
+    path through our AS) is no route to us - it replaces the one we had."""
+    a, b = pair()
+    a.connection_made(0.0)
+    b.connection_made(0.0)
+    pump(a, b, 0.0)
+    events(b)
+    b.data_received(w.encode(w.Update(announced=(HNP1,), next_hop=NH, as_path=(65001,))), 1.0)
+    assert events(b) == [RoutesReceived((HNP1,), ())]
+    b.data_received(w.encode(w.Update(announced=(HNP1,), next_hop=NH,
+                                      as_path=(65001, 65101, 65002))), 2.0)
+    assert events(b) == [RoutesReceived((), (HNP1,))]
+    assert b.rib_in == {}
+    assert b.state is State.ESTABLISHED
+
+
 def test_ibgp_announcements_carry_local_pref_and_no_as() -> None:
     a, b = pair(65001, 65001)
     a.change([], [HNP1], 0.0)

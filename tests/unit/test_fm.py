@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from ipaddress import IPv6Address as A
 
 import pytest
@@ -110,13 +111,14 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
           reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0,
           signed: bool = False, host_based: dict[str, str] | None = None,
-          agent_ids: dict[A, str] | None = None) -> World:
+          agent_ids: dict[A, str] | None = None, bgp_delay: float = 0.002) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
     every CPA hosts an LMs member primary for its own prefixes, an LM:2
     pool (Fig 1a with distributed CPAs).  ``signed``: every node signs with
     its own key (:func:`keys_of`) and drops what is unsigned, as deployed.
+    ``bgp_delay``: seconds from an announcement to R's FIB (mode "bgp").
     """
     keys = keys_of(n)
 
@@ -152,9 +154,10 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     r = FmDpCore(FmDpSettings("r", CTRL, status_interval=0.2), fab.routers["r"], ep("r"))
     net.add(R_CTL, r)
     ar = {}
-    # Mode "bgp": R's FIB follows the anchors' announcements (2 ms each).
+    # Mode "bgp": R's FIB follows the anchors' announcements (2 ms each),
+    # and R announces each route to the other anchors once it follows it.
     bgp = BgpModel(fab, {"r": {A(f"fc00::{i}:0"): A(f"fc00::{i}:0") for i in range(1, n + 1)}},
-                   {"r": 0.002})
+                   {"r": bgp_delay})
     for i in range(1, n + 1):
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
@@ -165,6 +168,8 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         )
         ar[i] = AnchorAgentCore(s, fab.routers[f"ar{i}"], ep(f"ar{i}"))
         net.add((f"fc00::{i}:0", 5400), ar[i], bgp.hook(ar[i]) if mode == "bgp" else None)
+        if mode == "bgp":
+            bgp.listen("r", ar[i], partial(net.poll, (f"fc00::{i}:0", 5400)))
     net.run_for(0.05)
     w = World(net, fab, lms, ctrl, r, ar, members, keys)
     AGENTS.extend(ar.values())
@@ -592,6 +597,33 @@ def test_4_2_anchor_switch_by_bgp_announcement_then_withdrawal() -> None:
         assert not [e for e in w.fab.routers[name].entries() if e.prefix == HNP1], name
     assert w.ar[2].announced == {P("2001:db8:2::/48")}
     assert report(w.fab, late).delivered == 0
+
+
+@pytest.mark.parametrize("delay", [0.002, 0.12], ids=["quick-router", "slow-router"])
+def test_4_2_bgp_the_new_path_is_held_until_the_old_anchors_router_has_moved(
+        delay: float) -> None:
+    """The old anchor sends its end marker when R announces HNP1's new path
+    to it: R forwards that way by then, and nothing more comes through the
+    old anchor.  The new anchor's hold lifts on that marker: as soon as R
+    moved (not at its 0.5 s timeout), and never before (a router slower
+    than a short timeout would send what still comes the old way behind
+    newer packets)."""
+    w = world("bgp", hold_timeout=0.5, bgp_delay=delay)
+    cont = downlink("cont", IP1, 0.1, 1.5, rate=2000)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.01, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=2.0)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths  # the old way, then
+    assert rep.paths[-1] == ("cn", "r", "ar2", "mn")  # R's new route
+    assert w.ar[1].stats.counters["end-marker-routed-away"] == 1
+    assert w.fab.routers["ar2"].counters()["end-marker"] == 1  # the hold lifted on it
+    assert "buffer-timeout" not in w.fab.routers["ar2"].counters()
+    # The interruption: the L2 gap, R's convergence and the marker's trip
+    # (a few ms here) - not the hold's timeout.
+    assert rep.max_gap < 0.01 + delay + 0.05
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["rs-names-it", "given-again"])

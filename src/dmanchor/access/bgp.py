@@ -225,11 +225,15 @@ class BgpSession:
         # Established.
         self._refresh_hold(now)
         if isinstance(msg, w.Update):
-            for p in msg.withdrawn:
+            # A path through our own AS is a loop (RFC 4271 9.1.2): not a
+            # route, and it replaces (withdraws) the one we had for it.
+            looped = msg.announced if self.s.local_as in msg.as_path else ()
+            announced = () if looped else msg.announced
+            for p in (*msg.withdrawn, *looped):
                 self.rib_in.pop(p, None)
-            for p in msg.announced:
+            for p in announced:
                 self.rib_in[p] = (msg.next_hop, msg.as_path)
-            self._events.append(RoutesReceived(msg.announced, msg.withdrawn))
+            self._events.append(RoutesReceived(announced, (*msg.withdrawn, *looped)))
         elif isinstance(msg, w.RouteRefresh) and (msg.afi, msg.safi) == (w.AFI_IPV6,
                                                                          w.SAFI_UNICAST):
             self._send_routes((), list(self.rib_out))

@@ -90,6 +90,11 @@ class DataPlane(Protocol):
         """The prefixes held now (BUFFER entries; the data plane ends them
         itself, on a timeout or an end marker)."""
 
+    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+        """Send an end marker down ``tunnel`` (a TUNNEL entry in force): no
+        more of its prefix will take it (the routing upstream has moved
+        away from this router).  False if that tunnel is not in force."""
+
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         """Start charging a flow here (counting from zero).
 

@@ -652,6 +652,22 @@ class LinuxDataPlane:
     def holds(self) -> set[Prefix]:
         return set(self._holds)
 
+    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+        if tunnel.kind is not EntryKind.TUNNEL or tunnel.flow is not None \
+                or tunnel.next_hop is None or tunnel.prefix in self._holds:
+            return False  # (held: a marker would overtake what is held)
+        nhid = self._nhid_of(tunnel.next_hop)
+        if nhid is None:
+            return False
+        p = tunnel.prefix
+        path = KernelRoute(p.address, p.length, RT_TABLE_MAIN, RTPROT_DMANCHOR, 1, None, None,
+                           nhid, None, False)
+        if self.nl.batch([self._oldpath_route(p, path)]):
+            self._counters["end-marker-failed"] += 1
+            return False
+        self._send_marker(p, now)
+        return True
+
     def buffered(self, prefix: Prefix) -> int:
         self._drain()
         return sum(1 for p in self._held if prefix.contains(destination(p)))

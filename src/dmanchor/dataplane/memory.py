@@ -226,6 +226,18 @@ class MemoryDataPlane:
     def holds(self) -> set[Prefix]:
         return set(self._buffers)
 
+    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+        if not self._has(tunnel) or tunnel.kind is not EntryKind.TUNNEL \
+                or self.on_marker is None:
+            return False
+        path = self._path_of(tunnel.prefix.network)
+        if path is None:
+            return False  # held here, or routed elsewhere by a longer prefix
+        self._counters["end-marker-sent"] += 1
+        self.on_marker(path, Packet(min(self.addresses, default=0), tunnel.prefix.network,
+                                    flow="end-marker", marker=True))
+        return True
+
     def buffer_spec(self, prefix: Prefix) -> BufferSpec | None:
         """The limits of the hold for ``prefix``, if one is up."""
         buf = self._buffers.get(prefix)

@@ -17,9 +17,10 @@ keeps flows that need session continuity working when an MN moves:
   new anchor announces the prefix itself (BGP: :class:`Announce` effects
   for a speaker) and, having found the previous point by LM:1-1, tells it
   (FM:6-2) to send what it holds and what still reaches it; that point
-  withdraws its announcement and drops its tunnel once drained.  Without
-  an end marker from the routers, the new path's hold ends at
-  ``hold_timeout``: keep it short (tens of ms) in this mode.
+  withdraws its announcement and drops its tunnel once drained.  Once its
+  own router announces the prefix's new path to it (its forwarding has
+  moved), that point sends an end marker down the tunnel, which lifts the
+  new path's hold (:meth:`routes_heard`; ``hold_timeout`` if it never comes).
 
 Either way, when the continuity flows have closed and the prefix lifetime
 has ended (FM:3-3), the visited anchor stops anchoring the prefix and the
@@ -117,6 +118,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
+        self._routed_away: set[Prefix] = set()  # BGP: prefixes our router routes elsewhere
+        self._unmarked: dict[Prefix, IPv6Address] = {}  # BGP: handed, no end marker yet
         # Own prefixes away: the point the LMs says serves each now (LM:1-3).
         # Under BGP the prefix moves on from point to point without us.
         self._served_at: dict[Prefix, IPv6Address] = {}

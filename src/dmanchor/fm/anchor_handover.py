@@ -56,6 +56,8 @@ class AnchorHandover:
     serving: dict[Prefix, IPv6Address]
     _back: set[Prefix]
     _handed: dict[Prefix, IPv6Address]
+    _routed_away: set[Prefix]
+    _unmarked: dict[Prefix, IPv6Address]
     _served_at: dict[Prefix, IPv6Address]
     _served_before: set[Prefix]
     _homecoming: dict[int, ForwardingEntry]
@@ -74,6 +76,7 @@ class AnchorHandover:
 
     def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
                 now: float) -> None:
+        self._unmarked.pop(p, None)
         target = self._handed.pop(p, None)
         if target is not None:
             self.cancel_timer(Cleanup(p, target))
@@ -93,6 +96,7 @@ class AnchorHandover:
         announce the prefix again.
         """
         del self.away[p]
+        self._unmarked.pop(p, None)
         anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
         handed = self._handed.pop(p, None)
         serving = self._served_at.pop(p, None)
@@ -125,12 +129,51 @@ class AnchorHandover:
         self._replace(t.prefix, [ForwardingEntry(EntryKind.ANCHOR, t.prefix, link=t.link)], now)
 
     def _on_cleanup(self, t: Cleanup, now: float) -> None:
+        if self._unmarked.get(t.prefix) == t.target:
+            del self._unmarked[t.prefix]  # the route never came: the hold timed out
         leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
         if leftover in self.dp.entries():
             self.dp.apply((), (leftover,), now)
             if self.life.of(t.prefix) is PrefixState.HANDED:
                 self._step(t.prefix, PrefixEvent.RELEASED)
                 self._served_before.discard(t.prefix)
+
+    def routes_heard(self, announced: Sequence[Prefix], withdrawn: Sequence[Prefix],
+                     now: float) -> None:
+        """BGP mode: our router's UPDATE (``withdrawn`` everything, on a
+        session lost: its routes went with it).
+
+        A router announces a prefix's new path to us once its own forwarding
+        follows it (BIRD writes its FIB before its UPDATEs go out): no more
+        packets of that prefix come here.  A prefix we handed on then gets
+        its end marker down the tunnel to the new point, behind the last of
+        them, and the new point's hold lifts on it - not at its timeout,
+        when packets still coming this way would arrive behind newer ones
+        that took the direct path (measured: 6 reordered under load).
+        """
+        if self.s.mode is not Mode.BGP:
+            return
+        # Exactly the prefix: the new point announces the very prefix it
+        # took (a home's aggregate covering it says nothing of where it is).
+        self._routed_away.difference_update(withdrawn)
+        self._routed_away.update(announced)
+        for p in announced:
+            self._mark_end(p, now)
+
+    def routed_away(self) -> set[Prefix]:
+        """BGP mode: the prefixes our router has announced to us (routed
+        elsewhere), as :meth:`routes_heard` learnt them."""
+        return set(self._routed_away)
+
+    def _mark_end(self, prefix: Prefix, now: float) -> None:
+        """The tunnel of ``prefix`` to the point it was just handed to
+        carries no more of it: say so, once.  (Only then: a marker down an
+        older tunnel would reach wherever the prefix went on from there, and
+        lift a hold that waits for another path.)"""
+        target = self._unmarked.pop(prefix, None)
+        if target is not None and self.dp.mark_end(
+                ForwardingEntry(EntryKind.TUNNEL, prefix, target), now):
+            self.stats.counters["end-marker-routed-away"] += 1
 
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
@@ -170,6 +213,11 @@ class AnchorHandover:
             # The new anchor announces the prefix: this point only carries
             # leftovers now, and stops announcing it.
             self._announce((prefix,), False)
+            self._unmarked[prefix] = msg.dpa_address
+            if prefix in self._routed_away:
+                # Our router follows the new path already: what was held
+                # has just been sent, and nothing follows it.
+                self._mark_end(prefix, now)
             self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         elif serving:
             # 4.2.3: a forwarding switch below takes over a prefix anchored

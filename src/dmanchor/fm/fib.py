@@ -59,6 +59,9 @@ class DesiredFib:
     def buffered(self, prefix: Prefix) -> int:
         return self.dataplane.buffered(prefix)
 
+    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+        return self.dataplane.mark_end(tunnel, now)
+
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         self.dataplane.track(flow, link)
 

@@ -14,7 +14,7 @@ from ipaddress import IPv6Address
 
 from ..fm.anchor import AnchorAgentCore
 from ..fm.anchor_model import Announce, Effect
-from ..wire.types import EntryKind, ForwardingEntry
+from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .fabric import Fabric
 
 
@@ -33,6 +33,14 @@ class BgpModel:
         """Route changes installed, all routers together."""
         self.effects: list[Effect] = []
         """Every effect the hooked agents asked for (announcements and others)."""
+        self._speakers: dict[str, list[tuple[AnchorAgentCore, Callable[[], None]]]] = {}
+
+    def listen(self, router: str, agent: AnchorAgentCore, poll: Callable[[], None]) -> None:
+        """``agent`` has a BGP session with ``router``: it hears each route
+        ``router`` installs towards another anchor once it is installed (as
+        BIRD writes its FIB before its UPDATEs go out); ``poll`` runs the
+        agent afterwards."""
+        self._speakers.setdefault(router, []).append((agent, poll))
 
     def hook(self, agent: AnchorAgentCore) -> Callable[[], None]:
         """The ``on_poll`` hook taking ``agent``'s announcements to the routers."""
@@ -53,10 +61,38 @@ class BgpModel:
 
     def _fib(self, router: str, entry: ForwardingEntry, on: bool) -> None:
         dp = self.fabric.routers[router]
+        now = self.fabric.clock.now
+        before = self._in_use(router, entry.prefix)
         present = entry in dp.entries()
         if on and not present:
-            dp.apply([entry], [], self.fabric.clock.now)
+            dp.apply([entry], [], now)
             self.updates += 1
         elif not on and present:
-            dp.apply([], [entry], self.fabric.clock.now)
+            dp.apply([], [entry], now)
             self.updates += 1
+        after = self._in_use(router, entry.prefix)
+        if after == before:
+            return  # its best route stayed: nothing to tell its peers
+        for agent, poll in self._speakers.get(router, ()):
+            if after is not None and self.next_hops[router].get(agent.s.dpa) != after:
+                heard: tuple[tuple[Prefix, ...], tuple[Prefix, ...]] = ((entry.prefix,), ())
+            else:
+                # None left, or the agent's own (not announced back to it).
+                heard = ((), (entry.prefix,))
+            # The UPDATE crosses the link to the agent's router behind what
+            # the router forwarded there before its FIB changed.
+            self.fabric.clock.call_later(
+                self.fabric.adjacent[router].get(agent.s.node_id, 0.0),
+                partial(self._hear, agent, poll, *heard))
+
+    def _hear(self, agent: AnchorAgentCore, poll: Callable[[], None],
+              announced: tuple[Prefix, ...], withdrawn: tuple[Prefix, ...]) -> None:
+        agent.routes_heard(announced, withdrawn, self.fabric.clock.now)
+        poll()
+
+    def _in_use(self, router: str, prefix: Prefix) -> IPv6Address | None:
+        """The next hop ``router`` forwards ``prefix`` to (its best route:
+        the lowest metric, the oldest of equals, as the memory FIB picks)."""
+        routes = [e for e in self.fabric.routers[router].entries()
+                  if e.kind is EntryKind.ROUTE and e.prefix == prefix and e.flow is None]
+        return min(routes, key=lambda e: e.metric).next_hop if routes else None
