@@ -190,8 +190,8 @@ def svg(flow: CallFlow) -> str:
     return "\n".join(out) + "\n"
 
 
-def load(directory: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-    """The traces, the moves and the node addresses kept in ``directory``."""
+def traces(directory: Path) -> list[dict[str, Any]]:
+    """Every node's trace records kept in ``directory``."""
     records: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.trace.jsonl")):
         for line in path.read_text().splitlines():
@@ -199,6 +199,12 @@ def load(directory: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], d
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
+    return records
+
+
+def load(directory: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """The traces, the moves and the node addresses kept in ``directory``."""
+    records = traces(directory)
     report = json.loads((directory / "report.json").read_text())
     names_file = directory / "nodes.json"
     names = json.loads(names_file.read_text()) if names_file.exists() else {}

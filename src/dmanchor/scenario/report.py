@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..reordering import measure
+from .breakdown import Breakdown
 from .fields import Share
 from .model import FlowSpec, Scenario
 from .traffic import TcpStream, UdpProbe
@@ -34,6 +35,8 @@ class MoveRecord:
     addresses: list[str] = field(default_factory=list)
     """What the MN's own stack (SLAAC) held once it had the new router's
     prefix: ``address (preferred|deprecated)``."""
+    left: float | None = None
+    """``time.monotonic()`` when its old radio went down (a move only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,8 @@ class Report:
     policy, by node and reason: in a run with no attacker, none."""
     summary: dict[str, Any] = field(default_factory=dict)
     """All moves and continuity probes together (:func:`summarize`)."""
+    breakdown: list[Breakdown] = field(default_factory=list)
+    """Where each move's time went (:mod:`.breakdown`)."""
 
     @property
     def passed(self) -> bool:
@@ -277,6 +282,13 @@ def print_report(r: Report) -> None:
     for name, e in effects:
         print(f"  {name} at move {e.move}: interruption {e.interruption_ms} ms, "
               f"attach -> first packet {e.attach_to_first_ms} ms")
+    shown = r.breakdown if len(r.breakdown) <= BRIEF else r.breakdown[:BRIEF // 2]
+    if shown:
+        print("  where each move's time went (ms after the radio came up):")
+    for b in shown:
+        print(f"    {b.line()}")
+    if len(shown) < len(r.breakdown):
+        print(f"    (the first {len(shown)} of {len(r.breakdown)}; every one is in report.json)")
     for mv in r.moves if len(r.moves) <= BRIEF else ():
         if mv.addresses:
             where = f"{mv.old} -> {mv.new}" if mv.old else f"at {mv.new}"
