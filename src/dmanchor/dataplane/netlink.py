@@ -549,6 +549,13 @@ class Netlink:
         (``rx_otherhost_dropped`` of IFLA_STATS64, Linux 5.19 on; 0 before)."""
         return self._link_stat(index, 24)
 
+    def link_running(self, index: int) -> bool:
+        """Whether a link's operational state is up (IFLA_OPERSTATE: carrier
+        and all; raised asynchronously after the link is set up)."""
+        msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))
+        state = _parse_attrs(msg, 16, len(msg)).get(16) if msg is not None else None
+        return state is not None and state[:1] == b"\x06"  # IF_OPER_UP
+
     def _link_stat(self, index: int, field: int) -> int:
         """Field ``field`` (counted in u64s) of a link's rtnl_link_stats64."""
         msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))

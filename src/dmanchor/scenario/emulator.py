@@ -45,7 +45,7 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
 from ..wire.types import Prefix
-from . import attacks, callflow, plots
+from . import attacks, breakdown, callflow, plots
 from .model import Scenario, Step
 from .plan import (
     GATEWAY_LL,
@@ -337,7 +337,6 @@ class Emulation:
 
     def _attach(self, mn: str, to: str) -> None:
         st = self.mns[mn]
-        lab = self.lab
         old = st.router
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
         host_based = self.sc.nodes[mn].agent
@@ -348,6 +347,7 @@ class Emulation:
         # Link operations go over netlink sockets kept open in the
         # namespaces: spawning ``ip`` for each would put tens of ms of
         # emulator overhead into the handover being measured.
+        t_left = None
         if old is not None:
             # The MN leaves the old router: its L2 announces the link going
             # down (a disassociation; RFC 5184's Link Going Down), and the
@@ -362,6 +362,7 @@ class Emulation:
             self._radio[(old, mn)] = _RadioBreak(
                 len(self.moves), self._nl(old).link_tx_dropped(self._index(old, mn)),
                 self._nl(mn).link_rx_otherhost_dropped(self._index(mn, f"r-{old}")))
+            t_left = time.monotonic()
             self._nl(old).set_link(self._index(old, mn), up=False)
             self._down.add((old, mn))
             self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
@@ -371,7 +372,7 @@ class Emulation:
             self._close_radio_break(to, mn)
             self._nl(to).set_link(self._index(to, mn), up=True)
             self._down.discard((to, mn))
-            lab.wait_up(to, mn)
+            self._wait_running(to, mn)
         # Every access router shows the same gateway (one MAC, so one
         # link-local address): the MN's neighbour entry stays right across
         # moves.  The radio moves; the MN's stack solicits and announces
@@ -402,7 +403,19 @@ class Emulation:
                 for a in self._nl(mn).addresses(self._index(mn, "br0")) if a.scope == 0]
         self.progress(f"{mn}: its stack holds {', '.join(held)}")
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
-                                     [str(p) for p in fresh], addresses=held))
+                                     [str(p) for p in fresh], addresses=held, left=t_left))
+
+    def _wait_running(self, node: str, link: str) -> None:
+        """Wait for a link set up to carry traffic (its carrier comes up
+        asynchronously), over the kept netlink socket: a process per check
+        (``lab.wait_up``) put ~5 ms of the emulator into every return's
+        measured interruption."""
+        deadline = time.monotonic() + 5.0
+        index = self._index(node, link)
+        while not self._nl(node).link_running(index):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node}/{link} has no carrier after 5 s")
+            time.sleep(0.0002)
 
     def _close_radio_break(self, router: str, mn: str) -> None:
         """Charge the drops on a downed access link to the move that downed it.
@@ -789,6 +802,15 @@ class Emulation:
             self._close_radio_break(router, mn)
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
+        arrivals: dict[str, list[float]] = {}
+        for name, f in self.flows.items():
+            arrivals.setdefault(self.sc.flows[name].dst, []).extend(
+                t for _, t in f.runner.arrivals)
+        report.breakdown = breakdown.compute(
+            callflow.traces(self.workdir), [asdict(m) for m in self.moves],
+            {mn: sorted(ts) for mn, ts in arrivals.items()})
+        if report.breakdown:
+            report.summary["phases_p50_ms"] = breakdown.medians(report.breakdown)
         (self.workdir / "report.json").write_text(json.dumps(report.as_json(), indent=2))
         (self.workdir / "nodes.json").write_text(json.dumps(self.plan.names(), indent=1))
         plots.save_arrivals(self.workdir, {
