@@ -212,11 +212,22 @@ class LinuxDataPlane:
         nh_reqs = [seg6_nexthop(True, nhid, seg, self._oif_towards(seg))
                    for seg, nhid in new_nh.items()]
         forward.extend(nh_reqs)
+        # New holds go first: the batch's messages take effect one by one,
+        # and a path changed under a hold not yet in place forwards what
+        # arrives meanwhile (an anchor taking its prefix back put its link
+        # route in before its hold: 25-46 packets overtook those still
+        # coming back through the visited point, at 10k pps).
+        holds = [e for e in add if e.kind is EntryKind.BUFFER]
         try:
+            for e in holds:
+                spans.append((len(forward), e, True))
+                forward.extend(self._requests(e, add=True))
             for e in delete:
                 spans.append((len(forward), e, False))
                 forward.extend(self._requests(e, add=False))
             for e in add:
+                if e.kind is EntryKind.BUFFER:
+                    continue
                 spans.append((len(forward), e, True))
                 forward.extend(self._requests(e, add=True))
         except DataPlaneError:
