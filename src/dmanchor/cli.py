@@ -96,6 +96,17 @@ def _cmd_messages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dissector(args: argparse.Namespace) -> int:
+    from .wire.dissector import lua
+
+    text = lua()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .scenario.run import main as run_main
 
@@ -177,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("messages", help="list message types and their draft labels")
     m.set_defaults(func=_cmd_messages)
+
+    w = sub.add_parser("dissector", help="print the Wireshark Lua dissector of the protocol "
+                                         "(contrib/wireshark/dmanchor.lua)")
+    w.add_argument("-o", "--output", help="write it to FILE")
+    w.set_defaults(func=_cmd_dissector)
 
     demo = sub.add_parser("demo", help="run the demo: a move on real kernels, measured")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
