@@ -121,7 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     return run_main(args.scenario, args.json, args.out, args.plan, args.log_level,
                     l2_trigger=not args.no_l2_trigger, signed=not args.insecure,
-                    plots=args.plots)
+                    plots=args.plots, pcap=args.pcap)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plots", action="store_true",
                    help="with --out: plot each flow over time, moves and interruptions "
                         "marked (DIR/flow-NAME.png, matplotlib)")
+    r.add_argument("--pcap", metavar="FILE",
+                   help="capture every node's control traffic into FILE (pcapng; dumpcap "
+                        "and mergecap from Debian's tshark)")
     r.add_argument("--insecure", action="store_true",
                    help="nodes run unsigned (insecure = true), to measure what signing costs")
     for parser in (demo, r):

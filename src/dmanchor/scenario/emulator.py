@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..access.nd import RouterSolicitation, decode_ra, encode_rs, encode_unsolicited_na
 from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
+from ..emulation.capture import Capture
 from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab, Veth, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
@@ -107,11 +108,13 @@ class Emulation:
 
     def __init__(self, sc: Scenario, workdir: Path, log_level: str = "info",
                  progress: Callable[[str], None] | None = None,
-                 l2_trigger: bool = True, signed: bool = True) -> None:
+                 l2_trigger: bool = True, signed: bool = True,
+                 pcap: Path | None = None) -> None:
         """``l2_trigger``: before a move, the old router's L2 announces the
         link going down (a predictive hint, RFC 5184 style); without it the
         router learns of the departure only from the link itself.
-        ``signed``: every node signs with its own key (else all insecure)."""
+        ``signed``: every node signs with its own key (else all insecure).
+        ``pcap``: capture the nodes' control traffic into this file."""
         self.sc = sc
         self.l2_trigger = l2_trigger
         self.plan: Plan = make_plan(sc, signed)
@@ -120,6 +123,7 @@ class Emulation:
         self.progress = progress or (lambda _: None)
         self.lab = Lab()
         self.procs = NodeProcesses(self.lab, workdir)
+        self.capture = Capture(self.lab, list(sc.nodes), pcap, workdir) if pcap else None
         self.birds: list[BirdRouter] = []
         self.kea: KeaServer | None = None
         self.mns = {name: _Mn() for name in sc.of_kind("mn")}
@@ -138,6 +142,9 @@ class Emulation:
         """Build, play the timeline, measure, and always tear down."""
         try:
             self._build()
+            if self.capture is not None:
+                self.progress("capturing the control traffic (dumpcap in every node)")
+                self.capture.start()
             self._start_nodes()
             t0 = time.monotonic()
             for step in self.sc.timeline:
@@ -148,7 +155,10 @@ class Emulation:
             self.progress("waiting for the flows to end")
             for f in self.flows.values():
                 f.runner.join()
-            return self._report()
+            report = self._report()
+            if self.capture is not None:
+                self.capture.stop()
+            return report
         finally:
             self.close()
 
@@ -158,6 +168,8 @@ class Emulation:
             for nl in self._netlinks.values():
                 nl.close()
             self._netlinks.clear()
+            if self.capture is not None:
+                self.capture.stop(merge=False)  # (a failed run: what it had is dropped)
             if self.kea is not None:
                 self.kea.stop()
                 self.kea = None

@@ -42,12 +42,14 @@ def _progress(text: str) -> None:
 
 
 def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
-        quiet: bool = False, l2_trigger: bool = True, signed: bool = True) -> Report:
+        quiet: bool = False, l2_trigger: bool = True, signed: bool = True,
+        pcap: Path | None = None) -> Report:
     """Run ``sc``; keep node logs, traces and report.json in ``out`` if given.
 
     ``l2_trigger``: moves are announced by the old router's L2 before the
     link goes (predictive); without, routers learn them from the links.
     ``signed``: every node signs (as deployed); else all run insecure.
+    ``pcap``: write the nodes' control traffic there (pcapng).
     """
     from .emulator import Emulation
 
@@ -55,7 +57,7 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return Emulation(sc, workdir, log_level, None if quiet else _progress,
-                         l2_trigger, signed).run()
+                         l2_trigger, signed, pcap).run()
     finally:
         if out is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -63,7 +65,7 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
 
 def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
          log_level: str = "info", l2_trigger: bool = True, signed: bool = True,
-         plots: bool = False) -> int:
+         plots: bool = False, pcap: str | None = None) -> int:
     """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
     try:
         sc = find(target)
@@ -92,7 +94,7 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
     print(f"dmanchor run {sc.name} - {sc.title}, on real kernels", file=sys.stderr)
     try:
         report = run(sc, Path(out) if out else None, log_level, l2_trigger=l2_trigger,
-                     signed=signed)
+                     signed=signed, pcap=Path(pcap).resolve() if pcap else None)
     except KeyboardInterrupt:
         print("dmanchor run: interrupted; everything it built was removed", file=sys.stderr)
         return 130
@@ -103,6 +105,9 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
         print(json.dumps(report.as_json()))
     else:
         print_report(report)
+    if pcap:
+        print(f"  capture: {pcap} (read it with tshark -X "
+              "lua_script:contrib/wireshark/dmanchor.lua)", file=sys.stderr)
     if plots and out:
         from .plots import draw
 
