@@ -157,9 +157,12 @@ class Charging:
                                  f"{err.decode(errors='replace').strip()}")
         return _parse_table(out.decode())
 
-    def of_prefix(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
-        """The flows of MN addresses in ``prefix`` charged here (offsets included)."""
-        out = {f: u for f, u in self.counted().items() if prefix.covers(f.src)}
+    def of_prefix(self, prefix: Prefix, counted: dict[FlowFilter, FlowUsage] | None = None,
+                  ) -> dict[FlowFilter, FlowUsage]:
+        """The flows of MN addresses in ``prefix`` charged here (offsets
+        included); ``counted``: the kernel's counters, if just read."""
+        out = {f: u for f, u in (self.counted() if counted is None else counted).items()
+               if prefix.covers(f.src)}
         for f, moved in self._offsets.items():
             if prefix.covers(f.src):
                 have = out.get(f, FlowUsage())
@@ -168,9 +171,10 @@ class Charging:
 
     def take(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
         """Stop charging every flow of ``prefix`` here: their final usage
-        (FM:2 moves it on); their counters go.  Two ``nft`` calls."""
+        (FM:2 moves it on); their counters go.  Two ``nft`` calls: one
+        listing (its result serves both reads), one deleting."""
         counted = {f: u for f, u in self.counted().items() if prefix.covers(f.src)}
-        final = self.of_prefix(prefix) if counted or self._offsets else {}
+        final = self.of_prefix(prefix, counted) if counted or self._offsets else {}
         self._delete(counted)
         for f in [f for f in self._offsets if prefix.covers(f.src)]:
             del self._offsets[f]
