@@ -72,6 +72,7 @@ bench: venv
 	$(PY) bench/anchor_switch.py
 	$(PY) bench/pd_move.py
 	$(PY) bench/signing.py
+	$(PY) bench/handover.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
