@@ -49,6 +49,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -66,6 +67,7 @@ from .dataplane.api import DataPlaneError
 from .dataplane.linux import LinuxDataPlane
 from .dataplane.tunbuffer import Lift
 from .fm.anchor import AnchorAgentCore
+from .fm.anchor_model import TakeCharges
 from .fm.controller import ControllerCore
 from .fm.fib import DesiredFib
 from .fm.fmdp import FmDpCore
@@ -99,6 +101,7 @@ class Node:
         self.access: AccessLinks | None = None
         self.flows: FlowWatch | None = None
         self.bgp: BgpSpeaker | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # FM:2 charges being taken
         self.pd: PdDriver | None = None
         self.mn_agent: MnAgentCore | None = None
         self.host: HostMobility | None = None
@@ -162,6 +165,9 @@ class Node:
         if cfg.anchor is not None and fib is not None and self.dataplane is not None:
             listen, asettings = cfg.anchor
             self.dataplane.upstream = {asettings.uplink}
+            # FM:2's charges come off the kernel by nft processes: taken in a
+            # task (TakeCharges), not on the event loop's time.
+            asettings = replace(asettings, defer_charges=True)
             self.anchor = AnchorAgentCore(asettings, fib, self._endpoint(), now)
             cores["anchor"] = (self.anchor, listen)
         return cores
@@ -242,7 +248,28 @@ class Node:
     def _after_anchor(self) -> None:
         """After the anchor agent ran: carry out its effects."""
         assert self.anchor is not None
-        anchor_effects(self.anchor, self.pd, self.access, self.bgp, self.trace)
+        anchor_effects(self.anchor, self.pd, self.access, self.bgp, self.trace,
+                       self._take_charges)
+
+    def _take_charges(self, effect: TakeCharges) -> None:
+        """FM:2 at the previous point: its flows' charges, read and cleared
+        off the kernel without holding the event loop (nft processes; one
+        took seconds under load), then handed to the agent."""
+        task = asyncio.get_running_loop().create_task(self._hand_charges(effect))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_charges(self, effect: TakeCharges) -> None:
+        assert self.anchor is not None and self.dataplane is not None
+        try:
+            usage = await self.dataplane.charging.take_async(effect.prefix)
+        except DataPlaneError as exc:
+            # The flows known open still move; their charges are lost, said so.
+            log.error("FM:2: charges of %s: %s", effect.prefix, exc,
+                      extra={"prefix": effect.prefix, "label": "FM:2"})
+            usage = {}
+        self.anchor.charges_taken(effect.prefix, effect.to, usage, clock.now())
+        self.drivers["anchor"].pump()
 
     def _on_hold_device(self) -> None:
         assert self.dataplane is not None
@@ -268,6 +295,9 @@ class Node:
         """Stop what needs a goodbye on the wire (BGP Cease), then :meth:`close`."""
         if self.bgp is not None:
             await self.bgp.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.events.stop()
         self.close()
 

@@ -27,7 +27,7 @@ from .access.links import AccessLinks
 from .access.pd_aio import PdDriver
 from .dataplane.tunbuffer import Lift
 from .fm.anchor import AnchorAgentCore
-from .fm.anchor_model import Announce, Delegate
+from .fm.anchor_model import Announce, Delegate, TakeCharges
 from .fm.controller import (
     AnchorMoved,
     AnchorSwitching,
@@ -196,10 +196,12 @@ class NodeEvents:
 
 
 def anchor_effects(agent: AnchorAgentCore, pd: PdDriver | None, access: AccessLinks | None,
-                   bgp: BgpSpeaker | None, trace: Trace | None) -> None:
+                   bgp: BgpSpeaker | None, trace: Trace | None,
+                   take_charges: Callable[[TakeCharges], None]) -> None:
     """Carry out the anchor agent's effects - BGP announcements, DHCPv6-PD
-    delegations, Router Advertisements - then let the access links' source
-    filters follow its MNs."""
+    delegations, Router Advertisements, FM:2 charges (``take_charges``
+    starts taking them) - then let the access links' source filters follow
+    its MNs."""
     while (effect := agent.next_event()) is not None:
         if isinstance(effect, Announce):
             if bgp is None:
@@ -218,6 +220,8 @@ def anchor_effects(agent: AnchorAgentCore, pd: PdDriver | None, access: AccessLi
                 pd.hold(effect.prefix, moving=agent.moving_in(effect.prefix))
             else:
                 pd.let_go(effect.prefix)
+        elif isinstance(effect, TakeCharges):
+            take_charges(effect)
         elif access is not None:
             access.advertise_mns(effect.link)
     if access is not None:

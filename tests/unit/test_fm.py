@@ -17,7 +17,7 @@ import pytest
 from dmanchor.dataplane.api import BufferSpec
 from dmanchor.dataplane.conntrack import Change, Conn, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
-from dmanchor.fm.anchor_model import AnchorSettings, Delegate, Mode
+from dmanchor.fm.anchor_model import AnchorSettings, Delegate, Mode, TakeCharges
 from dmanchor.fm.controller import (
     AnchorMoved,
     AnchorReverted,
@@ -388,6 +388,32 @@ def test_4_2_1_charging_exact_across_switch() -> None:
     start_flow(w.fab, cont)
     w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
     w.net.run(until=1.5)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert w.fab.routers["ar2"].usage(flt).packets_down == rep.delivered
+
+
+def test_fm2_charges_taken_by_the_host_move_only_once_it_answers() -> None:
+    """``defer_charges`` (a node on Linux: nft processes read the counters):
+    the previous point asks its host for the charges (TakeCharges) instead
+    of reading them on the event loop, and FM:2 goes out when the host
+    answers - still exact."""
+    w = world("switch")
+    w.ar[1].s = replace(w.ar[1].s, defer_charges=True)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    flt = filter_of(cont)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [flt]})
+    w.net.run(until=0.7)
+    asked = [e for e in iter(w.ar[1].next_event, None) if isinstance(e, TakeCharges)]
+    assert asked == [TakeCharges(HNP1, A("fc00::2:1"))]  # to AR2's flush SID
+    sent = w.ar[1].endpoint.stats.sent[MsgType.FLOW_STATE_TRANSFER]
+    assert sent == 0  # nothing moves before the host has the charges
+    w.at(0.8, 1, lambda a, now: a.charges_taken(
+        HNP1, asked[0].to, w.fab.routers["ar1"].take_charges(HNP1), now))
+    w.net.run(until=1.5)
+    assert w.ar[1].endpoint.stats.sent[MsgType.FLOW_STATE_TRANSFER] == 1
     rep = report(w.fab, cont)
     assert_lossless(rep)
     assert w.fab.routers["ar2"].usage(flt).packets_down == rep.delivered

@@ -77,6 +77,16 @@ def _flow_of(val: list[Any]) -> FlowFilter:
                       int(number), int(mport), int(pport))
 
 
+def _delete_script(counted: dict[FlowFilter, FlowUsage]) -> str:
+    """The nft script removing these flows' counters ('' if none counted)."""
+    script = []
+    for f, u in counted.items():
+        for name, n in (("uplink", u.packets_up), ("downlink", u.packets_down)):
+            if n:
+                script.append(f"delete element ip6 {TABLE} {name} {{ {_element(f)} }}")
+    return "\n".join(script) + "\n" if script else ""
+
+
 def _parse_table(text: str) -> dict[FlowFilter, FlowUsage]:
     """The flows counted in ``nft -j list table`` output."""
     out: dict[FlowFilter, FlowUsage] = {}
@@ -141,21 +151,38 @@ class Charging:
         """:meth:`counted` without blocking the event loop meanwhile."""
         if not self.ready:
             return {}
+        return _parse_table(await self._run_async(["nft", "-j", "list", "table", "ip6", TABLE]))
+
+    async def take_async(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
+        """:meth:`take` without blocking the event loop meanwhile."""
+        counted = {f: u for f, u in (await self.counted_async()).items()
+                   if prefix.covers(f.src)}
+        final = self.of_prefix(prefix, counted) if counted or self._offsets else {}
+        script = _delete_script(counted)
+        if script:
+            await self._run_async(["nft", "-f", "-"], stdin=script)
+        for f in [f for f in self._offsets if prefix.covers(f.src)]:
+            del self._offsets[f]
+        return final
+
+    async def _run_async(self, argv: list[str], stdin: str | None = None) -> str:
+        """:meth:`_run` as a coroutine (the process runs; the loop goes on)."""
         prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
         try:
             proc = await asyncio.create_subprocess_exec(
-                *prefix, "nft", "-j", "list", "table", "ip6", TABLE,
+                *prefix, *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin is not None else None), 30)
         except FileNotFoundError as exc:
             raise DataPlaneError("nft is missing (install the nftables package)") from exc
         except TimeoutError as exc:
             proc.kill()
             raise DataPlaneError(f"{self.netns or 'host'}: nft did not finish") from exc
         if proc.returncode != 0:
-            raise DataPlaneError(f"{self.netns or 'host'}: nft list table: "
+            raise DataPlaneError(f"{self.netns or 'host'}: {' '.join(argv[:3])}: "
                                  f"{err.decode(errors='replace').strip()}")
-        return _parse_table(out.decode())
+        return out.decode()
 
     def of_prefix(self, prefix: Prefix, counted: dict[FlowFilter, FlowUsage] | None = None,
                   ) -> dict[FlowFilter, FlowUsage]:
@@ -181,13 +208,9 @@ class Charging:
         return final
 
     def _delete(self, counted: dict[FlowFilter, FlowUsage]) -> None:
-        script = []
-        for f, u in counted.items():
-            for name, n in (("uplink", u.packets_up), ("downlink", u.packets_down)):
-                if n:
-                    script.append(f"delete element ip6 {TABLE} {name} {{ {_element(f)} }}")
+        script = _delete_script(counted)
         if script:
-            self._run(["nft", "-f", "-"], stdin="\n".join(script) + "\n")
+            self._run(["nft", "-f", "-"], stdin=script)
 
     def usage(self, want: FlowFilter) -> FlowUsage:
         """What the flows ``want`` selects used so far (counted plus moved in)."""

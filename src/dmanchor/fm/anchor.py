@@ -138,6 +138,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self.delegated: set[Prefix] = set()
         """MN prefixes this router holds delegations for (``pd``)."""
         self._effects: deque[Effect] = deque()
+        self._handing: dict[Prefix, tuple[FlowFilter, ...]] = {}  # FM:2 awaiting charges
         self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""

@@ -8,6 +8,7 @@ it (the binding's count, LM:1-1 by MN) and when a kept prefix may revert
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
 
@@ -20,9 +21,11 @@ from .anchor_model import (
     AnchorSettings,
     AnchorStats,
     Attached,
+    Effect,
     HandFlows,
     PrefixLife,
     PrefixState,
+    TakeCharges,
     Visiting,
 )
 from .flows import FlowBook, flow_of
@@ -41,6 +44,8 @@ class AnchorFlows:
     life: PrefixLife
     _parent_asks: dict[int, Prefix]
     endpoint: Endpoint
+    _effects: deque[Effect]
+    _handing: dict[Prefix, tuple[FlowFilter, ...]]
 
     def _owner(self, prefix: Prefix) -> str | None:
         raise NotImplementedError
@@ -194,9 +199,22 @@ class AnchorFlows:
         with the prefix - those known open, and any charged here (conntrack
         may not have seen it)."""
         known = self.flows.drop(t.prefix)
-        charged = self.dp.take_charges(t.prefix)
+        if self.s.defer_charges:
+            self._handing[t.prefix] = (*self._handing.get(t.prefix, ()), *known)
+            self._effects.append(TakeCharges(t.prefix, t.to))
+            return
+        self._hand_flows(t.prefix, t.to, known, self.dp.take_charges(t.prefix), now)
+
+    def charges_taken(self, prefix: Prefix, to: IPv6Address,
+                      charged: Mapping[FlowFilter, FlowUsage], now: float) -> None:
+        """The host took ``prefix``'s charges off the data plane
+        (:class:`TakeCharges`): FM:2 sends them on with the flows known open."""
+        self._hand_flows(prefix, to, self._handing.pop(prefix, ()), charged, now)
+
+    def _hand_flows(self, prefix: Prefix, to: IPv6Address, known: Sequence[FlowFilter],
+                    charged: Mapping[FlowFilter, FlowUsage], now: float) -> None:
         if known or charged:
             states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
                       for f in dict.fromkeys((*known, *charged))]
-            self.endpoint.request(m.FlowStateTransfer(t.prefix, tuple(states)),
-                                  self._agent_of(t.to), now)
+            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)),
+                                  self._agent_of(to), now)

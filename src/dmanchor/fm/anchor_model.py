@@ -252,6 +252,12 @@ class AnchorSettings:
     """Seconds without a charged packet after which a flow conntrack cannot
     judge here has ended (one seen one way, or not at all: its packets come
     decapsulated); the routers' UDP timeout."""
+    defer_charges: bool = False
+    """FM:2 at the previous point: ask the host for the flows' charges
+    (:class:`TakeCharges`, answered by ``charges_taken``) instead of reading
+    them from the data plane inline - a host whose data plane reads and
+    clears counters by spawning processes (nft) must not block its event
+    loop on them."""
     host_based: Mapping[str, str] = field(default_factory=dict)
     """MN-ID (link-layer address) -> node id of its own mobility agent, for
     MNs running one (Fig 2a/2b; "" if not said): the network keeps none of
@@ -304,7 +310,17 @@ class Advertise:
     link: str
 
 
-Effect = Announce | Delegate | Advertise
+@dataclass(frozen=True, slots=True)
+class TakeCharges:
+    """FM:2 (``defer_charges``): take the charges of ``prefix``'s flows off
+    the data plane (``DataPlane.take_charges``) and hand them to
+    ``AnchorAgentCore.charges_taken``; they go to the point ``to``."""
+
+    prefix: Prefix
+    to: IPv6Address
+
+
+Effect = Announce | Delegate | Advertise | TakeCharges
 """What the agent asks of its host besides messages and forwarding."""
 
 
