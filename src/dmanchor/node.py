@@ -253,8 +253,8 @@ class Node:
 
     def _take_charges(self, effect: TakeCharges) -> None:
         """FM:2 at the previous point: its flows' charges, read and cleared
-        off the kernel without holding the event loop (nft processes; one
-        took seconds under load), then handed to the agent."""
+        off the kernel without holding the event loop (by nft processes,
+        which a loaded host may keep waiting), then handed to the agent."""
         task = asyncio.get_running_loop().create_task(self._hand_charges(effect))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
