@@ -38,6 +38,11 @@ LEAVING_QUIET = 1.0
 arrivals, unless its carrier goes first (then: until it is back)."""
 
 
+UNRES_QLEN_BYTES = 16 << 20
+"""Bytes an access link's neighbour may queue while it is resolved: room
+for a released hold (see ``AccessLinks._configure``)."""
+
+
 def carrier(link: str) -> bool:
     """Whether ``link`` has carrier now (False if it cannot be read)."""
     try:
@@ -109,9 +114,18 @@ class AccessLinks:
         after the agent reacted), and learns the addresses an arriving MN
         announces (unsolicited NA) - not at the first packet, whose
         resolution queue can let a later packet overtake queued ones."""
-        for knob in ("ignore_routes_with_linkdown", "accept_untracked_na"):
+        knobs = [(f"conf/{link}/{k}", "1")
+                 for k in ("ignore_routes_with_linkdown", "accept_untracked_na")]
+        # A hold released towards an MN whose address is still being resolved
+        # (its link just came back: the kernel flushed its neighbours) waits
+        # in that neighbour's queue, 208 KiB by default: a few hundred
+        # released packets overflow it (the likely cause of 37 lost at a
+        # ping-pong return under load - charged, never delivered, the first
+        # packet 86 ms after the lifts).
+        knobs.append((f"neigh/{link}/unres_qlen_bytes", str(UNRES_QLEN_BYTES)))
+        for knob, value in knobs:
             try:
-                Path(f"/proc/sys/net/ipv6/conf/{link}/{knob}").write_text("1")
+                Path(f"/proc/sys/net/ipv6/{knob}").write_text(value)
             except OSError as exc:
                 log.warning("%s: cannot set %s: %s", link, knob, exc)
 
