@@ -155,14 +155,9 @@ class Charging:
 
     async def take_async(self, prefix: Prefix) -> dict[FlowFilter, FlowUsage]:
         """:meth:`take` without blocking the event loop meanwhile."""
-        counted = {f: u for f, u in (await self.counted_async()).items()
-                   if prefix.covers(f.src)}
-        final = self.of_prefix(prefix, counted) if counted or self._offsets else {}
-        script = _delete_script(counted)
+        final, script = self._take_from(prefix, await self.counted_async())
         if script:
             await self._run_async(["nft", "-f", "-"], stdin=script)
-        for f in [f for f in self._offsets if prefix.covers(f.src)]:
-            del self._offsets[f]
         return final
 
     async def _run_async(self, argv: list[str], stdin: str | None = None) -> str:
@@ -200,12 +195,20 @@ class Charging:
         """Stop charging every flow of ``prefix`` here: their final usage
         (FM:2 moves it on); their counters go.  Two ``nft`` calls: one
         listing (its result serves both reads), one deleting."""
-        counted = {f: u for f, u in self.counted().items() if prefix.covers(f.src)}
+        final, script = self._take_from(prefix, self.counted())
+        if script:
+            self._run(["nft", "-f", "-"], stdin=script)
+        return final
+
+    def _take_from(self, prefix: Prefix, listed: dict[FlowFilter, FlowUsage],
+                   ) -> tuple[dict[FlowFilter, FlowUsage], str]:
+        """Of the kernel's counters ``listed``: ``prefix``'s flows' final
+        usage, and the nft script clearing their counters (its offsets go)."""
+        counted = {f: u for f, u in listed.items() if prefix.covers(f.src)}
         final = self.of_prefix(prefix, counted) if counted or self._offsets else {}
-        self._delete(counted)
         for f in [f for f in self._offsets if prefix.covers(f.src)]:
             del self._offsets[f]
-        return final
+        return final, _delete_script(counted)
 
     def _delete(self, counted: dict[FlowFilter, FlowUsage]) -> None:
         script = _delete_script(counted)

@@ -156,7 +156,9 @@ class AnchorHandover:
         # Exactly the prefix: the new point announces the very prefix it
         # took (a home's aggregate covering it says nothing of where it is).
         self._routed_away.difference_update(withdrawn)
-        self._routed_away.update(announced)
+        # Only prefixes this point has a part in: a router's whole table
+        # would otherwise be kept here, as large as the peer makes it.
+        self._routed_away.update(p for p in announced if self.life.of(p) is not None)
         for p in announced:
             self._mark_end(p, now)
 
