@@ -51,6 +51,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
+from ipaddress import IPv6Address
 from typing import Any
 
 from . import logs
@@ -219,8 +220,12 @@ class Node:
                                    cfg.flow_sweep)
             self.flows.start()
         if self.mn_agent is not None and cfg.mn is not None and self.dataplane is not None:
+            mn_driver = self.drivers["mn"]
+
+            def source(address: IPv6Address) -> None:
+                mn_driver.source = str(address)
             self.host = HostMobility(self.mn_agent, self.dataplane, cfg.mn[2],
-                                     self.drivers["mn"].pump)
+                                     mn_driver.pump, source)
             self.host.start()
         if cfg.control is not None:
             self._control = ControlServer(cfg.control, self.command, cfg.control_group)

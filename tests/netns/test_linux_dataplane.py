@@ -261,6 +261,26 @@ def test_errors_name_the_object(lab: Lab) -> None:
     assert E(K.ROUTE, HNP2, A("fd00:1::1")) not in dps["ar1"].entries()
 
 
+def test_a_hosts_own_sids_are_in_the_local_table(lab: Lab) -> None:
+    """A host-based MN's SIDs (DECAP into ``local``) are routes of the local
+    table, where End.DT6 looks their inner packets up: a packet tunnelled to
+    its previous SID and then on to its new one is decapsulated twice (the
+    return-host scenario lost 7 packets without).  Read back as such."""
+    flat(lab)
+    mn = LinuxDataPlane(lab.ns("mn"))
+    try:
+        old, new = E(K.DECAP, Prefix.host(A(IP2) - 0xB), link="local"), \
+            E(K.DECAP, Prefix.host(A(IP1) - 0xB), link="local")
+        mn.apply([old, new], [], 0.0)
+        shown = lab.run("mn", "ip", "-6", "route", "show", "table", "local")
+        assert shown.count("seg6local action End.DT6 table local") == 2, shown
+        assert {old, new} <= set(mn.entries())
+        mn.apply([], [old], 0.0)
+        assert old not in mn.entries() and new in mn.entries()
+    finally:
+        mn.close()
+
+
 def test_missing_namespace_is_a_clear_error() -> None:
     from dmanchor.dataplane.netlink import NetlinkError
 

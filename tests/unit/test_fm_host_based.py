@@ -81,6 +81,22 @@ def test_the_agent_sees_its_own_moves_from_what_its_stack_holds() -> None:
     assert list(agent._discovering.values())[-1] == Prefix.parse("2001:db8:2:1::/64")
 
 
+def test_back_home_the_agent_claims_only_its_last_care_of_prefix() -> None:
+    """A return home shows as the home address heard of last (its router's
+    RA refreshed it), not as a new address: the MN's SID moves into the
+    home prefix, HNP1 itself is not claimed (its anchor serves it on its
+    link again), and the last care-of prefix (HNP2) is, briefly."""
+    agent = MnAgentCore(MnAgentSettings("mn", CTRL, LMS))
+    ip1, ip2 = A(IP1), A(IP2)
+    agent.addresses([(ip1, True)], {ip1}, 0.1)
+    assert agent.addresses([(ip1, True), (ip2, True)], {ip1}, 0.2) == A("2001:db8:2:1::5")
+    sent = agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY]
+    assert agent.addresses([(ip2, True), (ip1, True)], {ip1}, 0.3) == A("2001:db8:1:1::5")
+    assert agent.endpoint.stats.sent[MsgType.ANCHOR_DISCOVERY] == sent + 1
+    assert list(agent._discovering.values())[-1] == Prefix.parse("2001:db8:2:1::/64")
+    assert agent.counters["moves"] == 2
+
+
 def test_sessions_in_use_are_read_from_the_kernels_tables(tmp_path: Path) -> None:
     """/proc/net/tcp6 and udp6: an established TCP connection and a bound
     UDP socket count; listening, closing and wildcard sockets do not."""

@@ -294,10 +294,13 @@ def test_host_based_chain_and_return_home() -> None:
     holds nothing, so such leftovers may come in behind the re-pointed
     tunnel's first packets: at most one reordered here.
 
-    Known gap (issue 14's note): back home there is no care-of address to
-    claim the last one's prefix to, so what was in flight to it is lost
-    (~20 ms of the flow).  Asserted: lossless up to the return, then
-    delivery resumes, direct, once."""
+    Back home the MN's SID is in its home prefix (``HNP1::5``), served
+    on AR1's link, and AR3's prefix is claimed to it: what was in flight to
+    AR3 follows the MN home too (~20 ms of the flow was lost without).  It
+    comes in behind what AR1 sends directly - no one holds the direct path
+    for a host-based MN - so at most what AR1 sent towards AR3 from the
+    MN's leaving AR3 until AR1 took HNP1 back (the 20 ms radio gap here,
+    plus two link delays) is reordered."""
     from dmanchor.fm.mn_agent import MnAgentCore, MnAgentSettings
     from tests.unit.test_fm import CTRL, LMS
 
@@ -338,21 +341,26 @@ def test_host_based_chain_and_return_home() -> None:
 
     def home() -> None:
         w.fab.attach("mn", "ar1", "mn1")
+        sid = HNP1.network + 5
+        w.fab.add_sid("mn", sid)
+        w.net.remove(where[-1])
+        where.append((str(A(sid)), 5400))
+        w.net.add(where[-1], agent)
+        agent.moved(A(sid), [], w.net.now)  # HNP1 is home: only AR3's prefix
+        w.net.poll(where[-1])
     w.net.call_at(1.52, home)
     w.at(1.52, 1, lambda a, now: a.attach("mn", "mn1", [HNP1], {}, now))
     w.net.run(until=3.0)
     rep = report(w.fab, cont)
-    assert rep.duplicates == 0 and rep.reordered <= 1, rep
+    in_flight = int((1.52 - 1.5 + 2 * 0.002) * cont.rate)
+    assert rep.duplicates == 0 and rep.reordered <= in_flight, rep
     got = {d.packet.seq for d in w.fab.received("mn") if d.packet.flow == cont.name}
-    before_return = int((1.49 - cont.start) * cont.rate)  # (~4 ms in flight to AR3)
-    missing = sorted(set(range(before_return)) - got)
+    missing = sorted(set(range(rep.sent)) - got)
     assert len(missing) <= 2, missing  # the radio's
-    after = int((1.6 - cont.start) * cont.rate)
-    assert all(s in got for s in range(after, rep.sent))  # resumed for good at home
     assert ("cn", "r", "ar1", "r", "ar3", "mn") in rep.paths  # to the MN, not via AR2
     assert last_path(w, cont) == ("cn", "r", "ar1", "mn")
     assert [e.kind for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1] == [
         EntryKind.ANCHOR]
     for i in (2, 3):
         assert not [e for e in w.fab.routers[f"ar{i}"].entries() if e.prefix == HNP1]
-    assert agent.counters["claimed"] >= 2
+    assert agent.counters["claimed"] >= 3

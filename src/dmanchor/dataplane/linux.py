@@ -73,7 +73,8 @@ RELEASE_TABLE = 0x4CFF
 RELEASE_RULE_PRIORITY = 400
 """``iif dmbuf0 lookup RELEASE_TABLE``: drained packets skip the hold."""
 BUFFER_METRIC = 1
-DT6_TABLES = {"flush": FLUSH_TABLE, "local": 255}
+RT_TABLE_LOCAL = 255
+DT6_TABLES = {"flush": FLUSH_TABLE, "local": RT_TABLE_LOCAL}
 """DECAP ``link`` -> the table End.DT6 looks the inner packet up in: the flush
 table (past holds), or the local table (a host ending its own tunnel, Fig 2a:
 the inner packet is for one of its addresses).  Default: main (a router)."""
@@ -510,6 +511,9 @@ class LinuxDataPlane(EndMarkers):
             prefix = Prefix.make(r.dst, r.dst_len)
             metric = 0 if r.metric in (None, 1024) else r.metric
             flow = None
+            if r.seg6local and r.table == RT_TABLE_LOCAL:
+                out.append(ForwardingEntry(EntryKind.DECAP, prefix, link="local"))
+                continue
             if r.table != RT_TABLE_MAIN:
                 fr = flows.get(r.table)
                 if fr is None:
@@ -653,8 +657,13 @@ class LinuxDataPlane(EndMarkers):
         elif kind is EntryKind.DECAP:
             if p.length != 128:
                 raise DataPlaneError("a DECAP SID must be a /128", e)
+            # A host's own SIDs are in the local table, where End.DT6 looks
+            # their inner packets up: a packet tunnelled to one SID and then
+            # on to another (what was in flight to its last care-of address
+            # follows it) is decapsulated twice.
             r = route(add, net, 128, oif=self._sid_oif(), seg6local_dt6=True,
-                      dt6_table=DT6_TABLES.get(e.link, RT_TABLE_MAIN))
+                      dt6_table=DT6_TABLES.get(e.link, RT_TABLE_MAIN),
+                      table=RT_TABLE_LOCAL if e.link == "local" else RT_TABLE_MAIN)
         elif kind is EntryKind.DROP:
             r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
         elif kind is EntryKind.BUFFER:

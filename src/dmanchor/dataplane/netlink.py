@@ -37,7 +37,7 @@ NLMSG_DONE = 3
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_GETADDR = 22
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 6, 8
 IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x20, 0x40
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
@@ -394,6 +394,9 @@ class KernelAddress:
     flags: int
     """IFA_F_* bits (0x20 deprecated, 0x40 tentative, ...)."""
     scope: int
+    updated: int = 0
+    """When its lifetimes were last set, in the kernel's 1/100 s since boot
+    (``tstamp``): a router advertisement of its prefix refreshes it."""
 
     @property
     def deprecated(self) -> bool:
@@ -418,7 +421,10 @@ def _parse_address(data: bytes) -> KernelAddress | None:
         return None
     if IFA_FLAGS in attrs and len(attrs[IFA_FLAGS]) == 4:
         flags = _U32.unpack(attrs[IFA_FLAGS])[0]  # the full 32 bits
-    return KernelAddress(IPv6Address(raw), plen, index, flags, scope)
+    info = attrs.get(IFA_CACHEINFO, b"")
+    # struct ifa_cacheinfo: preferred, valid, cstamp, tstamp (u32 each).
+    updated = _U32.unpack_from(info, 12)[0] if len(info) >= 16 else 0
+    return KernelAddress(IPv6Address(raw), plen, index, flags, scope, updated)
 
 
 def _parse_rule(data: bytes) -> KernelRule | None:

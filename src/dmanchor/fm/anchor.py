@@ -118,6 +118,9 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
+        # Own prefixes a host-based MN claimed to itself -> its agent's address:
+        # the tunnel ends at the MN, which is where FM:2's state goes too.
+        self._claimed_by_mn: dict[Prefix, Addr] = {}
         self._routed_away: set[Prefix] = set()  # BGP: prefixes our router routes elsewhere
         self._unmarked: dict[Prefix, IPv6Address] = {}  # BGP: handed, no end marker yet
         # Own prefixes away: the point the LMs says serves each now (LM:1-3).

@@ -46,6 +46,7 @@ class AnchorFlows:
     endpoint: Endpoint
     _effects: deque[Effect]
     _handing: dict[Prefix, tuple[FlowFilter, ...]]
+    _claimed_by_mn: dict[Prefix, Addr]
 
     def _owner(self, prefix: Prefix) -> str | None:
         raise NotImplementedError
@@ -216,5 +217,6 @@ class AnchorFlows:
         if known or charged:
             states = [FlowState(f, 0, *charged.get(f, FlowUsage()))
                       for f in dict.fromkeys((*known, *charged))]
-            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)),
-                                  self._agent_of(to), now)
+            # The new point's agent - or the MN's own, which ends the tunnel.
+            peer = self._claimed_by_mn.get(prefix) or self._agent_of(to)
+            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)), peer, now)

@@ -62,6 +62,7 @@ class AnchorHandover:
     _served_before: set[Prefix]
     _homecoming: dict[int, ForwardingEntry]
     _agent_of_prefix: dict[Prefix, str]
+    _claimed_by_mn: dict[Prefix, Addr]
 
     if TYPE_CHECKING:
         def set_timer(self, name: Hashable, at: float) -> None: ...
@@ -99,6 +100,11 @@ class AnchorHandover:
         self._unmarked.pop(p, None)
         anchor = ForwardingEntry(EntryKind.ANCHOR, p, link=link)
         handed = self._handed.pop(p, None)
+        if self._claimed_by_mn.pop(p, None) is not None:
+            # Its tunnel ended at the MN itself (Fig 2a): no point holds or
+            # marks its end.  What is still on it follows the MN by the
+            # MN's own claim of its last care-of prefix.
+            handed = None
         serving = self._served_at.pop(p, None)
         if handed is not None and serving is not None:
             # It went on from the point we handed it to (BGP): what is
@@ -185,6 +191,9 @@ class AnchorHandover:
         self._departed(prefix, now, hold=False)
         self._back.discard(prefix)
         self._handed[prefix] = msg.dpa_address
+        if prefix in self._agent_of_prefix:
+            # Only its MN's agent claims a host-based MN's prefix.
+            self._claimed_by_mn[prefix] = ev.source
         held = self.dp.buffered(prefix)
         had = self.life.of(prefix) is not None
         # Leftovers (and late packets still routed here) go to the new point

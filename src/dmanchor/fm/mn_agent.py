@@ -73,12 +73,14 @@ class MnAgentCore(ServiceCore):
     def addresses(self, held: Sequence[tuple[IPv6Address, bool]],
                   in_use: Collection[IPv6Address], now: float) -> IPv6Address | None:
         """What its own stack holds changed: ``held`` its global addresses,
-        oldest first, each with whether it is preferred; ``in_use`` the
-        local addresses of its open sessions.
+        each with whether it is preferred, the one a router advertised most
+        recently last; ``in_use`` the local addresses of its open sessions.
 
-        A new network's prefix (its newest preferred address in another
-        /64) is a move: the sessions on older prefixes are kept reachable
-        (:meth:`moved`).  Returns the new care-of SID to set up, if it moved.
+        Another network's prefix there (the last preferred address in
+        another /64) is a move: the sessions on other prefixes are kept
+        reachable (:meth:`moved`).  That network may be one it was in before:
+        back home, it claims only what was in flight to its last care-of
+        address.  Returns the new care-of SID to set up, if it moved.
         """
         preferred = [a for a, ok in held if ok]
         if not preferred:

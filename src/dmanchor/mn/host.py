@@ -12,25 +12,28 @@ from pathlib import Path
 
 from ..dataplane.api import DataPlane
 from ..dataplane.netlink import AddressMonitor, Netlink
-from ..fm.mn_agent import MnAgentCore
+from ..fm.mn_agent import CARE_OF_LIFETIME, MnAgentCore
 from ..runtime import clock
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 
 log = logging.getLogger("dmanchor.node")
 
 
-def take_sid(dp: DataPlane, old: IPv6Address | None, sid: IPv6Address, dev: str,
-             now: float) -> None:
-    """Make ``sid`` the MN's care-of SID on ``dev`` (replacing ``old``).
+def _sid_entry(sid: IPv6Address) -> ForwardingEntry:
+    return ForwardingEntry(EntryKind.DECAP, Prefix.host(sid), link="local")
+
+
+def take_sid(dp: DataPlane, sid: IPv6Address, dev: str, now: float) -> None:
+    """Make ``sid`` a care-of SID of the MN's on ``dev``.
 
     The SID (an address of the new network, not one of the MN's own, so
     the kernel does not take its packets as local) decapsulates into the
-    local table (End.DT6): the inner packets are for the MN.  The MN
-    answers neighbour solicitations for it (proxy ND).
+    local table (End.DT6): the inner packets are for the MN - or for its
+    previous SID, which stays up while what was in flight to it follows
+    the MN (:func:`drop_sid`).  The MN answers neighbour solicitations
+    for it (proxy ND).
     """
-    stale = [ForwardingEntry(EntryKind.DECAP, Prefix.host(old), link="local")] if old else []
-    new = ForwardingEntry(EntryKind.DECAP, Prefix.host(sid), link="local")
-    dp.apply([new], [e for e in stale if e != new], now)
+    dp.apply([_sid_entry(sid)], (), now)
     # Ending tunnels makes the MN a router for its SID: the kernel takes
     # packets to a non-local address only when forwarding (and proxy ND
     # answers only then); accept_ra=2 keeps it autoconfiguring from RAs.
@@ -43,6 +46,13 @@ def take_sid(dp: DataPlane, old: IPv6Address | None, sid: IPv6Address, dev: str,
     Path(f"/proc/sys/net/ipv6/neigh/{dev}/proxy_delay").write_text("0")
     subprocess.run(["ip", "-6", "neigh", "replace", "proxy", str(sid), "dev", dev],
                    check=True, capture_output=True, timeout=10)
+
+
+def drop_sid(dp: DataPlane, sid: IPv6Address, dev: str, now: float) -> None:
+    """Take down a care-of SID nothing is tunnelled to any more."""
+    dp.apply((), [_sid_entry(sid)], now)
+    subprocess.run(["ip", "-6", "neigh", "del", "proxy", str(sid), "dev", dev],
+                   check=False, capture_output=True, timeout=10)
 
 
 TCP_LISTEN, TCP_TIME_WAIT, TCP_CLOSE = 0x0A, 0x06, 0x07
@@ -89,11 +99,19 @@ class StackWatch:
         return self.monitor.fileno()
 
     def held(self) -> list[tuple[IPv6Address, bool]]:
-        """Its global addresses, oldest first, each with whether it is preferred."""
+        """Its global addresses, each with whether it is preferred, the one
+        a router advertised most recently last.
+
+        Each router advertisement refreshes the lifetimes of the addresses
+        of its prefixes, so the last one is of the network the MN is in -
+        also when it comes back to a network whose address it kept, which
+        creation order would not show (a return home)."""
         self.monitor.changed()  # (drained: what follows is read fresh)
         addrs = [a for a in self._nl.addresses(self._index) if a.scope == 0]
-        # (The kernel lists a link's addresses newest first.)
-        return [(a.address, not a.deprecated) for a in reversed(addrs) if not a.tentative]
+        # The kernel lists a link's addresses newest first: reversed and
+        # sorted stably, of two refreshed in the same 10 ms the newer wins.
+        ordered = sorted(reversed(addrs), key=lambda a: a.updated)
+        return [(a.address, not a.deprecated) for a in ordered if not a.tentative]
 
     def close(self) -> None:
         """Close the sockets."""
@@ -111,12 +129,15 @@ class HostMobility:
     """
 
     def __init__(self, agent: MnAgentCore, dataplane: DataPlane, link: str,
-                 pump: Callable[[], None]) -> None:
-        """``pump``: runs the agent's driver after an input."""
+                 pump: Callable[[], None],
+                 source: Callable[[IPv6Address], None] | None = None) -> None:
+        """``pump``: runs the agent's driver after an input; ``source``: sets
+        the address its signalling goes out from (of the network it is in)."""
         self.agent = agent
         self.dataplane = dataplane
         self.link = link
         self.pump = pump
+        self.source = source
         self.sid: IPv6Address | None = None
         """The care-of SID, once it has one."""
         self._stack: StackWatch | None = None
@@ -130,13 +151,26 @@ class HostMobility:
     def _on_stack(self) -> None:
         assert self._stack is not None
         now = clock.now()
-        sid = self.agent.addresses(self._stack.held(), sessions_in_use(), now)
+        held = self._stack.held()
+        sid = self.agent.addresses(held, sessions_in_use(), now)
+        if sid is not None and self.source is not None:
+            # Answers must come back here, not to the network it left.
+            self.source(next(a for a, ok in reversed(held) if ok))
         if sid is not None:
-            take_sid(self.dataplane, self.sid, sid, self.link, now)
-            self.sid = sid
+            take_sid(self.dataplane, sid, self.link, now)
+            old, self.sid = self.sid, sid
+            if old is not None and old != sid:
+                # Up as long as the agent claims its prefix (for what was
+                # in flight to it), unless the MN is back there by then.
+                asyncio.get_running_loop().call_later(
+                    CARE_OF_LIFETIME, self._retire, old)
             log.info("moved: care-of SID %s", sid)
         self.agent.process(now)
         self.pump()
+
+    def _retire(self, sid: IPv6Address) -> None:
+        if sid != self.sid:
+            drop_sid(self.dataplane, sid, self.link, clock.now())
 
     def close(self) -> None:
         """Stop watching."""

@@ -73,6 +73,11 @@ class UdpDriver:
         self.socket_errors = 0
         """ICMP errors read back and sends the socket refused (counted, not
         fatal: the core's retransmissions handle the silence)."""
+        self.source: str | None = None
+        """The IPv6 source address of what it sends, if not the kernel's
+        choice: a host-based MN back in a network it was in before must
+        sign from that network's address, which source selection may not
+        pick (the newer address of the network it left looks as good)."""
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bound: Addr | None = None
@@ -152,7 +157,12 @@ class UdpDriver:
             if self.trace is not None:
                 self.trace("tx", data, dest)
             try:
-                sock.sendto(data, dest)
+                if self.source is None:
+                    sock.sendto(data, dest)
+                else:
+                    info = socket.inet_pton(socket.AF_INET6, self.source) + bytes(4)
+                    sock.sendmsg([data], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)],
+                                 0, dest)
             except OSError:
                 # A full send buffer or an unreachable peer: like a loss on
                 # the wire, retransmission or the next refresh covers it.

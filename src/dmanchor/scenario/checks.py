@@ -166,7 +166,8 @@ class EmulationChecks:
 
     def _forwarding(self, node: str, prefix: Prefix) -> str:
         """Where ``node``'s FIB sends ``prefix``: the anchor an SRv6 tunnel
-        ends at, or the neighbour a route leads to ('' if neither)."""
+        ends at, the neighbour a route leads to, or the node at the other
+        end of the link it is on ('' if none of these)."""
         shown = self.lab.run(node, "ip", "-6", "route", "show", "exact", str(prefix),
                              check=False).split()
         if not shown:  # no route of its own: the covering route the FIB would use
@@ -183,6 +184,9 @@ class EmulationChecks:
             via = shown[shown.index("via") + 1]
             return next((i.peer for i in self.plan.nodes[node].ifaces
                          if self.plan.address_towards(node, i.peer) == via), "")
+        if "dev" in shown:  # on a link (an access link: its MN)
+            dev = shown[shown.index("dev") + 1]
+            return next((i.peer for i in self.plan.nodes[node].ifaces if i.name == dev), "")
         return ""
 
     def _uplink(self, node: str, prefix: Prefix) -> str:
