@@ -81,6 +81,7 @@ from .anchor_model import (
     PrefixEvent,
     PrefixLife,
     PrefixState,
+    Reclaim,
     Register,
     Reverse,
     Settle,
@@ -528,6 +529,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self._refuse_claim(request.prefix, now)
         else:
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
+            if isinstance(event, RequestTimedOut):
+                self._retry_claim(request, now)
 
     _MESSAGES: ClassVar[dict[type, Callable[[Any, MessageReceived, Any, float], None]]] = {
         m.BufferReady: _on_buffer_ready, m.LocationInform: _on_inform,
@@ -603,7 +606,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         Cleanup: AnchorHandover._on_cleanup,
         Reverse: _on_reverse, VisitCheck: _on_visit_check,
         Settle: AnchorHandover._on_settle,
-        HandFlows: AnchorFlows._on_hand_flows,
+        HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
     }
 
     def _joined(self, join: Join, now: float) -> None:

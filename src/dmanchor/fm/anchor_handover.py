@@ -11,7 +11,7 @@ belong to :class:`~.anchor.AnchorAgentCore` (a mixin: they use its state).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,8 @@ from ..wire import messages as m
 from ..wire.auth import Role
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .anchor_model import (
+    CLAIM_BACKOFF,
+    CLAIM_RETRIES,
     AnchorSettings,
     AnchorStats,
     Attached,
@@ -31,7 +33,9 @@ from .anchor_model import (
     PrefixEvent,
     PrefixLife,
     PrefixState,
+    Reclaim,
     Settle,
+    Visiting,
 )
 
 MIN_MOBILE_PREFIX = 48
@@ -54,6 +58,7 @@ class AnchorHandover:
     attached: dict[str, Attached]
     away: dict[Prefix, str]
     serving: dict[Prefix, IPv6Address]
+    visiting: dict[Prefix, Visiting]
     _back: set[Prefix]
     _handed: dict[Prefix, IPv6Address]
     _routed_away: set[Prefix]
@@ -72,8 +77,41 @@ class AnchorHandover:
                       own_only: bool = False) -> None: ...
         def _delegate(self, prefixes: Sequence[Prefix], on: bool) -> None: ...
         def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None: ...
+        def _claim(self, p: Prefix, mn: str, served: Mapping[Prefix, IPv6Address],
+                   now: float) -> None: ...
         def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                      keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
+
+    def _retry_claim(self, request: m.Message, now: float) -> bool:
+        """A claim's request timed out: whether it will be tried again.
+
+        Only a claim's own requests to its anchor - FM:4-3 discovery, the
+        FM:6-2 asking to be sent the prefix - and only while the prefix's
+        MN is here: without them its anchor never tunnels the prefix here.
+        """
+        prefix = getattr(request, "prefix", None)
+        v = self.visiting.get(prefix) if isinstance(prefix, Prefix) else None
+        discover = isinstance(request, m.AnchorDiscovery)
+        to_anchor = isinstance(request, m.BufferReady) and request.dpa_address == self.s.dpa
+        if v is None or prefix is None or not (discover or to_anchor):
+            return False
+        if v.claim_retries >= CLAIM_RETRIES:
+            self.stats.counters["claim-abandoned"] += 1
+            return False
+        self.set_timer(Reclaim(prefix, discover), now + CLAIM_BACKOFF * 2 ** v.claim_retries)
+        v.claim_retries += 1
+        self.stats.counters["claim-retry"] += 1
+        return True
+
+    def _on_reclaim(self, t: Reclaim, now: float) -> None:
+        v = self.visiting.get(t.prefix)
+        if v is None:
+            return  # the MN left meanwhile: nothing to claim here any more
+        if t.discover or v.home_cpa is None:
+            self._claim(t.prefix, v.mn, {}, now)
+        else:
+            self.endpoint.request(m.BufferReady(t.prefix, self.s.dpa),
+                                  (str(v.home_cpa), self.s.port), now)
 
     def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
                 now: float) -> None:

@@ -386,6 +386,24 @@ class Settle:
     link: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """Ask again for a kept prefix whose claim met a silent peer: its anchor
+    (FM:4-3 or FM:6-2 unanswered) - while its MN is still here."""
+
+    prefix: Prefix
+    discover: bool
+    """Whether the discovery failed (the claim starts over), or the FM:6-2
+    to the anchor found (only that is sent again)."""
+
+
+CLAIM_RETRIES = 4
+"""Retries of a claim after its request timed out (the transport's own
+retransmissions having failed), before it is abandoned and counted."""
+CLAIM_BACKOFF = 0.5
+"""Seconds before the first retry; each next one waits twice as long
+(0.5, 1, 2, 4 s: with the transport's ~1.5 s a try, ~15 s in all)."""
+
 SETTLE_GRACE = 0.05
 """Seconds a returned prefix's hold may outlast the visited point's FM:6-2
 answer: what was in flight towards that point when the prefix came home
@@ -408,6 +426,7 @@ class Visiting:
     reverse: ForwardingEntry | None = None  # uplink reverse tunnel to the anchor, once installed
     expires: float = 0.0
     flows_closed: bool = False
+    claim_retries: int = 0  # retries of its claim so far (:class:`Reclaim`)
 
 
 @dataclass(slots=True)
