@@ -3,8 +3,10 @@ retried, in virtual time, with the project's cores."""
 
 from __future__ import annotations
 
+from dmanchor.prefixtable import PrefixTable
 from dmanchor.sim.traffic import report, start_flow
-from tests.unit.test_fm import HNP1, HNP2, IP1, World, downlink, filter_of, world
+from tests.unit.test_call_flows import move_stock
+from tests.unit.test_fm import HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
 
 AR1_CTL = "fc00::1:0"
 """AR1's agent (its CPA is its DPA in the flat network)."""
@@ -46,3 +48,41 @@ def test_a_claim_is_abandoned_and_counted_after_its_last_retry() -> None:
     counters = w.ar[2].stats.counters
     assert counters["claim-abandoned"] == 1, counters
     assert 1 <= counters["claim-retry"] <= 6, counters
+
+
+def test_an_mn_query_the_lms_missed_is_asked_again() -> None:
+    """A stock MN arrives at AR2 while the LMs is down (restarting): AR2's
+    LM:1-1 query for the MN's prefixes times out.  Asked again once the LMs
+    is back, the answer names HNP1 and the session is served again.
+    (Before, the MN kept only what its RS named - nothing - for good.)"""
+    w = world("tunnel", hold_timeout=5.0)
+    cont = downlink("cont", IP1, 0.1, 5.0)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    w.net.call_at(0.49, lambda: w.net.down.add(LMS[0]))
+    move_stock(w, 0.5, 0.03, HNP2)
+    w.net.call_at(1.5, lambda: w.net.down.discard(LMS[0]))
+    w.net.run(until=5.5)
+    counters = w.ar[2].stats.counters
+    assert counters["mn-query-failed"] >= 1 and counters["kept-by-lm"] == 1, counters
+    assert _received_after(w, cont.name, 4.5) >= 0.4 * cont.rate
+    # (AR1 held what came meanwhile, up to its hold's limit: the rest is lost.)
+    assert report(w.fab, cont).duplicates == 0
+
+
+def test_a_discovery_a_restarted_controller_cannot_answer_yet_is_asked_again() -> None:
+    """A controller that lost its registrations answers FM:4-3 with
+    UNKNOWN_PREFIX until HNP1's anchor registers again: the claim asks
+    again instead of giving up on the first answer."""
+    w = world("tunnel", lifetime=4)
+    cont = downlink("cont", IP1, 0.1, 4.0)
+    start_flow(w.fab, cont)
+
+    def restarted() -> None:
+        w.ctrl.registry = PrefixTable()  # what a restart loses until re-registered
+    w.net.call_at(0.45, restarted)
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=4.5)
+    counters = w.ar[2].stats.counters
+    assert counters["failed:ANCHOR_DISCOVERY"] >= 1 and counters["claim-retry"] >= 1, counters
+    assert _received_after(w, cont.name, 3.5) >= 0.4 * cont.rate

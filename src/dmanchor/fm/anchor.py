@@ -63,8 +63,11 @@ from ..wire.types import (
 from .anchor_flows import AnchorFlows
 from .anchor_handover import AnchorHandover
 from .anchor_model import (
+    CLAIM_BACKOFF,
+    CLAIM_RETRIES,
     MODES,
     SETTLE_GRACE,
+    TRANSIENT,
     Advertise,
     AnchorSettings,
     AnchorStats,
@@ -83,6 +86,7 @@ from .anchor_model import (
     PrefixState,
     Reclaim,
     Register,
+    Requery,
     Reverse,
     Settle,
     Status,
@@ -143,7 +147,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         """MN prefixes this router holds delegations for (``pd``)."""
         self._effects: deque[Effect] = deque()
         self._handing: dict[Prefix, tuple[FlowFilter, ...]] = {}  # FM:2 awaiting charges
-        self._mn_queries: dict[int, tuple[str, str]] = {}  # LM:1-1 by MN -> (MN, link)
+        self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         if settings.mode is Mode.BGP:
@@ -204,9 +208,13 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         claimed only if the binding agrees the MN is theirs (SM).
         """
         self.attach(mn, link, own, {p: [] for p in hinted}, now)
-        if self.s.lms is not None:
-            rid = self.endpoint.request(m.MnQuery(mn), self.s.lms, now)
-            self._mn_queries[rid] = (mn, link)
+        self._on_requery(Requery(mn, link, 0), now)
+
+    def _on_requery(self, ask: Requery, now: float) -> None:
+        st = self.attached.get(ask.mn)
+        if self.s.lms is None or st is None or st.link != ask.link:
+            return  # (gone again: nothing to keep here)
+        self._mn_queries[self.endpoint.request(m.MnQuery(ask.mn), self.s.lms, now)] = ask
 
     def _on_mn_reply(self, mn: str, link: str, reply: m.MnReply, now: float) -> None:
         """The LMs says where the MN's prefixes are served: keep the busy ones."""
@@ -489,7 +497,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
 
     def _on_reply(self, event: ReplyReceived, now: float) -> None:
         if event.request_id in self._mn_queries:
-            mn, link = self._mn_queries.pop(event.request_id)
+            ask = self._mn_queries.pop(event.request_id)
+            mn, link = ask.mn, ask.link
             if isinstance(event.reply, m.MnReply):
                 self._on_mn_reply(mn, link, event.reply, now)
             return
@@ -514,9 +523,15 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self.registered = True
 
     def _on_failure(self, event: NegativeReply | RequestTimedOut, now: float) -> None:
-        if self._mn_queries.pop(event.request_id, None) is not None:
-            # No answer: the MN keeps what its RS named, nothing more.
+        ask = self._mn_queries.pop(event.request_id, None)
+        if ask is not None:
+            # No answer: the MN keeps what its RS named until one comes (an
+            # LMs restarting), asked again later each time.
             self.stats.counters["mn-query-failed"] += 1
+            transient = isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT
+            if transient and ask.tries < CLAIM_RETRIES:
+                self.set_timer(Requery(ask.mn, ask.link, ask.tries + 1),
+                               now + CLAIM_BACKOFF * 2 ** ask.tries)
             return
         join = self._joins.pop(event.request_id, None)
         request = event.request
@@ -529,7 +544,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self._refuse_claim(request.prefix, now)
         else:
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
-            if isinstance(event, RequestTimedOut):
+            if isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT:
                 self._retry_claim(request, now)
 
     _MESSAGES: ClassVar[dict[type, Callable[[Any, MessageReceived, Any, float], None]]] = {
@@ -607,6 +622,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         Reverse: _on_reverse, VisitCheck: _on_visit_check,
         Settle: AnchorHandover._on_settle,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
+        Requery: _on_requery,
     }
 
     def _joined(self, join: Join, now: float) -> None:

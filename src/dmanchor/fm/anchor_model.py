@@ -22,7 +22,7 @@ from typing import NamedTuple
 from ..dataplane.api import BufferSpec
 from ..transport.reliable import Addr
 from ..wire import messages as m
-from ..wire.types import FlowFilter, ForwardingEntry, Prefix
+from ..wire.types import Cause, FlowFilter, ForwardingEntry, Prefix
 
 
 class Mode(Enum):
@@ -397,12 +397,31 @@ class Reclaim:
     to the anchor found (only that is sent again)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Requery:
+    """Ask the LMs again where an MN's prefixes are served (LM:1-1 by MN),
+    its last query having timed out - while the MN is still on ``link``."""
+
+    mn: str
+    link: str
+    tries: int
+    """Queries that timed out so far."""
+
+
 CLAIM_RETRIES = 4
-"""Retries of a claim after its request timed out (the transport's own
-retransmissions having failed), before it is abandoned and counted."""
+"""Retries of a claim (or of an MN's LM:1-1 query) after its request timed
+out (the transport's own retransmissions having failed), before it is
+abandoned and counted."""
 CLAIM_BACKOFF = 0.5
 """Seconds before the first retry; each next one waits twice as long
 (0.5, 1, 2, 4 s: with the transport's ~1.5 s a try, ~15 s in all)."""
+
+TRANSIENT = frozenset({Cause.UNKNOWN_PREFIX, Cause.NOT_PRIMARY, Cause.PEER_UNREACHABLE,
+                       Cause.RESOURCE_EXHAUSTED, Cause.INTERNAL, Cause.STORE_FAILURE})
+"""Negative answers that may change if asked again: a controller or LMs
+just restarted knows no registration yet (the anchors refresh theirs within
+half a lifetime), a store or a peer was down.  The rest (refused, malformed)
+are final."""
 
 SETTLE_GRACE = 0.05
 """Seconds a returned prefix's hold may outlast the visited point's FM:6-2

@@ -310,6 +310,7 @@ class Emulation(EmulationChecks):
             cfg = (plan.nodes[name].config.replace("@CONTROL@", str(self._sock(name)))
                    .replace("@TRACE@", str(self.workdir / f"{name}.trace.jsonl"))
                    .replace("@STATE@", str(self.workdir / f"{name}.state.json"))
+                   .replace("@LMSTATE@", str(self.workdir / f"{name}.lms"))
                    .replace("@LOG@", self.log_level)
                    .replace("@KEA@", str(self.kea.socket) if self.kea is not None else ""))
             self.procs.start(name, name, cfg)

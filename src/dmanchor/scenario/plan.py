@@ -323,7 +323,9 @@ def _config(plan: Plan, name: str) -> str:
         lines.append("")
     if spec.lms:
         members = [n for n in sc.nodes.values() if n.lms]
-        lines += ["[lms]", f'listen = "{_endpoint(np.control, LMS_PORT)}"']
+        lines += ["[lms]", f'listen = "{_endpoint(np.control, LMS_PORT)}"',
+                  # Its bindings survive a restart, as deployed (SQLite).
+                  'state_dir = "@LMSTATE@"']
         if len(members) > 1:
             # An LM:2 pool (Fig 1a): each member is primary for its anchor's prefix.
             own = spec.anchor.prefix if spec.anchor is not None else None
