@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..dataplane.api import DataPlane, DataPlaneError
-from ..dataplane.neigh import NeighbourMonitor
-from ..dataplane.netlink import LinkMonitor
+from ..dataplane.neigh import VALID, NeighbourMonitor, neighbours
+from ..dataplane.netlink import LinkMonitor, Netlink, NetlinkError
 from ..fm.anchor import AnchorAgentCore
 from ..fm.anchor_model import Heard
 from ..runtime import clock
@@ -105,7 +105,27 @@ class AccessLinks:
             self._reach = Reachability({socket.if_nametoindex(n): n for n in self.links})
             self._neigh = NeighbourMonitor()
             loop.add_reader(self._neigh.fileno(), self._on_neighbours)
+            self._already_here()
             self._on_ra_timer()
+
+    def _already_here(self) -> None:
+        """MNs on the links before this node started (it restarted): the
+        kernel still resolves them, but they will not solicit again - a
+        stock host sent its RS, DAD and MLD reports when it arrived.  Each
+        valid neighbour entry of a link-local address (an MN's own, with
+        its MAC, the MN-ID) is taken as heard from, as a frame would be."""
+        nl = Netlink()
+        try:
+            for link in self.links:
+                if not carrier(link):
+                    continue  # (its MNs left: the kernel flushed them)
+                for ev in neighbours(nl, socket.if_nametoindex(link)):
+                    if ev.lladdr and ev.state & VALID and ev.address.is_link_local:
+                        self._heard(link, ev.lladdr.hex(":"), (), False, "NEIGHBOUR")
+        except (OSError, NetlinkError) as exc:
+            log.warning("MNs already on the access links not read: %s", exc)
+        finally:
+            nl.close()
 
     @staticmethod
     def _configure(link: str) -> None:
@@ -141,21 +161,24 @@ class AccessLinks:
             self.stale += len(heard)
             return
         for seen in heard:
-            mn = seen.mn_id
-            try:
-                given = (self.alloc.get(mn),) if self.alloc is not None else ()
-            except PoolExhausted as exc:
-                log.error("MN %s on %s not attached: %s", mn, listener.link, exc)
-                continue
-            named = seen.rs.previous if seen.rs is not None else ()
-            what = self.agent.heard(mn, listener.link, given, named, seen.rs is not None,
-                                    clock.now())
-            if what in (Heard.ARRIVED, Heard.NAMED_MORE):
-                log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value,
-                         listener.link, seen.kind.name, [str(p) for p in given],
-                         [str(p) for p in named],
-                         extra={"mn": mn, "prefix": [*given, *named], "label": "LM:1-1"})
-            self.pump()
+            self._heard(listener.link, seen.mn_id,
+                        seen.rs.previous if seen.rs is not None else (),
+                        seen.rs is not None, seen.kind.name)
+
+    def _heard(self, link: str, mn: str, named: Sequence[Prefix], solicited: bool,
+               how: str) -> None:
+        """Host ``mn`` spoke on ``link`` (``how``: what it sent)."""
+        try:
+            given = (self.alloc.get(mn),) if self.alloc is not None else ()
+        except PoolExhausted as exc:
+            log.error("MN %s on %s not attached: %s", mn, link, exc)
+            return
+        what = self.agent.heard(mn, link, given, named, solicited, clock.now())
+        if what in (Heard.ARRIVED, Heard.NAMED_MORE):
+            log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value, link, how,
+                     [str(p) for p in given], [str(p) for p in named],
+                     extra={"mn": mn, "prefix": [*given, *named], "label": "LM:1-1"})
+        self.pump()
 
     def _stale(self, link: str) -> bool:
         """Whether a frame heard on ``link`` now is an echo of an MN that left.

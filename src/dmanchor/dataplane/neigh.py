@@ -19,10 +19,10 @@ import struct
 from ipaddress import IPv6Address
 from typing import NamedTuple
 
-from .netlink import Multicast
+from .netlink import Multicast, Netlink
 
 RTNLGRP_NEIGH = 3
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDMSG = struct.Struct("=BxxxiHBB")
 """struct ndmsg: family, ifindex, state, flags, type."""
 _NLA = struct.Struct("=HH")
@@ -88,6 +88,13 @@ def parse(mtype: int, body: bytes) -> NeighEvent | None:
         return None
     return NeighEvent(ifindex, IPv6Address(dst), Nud(state & 0xFF),
                       attrs.get(NDA["lladdr"]), mtype == RTM_DELNEIGH)
+
+
+def neighbours(nl: Netlink, index: int) -> list[NeighEvent]:
+    """The IPv6 neighbour entries of one link (``ip -6 neigh show dev``)."""
+    body = NDMSG.pack(socket.AF_INET6, index, 0, 0, 0)
+    return [ev for ev in nl.dump(RTM_GETNEIGH, body, lambda data: parse(RTM_NEWNEIGH, data))
+            if ev.ifindex == index]
 
 
 def encode(ev: NeighEvent, seq: int = 0) -> bytes:

@@ -696,6 +696,10 @@ class Netlink:
         return [obj for data in self._dump(msg_type, body)
                 if (obj := parse(data)) is not None]
 
+    dump = _dump_parsed
+    """A dump request of ``msg_type`` (``body``: its header), each answer
+    parsed (None: skipped) - for objects other modules declare."""
+
     def routes(self, table: int | None = None) -> list[KernelRoute]:
         """Every IPv6 route of every table, or of one ``table``.
 
