@@ -497,6 +497,7 @@ def test_buffer_limit_and_timeout_drops_are_counted(lab: Lab) -> None:
 
 def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None:
     from dmanchor.dataplane.api import FlowUsage
+    from dmanchor.dataplane.charging import Charging
 
     dps = flat(lab)
     ar1 = dps["ar1"]
@@ -521,12 +522,21 @@ def test_per_flow_charging_counts_at_the_access_link_and_moves(lab: Lab) -> None
     assert u.bytes_down == 50 * (40 + 8 + 100) and u.bytes_up == 10 * (40 + 8 + 60)
     # FM:2 state moved in from a previous anchor adds to what is counted here.
     ar1.add_usage(flow, FlowUsage(1000, 2000, 7, 9))
+    # The agent restarts (kill -9): the kernel kept its counters and what
+    # moved in; a run counting on other links starts afresh.
+    again = Charging(lab.ns("ar1"))
+    again.start(["mn1"])
+    assert again.kept and again.usage(flow) == ar1.usage(flow) == FlowUsage(
+        10 * 108 + 1000, 50 * 148 + 2000, 10 + 7, 50 + 9)
     final = ar1.untrack(flow)
     assert (final.packets_down, final.packets_up) == (59, 17)
     assert flow not in ar1.charging.counted()
     # The other flow is charged on its own.
     assert any(f.dport != 40000 and u.packets_down == 50
                for f, u in ar1.charging.counted().items())
+    other_links = Charging(lab.ns("ar1"))
+    other_links.start(["mn1", "mn9"])
+    assert not other_links.kept and other_links.counted() == {}
     for s in (down, mn, other):
         s.close()
 

@@ -14,7 +14,10 @@ forward hook sees them even where conntrack does not.
 Elements are keyed MN side first (MN address, peer address, protocol, MN
 port, peer port) in both sets, the orientation of an uplink
 :class:`FlowFilter`.  Counters moved in from another anchor (FM:2 state
-transfer) are kept here as offsets.
+transfer) are kept here as offsets - in memory for reading, and in the
+``moved_up``/``moved_down`` sets (elements whose counters are set, never
+counting traffic), so that with the kernel's own counters they outlive the
+agent: a restarted agent keeps a table it finds built for its links.
 
 The same table's ``ct state`` rule turns conntrack on in this namespace
 (it stays off until a ruleset needs it), so ctnetlink reports the flows
@@ -51,6 +54,8 @@ def ruleset(links: Sequence[str]) -> str:
     sets = "".join(
         f"  set {name} {{ type {KEY}; flags dynamic; counter; size {SET_SIZE}; }}\n"
         for name in ("uplink", "downlink"))
+    sets += "".join(f"  set {name} {{ type {KEY}; counter; size {MAX_OFFSETS}; }}\n"
+                    for name in MOVED)
     return (
         f"table ip6 {TABLE}\n"
         f"delete table ip6 {TABLE}\n"
@@ -77,23 +82,41 @@ def _flow_of(val: list[Any]) -> FlowFilter:
                       int(number), int(mport), int(pport))
 
 
-def _delete_script(counted: dict[FlowFilter, FlowUsage]) -> str:
+def _delete_script(counted: dict[FlowFilter, FlowUsage],
+                   sets: tuple[str, str] = ("uplink", "downlink")) -> str:
     """The nft script removing these flows' counters ('' if none counted)."""
     script = []
     for f, u in counted.items():
-        for name, n in (("uplink", u.packets_up), ("downlink", u.packets_down)):
+        for name, n in ((sets[0], u.packets_up), (sets[1], u.packets_down)):
             if n:
                 script.append(f"delete element ip6 {TABLE} {name} {{ {_element(f)} }}")
     return "\n".join(script) + "\n" if script else ""
 
 
-def _parse_table(text: str) -> dict[FlowFilter, FlowUsage]:
-    """The flows counted in ``nft -j list table`` output."""
+def _moved_script(flow: FlowFilter, old: FlowUsage | None, new: FlowUsage | None) -> str:
+    """The nft script replacing ``flow``'s moved-in counters ``old`` by ``new``."""
+    script = _delete_script({flow: old}, MOVED) if old is not None else ""
+    if new is not None:
+        for name, packets, nbytes in ((MOVED[0], new.packets_up, new.bytes_up),
+                                      (MOVED[1], new.packets_down, new.bytes_down)):
+            if packets:
+                script += (f"add element ip6 {TABLE} {name} {{ {_element(flow)} "
+                           f"counter packets {packets} bytes {nbytes} }}\n")
+    return script
+
+
+MOVED = ("moved_up", "moved_down")
+"""The sets keeping FM:2 counters moved in from other anchors."""
+
+
+def _parse_table(text: str, sets: tuple[str, str] = ("uplink", "downlink"),
+                 ) -> dict[FlowFilter, FlowUsage]:
+    """The flows counted in ``nft -j list table`` output (in ``sets``: up, down)."""
     out: dict[FlowFilter, FlowUsage] = {}
     for item in json.loads(text).get("nftables", []):
         st = item.get("set", {})
-        up = st.get("name") == "uplink"
-        if not up and st.get("name") != "downlink":
+        up = st.get("name") == sets[0]
+        if not up and st.get("name") != sets[1]:
             continue
         for e in st.get("elem", []):
             elem = e.get("elem", {})
@@ -105,6 +128,18 @@ def _parse_table(text: str) -> dict[FlowFilter, FlowUsage]:
                 **({"bytes_up": nbytes, "packets_up": packets} if up else
                    {"bytes_down": nbytes, "packets_down": packets}))
     return out
+
+
+def _built_for(text: str, links: Sequence[str]) -> bool:
+    """Whether a listed table is this version's, counting on ``links``."""
+    sets: dict[str, Any] = {}
+    for item in json.loads(text).get("nftables", []):
+        if "set" in item:
+            sets[item["set"].get("name")] = item["set"]
+    if not {"access", "uplink", "downlink", *MOVED} <= set(sets):
+        return False
+    elements = sets["access"].get("elem", [])
+    return sorted(str(e) for e in elements) == sorted(links)
 
 
 def _element(flow: FlowFilter) -> str:
@@ -131,14 +166,23 @@ class Charging:
         self.offsets_refused = 0
         """FM:2 counters moved in for flows beyond :data:`MAX_OFFSETS`."""
         self.ready = False
+        self.kept = False
+        """Whether :meth:`start` kept a previous run's table (and charges)."""
 
     def start(self, links: Sequence[str]) -> None:
-        """Load the table, counting on access ``links``.
-
-        Counters of a previous run died with its process (their offsets
-        were in memory): a restarted agent starts from a clean table.
+        """Load the table, counting on access ``links`` - or keep the one a
+        previous run of the agent left, built for the same links: its
+        counters and the offsets moved in go on (a restart loses no charge).
         """
-        self._run(["nft", "-f", "-"], stdin=ruleset(links))
+        try:
+            listed = self._run(["nft", "-j", "list", "table", "ip6", TABLE])
+        except DataPlaneError:
+            listed = ""  # (none yet)
+        if listed and _built_for(listed, links):
+            self._offsets = _parse_table(listed, MOVED)
+            self.kept = True
+        else:
+            self._run(["nft", "-f", "-"], stdin=ruleset(links))
         self.ready = True
 
     def counted(self) -> dict[FlowFilter, FlowUsage]:
@@ -206,14 +250,9 @@ class Charging:
         usage, and the nft script clearing their counters (its offsets go)."""
         counted = {f: u for f, u in listed.items() if prefix.covers(f.src)}
         final = self.of_prefix(prefix, counted) if counted or self._offsets else {}
-        for f in [f for f in self._offsets if prefix.covers(f.src)]:
-            del self._offsets[f]
-        return final, _delete_script(counted)
-
-    def _delete(self, counted: dict[FlowFilter, FlowUsage]) -> None:
-        script = _delete_script(counted)
-        if script:
-            self._run(["nft", "-f", "-"], stdin=script)
+        moved = {f: self._offsets.pop(f) for f in [f for f in self._offsets
+                                                     if prefix.covers(f.src)]}
+        return final, _delete_script(counted) + _delete_script(moved, MOVED)
 
     def usage(self, want: FlowFilter) -> FlowUsage:
         """What the flows ``want`` selects used so far (counted plus moved in)."""
@@ -230,21 +269,26 @@ class Charging:
         for f, u in (*counted.items(), *self._offsets.items()):
             if _selects(flow, f):
                 total = [a + b for a, b in zip(total, u, strict=True)]
-        self._delete(counted)
-        for f in [f for f in self._offsets if _selects(flow, f)]:
-            del self._offsets[f]
+        moved = {f: self._offsets.pop(f) for f in [f for f in self._offsets
+                                                     if _selects(flow, f)]}
+        script = _delete_script(counted) + _delete_script(moved, MOVED)
+        if script:
+            self._run(["nft", "-f", "-"], stdin=script)
         return FlowUsage(*total)
 
     def add_usage(self, flow: FlowFilter, moved: FlowUsage) -> None:
         """Add usage moved in from another anchor to ``flow``'s offset
         (at most :data:`MAX_OFFSETS` flows; more are counted, not kept)."""
         have = self._offsets.get(flow)
-        if have is None:
-            if len(self._offsets) >= MAX_OFFSETS:
-                self.offsets_refused += 1
-                return
-            have = FlowUsage()
-        self._offsets[flow] = FlowUsage(*(a + b for a, b in zip(have, moved, strict=True)))
+        if have is None and len(self._offsets) >= MAX_OFFSETS:
+            self.offsets_refused += 1
+            return
+        total = FlowUsage(*(a + b for a, b in zip(have or FlowUsage(), moved, strict=True)))
+        self._offsets[flow] = total
+        if self.ready:
+            # Kept in the kernel too, to outlive the agent: one nft call
+            # (FM:2 arrives once per flow and move, after the handover).
+            self._run(["nft", "-f", "-"], stdin=_moved_script(flow, have, total))
 
     def _run(self, argv: list[str], stdin: str | None = None) -> str:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
