@@ -23,7 +23,8 @@ from ..dataplane.netlink import Netlink
 from ..emulation.kea import KeaServer
 from ..emulation.lab import Lab
 from ..emulation.nodes import command
-from ..wire.types import Prefix
+from ..wire.types import Prefix, entry_from_json
+from .converge import stale
 from .model import Scenario
 from .plan import METRICS_PORT, Plan
 
@@ -101,6 +102,10 @@ class EmulationChecks:
                 n >= a["min"]
         elif kind == "metrics":
             self._check_metrics(a)
+        elif kind == "converged":
+            left = self._until(lambda: "; ".join(self._stale()) or None, {None})
+            self.checks["every node's state settled where the MNs are"
+                        + (f" (left: {left})" if left else "")] = left is None
         elif kind == "counter":
             n = self._at_least(lambda: int(command(self._sock(a["node"]), {
                 "cmd": "counters"}).get(a["name"], 0)), a["min"])
@@ -119,6 +124,21 @@ class EmulationChecks:
                 self.checks[f"{f.prefix} released to Kea's pool (FM:3-3)"] = pooled
             if back:
                 self._let_go(self.sc.flows[a["flow"]].dst, f.prefix)
+
+    def _stale(self) -> list[str]:
+        """What the nodes' kernels still hold for places their MNs left."""
+        where = {p: st.router for st in self.mns.values() if st.router is not None
+                 for p in (*st.prefixes, *st.continuity)}
+        owner = {p: mn for mn, st in self.mns.items() for p in (*st.prefixes, *st.continuity)}
+        names = self.plan.names()
+
+        def resolve(hop: IPv6Address) -> str | None:
+            return names.get(str(hop)) or next(
+                (mn for p, mn in owner.items() if p.contains(int(hop))), None)
+        entries = {node: [entry_from_json(e) for e in command(self._sock(node), {"cmd": "entries"})]
+                   for node, spec in self.sc.nodes.items()
+                   if spec.anchor is not None or spec.fmdp}  # (the nodes with a data plane)
+        return stale(entries, where, owner, resolve)
 
     def _check_metrics(self, a: dict[str, Any]) -> None:
         """A Prometheus metric the node serves, scraped as Prometheus would."""

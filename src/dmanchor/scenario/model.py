@@ -168,7 +168,7 @@ class Scenario:
 
 
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "attack", "check")
-CHECKS = ("route", "reverted", "counter", "messages", "metrics")
+CHECKS = ("route", "reverted", "counter", "messages", "metrics", "converged")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
 
