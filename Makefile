@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # DHCPv6 client is tested against, bird2 runs the routers of the BGP anchor switch
 # (draft 4.2) that the BGP speaker is tested against, tshark reads captures with
 # the project's Wireshark dissector (contrib/wireshark).
-DEB_PACKAGES := python3-venv iproute2 nftables iperf3 kea-dhcp6-server bird2 tshark
+DEB_PACKAGES := python3-venv iproute2 nftables iptables iperf3 kea-dhcp6-server bird2 tshark
 
 .PHONY: demo test deps venv lint typecheck pytest bench stress clean
 

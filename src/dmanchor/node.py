@@ -79,7 +79,7 @@ from .metrics import MetricsServer, NodeMetrics
 from .mn.host import HostMobility
 from .nodecmd import run_command
 from .nodeconf import NodeConfig, load_node_config
-from .nodeevents import NodeEvents, Trace, anchor_effects, load_moved
+from .nodeevents import NodeEvents, Trace, anchor_effects, load_state
 from .runtime import clock
 from .runtime.aio import UdpDriver
 from .transport.reliable import Addr, Endpoint
@@ -152,11 +152,12 @@ class Node:
                 cores[name] = (build_core(lm, now)[0], lm.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            moved = load_moved(cfg.controller_state)
-            if moved:
-                log.info("controller: %d moved prefixes taken back from %s", len(moved),
-                         cfg.controller_state)
-            self.controller = ControllerCore(settings, self._endpoint(), now, restored=moved)
+            kept = load_state(cfg.controller_state)
+            if kept.moved or kept.registered:
+                log.info("controller: %d moved prefixes and %d registrations taken back "
+                         "from %s", len(kept.moved), len(kept.registered), cfg.controller_state)
+            self.controller = ControllerCore(settings, self._endpoint(), now,
+                                             restored=kept.moved, registered=kept.registered)
             cores["controller"] = (self.controller, listen)
         # One desired state for the cores sharing this router's data plane.
         fib = DesiredFib(self.dataplane) if self.dataplane is not None else None

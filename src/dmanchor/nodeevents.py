@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from .access.bgp import BgpEvent, SessionDown, SessionUp
 from .access.bgp_aio import BgpSpeaker
@@ -30,10 +30,12 @@ from .fm.anchor import AnchorAgentCore
 from .fm.anchor_model import Announce, Delegate, TakeCharges
 from .fm.controller import (
     AnchorMoved,
+    AnchorRegistered,
     AnchorSwitching,
     ControllerCore,
     DataPlaneDown,
     DataPlaneUp,
+    Registration,
 )
 from .nodeconf import KeaMoves
 from .transport.reliable import Addr
@@ -85,24 +87,41 @@ class Trace:
         self.file.close()
 
 
-def load_moved(path: Path | None) -> dict[Prefix, IPv6Address]:
-    """What a controller had moved when it last ran (empty if nothing was
-    kept, or if the file is unreadable: said in the log, never fatal)."""
+class ControllerState(NamedTuple):
+    """What a controller keeps across a restart."""
+
+    moved: dict[Prefix, IPv6Address]
+    """Prefixes it had moved -> their DPA."""
+    registered: dict[Prefix, Registration]
+    """The anchors' FM:4-1 registrations (their expiry is not kept)."""
+
+
+def load_state(path: Path | None) -> ControllerState:
+    """What a controller kept when it last ran (empty if nothing was kept,
+    or if the file is unreadable: said in the log, never fatal)."""
+    empty = ControllerState({}, {})
     if path is None or not path.exists():
-        return {}
+        return empty
     try:
         doc = json.loads(path.read_text())
-        return {Prefix.parse(p): IPv6Address(a) for p, a in doc["moved"].items()}
+        moved = {Prefix.parse(p): IPv6Address(a) for p, a in doc["moved"].items()}
+        registered = {Prefix.parse(p): Registration(str(n), IPv6Address(d), IPv6Address(c), 0.0)
+                      for p, (n, d, c) in doc.get("registered", {}).items()}
+        return ControllerState(moved, registered)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, WireError) as exc:
         log.error("controller state %s unreadable, starting without it: %s", path, exc)
-        return {}
+        return empty
 
 
-def save_moved(path: Path, moved: Mapping[Prefix, IPv6Address]) -> None:
-    """Keep what the controller has moved (atomically: a crash leaves the
-    old file or the new one)."""
+def save_state(path: Path, moved: Mapping[Prefix, IPv6Address],
+               registered: Mapping[Prefix, Registration]) -> None:
+    """Keep what the controller has moved and who registered what
+    (atomically: a crash leaves the old file or the new one)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"moved": {str(p): str(a) for p, a in moved.items()}}))
+    tmp.write_text(json.dumps({
+        "moved": {str(p): str(a) for p, a in moved.items()},
+        "registered": {str(p): [r.node_id, str(r.dpa), str(r.cpa)]
+                       for p, r in registered.items()}}))
     os.replace(tmp, path)
 
 
@@ -119,6 +138,13 @@ class NodeEvents:
         """Lease moves: ``lease6-update`` done, ``failed``, ``no-duid``."""
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _keep(self, core: ControllerCore) -> None:
+        if self.controller_state is not None:
+            try:
+                save_state(self.controller_state, core.moved, core.registered)
+            except OSError as exc:
+                log.error("controller state %s: %s", self.controller_state, exc)
+
     def controller(self, core: ControllerCore) -> None:
         """Drain the controller's events (its driver's pump hook)."""
         for ev in core.drain_events():
@@ -126,12 +152,10 @@ class NodeEvents:
                 log.warning("FM-DP %s stopped reporting (FM:5-2)", ev.node_id)
             elif isinstance(ev, DataPlaneUp):
                 log.info("FM-DP %s reports", ev.node_id)
+            elif isinstance(ev, AnchorRegistered):
+                self._keep(core)
             elif isinstance(ev, AnchorSwitching):
-                if self.controller_state is not None:
-                    try:
-                        save_moved(self.controller_state, core.moved)
-                    except OSError as exc:
-                        log.error("controller state %s: %s", self.controller_state, exc)
+                self._keep(core)
                 if ev.dpa is not None and self.kea is not None:
                     self._switching(ev.prefix, self.kea.duids.get(ev.dpa), ev.dpa)
             elif isinstance(ev, AnchorMoved):

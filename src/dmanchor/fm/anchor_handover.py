@@ -254,7 +254,11 @@ class AnchorHandover:
             self._served_before.add(prefix)
             serving = False
         else:
-            serving = not own and self.s.mode is not Mode.BGP and (
+            # A switch below takes the anchoring over naming its DPA; a point
+            # draws only leftovers to its flush SID (a return home, a claim)
+            # - also when this point knows nothing of the prefix (restarted).
+            takes_over = msg.dpa_address == _dpa_of(msg.dpa_address)
+            serving = not own and self.s.mode is not Mode.BGP and takes_over and (
                 prefix in self.serving or prefix in self._served_before or not had)
             self._served_before.discard(prefix)
         self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)

@@ -167,7 +167,15 @@ class AnchorReverted:
     prefix: Prefix
 
 
-ControllerEvent = DataPlaneDown | DataPlaneUp | AnchorSwitching | AnchorMoved | AnchorReverted
+@dataclass(frozen=True, slots=True)
+class AnchorRegistered:
+    """A new anchor registered, or one changed its addresses (FM:4-1): the
+    host keeps the registry (:attr:`ControllerCore.registered`), so a
+    restart can answer FM:4-3 before every anchor has refreshed."""
+
+
+ControllerEvent = (DataPlaneDown | DataPlaneUp | AnchorSwitching | AnchorMoved | AnchorReverted
+                   | AnchorRegistered)
 
 
 @dataclass(slots=True)
@@ -195,11 +203,14 @@ class ControllerCore(ServiceCore):
     SENDERS = CONTROLLER_SENDERS
 
     def __init__(self, settings: ControllerSettings, endpoint: Endpoint | None = None,
-                 now: float = 0.0, restored: Mapping[Prefix, IPv6Address] | None = None) -> None:
+                 now: float = 0.0, restored: Mapping[Prefix, IPv6Address] | None = None,
+                 registered: Mapping[Prefix, Registration] | None = None) -> None:
         """``restored``: the prefixes it had moved when it last ran (prefix ->
         DPA, as :class:`AnchorSwitching` events said; the host persists them):
         the core routers still route them so, and each is confirmed with the
-        LMs (LM:1-1) - or reverted once the binding is surely gone."""
+        LMs (LM:1-1) - or reverted once the binding is surely gone.
+        ``registered``: the registry it had (:attr:`registered`), kept by
+        the host (:class:`AnchorRegistered`)."""
         super().__init__(endpoint or Endpoint())
         self.s = settings
         self.registry: PrefixTable[Registration] = PrefixTable()
@@ -232,6 +243,11 @@ class ControllerCore(ServiceCore):
         if settings.lms is not None and settings.watch:
             self.set_timer("subscribe", now)
         self.set_timer("liveness", now + settings.dead_after)
+        for p, reg in (registered or {}).items():
+            # Kept by the last run: believed until the anchor refreshes it,
+            # at most one registration lifetime.
+            self.registry.set(p, Registration(reg.node_id, reg.dpa, reg.cpa,
+                                              now + self.s.max_registration))
         if restored:
             self._restore(restored, now)
 
@@ -239,6 +255,11 @@ class ControllerCore(ServiceCore):
         """Take the upward events."""
         out, self.events = self.events, []
         return out
+
+    @property
+    def registered(self) -> dict[Prefix, Registration]:
+        """The live registrations (for the host to keep across a restart)."""
+        return dict(self.registry.items())
 
     def discover(self, prefix: Prefix, now: float) -> Registration | None:
         """The live registration anchoring ``prefix`` (longest match)."""
@@ -378,8 +399,14 @@ class ControllerCore(ServiceCore):
                 return
         life = min(msg.lifetime, self.s.max_registration)
         reg = Registration(msg.node_id, msg.dpa_address, msg.cpa_address, now + life)
+        changed = False
         for p in msg.prefixes:
+            had = self.registry.get(p)
+            changed = changed or had is None or (had.node_id, had.dpa, had.cpa) != (
+                reg.node_id, reg.dpa, reg.cpa)
             self.registry.set(p, reg)
+        if changed:
+            self.events.append(AnchorRegistered())
         self.counters["registered"] += 1
         self.endpoint.reply(ev, m.RegistrationReply(
             msg.node_id, msg.dpa_address, msg.cpa_address, life, msg.prefixes), now)

@@ -44,7 +44,7 @@ from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
 from ..wire.types import Prefix
-from . import attacks, breakdown, callflow, plots
+from . import attacks, breakdown, callflow, faults, plots
 from .checks import EmulationChecks
 from .model import Scenario, Step
 from .plan import (
@@ -134,6 +134,7 @@ class Emulation(EmulationChecks):
         self.birds: list[BirdRouter] = []
         self.kea: KeaServer | None = None
         self.mns = {name: _Mn() for name in sc.of_kind("mn")}
+        self._loss: faults.ControlLoss | None = None
         self.flows: dict[str, _Flow] = {}
         self.moves: list[MoveRecord] = []
         self.checks: dict[str, bool] = {}
@@ -347,11 +348,15 @@ class Emulation(EmulationChecks):
             self.procs.restart(a["node"], a["node"])
         elif step.action == "attack":
             self.progress(attacks.send(self.lab, self.plan, a, self.flows[a["flow"]].prefix))
-        elif step.action == "cut":
-            self.progress(f"fault: link {a['a']}-{a['b']} cut")
-            for x, y in ((a["a"], a["b"]), (a["b"], a["a"])):
-                iface = next(i.name for i in self.plan.nodes[x].ifaces if i.peer == y)
-                self.lab.run(x, "ip", "link", "set", iface, "down")
+        elif step.action in ("cut", "heal"):
+            self.progress(f"fault: link {a['a']}-{a['b']} {step.action}")
+            faults.cut(self.lab, self.plan, a["a"], a["b"], step.action == "cut")
+        elif step.action == "loss":
+            self.progress(f"fault: {a['percent']:g}% of control messages lost at every node")
+            if self._loss is None:
+                self._loss = faults.ControlLoss(self.lab, [n for n, p in self.plan.nodes.items()
+                                                           if p.config])
+            self._loss.set(a["percent"])
         else:
             self._check(a)
 

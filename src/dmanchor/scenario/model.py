@@ -167,7 +167,8 @@ class Scenario:
         return [n.name for n in self.nodes.values() if n.kind == kind]
 
 
-ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "attack", "check")
+ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "heal", "loss",
+           "attack", "check")
 CHECKS = ("route", "reverted", "counter", "messages", "metrics", "converged")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
@@ -357,7 +358,12 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
             if node not in nodes or nodes[node].kind != "router":
                 raise doc.error(("timeline", i, action, "node"), f"{node!r} is not a router")
             steps.append(Step(at, action, {"node": node}, line))
-        elif action == "cut":
+        elif action == "loss":
+            percent = args.get("percent", as_num, required=True)
+            if not 0 <= percent <= 100:
+                raise doc.error(("timeline", i, action, "percent"), "expected 0..100")
+            steps.append(Step(at, action, {"percent": percent}, line))
+        elif action in ("cut", "heal"):
             a, b = args.get("a", as_str, required=True), args.get("b", as_str, required=True)
             for end, n in (("a", a), ("b", b)):
                 if n not in nodes:

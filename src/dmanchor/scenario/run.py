@@ -87,7 +87,8 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
         print("dmanchor run: needs root to build network namespaces; run it as root "
               "(e.g. sudo make demo)", file=sys.stderr)
         return 1
-    for tool in ("ip", "nft"):
+    faulty = any(st.action in ("cut", "heal", "loss") for st in sc.timeline)
+    for tool in ("ip", "nft", *(("ip6tables",) if faulty else ())):
         if shutil.which(tool) is None:
             print(f"dmanchor run: {tool} is missing; make demo installs it", file=sys.stderr)
             return 1

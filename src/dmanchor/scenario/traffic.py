@@ -71,12 +71,18 @@ class UdpProbe:
             time.sleep(max(0.0, start + self.sent * interval - time.perf_counter(), 0.001))
 
     def _receive(self) -> None:
-        try:
-            while True:
+        # Until 1.5 s of silence after the sender stopped: an outage longer
+        # than that (a node killed, a cut) is measured, not taken for the end.
+        while True:
+            try:
                 data = self.rx.recv(64)
-                self.arrivals.append((struct.unpack("!I", data)[0], time.monotonic()))
-        except (TimeoutError, OSError):
-            pass
+            except TimeoutError:
+                if self._threads[0].is_alive():
+                    continue
+                return
+            except OSError:
+                return
+            self.arrivals.append((struct.unpack("!I", data)[0], time.monotonic()))
 
 
 class TcpStream:
