@@ -57,6 +57,7 @@ from ..wire.types import (
     Cause,
     EntryKind,
     FlowFilter,
+    FlowState,
     ForwardingEntry,
     Prefix,
 )
@@ -87,6 +88,7 @@ from .anchor_model import (
     Reclaim,
     Register,
     Requery,
+    Resend,
     Reverse,
     Settle,
     Status,
@@ -147,6 +149,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         """MN prefixes this router holds delegations for (``pd``)."""
         self._effects: deque[Effect] = deque()
         self._handing: dict[Prefix, tuple[FlowFilter, ...]] = {}  # FM:2 awaiting charges
+        self._seen_transfers: dict[Prefix, set[tuple[str, tuple[FlowState, ...]]]] = {}
+        self._resends: dict[int, int] = {}  # FM:2 sent again -> tries so far
         self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
@@ -474,13 +478,6 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self._departed(msg.prefix, now, hold=True, own_only=True)
         self.endpoint.reply(ev, m.BufferAck(msg.prefix), now)
 
-    def _on_flow_state(self, ev: MessageReceived, msg: m.FlowStateTransfer, now: float) -> None:
-        """FM:2: these flows continue here; they move on with the prefix if
-        the MN does (and their count goes in the binding)."""
-        if self._owner(msg.prefix) is not None:
-            self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
-        self.fn.handle(self.endpoint, ev, now)
-
     def _on_homecoming_answer(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
                               now: float) -> None:
         """The visited point sent what it held (or will not).  What was still
@@ -496,6 +493,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
                 self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
 
     def _on_reply(self, event: ReplyReceived, now: float) -> None:
+        self._resends.pop(event.request_id, None)
         if event.request_id in self._mn_queries:
             ask = self._mn_queries.pop(event.request_id)
             mn, link = ask.mn, ask.link
@@ -544,13 +542,15 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self._refuse_claim(request.prefix, now)
         else:
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
+            if isinstance(event, RequestTimedOut):
+                self._retry_hand(event, now)
             if isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT:
                 self._retry_claim(request, now)
 
     _MESSAGES: ClassVar[dict[type, Callable[[Any, MessageReceived, Any, float], None]]] = {
         m.BufferReady: _on_buffer_ready, m.LocationInform: _on_inform,
         m.BufferRequest: _on_buffer_request, m.FmHandoff: AnchorHandover._on_handoff,
-        m.FlowStateTransfer: _on_flow_state,
+        m.FlowStateTransfer: AnchorFlows._on_flow_state,
     }
     """Signalling the anchor itself answers, by message type (the rest goes
     to its FM-DP function, :class:`~.fmdp.DpFunction`)."""
@@ -622,6 +622,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         Reverse: _on_reverse, VisitCheck: _on_visit_check,
         Settle: AnchorHandover._on_settle,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
+        Resend: AnchorFlows._on_resend,
         Requery: _on_requery,
     }
 

@@ -9,15 +9,19 @@ it (the binding's count, LM:1-1 by MN) and when a kept prefix may revert
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
 
 from ..dataplane.api import DataPlane, FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
-from ..transport.reliable import Addr, Endpoint
+from ..transport.reliable import Addr, Endpoint, MessageReceived, RequestTimedOut
 from ..wire import messages as m
 from ..wire.types import FlowFilter, FlowState, Prefix
 from .anchor_model import (
+    CLAIM_BACKOFF,
+    CLAIM_RETRIES,
+    MAX_SEEN_TRANSFERS,
     AnchorSettings,
     AnchorStats,
     Attached,
@@ -25,10 +29,12 @@ from .anchor_model import (
     HandFlows,
     PrefixLife,
     PrefixState,
+    Resend,
     TakeCharges,
     Visiting,
 )
 from .flows import FlowBook, flow_of
+from .fmdp import DpFunction
 
 
 class AnchorFlows:
@@ -46,6 +52,12 @@ class AnchorFlows:
     endpoint: Endpoint
     _effects: deque[Effect]
     _handing: dict[Prefix, tuple[FlowFilter, ...]]
+    _seen_transfers: dict[Prefix, set[tuple[str, tuple[FlowState, ...]]]]
+    _resends: dict[int, int]
+    fn: DpFunction
+
+    if TYPE_CHECKING:
+        def set_timer(self, name: Hashable, at: float) -> None: ...
     _claimed_by_mn: dict[Prefix, Addr]
 
     def _owner(self, prefix: Prefix) -> str | None:
@@ -60,6 +72,39 @@ class AnchorFlows:
 
     def _agent_of(self, sid: IPv6Address) -> Addr:
         raise NotImplementedError
+
+    def _on_flow_state(self, ev: MessageReceived, msg: m.FlowStateTransfer, now: float) -> None:
+        """FM:2: these flows continue here; they move on with the prefix if
+        the MN does (and their count goes in the binding).  A transfer this
+        point already applied comes again when its answer was lost and the
+        sender tried again (:class:`Resend`): answered, not added twice."""
+        seen = self._seen_transfers.setdefault(msg.prefix, set())
+        key = (ev.sender or str(ev.source), msg.states)
+        if key in seen:
+            self.stats.counters["flow-state-repeat"] += 1
+            self.endpoint.reply(ev, m.FlowStateAck(msg.prefix, len(msg.states)), now)
+            return
+        seen.add(key)
+        while len(self._seen_transfers) > MAX_SEEN_TRANSFERS:
+            del self._seen_transfers[next(iter(self._seen_transfers))]
+        if self._owner(msg.prefix) is not None:
+            self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
+        self.fn.handle(self.endpoint, ev, now)
+
+    def _retry_hand(self, event: RequestTimedOut, now: float) -> None:
+        """FM:2's transfer timed out: sent again later, a few times (charges
+        are cumulative: one lost transfer loses every earlier move's)."""
+        tries = self._resends.pop(event.request_id, 0)
+        if not isinstance(event.request, m.FlowStateTransfer):
+            return
+        if tries >= CLAIM_RETRIES:
+            self.stats.counters["flow-state-abandoned"] += 1
+            return
+        self.set_timer(Resend(event.request, event.destination, tries + 1),
+                       now + CLAIM_BACKOFF * 2 ** tries)
+
+    def _on_resend(self, t: Resend, now: float) -> None:
+        self._resends[self.endpoint.request(t.message, t.to, now)] = t.tries
 
     def conn_events(self, events: Sequence[ConnEvent], now: float) -> None:
         """What this router's connection tracking saw (ctnetlink events).
@@ -200,6 +245,7 @@ class AnchorFlows:
         with the prefix - those known open, and any charged here (conntrack
         may not have seen it)."""
         known = self.flows.drop(t.prefix)
+        self._seen_transfers.pop(t.prefix, None)  # (what moved in moves on now)
         if self.s.defer_charges:
             self._handing[t.prefix] = (*self._handing.get(t.prefix, ()), *known)
             self._effects.append(TakeCharges(t.prefix, t.to))

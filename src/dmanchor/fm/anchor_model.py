@@ -408,6 +408,20 @@ class Requery:
     """Queries that timed out so far."""
 
 
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Send FM:2's state again: its transfer timed out (``tries`` so far).
+    The receiver takes a repeat of a transfer it applied as answered."""
+
+    message: m.FlowStateTransfer
+    to: Addr
+    tries: int
+
+
+MAX_SEEN_TRANSFERS = 4096
+"""Prefixes whose last FM:2 transfers a point remembers (to take a repeat
+as answered): the rest are forgotten oldest first."""
+
 CLAIM_RETRIES = 4
 """Retries of a claim (or of an MN's LM:1-1 query) after its request timed
 out (the transport's own retransmissions having failed), before it is
