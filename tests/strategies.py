@@ -78,6 +78,7 @@ VALUES: dict[IE, st.SearchStrategy[Any]] = {
     IE.ORIGIN: names,
     IE.MN_ID: names,
     IE.BINDING: bindings,
+    IE.TRANSFER_ID: u64,
 }
 
 

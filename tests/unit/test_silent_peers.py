@@ -86,3 +86,27 @@ def test_a_discovery_a_restarted_controller_cannot_answer_yet_is_asked_again() -
     counters = w.ar[2].stats.counters
     assert counters["failed:ANCHOR_DISCOVERY"] >= 1 and counters["claim-retry"] >= 1, counters
     assert _received_after(w, cont.name, 3.5) >= 0.4 * cont.rate
+
+
+def test_a_flow_state_transfer_sent_again_is_counted_once() -> None:
+    """FM:2 whose answer was lost is sent again by the old point (a new
+    request, the same transfer id): the new point answers it without adding
+    the charges twice; another transfer of the same counters is added."""
+    from dmanchor.wire import messages as m
+    from dmanchor.wire.types import FlowState
+
+    w = world("tunnel")
+    cont = downlink("cont", IP1, 0.1, 0.2)
+    flow = filter_of(cont)
+    states = (FlowState(flow, 0, 100, 2000, 1, 20),)
+    ar1, ar2 = w.ar[1], w.ar[2]
+    to_ar2 = ("fc00::2:0", 5400)
+
+    def send(transfer: int) -> None:
+        ar1.endpoint.request(m.FlowStateTransfer(HNP1, states, transfer), to_ar2, w.net.now)
+        w.net.poll(("fc00::1:0", 5400))
+    for at, transfer in ((0.5, 7), (0.6, 7), (0.7, 8)):
+        w.net.call_at(at, lambda transfer=transfer: send(transfer))
+    w.net.run(until=1.0)
+    assert ar2.stats.counters["flow-state-repeat"] == 1
+    assert ar2.dp.usage(flow).packets_down == 2 * 20  # transfers 7 and 8, 7 once

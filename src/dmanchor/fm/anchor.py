@@ -57,7 +57,6 @@ from ..wire.types import (
     Cause,
     EntryKind,
     FlowFilter,
-    FlowState,
     ForwardingEntry,
     Prefix,
 )
@@ -149,7 +148,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         """MN prefixes this router holds delegations for (``pd``)."""
         self._effects: deque[Effect] = deque()
         self._handing: dict[Prefix, tuple[FlowFilter, ...]] = {}  # FM:2 awaiting charges
-        self._seen_transfers: dict[Prefix, set[tuple[str, tuple[FlowState, ...]]]] = {}
+        # FM:2 transfers applied here, by sender and transfer id (oldest first).
+        self._seen_transfers: dict[tuple[str, int], None] = {}
         self._resends: dict[int, int] = {}  # FM:2 sent again -> tries so far
         self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
         self.life = PrefixLife()

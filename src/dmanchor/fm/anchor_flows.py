@@ -52,7 +52,7 @@ class AnchorFlows:
     endpoint: Endpoint
     _effects: deque[Effect]
     _handing: dict[Prefix, tuple[FlowFilter, ...]]
-    _seen_transfers: dict[Prefix, set[tuple[str, tuple[FlowState, ...]]]]
+    _seen_transfers: dict[tuple[str, int], None]
     _resends: dict[int, int]
     fn: DpFunction
 
@@ -78,15 +78,15 @@ class AnchorFlows:
         the MN does (and their count goes in the binding).  A transfer this
         point already applied comes again when its answer was lost and the
         sender tried again (:class:`Resend`): answered, not added twice."""
-        seen = self._seen_transfers.setdefault(msg.prefix, set())
-        key = (ev.sender or str(ev.source), msg.states)
-        if key in seen:
-            self.stats.counters["flow-state-repeat"] += 1
-            self.endpoint.reply(ev, m.FlowStateAck(msg.prefix, len(msg.states)), now)
-            return
-        seen.add(key)
-        while len(self._seen_transfers) > MAX_SEEN_TRANSFERS:
-            del self._seen_transfers[next(iter(self._seen_transfers))]
+        if msg.transfer is not None:
+            key = (ev.sender or str(ev.source[0]), msg.transfer)
+            if key in self._seen_transfers:
+                self.stats.counters["flow-state-repeat"] += 1
+                self.endpoint.reply(ev, m.FlowStateAck(msg.prefix, len(msg.states)), now)
+                return
+            self._seen_transfers[key] = None
+            while len(self._seen_transfers) > MAX_SEEN_TRANSFERS:
+                del self._seen_transfers[next(iter(self._seen_transfers))]
         if self._owner(msg.prefix) is not None:
             self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
         self.fn.handle(self.endpoint, ev, now)
@@ -245,7 +245,6 @@ class AnchorFlows:
         with the prefix - those known open, and any charged here (conntrack
         may not have seen it)."""
         known = self.flows.drop(t.prefix)
-        self._seen_transfers.pop(t.prefix, None)  # (what moved in moves on now)
         if self.s.defer_charges:
             self._handing[t.prefix] = (*self._handing.get(t.prefix, ()), *known)
             self._effects.append(TakeCharges(t.prefix, t.to))
@@ -265,4 +264,5 @@ class AnchorFlows:
                       for f in dict.fromkeys((*known, *charged))]
             # The new point's agent - or the MN's own, which ends the tunnel.
             peer = self._claimed_by_mn.get(prefix) or self._agent_of(to)
-            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states)), peer, now)
+            self.endpoint.request(m.FlowStateTransfer(prefix, tuple(states),
+                                                      self.endpoint.next_id()), peer, now)

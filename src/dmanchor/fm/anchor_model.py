@@ -419,8 +419,8 @@ class Resend:
 
 
 MAX_SEEN_TRANSFERS = 4096
-"""Prefixes whose last FM:2 transfers a point remembers (to take a repeat
-as answered): the rest are forgotten oldest first."""
+"""FM:2 transfers a point remembers having applied (to take a repeat as
+answered): older ones are forgotten first."""
 
 CLAIM_RETRIES = 4
 """Retries of a claim (or of an MN's LM:1-1 query) after its request timed

@@ -332,6 +332,12 @@ class Endpoint:
 
     # -- Internals -------------------------------------------------------------
 
+    def next_id(self) -> int:
+        """The request id the next request will get: unique among this
+        endpoint's for as long as peers cache replies (and across restarts,
+        with the random ``initial_seq``) - a name for what it carries."""
+        return self._seq
+
     def _next_seq(self) -> int:
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFFFFFF or 1

@@ -30,6 +30,7 @@ VALUE_KIND: dict[IE, str] = {
     IE.FLOW: "flow", IE.FLOW_STATE: "flow_state", IE.ENTRY_ADD: "entry",
     IE.ENTRY_DELETE: "entry", IE.BUFFER_LIMIT: "u32", IE.TIMEOUT_MS: "u32", IE.COUNT: "u64",
     IE.ORIGIN: "name", IE.MN_ID: "name", IE.DP_STATE: "dp_state", IE.BINDING: "binding",
+    IE.TRANSFER_ID: "u64",
 }
 """How each IE's value is laid out (the Lua decoder of that name reads it)."""
 

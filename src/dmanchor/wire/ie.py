@@ -43,6 +43,7 @@ class IE(IntEnum):
     BINDING = 20
     AUTH = 255
     DP_STATE = 0x8015
+    TRANSFER_ID = 0x8016
     """Skippable: a controller that predates it still takes the report."""
 
 
@@ -163,4 +164,5 @@ CODECS: dict[IE, ValueCodec] = {
     IE.BINDING: ValueCodec(
         t.encode_binding, t.decode_binding, t.binding_to_json, t.binding_from_json
     ),
+    IE.TRANSFER_ID: U64,
 }

@@ -344,6 +344,9 @@ class FlowStateTransfer(Message):
     REPLY = FlowStateAck
     prefix: Prefix = ie(IE.PREFIX)
     states: tuple[FlowState, ...] = ie(IE.FLOW_STATE, many=True)
+    transfer: int | None = ie(IE.TRANSFER_ID, optional=True)
+    """Names this transfer among its sender's: sent again (its answer lost),
+    it is recognized and not counted twice (optional to understand)."""
 
 
 @register
