@@ -3,6 +3,8 @@ retried, in virtual time, with the project's cores."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from dmanchor.prefixtable import PrefixTable
 from dmanchor.sim.traffic import report, start_flow
 from tests.unit.test_call_flows import move_stock
@@ -106,7 +108,7 @@ def test_a_flow_state_transfer_sent_again_is_counted_once() -> None:
         ar1.endpoint.request(m.FlowStateTransfer(HNP1, states, transfer), to_ar2, w.net.now)
         w.net.poll(("fc00::1:0", 5400))
     for at, transfer in ((0.5, 7), (0.6, 7), (0.7, 8)):
-        w.net.call_at(at, lambda transfer=transfer: send(transfer))
+        w.net.call_at(at, partial(send, transfer))
     w.net.run(until=1.0)
     assert ar2.stats.counters["flow-state-repeat"] == 1
     assert ar2.dp.usage(flow).packets_down == 2 * 20  # transfers 7 and 8, 7 once
