@@ -8,7 +8,7 @@ from functools import partial
 from dmanchor.prefixtable import PrefixTable
 from dmanchor.sim.traffic import report, start_flow
 from tests.unit.test_call_flows import move_stock
-from tests.unit.test_fm import HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
+from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
 
 AR1_CTL = "fc00::1:0"
 """AR1's agent (its CPA is its DPA in the flat network)."""
@@ -112,3 +112,28 @@ def test_a_flow_state_transfer_sent_again_is_counted_once() -> None:
     w.net.run(until=1.0)
     assert ar2.stats.counters["flow-state-repeat"] == 1
     assert ar2.dp.usage(flow).packets_down == 2 * 20  # transfers 7 and 8, 7 once
+
+
+def test_a_flow_held_while_its_claim_waits_is_not_taken_for_ended() -> None:
+    """The controller is unreachable from just before the move until 2 s:
+    AR1 holds HNP1's packets meanwhile (FM:6-1), so none of them is charged
+    there.  Its flow sweeps must not take the flow for idle and end it: its
+    charges would stay at AR1, out of FM:2 (630 of 4500 uncharged at the MN's
+    router on real kernels).  Charging stays exact across the move."""
+    from dmanchor.dataplane.api import BufferSpec
+
+    w = world("tunnel", flow_idle=0.3, buffer=BufferSpec(10_000, 5.0))
+    cont = downlink("cont", IP1, 0.15, 3.0)  # (charged from its first packet)
+    flt = filter_of(cont)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    w.net.call_at(0.49, lambda: w.net.down.add(CTRL[0]))
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [flt]})
+    for t in (0.6, 1.0, 1.4, 1.8):  # the node's flow sweeps (conntrack, counters)
+        w.at(t, 1, lambda a, now: a.conn_present(
+            [], now, now, {flt: a.dp.usage(flt)}))
+    w.net.call_at(2.0, lambda: w.net.down.discard(CTRL[0]))
+    w.net.run(until=4.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and w.ar[2].stats.counters["claim-retry"] >= 1, rep
+    assert w.fab.routers["ar2"].usage(flt).packets_down == rep.delivered

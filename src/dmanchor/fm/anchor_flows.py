@@ -146,15 +146,23 @@ class AnchorFlows:
             found = flow_of(conn, self._mn_prefix)
             if found is not None:
                 flows.add(found[0])
+        # A held prefix's flows wait here for their MN: no packet of them is
+        # charged, nor tracked as the MN's, until it is back or they move on
+        # - not a sign they ended (a 2 s hold would end a busy flow, and its
+        # charges stayed here, out of FM:2).
+        held = set(self.dp.holds())
         for flow in self.flows.vanished(flows, taken):
             prefix = self.flows.prefix_of(flow)
+            if prefix in held:
+                continue
             if prefix is not None and self._trusted(prefix):
                 self._flow_ended(prefix, flow, now)
             else:
                 self.flows.closing.add(flow)
         if counted is not None:
             for prefix, flow in self.flows.idle(counted, now, self.s.flow_idle):
-                self._flow_ended(prefix, flow, now)
+                if prefix not in held:
+                    self._flow_ended(prefix, flow, now)
 
     def usage(self, want: FlowFilter) -> FlowUsage:
         """FM:2: what the flows ``want`` selects were charged here, open or ended."""

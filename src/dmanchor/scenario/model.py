@@ -51,6 +51,8 @@ class AnchorSpec:
     """Lifetime of its bindings and of a visiting prefix, seconds."""
     hold_timeout: float = 1.0
     """Longest hold of a new path waiting for the old one's end marker, seconds."""
+    buffer_timeout: float = 2.0
+    """Longest hold of a departed MN's packets (FM:6-1) before they are dropped, seconds."""
     lm: str | None = None
     """Node whose LMs or LMp it uses (default: the scenario's LMs)."""
     pd: bool = False
@@ -224,6 +226,7 @@ def _nodes(doc: Doc, top: Table) -> dict[str, NodeSpec]:
                 parent=a.opt("parent", as_str),
                 lifetime=int(a.get("lifetime", as_int, 600)),
                 hold_timeout=a.get("hold_timeout", as_num, 1.0),
+                buffer_timeout=a.get("buffer_timeout", as_num, 2.0),
                 lm=a.opt("lm", as_str),
                 pd=a.get("pd", as_bool, False),
                 reverse_tunnel=a.get("reverse_tunnel", as_bool, False),

@@ -359,7 +359,8 @@ def _config(plan: Plan, name: str) -> str:
                   f'dpa = "{np.dpa}"',
                   "prefixes = [" + (f'"{asp.prefix}"' if asp.prefix else "") + "]",
                   f'uplink = "{np.uplink}"', f'mode = "{asp.mode}"',
-                  f"lifetime = {asp.lifetime}", f"hold_timeout = {asp.hold_timeout}"]
+                  f"lifetime = {asp.lifetime}", f"hold_timeout = {asp.hold_timeout}",
+                  f"buffer_timeout = {asp.buffer_timeout}"]
         if asp.reverse_tunnel:
             lines.append("reverse_tunnel = true")
         if core:
