@@ -470,6 +470,31 @@ def test_a_hold_released_into_nothing_is_dropped_not_looped(lab: Lab) -> None:
     assert [e for e in ar1.entries() if e.prefix == HNP1] == []
 
 
+def test_a_hold_released_onto_a_link_gone_down_is_dropped_not_looped(lab: Lab) -> None:
+    """The MN took its prefix back here, and left again while the hold was
+    being released: its access link lost its carrier, so the route the held
+    packets leave by is ignored.  They must not fall through to the standby
+    route into the device again - looping until their hop limit, the lift
+    ran its full second with the agent blocked (84407 "released" under load,
+    make stress, pingpong) - but be dropped, once each."""
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    lab.run("ar1", "sysctl", "-qw", "net.ipv6.conf.mn1.ignore_routes_with_linkdown=1")
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1"), E(K.BUFFER, HNP1)], [], 0.0,
+              {HNP1: BufferSpec(limit=10_000, timeout=60.0)})
+    tx = Sender(lab, IP1, 7270, rate=2000, seconds=0.1)
+    tx.start()
+    tx.join(10)
+    wait_until(lambda: ar1.buffered(HNP1) >= tx.sent, 10,
+               lambda: f"{ar1.buffered(HNP1)} of {tx.sent} held, {ar1.counters()}")
+    lab.run("mn", "ip", "link", "set", "eth1", "down")  # the MN's radio goes
+    wait_until(lambda: "NO-CARRIER" in lab.run("ar1", "ip", "link", "show", "mn1"), 10,
+               lambda: "mn1 kept its carrier")
+    ar1.apply([], [E(K.BUFFER, HNP1)], 0.0)
+    c = ar1.counters()
+    assert c["released"] == tx.sent and not c.get("lift-forced"), c
+
+
 def test_buffer_limit_and_timeout_drops_are_counted(lab: Lab) -> None:
     import time
 

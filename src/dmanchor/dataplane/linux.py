@@ -430,6 +430,14 @@ class LinuxDataPlane(EndMarkers):
             # never finds it empty.  Dropped instead, and counted.
             copies = [ForwardingEntry(EntryKind.DROP, prefix)]
             self._counters["release-nowhere"] += 1
+        elif any(e.kind is EntryKind.ANCHOR for e in copies):
+            # The access link may lose its carrier while they drain (the MN
+            # leaves again): its route is then ignored, and what leaves the
+            # device would fall through to the standby route into it again
+            # - looping until its hop limit, the lift never finding the
+            # device empty (84407 "released" in one lift under load).
+            # Dropped instead, as on the radio that went.
+            copies.append(ForwardingEntry(EntryKind.DROP, prefix, metric=STANDBY_METRIC))
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
         # Built before the lift: its last steps should be system calls only.
         removal = self._requests(hold, add=False)
@@ -461,7 +469,8 @@ class LinuxDataPlane(EndMarkers):
             return route(add, net, p.length, table=table, gateway=e.next_hop.packed)
         if e.kind is EntryKind.ANCHOR:
             return route(add, net, p.length, table=table, oif=self._ifindex(e.link))
-        return route(add, net, p.length, table=table, blackhole=True)
+        return route(add, net, p.length, table=table, blackhole=True,
+                     metric=e.metric or None)
 
     def _batch_or_raise(self, reqs: list[Request]) -> None:
         failures = self.nl.batch(reqs)

@@ -544,6 +544,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
             if isinstance(event, RequestTimedOut):
                 self._retry_hand(event, now)
+            else:
+                self._resends.pop(event.request_id, None)  # (refused: no more tries)
             if isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT:
                 self._retry_claim(request, now)
 
