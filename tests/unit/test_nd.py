@@ -57,6 +57,18 @@ def test_scapy_reads_our_ra() -> None:
     assert pios == [("2001:db8:2:1::", 64, 600, 600, 1, 1), ("2001:db8:1:1::", 64, 600, 0, 1, 1)]
 
 
+def test_scapy_reads_our_mld_general_query() -> None:
+    """A restarted router asks its links who is there (RFC 3810 5.1)."""
+    mld = pytest.importorskip("scapy.layers.inet6")
+    from dmanchor.access.nd import encode_mld_query
+
+    data = encode_mld_query(100)
+    assert len(data) == 28  # an MLDv2 query: a v1 host would take a shorter one
+    q = mld.ICMPv6MLQuery2(data)
+    assert (q.type, q.mrd, q.mladdr, q.QRV, q.QQIC, q.sources_number) == (
+        130, 100, "::", 2, 125, 0)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 128), st.integers(0, 1000)), max_size=4))
 def test_ra_round_trip(items: list[tuple[int, int]]) -> None:

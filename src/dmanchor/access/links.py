@@ -26,7 +26,7 @@ from ..fm.anchor_model import Heard
 from ..runtime import clock
 from ..wire.types import Prefix
 from .alloc import PoolExhausted, PrefixAllocator
-from .nd import encode_ra
+from .nd import ROUTER_ALERT_HOPOPTS, encode_mld_query, encode_ra
 from .ra import RaSchedule, link_advertisement, shortest_valid
 from .reach import Reachability
 from .sniff import LinkListener
@@ -109,17 +109,25 @@ class AccessLinks:
             self._on_ra_timer()
 
     def _already_here(self) -> None:
-        """MNs on the links before this node started (it restarted): the
-        kernel still resolves them, but they will not solicit again - a
-        stock host sent its RS, DAD and MLD reports when it arrived.  Each
-        valid neighbour entry of a link-local address (an MN's own, with
-        its MAC, the MN-ID) is taken as heard from, as a frame would be."""
+        """MNs on the links before this node started (it restarted): they
+        will not solicit again - a stock host sent its RS, DAD and MLD
+        reports when it arrived.  So each link is asked, as a querier that
+        starts does (an MLDv2 General Query, RFC 3810 7.6.2): every host
+        there reports within 0.1 s, and a report is heard as an arrival.
+        Meanwhile each valid neighbour entry of a link-local address (an
+        MN's own, with its MAC, the MN-ID) is taken as heard from - when
+        traffic made the kernel keep one, which an RS from the unspecified
+        address does not."""
         nl = Netlink()
         try:
             for link in self.links:
                 if not carrier(link):
                     continue  # (its MNs left: the kernel flushed them)
-                for ev in neighbours(nl, socket.if_nametoindex(link)):
+                self._query(link)
+                found = neighbours(nl, socket.if_nametoindex(link))
+                log.debug("%s at start: neighbours %s", link,
+                          [(str(ev.address), ev.state.name) for ev in found])
+                for ev in found:
                     if ev.lladdr and ev.state & VALID and ev.address.is_link_local:
                         self._heard(link, ev.lladdr.hex(":"), (), False, "NEIGHBOUR")
         except (OSError, NetlinkError) as exc:
@@ -164,6 +172,18 @@ class AccessLinks:
             self._heard(listener.link, seen.mn_id,
                         seen.rs.previous if seen.rs is not None else (),
                         seen.rs is not None, seen.kind.name)
+
+    @staticmethod
+    def _query(link: str) -> None:
+        """Send an MLDv2 General Query on ``link`` (hop limit 1, Router Alert)."""
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, ROUTER_ALERT_HOPOPTS)
+                s.sendto(encode_mld_query(), ("ff02::1", 0, 0, socket.if_nametoindex(link)))
+        except OSError as exc:
+            log.warning("MLD query on %s: %s", link, exc)
 
     def _heard(self, link: str, mn: str, named: Sequence[Prefix], solicited: bool,
                how: str) -> None:

@@ -70,6 +70,20 @@ def _lladdr(mac: bytes) -> bytes:
     return bytes((OPT_SOURCE_LLADDR, 1)) + mac
 
 
+MLD_QUERY = 130
+ROUTER_ALERT_HOPOPTS = bytes((0, 0, 5, 2, 0, 0, 1, 0))
+"""The hop-by-hop header an MLD message carries (RFC 3810 5): Router Alert
+(MLD), padded to 8 bytes; the kernel fills in the next header."""
+
+
+def encode_mld_query(max_response_ms: int = 100) -> bytes:
+    """An MLDv2 General Query (RFC 3810 5.1): every host on the link reports
+    its groups within ``max_response_ms`` (below 32768: the code is the
+    delay itself), with robustness 2 and a 125 s query interval."""
+    return struct.pack("!BBHHH16sBBH", MLD_QUERY, 0, 0, max_response_ms, 0, bytes(16),
+                       2, 125, 0)
+
+
 def encode_ra(ra: RouterAdvertisement) -> bytes:
     """ICMPv6 Router Advertisement bytes."""
     out = [struct.pack("!BBHBBHII", ROUTER_ADVERTISEMENT, 0, 0, ra.hop_limit, 0,
