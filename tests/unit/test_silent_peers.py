@@ -137,3 +137,24 @@ def test_a_flow_held_while_its_claim_waits_is_not_taken_for_ended() -> None:
     rep = report(w.fab, cont)
     assert rep.lost == 0 and w.ar[2].stats.counters["claim-retry"] >= 1, rep
     assert w.fab.routers["ar2"].usage(flt).packets_down == rep.delivered
+
+
+def test_a_home_anchor_asks_again_for_its_prefix_from_a_point_that_was_down() -> None:
+    """A -> B -> A with B's control down as the MN comes home: HNP1's anchor
+    asks B for it (FM:6-2 to its flush SID) in vain, and lifts its hold at
+    last.  It asks again later: once B answers, B hands the flows' charges
+    back (FM:2) - before, they stayed at B, and charging came up short."""
+    w = world("tunnel")
+    cont = downlink("cont", IP1, 0.15, 4.0)
+    flt = filter_of(cont)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [flt]})
+    w.net.call_at(0.99, lambda: w.net.down.add("fc00::2:0"))
+    w.move(1.0, 0.03, HNP1, previous={}, src=2, dst=1)
+    w.at(1.031, 1, lambda a, now: a.conn_events(opened(cont), now))  # its conntrack, back home
+    w.net.call_at(3.0, lambda: w.net.down.discard("fc00::2:0"))
+    w.net.run(until=6.0)
+    rep = report(w.fab, cont)
+    assert rep.duplicates == 0, rep
+    assert w.fab.routers["ar1"].usage(flt).packets_down == rep.delivered

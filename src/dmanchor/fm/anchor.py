@@ -485,6 +485,10 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         marker our data plane sent down that tunnel: the marker lifts the
         hold (:class:`Settle`, if it never comes)."""
         anchor = self._homecoming.pop(event.request_id)
+        if isinstance(event, RequestTimedOut) and self.life.of(anchor.prefix) in (
+                PrefixState.RETURNING, PrefixState.ANCHORED):
+            # That point was down (restarting): asked again, for the charges.
+            self._retry_hand(event, now)
         if self.life.of(anchor.prefix) is PrefixState.RETURNING:
             answered = isinstance(event, ReplyReceived)
             self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
@@ -543,7 +547,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         else:
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
             if isinstance(event, RequestTimedOut):
-                self._retry_hand(event, now)
+                if isinstance(request, m.FlowStateTransfer) or event.request_id in self._resends:
+                    self._retry_hand(event, now)
             else:
                 self._resends.pop(event.request_id, None)  # (refused: no more tries)
             if isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT:

@@ -92,10 +92,12 @@ class AnchorFlows:
         self.fn.handle(self.endpoint, ev, now)
 
     def _retry_hand(self, event: RequestTimedOut, now: float) -> None:
-        """FM:2's transfer timed out: sent again later, a few times (charges
-        are cumulative: one lost transfer loses every earlier move's)."""
+        """FM:2's transfer timed out - or a home anchor's FM:6-2 asking the
+        point it had handed its prefix to for it back (that point hands the
+        flows' charges on when it answers): sent again later, a few times.
+        Charges are cumulative: one lost transfer loses every earlier move's."""
         tries = self._resends.pop(event.request_id, 0)
-        if not isinstance(event.request, m.FlowStateTransfer):
+        if not isinstance(event.request, m.FlowStateTransfer | m.BufferReady):
             return
         if tries >= CLAIM_RETRIES:
             self.stats.counters["flow-state-abandoned"] += 1

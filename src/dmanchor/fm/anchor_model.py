@@ -411,9 +411,11 @@ class Requery:
 @dataclass(frozen=True, slots=True)
 class Resend:
     """Send FM:2's state again: its transfer timed out (``tries`` so far).
-    The receiver takes a repeat of a transfer it applied as answered."""
+    The receiver takes a repeat of a transfer it applied as answered.  (Or
+    a home anchor's FM:6-2 to the point that had its prefix, for the
+    flows' charges it holds.)"""
 
-    message: m.FlowStateTransfer
+    message: m.FlowStateTransfer | m.BufferReady
     to: Addr
     tries: int
 
