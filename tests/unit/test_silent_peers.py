@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from dmanchor.prefixtable import PrefixTable
-from dmanchor.sim.traffic import report, start_flow
+from dmanchor.sim.traffic import Flow, report, start_flow
 from tests.unit.test_call_flows import move_stock
 from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
 
@@ -18,17 +18,24 @@ def _received_after(w: World, flow: str, t: float) -> int:
     return sum(1 for d in w.fab.received("mn") if d.packet.flow == flow and d.at >= t)
 
 
+def _moved_with_ar1_silent(stop: float) -> tuple[World, Flow]:
+    """4.1.2: a continuity flow to HNP1 until ``stop``; AR1, HNP1's anchor,
+    goes silent for signalling just before the MN moves to AR2 at 0.5 s."""
+    w = world("tunnel")
+    cont = downlink("cont", IP1, 0.1, stop)
+    start_flow(w.fab, cont)
+    w.net.call_at(0.49, lambda: w.net.down.add(AR1_CTL))
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    return w, cont
+
+
 def test_a_claim_the_home_anchor_missed_is_retried_when_it_answers_again() -> None:
     """4.1.2: HNP1's anchor (AR1) is unreachable for its signalling from
     just before the move until 3 s, so AR2's FM:6-2 to it times out.  AR2
     tries again, later each time, while the MN is still there; once AR1
     answers, its tunnel is re-pointed and the session is served again.
     (Before, the failure was counted and the session never came back.)"""
-    w = world("tunnel")
-    cont = downlink("cont", IP1, 0.1, 6.0)
-    start_flow(w.fab, cont)
-    w.net.call_at(0.49, lambda: w.net.down.add(AR1_CTL))
-    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w, cont = _moved_with_ar1_silent(6.0)
     w.net.call_at(3.0, lambda: w.net.down.discard(AR1_CTL))
     w.net.run(until=6.5)
     counters = w.ar[2].stats.counters
@@ -41,11 +48,7 @@ def test_a_claim_the_home_anchor_missed_is_retried_when_it_answers_again() -> No
 def test_a_claim_is_abandoned_and_counted_after_its_last_retry() -> None:
     """An anchor that never answers: the retries end (not one a second
     forever) and the abandoned claim is counted, for the operator."""
-    w = world("tunnel", lifetime=600)
-    cont = downlink("cont", IP1, 0.1, 1.0)
-    start_flow(w.fab, cont)
-    w.net.call_at(0.49, lambda: w.net.down.add(AR1_CTL))
-    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w, _ = _moved_with_ar1_silent(1.0)
     w.net.run(until=60.0)
     counters = w.ar[2].stats.counters
     assert counters["claim-abandoned"] == 1, counters

@@ -488,7 +488,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         if isinstance(event, RequestTimedOut) and self.life.of(anchor.prefix) in (
                 PrefixState.RETURNING, PrefixState.ANCHORED):
             # That point was down (restarting): asked again, for the charges.
-            self._retry_hand(event, now)
+            self._retry_hand(event, now, homecoming=True)
         if self.life.of(anchor.prefix) is PrefixState.RETURNING:
             answered = isinstance(event, ReplyReceived)
             self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
@@ -547,8 +547,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         else:
             self.stats.counters[f"failed:{request.TYPE.name}"] += 1
             if isinstance(event, RequestTimedOut):
-                if isinstance(request, m.FlowStateTransfer) or event.request_id in self._resends:
-                    self._retry_hand(event, now)
+                self._retry_hand(event, now)
             else:
                 self._resends.pop(event.request_id, None)  # (refused: no more tries)
             if isinstance(event, RequestTimedOut) or event.status.code in TRANSIENT:

@@ -91,18 +91,23 @@ class AnchorFlows:
             self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
         self.fn.handle(self.endpoint, ev, now)
 
-    def _retry_hand(self, event: RequestTimedOut, now: float) -> None:
-        """FM:2's transfer timed out - or a home anchor's FM:6-2 asking the
-        point it had handed its prefix to for it back (that point hands the
-        flows' charges on when it answers): sent again later, a few times.
-        Charges are cumulative: one lost transfer loses every earlier move's."""
-        tries = self._resends.pop(event.request_id, 0)
-        if not isinstance(event.request, m.FlowStateTransfer | m.BufferReady):
+    def _retry_hand(self, event: RequestTimedOut, now: float, homecoming: bool = False) -> None:
+        """FM:2's transfer timed out - or (``homecoming``) a home anchor's
+        FM:6-2 asking the point it had handed its prefix to for it back
+        (that point hands the flows' charges on when it answers): sent again
+        later, a few times.  Charges are cumulative: one lost transfer loses
+        every earlier move's.  (A claim's FM:6-2 has its own retries.)"""
+        request = event.request
+        tries = self._resends.pop(event.request_id, None)
+        again = tries is not None or homecoming
+        if not (isinstance(request, m.FlowStateTransfer)
+                or (again and isinstance(request, m.BufferReady))):
             return
+        tries = tries or 0
         if tries >= CLAIM_RETRIES:
             self.stats.counters["flow-state-abandoned"] += 1
             return
-        self.set_timer(Resend(event.request, event.destination, tries + 1),
+        self.set_timer(Resend(request, event.destination, tries + 1),
                        now + CLAIM_BACKOFF * 2 ** tries)
 
     def _on_resend(self, t: Resend, now: float) -> None:

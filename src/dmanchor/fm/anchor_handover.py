@@ -82,8 +82,9 @@ class AnchorHandover:
         def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                      keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
 
-    def _retry_claim(self, request: m.Message, now: float) -> bool:
-        """A claim's request timed out: whether it will be tried again.
+    def _retry_claim(self, request: m.Message, now: float) -> None:
+        """A claim's request timed out (or was answered with a transient
+        cause): try it again later, if it is one to retry.
 
         Only a claim's own requests to its anchor - FM:4-3 discovery, the
         FM:6-2 asking to be sent the prefix - and only while the prefix's
@@ -94,14 +95,13 @@ class AnchorHandover:
         discover = isinstance(request, m.AnchorDiscovery)
         to_anchor = isinstance(request, m.BufferReady) and request.dpa_address == self.s.dpa
         if v is None or prefix is None or not (discover or to_anchor):
-            return False
+            return
         if v.claim_retries >= CLAIM_RETRIES:
             self.stats.counters["claim-abandoned"] += 1
-            return False
+            return
         self.set_timer(Reclaim(prefix, discover), now + CLAIM_BACKOFF * 2 ** v.claim_retries)
         v.claim_retries += 1
         self.stats.counters["claim-retry"] += 1
-        return True
 
     def _on_reclaim(self, t: Reclaim, now: float) -> None:
         v = self.visiting.get(t.prefix)
