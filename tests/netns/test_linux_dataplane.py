@@ -15,7 +15,7 @@ import pytest
 from dmanchor.dataplane.api import BufferSpec, DataPlaneError
 from dmanchor.dataplane.linux import LinuxDataPlane
 from dmanchor.dataplane.markers import MARKER_PORT, MarkerAuth
-from dmanchor.dataplane.netlink import open_in_netns
+from dmanchor.dataplane.netlink import RT_TABLE_MAIN, RouteMonitor, open_in_netns
 from dmanchor.emulation.flat import CN, HNP1, HNP2, IP1, IP2, SID1, SID2, flat, move_mn_to_ar2
 from dmanchor.emulation.lab import Lab, Veth
 from dmanchor.reordering import measure
@@ -259,6 +259,32 @@ def test_errors_name_the_object(lab: Lab) -> None:
         dps["ar1"].apply([E(K.ROUTE, HNP2, A("fd00:1::1")),
                           E(K.ROUTE, P("2001:db8:3::/64"), A("fd00:77::1"))], [], 0.0)
     assert E(K.ROUTE, HNP2, A("fd00:1::1")) not in dps["ar1"].entries()
+
+
+def test_a_re_pointed_route_is_replaced_never_missing(lab: Lab) -> None:
+    """A prefix re-pointed (FM:5-1 at a core router: delete the old path, add
+    the new) is one replace: the kernel never announces it deleted, so no
+    packet falls to a covering route meanwhile (chain-back lost 1 of 6800 so).
+    A batch failing later puts the old path back."""
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    tunnel, routed = E(K.TUNNEL, HNP2, SID2), E(K.ROUTE, HNP2, A("fd00:1::1"))
+    ar1.apply([tunnel], [], 0.0)
+    mon = RouteMonitor(lab.ns("ar1"))
+    try:
+        ar1.apply([routed], [tunnel], 0.0)
+        changes = wait_until(lambda: mon.read(), 5.0, "the route change announced")
+        # (The end marker's own route, in a table of its own, comes and goes.)
+        main = [(added, r.dst) for added, r in changes if r.table == RT_TABLE_MAIN]
+        assert main == [(True, HNP2.address)]
+        assert routed in ar1.entries() and tunnel not in ar1.entries()
+        with pytest.raises(DataPlaneError, match="route 2001:db8:3::"):
+            ar1.apply([tunnel, E(K.ROUTE, P("2001:db8:3::/64"), A("fd00:77::1"))],
+                      [routed], 0.0)
+        have = ar1.entries()
+        assert routed in have and tunnel not in have
+    finally:
+        mon.close()
 
 
 def test_a_hosts_own_sids_are_in_the_local_table(lab: Lab) -> None:

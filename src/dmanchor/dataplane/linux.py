@@ -105,6 +105,25 @@ class _Hold:
     started: float
 
 
+_REPLACEABLE = (EntryKind.ROUTE, EntryKind.TUNNEL, EntryKind.DROP)
+
+
+def _repointed(add: Sequence[ForwardingEntry],
+               delete: Sequence[ForwardingEntry]) -> dict[ForwardingEntry, ForwardingEntry]:
+    """New entry -> the deleted one it replaces: the same prefix and metric,
+    no flow, each one route (an ANCHOR or a flow's entry is more than one
+    request, and keeps its delete-then-add)."""
+    old = {(e.prefix, e.metric): e for e in delete
+           if e.flow is None and e.kind in _REPLACEABLE}
+    out: dict[ForwardingEntry, ForwardingEntry] = {}
+    for e in add:
+        if e.flow is None and e.kind in _REPLACEABLE:
+            d = old.pop((e.prefix, e.metric), None)
+            if d is not None:
+                out[e] = d
+    return out
+
+
 def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
     return (e.prefix, e.flow)
 
@@ -212,18 +231,25 @@ class LinuxDataPlane(EndMarkers):
         # route in before its hold: 25-46 packets overtook those still
         # coming back through the visited point, at 10k pps).
         holds = [e for e in add if e.kind is EntryKind.BUFFER]
+        # A route re-pointed is replaced in one message.  As a delete and then
+        # an add, what arrived between the two took the covering route (a
+        # core router re-pointing a prefix: chain-back lost 1 of 6800).
+        repointed = _repointed(add, delete)
+        replaced = set(repointed.values())
         try:
             for e in holds:
                 spans.append((len(forward), e, True))
                 forward.extend(self._requests(e, add=True))
             for e in delete:
+                if e in replaced:
+                    continue
                 spans.append((len(forward), e, False))
                 forward.extend(self._requests(e, add=False))
             for e in add:
                 if e.kind is EntryKind.BUFFER:
                     continue
                 spans.append((len(forward), e, True))
-                forward.extend(self._requests(e, add=True))
+                forward.extend(self._requests(e, add=True, replace=e in repointed))
         except DataPlaneError:
             self._forget_nexthops(new_nh)
             raise
@@ -242,7 +268,8 @@ class LinuxDataPlane(EndMarkers):
         failures = [f for f in failures if f[0] < main]
         if failures:
             self._oldpaths |= fresh
-            self._rollback(forward[:main], spans, new_nh, {i for i, _ in failures})
+            self._rollback(forward[:main], spans, new_nh, {i for i, _ in failures},
+                           repointed)
             _, err = failures[0]
             raise DataPlaneError(f"{self.netns or 'host'}: {err}") from err
         for e in add:
@@ -478,12 +505,16 @@ class LinuxDataPlane(EndMarkers):
             raise DataPlaneError(f"{self.netns or 'host'}: {failures[0][1]}")
 
     def _rollback(self, forward: list[Request], spans: list[tuple[int, ForwardingEntry, bool]],
-                  new_nh: dict[IPv6Address, int], failed: set[int]) -> None:
+                  new_nh: dict[IPv6Address, int], failed: set[int],
+                  repointed: Mapping[ForwardingEntry, ForwardingEntry]) -> None:
         """Undo, newest first, every request of a failed batch that succeeded."""
         undo: list[Request] = []
         bounds = [start for start, _, _ in spans] + [len(forward)]
         for (start, e, added), end in zip(spans, bounds[1:], strict=True):
-            inverse = self._requests(e, add=not added)  # reverse order of forward
+            # reverse order of forward; a replaced route is put back by another
+            old = repointed.get(e) if added else None
+            inverse = (self._requests(old, add=True, replace=True) if old is not None
+                       else self._requests(e, add=not added))
             for j in range(end - start):
                 if start + j not in failed:
                     undo.append(inverse[len(inverse) - 1 - j])
@@ -626,7 +657,10 @@ class LinuxDataPlane(EndMarkers):
 
     # -- Translation ------------------------------------------------------------------
 
-    def _requests(self, e: ForwardingEntry, add: bool) -> list[Request]:
+    def _requests(self, e: ForwardingEntry, add: bool, replace: bool = False) -> list[Request]:
+        """The netlink requests adding or deleting ``e``; ``replace``: the
+        route replaces the one of the same prefix and metric (see
+        :func:`_repointed`)."""
         table = RT_TABLE_MAIN
         out: list[Request] = []
         if e.flow is not None:
@@ -644,13 +678,15 @@ class LinuxDataPlane(EndMarkers):
         kind = e.kind
         if kind is EntryKind.ROUTE:
             assert e.next_hop is not None
-            r = route(add, net, p.length, table=table, gateway=e.next_hop.packed, metric=metric)
+            r = route(add, net, p.length, table=table, gateway=e.next_hop.packed, metric=metric,
+                      replace=replace)
         elif kind is EntryKind.TUNNEL:
             assert e.next_hop is not None
             nhid = self._nhid_of(e.next_hop)
             if nhid is None:
                 raise DataPlaneError(f"no tunnel towards {e.next_hop}", e)
-            r = route(add, net, p.length, table=table, nhid=nhid, metric=metric)
+            r = route(add, net, p.length, table=table, nhid=nhid, metric=metric,
+                      replace=replace)
         elif kind is EntryKind.ANCHOR:
             oif = self._ifindex(e.link)
             r = route(add, net, p.length, table=table, oif=oif, metric=metric)
@@ -674,7 +710,8 @@ class LinuxDataPlane(EndMarkers):
                       dt6_table=DT6_TABLES.get(e.link, RT_TABLE_MAIN),
                       table=RT_TABLE_LOCAL if e.link == "local" else RT_TABLE_MAIN)
         elif kind is EntryKind.DROP:
-            r = route(add, net, p.length, table=table, blackhole=True, metric=metric)
+            r = route(add, net, p.length, table=table, blackhole=True, metric=metric,
+                      replace=replace)
         elif kind is EntryKind.BUFFER:
             if e.flow is not None:
                 raise DataPlaneError("per-flow BUFFER is not supported on Linux", e)
