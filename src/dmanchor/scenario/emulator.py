@@ -56,6 +56,7 @@ from .plan import (
     pd_duid,
 )
 from .report import FlowResult, MoveRecord, Report, build_report
+from .settle import SettleWatch
 from .traffic import TcpStream, UdpProbe
 
 ROUTER_ADVERTISEMENT = 134
@@ -143,6 +144,8 @@ class Emulation(EmulationChecks):
         self._ifindex: dict[tuple[str, str], int] = {}
         self._down: set[tuple[str, str]] = set()  # access links taken down (router, mn)
         self._radio: dict[tuple[str, str], _RadioBreak] = {}  # (router, mn): open break
+        self._t0 = time.monotonic()
+        self.settle = SettleWatch(self._stale, lambda: time.monotonic() - self._t0)
 
     # -- The run -------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Emulation(EmulationChecks):
                 self.progress("capturing the control traffic (dumpcap in every node)")
                 self.capture.start()
             self._start_nodes()
-            t0 = time.monotonic()
+            t0 = self._t0 = time.monotonic()
             for step in self.sc.timeline:
                 delay = t0 + step.at - time.monotonic()
                 if delay > 0:
@@ -173,6 +176,7 @@ class Emulation(EmulationChecks):
     def close(self) -> None:
         """Remove everything this run created (idempotent; a Ctrl-C waits for it)."""
         with sigint_deferred():
+            self.settle.finish()
             for nl in self._netlinks.values():
                 nl.close()
             self._netlinks.clear()
@@ -343,20 +347,31 @@ class Emulation(EmulationChecks):
         elif step.action == "kill":
             self.progress(f"fault: {a['node']}'s node process killed")
             self.procs.kill(a["node"])
+            self.settle.fault(a["node"], f"{a['node']} killed")
         elif step.action == "restart":
             self.progress(f"fault: {a['node']}'s node process restarted")
             self.procs.restart(a["node"], a["node"])
+            self.settle.recovered(a["node"], f"{a['node']} restarted")
         elif step.action == "attack":
             self.progress(attacks.send(self.lab, self.plan, a, self.flows[a["flow"]].prefix))
         elif step.action in ("cut", "heal"):
             self.progress(f"fault: link {a['a']}-{a['b']} {step.action}")
             faults.cut(self.lab, self.plan, a["a"], a["b"], step.action == "cut")
+            link = f"link {a['a']}-{a['b']}"
+            if step.action == "cut":
+                self.settle.fault(link, f"{link} cut")
+            else:
+                self.settle.recovered(link, f"{link} healed")
         elif step.action == "loss":
             self.progress(f"fault: {a['percent']:g}% of control messages lost at every node")
             if self._loss is None:
                 self._loss = faults.ControlLoss(self.lab, [n for n, p in self.plan.nodes.items()
                                                            if p.config])
             self._loss.set(a["percent"])
+            if a["percent"]:
+                self.settle.fault("loss", f"{a['percent']:g}% control loss")
+            else:
+                self.settle.recovered("loss", "control loss stopped")
         else:
             self._check(a)
 
@@ -684,6 +699,7 @@ class Emulation(EmulationChecks):
             self._close_radio_break(router, mn)
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
+        report.faults = [rec.as_json() for rec in self.settle.finish()]
         arrivals: dict[str, list[float]] = {}
         for name, f in self.flows.items():
             arrivals.setdefault(self.sc.flows[name].dst, []).extend(

@@ -11,6 +11,7 @@ from ..reordering import measure
 from .breakdown import Breakdown
 from .fields import Share
 from .model import FlowSpec, Scenario
+from .settle import FaultRecord
 from .traffic import TcpStream, UdpProbe
 
 
@@ -130,6 +131,9 @@ class Report:
     """All moves and continuity probes together (:func:`summarize`)."""
     breakdown: list[Breakdown] = field(default_factory=list)
     """Where each move's time went (:mod:`.breakdown`)."""
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    """Each fault injected, and how long after its recovery every node's
+    state had settled (:class:`~.settle.FaultRecord`)."""
 
     @property
     def passed(self) -> bool:
@@ -302,6 +306,12 @@ def print_report(r: Report) -> None:
               f"of {sm['sent']} sent"
               + (f"; TCP longest stall {sm['tcp_stall_max_ms']} ms"
                  if "tcp_stall_max_ms" in sm else ""))
+    if r.faults:
+        lost = sum(f.lost for f in r.flows)
+        sent = sum(f.sent for f in r.flows if f.kind == "udp")
+        print(f"\n  faults ({lost} packets lost in all, of {sent} sent):")
+        for rec in r.faults:
+            print(f"    {FaultRecord(**rec).line()}")
     if r.checks:
         print()
         for name, ok in r.checks.items():
