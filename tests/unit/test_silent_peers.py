@@ -4,10 +4,14 @@ retried, in virtual time, with the project's cores."""
 from __future__ import annotations
 
 from functools import partial
+from ipaddress import IPv6Address as A
 
 from dmanchor.prefixtable import PrefixTable
 from dmanchor.sim.traffic import Flow, report, start_flow
-from tests.unit.test_call_flows import move_stock
+from dmanchor.transport.reliable import Addr
+from dmanchor.wire import messages as m
+from dmanchor.wire.codec import decode
+from tests.unit.test_call_flows import HNP3, Trace, move_stock
 from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
 
 AR1_CTL = "fc00::1:0"
@@ -161,3 +165,42 @@ def test_a_home_anchor_asks_again_for_its_prefix_from_a_point_that_was_down() ->
     rep = report(w.fab, cont)
     assert rep.duplicates == 0, rep
     assert w.fab.routers["ar1"].usage(flt).packets_down == rep.delivered
+
+
+def test_a_home_anchor_relearns_flows_whose_state_died_with_the_point_it_came_from() -> None:
+    """A -> B -> A -> C, stock MN.  B answers A's FM:6-2 as the MN comes
+    home, then dies before its FM:2 (the flows' state and charges) goes out
+    (``fault-moves`` on real kernels: killed at that moment).  A's conntrack
+    still shows the flow: A learns it again, and any update of its binding
+    carries the flow.  Before, A counted none: on real kernels its next
+    update told the LMs HNP1 carried nothing, the next router did not keep
+    it, and the session stalled 2.3 s until the MN came back to A.  A also
+    asks B again for the charges (B stays dead here: those are lost)."""
+    w = world("tunnel", n=3)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 3.0)
+    conns = [ev.conn for ev in opened(cont)]
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    move_stock(w, 1.0, 0.02, HNP1, src=2, dst=1)
+
+    def dies_after_answering(at: float, src: Addr, dst: Addr, data: bytes) -> None:
+        # B answers this FM:6-2 as it is delivered, and is down before the
+        # timer sending FM:2 fires.
+        if dst[0] == "fc00::2:0" and at >= 1.0 and isinstance(decode(data).message,
+                                                              m.BufferReady):
+            w.net.call_at(at, lambda: w.net.down.add("fc00::2:0"))
+    w.net.taps.append(dies_after_answering)
+    for t in (1.2, 1.4):  # A's flow sweeps: its conntrack has the flow
+        w.at(t, 1, lambda a, now: a.conn_present(conns, now, now))
+    move_stock(w, 1.6, 0.02, HNP3, src=1, dst=3)
+    w.net.run(until=3.5)
+    counters = w.ar[1].stats.counters
+    assert counters["flow-relearned"] == 1 and counters["flow-state-asked-again"] == 1, counters
+    reply = trace.assert_order([("lms", "ar3", "MN_REPLY")], since=1.6)[0].message
+    assert isinstance(reply, m.MnReply)
+    assert (HNP1, A("fc00::1:0"), 1) in {(b.prefix, b.forwarding_address, b.flows)
+                                         for b in reply.bindings}
+    assert HNP1 in w.ar[3].visiting
+    assert _received_after(w, cont.name, 2.5) >= 0.4 * cont.rate * 0.5  # served at C

@@ -227,7 +227,8 @@ class ConntrackMonitor:
                     out.append(ev)
 
     def dump(self) -> set[Conn]:
-        """Every IPv6 connection tracked now.
+        """Every IPv6 connection tracked now and not over (a TCP one in
+        TIME_WAIT or CLOSE is not: :attr:`ConnEvent.ended`).
 
         The kernel destroys the expired entries a dump walks past (and
         says so on the DESTROY group): its garbage collector alone may
@@ -253,7 +254,7 @@ class ConntrackMonitor:
                         raise NetlinkError("conntrack dump", code)
                     return out
                 ev = parse(mtype, flags, body)
-                if ev is not None:
+                if ev is not None and not ev.ended:
                     out.add(ev.conn)
 
     def close(self) -> None:

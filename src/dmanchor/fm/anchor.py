@@ -66,7 +66,6 @@ from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
     MODES,
-    SETTLE_GRACE,
     TRANSIENT,
     Advertise,
     AnchorSettings,
@@ -136,6 +135,9 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         # moved to another AR (taken over again if a switch below asks).
         self._served_before: set[Prefix] = set()
         self._homecoming: dict[int, ForwardingEntry] = {}  # FM:6-2 request -> anchoring to lift
+        # Own prefixes home again -> the point whose FM:2 (their flows'
+        # state and charges) is still due: asked again if it never comes.
+        self._came_back_from: dict[Prefix, IPv6Address] = {}
         self.flows = FlowBook()
         """Open flows per MN prefix, and charging records of ended ones."""
         self._joins: dict[int, Join] = {}  # request id -> join it serves
@@ -378,6 +380,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self._step(p, PrefixEvent.LEFT)
         if p in st.own:
             self.away[p] = st.link
+            self._came_back_from.pop(p, None)
             st.own = tuple(x for x in st.own if x != p)
         elif p in st.visiting:
             self._drop_reverse(self.visiting.pop(p, None), now)
@@ -477,24 +480,6 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self.stats.counters["buffer-request"] += 1
         self._departed(msg.prefix, now, hold=True, own_only=True)
         self.endpoint.reply(ev, m.BufferAck(msg.prefix), now)
-
-    def _on_homecoming_answer(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
-                              now: float) -> None:
-        """The visited point sent what it held (or will not).  What was still
-        on its way there when the prefix came home follows, ended by the end
-        marker our data plane sent down that tunnel: the marker lifts the
-        hold (:class:`Settle`, if it never comes)."""
-        anchor = self._homecoming.pop(event.request_id)
-        if isinstance(event, RequestTimedOut) and self.life.of(anchor.prefix) in (
-                PrefixState.RETURNING, PrefixState.ANCHORED):
-            # That point was down (restarting): asked again, for the charges.
-            self._retry_hand(event, now, homecoming=True)
-        if self.life.of(anchor.prefix) is PrefixState.RETURNING:
-            answered = isinstance(event, ReplyReceived)
-            self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
-            self._step(anchor.prefix, PrefixEvent.SETTLED)
-            if answered:
-                self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
 
     def _on_reply(self, event: ReplyReceived, now: float) -> None:
         self._resends.pop(event.request_id, None)

@@ -54,6 +54,7 @@ class AnchorFlows:
     _handing: dict[Prefix, tuple[FlowFilter, ...]]
     _seen_transfers: dict[tuple[str, int], None]
     _resends: dict[int, int]
+    _came_back_from: dict[Prefix, IPv6Address]
     fn: DpFunction
 
     if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class AnchorFlows:
                 del self._seen_transfers[next(iter(self._seen_transfers))]
         if self._owner(msg.prefix) is not None:
             self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
+        self._came_back_from.pop(msg.prefix, None)
         self.fn.handle(self.endpoint, ev, now)
 
     def _retry_hand(self, event: RequestTimedOut, now: float, homecoming: bool = False) -> None:
@@ -148,17 +150,18 @@ class AnchorFlows:
         a flow that may have ended (:meth:`FlowBook.watched`) has, once they
         show it idle for ``flow_idle`` (:meth:`FlowBook.idle`).  The host
         reads the counters only when some flow is watched."""
-        flows = set()
+        flows: dict[FlowFilter, Prefix] = {}
         for conn in present:
             found = flow_of(conn, self._mn_prefix)
             if found is not None:
-                flows.add(found[0])
+                flows[found[0]] = found[1]
         # A held prefix's flows wait here for their MN: no packet of them is
         # charged, nor tracked as the MN's, until it is back or they move on
         # - not a sign they ended (a 2 s hold would end a busy flow, and its
         # charges stayed here, out of FM:2).
         held = set(self.dp.holds())
-        for flow in self.flows.vanished(flows, taken):
+        self._relearn(flows, held, taken, now)
+        for flow in self.flows.vanished(set(flows), taken):
             prefix = self.flows.prefix_of(flow)
             if prefix in held:
                 continue
@@ -170,6 +173,32 @@ class AnchorFlows:
             for prefix, flow in self.flows.idle(counted, now, self.s.flow_idle):
                 if prefix not in held:
                     self._flow_ended(prefix, flow, now)
+
+    def _relearn(self, present: Mapping[FlowFilter, Prefix], held: set[Prefix], taken: float,
+                 now: float) -> None:
+        """Open flows the kernel tracks on a prefix anchored here natively
+        (:meth:`_trusted`: conntrack sees all of them) but unknown here are
+        learned again: their state was lost - this agent restarted, or the
+        point the prefix came home from died before its FM:2.  Not known,
+        the binding would say the prefix carries nothing, and the next
+        router would not keep it: the session would stall until the MN came
+        back.  That point is then asked again (FM:6-2) for the charges it
+        still counts in its kernel (a restarted agent hands them on)."""
+        for flow, prefix in present.items():
+            if prefix in held or flow in self.flows.open.get(prefix, ()) \
+                    or not self._trusted(prefix):
+                continue
+            self._track(prefix, [flow], now)
+            if flow not in self.flows.open.get(prefix, ()):
+                continue  # (over the cap)
+            self.flows.seen[flow] = taken
+            self.stats.counters["flow-relearned"] += 1
+            point = self._came_back_from.pop(prefix, None)
+            if point is not None:
+                self.stats.counters["flow-state-asked-again"] += 1
+                # (With FM:2's resends if it times out: :meth:`_retry_hand`.)
+                self._resends[self.endpoint.request(
+                    m.BufferReady(prefix, self.s.flush_sid), self._agent_of(point), now)] = 0
 
     def usage(self, want: FlowFilter) -> FlowUsage:
         """FM:2: what the flows ``want`` selects were charged here, open or ended."""

@@ -17,13 +17,21 @@ from typing import TYPE_CHECKING
 
 from ..dataplane.api import BufferSpec, DataPlane
 from ..transport.policy import same_address
-from ..transport.reliable import Addr, Endpoint, MessageReceived
+from ..transport.reliable import (
+    Addr,
+    Endpoint,
+    MessageReceived,
+    NegativeReply,
+    ReplyReceived,
+    RequestTimedOut,
+)
 from ..wire import messages as m
 from ..wire.auth import Role
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
+    SETTLE_GRACE,
     AnchorSettings,
     AnchorStats,
     Attached,
@@ -66,6 +74,7 @@ class AnchorHandover:
     _served_at: dict[Prefix, IPv6Address]
     _served_before: set[Prefix]
     _homecoming: dict[int, ForwardingEntry]
+    _came_back_from: dict[Prefix, IPv6Address]
     _agent_of_prefix: dict[Prefix, str]
     _claimed_by_mn: dict[Prefix, Addr]
 
@@ -81,6 +90,8 @@ class AnchorHandover:
                    now: float) -> None: ...
         def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                      keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
+        def _retry_hand(self, event: RequestTimedOut, now: float,
+                        homecoming: bool = False) -> None: ...
 
     def _retry_claim(self, request: m.Message, now: float) -> None:
         """A claim's request timed out (or was answered with a transient
@@ -163,6 +174,25 @@ class AnchorHandover:
             rid = self.endpoint.request(m.BufferReady(p, self.s.flush_sid),
                                         self._agent_of(handed), now)
             self._homecoming[rid] = anchor
+            self._came_back_from[p] = handed
+
+    def _on_homecoming_answer(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                              now: float) -> None:
+        """The visited point sent what it held (or will not).  What was still
+        on its way there when the prefix came home follows, ended by the end
+        marker our data plane sent down that tunnel: the marker lifts the
+        hold (:class:`Settle`, if it never comes)."""
+        anchor = self._homecoming.pop(event.request_id)
+        if isinstance(event, RequestTimedOut) and self.life.of(anchor.prefix) in (
+                PrefixState.RETURNING, PrefixState.ANCHORED):
+            # That point was down (restarting): asked again, for the charges.
+            self._retry_hand(event, now, homecoming=True)
+        if self.life.of(anchor.prefix) is PrefixState.RETURNING:
+            answered = isinstance(event, ReplyReceived)
+            self._replace(anchor.prefix, [anchor], now, keep_buffer=answered)
+            self._step(anchor.prefix, PrefixEvent.SETTLED)
+            if answered:
+                self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
 
     def _on_settle(self, t: Settle, now: float) -> None:
         held = any(e.kind is EntryKind.BUFFER and e.prefix == t.prefix and e.flow is None
