@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..dataplane.api import DataPlane, FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
+from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived, RequestTimedOut
 from ..wire import messages as m
 from ..wire.types import FlowFilter, FlowState, Prefix
@@ -90,7 +91,9 @@ class AnchorFlows:
                 del self._seen_transfers[next(iter(self._seen_transfers))]
         if self._owner(msg.prefix) is not None:
             self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
-        self._came_back_from.pop(msg.prefix, None)
+        point = self._came_back_from.get(msg.prefix)
+        if point is not None and same_address(self._agent_of(point), ev.source):
+            del self._came_back_from[msg.prefix]  # (only that point's FM:2 is the one due)
         self.fn.handle(self.endpoint, ev, now)
 
     def _retry_hand(self, event: RequestTimedOut, now: float, homecoming: bool = False) -> None:
