@@ -19,6 +19,7 @@ endpoint; they share the process, its event loop and its SM keys::
     uplink = "fd00:1::1"
     controller = "[fd00:1::1]:5400"
     lms = "[fd00:1::1]:5401"
+    lms_pool = ["[fd00:2::2]:5401"] # other LM:2 pool members: failover
     mode = "tunnel"                 # or "switch", "bgp"
     access_links = ["mn1"]          # where MNs arrive (heard: dmanchor.access.links)
     mn_pool = "2001:db8:1::/48"     # the /64 each MN gets there

@@ -167,6 +167,15 @@ def as_router_id(value: Any) -> int:
     return n
 
 
+def _lms_pool(a: Fields, path: object) -> tuple[Addr, ...]:
+    """``anchor.lms_pool``: the other members of ``anchor.lms``'s pool."""
+    pool = a.get_list("lms_pool", as_endpoint)
+    if pool and "lms" not in a.table:
+        raise ConfigError(f"{path}: field 'anchor.lms_pool': needs 'anchor.lms' (the member "
+                          "asked first)")
+    return pool
+
+
 def _optional_endpoint(f: Fields, name: str) -> Addr | None:
     """An optional host:port field (absent: None)."""
     return f.get(name, as_endpoint, required=True) if name in f.table else None
@@ -249,6 +258,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             uplink=a.get("uplink", as_address, required=True),
             controller=_optional_endpoint(a, "controller"),
             lms=_optional_endpoint(a, "lms"),
+            lms_pool=_lms_pool(a, path),
             mode=Mode(mode),
             port=a.get("peer_port", as_int, 5400),
             lifetime=a.get("lifetime", as_int, 600),

@@ -162,6 +162,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         s = AnchorSettings(
             f"ar{i}", A(f"fc00::{i}:0"), A(f"fc00::{i}:0"), (P(f"2001:db8:{i}::/48"),),
             uplink=A("fc00::ff"), controller=CTRL, lms=lm_of[i], mode=Mode(mode), lifetime=lifetime,
+            lms_pool=tuple(a for j, a in lm_of.items() if a != lm_of[i] and j in members),
             buffer=buffer or BufferSpec(), hold_timeout=hold_timeout,
             reverse_tunnel=reverse_tunnel, pd=pd, flow_idle=flow_idle,
             host_based=host_based or {}, agent_ids=agent_ids or {},

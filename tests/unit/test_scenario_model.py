@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dmanchor.config import ConfigError
 from dmanchor.nodeconf import load_node_config
 from dmanchor.scenario.fields import ScenarioError, Share
 from dmanchor.scenario.model import parse
@@ -288,3 +289,24 @@ def test_a_metrics_check_names_a_metric_its_labels_and_a_bound() -> None:
          "labels": {"type": "BUFFER_READY"}, "max": None, "min": 1.0}]
     with pytest.raises(ScenarioError, match=r"metrics\.node': no node 'ar9'"):
         parse(text.replace("node: ar1, name", "node: ar9, name"))
+
+
+def test_a_pool_members_anchor_is_given_the_other_members(tmp_path: Path) -> None:
+    """Fig 1a: each anchor asks its own LMs pool member first and knows the
+    others (``lms_pool``) for when it is silent; a pool without the member
+    asked first is a config error naming the field."""
+    plan = make_plan(find("fig1a"))
+    text = (plan.nodes["ar2"].config.replace("@CONTROL@", str(tmp_path / "c.sock"))
+            .replace("@TRACE@", str(tmp_path / "t.jsonl")).replace("@LOG@", "info")
+            .replace("@LMSTATE@", str(tmp_path / "lms")))
+    path = tmp_path / "ar2.toml"
+    path.write_text(text)
+    cfg = load_node_config(path)
+    assert cfg.anchor is not None
+    s = cfg.anchor[1]
+    assert s.lms is not None and len(s.lms_pool) == 1 and s.lms_pool[0] != s.lms
+    assert s.lms_pool[0][0] == str(plan.nodes["ar1"].control)
+    path.write_text("\n".join(line for line in text.splitlines()
+                              if not line.startswith("lms = ")))
+    with pytest.raises(ConfigError, match=r"anchor\.lms_pool"):
+        load_node_config(path)

@@ -204,3 +204,45 @@ def test_a_home_anchor_relearns_flows_whose_state_died_with_the_point_it_came_fr
                                          for b in reply.bindings}
     assert HNP1 in w.ar[3].visiting
     assert _received_after(w, cont.name, 2.5) >= 0.4 * cont.rate * 0.5  # served at C
+
+
+def _moved_with_own_member_dead(dead: bool) -> tuple[World, Flow]:
+    """Fig 1a's pool: a stock MN with a continuity flow on HNP1 moves to
+    AR2 at 0.5 s; AR2's own pool member (lms-2) is killed just before, if
+    ``dead``."""
+    w = world("tunnel", lm="pool", hold_timeout=5.0)
+    cont = downlink("cont", IP1, 0.1, 5.0)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    if dead:
+        w.net.call_at(0.49, lambda: w.net.remove(("fc00::2:0", 5401)))
+    move_stock(w, 0.5, 0.03, HNP2)
+    w.net.run(until=5.5)
+    return w, cont
+
+
+def test_an_anchor_asks_the_next_pool_member_when_its_own_is_dead() -> None:
+    """Issue 16 item 7: AR2's LM:1-1 by MN times out at its dead member and
+    goes on to lms-1, which answers that HNP1 is the MN's and busy; AR2
+    keeps HNP1 and the session is served there.  lms-1 is used from then
+    on, and AR2 subscribes and registers again there.  (Before, AR2 asked
+    only its own member: the MN kept nothing and the session was lost.)"""
+    w, cont = _moved_with_own_member_dead(True)
+    counters = w.ar[2].stats.counters
+    assert counters["lms-failover"] >= 1 and counters["lms-switched"] == 1, counters
+    assert counters["kept-by-lm"] == 1, counters
+    assert w.ar[2].lm is not None and w.ar[2].lm.pool.current == ("fc00::1:0", 5401)
+    assert _received_after(w, cont.name, 4.5) >= 0.4 * cont.rate
+    assert report(w.fab, cont).duplicates == 0
+    # AR2's subscription to its MN's prefix lives at lms-1, which pushes to it.
+    assert ("fc00::2:0", 5400) in w.members[1].subs.live(HNP2, w.net.now)
+
+
+def test_an_anchor_keeps_its_own_pool_member_while_it_answers() -> None:
+    """The control: with its member alive, AR2 never fails over."""
+    w, cont = _moved_with_own_member_dead(False)
+    counters = w.ar[2].stats.counters
+    assert counters["lms-failover"] == 0 and counters["lms-switched"] == 0, counters
+    assert counters["kept-by-lm"] == 1, counters
+    assert _received_after(w, cont.name, 4.5) >= 0.4 * cont.rate
+

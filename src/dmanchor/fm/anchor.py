@@ -40,7 +40,7 @@ from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError
-from ..transport.policy import ANCHOR_SENDERS, same_address
+from ..transport.policy import ANCHOR_SENDERS
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -62,6 +62,7 @@ from ..wire.types import (
 )
 from .anchor_flows import AnchorFlows
 from .anchor_handover import AnchorHandover
+from .anchor_lm import AnchorLocation, LmRequests
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
@@ -98,7 +99,7 @@ from .flows import FlowBook
 from .fmdp import DpFunction
 
 
-class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
+class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -154,6 +155,9 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         self._seen_transfers: dict[tuple[str, int], None] = {}
         self._resends: dict[int, int] = {}  # FM:2 sent again -> tries so far
         self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
+        self.lm = LmRequests(self.endpoint, (settings.lms, *settings.lms_pool)) \
+            if settings.lms is not None else None
+        """LM:1 requests, over the LMs pool (None: no LMs configured)."""
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         if settings.mode is Mode.BGP:
@@ -218,9 +222,9 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
 
     def _on_requery(self, ask: Requery, now: float) -> None:
         st = self.attached.get(ask.mn)
-        if self.s.lms is None or st is None or st.link != ask.link:
+        if self.lm is None or st is None or st.link != ask.link:
             return  # (gone again: nothing to keep here)
-        self._mn_queries[self.endpoint.request(m.MnQuery(ask.mn), self.s.lms, now)] = ask
+        self._mn_queries[self.lm.request(m.MnQuery(ask.mn), now)] = ask
 
     def _on_mn_reply(self, mn: str, link: str, reply: m.MnReply, now: float) -> None:
         """The LMs says where the MN's prefixes are served: keep the busy ones."""
@@ -319,10 +323,10 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             # prefix is this MN's; the previous point (LM:1-1) is told to
             # send its leftovers here.
             join = Join(p)
-            if self.s.lms is None or self._known(join, served, mn):
+            if self.lm is None or self._known(join, served, mn):
                 self._joined(join, now)
             else:
-                self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+                self._joins[self.lm.request(m.LocationQuery(p), now)] = join
             return
         if self.s.mode is Mode.SWITCH or self.s.controller is None:
             # The central FM-CP reacts to the binding update (4.2.1).  The
@@ -333,8 +337,8 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
         # Tunnel mode: find where the prefix was served last (LM:1-1) and
         # which anchor holds it (FM:4-3), then ask both for it.
         join = Join(p)
-        if self.s.lms is not None and not self._known(join, served, mn):
-            self._joins[self.endpoint.request(m.LocationQuery(p), self.s.lms, now)] = join
+        if self.lm is not None and not self._known(join, served, mn):
+            self._joins[self.lm.request(m.LocationQuery(p), now)] = join
         else:
             join.lm_done = True
         self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
@@ -400,11 +404,6 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
                     self.stats.counters["departed"] += 1
                 return
 
-    def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
-        """LM:1-3: be told when these prefixes' bindings change (a departure)."""
-        if self.s.lms is not None and prefixes:
-            self.endpoint.request(m.Subscribe(tuple(prefixes), self.s.lifetime), self.s.lms, now)
-
     def next_event(self) -> Effect | None:
         """The next thing the host must do (announce, delegate, advertise), in order."""
         return self._effects.popleft() if self._effects else None
@@ -433,7 +432,10 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
                 handler(self, event, event.message, now)
             elif not self.fn.handle(self.endpoint, event, now) and event.expects_reply:
                 self.endpoint.reject(event, Cause.UNSUPPORTED, "anchor agent", now)
-        elif event.request_id in self._homecoming:
+            return
+        if self.lm is not None and event.request_id in self.lm and self._lm_outcome(event, now):
+            return  # sent again, to the next member of the LMs pool
+        if event.request_id in self._homecoming:
             self._on_homecoming_answer(event, now)
         elif isinstance(event, ReplyReceived):
             self._on_reply(event, now)
@@ -569,10 +571,7 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
                                      self.s.lifetime, self.s.prefixes),
                 self.s.controller, now,
             )
-        for mn, st in self.attached.items():
-            for p in st.own:
-                self._lm_update(p, self.s.dpa, now, mn=mn)
-            self._subscribe(st.own, now)
+        self._register_bindings(now)
         self.set_timer(Register(), now + self.s.lifetime / 2)
 
     def _on_status(self, _: Status, now: float) -> None:
@@ -682,10 +681,6 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
 
     # -- Helpers -------------------------------------------------------------------------
 
-    def _from_lms(self, source: Addr) -> bool:
-        """Whether ``source`` is the LMs (or LMp) this agent subscribes at."""
-        return self.s.lms is not None and same_address(source, self.s.lms)
-
     def _mn_of(self, prefix: Prefix) -> str | None:
         v = self.visiting.get(prefix)
         return v.mn if v is not None and v.mn else None
@@ -750,16 +745,6 @@ class AnchorAgentCore(AnchorHandover, AnchorFlows, ServiceCore):
             elif not on and p in self.announced:
                 self.announced.discard(p)
                 self._effects.append(Announce(p, False))
-
-    def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
-                   lifetime: int | None = None, mn: str | None = None) -> None:
-        """LM:1-4 for ``prefix``, naming the MN using it when known (SM)."""
-        if self.s.lms is None:
-            return
-        life = self.s.lifetime if lifetime is None else lifetime
-        flows = self.flows.count(prefix) if mn and life else None
-        self.endpoint.request(m.LocationUpdate(prefix, address, life, mn=mn or None,
-                                               flows=flows), self.s.lms, now)
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:

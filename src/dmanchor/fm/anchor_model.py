@@ -222,6 +222,9 @@ class AnchorSettings:
     """Mobility controller (FM:4 registry; central FM-CP in switch mode)."""
     lms: Addr | None = None
     """LMs or LMp receiving LM:1-4 updates."""
+    lms_pool: tuple[Addr, ...] = ()
+    """The other members of ``lms``'s LM:2 pool (Fig 1a): an LM request that
+    ``lms`` leaves unanswered goes on to them in turn."""
     mode: Mode = Mode.TUNNEL
     """How a moving MN's prefixes stay reachable (:class:`Mode`)."""
     port: int = 5400

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from ..transport.policy import LMC_SENDERS
+from ..transport.policy import LMC_SENDERS, same_address
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -65,11 +65,56 @@ class Pushed:
 LmcEvent = Done | Pushed
 
 
+class ServerPool:
+    """The LMs pool members a client may ask, and the one it asks now.
+
+    A request goes to the member in use; one that times out goes on to the
+    next member (a pool member relays what another is primary for, so any
+    member will do).  The first member that answers after a failover is
+    the one asked from then on: a dead member costs one timeout, not one
+    per request.  Shared by the LMc core and the anchor agent's LM client.
+    """
+
+    def __init__(self, servers: Sequence[Addr]) -> None:
+        if not servers:
+            raise ValueError("an LM client needs at least one server")
+        self.servers = list(servers)
+        self._current = 0
+
+    @property
+    def current(self) -> Addr:
+        """The member asked first."""
+        return self.servers[self._current]
+
+    def pick(self, tried: int) -> Addr:
+        """The member to ask after ``tried`` of them failed to answer."""
+        return self.servers[(self._current + tried) % len(self.servers)]
+
+    def answered(self, server: Addr) -> bool:
+        """``server`` answered: ask it first from now on (the member in use
+        may have changed since the request went out).  Whether that changed
+        the member in use."""
+        i = self.servers.index(server)
+        if i == self._current:
+            return False
+        self._current = i
+        return True
+
+    def __contains__(self, source: object) -> bool:
+        """Whether ``source`` (an address, port included) is a member."""
+        return isinstance(source, tuple) and any(
+            same_address(source, s) for s in self.servers)
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+
 @dataclass(slots=True)
 class _Op:
     token: int
     message: m.Message
     tried: int  # servers tried so far
+    server: Addr | None = None  # the one asked last
 
 
 @dataclass(slots=True)
@@ -84,16 +129,13 @@ class LmcCore(ServiceCore):
     SENDERS = LMC_SENDERS
 
     def __init__(self, servers: Sequence[Addr], endpoint: Endpoint | None = None) -> None:
-        if not servers:
-            raise ValueError("an LMc needs at least one server")
+        self.pool = ServerPool(servers)
         super().__init__(endpoint or Endpoint())
-        self.servers = list(servers)
         self.cache: dict[Prefix, _Cached] = {}
         self.cache_hits = 0
         self._ops: dict[int, _Op] = {}
         self._tokens = itertools.count(1)
         self._out: list[LmcEvent] = []
-        self._current = 0
 
     # -- Commands -----------------------------------------------------------------
 
@@ -139,8 +181,8 @@ class LmcCore(ServiceCore):
     # -- Internals ------------------------------------------------------------------
 
     def _send(self, op: _Op, now: float) -> None:
-        server = self.servers[(self._current + op.tried) % len(self.servers)]
-        rid = self.endpoint.request(op.message, server, now)
+        op.server = self.pool.pick(op.tried)
+        rid = self.endpoint.request(op.message, op.server, now)
         self._ops[rid] = op
 
     def on_event(self, event: Event, now: float) -> None:
@@ -155,9 +197,8 @@ class LmcCore(ServiceCore):
         op = self._ops.pop(event.request_id, None)
         if op is None:
             return
-        if op.tried and not isinstance(event, RequestTimedOut):
-            # A server that answered after a failover is preferred from now on.
-            self._current = (self._current + op.tried) % len(self.servers)
+        if not isinstance(event, RequestTimedOut) and op.server is not None:
+            self.pool.answered(op.server)
         if isinstance(event, ReplyReceived):
             reply = event.reply
             if isinstance(reply, m.LocationReply):
@@ -176,7 +217,7 @@ class LmcCore(ServiceCore):
         else:
             assert isinstance(event, RequestTimedOut)
             op.tried += 1
-            if op.tried < len(self.servers):
+            if op.tried < len(self.pool):
                 self._send(op, now)  # fail over to the next server
             else:
                 self._out.append(Done(op.token, None, Cause.PEER_UNREACHABLE,

@@ -247,6 +247,12 @@ def _endpoint(addr: str, port: int) -> str:
     return f"[{addr}]:{port}"
 
 
+def _pool(plan: Plan) -> list[str]:
+    """The LMs endpoints of the scenario (an LM:2 pool when more than one)."""
+    return [_endpoint(plan.nodes[n.name].control, LMS_PORT)
+            for n in plan.scenario.nodes.values() if n.lms]
+
+
 def _lm_of(plan: Plan, name: str) -> str:
     """The LMs/LMp endpoint an anchor uses."""
     sc = plan.scenario
@@ -368,6 +374,10 @@ def _config(plan: Plan, name: str) -> str:
         lm = _lm_of(plan, name)
         if lm:
             lines.append(f'lms = "{lm}"')
+            others = [e for e in _pool(plan) if e != lm]
+            if lm in _pool(plan) and others:
+                # The rest of its LM:2 pool, asked when its member is silent.
+                lines.append("lms_pool = [" + ", ".join(f'"{e}"' for e in others) + "]")
         if asp.parent is not None:
             lines.append(f'parent = "{plan.nodes[asp.parent].dpa}"')
         if np.access:

@@ -1,0 +1,141 @@
+"""The anchor agent's LM client: LM:1 requests over an LMs pool.
+
+The anchor asks its LMs where an MN's prefixes were served (LM:1-1),
+registers the prefixes it anchors (LM:1-4) and subscribes to their changes
+(LM:1-3).  With an LM:2 pool (Fig 1a) any member will do, since members
+relay what another is primary for; so a request that times out at one
+member is sent again to the next (:class:`~..lm.lmc.ServerPool`, the LMc's
+failover).  A member that answers after a failover is used from then on,
+and the anchor then subscribes and registers again there: subscriptions
+live at the member that took them, and the dead one's are gone.
+
+Answers are not cached here, unlike the LMc's: an anchor asks at a move,
+when only the freshest binding will do, and pushes (LM:1-3) tell it the
+rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from ..lm.lmc import ServerPool
+from ..transport.reliable import Addr, Endpoint, NegativeReply, ReplyReceived, RequestTimedOut
+from ..wire import messages as m
+from ..wire.types import Prefix
+from .anchor_model import AnchorSettings, AnchorStats, Attached, Join, Requery
+from .flows import FlowBook
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an answer (or a timeout) to an LM request means for the anchor."""
+
+    again: int | None = None
+    """The request id it was sent again under (to the next member), if it was."""
+    switched: bool = False
+    """The pool member in use changed: subscribe and register again there."""
+
+
+class LmRequests:
+    """LM:1 requests of one anchor, sent to the member in use of its pool."""
+
+    def __init__(self, endpoint: Endpoint, servers: Sequence[Addr]) -> None:
+        self.endpoint = endpoint
+        self.pool = ServerPool(servers)
+        # request id -> (it, members tried before, the member it went to)
+        self._sent: dict[int, tuple[m.Message, int, Addr]] = {}
+
+    def request(self, message: m.Message, now: float) -> int:
+        """Send ``message`` to the member in use; its request id."""
+        return self._send(message, 0, now)
+
+    def _send(self, message: m.Message, tried: int, now: float) -> int:
+        server = self.pool.pick(tried)
+        rid = self.endpoint.request(message, server, now)
+        self._sent[rid] = (message, tried, server)
+        return rid
+
+    def __contains__(self, request_id: int) -> bool:
+        return request_id in self._sent
+
+    def outcome(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                now: float) -> Outcome:
+        """Take the answer to one of our requests.
+
+        A timeout with members left untried sends it again to the next
+        (the caller moves what waited on the old id to ``again``); otherwise
+        the event is the request's outcome, for the caller to handle.
+        """
+        message, tried, server = self._sent.pop(event.request_id)
+        if isinstance(event, RequestTimedOut):
+            if tried + 1 < len(self.pool):
+                return Outcome(again=self._send(message, tried + 1, now))
+            return Outcome()
+        return Outcome(switched=self.pool.answered(server))
+
+    def is_member(self, source: Addr) -> bool:
+        """Whether ``source`` is one of the pool's members (pushes are
+        believed from them only)."""
+        return source in self.pool
+
+
+class AnchorLocation:
+    """The anchor agent's use of its LMs (mixed into it: the state below is
+    the agent's)."""
+
+    s: AnchorSettings
+    lm: LmRequests | None
+    flows: FlowBook
+    stats: AnchorStats
+    attached: dict[str, Attached]
+    _joins: dict[int, Join]
+    _mn_queries: dict[int, Requery]
+
+    def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
+        """LM:1-3: be told when these prefixes' bindings change (a departure)."""
+        if self.lm is not None and prefixes:
+            self.lm.request(m.Subscribe(tuple(prefixes), self.s.lifetime), now)
+
+    def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
+                   lifetime: int | None = None, mn: str | None = None) -> None:
+        """LM:1-4 for ``prefix``, naming the MN using it when known (SM)."""
+        if self.lm is None:
+            return
+        life = self.s.lifetime if lifetime is None else lifetime
+        flows = self.flows.count(prefix) if mn and life else None
+        self.lm.request(m.LocationUpdate(prefix, address, life, mn=mn or None, flows=flows),
+                        now)
+
+    def _register_bindings(self, now: float) -> None:
+        """LM:1-4 and LM:1-3 for the prefixes of the MNs attached here."""
+        for mn, st in self.attached.items():
+            for p in st.own:
+                self._lm_update(p, self.s.dpa, now, mn=mn)
+            self._subscribe(st.own, now)
+
+    def _lm_outcome(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                    now: float) -> bool:
+        """An LM request's answer or timeout; True if it was sent again to the
+        next pool member (then there is nothing more to do with it yet)."""
+        assert self.lm is not None
+        out = self.lm.outcome(event, now)
+        if out.again is not None:
+            self.stats.counters["lms-failover"] += 1
+            # What waited on the answer waits on the one sent again.
+            if event.request_id in self._joins:
+                self._joins[out.again] = self._joins.pop(event.request_id)
+            if event.request_id in self._mn_queries:
+                self._mn_queries[out.again] = self._mn_queries.pop(event.request_id)
+            return True
+        if out.switched:
+            # Subscriptions lived at the member that stopped answering.
+            self.stats.counters["lms-switched"] += 1
+            self._register_bindings(now)
+        return False
+
+    def _from_lms(self, source: Addr) -> bool:
+        """Whether ``source`` is the LMs (or LMp) this agent subscribes at
+        (or another member of its pool)."""
+        return self.lm is not None and self.lm.is_member(source)
