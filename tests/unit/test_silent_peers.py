@@ -246,3 +246,30 @@ def test_an_anchor_keeps_its_own_pool_member_while_it_answers() -> None:
     assert counters["kept-by-lm"] == 1, counters
     assert _received_after(w, cont.name, 4.5) >= 0.4 * cont.rate
 
+
+def test_charges_that_reach_a_point_after_it_handed_the_prefix_on_follow_it() -> None:
+    """FM:2 racing a move: AR1's transfer of HNP1's charges reaches AR2
+    after the MN went back home to AR1 and AR2 had handed HNP1 there (seen
+    on real kernels in ``fault-moves``: the claim at AR2 waited for a
+    restarting controller, the MN left meanwhile, and AR2 took its charges
+    to hand on a moment before AR1's arrived: 553 packets delivered were
+    never charged).  AR2 passes them on to where it tunnels HNP1."""
+    from dmanchor.wire.types import FlowState
+
+    w = world("tunnel")
+    cont = downlink("cont", IP1, 0.1, 2.0)
+    flt = filter_of(cont)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [flt]})
+    w.move(1.0, 0.03, HNP1, previous={}, src=2, dst=1)
+    w.net.run(until=1.3)
+    ar1, ar2 = w.ar[1], w.ar[2]
+    before = ar1.dp.usage(flt).packets_down
+    late = m.FlowStateTransfer(HNP1, (FlowState(flt, 0, 100, 2000, 1, 20),), 99)
+    w.net.call_at(1.3, lambda: (ar1.endpoint.request(late, ("fc00::2:0", 5400), w.net.now),
+                                w.net.poll(("fc00::1:0", 5400))))
+    w.net.run(until=1.6)
+    assert ar2.stats.counters["flow-state-passed-on"] == 1, ar2.stats.counters
+    assert ar2.dp.usage(flt).packets_down == 0
+    assert ar1.dp.usage(flt).packets_down >= before + 20

@@ -18,7 +18,7 @@ from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
 from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived, RequestTimedOut
 from ..wire import messages as m
-from ..wire.types import FlowFilter, FlowState, Prefix
+from ..wire.types import EntryKind, FlowFilter, FlowState, Prefix
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
@@ -95,6 +95,20 @@ class AnchorFlows:
         if point is not None and same_address(self._agent_of(point), ev.source):
             del self._came_back_from[msg.prefix]  # (only that point's FM:2 is the one due)
         self.fn.handle(self.endpoint, ev, now)
+        onward = self._onward(msg.prefix)
+        if onward is not None and self._owner(msg.prefix) is None:
+            # The charges came after this point had handed the prefix on
+            # (the MN left again while its claim here was still being
+            # answered): taken here they would stay here, out of the MN's
+            # bill.  They follow the prefix like FM:2's own.
+            self.stats.counters["flow-state-passed-on"] += 1
+            self.set_timer(HandFlows(msg.prefix, onward), now)
+
+    def _onward(self, prefix: Prefix) -> IPv6Address | None:
+        """Where this point tunnels the whole of ``prefix`` to, if it does."""
+        return next((e.next_hop for e in self.dp.entries()
+                     if e.prefix == prefix and e.kind is EntryKind.TUNNEL and e.flow is None
+                     and e.next_hop is not None), None)
 
     def _retry_hand(self, event: RequestTimedOut, now: float, homecoming: bool = False) -> None:
         """FM:2's transfer timed out - or (``homecoming``) a home anchor's
