@@ -267,8 +267,11 @@ def test_charges_that_reach_a_point_after_it_handed_the_prefix_on_follow_it() ->
     ar1, ar2 = w.ar[1], w.ar[2]
     before = ar1.dp.usage(flt).packets_down
     late = m.FlowStateTransfer(HNP1, (FlowState(flt, 0, 100, 2000, 1, 20),), 99)
-    w.net.call_at(1.3, lambda: (ar1.endpoint.request(late, ("fc00::2:0", 5400), w.net.now),
-                                w.net.poll(("fc00::1:0", 5400))))
+
+    def send() -> None:
+        ar1.endpoint.request(late, ("fc00::2:0", 5400), w.net.now)
+        w.net.poll(("fc00::1:0", 5400))
+    w.net.call_at(1.3, send)
     w.net.run(until=1.6)
     assert ar2.stats.counters["flow-state-passed-on"] == 1, ar2.stats.counters
     assert ar2.dp.usage(flt).packets_down == 0
