@@ -158,6 +158,24 @@ def _node_command(args: argparse.Namespace) -> int:
     return node_main(args.config, args.log_level, args.log_format)
 
 
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from .sim.simulate import SimConfig, Simulation, format_report
+
+    try:
+        cfg = SimConfig(args.aggregations, args.access, args.mns, args.duration, args.dwell,
+                        args.continuity, cns=args.cns, cn_at_edge=args.cn_at_edge,
+                        seed=args.seed, trace=Path(args.trace) if args.trace else None)
+        report = Simulation(cfg).run()
+    except (ValueError, OSError) as exc:
+        print(f"dmanchor sim: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(report)) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dmanchor`` command."""
     p = argparse.ArgumentParser(prog="dmanchor", description=__doc__)
@@ -221,6 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
                             help="moves are unannounced breaks: no L2 'link going down' hint "
                                  "reaches the old router; it learns from the link itself")
     r.set_defaults(func=_cmd_run)
+
+    sim = sub.add_parser("sim", help="many MNs over a generated tree in virtual time, with "
+                                     "the project's cores, beside a centralized baseline")
+    sim.add_argument("--aggregations", type=int, default=4, help="routers under the core")
+    sim.add_argument("--access", type=int, default=4,
+                     help="access routers under each aggregation router")
+    sim.add_argument("--mns", type=int, default=50, help="mobile nodes")
+    sim.add_argument("--duration", type=float, default=30.0, help="virtual seconds")
+    sim.add_argument("--dwell", type=float, default=5.0,
+                     help="mean seconds an MN stays at a router")
+    sim.add_argument("--continuity", type=float, default=0.5,
+                     help="share of MNs with a session that outlives its moves")
+    sim.add_argument("--cns", type=int, default=1, help="correspondents")
+    sim.add_argument("--cn-at-edge", action="store_true",
+                     help="correspondents at access routers (local content), not the core")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--trace", help="CSV of time,mn,router moves instead of the random walk")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.set_defaults(func=_cmd_sim)
 
     t = sub.add_parser("trace", help="draw the call flow of each move of a run kept by --out "
                                      "(callflow-N.svg and .mmd)")

@@ -45,6 +45,10 @@ class VirtualNetwork:
         self.links: dict[tuple[str, str], LinkProfile] = {}
         self.down: set[str] = set()
         """Hosts that neither send nor receive (a crashed or cut node)."""
+        self.profile_of: Callable[[str, str], LinkProfile] | None = None
+        """The profile between two hosts not in :attr:`links` (a large
+        topology's delays computed on demand rather than stored per pair);
+        ``default`` when None."""
         self.counters: Counter[str] = Counter()
         self._cores: dict[Addr, Core] = {}
         self._queue: list[_Item] = []
@@ -149,7 +153,8 @@ class VirtualNetwork:
         if src[0] in self.down:
             self.counters["dropped-down"] += 1
             return
-        prof = self.links.get((src[0], dest[0]), self.default)
+        prof = self.links.get((src[0], dest[0])) or (
+            self.profile_of(src[0], dest[0]) if self.profile_of is not None else self.default)
         if prof.loss and self.rng.random() < prof.loss:
             self.counters["lost"] += 1
             return

@@ -109,6 +109,7 @@ class Fabric:
         self.owner: dict[int, str] = {}
         self.adjacent: dict[str, dict[str, float]] = {}
         self.drops: list[Drop] = []
+        self._on_link: dict[tuple[str, str], _Host] = {}  # (router, access link) -> host
         self.drop_reasons: Counter[str] = Counter()
         for r in spec.routers:
             addrs = [int(IPv6Address(a)) for a in r.addresses]
@@ -143,11 +144,16 @@ class Fabric:
 
     def attach(self, host: str, router: str, link: str) -> None:
         """The MN comes up on ``router``'s access link ``link``."""
+        self.detach(host)
         self.hosts[host].attached = (router, link)
+        self._on_link[(router, link)] = self.hosts[host]
 
     def detach(self, host: str) -> None:
         """The MN's access link goes down."""
-        self.hosts[host].attached = None
+        h = self.hosts[host]
+        if h.attached is not None and self._on_link.get(h.attached) is h:
+            del self._on_link[h.attached]
+        h.attached = None
 
     def attachment(self, host: str) -> tuple[str, str] | None:
         """(router, link) the host is on, or None."""
@@ -240,12 +246,12 @@ class Fabric:
             self.clock.call_later(delay, lambda: self._arrive(target, p, ""))
 
     def _deliver_access(self, router: str, link: str, p: Packet) -> None:
-        for h in self.hosts.values():
-            if h.attached == (router, link):
-                self.clock.call_later(self.spec.access_delay,
-                                      partial(self._arrive_access, h, router, link, p))
-                return
-        self._drop(router, p, "no-host-on-link")
+        h = self._on_link.get((router, link))
+        if h is None:
+            self._drop(router, p, "no-host-on-link")
+            return
+        self.clock.call_later(self.spec.access_delay,
+                              partial(self._arrive_access, h, router, link, p))
 
     def _arrive_access(self, h: _Host, router: str, link: str, p: Packet) -> None:
         if h.attached != (router, link):

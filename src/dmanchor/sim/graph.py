@@ -1,0 +1,141 @@
+"""Generated topologies for large simulations: a tree of core, aggregation
+and access routers, with the routing tables a real network would hold.
+
+Addressing follows :mod:`.topologies`: access router ``ar{i}`` (i from 1)
+owns ``2001:db8:{i}::/48`` (its MN prefixes), has DPA ``fc00::{i}:0`` and
+flush SID ``fc00::{i}:1``; aggregation router ``g{j}`` is ``fc00:1::{j}``;
+the core ``r0`` is ``fc00::ff``.  A correspondent ``cn{c}`` is
+``2001:db8:ffff::{c}``, wired to the core or to an access router.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .fabric import HostSpec, LinkSpec, RouterSpec, TopologySpec
+
+CORE = "r0"
+CORE_ADDR = "fc00::ff"
+MAX_ACCESS = 0xFFFE
+"""Access routers a tree may have (one /48 and one DPA each)."""
+
+
+def ar_name(i: int) -> str:
+    """The name of access router ``i`` (from 1)."""
+    return f"ar{i}"
+
+
+def ar_dpa(i: int) -> str:
+    """Access router ``i``'s DPA (End.DT6 SID); its flush SID is one above."""
+    return f"fc00::{i:x}:0"
+
+
+def ar_net(i: int) -> Prefix:
+    """The /48 access router ``i`` anchors."""
+    return Prefix.parse(f"2001:db8:{i:x}::/48")
+
+
+def cn_addr(c: int) -> str:
+    """Correspondent ``c``'s address."""
+    return f"2001:db8:ffff::{c + 1:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A generated tree and what the simulator needs to know about it."""
+
+    spec: TopologySpec
+    access: tuple[str, ...]
+    """Access routers, in index order (``access[i - 1]`` is ``ar{i}``)."""
+    cns: tuple[tuple[str, str], ...]
+    """(correspondent, the router it is wired to)."""
+    neighbours: dict[str, tuple[str, ...]]
+    """Router adjacency (for hop counts)."""
+
+    def hops_from(self, router: str) -> dict[str, int]:
+        """Hop count from ``router`` to every router (breadth first)."""
+        dist = {router: 0}
+        todo = deque([router])
+        while todo:
+            x = todo.popleft()
+            for y in self.neighbours[x]:
+                if y not in dist:
+                    dist[y] = dist[x] + 1
+                    todo.append(y)
+        return dist
+
+
+def tree(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
+         cn_at_edge: bool = False, delay: float = 0.001) -> Tree:
+    """Core ``r0`` - ``aggregations`` routers - ``access_per_aggregation``
+    access routers under each.  ``cns`` correspondents are wired to the
+    core, or (``cn_at_edge``) to access routers spread evenly (local
+    content, where the draft expects distributed anchoring to pay off)."""
+    n = aggregations * access_per_aggregation
+    if not 1 <= n <= MAX_ACCESS:
+        raise ValueError(f"a tree has 1 to {MAX_ACCESS} access routers, not {n}")
+    if cns < 1:
+        raise ValueError("a tree needs at least one correspondent")
+    core: list[ForwardingEntry] = []
+    routers: list[RouterSpec] = []
+    links: list[LinkSpec] = []
+    neighbours: dict[str, list[str]] = {CORE: []}
+    access: list[str] = []
+    entries_of: dict[str, list[ForwardingEntry]] = {}
+    for j in range(1, aggregations + 1):
+        g, g_addr = f"g{j}", f"fc00:1::{j:x}"
+        g_entries = [_route("::/0", CORE_ADDR)]
+        links.append(LinkSpec(CORE, g, delay))
+        neighbours[CORE].append(g)
+        neighbours[g] = [CORE]
+        for k in range(access_per_aggregation):
+            i = (j - 1) * access_per_aggregation + k + 1
+            ar, dpa = ar_name(i), ar_dpa(i)
+            for table, via in ((core, g_addr), (g_entries, dpa)):
+                table += [ForwardingEntry(EntryKind.ROUTE, ar_net(i), IPv6Address(via)),
+                          _route(f"{dpa}/127", via)]
+            entries_of[ar] = [_route("::/0", g_addr),
+                              ForwardingEntry(EntryKind.DROP, ar_net(i))]
+            links.append(LinkSpec(g, ar, delay))
+            neighbours[g].append(ar)
+            neighbours[ar] = [g]
+            access.append(ar)
+        routers.append(RouterSpec(g, (g_addr,), tuple(g_entries)))
+    hosts: list[HostSpec] = []
+    wired: list[tuple[str, str]] = []
+    for c in range(cns):
+        name, addr = f"cn{c}", cn_addr(c)
+        at = access[(c * len(access)) // cns] if cn_at_edge else CORE
+        wired.append((name, at))
+        hosts.append(HostSpec(name, (addr,), gateway=at))
+        links.append(LinkSpec(name, at, delay))
+        # Routes towards it, hop by hop down from the core.
+        path = [CORE] if at == CORE else [CORE, neighbours[at][0], at]
+        for here, there in zip(path, [*path[1:], name], strict=True):
+            via = addr if there == name else _address_of(there, access)
+            entry = _route(f"{addr}/128", via)
+            if here == CORE:
+                core.append(entry)
+            elif here in entries_of:
+                entries_of[here].append(entry)
+            else:
+                routers = [RouterSpec(r.name, r.addresses, (*r.entries, entry))
+                           if r.name == here else r for r in routers]
+    for i, ar in enumerate(access, start=1):
+        routers.append(RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries_of[ar])))
+    routers.insert(0, RouterSpec(CORE, (CORE_ADDR,), tuple(core)))
+    return Tree(TopologySpec(tuple(routers), tuple(hosts), tuple(links)), tuple(access),
+                tuple(wired), {k: tuple(v) for k, v in neighbours.items()})
+
+
+def _address_of(router: str, access: list[str]) -> str:
+    if router.startswith("g"):
+        return f"fc00:1::{int(router[1:]):x}"
+    return ar_dpa(access.index(router) + 1)
+
+
+def _route(prefix: str, via: str) -> ForwardingEntry:
+    return ForwardingEntry(EntryKind.ROUTE, Prefix.parse(prefix), IPv6Address(via))

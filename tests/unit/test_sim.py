@@ -1,0 +1,93 @@
+"""``dmanchor sim``: many MNs over a generated tree, the project's cores in
+virtual time, a centralized baseline beside them (issue 17, first slice)."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv6Address
+from pathlib import Path
+
+import pytest
+
+from dmanchor.cli import main
+from dmanchor.sim.graph import ar_dpa, tree
+from dmanchor.sim.simulate import SimConfig, Simulation, format_report
+from dmanchor.wire.types import EntryKind
+
+SMALL = SimConfig(aggregations=2, access_per_aggregation=3, mns=12, duration=15.0, dwell=2.0,
+                  continuity=0.5, seed=3)
+
+
+def test_the_tree_routes_every_access_network_from_the_core() -> None:
+    t = tree(3, 4, cns=2, cn_at_edge=True)
+    assert len(t.access) == 12 and t.hops_from("ar1")["ar12"] == 4
+    assert t.hops_from("ar1")["ar2"] == 2 and t.hops_from("r0")["ar5"] == 2
+    # Correspondents at the edge are spread over the access routers.
+    assert [at for _, at in t.cns] == ["ar1", "ar7"]
+    with pytest.raises(ValueError, match="access routers"):
+        tree(0, 4)
+
+
+def test_the_cores_follow_every_move_and_keep_every_session() -> None:
+    """The real anchors tunnel each kept session to where its MN is at the
+    end; every probe is delivered or counted as dropped (in flight at a
+    move), bar the last few still in flight when the run stops."""
+    sim = Simulation(SMALL)
+    r = sim.run()
+    assert r.handovers >= 20
+    dropped = sum(r.drops.values())
+    assert r.probes_sent - r.probes_delivered - dropped <= len(sim.mns)
+    assert dropped <= 0.01 * r.probes_sent, r.drops
+    away = 0
+    for mn in sim.mns:
+        if mn.session is None or mn.at in (0, mn.home):
+            continue
+        home = sim.fab.routers[f"ar{mn.home}"]
+        prefix = sim._prefix(mn.index, mn.home)
+        tunnels = {e.next_hop for e in home.entries()
+                   if e.prefix == prefix and e.kind is EntryKind.TUNNEL}
+        assert tunnels == {IPv6Address(ar_dpa(mn.at))}, (mn, tunnels)
+        away += 1
+    assert away >= 1  # (the check above ran)
+
+
+def test_with_the_correspondent_at_the_core_only_kept_sessions_are_stretched() -> None:
+    """The LMA sits on the shortest path from a core correspondent, so the
+    centralized design's paths are the shortest; the distributed one
+    detours kept sessions through their home router (stretch > 1) and
+    signals more per handover, while new flows go direct."""
+    r = Simulation(SMALL).run()
+    d, c = r.distributed, r.centralized
+    assert c.stretch_mean == 1.0 and d.stretch_mean > 1.0
+    assert 1.0 <= d.stretch_all_mean < d.stretch_mean
+    assert c.messages_per_handover == 4 and d.messages_per_handover > 4
+    assert d.latency_ms_p50 > 0 and c.tunnels_max == SMALL.mns
+    assert "distributed" in format_report(r)
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    def figures(seed: int) -> dict[str, object]:
+        rep = dataclasses.asdict(Simulation(dataclasses.replace(SMALL, seed=seed)).run())
+        del rep["wall_s"]
+        return rep
+    assert figures(3) == figures(3)
+    assert figures(3) != figures(4)
+
+
+def test_moves_can_come_from_a_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "moves.csv"
+    trace.write_text("time,mn,router\n2.0,0,2\n4.0,0,5\n6.0,1,6\n")
+    sim = Simulation(dataclasses.replace(SMALL, mns=2, trace=trace))
+    r = sim.run()
+    assert r.handovers == 3 and sim.mns[0].at == 5
+    trace.write_text("2.0,0,two\n")
+    with pytest.raises(ValueError, match=r"moves\.csv:1"):
+        Simulation(dataclasses.replace(SMALL, mns=2, trace=trace)).run()
+    trace.write_text("2.0,0,99\n")
+    with pytest.raises(ValueError, match="router 99"):
+        Simulation(dataclasses.replace(SMALL, mns=2, trace=trace)).run()
+
+
+def test_the_command_refuses_a_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--mns", "0"]) == 2
+    assert "MNs" in capsys.readouterr().err
