@@ -168,7 +168,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         cfg = SimConfig(args.aggregations, args.access, args.mns, args.duration, args.dwell,
                         args.continuity, cns=args.cns, cn_at_edge=args.cn_at_edge,
                         seed=args.seed, trace=Path(args.trace) if args.trace else None)
-        report = Simulation(cfg).run()
+        simulation = Simulation(cfg)
+        report = simulation.run()
+        if args.out:
+            from .sim.plots import write
+
+            write(simulation, report, Path(args.out))
     except (ValueError, OSError) as exc:
         print(f"dmanchor sim: {exc}", file=sys.stderr)
         return 2
@@ -257,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--trace", help="CSV of time,mn,router moves instead of the random walk")
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument("--out", help="write report.json and CDF plots of both designs here "
+                                   "(stretch, latency, tunnel state; matplotlib)")
     sim.set_defaults(func=_cmd_sim)
 
     t = sub.add_parser("trace", help="draw the call flow of each move of a run kept by --out "

@@ -91,3 +91,14 @@ def test_moves_can_come_from_a_trace(tmp_path: Path) -> None:
 def test_the_command_refuses_a_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--mns", "0"]) == 2
     assert "MNs" in capsys.readouterr().err
+
+
+def test_the_command_writes_its_report_and_plots(tmp_path: Path) -> None:
+    """``--out``: report.json and the CDFs of both designs (#18 item 2)."""
+    assert main(["sim", "--aggregations", "2", "--access", "2", "--mns", "6",
+                 "--duration", "6", "--out", str(tmp_path)]) == 0
+    names = {"report.json", "stretch-cdf.png", "latency-cdf.png", "tunnels-cdf.png",
+             "signalling.png"}
+    assert {p.name for p in tmp_path.iterdir()} == names
+    for name in names - {"report.json"}:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

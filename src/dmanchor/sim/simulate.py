@@ -183,6 +183,10 @@ class Simulation:
         self.latency: list[float] = []
         self.central_latency: list[float] = []
         self.central_stretch: list[float] = []
+        self.stretch: list[float] = []
+        """Each kept session's probe: its path over the shortest (distributed)."""
+        self.tunnels_at: dict[str, int] = {}
+        """TUNNEL entries per access router at the last sample."""
         self.tunnel_samples: list[int] = []
         self.tunnel_max = 0
         self.probes_sent = 0
@@ -301,6 +305,7 @@ class Simulation:
     def _sample(self) -> None:
         counts = [sum(1 for e in self.fab.routers[ar].entries() if e.kind is EntryKind.TUNNEL)
                   for ar in self.tree.access]
+        self.tunnels_at = dict(zip(self.tree.access, counts, strict=True))
         self.tunnel_samples.append(sum(counts))
         self.tunnel_max = max(self.tunnel_max, *counts)
         if self.net.now + 1 < self.cfg.duration:
@@ -344,7 +349,7 @@ class Simulation:
         self._leave(mn, to)
 
     def _report(self, wall: float, events: int) -> SimReport:
-        stretch: list[float] = []
+        stretch = self.stretch
         delivered = 0
         for mn in self.mns:
             if mn.session is None:
