@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..prefixtable import PrefixTable
@@ -53,7 +53,10 @@ class Packet:
 
     def via(self, node: str) -> Packet:
         """This packet having passed through ``node``."""
-        return replace(self, hops=(*self.hops, node))
+        # (Field by field: dataclasses.replace costs a simulation of many
+        # packets a fifth of its time.)
+        return Packet(self.src, self.dst, self.proto, self.sport, self.dport, self.flow,
+                      self.seq, self.size, self.outer, (*self.hops, node), self.marker)
 
 
 class Decision(NamedTuple):

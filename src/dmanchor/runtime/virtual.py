@@ -13,7 +13,7 @@ import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .core import Addr, Core
 
@@ -26,13 +26,6 @@ class LinkProfile:
     """One-way delay, seconds."""
     loss: float = 0.0
     """Probability, 0..1, that a datagram is lost."""
-
-
-@dataclass(order=True, slots=True)
-class _Item:
-    at: float
-    order: int
-    action: Callable[[], None] = field(compare=False)
 
 
 class VirtualNetwork:
@@ -51,7 +44,9 @@ class VirtualNetwork:
         ``default`` when None."""
         self.counters: Counter[str] = Counter()
         self._cores: dict[Addr, Core] = {}
-        self._queue: list[_Item] = []
+        # (time, insertion order, action): plain tuples, compared in C; the
+        # order is unique, so two actions are never compared.
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = 0
         self._timer_at: dict[Addr, float | None] = {}
         self._on_poll: dict[Addr, Callable[[], None]] = {}
@@ -93,7 +88,7 @@ class VirtualNetwork:
     def call_at(self, at: float, action: Callable[[], None]) -> None:
         """Run ``action`` at virtual time ``at`` (scripted steps of a test)."""
         self._order += 1
-        heapq.heappush(self._queue, _Item(max(at, self.now), self._order, action))
+        heapq.heappush(self._queue, (max(at, self.now), self._order, action))
 
     def call_later(self, delay: float, action: Callable[[], None]) -> None:
         """Run ``action`` ``delay`` seconds from now."""
@@ -121,11 +116,10 @@ class VirtualNetwork:
         n = 0
         queue = self._queue
         while queue and n < max_events:
-            if until is not None and queue[0].at > until:
+            if until is not None and queue[0][0] > until:
                 break
-            item = heapq.heappop(queue)
-            self.now = item.at
-            item.action()
+            self.now, _, action = heapq.heappop(queue)
+            action()
             n += 1
         if until is not None and self.now < until:
             self.now = until

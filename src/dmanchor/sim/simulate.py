@@ -177,6 +177,7 @@ class Simulation:
                 flow_idle=cfg.duration + 3600)
             self.ar[i] = AnchorAgentCore(s, self.fab.routers[name], Endpoint())
             self.net.add((ar_dpa(i), PORT), self.ar[i])
+        self._cn_addr = [int(IPv6Address(cn_addr(c))) for c in range(cfg.cns)]
         self.mns: list[_Mn] = []
         self.handovers = 0
         self.signalling: Counter[str] = Counter()  # "messages", "bytes"
@@ -228,10 +229,9 @@ class Simulation:
 
     def _probe(self, mn: _Mn, seq: int) -> None:
         assert mn.session is not None
-        src = int(IPv6Address(cn_addr(mn.cn)))
         dst = self._prefix(mn.index, mn.home).network + 0x10
-        self.fab.send(f"cn{mn.cn}", Packet(src, dst, 17, 5001, 40000 + mn.index,
-                                           f"s{mn.index}", seq))
+        self.fab.send(f"cn{mn.cn}", Packet(self._cn_addr[mn.cn], dst, 17, 5001,
+                                           40000 + mn.index, f"s{mn.index}", seq))
         self.probes_sent += 1
         if self.net.now + self.cfg.probe_interval < self.cfg.duration:
             self.net.call_later(self.cfg.probe_interval, lambda: self._probe(mn, seq + 1))
