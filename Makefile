@@ -13,8 +13,10 @@ STAMP := $(VENV)/.installed
 # iperf3 measures bench/dataplane.py, kea-dhcp6-server is the real PD server the
 # DHCPv6 client is tested against, bird2 runs the routers of the BGP anchor switch
 # (draft 4.2) that the BGP speaker is tested against, tshark reads captures with
-# the project's Wireshark dissector (contrib/wireshark).
-DEB_PACKAGES := python3-venv iproute2 nftables iptables iperf3 kea-dhcp6-server bird2 tshark
+# the project's Wireshark dissector (contrib/wireshark), chromium (headless)
+# checks that a run's report.html renders.
+DEB_PACKAGES := python3-venv iproute2 nftables iptables iperf3 kea-dhcp6-server bird2 tshark \
+	chromium
 
 .PHONY: demo test deps venv lint typecheck pytest bench stress clean
 

@@ -136,6 +136,10 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         from .scenario.plots import draw
 
         written += draw(Path(args.dir))
+    if written:
+        from .scenario.page import write as write_page
+
+        written.append(write_page(Path(args.dir)))
     for path in written:
         print(path)
     if not written:

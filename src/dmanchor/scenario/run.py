@@ -114,4 +114,8 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
 
         for path in draw(Path(out)):
             print(f"  plot: {path}", file=sys.stderr)
+    if out:
+        from .page import write
+
+        print(f"  page: {write(Path(out))}", file=sys.stderr)
     return 0 if report.passed else 1
