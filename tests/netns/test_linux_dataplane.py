@@ -7,6 +7,7 @@ import socket
 import struct
 import threading
 from ipaddress import IPv6Address as A
+from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as EventType
 
@@ -376,6 +377,60 @@ class Sender:
         self.join(10)
 
 
+def _read(sock: socket.socket, got: Synchronized[int], highest: Synchronized[int],
+          out: Connection, done: EventType) -> None:
+    """The reader process: every sequence number, until told it is done and
+    nothing came for a second; then the list, down ``out``."""
+    seqs: list[int] = []
+    while True:
+        try:
+            seq = struct.unpack("!I", sock.recv(64))[0]
+        except TimeoutError:
+            if done.is_set():
+                break
+            continue
+        seqs.append(seq)
+        got.value = len(seqs)
+        if seq > highest.value:
+            highest.value = seq
+    out.send(seqs)
+
+
+class Reader:
+    """Reads a sequenced flow at the MN from a process of its own, for the
+    reason :class:`Sender` sends from one: a reader thread here would hold
+    this process's GIL in turns with the data plane under test, and a lift
+    waiting for it between its last read of the hold device and the hold's
+    removal (preempted by a loaded host's tasks meanwhile) lets the direct
+    path overtake what enters the device meanwhile - a test artefact.
+    ``got``/``highest``: how many arrived, the highest sequence number."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.sock = sock
+        self.got: Synchronized[int] = ctx.Value("q", 0, lock=False)
+        self.highest: Synchronized[int] = ctx.Value("q", -1, lock=False)
+        self._done = ctx.Event()
+        self._rx, tx = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_read, daemon=True,
+                                 args=(sock, self.got, self.highest, tx, self._done))
+
+    def start(self) -> None:
+        self._proc.start()
+
+    def finish(self, timeout: float) -> list[int]:
+        """What arrived, once a second passed with nothing (killed, by PID,
+        if it has not answered by ``timeout``)."""
+        self._done.set()
+        seqs: list[int] = self._rx.recv() if self._rx.poll(timeout) else []
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self.sock.close()
+        return seqs
+
+
 def receiver(lab: Lab, port: int) -> socket.socket:
     s = lab.socket("mn")
     s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE: hold it all
@@ -401,27 +456,16 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     dps = flat(lab)
     ar1 = dps["ar1"]
     ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
-    rx = receiver(lab, 7200)
     # Read while it runs: 15000 datagrams left queued in the socket can
     # exceed even a forced 32 MB receive buffer (each costs its skb's
     # truesize), and the excess would show up as loss.
-    seqs: list[int] = []
+    rx = Reader(receiver(lab, 7200))
     # Runs until stopped: each step below waits for what it needs to have
     # happened, however slow the machine (deadlines, not durations).
     tx = Sender(lab, IP1, 7200, rate=10_000, seconds=120)
-
-    def read() -> None:
-        while True:  # until the sender is done and nothing came for a second
-            try:
-                seqs.append(struct.unpack("!I", rx.recv(64))[0])
-            except TimeoutError:
-                if not tx.is_alive():
-                    rx.close()
-                    return
     tx.start()
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    wait_until(lambda: len(seqs) >= 2000, 30, lambda: f"{len(seqs)} of 2000 delivered")
+    rx.start()
+    wait_until(lambda: rx.got.value >= 2000, 30, lambda: f"{rx.got.value} of 2000 delivered")
     # FM:6-1: the MN leaves AR1; AR1 holds HNP1, with room for the whole
     # flow (the hold's limit is what this test is not about).
     ar1.apply([E(K.BUFFER, HNP1)], [], time.monotonic(),
@@ -435,10 +479,10 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     ar1.apply([E(K.TUNNEL, HNP1, SID2)],
               [E(K.BUFFER, HNP1), E(K.ANCHOR, HNP1, link="mn1")], 0.0)
     after = tx.sent + 2000  # and the flow goes on through the tunnel
-    wait_until(lambda: seqs and max(seqs) >= after, 30,
-               lambda: f"highest delivered {max(seqs, default=None)}, waiting for {after}")
+    wait_until(lambda: rx.highest.value >= after, 30,
+               lambda: f"highest delivered {rx.highest.value}, waiting for {after}")
     tx.stop()
-    reader.join(10)
+    seqs = rx.finish(30)
     counts = ar1.counters()
     assert len(seqs) == tx.sent, (f"lost {tx.sent - len(seqs)} of {tx.sent} (held {held}, "
                                   f"hold device counters {counts})")
@@ -446,7 +490,9 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     # the hold-lift race (docs/protocol.md section 7, issue 19) can let a
     # packet that entered the device just before the lift leave just after
     # one of the direct path - seen once in 9 suite runs (1 of ~24,000,
-    # extent 2).  Loosened from 0 for that reason; the count is printed.
+    # extent 2), and once more, 7 of 5241 (extent 10), in a suite run beside
+    # other test runs on the same 2 vCPUs (the reader was a thread then).
+    # Loosened from 0 for that reason; the count is printed.
     r = measure(seqs)
     assert r.duplicates == 0 and r.reordered <= len(seqs) // 1000, r
     assert counts["released"] >= held  # more arrived until the release
