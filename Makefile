@@ -40,7 +40,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,fast,plots]'
+	$(PY) -m pip install -q -e '.[test,fast,plots,bench]'
 	touch $(STAMP)
 
 venv: deps $(STAMP)
@@ -75,6 +75,7 @@ bench: venv
 	$(PY) bench/pd_move.py
 	$(PY) bench/signing.py
 	$(PY) bench/handover.py
+	$(PY) bench/sim.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

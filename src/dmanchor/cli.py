@@ -162,6 +162,24 @@ def _node_command(args: argparse.Namespace) -> int:
     return node_main(args.config, args.log_level, args.log_format)
 
 
+def _sim_progress(duration: float) -> Callable[[float, int], None]:
+    """A progress line on a terminal's stderr, once a run has taken 2 s."""
+    import time
+
+    start = time.monotonic()
+    shown = [False]
+
+    def show(now: float, handovers: int) -> None:
+        wall = time.monotonic() - start
+        if not sys.stderr.isatty() or (wall < 2 and not shown[0]):
+            return
+        shown[0] = True
+        end = "\n" if now >= duration else ""
+        print(f"\r  sim: {now:.0f} of {duration:g} virtual s, {handovers} handovers, "
+              f"{wall:.0f} s", end=end, file=sys.stderr, flush=True)
+    return show
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
@@ -173,7 +191,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                         args.continuity, cns=args.cns, cn_at_edge=args.cn_at_edge,
                         seed=args.seed, trace=Path(args.trace) if args.trace else None)
         simulation = Simulation(cfg)
-        report = simulation.run()
+        report = simulation.run(_sim_progress(cfg.duration))
         if args.out:
             from .sim.plots import write
 

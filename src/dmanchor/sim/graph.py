@@ -55,6 +55,22 @@ class Tree:
     neighbours: dict[str, tuple[str, ...]]
     """Router adjacency (for hop counts)."""
 
+    def hops(self, a: str, b: str) -> int:
+        """Hop count between routers ``a`` and ``b``: up to their lowest
+        common ancestor and down (the tree's own shape; no search)."""
+        up_a = self._ancestors(a)
+        depth_in_a = {r: i for i, r in enumerate(up_a)}
+        for j, r in enumerate(self._ancestors(b)):
+            if r in depth_in_a:
+                return depth_in_a[r] + j
+        raise ValueError(f"{a} and {b} are not in one tree")
+
+    def _ancestors(self, router: str) -> list[str]:
+        out = [router]
+        while out[-1] != CORE:
+            out.append(self.neighbours[out[-1]][0])  # (a router's first neighbour is its parent)
+        return out
+
     def hops_from(self, router: str) -> dict[str, int]:
         """Hop count from ``router`` to every router (breadth first)."""
         dist = {router: 0}

@@ -130,6 +130,9 @@ class SimReport:
     distributed: DesignReport
     centralized: DesignReport
     wall_s: float
+    wall_moves_s: float
+    """Of ``wall_s``, the time after every MN had attached (what the
+    handovers cost)."""
     events: int
     """Virtual-network events processed (messages, timers, packets)."""
     drops: dict[str, int] = field(default_factory=dict)
@@ -162,7 +165,6 @@ class Simulation:
         self.fab = Fabric(self.tree.spec, self.net)
         self._router_of = {ar_dpa(i): ar for i, ar in enumerate(self.tree.access, start=1)}
         self._router_of[CORE_ADDR] = CORE
-        self._hops: dict[str, dict[str, int]] = {}
         self.lms = LmsCore(LmsSettings("lms"), Endpoint())
         self.net.add(LMS, self.lms)
         self.net.add(CTRL, ControllerCore(ControllerSettings(), Endpoint()))
@@ -191,6 +193,7 @@ class Simulation:
         self.tunnel_samples: list[int] = []
         self.tunnel_max = 0
         self.probes_sent = 0
+        self.wall_warmup = 0.0
         self._waiting: dict[Prefix, float] = {}  # home prefix -> its MN's arrival
         self.net.taps.append(self._tap)
 
@@ -198,9 +201,7 @@ class Simulation:
 
     def hops(self, a: str, b: str) -> int:
         """Router hops between routers ``a`` and ``b``."""
-        if a not in self._hops:
-            self._hops[a] = self.tree.hops_from(a)
-        return self._hops[a][b]
+        return self.tree.hops(a, b)
 
     def _profile(self, a: str, b: str) -> LinkProfile:
         ra, rb = self._router_of.get(a, CORE), self._router_of.get(b, CORE)
@@ -287,17 +288,16 @@ class Simulation:
         return 0.5 + START_SPACING * self.cfg.mns
 
     def _tap(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
-        if at < self.warmup:
-            return  # (the MNs' first attachments)
-        try:
-            msg = decode(data).message
-        except WireError:
-            return
-        if msg.TYPE in PERIODIC:
-            return
+        if at < self.warmup or len(data) < 12 or data[1] in PERIODIC:
+            return  # (the MNs' first attachments; refreshes)
         self.signalling["messages"] += 1
         self.signalling["bytes"] += len(data)
-        if isinstance(msg, BufferReady):
+        if data[1] == MsgType.BUFFER_READY:  # (the header's type: decoded only then)
+            try:
+                msg = decode(data).message
+            except WireError:
+                return
+            assert isinstance(msg, BufferReady)
             since = self._waiting.pop(msg.prefix, None)
             if since is not None:
                 self.latency.append(at - since)
@@ -313,8 +313,11 @@ class Simulation:
 
     # -- Running --------------------------------------------------------------------------
 
-    def run(self) -> SimReport:
-        """Play the configured moves out; the report of both designs."""
+    def run(self, progress: Callable[[float, int], None] | None = None) -> SimReport:
+        """Play the configured moves out; the report of both designs.
+
+        ``progress`` is called after each virtual second with the virtual
+        time reached and the handovers so far."""
         cfg = self.cfg
         t0 = time.monotonic()
         for k in range(cfg.mns):
@@ -340,7 +343,15 @@ class Simulation:
             mn = self.mns[k]
             self.net.call_at(t, lambda mn=mn, to=to: self._move(mn, to))  # type: ignore[misc]
         self.net.call_at(1.0, self._sample)
-        events = self.net.run(until=cfg.duration)
+        # The MNs' first attachments, then a virtual second at a time: each
+        # step's events stay far below the loop's bound, and the caller can
+        # show how far it got.
+        events = self.net.run(until=min(self.warmup, cfg.duration))
+        self.wall_warmup = time.monotonic() - t0
+        while self.net.now < cfg.duration:
+            events += self.net.run(until=min(cfg.duration, self.net.now + 1.0))
+            if progress is not None:
+                progress(self.net.now, self.handovers)
         return self._report(time.monotonic() - t0, events)
 
     def _move(self, mn: _Mn, to: int) -> None:
@@ -381,7 +392,8 @@ class Simulation:
             self.cfg.mns, self.cfg.mns / self.n)
         cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()}
         return SimReport(cfg, self.handovers, self.probes_sent, delivered, dist, cent,
-                         round(wall, 3), events, dict(self.fab.drop_reasons))
+                         round(wall, 3), round(wall - self.wall_warmup, 3), events,
+                         dict(self.fab.drop_reasons))
 
 
 def load_trace(path: Path) -> list[tuple[float, int, int]]:
