@@ -18,7 +18,7 @@ from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
 from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived, RequestTimedOut
 from ..wire import messages as m
-from ..wire.types import EntryKind, FlowFilter, FlowState, Prefix
+from ..wire.types import FlowFilter, FlowState, Prefix
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
@@ -56,6 +56,7 @@ class AnchorFlows:
     _seen_transfers: dict[tuple[str, int], None]
     _resends: dict[int, int]
     _came_back_from: dict[Prefix, IPv6Address]
+    _handed: dict[Prefix, IPv6Address]
     fn: DpFunction
 
     if TYPE_CHECKING:
@@ -89,26 +90,31 @@ class AnchorFlows:
             self._seen_transfers[key] = None
             while len(self._seen_transfers) > MAX_SEEN_TRANSFERS:
                 del self._seen_transfers[next(iter(self._seen_transfers))]
-        if self._owner(msg.prefix) is not None:
-            self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
         point = self._came_back_from.get(msg.prefix)
         if point is not None and same_address(self._agent_of(point), ev.source):
             del self._came_back_from[msg.prefix]  # (only that point's FM:2 is the one due)
-        self.fn.handle(self.endpoint, ev, now)
-        onward = self._onward(msg.prefix)
-        if onward is not None and self._owner(msg.prefix) is None:
+        # Where this point handed the prefix on last (forgotten when it
+        # comes back here, so these never form a cycle): following them, a
+        # transfer moves forward along the MN's path and ends where the MN
+        # is - the sender itself, when the MN went back there.
+        onward = self._handed.get(msg.prefix)
+        if self._owner(msg.prefix) is None and onward is not None:
             # The charges came after this point had handed the prefix on
-            # (the MN left again while its claim here was still being
-            # answered): taken here they would stay here, out of the MN's
-            # bill.  They follow the prefix like FM:2's own.
+            # (the MN left again before the previous point's FM:2 came):
+            # merged here they would stay here, out of the MN's bill, once
+            # this point's own hand-over had taken its charges.  They go on
+            # as they came, to where the prefix went, never through this
+            # kernel (a second take of the same prefix's charges would race
+            # the first).
             self.stats.counters["flow-state-passed-on"] += 1
-            self.set_timer(HandFlows(msg.prefix, onward), now)
-
-    def _onward(self, prefix: Prefix) -> IPv6Address | None:
-        """Where this point tunnels the whole of ``prefix`` to, if it does."""
-        return next((e.next_hop for e in self.dp.entries()
-                     if e.prefix == prefix and e.kind is EntryKind.TUNNEL and e.flow is None
-                     and e.next_hop is not None), None)
+            self.endpoint.reply(ev, m.FlowStateAck(msg.prefix, len(msg.states)), now)
+            self._hand_flows(msg.prefix, onward, (), {
+                st.flow: FlowUsage(st.bytes_up, st.bytes_down, st.packets_up, st.packets_down)
+                for st in msg.states}, now)
+            return
+        if self._owner(msg.prefix) is not None:
+            self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
+        self.fn.handle(self.endpoint, ev, now)
 
     def _retry_hand(self, event: RequestTimedOut, now: float, homecoming: bool = False) -> None:
         """FM:2's transfer timed out - or (``homecoming``) a home anchor's
