@@ -1,8 +1,10 @@
 """Generated topologies for large simulations: a tree of core, aggregation
 and access routers, with the routing tables a real network would hold.
 
-Addressing follows :mod:`.topologies`: access router ``ar{i}`` (i from 1)
-owns ``2001:db8:{i}::/48`` (its MN prefixes), has DPA ``fc00::{i}:0`` and
+Access router ``ar{i}`` (i from 1) anchors a /40 of the unique local
+range, ``fd00:0:0::/40`` plus ``i`` in bits 24-39 (room for 2^24 MN /64s
+each, where the draft examples' ``2001:db8:{i}::/48`` hold 65535 - too few
+for 100k MNs walking), has DPA ``fc00::{i}:0`` and
 flush SID ``fc00::{i}:1``; aggregation router ``g{j}`` is ``fc00:1::{j}``;
 the core ``r0`` is ``fc00::ff``.  A correspondent ``cn{c}`` is
 ``2001:db8:ffff::{c}``, wired to the core or to an access router.
@@ -20,7 +22,9 @@ from .fabric import HostSpec, LinkSpec, RouterSpec, TopologySpec
 CORE = "r0"
 CORE_ADDR = "fc00::ff"
 MAX_ACCESS = 0xFFFE
-"""Access routers a tree may have (one /48 and one DPA each)."""
+"""Access routers a tree may have (one /40 and one DPA each)."""
+MAX_MNS = 0xFFFFFE
+"""MNs a simulation may have (one /64 of each router's /40 each)."""
 
 
 def ar_name(i: int) -> str:
@@ -34,8 +38,8 @@ def ar_dpa(i: int) -> str:
 
 
 def ar_net(i: int) -> Prefix:
-    """The /48 access router ``i`` anchors."""
-    return Prefix.parse(f"2001:db8:{i:x}::/48")
+    """The /40 access router ``i`` anchors."""
+    return Prefix(int(IPv6Address("fd00::")) | (i << 88), 40)
 
 
 def cn_addr(c: int) -> str:

@@ -45,7 +45,7 @@ from ..wire.errors import WireError
 from ..wire.messages import BufferReady, MsgType
 from ..wire.types import EntryKind, FlowFilter, Prefix
 from .fabric import Fabric
-from .graph import CORE, CORE_ADDR, Tree, ar_dpa, ar_net, cn_addr, tree
+from .graph import CORE, CORE_ADDR, MAX_MNS, Tree, ar_dpa, ar_net, cn_addr, tree
 
 PERIODIC = frozenset({MsgType.ANCHOR_REGISTRATION, MsgType.REGISTRATION_REPLY,
                       MsgType.DATAPLANE_STATUS, MsgType.HEARTBEAT, MsgType.HEARTBEAT_ACK})
@@ -153,8 +153,8 @@ class Simulation:
     """The network, its cores and its MNs; :meth:`run` plays it out."""
 
     def __init__(self, cfg: SimConfig) -> None:
-        if cfg.mns < 1 or cfg.mns > 0xFFFE:
-            raise ValueError(f"1 to {0xFFFE} MNs, not {cfg.mns}")
+        if not 1 <= cfg.mns <= MAX_MNS:
+            raise ValueError(f"1 to {MAX_MNS} MNs, not {cfg.mns}")
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.tree: Tree = tree(cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
