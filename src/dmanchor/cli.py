@@ -187,9 +187,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     from .sim.simulate import SimConfig, Simulation, format_report
 
     try:
-        cfg = SimConfig(args.aggregations, args.access, args.mns, args.duration, args.dwell,
-                        args.continuity, cns=args.cns, cn_at_edge=args.cn_at_edge,
-                        seed=args.seed, trace=Path(args.trace) if args.trace else None)
+        cfg = SimConfig(aggregations=args.aggregations, access_per_aggregation=args.access,
+                        topology=args.topology, mns=args.mns, duration=args.duration,
+                        dwell=args.dwell, continuity=args.continuity, cns=args.cns,
+                        cn_at_edge=args.cn_at_edge, seed=args.seed,
+                        trace=Path(args.trace) if args.trace else None)
         simulation = Simulation(cfg)
         report = simulation.run(_sim_progress(cfg.duration))
         if args.out:
@@ -269,9 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="many MNs over a generated tree in virtual time, with "
                                      "the project's cores, beside a centralized baseline")
-    sim.add_argument("--aggregations", type=int, default=4, help="routers under the core")
+    sim.add_argument("--topology", choices=("tree", "grid"), default="tree",
+                     help="tree: core, aggregation and access routers; grid: access "
+                          "routers in a mesh, the core off its middle")
+    sim.add_argument("--aggregations", type=int, default=4,
+                     help="routers under the core (grid: rows)")
     sim.add_argument("--access", type=int, default=4,
-                     help="access routers under each aggregation router")
+                     help="access routers under each aggregation router (grid: columns)")
     sim.add_argument("--mns", type=int, default=50, help="mobile nodes")
     sim.add_argument("--duration", type=float, default=30.0, help="virtual seconds")
     sim.add_argument("--dwell", type=float, default=5.0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dmanchor.cli import main
-from dmanchor.sim.graph import ar_dpa, tree
+from dmanchor.sim.graph import ar_dpa, grid, tree
 from dmanchor.sim.simulate import SimConfig, Simulation, format_report
 from dmanchor.wire.types import EntryKind
 
@@ -31,11 +31,23 @@ def test_the_tree_routes_every_access_network_from_the_core() -> None:
         tree(0, 4)
 
 
-def test_the_cores_follow_every_move_and_keep_every_session() -> None:
+def test_a_grid_is_a_mesh_with_the_core_off_its_middle() -> None:
+    g = grid(3, 4)
+    assert len(g.access) == 12 and g.hops("ar1", "ar12") == 5
+    assert g.hops("r0", "ar7") == 1 and g.hops("r0", "ar1") == 4  # (ar7: row 1, column 2)
+    assert sorted(g.walk[1]) == [2, 5] and sorted(g.walk[6]) == [2, 5, 7, 10]
+    # Each router's first neighbour leads towards the core.
+    assert all(g.hops(g.neighbours[r][0], "r0") == g.hops(r, "r0") - 1 for r in g.access)
+    with pytest.raises(ValueError, match="access routers"):
+        grid(0, 3)
+
+
+@pytest.mark.parametrize("topology", ["tree", "grid"])
+def test_the_cores_follow_every_move_and_keep_every_session(topology: str) -> None:
     """The real anchors tunnel each kept session to where its MN is at the
     end; every probe is delivered or counted as dropped (in flight at a
     move), bar the last few still in flight when the run stops."""
-    sim = Simulation(SMALL)
+    sim = Simulation(dataclasses.replace(SMALL, topology=topology))
     r = sim.run()
     assert r.handovers >= 20
     dropped = sum(r.drops.values())
@@ -94,6 +106,8 @@ def test_moves_can_come_from_a_trace(tmp_path: Path) -> None:
 def test_the_command_refuses_a_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--mns", "0"]) == 2
     assert "MNs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="topology 'ring'"):
+        Simulation(dataclasses.replace(SMALL, topology="ring"))
 
 
 def test_the_command_writes_its_report_and_plots(tmp_path: Path) -> None:

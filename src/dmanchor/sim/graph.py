@@ -13,7 +13,7 @@ the core ``r0`` is ``fc00::ff``.  A correspondent ``cn{c}`` is
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
@@ -48,8 +48,8 @@ def cn_addr(c: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Tree:
-    """A generated tree and what the simulator needs to know about it."""
+class Network:
+    """A generated network and what the simulator needs to know about it."""
 
     spec: TopologySpec
     access: tuple[str, ...]
@@ -57,17 +57,29 @@ class Tree:
     cns: tuple[tuple[str, str], ...]
     """(correspondent, the router it is wired to)."""
     neighbours: dict[str, tuple[str, ...]]
-    """Router adjacency (for hop counts)."""
+    """Router adjacency (for hop counts); each router's first neighbour is
+    its next hop towards the core."""
+    address: dict[str, str]
+    """Each router's own address (the next hop others route to)."""
+    walk: dict[int, tuple[int, ...]]
+    """Access router index -> the access routers an MN there may walk to."""
+    is_tree: bool = True
+    """Hop counts from the shape (up and down); else breadth first, cached."""
+    _dist: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def hops(self, a: str, b: str) -> int:
-        """Hop count between routers ``a`` and ``b``: up to their lowest
-        common ancestor and down (the tree's own shape; no search)."""
+        """Hop count between routers ``a`` and ``b``."""
+        if not self.is_tree:
+            if a not in self._dist:
+                self._dist[a] = self.hops_from(a)
+            return self._dist[a][b]
+        # Up to their lowest common ancestor and down: no search.
         up_a = self._ancestors(a)
         depth_in_a = {r: i for i, r in enumerate(up_a)}
         for j, r in enumerate(self._ancestors(b)):
             if r in depth_in_a:
                 return depth_in_a[r] + j
-        raise ValueError(f"{a} and {b} are not in one tree")
+        raise ValueError(f"{a} and {b} are not in one network")
 
     def _ancestors(self, router: str) -> list[str]:
         out = [router]
@@ -89,7 +101,7 @@ class Tree:
 
 
 def tree(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
-         cn_at_edge: bool = False, delay: float = 0.001) -> Tree:
+         cn_at_edge: bool = False, delay: float = 0.001) -> Network:
     """Core ``r0`` - ``aggregations`` routers - ``access_per_aggregation``
     access routers under each.  ``cns`` correspondents are wired to the
     core, or (``cn_at_edge``) to access routers spread evenly (local
@@ -147,8 +159,14 @@ def tree(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
     for i, ar in enumerate(access, start=1):
         routers.append(RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries_of[ar])))
     routers.insert(0, RouterSpec(CORE, (CORE_ADDR,), tuple(core)))
-    return Tree(TopologySpec(tuple(routers), tuple(hosts), tuple(links)), tuple(access),
-                tuple(wired), {k: tuple(v) for k, v in neighbours.items()})
+    address = {CORE: CORE_ADDR, **{f"g{j}": f"fc00:1::{j:x}" for j in range(1, aggregations + 1)},
+               **{ar: ar_dpa(i) for i, ar in enumerate(access, start=1)}}
+    # MNs walk to the access routers on either side by index: mostly
+    # under the same aggregation router, now and then under the next one.
+    walk: dict[int, tuple[int, ...]] = {i: ((i % n) + 1, (i - 2) % n + 1)
+                                        for i in range(1, n + 1)}
+    return Network(TopologySpec(tuple(routers), tuple(hosts), tuple(links)), tuple(access),
+                   tuple(wired), {k: tuple(v) for k, v in neighbours.items()}, address, walk)
 
 
 def _address_of(router: str, access: list[str]) -> str:
@@ -159,3 +177,83 @@ def _address_of(router: str, access: list[str]) -> str:
 
 def _route(prefix: str, via: str) -> ForwardingEntry:
     return ForwardingEntry(EntryKind.ROUTE, Prefix.parse(prefix), IPv6Address(via))
+
+
+def grid(rows: int, cols: int, *, cns: int = 1, cn_at_edge: bool = False,
+         delay: float = 0.001) -> Network:
+    """``rows`` x ``cols`` access routers, each linked to its four
+    neighbours (a metro mesh with no hierarchy), the core ``r0`` hanging off
+    the middle one.  Every router routes each access network along a
+    shortest path (breadth first; ties broken by router order).  MNs walk
+    to a neighbouring router of the grid."""
+    n = rows * cols
+    if rows < 1 or cols < 1 or n > MAX_ACCESS:
+        raise ValueError(f"a grid has 1 to {MAX_ACCESS} access routers, not {rows}x{cols}")
+    if cns < 1:
+        raise ValueError("a grid needs at least one correspondent")
+    access = [ar_name(i) for i in range(1, n + 1)]
+    address = {CORE: CORE_ADDR, **{ar: ar_dpa(i) for i, ar in enumerate(access, start=1)}}
+    adj: dict[str, list[str]] = {r: [] for r in (CORE, *access)}
+    links: list[LinkSpec] = []
+    for r in range(rows):
+        for c in range(cols):
+            here = access[r * cols + c]
+            for rr, cc in ((r, c + 1), (r + 1, c)):
+                if rr < rows and cc < cols:
+                    there = access[rr * cols + cc]
+                    adj[here].append(there)
+                    adj[there].append(here)
+                    links.append(LinkSpec(here, there, delay))
+    middle = access[(rows // 2) * cols + cols // 2]
+    adj[CORE].append(middle)
+    adj[middle].append(CORE)
+    links.append(LinkSpec(CORE, middle, delay))
+    first_hop = {x: _first_hops(adj, x) for x in adj}
+    # Each router's first neighbour is its next hop towards the core.
+    neighbours = {x: tuple(sorted(adj[x], key=lambda y: y != first_hop[x].get(CORE)))
+                  for x in adj}
+    entries: dict[str, list[ForwardingEntry]] = {x: [] for x in adj}
+    for x in adj:
+        for i, ar in enumerate(access, start=1):
+            if ar == x:
+                entries[x].append(ForwardingEntry(EntryKind.DROP, ar_net(i)))
+                continue
+            via = address[first_hop[x][ar]]
+            entries[x] += [ForwardingEntry(EntryKind.ROUTE, ar_net(i), IPv6Address(via)),
+                           _route(f"{ar_dpa(i)}/127", via)]
+    hosts: list[HostSpec] = []
+    wired: list[tuple[str, str]] = []
+    for c in range(cns):
+        name, addr = f"cn{c}", cn_addr(c)
+        at = access[(c * n) // cns] if cn_at_edge else CORE
+        wired.append((name, at))
+        hosts.append(HostSpec(name, (addr,), gateway=at))
+        links.append(LinkSpec(name, at, delay))
+        for x in adj:
+            via = addr if x == at else address[first_hop[x][at]]
+            entries[x].append(_route(f"{addr}/128", via))
+    routers = [RouterSpec(CORE, (CORE_ADDR,), tuple(entries[CORE]))] + [
+        RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries[ar]))
+        for i, ar in enumerate(access, start=1)]
+    walk = {i: tuple(access.index(y) + 1 for y in adj[ar] if y != CORE)
+            for i, ar in enumerate(access, start=1)}
+    return Network(TopologySpec(tuple(routers), tuple(hosts), tuple(links)), tuple(access),
+                   tuple(wired), neighbours, address, walk, is_tree=False)
+
+
+def _first_hops(adj: dict[str, list[str]], source: str) -> dict[str, str]:
+    """For every router, the neighbour of ``source`` a shortest path to it
+    starts with (breadth first, neighbours in order)."""
+    first: dict[str, str] = {}
+    todo: deque[str] = deque()
+    for y in adj[source]:
+        first[y] = y
+        todo.append(y)
+    first[source] = source
+    while todo:
+        x = todo.popleft()
+        for y in adj[x]:
+            if y not in first:
+                first[y] = first[x]
+                todo.append(y)
+    return first

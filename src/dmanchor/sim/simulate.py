@@ -45,8 +45,10 @@ from ..wire.errors import WireError
 from ..wire.messages import BufferReady, MsgType
 from ..wire.types import EntryKind, FlowFilter, Prefix
 from .fabric import Fabric
-from .graph import CORE, CORE_ADDR, MAX_MNS, Tree, ar_dpa, ar_net, cn_addr, tree
+from .graph import CORE, CORE_ADDR, MAX_MNS, Network, ar_dpa, ar_net, cn_addr, grid, tree
 
+TOPOLOGIES: dict[str, Callable[..., Network]] = {"tree": tree, "grid": grid}
+"""The generated topologies, by name (``dmanchor sim --topology``)."""
 PERIODIC = frozenset({MsgType.ANCHOR_REGISTRATION, MsgType.REGISTRATION_REPLY,
                       MsgType.DATAPLANE_STATUS, MsgType.HEARTBEAT, MsgType.HEARTBEAT_ACK})
 """Message types no handover causes (refreshes, reports, keep-alives)."""
@@ -71,9 +73,12 @@ class SimConfig:
     """One simulation (``dmanchor sim`` options)."""
 
     aggregations: int = 4
-    """Aggregation routers under the core."""
+    """Aggregation routers under the core (a grid: its rows)."""
     access_per_aggregation: int = 4
-    """Access routers under each aggregation router."""
+    """Access routers under each aggregation router (a grid: its columns)."""
+    topology: str = "tree"
+    """``tree`` (core, aggregation, access) or ``grid`` (access routers in a
+    mesh, the core off its middle): :data:`TOPOLOGIES`."""
     mns: int = 50
     """Mobile nodes."""
     duration: float = 30.0
@@ -157,8 +162,11 @@ class Simulation:
             raise ValueError(f"1 to {MAX_MNS} MNs, not {cfg.mns}")
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.tree: Tree = tree(cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
-                               cn_at_edge=cfg.cn_at_edge, delay=cfg.delay)
+        if cfg.topology not in TOPOLOGIES:
+            raise ValueError(f"topology {cfg.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
+        self.tree: Network = TOPOLOGIES[cfg.topology](
+            cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
+            cn_at_edge=cfg.cn_at_edge, delay=cfg.delay)
         self.n = len(self.tree.access)
         self.net = VirtualNetwork(seed=cfg.seed)
         self.net.profile_of = self._profile
@@ -170,10 +178,10 @@ class Simulation:
         self.net.add(CTRL, ControllerCore(ControllerSettings(), Endpoint()))
         self.ar: dict[int, AnchorAgentCore] = {}
         for i, name in enumerate(self.tree.access, start=1):
-            up = self.tree.neighbours[name][0]
+            up = self.tree.address[self.tree.neighbours[name][0]]
             s = AnchorSettings(
                 name, IPv6Address(ar_dpa(i)), IPv6Address(ar_dpa(i)), (ar_net(i),),
-                uplink=IPv6Address(f"fc00:1::{int(up[1:]):x}"), controller=CTRL, lms=LMS,
+                uplink=IPv6Address(up), controller=CTRL, lms=LMS,
                 mode=Mode.TUNNEL, status_interval=0,
                 # Sessions last the whole run: no conntrack sweep ends them.
                 flow_idle=cfg.duration + 3600)
@@ -276,7 +284,7 @@ class Simulation:
                 t += max(GAP * 2, self.rng.expovariate(1 / self.cfg.dwell))
                 if t >= self.cfg.duration:
                     break
-                at = (at % self.n) + 1 if self.rng.random() < 0.5 else (at - 2) % self.n + 1
+                at = self.rng.choice(self.tree.walk[at])
                 out.append((t, mn.index, at))
         return out
 
@@ -433,7 +441,8 @@ def format_report(r: SimReport) -> str:
             ("handover latency p99, ms", "latency_ms_p99", "{:.1f}"),
             ("tunnels at one router, max", "tunnels_max", "{}"),
             ("tunnels per access router, mean", "tunnels_mean", "{:.2f}")]
-    out = [f"{c['aggregations']}x{c['access_per_aggregation']} access routers, {c['mns']} MNs, "
+    out = [f"{c['topology']} of {c['aggregations']}x{c['access_per_aggregation']} access routers, "
+           f"{c['mns']} MNs, "
            f"{c['duration']} virtual s, seed {c['seed']}: {r.handovers} handovers, "
            f"{r.wall_s} s wall ({r.events} events)",
            f"sessions kept across moves: {r.probes_delivered} of {r.probes_sent} probes "
