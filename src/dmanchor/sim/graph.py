@@ -13,6 +13,7 @@ the core ``r0`` is ``fc00::ff``.  A correspondent ``cn{c}`` is
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
@@ -111,56 +112,39 @@ def tree(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
         raise ValueError(f"a tree has 1 to {MAX_ACCESS} access routers, not {n}")
     if cns < 1:
         raise ValueError("a tree needs at least one correspondent")
-    core: list[ForwardingEntry] = []
-    routers: list[RouterSpec] = []
+    entries: dict[str, list[ForwardingEntry]] = {CORE: []}
     links: list[LinkSpec] = []
     neighbours: dict[str, list[str]] = {CORE: []}
+    address = {CORE: CORE_ADDR}
     access: list[str] = []
-    entries_of: dict[str, list[ForwardingEntry]] = {}
     for j in range(1, aggregations + 1):
-        g, g_addr = f"g{j}", f"fc00:1::{j:x}"
-        g_entries = [_route("::/0", CORE_ADDR)]
+        g = f"g{j}"
+        address[g] = f"fc00:1::{j:x}"
+        entries[g] = [_route("::/0", CORE_ADDR)]
         links.append(LinkSpec(CORE, g, delay))
         neighbours[CORE].append(g)
         neighbours[g] = [CORE]
         for k in range(access_per_aggregation):
             i = (j - 1) * access_per_aggregation + k + 1
-            ar, dpa = ar_name(i), ar_dpa(i)
-            for table, via in ((core, g_addr), (g_entries, dpa)):
-                table += [ForwardingEntry(EntryKind.ROUTE, ar_net(i), IPv6Address(via)),
-                          _route(f"{dpa}/127", via)]
-            entries_of[ar] = [_route("::/0", g_addr),
-                              ForwardingEntry(EntryKind.DROP, ar_net(i))]
+            ar = ar_name(i)
+            address[ar] = ar_dpa(i)
+            for x, via in ((CORE, address[g]), (g, ar_dpa(i))):
+                entries[x] += [ForwardingEntry(EntryKind.ROUTE, ar_net(i), IPv6Address(via)),
+                               _route(f"{ar_dpa(i)}/127", via)]
+            entries[ar] = [_route("::/0", address[g]), ForwardingEntry(EntryKind.DROP, ar_net(i))]
             links.append(LinkSpec(g, ar, delay))
             neighbours[g].append(ar)
             neighbours[ar] = [g]
             access.append(ar)
-        routers.append(RouterSpec(g, (g_addr,), tuple(g_entries)))
-    hosts: list[HostSpec] = []
-    wired: list[tuple[str, str]] = []
-    for c in range(cns):
-        name, addr = f"cn{c}", cn_addr(c)
-        at = access[(c * len(access)) // cns] if cn_at_edge else CORE
-        wired.append((name, at))
-        hosts.append(HostSpec(name, (addr,), gateway=at))
-        links.append(LinkSpec(name, at, delay))
-        # Routes towards it, hop by hop down from the core.
+
+    def towards(x: str, at: str) -> str | None:
+        # Down from the core to a correspondent's router (up: default routes).
         path = [CORE] if at == CORE else [CORE, neighbours[at][0], at]
-        for here, there in zip(path, [*path[1:], name], strict=True):
-            via = addr if there == name else _address_of(there, access)
-            entry = _route(f"{addr}/128", via)
-            if here == CORE:
-                core.append(entry)
-            elif here in entries_of:
-                entries_of[here].append(entry)
-            else:
-                routers = [RouterSpec(r.name, r.addresses, (*r.entries, entry))
-                           if r.name == here else r for r in routers]
-    for i, ar in enumerate(access, start=1):
-        routers.append(RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries_of[ar])))
-    routers.insert(0, RouterSpec(CORE, (CORE_ADDR,), tuple(core)))
-    address = {CORE: CORE_ADDR, **{f"g{j}": f"fc00:1::{j:x}" for j in range(1, aggregations + 1)},
-               **{ar: ar_dpa(i) for i, ar in enumerate(access, start=1)}}
+        return path[path.index(x) + 1] if x in path[:-1] else None
+    hosts, wired = _wire_cns(cns, cn_at_edge, access, entries, links, address, towards, delay)
+    routers = [RouterSpec(x, (address[x], f"fc00::{access.index(x) + 1:x}:1")
+                          if x in access else (address[x],), tuple(e))
+               for x, e in entries.items()]
     # MNs walk to the access routers on either side by index: mostly
     # under the same aggregation router, now and then under the next one.
     walk: dict[int, tuple[int, ...]] = {i: ((i % n) + 1, (i - 2) % n + 1)
@@ -169,14 +153,27 @@ def tree(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
                    tuple(wired), {k: tuple(v) for k, v in neighbours.items()}, address, walk)
 
 
-def _address_of(router: str, access: list[str]) -> str:
-    if router.startswith("g"):
-        return f"fc00:1::{int(router[1:]):x}"
-    return ar_dpa(access.index(router) + 1)
-
-
-def _route(prefix: str, via: str) -> ForwardingEntry:
-    return ForwardingEntry(EntryKind.ROUTE, Prefix.parse(prefix), IPv6Address(via))
+def _wire_cns(cns: int, cn_at_edge: bool, access: list[str],
+              entries: dict[str, list[ForwardingEntry]], links: list[LinkSpec],
+              address: dict[str, str], towards: Callable[[str, str], str | None],
+              delay: float) -> tuple[list[HostSpec], list[tuple[str, str]]]:
+    """Wire the correspondents to the core or (``cn_at_edge``) to access
+    routers spread evenly, and route to each: a router ``x`` forwards to
+    the correspondent's router ``at`` via ``towards(x, at)`` (None: it
+    needs no route, its default route leads there)."""
+    hosts: list[HostSpec] = []
+    wired: list[tuple[str, str]] = []
+    for c in range(cns):
+        name, addr = f"cn{c}", cn_addr(c)
+        at = access[(c * len(access)) // cns] if cn_at_edge else CORE
+        wired.append((name, at))
+        hosts.append(HostSpec(name, (addr,), gateway=at))
+        links.append(LinkSpec(name, at, delay))
+        for x in entries:
+            nxt = name if x == at else towards(x, at)
+            if nxt is not None:
+                entries[x].append(_route(f"{addr}/128", addr if nxt == name else address[nxt]))
+    return hosts, wired
 
 
 def grid(rows: int, cols: int, *, cns: int = 1, cn_at_edge: bool = False,
@@ -221,17 +218,8 @@ def grid(rows: int, cols: int, *, cns: int = 1, cn_at_edge: bool = False,
             via = address[first_hop[x][ar]]
             entries[x] += [ForwardingEntry(EntryKind.ROUTE, ar_net(i), IPv6Address(via)),
                            _route(f"{ar_dpa(i)}/127", via)]
-    hosts: list[HostSpec] = []
-    wired: list[tuple[str, str]] = []
-    for c in range(cns):
-        name, addr = f"cn{c}", cn_addr(c)
-        at = access[(c * n) // cns] if cn_at_edge else CORE
-        wired.append((name, at))
-        hosts.append(HostSpec(name, (addr,), gateway=at))
-        links.append(LinkSpec(name, at, delay))
-        for x in adj:
-            via = addr if x == at else address[first_hop[x][at]]
-            entries[x].append(_route(f"{addr}/128", via))
+    hosts, wired = _wire_cns(cns, cn_at_edge, access, entries, links, address,
+                             lambda x, at: first_hop[x][at], delay)
     routers = [RouterSpec(CORE, (CORE_ADDR,), tuple(entries[CORE]))] + [
         RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries[ar]))
         for i, ar in enumerate(access, start=1)]
@@ -257,3 +245,7 @@ def _first_hops(adj: dict[str, list[str]], source: str) -> dict[str, str]:
                 first[y] = first[x]
                 todo.append(y)
     return first
+
+
+def _route(prefix: str, via: str) -> ForwardingEntry:
+    return ForwardingEntry(EntryKind.ROUTE, Prefix.parse(prefix), IPv6Address(via))
