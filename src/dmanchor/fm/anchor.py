@@ -40,6 +40,7 @@ from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError
+from ..lm.lmc import PoolRequests
 from ..transport.policy import ANCHOR_SENDERS
 from ..transport.reliable import (
     Addr,
@@ -62,7 +63,7 @@ from ..wire.types import (
 )
 from .anchor_flows import AnchorFlows
 from .anchor_handover import AnchorHandover
-from .anchor_lm import AnchorLocation, LmRequests
+from .anchor_lm import AnchorLocation
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
@@ -155,7 +156,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
         self._seen_transfers: dict[tuple[str, int], None] = {}
         self._resends: dict[int, int] = {}  # FM:2 sent again -> tries so far
         self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
-        self.lm = LmRequests(self.endpoint, (settings.lms, *settings.lms_pool)) \
+        self.lm = PoolRequests(self.endpoint, (settings.lms, *settings.lms_pool)) \
             if settings.lms is not None else None
         """LM:1 requests, over the LMs pool (None: no LMs configured)."""
         self.life = PrefixLife()

@@ -4,8 +4,8 @@ The anchor asks its LMs where an MN's prefixes were served (LM:1-1),
 registers the prefixes it anchors (LM:1-4) and subscribes to their changes
 (LM:1-3).  With an LM:2 pool (Fig 1a) any member will do, since members
 relay what another is primary for; so a request that times out at one
-member is sent again to the next (:class:`~..lm.lmc.ServerPool`, the LMc's
-failover).  A member that answers after a failover is used from then on,
+member is sent again to the next (:class:`~..lm.lmc.PoolRequests`, the
+LMc's own failover).  A member that answers after a failover is used from then on,
 and the anchor then subscribes and registers again there: subscriptions
 live at the member that took them, and the dead one's are gone.
 
@@ -17,68 +17,14 @@ rest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from ..lm.lmc import ServerPool
-from ..transport.reliable import Addr, Endpoint, NegativeReply, ReplyReceived, RequestTimedOut
+from ..lm.lmc import PoolRequests
+from ..transport.reliable import Addr, NegativeReply, ReplyReceived, RequestTimedOut
 from ..wire import messages as m
 from ..wire.types import Prefix
 from .anchor_model import AnchorSettings, AnchorStats, Attached, Join, Requery
 from .flows import FlowBook
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What an answer (or a timeout) to an LM request means for the anchor."""
-
-    again: int | None = None
-    """The request id it was sent again under (to the next member), if it was."""
-    switched: bool = False
-    """The pool member in use changed: subscribe and register again there."""
-
-
-class LmRequests:
-    """LM:1 requests of one anchor, sent to the member in use of its pool."""
-
-    def __init__(self, endpoint: Endpoint, servers: Sequence[Addr]) -> None:
-        self.endpoint = endpoint
-        self.pool = ServerPool(servers)
-        # request id -> (it, members tried before, the member it went to)
-        self._sent: dict[int, tuple[m.Message, int, Addr]] = {}
-
-    def request(self, message: m.Message, now: float) -> int:
-        """Send ``message`` to the member in use; its request id."""
-        return self._send(message, 0, now)
-
-    def _send(self, message: m.Message, tried: int, now: float) -> int:
-        server = self.pool.pick(tried)
-        rid = self.endpoint.request(message, server, now)
-        self._sent[rid] = (message, tried, server)
-        return rid
-
-    def __contains__(self, request_id: int) -> bool:
-        return request_id in self._sent
-
-    def outcome(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
-                now: float) -> Outcome:
-        """Take the answer to one of our requests.
-
-        A timeout with members left untried sends it again to the next
-        (the caller moves what waited on the old id to ``again``); otherwise
-        the event is the request's outcome, for the caller to handle.
-        """
-        message, tried, server = self._sent.pop(event.request_id)
-        if isinstance(event, RequestTimedOut):
-            if tried + 1 < len(self.pool):
-                return Outcome(again=self._send(message, tried + 1, now))
-            return Outcome()
-        return Outcome(switched=self.pool.answered(server))
-
-    def is_member(self, source: Addr) -> bool:
-        """Whether ``source`` is one of the pool's members (pushes are
-        believed from them only)."""
-        return source in self.pool
 
 
 class AnchorLocation:
@@ -86,7 +32,7 @@ class AnchorLocation:
     the agent's)."""
 
     s: AnchorSettings
-    lm: LmRequests | None
+    lm: PoolRequests | None
     flows: FlowBook
     stats: AnchorStats
     attached: dict[str, Attached]

@@ -109,12 +109,65 @@ class ServerPool:
         return len(self.servers)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an answer (or a timeout) to a pool request means for its sender."""
+
+    again: int | None = None
+    """The request id it was sent again under (to the next member), if it was."""
+    switched: bool = False
+    """The member in use changed (subscriptions lived at the old one)."""
+
+
+class PoolRequests:
+    """Requests to a pool's member in use, each sent on to the next member
+    when one times out: the failover of every LM client (the LMc core, the
+    anchor agent's), over the sender's own endpoint."""
+
+    def __init__(self, endpoint: Endpoint, servers: Sequence[Addr]) -> None:
+        self.endpoint = endpoint
+        self.pool = ServerPool(servers)
+        # request id -> (it, members tried before, the member it went to)
+        self._sent: dict[int, tuple[m.Message, int, Addr]] = {}
+
+    def request(self, message: m.Message, now: float) -> int:
+        """Send ``message`` to the member in use; its request id."""
+        return self._send(message, 0, now)
+
+    def _send(self, message: m.Message, tried: int, now: float) -> int:
+        server = self.pool.pick(tried)
+        rid = self.endpoint.request(message, server, now)
+        self._sent[rid] = (message, tried, server)
+        return rid
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._sent
+
+    def outcome(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                now: float) -> Outcome:
+        """Take the answer to one of our requests.
+
+        A timeout with members left untried sends it again to the next
+        (the caller moves what waited on the old id to ``again``); otherwise
+        the event is the request's outcome, for the caller to handle.
+        """
+        message, tried, server = self._sent.pop(event.request_id)
+        if isinstance(event, RequestTimedOut):
+            if tried + 1 < len(self.pool):
+                return Outcome(again=self._send(message, tried + 1, now))
+            return Outcome()
+        return Outcome(switched=self.pool.answered(server))
+
+    def is_member(self, source: Addr) -> bool:
+        """Whether ``source`` is one of the pool's members (pushes are
+        believed from them only)."""
+        return source in self.pool
+
+
 @dataclass(slots=True)
 class _Op:
     token: int
     message: m.Message
-    tried: int  # servers tried so far
-    server: Addr | None = None  # the one asked last
 
 
 @dataclass(slots=True)
@@ -129,8 +182,8 @@ class LmcCore(ServiceCore):
     SENDERS = LMC_SENDERS
 
     def __init__(self, servers: Sequence[Addr], endpoint: Endpoint | None = None) -> None:
-        self.pool = ServerPool(servers)
         super().__init__(endpoint or Endpoint())
+        self.requests = PoolRequests(self.endpoint, servers)
         self.cache: dict[Prefix, _Cached] = {}
         self.cache_hits = 0
         self._ops: dict[int, _Op] = {}
@@ -150,27 +203,27 @@ class LmcCore(ServiceCore):
                 self._out.append(Done(token, Location(
                     loc.prefix, loc.forwarding_address, max(1, int(hit.expires - now)))))
                 return token
-        self._send(_Op(token, m.LocationQuery(prefix), 0), now)
+        self._send(_Op(token, m.LocationQuery(prefix)), now)
         return token
 
     def update(self, prefix: Prefix, address: IPv6Address, lifetime: int, now: float) -> int:
         """LM:1-4 (lifetime 0 deletes)."""
         token = next(self._tokens)
         self.cache.pop(prefix, None)
-        self._send(_Op(token, m.LocationUpdate(prefix, address, lifetime), 0), now)
+        self._send(_Op(token, m.LocationUpdate(prefix, address, lifetime)), now)
         return token
 
     def subscribe(self, prefixes: Sequence[Prefix], now: float,
                   lifetime: int | None = None) -> int:
         """Ask for LM:1-3 pushes about ``prefixes``."""
         token = next(self._tokens)
-        self._send(_Op(token, m.Subscribe(tuple(prefixes), lifetime), 0), now)
+        self._send(_Op(token, m.Subscribe(tuple(prefixes), lifetime)), now)
         return token
 
     def unsubscribe(self, prefixes: Sequence[Prefix], now: float) -> int:
         """Stop pushes about ``prefixes``."""
         token = next(self._tokens)
-        self._send(_Op(token, m.Unsubscribe(tuple(prefixes)), 0), now)
+        self._send(_Op(token, m.Unsubscribe(tuple(prefixes))), now)
         return token
 
     def drain(self) -> list[LmcEvent]:
@@ -181,9 +234,7 @@ class LmcCore(ServiceCore):
     # -- Internals ------------------------------------------------------------------
 
     def _send(self, op: _Op, now: float) -> None:
-        op.server = self.pool.pick(op.tried)
-        rid = self.endpoint.request(op.message, op.server, now)
-        self._ops[rid] = op
+        self._ops[self.requests.request(op.message, now)] = op
 
     def on_event(self, event: Event, now: float) -> None:
         if isinstance(event, MessageReceived):
@@ -197,8 +248,10 @@ class LmcCore(ServiceCore):
         op = self._ops.pop(event.request_id, None)
         if op is None:
             return
-        if not isinstance(event, RequestTimedOut) and op.server is not None:
-            self.pool.answered(op.server)
+        again = self.requests.outcome(event, now).again
+        if again is not None:
+            self._ops[again] = op  # failed over to the next server
+            return
         if isinstance(event, ReplyReceived):
             reply = event.reply
             if isinstance(reply, m.LocationReply):
@@ -215,13 +268,8 @@ class LmcCore(ServiceCore):
         elif isinstance(event, NegativeReply):
             self._out.append(Done(op.token, None, event.status.code, event.status.message))
         else:
-            assert isinstance(event, RequestTimedOut)
-            op.tried += 1
-            if op.tried < len(self.pool):
-                self._send(op, now)  # fail over to the next server
-            else:
-                self._out.append(Done(op.token, None, Cause.PEER_UNREACHABLE,
-                                      "no server answered"))
+            self._out.append(Done(op.token, None, Cause.PEER_UNREACHABLE,
+                                  "no server answered"))
 
     def _apply_push(self, msg: m.LocationInform, now: float) -> None:
         for key, cached in list(self.cache.items()):
