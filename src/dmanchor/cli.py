@@ -167,13 +167,14 @@ def _sim_progress(duration: float) -> Callable[[float, int], None]:
     import time
 
     start = time.monotonic()
-    shown = [False]
+    shown = False
 
     def show(now: float, handovers: int) -> None:
+        nonlocal shown
         wall = time.monotonic() - start
-        if not sys.stderr.isatty() or (wall < 2 and not shown[0]):
+        if not sys.stderr.isatty() or (wall < 2 and not shown):
             return
-        shown[0] = True
+        shown = True
         end = "\n" if now >= duration else ""
         print(f"\r  sim: {now:.0f} of {duration:g} virtual s, {handovers} handovers, "
               f"{wall:.0f} s", end=end, file=sys.stderr, flush=True)

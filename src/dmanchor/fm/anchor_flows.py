@@ -98,7 +98,8 @@ class AnchorFlows:
         # transfer moves forward along the MN's path and ends where the MN
         # is - the sender itself, when the MN went back there.
         onward = self._handed.get(msg.prefix)
-        if self._owner(msg.prefix) is None and onward is not None:
+        owned = self._owner(msg.prefix) is not None
+        if not owned and onward is not None:
             # The charges came after this point had handed the prefix on
             # (the MN left again before the previous point's FM:2 came):
             # merged here they would stay here, out of the MN's bill, once
@@ -112,7 +113,7 @@ class AnchorFlows:
                 st.flow: FlowUsage(st.bytes_up, st.bytes_down, st.packets_up, st.packets_down)
                 for st in msg.states}, now)
             return
-        if self._owner(msg.prefix) is not None:
+        if owned:
             self._track(msg.prefix, [st.flow for st in msg.states], now, handed=True)
         self.fn.handle(self.endpoint, ev, now)
 

@@ -50,7 +50,7 @@ def write(sim: Simulation, report: SimReport, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     out = [directory / "report.json"]
     out[0].write_text(json.dumps(dataclasses.asdict(report), indent=1))
-    on_mag = Counter(sim.tree.access[mn.at - 1] for mn in sim.mns if mn.at)
+    on_mag = Counter(sim.network.access[mn.at - 1] for mn in sim.mns if mn.at)
     figures: dict[str, tuple[dict[str, list[float]], str, str]] = {
         "stretch-cdf": ({"distributed": sim.stretch, "centralized": sim.central_stretch},
                         "path length / shortest", "path stretch of kept sessions"),
@@ -58,7 +58,7 @@ def write(sim: Simulation, report: SimReport, directory: Path) -> list[Path]:
                          "centralized": [x * 1e3 for x in sim.central_latency]},
                         "ms", "handover latency (arrival to the anchor's new path)"),
         "tunnels-cdf": ({"distributed": [float(n) for n in sim.tunnels_at.values()],
-                         "centralized": [float(on_mag[a]) for a in sim.tree.access]
+                         "centralized": [float(on_mag[a]) for a in sim.network.access]
                          + [float(len(sim.mns))]},
                         "tunnel entries", "tunnel state per router (centralized: MAGs + LMA)"),
     }

@@ -164,21 +164,21 @@ class Simulation:
         self.rng = random.Random(cfg.seed)
         if cfg.topology not in TOPOLOGIES:
             raise ValueError(f"topology {cfg.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
-        self.tree: Network = TOPOLOGIES[cfg.topology](
+        self.network: Network = TOPOLOGIES[cfg.topology](
             cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
             cn_at_edge=cfg.cn_at_edge, delay=cfg.delay)
-        self.n = len(self.tree.access)
+        self.n = len(self.network.access)
         self.net = VirtualNetwork(seed=cfg.seed)
         self.net.profile_of = self._profile
-        self.fab = Fabric(self.tree.spec, self.net)
-        self._router_of = {ar_dpa(i): ar for i, ar in enumerate(self.tree.access, start=1)}
+        self.fab = Fabric(self.network.spec, self.net)
+        self._router_of = {ar_dpa(i): ar for i, ar in enumerate(self.network.access, start=1)}
         self._router_of[CORE_ADDR] = CORE
         self.lms = LmsCore(LmsSettings("lms"), Endpoint())
         self.net.add(LMS, self.lms)
         self.net.add(CTRL, ControllerCore(ControllerSettings(), Endpoint()))
         self.ar: dict[int, AnchorAgentCore] = {}
-        for i, name in enumerate(self.tree.access, start=1):
-            up = self.tree.address[self.tree.neighbours[name][0]]
+        for i, name in enumerate(self.network.access, start=1):
+            up = self.network.address[self.network.neighbours[name][0]]
             s = AnchorSettings(
                 name, IPv6Address(ar_dpa(i)), IPv6Address(ar_dpa(i)), (ar_net(i),),
                 uplink=IPv6Address(up), controller=CTRL, lms=LMS,
@@ -209,7 +209,7 @@ class Simulation:
 
     def hops(self, a: str, b: str) -> int:
         """Router hops between routers ``a`` and ``b``."""
-        return self.tree.hops(a, b)
+        return self.network.hops(a, b)
 
     def _profile(self, a: str, b: str) -> LinkProfile:
         ra, rb = self._router_of.get(a, CORE), self._router_of.get(b, CORE)
@@ -226,7 +226,7 @@ class Simulation:
 
     def _start(self, mn: _Mn) -> None:
         name, own = f"mn{mn.index}", self._prefix(mn.index, mn.home)
-        self.fab.attach(name, self.tree.access[mn.home - 1], f"m{mn.index}")
+        self.fab.attach(name, self.network.access[mn.home - 1], f"m{mn.index}")
         self.fab.add_address(name, own.network + 0x10)
         self._input(mn.home, lambda a, now: a.attach(name, f"m{mn.index}", [own], {}, now))
         if mn.session is not None:
@@ -256,7 +256,7 @@ class Simulation:
     def _arrive(self, mn: _Mn, to: int, old: int) -> None:
         name, link = f"mn{mn.index}", f"m{mn.index}"
         home = self._prefix(mn.index, mn.home)
-        self.fab.attach(name, self.tree.access[to - 1], link)
+        self.fab.attach(name, self.network.access[to - 1], link)
         mn.at, mn.arrived = to, self.net.now
         self.handovers += 1
         self._central(mn, to, old)
@@ -272,7 +272,7 @@ class Simulation:
 
     def _central(self, mn: _Mn, to: int, old: int) -> None:
         """The PMIPv6-like baseline's cost of the same move."""
-        new = self.tree.access[to - 1]
+        new = self.network.access[to - 1]
         self.central_latency.append(self.hops(new, CORE) * self.cfg.delay)
 
     def _walk(self) -> Iterable[tuple[float, int, int]]:
@@ -284,7 +284,7 @@ class Simulation:
                 t += max(GAP * 2, self.rng.expovariate(1 / self.cfg.dwell))
                 if t >= self.cfg.duration:
                     break
-                at = self.rng.choice(self.tree.walk[at])
+                at = self.rng.choice(self.network.walk[at])
                 out.append((t, mn.index, at))
         return out
 
@@ -312,8 +312,8 @@ class Simulation:
 
     def _sample(self) -> None:
         counts = [sum(1 for e in self.fab.routers[ar].entries() if e.kind is EntryKind.TUNNEL)
-                  for ar in self.tree.access]
-        self.tunnels_at = dict(zip(self.tree.access, counts, strict=True))
+                  for ar in self.network.access]
+        self.tunnels_at = dict(zip(self.network.access, counts, strict=True))
         self.tunnel_samples.append(sum(counts))
         self.tunnel_max = max(self.tunnel_max, *counts)
         if self.net.now + 1 < self.cfg.duration:
@@ -376,7 +376,7 @@ class Simulation:
             for d in self.fab.received(f"mn{mn.index}"):
                 if d.link:
                     delivered += 1
-                    cn_router = self.tree.cns[mn.cn][1]
+                    cn_router = self.network.cns[mn.cn][1]
                     served = d.packet.hops[-2]
                     shortest = self.hops(cn_router, served) + 2  # (+ the CN's and MN's links)
                     stretch.append((len(d.packet.hops) - 1) / shortest)
