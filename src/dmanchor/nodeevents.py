@@ -79,8 +79,8 @@ class Trace:
         """A hold lifted (docs/protocol.md section 7)."""
         self.write({"fn": "lift", "prefix": str(prefix), "cause": cause,
                     "released": lift.released, "stragglers": lift.stragglers,
-                    "forced": lift.forced, "guarded": lift.guarded,
-                    "waited_ms": round(lift.waited * 1e3, 3)})
+                    "forced": lift.forced, "guarded": lift.guarded, "cut": lift.cut,
+                    "steps": lift.steps, "waited_ms": round(lift.waited * 1e3, 3)})
 
     def close(self) -> None:
         """Close the file."""

@@ -1,21 +1,23 @@
 """The hold-lift policy of the Linux data plane (no kernel needed).
 
-``drain_and_lift`` decides when a hold route may go: these tests feed it a
+A :class:`Lifter` decides when a hold route may go: these tests feed it a
 scripted device and check the order of what it writes, when it removes the
 hold, what it counts as stragglers, that it neither lifts while packets
-flow nor waits forever under a stream that never stops, and that the lift
-runs at real-time priority when the process may raise it (root in CI).
+flow nor waits forever under a stream that never stops, that it gives the
+event loop back between bounded steps, and that the lift runs at real-time
+priority when the process may raise it (root in CI).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 
 import pytest
 
 from dmanchor.dataplane import tunbuffer
-from dmanchor.dataplane.tunbuffer import drain_and_lift, unpreempted
+from dmanchor.dataplane.tunbuffer import Lift, Lifter, unpreempted
 
 
 class Device:
@@ -72,6 +74,15 @@ def test_the_lift_waits_for_an_empty_read_even_past_the_lull_bound() -> None:
     lift = drain_and_lift(dev.take, dev.write, dev.remove_hold, quiet=0.004, wait=0.001)
     assert dev.events == ["write 1", "write 2", "write 3", "lift"]
     assert not lift.forced
+
+
+def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], None],
+                   remove_hold: Callable[[], None], **bounds: float) -> Lift:
+    """A whole lift, stepped as a driver does until it is done."""
+    lifter = Lifter(take, write, remove_hold, **bounds)
+    while (lift := lifter.step()) is None:
+        pass
+    return lift
 
 
 class Clock:
@@ -164,3 +175,40 @@ def test_a_read_of_the_hold_device_is_bounded_under_a_flood() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_lift_under_a_stream_gives_the_loop_back_between_bounded_steps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 item 5: a packet in every read for 30 ms (no lull) - the lift
+    returns to its caller every step (about ``step`` seconds, plus the final
+    edge), and what it writes stays in order across the steps."""
+    clock = Clock()
+    monkeypatch.setattr(tunbuffer, "time", clock)
+    stream = [[str(i).encode()] for i in range(30_000)]  # 1 us a read: 30 ms
+    dev = Device([*stream, *[[] for _ in range(10)]], after_lift=[])
+    lifter = Lifter(dev.take, dev.write, dev.remove_hold, quiet=0.0003, wait=0.01,
+                    step=0.002)
+    spans = []
+    while True:
+        before = clock.t
+        lift = lifter.step()
+        spans.append(clock.t - before)
+        if lift is not None:
+            break
+        assert not dev.lifted  # between steps the hold stays: arrivals queue
+    assert len(spans) > 10 and lift.steps == len(spans)
+    assert max(spans) <= 0.002 + tunbuffer.EDGE_WAIT + 1e-4
+    assert dev.written == [str(i).encode() for i in range(30_000)]
+    assert dev.events[-1] == "lift" and not lift.forced
+
+
+def test_a_lift_cut_short_writes_what_is_held_then_lifts() -> None:
+    """A batch about to change the prefix's forwarding finishes its lift at
+    once: what was held goes first, by the route it was released to."""
+    dev = Device([[b"1"], [b"2"]], after_lift=[b"3"])
+    lifter = Lifter(dev.take, dev.write, dev.remove_hold, quiet=1.0, wait=1.0, step=0.0)
+    assert lifter.step() is None  # a stream: no lull yet
+    lift = lifter.finish()
+    assert lift.cut and not lift.forced
+    assert dev.events == ["write 1", "write 2", "lift", "write 3"]
+    assert (lift.released, lift.stragglers, lift.steps) == (3, 1, 1)

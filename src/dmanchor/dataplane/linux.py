@@ -35,14 +35,14 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from .api import BufferSpec, DataPlaneError, FlowUsage
 from .charging import Charging
-from .linux_markers import MARKER_MARK, OLDPATH_TABLE, EndMarkers
-from .markers import MarkerAuth, is_marker
+from .linux_holds import BUFFER_METRIC, FLUSH_TABLE, STANDBY_METRIC, Holds, _Hold, _Lifting
+from .linux_markers import OLDPATH_TABLE, EndMarkers
+from .markers import MarkerAuth
 from .netlink import (
     FR_ACT_BLACKHOLE,
     RT_TABLE_MAIN,
@@ -57,7 +57,7 @@ from .netlink import (
 )
 from .sourceval import SourceFilters
 from .tunbuffer import DEVICE as TUN_DEVICE
-from .tunbuffer import Lift, TunBuffer, destination, drain_and_lift
+from .tunbuffer import Lift, TunBuffer
 
 NHID_BASE = 0x4D000000
 """Nexthop ids dmanchor allocates start here (far from hand-made ones)."""
@@ -65,46 +65,11 @@ FLOW_TABLE_BASE = 0x4D00
 """Per-flow routing tables start here."""
 FLOW_RULE_PRIORITY = 1000
 """Priority of FM:3-1 flow rules (before main at 32766)."""
-FLUSH_TABLE = 0x4CFE
-"""Lookup table of the flush SID: the access links' prefixes, no holds."""
-OLDPATH_RULE_PRIORITY = 300
-RELEASE_TABLE = 0x4CFF
-"""Holds a released prefix's new route while its held packets drain."""
-RELEASE_RULE_PRIORITY = 400
-"""``iif dmbuf0 lookup RELEASE_TABLE``: drained packets skip the hold."""
-BUFFER_METRIC = 1
 RT_TABLE_LOCAL = 255
 DT6_TABLES = {"flush": FLUSH_TABLE, "local": RT_TABLE_LOCAL}
 """DECAP ``link`` -> the table End.DT6 looks the inner packet up in: the flush
 table (past holds), or the local table (a host ending its own tunnel, Fig 2a:
 the inner packet is for one of its addresses).  Default: main (a router)."""
-STANDBY_METRIC = 4000
-"""A hold-device route under every anchored prefix: with its access link's
-``ignore_routes_with_linkdown`` set, the kernel itself diverts the prefix
-here the moment the MN's radio goes (carrier lost), before any agent has
-reacted; the agent's FM:6-1 hold then adopts what was caught, in order."""
-MAX_HELD_BYTES = 256 << 20
-"""Bytes of held packets the node keeps in user space at most, all holds
-together; more are dropped and counted as ``buffer-overflow-bytes``."""
-MAX_HOLD_BYTES = 64 << 20
-"""Bytes one hold keeps at most (besides its packet limit); more are
-dropped and counted as ``buffer-overflow-bytes``."""
-ORPHAN_LIMIT = 10_000
-"""Packets the hold device may keep for prefixes no hold has claimed yet."""
-RING_CAP = 200_000
-"""Packets the hold device's kernel ring takes (its txqueuelen): the
-node-wide bound on held packets not yet read by the agent, whatever the
-holds' limits add up to (each full-size packet costs ~2 KiB while held);
-overflow is counted as ``buffer-overflow``."""
-"""A held prefix's route into the TUN device wins over its other routes."""
-
-
-@dataclass(slots=True)
-class _Hold:
-    spec: BufferSpec
-    started: float
-
-
 _REPLACEABLE = (EntryKind.ROUTE, EntryKind.TUNNEL, EntryKind.DROP)
 
 
@@ -128,7 +93,7 @@ def _flow_key(e: ForwardingEntry) -> tuple[object, ...]:
     return (e.prefix, e.flow)
 
 
-class LinuxDataPlane(EndMarkers):
+class LinuxDataPlane(Holds, EndMarkers):
     """FM-DP forwarding state in a Linux network namespace."""
 
     def __init__(self, netns: str | None = None, *, sid_dev: str | None = None,
@@ -159,6 +124,9 @@ class LinuxDataPlane(EndMarkers):
         marker is sent that way (see :meth:`_marker_paths`)."""
         self._orphans = 0  # held packets no hold claimed (see STANDBY_METRIC)
         self._holds: dict[Prefix, _Hold] = {}
+        self._lifting: dict[Prefix, _Lifting] = {}  # released holds still draining
+        self._lift_due: float | None = None
+        self._marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]] = {}
         self._held: list[bytes] = []  # read from the ring, not yet released
         self._held_bytes = 0
         self._held_count: Counter[Prefix] = Counter()
@@ -186,7 +154,9 @@ class LinuxDataPlane(EndMarkers):
         self._learn_nexthops()
 
     def close(self) -> None:
-        """Close the netlink socket (routes stay; held packets are dropped)."""
+        """Close the netlink socket (routes stay; held packets are dropped,
+        but those of a hold being lifted are sent on first)."""
+        self._finish_lifts(list(self._lifting), 0.0)
         if self._tun is not None:
             self._tun.close()
             self._tun = None
@@ -198,13 +168,6 @@ class LinuxDataPlane(EndMarkers):
                                  table=OLDPATH_TABLE) for p in self._oldpaths])
         self.nl.close()
 
-    def _drop_stale_release_rule(self) -> None:
-        """The release rule outlives the TUN device of a dead process: remove it."""
-        if self._tun is None:
-            self.nl.batch([rule(False, RELEASE_RULE_PRIORITY, RELEASE_TABLE, iif=TUN_DEVICE)])
-
-    # -- DataPlane interface ------------------------------------------------------
-
     def apply(
         self,
         add: Sequence[ForwardingEntry],
@@ -214,6 +177,8 @@ class LinuxDataPlane(EndMarkers):
     ) -> None:
         if any(e.kind is EntryKind.BUFFER for e in add):
             self._ensure_tun()
+        if self._lifting:
+            self._finish_lifts({e.prefix for e in [*add, *delete]}, now)
         # A released hold's route goes last, after its packets drained.
         releasing = [e for e in delete if e.kind is EntryKind.BUFFER and e.flow is None]
         delete = [e for e in delete if e not in releasing]
@@ -309,195 +274,9 @@ class LinuxDataPlane(EndMarkers):
                 # taking its prefix back holds the direct path, then lifts
                 # the hold alone): drain into what the kernel has.
                 new = [a for a in self.entries() if a.prefix == e.prefix and a.flow is None]
-            self._release(e, new, "apply")
+            self._release(e, new, "apply", now)
 
     # -- FM:6 on Linux ---------------------------------------------------------------
-
-    def _ensure_tun(self) -> None:
-        if self._tun is not None:
-            return
-        self._tun = TunBuffer(self.netns)
-        self._refresh_links()
-        index = self._ifindex(TUN_DEVICE)
-        # The kernel ring is where held packets wait until the agent reads
-        # them.  An agent starved of CPU reads late, and a ring shorter than
-        # the holds' limits drops what they promised to keep (measured: 250-
-        # 980 of 15000 lost at 10k pps, a 50k-packet hold in a 10k ring).
-        # Sized once, here: resizing it later (at a hold) resets the device's
-        # queue and drops what is in it.  An empty slot costs a pointer.
-        self.nl.set_link(index, up=True, txqlen=RING_CAP)
-        failures = self.nl.batch([
-            rule(True, RELEASE_RULE_PRIORITY, RELEASE_TABLE, iif=TUN_DEVICE),
-            rule(True, OLDPATH_RULE_PRIORITY, OLDPATH_TABLE, fwmark=MARKER_MARK),
-        ])
-        if failures:
-            raise DataPlaneError(str(failures[0][1]))
-
-    def fileno(self) -> int | None:
-        """Descriptor to watch: readable when the hold device got packets."""
-        return self._tun.fd if self._tun is not None else None
-
-    def on_readable(self, now: float) -> None:
-        """Drain the hold device; an end marker releases the hold it ends."""
-        self._drain()
-        if self._orphans:
-            self._forward_stragglers()
-        markers = [p for p in self._held if is_marker(p)]
-        for m in markers:
-            dst = destination(m)
-            for prefix, hold in list(self._holds.items()):
-                if hold.spec.release_on_timeout and prefix.contains(dst):
-                    self._held.remove(m)
-                    self._held_bytes -= len(m)
-                    if self._held_count[prefix]:
-                        self._held_count[prefix] -= 1  # a marker is not traffic
-                        self._held_bytes_of[prefix] -= len(m)
-                    forged = self.markers.check(m, prefix, now)
-                    if forged is not None:
-                        # Not from a router of ours: the hold stays until
-                        # the real marker or its timeout.
-                        self._counters[forged.value] += 1
-                        break
-                    self._counters["end-marker"] += 1
-                    self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
-                                  [e for e in self.entries()
-                                   if e.prefix == prefix and e.flow is None], "end-marker")
-                    break
-
-    def _forward_stragglers(self) -> None:
-        """Send on packets no hold claims whose prefix is routed elsewhere now.
-
-        They reached the device just as a hold was lifted (after its last
-        drain): they go on through the current route, not stay stuck.  Those
-        still routed to the device (a standby that caught them, waiting for
-        the agent's hold) stay.
-        """
-        assert self._tun is not None
-        verdict: dict[int, bool] = {}
-        keep: list[bytes] = []
-        for pkt in self._held:
-            dst = destination(pkt)
-            if any(p.contains(dst) for p in self._holds):
-                keep.append(pkt)
-                continue
-            if dst not in verdict:
-                r = self.nl.route_get(IPv6Address(dst))
-                verdict[dst] = r is not None and self._names.get(r.oif or -1) != TUN_DEVICE
-            if verdict[dst]:
-                self._tun.write(pkt)
-                self._orphans -= 1
-                self._counters["stragglers-forwarded"] += 1
-            else:
-                keep.append(pkt)
-        self._held = keep
-        self._held_bytes = sum(len(p) for p in keep)
-
-    def _drain(self) -> None:
-        """Move what the hold device got into user space, within each hold's limit."""
-        if self._tun is None:
-            return
-        for pkt in self._tun.read_all():
-            dst = destination(pkt)
-            if dst >> 120 == 0xFF:
-                # The device's own multicast (MLD, RS): never held traffic.
-                self._counters["hold-device-multicast"] += 1
-                continue
-            if self._held_bytes + len(pkt) > MAX_HELD_BYTES:
-                # Node-wide: the holds' packet limits together may promise
-                # more memory than the node has.
-                self._counters["buffer-overflow-bytes"] += 1
-                continue
-            prefix = next((p for p in self._holds if p.contains(dst)), None)
-            if prefix is not None:
-                if self._held_count[prefix] >= self._holds[prefix].spec.limit:
-                    self._counters["buffer-overflow-held"] += 1
-                    continue
-                if self._held_bytes_of[prefix] + len(pkt) > MAX_HOLD_BYTES:
-                    self._counters["buffer-overflow-bytes"] += 1
-                    continue
-                self._held_count[prefix] += 1
-                self._held_bytes_of[prefix] += len(pkt)
-            else:
-                # Caught by a standby route (the radio just went): kept for
-                # the hold the agent is about to install, within a bound.
-                if self._orphans >= ORPHAN_LIMIT:
-                    self._counters["standby-overflow"] += 1
-                    continue
-                self._orphans += 1
-                self._counters["standby-caught"] += 1
-            self._held.append(pkt)
-            self._held_bytes += len(pkt)
-
-    def _take(self, prefix: Prefix) -> list[bytes]:
-        """Remove and return, in arrival order, the held packets of ``prefix``."""
-        self._drain()
-        mine = [p for p in self._held if prefix.contains(destination(p))]
-        if mine:
-            self._held = [p for p in self._held if not prefix.contains(destination(p))]
-            self._held_bytes -= sum(len(p) for p in mine)
-        self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
-        self._held_bytes_of.pop(prefix, None)
-        return mine
-
-    def _release(self, hold: ForwardingEntry, new: list[ForwardingEntry], cause: str) -> None:
-        """Send a prefix's held packets on, in order, then lift the hold.
-
-        While they drain, the hold stays in the main table (new arrivals
-        keep queueing behind them) and a copy of the prefix's new route in
-        RELEASE_TABLE forwards what comes out of the device.  Only when
-        the device has nothing left for the prefix is the hold removed.
-        """
-        assert self._tun is not None
-        prefix = hold.prefix
-        copies = [e for e in new if e.kind is not EntryKind.BUFFER]
-        if not copies:
-            # Released into nothing: without a copy, what leaves the device
-            # would find the hold again in the main table and loop through
-            # it until its hop limit - flooding the device so that the lift
-            # never finds it empty.  Dropped instead, and counted.
-            copies = [ForwardingEntry(EntryKind.DROP, prefix)]
-            self._counters["release-nowhere"] += 1
-        elif any(e.kind is EntryKind.ANCHOR for e in copies):
-            # The access link may lose its carrier while they drain (the MN
-            # leaves again): its route is then ignored, and what leaves the
-            # device would fall through to the standby route into it again
-            # - looping until its hop limit, the lift never finding the
-            # device empty (84407 "released" in one lift under load).
-            # Dropped instead, as on the radio that went.
-            copies.append(ForwardingEntry(EntryKind.DROP, prefix, metric=STANDBY_METRIC))
-        self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
-        # Built before the lift: its last steps should be system calls only.
-        removal = self._requests(hold, add=False)
-        lift = drain_and_lift(lambda: self._take(prefix), self._tun.write,
-                              lambda: self._batch_or_raise(removal))
-        self._counters["released"] += lift.released
-        self._counters["lift-stragglers"] += lift.stragglers
-        self._counters["lift-forced"] += lift.forced
-        self._counters["lift-unguarded"] += not lift.guarded
-        if self.on_lift is not None:
-            self.on_lift(prefix, lift, cause)
-        self._batch_or_raise([self._route_in(e, RELEASE_TABLE, False) for e in copies])
-        if not any(e.kind is EntryKind.ANCHOR for e in new):
-            # A standby its ANCHOR outlived (the link went down): gone with
-            # the hold that took over; absent is fine.
-            self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), prefix.length,
-                                 oif=self._ifindex(TUN_DEVICE), metric=STANDBY_METRIC)])
-        hold_state = self._holds.pop(prefix, None)
-        if hold_state is not None and hold_state.spec.release_on_timeout:
-            self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), 128,
-                                 table=FLUSH_TABLE)])
-
-    def _route_in(self, e: ForwardingEntry, table: int, add: bool) -> Request:
-        p = e.prefix
-        net = p.network.to_bytes(16, "big")
-        if e.kind is EntryKind.TUNNEL and e.next_hop is not None:
-            return route(add, net, p.length, table=table, nhid=self._nhid[e.next_hop])
-        if e.kind is EntryKind.ROUTE and e.next_hop is not None:
-            return route(add, net, p.length, table=table, gateway=e.next_hop.packed)
-        if e.kind is EntryKind.ANCHOR:
-            return route(add, net, p.length, table=table, oif=self._ifindex(e.link))
-        return route(add, net, p.length, table=table, blackhole=True,
-                     metric=e.metric or None)
 
     def _batch_or_raise(self, reqs: list[Request]) -> None:
         failures = self.nl.batch(reqs)
@@ -566,7 +345,9 @@ class LinuxDataPlane(EndMarkers):
             if r.seg6local:
                 out.append(ForwardingEntry(EntryKind.DECAP, prefix))
             elif r.oif is not None and self._names.get(r.oif) == TUN_DEVICE:
-                if r.metric != STANDBY_METRIC:  # a standby belongs to its ANCHOR
+                # A standby belongs to its ANCHOR; a hold being lifted is
+                # released already (its route goes when its packets drained).
+                if r.metric != STANDBY_METRIC and prefix not in self._lifting:
                     out.append(ForwardingEntry(EntryKind.BUFFER, prefix))
             elif r.type == RTN_BLACKHOLE:
                 out.append(ForwardingEntry(EntryKind.DROP, prefix, flow=flow, metric=metric))
@@ -598,32 +379,6 @@ class LinuxDataPlane(EndMarkers):
         self.apply(add, delete, 0.0)
         self._drop_orphan_rules()
         return len(add), len(delete)
-
-    def expire(self, now: float) -> None:
-        for prefix, hold in list(self._holds.items()):
-            if now >= hold.started + hold.spec.timeout:  # same sum as next_deadline()
-                entry = ForwardingEntry(EntryKind.BUFFER, prefix)
-                if hold.spec.release_on_timeout:
-                    self._counters["hold-timeout-released"] += 1
-                    self._release(entry, [e for e in self.entries()
-                                          if e.prefix == prefix and e.flow is None],
-                                  "timeout")
-                    continue
-                self._batch_or_raise(self._requests(entry, add=False))
-                self._counters["buffer-timeout"] += len(self._take(prefix))
-                del self._holds[prefix]
-
-    def next_deadline(self) -> float | None:
-        if not self._holds:
-            return None
-        return min(h.started + h.spec.timeout for h in self._holds.values())
-
-    def holds(self) -> set[Prefix]:
-        return set(self._holds)
-
-    def buffered(self, prefix: Prefix) -> int:
-        self._drain()
-        return sum(1 for p in self._held if prefix.contains(destination(p)))
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         # Nothing to set up: the charging table counts every flow on the

@@ -48,6 +48,8 @@ class EndMarkers:
     _marker_sock: socket.socket | None
     _counters: Counter[str]
     _holds: Mapping[Prefix, object]
+    _lifting: Mapping[Prefix, object]
+    _marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]]
 
     def _nhid_of(self, hop: IPv6Address) -> int | None:
         raise NotImplementedError
@@ -133,7 +135,14 @@ class EndMarkers:
 
     def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
         if tunnel.kind is not EntryKind.TUNNEL or tunnel.flow is not None \
-                or tunnel.next_hop is None or tunnel.prefix in self._holds:
+                or tunnel.next_hop is None:
+            return False
+        if tunnel.prefix in self._lifting:
+            # Its held packets are still draining down that tunnel: the
+            # marker follows them, when the lift is done.
+            self._marks_after_lift[tunnel.prefix] = (tunnel, now)
+            return True
+        if tunnel.prefix in self._holds:
             return False  # (held: a marker would overtake what is held)
         nhid = self._nhid_of(tunnel.next_hop)
         if nhid is None:

@@ -30,8 +30,9 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 DEVICE = "dmbuf0"
 MAX_PACKET = 65536
-READ_LIMIT = 8192
-"""Most packets one read of the device takes (about 10 ms of a loop's time)."""
+READ_LIMIT = 2048
+"""Most packets one read of the device takes (about 3 ms of a loop's time;
+under a flood the loop comes back for the rest after its other work)."""
 LIFT_QUIET = 0.0003
 """Seconds without a packet for the prefix before its hold is lifted."""
 LIFT_WAIT = 0.01
@@ -131,12 +132,23 @@ class Lift:
     """Seconds from the first read to the hold's removal."""
     guarded: bool = False
     """The lift's last steps ran at real-time priority (:func:`unpreempted`)."""
+    steps: int = 1
+    """Steps it took (:class:`Lifter`): the event loop ran between them."""
+    cut: bool = False
+    """Lifted at once (:meth:`Lifter.finish`): the prefix's forwarding was
+    about to change under it."""
 
 
-def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], None],
-                   remove_hold: Callable[[], None], *, quiet: float = LIFT_QUIET,
-                   wait: float = LIFT_WAIT) -> Lift:
-    """Write a held prefix's packets out in order, then lift its hold in a lull.
+LIFT_STEP = 0.002
+"""Longest one step of a lift looks for its lull before it gives the event
+loop back, seconds.  A step that decides to lift runs on for at most
+:data:`EDGE_WAIT` more, so no step holds the loop much above 4 ms (a whole
+lift under a stream used to hold it up to ``FORCE_AFTER * wait`` = 1 s)."""
+
+
+class Lifter:
+    """Write a held prefix's packets out in order, then lift its hold in a lull
+    - in bounded steps, so the event loop runs between them.
 
     ``take`` returns (and forgets) what the device holds for the prefix,
     oldest first; ``write`` re-injects one packet; ``remove_hold`` removes
@@ -146,41 +158,75 @@ def drain_and_lift(take: Callable[[], list[bytes]], write: Callable[[bytes], Non
     behind it on the direct path could overtake it: so the lift waits for
     ``quiet`` seconds without a packet (traffic comes in bursts; the lift
     lands between two), at most ``wait`` seconds.
+
+    The driver calls :meth:`step` until it returns the :class:`Lift`.  What
+    arrives while the loop is elsewhere waits in the device, behind the
+    hold, and is taken by the next step; the lull is judged from the
+    packets themselves (a read that finds none after ``quiet`` without
+    one), so the time between steps cannot fake one.
     """
-    released = 0
-    forced = lull = False
-    start = last = time.monotonic()
-    while True:
-        batch = take()
+
+    def __init__(self, take: Callable[[], list[bytes]], write: Callable[[bytes], None],
+                 remove_hold: Callable[[], None], *, quiet: float = LIFT_QUIET,
+                 wait: float = LIFT_WAIT, step: float = LIFT_STEP) -> None:
+        self._take, self._write, self._remove_hold = take, write, remove_hold
+        self.quiet, self.wait, self.step_budget = quiet, wait, step
+        self.released = 0
+        self.steps = 0
+        """Steps taken so far (the last one lifts)."""
+        self._start: float | None = None
+        self._last = 0.0
+
+    def step(self) -> Lift | None:
+        """Write out what is held now; lift if the moment has come.  ``None``:
+        call again (soon - arrivals queue behind the hold meanwhile)."""
+        self.steps += 1
         now = time.monotonic()
-        if batch:
-            for pkt in batch:
-                write(pkt)
-            released += len(batch)
-            last = now
-            if now - start >= FORCE_AFTER * wait:
-                # A stream that never leaves the device empty (line rate):
-                # lift anyway rather than forward it in user space forever.
-                forced = True
-                break
-        elif now - last >= quiet or now - start >= wait:
-            # Lift only right after a read found the device empty: lifting
-            # while packets flow would leave more of them behind the lift.
-            lull = now - last >= quiet
-            break
-        else:
-            time.sleep(quiet / 4)
-    with unpreempted() as guarded:
-        tail = _edge(take, write) if not (lull or forced) else take()
-        if lull or forced:
-            for pkt in tail:
-                write(pkt)
-        remove_hold()
-        waited = time.monotonic() - start
-        late = take()
-        for pkt in late:
-            write(pkt)
-    return Lift(released + len(tail) + len(late), len(late), forced, waited, guarded)
+        if self._start is None:
+            self._start = self._last = now
+        start, until = self._start, now + self.step_budget
+        while True:
+            batch = self._take()
+            now = time.monotonic()
+            if batch:
+                for pkt in batch:
+                    self._write(pkt)
+                self.released += len(batch)
+                self._last = now
+                if now - start >= FORCE_AFTER * self.wait:
+                    # A stream that never leaves the device empty (line rate):
+                    # lift anyway rather than forward it in user space forever.
+                    return self._lift(lull=False, forced=True)
+            elif now - self._last >= self.quiet or now - start >= self.wait:
+                # Lift only right after a read found the device empty: lifting
+                # while packets flow would leave more of them behind the lift.
+                return self._lift(lull=now - self._last >= self.quiet, forced=False)
+            if now >= until:
+                return None
+            if not batch:
+                time.sleep(self.quiet / 4)
+
+    def finish(self) -> Lift:
+        """Lift now, whatever comes (the prefix is about to change under it)."""
+        if self._start is None:
+            self._start = self._last = time.monotonic()
+        return self._lift(lull=False, forced=False, cut=True)
+
+    def _lift(self, *, lull: bool, forced: bool, cut: bool = False) -> Lift:
+        assert self._start is not None
+        with unpreempted() as guarded:
+            now_or_never = lull or forced or cut
+            tail = self._take() if now_or_never else _edge(self._take, self._write)
+            if now_or_never:
+                for pkt in tail:
+                    self._write(pkt)
+            self._remove_hold()
+            waited = time.monotonic() - self._start
+            late = self._take()
+            for pkt in late:
+                self._write(pkt)
+        return Lift(self.released + len(tail) + len(late), len(late), forced, waited,
+                    guarded, self.steps, cut)
 
 
 def _edge(take: Callable[[], list[bytes]], write: Callable[[bytes], None]) -> list[bytes]:
