@@ -167,12 +167,12 @@ def as_router_id(value: Any) -> int:
     return n
 
 
-def _lms_pool(a: Fields, path: object) -> tuple[Addr, ...]:
-    """``anchor.lms_pool``: the other members of ``anchor.lms``'s pool."""
+def _lms_pool(a: Fields, path: object, table: str = "anchor") -> tuple[Addr, ...]:
+    """``TABLE.lms_pool``: the other members of ``TABLE.lms``'s pool."""
     pool = a.get_list("lms_pool", as_endpoint)
     if pool and "lms" not in a.table:
-        raise ConfigError(f"{path}: field 'anchor.lms_pool': needs 'anchor.lms' (the member "
-                          "asked first)")
+        raise ConfigError(f"{path}: field '{table}.lms_pool': needs '{table}.lms' (the "
+                          "member asked first)")
     return pool
 
 
@@ -353,6 +353,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         controller = (listen, ControllerSettings(
             node_id=node_id,
             lms=_optional_endpoint(c, "lms"),
+            lms_pool=_lms_pool(c, path, "controller"),
+            lms_check=c.get("lms_check", as_float) if "lms_check" in c.table else None,
             watch=c.get_list("watch", as_prefix),
             routers=c.get_list("routers", router),
             dead_after=c.get("dead_after", as_float, 1.5),
@@ -364,6 +366,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
             cpa=c.get("cpa", as_address) if "cpa" in c.table else None,
             reconcile_grace=c.get("reconcile_grace", as_float, 30.0),
         ))
+        if controller[1].lms_check == 0:
+            raise ConfigError(f"{path}: field 'controller.lms_check': must be above 0 "
+                              "(seconds between subscription renewals)")
         if "state" in c.table:
             controller_state = Path(c.get("state", as_str, required=True))
         if controller[1].access and controller[1].cpa is None:

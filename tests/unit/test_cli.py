@@ -97,6 +97,8 @@ def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
         "d.toml": (ctrl + '[controller.kea]\nsubnet_id = 1\n', "controller.kea.socket"),
         "e.toml": (ctrl + '[controller.kea]\nsocket = "/k"\n[controller.kea.duids]\n'
                    '"fc00::2:0" = "zz"\n', "controller.kea.duids.fc00::2:0"),
+        "f.toml": (ctrl + 'lms_pool = ["[::1]:5402"]\n', "controller.lms_pool"),
+        "g.toml": (ctrl + 'lms = "[::1]:5401"\nlms_check = 0\n', "controller.lms_check"),
     }
     for name, (text, field) in cases.items():
         f = tmp_path / name
@@ -104,3 +106,18 @@ def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
         assert main(["node", "--config", str(f)]) == 2
         err = capsys.readouterr().err
         assert f"field '{field}'" in err, (name, err)
+
+
+def test_a_controller_is_given_its_lms_pool(tmp_path: Path) -> None:
+    """``controller.lms_pool`` and ``lms_check`` reach its settings."""
+    from dmanchor.nodeconf import load_node_config
+
+    f = tmp_path / "r.toml"
+    f.write_text('[node]\nid = "r"\n[security]\ninsecure = true\n[controller]\n'
+                 'listen = "[::1]:5400"\nlms = "[fd00:1::1]:5401"\n'
+                 'lms_pool = ["[fd00:2::2]:5401"]\nlms_check = 1.5\n')
+    cfg = load_node_config(f)
+    assert cfg.controller is not None
+    s = cfg.controller[1]
+    assert (s.lms, s.lms_pool, s.lms_check) == (("fd00:1::1", 5401), (("fd00:2::2", 5401),),
+                                                1.5)

@@ -111,7 +111,8 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
           lm: str = "central", n: int = 2, hold_timeout: float = 1.0,
           reverse_tunnel: bool = False, pd: bool = False, flow_idle: float = 30.0,
           signed: bool = False, host_based: dict[str, str] | None = None,
-          agent_ids: dict[A, str] | None = None, bgp_delay: float = 0.002) -> World:
+          agent_ids: dict[A, str] | None = None, bgp_delay: float = 0.002,
+          lms_check: float = 0.5) -> World:
     """The flat network with its functions placed.
 
     ``lm="central"``: one LMs, LMc at every CPA (Fig 1b).  ``lm="pool"``:
@@ -119,6 +120,8 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
     pool (Fig 1a with distributed CPAs).  ``signed``: every node signs with
     its own key (:func:`keys_of`) and drops what is unsigned, as deployed.
     ``bgp_delay``: seconds from an announcement to R's FIB (mode "bgp").
+    ``lms_check``: with a pool, how often the controller renews its
+    subscription (finding a dead member).
     """
     keys = keys_of(n)
 
@@ -145,8 +148,12 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         net.add(LMS, lms)
     # The central FM-CP re-routes the core only in the anchor-switch solution.
     watch = (P("2001:db8::/32"),) if mode == "switch" else ()
+    # With a pool the controller subscribes through AR2's member, the rest
+    # of the pool behind it (renewed every ``lms_check``, to find a dead one).
+    ctrl_pool: tuple[Addr, ...] = (lm_of[1],) if members else ()
     ctrl = ControllerCore(ControllerSettings(
-        lms=LMS, watch=watch,
+        lms=lm_of[2] if members else LMS, lms_pool=ctrl_pool,
+        lms_check=lms_check if members else None, watch=watch,
         routers=(RouterControl("r", R_CTL, {A(f"fc00::{i}:0"): A(f"fc00::{i}:0")
                                             for i in range(1, n + 1)}),),
     ), ep("ctrl"))

@@ -12,7 +12,18 @@ from dmanchor.transport.reliable import Addr
 from dmanchor.wire import messages as m
 from dmanchor.wire.codec import decode
 from tests.unit.test_call_flows import HNP3, Trace, move_stock
-from tests.unit.test_fm import CTRL, HNP1, HNP2, IP1, LMS, World, downlink, filter_of, opened, world
+from tests.unit.test_fm import (
+    CTRL,
+    HNP1,
+    HNP2,
+    IP1,
+    LMS,
+    World,
+    downlink,
+    filter_of,
+    opened,
+    world,
+)
 
 AR1_CTL = "fc00::1:0"
 """AR1's agent (its CPA is its DPA in the flat network)."""
@@ -276,3 +287,51 @@ def test_charges_that_reach_a_point_after_it_handed_the_prefix_on_follow_it() ->
     assert ar2.stats.counters["flow-state-passed-on"] == 1, ar2.stats.counters
     assert ar2.dp.usage(flt).packets_down == 0
     assert ar1.dp.usage(flt).packets_down >= before + 20
+
+
+def _switched_with_controller_member_dead(dead: bool) -> tuple[World, Flow]:
+    """4.2.1 over Fig 1a's pool: the controller subscribes through lms-2
+    (lms-1 behind it); lms-2 is killed just before the MN, with a
+    continuity flow on HNP1 (lms-1 is its primary), moves to AR2, if
+    ``dead``."""
+    # The controller renews every 3 s: it finds lms-2 dead only after AR2
+    # has failed over to lms-1 and updated HNP1's binding there (twice: at
+    # the move, and again on switching members).
+    w = world("switch", lm="pool", hold_timeout=5.0, lms_check=3.0)
+    cont = downlink("cont", IP1, 0.1, 6.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    if dead:
+        w.net.call_at(0.49, lambda: w.net.remove(("fc00::2:0", 5401)))
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=6.5)
+    return w, cont
+
+
+def test_the_controller_learns_a_move_its_dead_pool_member_never_pushed() -> None:
+    """Issue 16 item 7, the controller's side: lms-2, the member the
+    controller uses, dies just before the move, so the push of AR2's new
+    binding for HNP1 comes only through lms-1, where the controller also
+    subscribed.  Kept until lms-2 is found silent (its renewal times out
+    and goes to lms-1), it is believed then: the core is switched to AR2
+    and the session continues.  (Subscribed at one member and failing over
+    at the next renewal, the move would have been learnt only at AR2's
+    next refresh, minutes later.)"""
+    w, cont = _switched_with_controller_member_dead(True)
+    c = w.ctrl.counters
+    assert c["lms-switched"] == 1 and c["inform-recovered"] >= 1, c
+    assert w.ctrl.lm is not None and w.ctrl.lm.pool.current == ("fc00::1:0", 5401)
+    assert w.ctrl.moved.get(HNP1) == A("fc00::2:0")
+    assert _received_after(w, cont.name, 5.5) >= 0.4 * cont.rate * 0.5
+    assert report(w.fab, cont).duplicates == 0
+
+
+def test_the_controller_believes_only_its_member_in_use_while_it_answers() -> None:
+    """The control: lms-2 alive, the controller never fails over; the copy
+    of each push that lms-1 sends it is kept, not acted on twice."""
+    w, cont = _switched_with_controller_member_dead(False)
+    c = w.ctrl.counters
+    assert c["lms-switched"] == 0 and c["lms-failover"] == 0, c
+    assert c["inform-kept"] >= 1 and c["inform-recovered"] == 0, c
+    assert w.ctrl.moved.get(HNP1) == A("fc00::2:0")
+    assert _received_after(w, cont.name, 5.5) >= 0.4 * cont.rate * 0.5

@@ -40,7 +40,7 @@ from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from ..dataplane.api import BufferSpec, DataPlane, DataPlaneError
-from ..lm.lmc import PoolRequests
+from ..lm.pool import PoolRequests
 from ..transport.policy import ANCHOR_SENDERS
 from ..transport.reliable import (
     Addr,

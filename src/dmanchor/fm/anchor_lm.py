@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import IPv6Address
 
-from ..lm.lmc import PoolRequests
+from ..lm.pool import PoolRequests
 from ..transport.reliable import Addr, NegativeReply, ReplyReceived, RequestTimedOut
 from ..wire import messages as m
 from ..wire.types import Prefix

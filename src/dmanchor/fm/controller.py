@@ -30,8 +30,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
+from ..lm.pool import PoolRequests, PoolSubscription, Push
 from ..prefixtable import PrefixTable
-from ..transport.policy import CONTROLLER_SENDERS, not_own_id, same_address
+from ..transport.policy import CONTROLLER_SENDERS, not_own_id
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -39,6 +40,7 @@ from ..transport.reliable import (
     MessageReceived,
     NegativeReply,
     ReplyReceived,
+    RequestTimedOut,
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
@@ -69,6 +71,15 @@ class ControllerSettings:
     """Node id."""
     lms: Addr | None = None
     """LMs (or LMp) to subscribe to for binding changes."""
+    lms_pool: tuple[Addr, ...] = ()
+    """The other members of ``lms``'s LM:2 pool (Fig 1a): a request ``lms``
+    does not answer goes on to the next member, which is asked from then on
+    (and subscribed at again: subscriptions live at the member that took
+    them)."""
+    lms_check: float | None = None
+    """With a pool: renew the subscription this often, seconds, so that a
+    silent member is found within it rather than at the renewal at half
+    ``subscription_lifetime`` (a subscriber only listens otherwise)."""
     watch: tuple[Prefix, ...] = ()
     """Prefixes whose anchoring it manages (subscribed with LM:1-3)."""
     routers: tuple[RouterControl, ...] = ()
@@ -240,6 +251,13 @@ class ControllerCore(ServiceCore):
                     self.registry.set(p, reg)
         self._reconciling: set[Prefix] = set()
         self._queries: dict[int, Prefix] = {}  # LM:1-1 of a restored prefix
+        self.lm = PoolRequests(self.endpoint, (settings.lms, *settings.lms_pool)) \
+            if settings.lms is not None else None
+        """The LM client (LM:1-1, LM:1-3), failing over across the pool."""
+        self.subscription = PoolSubscription(self.lm, settings.watch,
+                                             settings.subscription_lifetime) \
+            if self.lm is not None and settings.watch else None
+        """LM:1-3 at every pool member, believing the member in use."""
         if settings.lms is not None and settings.watch:
             self.set_timer("subscribe", now)
         self.set_timer("liveness", now + settings.dead_after)
@@ -289,20 +307,35 @@ class ControllerCore(ServiceCore):
                     return
                 self._on_status(msg, now)
             elif isinstance(msg, m.LocationInform):
-                if self.s.lms is None or not same_address(event.source, self.s.lms):
-                    # Only the LMs we subscribed at pushes to us (when signed,
-                    # its role was checked too): a forged inform would re-route
-                    # the core and move a Kea lease.
+                if self.lm is None or not self.lm.is_member(event.source):
+                    # Only the LMs we subscribed at (or a member of its pool)
+                    # pushes to us (when signed, its role was checked too): a
+                    # forged inform would re-route the core and move a Kea lease.
                     self.refuse(event, "refused:LOCATION_INFORM:not-our-lms", now)
                     return
                 self.endpoint.reply(event, m.LocationInformAck(msg.prefix), now)
-                self._on_binding(msg.prefix, msg.forwarding_address, msg.lifetime, now)
+                push = Push(msg.prefix, msg.forwarding_address, msg.lifetime)
+                if self.subscription is not None:
+                    push_now = self.subscription.pushed(event.source, push)
+                    if push_now is None:
+                        self.counters["inform-kept"] += 1  # from a member not in use
+                        return
+                self._on_binding(push.prefix, push.forwarding_address, push.lifetime, now)
             elif self.access.handle(self.endpoint, event, now):
                 pass
             elif event.expects_reply:
                 self.endpoint.reject(event, Cause.UNSUPPORTED, "controller", now)
             return
         if self.access.answered(self.endpoint, event, now):
+            return
+        sub = self.subscription
+        if sub is not None and sub.owns(event.request_id):
+            # (Only the renewal at the member in use fails over.)
+            again = self._lm_again(event, now) if event.request_id in sub.requests else None
+            sub.answered(event, again)
+            return
+        if self.lm is not None and event.request_id in self.lm \
+                and self._lm_again(event, now) is not None:
             return
         asked = self._queries.pop(event.request_id, None)
         if asked is not None:
@@ -327,11 +360,35 @@ class ControllerCore(ServiceCore):
             if not change.waiting:
                 self._routers_done(change, now)
 
+    def _lm_again(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
+                  now: float) -> int | None:
+        """An LM request's answer or timeout; the id it was sent again under,
+        to the next pool member (what waited on it now waits on that), if
+        it was."""
+        assert self.lm is not None
+        out = self.lm.outcome(event, now)
+        if out.again is not None:
+            self.counters["lms-failover"] += 1
+            if event.request_id in self._queries:
+                self._queries[out.again] = self._queries.pop(event.request_id)
+            return out.again
+        if out.switched:
+            self.counters["lms-switched"] += 1
+            if self.subscription is not None:
+                # What the new member pushed while the old one was in use
+                # (and silent) is what was missed.
+                for push in self.subscription.switched():
+                    self.counters["inform-recovered"] += 1
+                    self._on_binding(push.prefix, push.forwarding_address, push.lifetime, now)
+        return None
+
     def on_timer(self, name: Hashable, now: float) -> None:
-        if name == "subscribe" and self.s.lms is not None:
-            self.endpoint.request(
-                m.Subscribe(self.s.watch, self.s.subscription_lifetime), self.s.lms, now)
-            self.set_timer("subscribe", now + self.s.subscription_lifetime / 2)
+        if name == "subscribe" and self.subscription is not None:
+            self.subscription.renew(now)
+            every = self.s.subscription_lifetime / 2
+            if self.s.lms_pool and self.s.lms_check is not None:
+                every = min(every, self.s.lms_check)
+            self.set_timer("subscribe", now + every)
         elif name == "liveness":
             forget = max(STATUS_EXPIRY, 10 * self.s.dead_after)
             for node, report in list(self.status.items()):
@@ -347,10 +404,9 @@ class ControllerCore(ServiceCore):
                     self.counters["dataplane-down"] += 1
                     self.events.append(DataPlaneDown(node))
             self.set_timer("liveness", now + self.s.dead_after / 3)
-        elif name == "reconcile" and self.s.lms is not None:
+        elif name == "reconcile" and self.lm is not None:
             for prefix in sorted(self._reconciling):
-                self._queries[self.endpoint.request(m.LocationQuery(prefix), self.s.lms,
-                                                    now)] = prefix
+                self._queries[self.lm.request(m.LocationQuery(prefix), now)] = prefix
             self.set_timer("reconciled", now + self.s.reconcile_grace)
         elif name == "reconciled":
             # No binding for these all along: they ended while we were down.

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from ..transport.policy import LMC_SENDERS, same_address
+from ..transport.policy import LMC_SENDERS
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -21,12 +21,12 @@ from ..transport.reliable import (
     MessageReceived,
     NegativeReply,
     ReplyReceived,
-    RequestTimedOut,
 )
 from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.ie import INFINITE_LIFETIME
 from ..wire.types import Cause, Prefix
+from .pool import PoolRequests
 
 # -- Events ------------------------------------------------------------------------
 
@@ -63,105 +63,6 @@ class Pushed:
 
 
 LmcEvent = Done | Pushed
-
-
-class ServerPool:
-    """The LMs pool members a client may ask, and the one it asks now.
-
-    A request goes to the member in use; one that times out goes on to the
-    next member (a pool member relays what another is primary for, so any
-    member will do).  The first member that answers after a failover is
-    the one asked from then on: a dead member costs one timeout, not one
-    per request.  Shared by the LMc core and the anchor agent's LM client.
-    """
-
-    def __init__(self, servers: Sequence[Addr]) -> None:
-        if not servers:
-            raise ValueError("an LM client needs at least one server")
-        self.servers = list(servers)
-        self._current = 0
-
-    @property
-    def current(self) -> Addr:
-        """The member asked first."""
-        return self.servers[self._current]
-
-    def pick(self, tried: int) -> Addr:
-        """The member to ask after ``tried`` of them failed to answer."""
-        return self.servers[(self._current + tried) % len(self.servers)]
-
-    def answered(self, server: Addr) -> bool:
-        """``server`` answered: ask it first from now on (the member in use
-        may have changed since the request went out).  Whether that changed
-        the member in use."""
-        i = self.servers.index(server)
-        if i == self._current:
-            return False
-        self._current = i
-        return True
-
-    def __contains__(self, source: object) -> bool:
-        """Whether ``source`` (an address, port included) is a member."""
-        return isinstance(source, tuple) and any(
-            same_address(source, s) for s in self.servers)
-
-    def __len__(self) -> int:
-        return len(self.servers)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What an answer (or a timeout) to a pool request means for its sender."""
-
-    again: int | None = None
-    """The request id it was sent again under (to the next member), if it was."""
-    switched: bool = False
-    """The member in use changed (subscriptions lived at the old one)."""
-
-
-class PoolRequests:
-    """Requests to a pool's member in use, each sent on to the next member
-    when one times out: the failover of every LM client (the LMc core, the
-    anchor agent's), over the sender's own endpoint."""
-
-    def __init__(self, endpoint: Endpoint, servers: Sequence[Addr]) -> None:
-        self.endpoint = endpoint
-        self.pool = ServerPool(servers)
-        # request id -> (it, members tried before, the member it went to)
-        self._sent: dict[int, tuple[m.Message, int, Addr]] = {}
-
-    def request(self, message: m.Message, now: float) -> int:
-        """Send ``message`` to the member in use; its request id."""
-        return self._send(message, 0, now)
-
-    def _send(self, message: m.Message, tried: int, now: float) -> int:
-        server = self.pool.pick(tried)
-        rid = self.endpoint.request(message, server, now)
-        self._sent[rid] = (message, tried, server)
-        return rid
-
-    def __contains__(self, request_id: object) -> bool:
-        return request_id in self._sent
-
-    def outcome(self, event: ReplyReceived | NegativeReply | RequestTimedOut,
-                now: float) -> Outcome:
-        """Take the answer to one of our requests.
-
-        A timeout with members left untried sends it again to the next
-        (the caller moves what waited on the old id to ``again``); otherwise
-        the event is the request's outcome, for the caller to handle.
-        """
-        message, tried, server = self._sent.pop(event.request_id)
-        if isinstance(event, RequestTimedOut):
-            if tried + 1 < len(self.pool):
-                return Outcome(again=self._send(message, tried + 1, now))
-            return Outcome()
-        return Outcome(switched=self.pool.answered(server))
-
-    def is_member(self, source: Addr) -> bool:
-        """Whether ``source`` is one of the pool's members (pushes are
-        believed from them only)."""
-        return source in self.pool
 
 
 @dataclass(slots=True)

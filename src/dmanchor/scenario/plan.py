@@ -295,6 +295,12 @@ def _config(plan: Plan, name: str) -> str:
         lms = _lm_of_controller(plan)
         if central and lms:
             lines += [f'lms = "{lms}"', 'watch = ["2001:db8::/32"]']
+            others = [e for e in _pool(plan) if e != lms]
+            if lms in _pool(plan) and others:
+                # The rest of its LM:2 pool, subscribed at too; a silent
+                # member is found within a second.
+                lines += ["lms_pool = [" + ", ".join(f'"{e}"' for e in others) + "]",
+                          "lms_check = 1"]
             for r in plan.nodes.values():
                 if not r.spec.fmdp:
                     continue
