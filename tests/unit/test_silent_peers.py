@@ -247,6 +247,9 @@ def test_an_anchor_asks_the_next_pool_member_when_its_own_is_dead() -> None:
     assert report(w.fab, cont).duplicates == 0
     # AR2's subscription to its MN's prefix lives at lms-1, which pushes to it.
     assert ("fc00::2:0", 5400) in w.members[1].subs.live(HNP2, w.net.now)
+    # lms-1's gather of the MN's bindings found lms-2 silent: down at once,
+    # not asked again until it is heard from (its heartbeats).
+    assert w.members[1].counters["member-down-silent"] == 1, w.members[1].counters
 
 
 def test_an_anchor_keeps_its_own_pool_member_while_it_answers() -> None:

@@ -77,8 +77,11 @@ class LmsSettings:
     """Seconds between heartbeats to each pool member."""
     dead_after: float = 3.5
     """A member silent this long is reported down."""
-    peer_policy: RetransmitPolicy = RetransmitPolicy(0.05, 2.0, 0.4, 4)
-    """Retransmission of peer queries/relays (bounded: callers wait on them)."""
+    peer_policy: RetransmitPolicy = RetransmitPolicy(0.05, 2.0, 0.4, 3)
+    """Retransmission of peer queries/relays (bounded: callers wait on them -
+    an anchor at a move, while the old router holds the MN's packets; 0.35 s
+    in all).  A peer that lets one time out is taken for down at once (see
+    :meth:`LmsCore._on_timeout`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +518,16 @@ class LmsCore(ServiceCore):
     def _on_heartbeat(self, ev: MessageReceived, now: float) -> None:
         self.endpoint.reply(ev, m.HeartbeatAck(self.settings.node_id), now)
 
+    def _member_silent(self, addr: Addr) -> None:
+        """A member let a relay or a gather time out: down from now on, so
+        that the next ones fail fast rather than wait for it too (its
+        heartbeats, or anything else from it, bring it back up)."""
+        member = self._member_at(addr)
+        if member is not None and member.alive:
+            member.alive = False
+            self.counters["member-down-silent"] += 1
+            self.events.append(MemberDown(member.node_id, member.address))
+
     def _member_at(self, addr: Addr) -> Member | None:
         node_id = self._member_addrs.get(addr)
         return None if node_id is None else self.members.get(node_id)
@@ -580,10 +593,12 @@ class LmsCore(ServiceCore):
 
     def _on_timeout(self, ev: RequestTimedOut, now: float) -> None:
         if ev.request_id in self._gathers:
+            self._member_silent(ev.destination)
             self._gathered(ev.request_id, None, now)
             return
         relay = self._relays.pop(ev.request_id, None)
         if relay is not None:
+            self._member_silent(ev.destination)
             self.endpoint.reject(relay.client, Cause.PEER_UNREACHABLE,
                                  "primary did not answer", now, relay.prefix)
             return

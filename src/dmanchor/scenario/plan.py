@@ -339,9 +339,13 @@ def _config(plan: Plan, name: str) -> str:
                   # Its bindings survive a restart, as deployed (SQLite).
                   'state_dir = "@LMSTATE@"']
         if len(members) > 1:
-            # An LM:2 pool (Fig 1a): each member is primary for its anchor's prefix.
-            own = spec.anchor.prefix if spec.anchor is not None else None
-            lines.append(f'primary = [{f"{chr(34)}{own}{chr(34)}" if own else ""}]')
+            # An LM:2 pool (Fig 1a): each member is primary for its own
+            # anchor's prefix, and for those of the anchors that name it
+            # as their ``lm``.
+            own = [n.anchor.prefix for n in sc.nodes.values()
+                   if n.anchor is not None and n.anchor.prefix is not None
+                   and (n.name == name or n.anchor.lm == name)]
+            lines.append("primary = [" + ", ".join(f'"{p}"' for p in own) + "]")
             peers = [_endpoint(plan.nodes[m.name].control, LMS_PORT)
                      for m in members if m.name < name]
             lines.append("peers = [" + ", ".join(f'"{p}"' for p in peers) + "]")
