@@ -212,3 +212,16 @@ def test_a_lift_cut_short_writes_what_is_held_then_lifts() -> None:
     assert lift.cut and not lift.forced
     assert dev.events == ["write 1", "write 2", "lift", "write 3"]
     assert (lift.released, lift.stragglers, lift.steps) == (3, 1, 1)
+
+
+def test_no_mixin_stub_stands_in_for_a_data_plane_method() -> None:
+    """The Linux data plane is assembled from mixins that declare what they
+    use of each other with stubs: a stub that resolves ahead of the real
+    method (an end marker's, once) silently breaks the data plane."""
+    import inspect
+
+    from dmanchor.dataplane.linux import LinuxDataPlane
+
+    stubs = [name for name, fn in inspect.getmembers(LinuxDataPlane, inspect.isfunction)
+             if "raise NotImplementedError" in inspect.getsource(fn)]
+    assert stubs == []

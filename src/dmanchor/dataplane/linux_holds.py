@@ -97,11 +97,12 @@ class Holds:
     _marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]]
     _names: dict[int, str]
     _nhid: dict[IPv6Address, int]
+    # Declared, not stubbed: it is :class:`~.linux_markers.EndMarkers`'
+    # method, after this class in the data plane's bases (a stub here
+    # would shadow it).
+    mark_end: Callable[[ForwardingEntry, float], bool]
 
     def entries(self) -> list[ForwardingEntry]:
-        raise NotImplementedError
-
-    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
         raise NotImplementedError
 
     def _requests(self, e: ForwardingEntry, add: bool, replace: bool = False) -> list[Request]:
