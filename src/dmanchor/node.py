@@ -199,6 +199,8 @@ class Node:
                 hook = partial(log_events, core)
             driver = UdpDriver(core, on_pump=hook,
                                trace=self.trace.messages(name) if self.trace else None)
+            if isinstance(core, ControllerCore):
+                self.events.pump_controller = driver.pump
             bound = await driver.start(host, port)
             self.drivers[name] = driver
             lines.append(f"{name} {bound[0]} {bound[1]}")

@@ -365,6 +365,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
             access=tuple(c.get_list("access", access)),
             cpa=c.get("cpa", as_address) if "cpa" in c.table else None,
             reconcile_grace=c.get("reconcile_grace", as_float, 30.0),
+            # FM:3-2 first: with Kea to move leases, a switch waits for its lease.
+            lease_first=kea is not None,
         ))
         if controller[1].lms_check == 0:
             raise ConfigError(f"{path}: field 'controller.lms_check': must be above 0 "

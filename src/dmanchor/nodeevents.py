@@ -1,9 +1,10 @@
 """What a node does with its functions' upward events, and its trace file.
 
-The controller's events (logged; an anchor switch moves the prefix's
-DHCPv6-PD lease with Kea's ``lease6-update`` when ``[controller.kea]`` says
-how), the DHCPv6-PD client's and the BGP speaker's (logged), and the JSON
-lines trace of messages, data-plane changes and hold lifts.
+The controller's events (logged; before an anchor switch the prefix's
+DHCPv6-PD lease moves with Kea's ``lease6-update`` when ``[controller.kea]``
+says how, and the controller hears how that went), the DHCPv6-PD client's
+and the BGP speaker's (logged), and the JSON lines trace of messages,
+data-plane changes and hold lifts.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ from .fm.controller import (
     ControllerCore,
     DataPlaneDown,
     DataPlaneUp,
+    MoveLease,
     Registration,
+    SwitchTunnelled,
 )
 from .nodeconf import KeaMoves
+from .runtime import clock
 from .transport.reliable import Addr
 from .wire.codec import peek_type
 from .wire.errors import WireError
@@ -136,6 +140,8 @@ class NodeEvents:
         self.controller_state = controller_state
         self.kea_done: Counter[str] = Counter()
         """Lease moves: ``lease6-update`` done, ``failed``, ``no-duid``."""
+        self.pump_controller: Callable[[], None] = lambda: None
+        """Runs the controller's driver (after its answer to a lease move)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _keep(self, core: ControllerCore) -> None:
@@ -152,12 +158,21 @@ class NodeEvents:
                 log.warning("FM-DP %s stopped reporting (FM:5-2)", ev.node_id)
             elif isinstance(ev, DataPlaneUp):
                 log.info("FM-DP %s reports", ev.node_id)
-            elif isinstance(ev, AnchorRegistered):
+            elif isinstance(ev, AnchorRegistered | AnchorSwitching):
                 self._keep(core)
-            elif isinstance(ev, AnchorSwitching):
-                self._keep(core)
-                if ev.dpa is not None and self.kea is not None:
-                    self._switching(ev.prefix, self.kea.duids.get(ev.dpa), ev.dpa)
+            elif isinstance(ev, MoveLease):
+                task = asyncio.get_running_loop().create_task(self._move_lease(core, ev))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(ev, SwitchTunnelled):
+                log.warning("%s stays anchored at home, tunnelled to %s (4.1.2): its lease "
+                            "did not move: %s", ev.prefix, ev.dpa, ev.reason,
+                            extra={"prefix": ev.prefix, "label": "FM:3-2",
+                                   "function": "controller"})
+                if self.trace is not None:
+                    self.trace.write({"fn": "controller", "event": "tunnelled",
+                                      "prefix": str(ev.prefix), "dpa": str(ev.dpa),
+                                      "reason": ev.reason})
             elif isinstance(ev, AnchorMoved):
                 log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa,
                          extra={"prefix": ev.prefix, "label": "FM:5-1", "function": "controller"})
@@ -165,26 +180,28 @@ class NodeEvents:
                 log.info("%s routed home again (FM:3-3)", ev.prefix,
                          extra={"prefix": ev.prefix, "label": "FM:3-3", "function": "controller"})
 
-    def _switching(self, prefix: Prefix, duid: bytes | None, dpa: object) -> None:
-        if duid is None:
+    async def _move_lease(self, core: ControllerCore, ev: MoveLease) -> None:
+        """FM:3-2 before FM:5-1: move the lease, then tell the controller."""
+        duid = self.kea.duids.get(ev.dpa) if self.kea is not None else None
+        ok, reason = False, f"no DUID known for anchor {ev.dpa}"
+        if self.kea is None or duid is None:
             self.kea_done["no-duid"] += 1
-            log.warning("no DUID for anchor %s: %s's lease stays", dpa, prefix)
-            return
-        task = asyncio.get_running_loop().create_task(self._move_lease(prefix, duid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _move_lease(self, prefix: Prefix, duid: bytes) -> None:
-        assert self.kea is not None
-        try:
-            await move_delegation(self.kea.control, prefix, duid)
-        except KeaError as exc:
-            self.kea_done["failed"] += 1
-            log.error("moving %s's lease: %s", prefix, exc)
         else:
-            self.kea_done["lease6-update"] += 1
-            log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", prefix, duid.hex(),
-                     extra={"prefix": prefix, "label": "FM:3-2", "function": "controller"})
+            try:
+                await move_delegation(self.kea.control, ev.prefix, duid)
+            except KeaError as exc:
+                self.kea_done["failed"] += 1
+                reason = f"Kea: {exc}"
+            else:
+                ok, reason = True, ""
+                self.kea_done["lease6-update"] += 1
+                log.info("%s's DHCPv6-PD lease given to %s (lease6-update)", ev.prefix,
+                         duid.hex(), extra={"prefix": ev.prefix, "label": "FM:3-2",
+                                            "function": "controller"})
+        if not ok:
+            log.error("moving %s's lease: %s", ev.prefix, reason)
+        core.lease_moved(ev.prefix, ev.dpa, ok, reason, clock.now())
+        self.pump_controller()
 
     def pd(self, ev: DelegationEvent) -> None:
         """A DHCPv6-PD client event."""

@@ -269,13 +269,16 @@ class AnchorHandover:
         # them from packets of the new direct path.
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
-        if self.s.mode.moves_anchoring:
-            self._delegate((prefix,), False)  # anchored at the new point now
         own = any(o.covers(prefix) for o in self.s.prefixes)
         # Who speaks: the controller's key when signed (an address can be
         # borrowed); its address only on an insecure deployment.
         from_controller = (Role.CONTROLLER in ev.roles if ev.sender is not None
                            else ev.source == self.s.controller)
+        # Anchored at the new point now - unless the controller says the
+        # anchoring stays here (its lease could not move, FM:3-2).
+        stays = from_controller and msg.anchor == self.s.node_id
+        if self.s.mode.moves_anchoring and not stays:
+            self._delegate((prefix,), False)
         if prefix in self.serving and from_controller:
             # 4.2.3: the anchoring we took over for a switch below moves to
             # another AR (the controller speaks for it): we only carry

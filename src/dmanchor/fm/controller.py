@@ -109,6 +109,13 @@ class ControllerSettings:
     """This controller's address, named as the CPA of the ``access`` routers
     in discovery answers (their switches send FM:6-2 and FM:1 there, to the
     anchors' signalling port); required with ``access``."""
+    lease_first: bool = False
+    """Draft 4.2.1 with DHCPv6-PD (FM:3-2): a prefix's anchoring moves only
+    with its lease.  Before re-routing the core the controller asks its host
+    to move the lease (:class:`MoveLease`) and waits for the answer
+    (:meth:`ControllerCore.lease_moved`); refused, the core is left alone
+    and the prefix's home anchor tunnels it to the new router instead
+    (4.1.2), said so by :class:`SwitchTunnelled`."""
     reconcile_grace: float = 30.0
     """After a restart: how long a prefix it had moved, whose binding the LMs
     does not know (yet - an LMs restarted too relearns bindings at the
@@ -185,8 +192,32 @@ class AnchorRegistered:
     restart can answer FM:4-3 before every anchor has refreshed."""
 
 
+@dataclass(frozen=True, slots=True)
+class MoveLease:
+    """``lease_first``: give ``prefix``'s DHCPv6-PD lease to the router whose
+    DPA is ``dpa``, then answer :meth:`ControllerCore.lease_moved`."""
+
+    prefix: Prefix
+    dpa: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchTunnelled:
+    """``prefix``'s lease could not move to ``dpa`` (``reason``): its home
+    anchor tunnels it there instead of the core being re-routed (4.1.2)."""
+
+    prefix: Prefix
+    dpa: IPv6Address
+    reason: str
+
+
 ControllerEvent = (DataPlaneDown | DataPlaneUp | AnchorSwitching | AnchorMoved | AnchorReverted
-                   | AnchorRegistered)
+                   | AnchorRegistered | MoveLease | SwitchTunnelled)
+
+
+_LEASE = -1
+"""In :attr:`_Change.waiting`: the host's answer to :class:`MoveLease` (request
+ids are never negative)."""
 
 
 @dataclass(slots=True)
@@ -195,6 +226,7 @@ class _Change:
     dpa: IPv6Address | None  # None: revert
     previous: IPv6Address | None = None  # visited anchor it moves away from
     waiting: set[int] = field(default_factory=set)
+    tunnel: bool = False  # no lease: the home anchor tunnels it, the core stays
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +263,10 @@ class ControllerCore(ServiceCore):
         """The last FM:5-2 report of each data plane heard."""
         self.down: set[str] = set()
         self.moved: dict[Prefix, IPv6Address] = {}
+        self.tunnelled: dict[Prefix, IPv6Address] = {}
+        """Prefixes whose switch found no lease: the router their home
+        anchor tunnels them to (the core routes them home)."""
+        self._leasing: dict[Prefix, _Change] = {}  # waiting for lease_moved
         # Per router: the /64 routes it was told to have (prefix -> next
         # hop), and the prefixes whose last change it missed (down, failed).
         self._routed: dict[str, dict[Prefix, IPv6Address]] = {
@@ -513,24 +549,81 @@ class ControllerCore(ServiceCore):
             return
         self._reconciling.discard(prefix)  # the LMs said where it is
         dpa = self.s.dpn_parent.get(dpa, dpa)
+        if prefix in self._leasing and (lifetime == 0 or dpa == home.dpa):
+            # Back (or gone) before its lease moved: no switch to finish.
+            # (A lease the host moves all the same is the new router's to
+            # give back when it lets the prefix go.)
+            del self._leasing[prefix]
+            self.counters["lease-move-overtaken"] += 1
+        if prefix in self.tunnelled and (lifetime == 0 or dpa == home.dpa):
+            # Tunnelled (no lease moved): back home, its anchor serves it
+            # itself; gone, the anchor's tunnel goes with an FM:1 revert.
+            del self.tunnelled[prefix]
+            if lifetime == 0:
+                self._routers_done(_Change(prefix, None), now)
+            return
         if lifetime > 0 and (dpa != home.dpa or prefix in self.moved):
             # A move - or the MN back home while the anchoring is elsewhere:
             # the core routes the /64 to its home explicitly, so that the
             # change marks the old path's end like any move.
-            if self.moved.get(prefix) != dpa:
+            if self.moved.get(prefix, self.tunnelled.get(prefix)) != dpa:
                 self._program(prefix, dpa, now)
         elif prefix in self.moved:
             self._program(prefix, None, now)
 
     def _program(self, prefix: Prefix, dpa: IPv6Address | None, now: float) -> None:
-        previous = self.moved.get(prefix)
-        self.events.append(AnchorSwitching(prefix, dpa))
+        previous = self.moved.get(prefix, self.tunnelled.get(prefix))
+        self._leasing.pop(prefix, None)  # (a newer move: its answer is stale)
         change = _Change(prefix, dpa, previous)
+        if dpa is not None and self.s.lease_first:
+            # FM:3-2 first: the anchoring moves only with the lease.
+            change.waiting.add(_LEASE)
+            self._ask_hold(change, now)
+            self._leasing[prefix] = change
+            self.events.append(MoveLease(prefix, dpa))
+            return
+        self._switch(change, now)
+
+    def lease_moved(self, prefix: Prefix, dpa: IPv6Address, ok: bool, reason: str,
+                    now: float) -> None:
+        """The host's answer to :class:`MoveLease` (``reason``: why not)."""
+        change = self._leasing.get(prefix)
+        if change is None or change.dpa != dpa:
+            self.counters["lease-answer-stale"] += 1
+            return
+        del self._leasing[prefix]
+        change.waiting.discard(_LEASE)
+        if ok or prefix in self.moved:
+            if not ok:
+                # Switched already: the core routes it to where it was, whose
+                # anchor gives the lease up once it hands the prefix on, and
+                # the new router's own PD client may get it then.  Only a
+                # prefix at home can stay there.
+                self.counters["switch-without-lease"] += 1
+            self.tunnelled.pop(prefix, None)
+            self._switch(change, now, held=True)
+            return
+        # The home anchor keeps the prefix and tunnels it to the new router
+        # (FM:6-2 as for a switch, once its hold is in place: it releases
+        # what it held that way); a router it was tunnelled to before hands
+        # its leftovers on.
+        self.counters["switch-tunnelled"] += 1
+        self.tunnelled[prefix] = dpa
+        self.events.append(SwitchTunnelled(prefix, dpa, reason))
+        change.tunnel = True
+        if not change.waiting:
+            self._routers_done(change, now)
+
+    def _switch(self, change: _Change, now: float, held: bool = False) -> None:
+        """Re-route the core routers for ``change`` (FM:5-1), then FM:6-2."""
+        prefix, dpa = change.prefix, change.dpa
+        self.events.append(AnchorSwitching(prefix, dpa))
         if dpa is None:
             self.moved.pop(prefix, None)
         else:
             self.moved[prefix] = dpa
-            self._ask_hold(change, now)
+            if not held:
+                self._ask_hold(change, now)
         for r in self.s.routers:
             nh = r.next_hops.get(dpa) if dpa is not None else None
             if dpa is not None and nh is None:
@@ -619,7 +712,10 @@ class ControllerCore(ServiceCore):
             # leftovers go to its flush SID (DPA + 1), past its hold.  (Not
             # to the home anchor when that is where the prefix came back to.)
             if change.dpa != home.dpa:
-                self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1), target, now)
+                # (Without its lease moved, the home stays the anchor: said so.)
+                self.endpoint.request(m.BufferReady(
+                    change.prefix, change.dpa + 1, home.node_id if change.tunnel else None),
+                    target, now)
             visited = self._registered_at(change.previous, now)
             if visited is not None and change.previous not in (change.dpa, home.dpa):
                 # FM:1 along a chain of moves: the anchor the prefix is
@@ -627,7 +723,8 @@ class ControllerCore(ServiceCore):
                 # router's end marker follows those packets to the new one.
                 self.endpoint.request(m.BufferReady(change.prefix, change.dpa + 1),
                                       (str(visited.cpa), self.s.anchor_port), now)
-            self.events.append(AnchorMoved(change.prefix, change.dpa))
+            if not change.tunnel:
+                self.events.append(AnchorMoved(change.prefix, change.dpa))
         else:
             self.endpoint.request(m.FmHandoff(change.prefix, home.node_id, home.dpa),
                                   target, now)

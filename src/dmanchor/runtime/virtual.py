@@ -72,6 +72,10 @@ class VirtualNetwork:
         self.poll(addr)
         return core
 
+    def on_poll(self, addr: Addr, hook: Callable[[], None]) -> None:
+        """Set the ``on_poll`` hook (see :meth:`add`) of a core placed already."""
+        self._on_poll[addr] = hook
+
     def remove(self, addr: Addr) -> None:
         """Take a core off the network (its pending timer is ignored)."""
         self._cores.pop(addr, None)

@@ -704,8 +704,11 @@ class Emulation(EmulationChecks):
         for name, f in self.flows.items():
             arrivals.setdefault(self.sc.flows[name].dst, []).extend(
                 t for _, t in f.runner.arrivals)
+        records = callflow.traces(self.workdir)
+        report.tunnelled = [{k: r[k] for k in ("prefix", "dpa", "reason")} for r in records
+                            if r.get("fn") == "controller" and r.get("event") == "tunnelled"]
         report.breakdown = breakdown.compute(
-            callflow.traces(self.workdir), [asdict(m) for m in self.moves],
+            records, [asdict(m) for m in self.moves],
             {mn: sorted(ts) for mn, ts in arrivals.items()})
         if report.breakdown:
             report.summary["phases_p50_ms"] = breakdown.medians(report.breakdown)

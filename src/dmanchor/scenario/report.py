@@ -134,6 +134,9 @@ class Report:
     faults: list[dict[str, Any]] = field(default_factory=list)
     """Each fault injected, and how long after its recovery every node's
     state had settled (:class:`~.settle.FaultRecord`)."""
+    tunnelled: list[dict[str, Any]] = field(default_factory=list)
+    """Anchor switches whose lease could not move (FM:3-2): the prefix
+    stayed anchored at home and was tunnelled to the new router (4.1.2)."""
 
     @property
     def passed(self) -> bool:
@@ -312,6 +315,9 @@ def print_report(r: Report) -> None:
         print(f"\n  faults ({lost} packets lost in all, of {sent} sent):")
         for rec in r.faults:
             print(f"    {FaultRecord(**rec).line()}")
+    for tun in r.tunnelled:
+        print(f"\n  FM:3-2: {tun['prefix']} stayed anchored at home, tunnelled to "
+              f"{tun['dpa']} (4.1.2): its lease did not move: {tun['reason']}")
     if r.checks:
         print()
         for name, ok in r.checks.items():

@@ -484,6 +484,10 @@ class BufferReady(Message):
     REPLY = BufferReadyAck
     prefix: Prefix = ie(IE.PREFIX)
     dpa_address: IPv6Address = ie(IE.DPA_ADDRESS)
+    anchor: str | None = ie(IE.NODE_ID, optional=True)
+    """The node that anchors the prefix from now on, when that is the one
+    told (a switch whose lease could not move, FM:3-2: the home anchor
+    keeps the prefix, and its delegation, and tunnels it to the DPA)."""
 
 
 @register
