@@ -197,3 +197,19 @@ def test_labels_cover_every_draft_behaviour() -> None:
         "FM:5-1", "FM:5-2", "FM:6-1", "FM:6-2",
     }
     assert draft <= labels
+
+
+def test_fm6_2_may_name_the_anchor_that_keeps_the_prefix() -> None:
+    """BUFFER_READY's optional NODE_ID (a switch whose lease could not move,
+    FM:3-2): round-trips when present, and leaves the bytes of a message
+    without it as they were (the golden vector)."""
+    from ipaddress import IPv6Address
+
+    from dmanchor.wire.messages import BufferReady
+
+    p = HNP1
+    kept = BufferReady(p, IPv6Address("2001:db8:ff::2"), "ar1")
+    assert decode(encode(kept, 7)).message == kept
+    plain = json.loads((VECTORS / "buffer_ready.json").read_text())["hex"]
+    assert encode(BufferReady(p, IPv6Address("2001:db8:ff::2")), 1022).hex() == plain
+    assert len(encode(kept, 1022)) > len(bytes.fromhex(plain))
