@@ -214,14 +214,17 @@ def test_a_lift_cut_short_writes_what_is_held_then_lifts() -> None:
     assert (lift.released, lift.stragglers, lift.steps) == (3, 1, 1)
 
 
-def test_no_mixin_stub_stands_in_for_a_data_plane_method() -> None:
-    """The Linux data plane is assembled from mixins that declare what they
-    use of each other with stubs: a stub that resolves ahead of the real
-    method (an end marker's, once) silently breaks the data plane."""
+@pytest.mark.parametrize("cls", ["dataplane.linux.LinuxDataPlane", "fm.anchor.AnchorAgentCore"])
+def test_no_mixin_stub_stands_in_for_a_method(cls: str) -> None:
+    """The Linux data plane and the anchor agent are assembled from mixins
+    that declare what they use of each other (for the type checker only):
+    a run-time stub that resolves ahead of the real method (the end
+    markers', once) silently breaks them."""
+    import importlib
     import inspect
 
-    from dmanchor.dataplane.linux import LinuxDataPlane
-
-    stubs = [name for name, fn in inspect.getmembers(LinuxDataPlane, inspect.isfunction)
+    module, name = cls.rsplit(".", 1)
+    core = getattr(importlib.import_module(f"dmanchor.{module}"), name)
+    stubs = [n for n, fn in inspect.getmembers(core, inspect.isfunction)
              if "raise NotImplementedError" in inspect.getsource(fn)]
     assert stubs == []

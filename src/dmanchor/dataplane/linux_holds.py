@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
 
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .api import BufferSpec, DataPlaneError
@@ -97,22 +98,16 @@ class Holds:
     _marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]]
     _names: dict[int, str]
     _nhid: dict[IPv6Address, int]
-    # Declared, not stubbed: it is :class:`~.linux_markers.EndMarkers`'
-    # method, after this class in the data plane's bases (a stub here
-    # would shadow it).
-    mark_end: Callable[[ForwardingEntry, float], bool]
 
-    def entries(self) -> list[ForwardingEntry]:
-        raise NotImplementedError
-
-    def _requests(self, e: ForwardingEntry, add: bool, replace: bool = False) -> list[Request]:
-        raise NotImplementedError
-
-    def _ifindex(self, name: str) -> int:
-        raise NotImplementedError
-
-    def _refresh_links(self) -> None:
-        raise NotImplementedError
+    # The data plane's own methods, declared for the type checker only: a
+    # stub at run time would shadow a base after this one (EndMarkers').
+    if TYPE_CHECKING:
+        def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool: ...
+        def entries(self) -> list[ForwardingEntry]: ...
+        def _requests(self, e: ForwardingEntry, add: bool,
+                      replace: bool = False) -> list[Request]: ...
+        def _ifindex(self, name: str) -> int: ...
+        def _refresh_links(self) -> None: ...
 
     def _ensure_tun(self) -> None:
         if self._tun is not None:

@@ -14,6 +14,7 @@ import socket
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
 
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .api import DataPlaneError
@@ -51,8 +52,8 @@ class EndMarkers:
     _lifting: Mapping[Prefix, object]
     _marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]]
 
-    def _nhid_of(self, hop: IPv6Address) -> int | None:
-        raise NotImplementedError
+    if TYPE_CHECKING:
+        def _nhid_of(self, hop: IPv6Address) -> int | None: ...
 
     def _marker_paths(self, add: Sequence[ForwardingEntry],
                       delete: Sequence[ForwardingEntry] = ()) -> list[tuple[Prefix, KernelRoute]]:

@@ -59,22 +59,15 @@ class AnchorFlows:
     _handed: dict[Prefix, IPv6Address]
     fn: DpFunction
 
-    if TYPE_CHECKING:
-        def set_timer(self, name: Hashable, at: float) -> None: ...
     _claimed_by_mn: dict[Prefix, Addr]
 
-    def _owner(self, prefix: Prefix) -> str | None:
-        raise NotImplementedError
-
-    def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
-                   lifetime: int | None = None, mn: str | None = None) -> None:
-        raise NotImplementedError
-
-    def _revert(self, prefix: Prefix, now: float) -> None:
-        raise NotImplementedError
-
-    def _agent_of(self, sid: IPv6Address) -> Addr:
-        raise NotImplementedError
+    if TYPE_CHECKING:
+        def set_timer(self, name: Hashable, at: float) -> None: ...
+        def _owner(self, prefix: Prefix) -> str | None: ...
+        def _lm_update(self, prefix: Prefix, address: IPv6Address, now: float,
+                       lifetime: int | None = None, mn: str | None = None) -> None: ...
+        def _revert(self, prefix: Prefix, now: float) -> None: ...
+        def _agent_of(self, sid: IPv6Address) -> Addr: ...
 
     def _on_flow_state(self, ev: MessageReceived, msg: m.FlowStateTransfer, now: float) -> None:
         """FM:2: these flows continue here; they move on with the prefix if
