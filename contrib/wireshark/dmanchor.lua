@@ -61,7 +61,7 @@ local field_names = {
   [19] = { [10] = "node_id", [9] = "load", [32789] = "state" },
   [20] = { [1] = "prefix", [15] = "limit", [16] = "timeout_ms" },
   [21] = { [1] = "prefix" },
-  [22] = { [1] = "prefix", [3] = "dpa_address" },
+  [22] = { [1] = "prefix", [3] = "dpa_address", [10] = "anchor" },
   [23] = { [1] = "prefix", [17] = "count" },
   [24] = { [1] = "prefix", [10] = "node_id", [6] = "fm_address", [11] = "flows" },
   [25] = { [1] = "prefix" },
