@@ -338,3 +338,60 @@ def test_the_controller_believes_only_its_member_in_use_while_it_answers() -> No
     assert c["inform-kept"] >= 1 and c["inform-recovered"] == 0, c
     assert w.ctrl.moved.get(HNP1) == A("fc00::2:0")
     assert _received_after(w, cont.name, 5.5) >= 0.4 * cont.rate * 0.5
+
+
+def _restart_agent(w: World, i: int) -> None:
+    """Agent ``i`` dies and starts again (``kill -9``): a new core with the
+    same settings over the same data plane, whose state the kernel kept."""
+    from dmanchor.fm.anchor import AnchorAgentCore
+    from dmanchor.transport.reliable import Endpoint
+
+    addr = (f"fc00::{i}:0", 5400)
+    w.net.remove(addr)
+    w.ar[i] = AnchorAgentCore(w.ar[i].s, w.fab.routers[f"ar{i}"], Endpoint(), w.net.now)
+    w.net.add(addr, w.ar[i])
+
+
+def test_a_restarted_home_anchor_takes_down_the_tunnel_of_a_session_that_ended() -> None:
+    """4.1.2: HNP1's home (AR1) tunnels it to AR2 for a kept session; AR1's
+    agent is restarted meanwhile (the kernel keeps the tunnel).  The session
+    goes on, and when it ends at AR2, the tunnel at AR1 goes too - the
+    restarted agent learns what it anchors from its kernel and the LMs."""
+    w = world("tunnel", lifetime=1)
+    cont = downlink("cont", IP1, 0.1, 1.5)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.call_at(1.0, lambda: _restart_agent(w, 1))
+    w.at(1.6, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=5.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    for name in ("ar1", "ar2"):
+        left = [e for e in w.fab.routers[name].entries() if e.prefix == HNP1]
+        assert left == [], (name, left)
+
+
+def test_a_restarted_visited_router_lets_go_of_a_session_that_ended() -> None:
+    """4.1.2, stock MN: AR2 serves HNP1 for a kept session (AR1 tunnels it
+    there) and its agent is restarted meanwhile.  As on a real node, the
+    restarted agent hears the MN on its link again (the kernel's neighbour
+    table) and relearns the flow from conntrack.  The session goes on; when
+    it ends, nothing of HNP1 is left at AR1 or AR2."""
+    w = world("tunnel", lifetime=1)
+    cont = downlink("cont", IP1, 0.1, 1.5)
+    conns = [ev.conn for ev in opened(cont)]
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    move_stock(w, 0.5, 0.03, HNP2)
+    w.net.call_at(1.0, lambda: _restart_agent(w, 2))
+    w.at(1.02, 2, lambda a, now: a.arrive("mn", "mn2", [HNP2], [], now))
+    for t in (1.1, 1.3):  # AR2's flow sweeps: its conntrack has the flow
+        w.at(t, 2, lambda a, now: a.conn_present(conns, now, now))
+    w.at(1.6, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=5.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    for name in ("ar1", "ar2"):
+        left = [e for e in w.fab.routers[name].entries() if e.prefix == HNP1]
+        assert left == [], (name, left)

@@ -234,13 +234,20 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
             return  # gone again (or an answer about someone else)
         keep: dict[Prefix, Sequence[FlowFilter]] = {}
         served: dict[Prefix, IPv6Address] = {}
+        adopt: list[Prefix] = []
         for b in reply.bindings:
             here = b.forwarding_address in (self.s.dpa, self.s.flush_sid)
-            if b.flows == 0 or here or b.prefix in st.own or b.prefix in st.visiting:
+            if b.flows == 0 or b.prefix in st.own or b.prefix in st.visiting:
+                continue
+            if here:
+                if self.life.of(b.prefix) is None:
+                    adopt.append(b.prefix)  # served here before this agent restarted
                 continue
             keep[b.prefix] = ()
             served[b.prefix] = b.forwarding_address
         self.stats.counters["mn-query"] += 1
+        if adopt:
+            self._adopt(mn, link, adopt, now)
         if keep:
             self.attach(mn, link, (), keep, now, served)
             self._effects.append(Advertise(link))

@@ -16,14 +16,25 @@ rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
 
+from ..dataplane.api import DataPlane
 from ..lm.pool import PoolRequests
 from ..transport.reliable import Addr, NegativeReply, ReplyReceived, RequestTimedOut
 from ..wire import messages as m
-from ..wire.types import Prefix
-from .anchor_model import AnchorSettings, AnchorStats, Attached, Join, Requery
+from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .anchor_model import (
+    AnchorSettings,
+    AnchorStats,
+    Attached,
+    Join,
+    PrefixEvent,
+    Requery,
+    VisitCheck,
+    Visiting,
+)
 from .flows import FlowBook
 
 
@@ -38,6 +49,14 @@ class AnchorLocation:
     attached: dict[str, Attached]
     _joins: dict[int, Join]
     _mn_queries: dict[int, Requery]
+    visiting: dict[Prefix, Visiting]
+    dp: DataPlane
+
+    if TYPE_CHECKING:
+        def set_timer(self, name: Hashable, at: float) -> None: ...
+        def _step(self, prefix: Prefix, event: PrefixEvent) -> None: ...
+        def _claim(self, p: Prefix, mn: str, served: Mapping[Prefix, IPv6Address],
+                   now: float) -> None: ...
 
     def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
         """LM:1-3: be told when these prefixes' bindings change (a departure)."""
@@ -80,6 +99,30 @@ class AnchorLocation:
             self.stats.counters["lms-switched"] += 1
             self._register_bindings(now)
         return False
+
+    def _adopt(self, mn: str, link: str, prefixes: Sequence[Prefix], now: float) -> None:
+        """Restart = reconcile: ``prefixes`` from elsewhere were served here
+        for ``mn`` before this agent restarted (its kernel kept their
+        routes; the LMs still binds them here, busy).  Served again as
+        before - visiting, refreshed, their flows relearned from conntrack
+        - and claimed again from their anchor, which sends them here
+        already (no hold: nothing is in flight elsewhere), so that their
+        revert (FM:3-3) reaches it when those flows end."""
+        st = self.attached[mn]
+        have = set(self.dp.entries())
+        for p in prefixes:
+            # Its route, should the kernel have lost it (a reboot).
+            self.dp.apply([e for e in (ForwardingEntry(EntryKind.ANCHOR, p, link=link),)
+                           if e not in have], (), now)
+            self._step(p, PrefixEvent.ADOPTED)
+            self.visiting[p] = Visiting(link, (), mn, expires=now + self.s.lifetime)
+            self.set_timer(VisitCheck(p), now + self.s.lifetime / 2)
+            self._lm_update(p, self.s.dpa, now, mn=mn)
+        self.attached[mn] = Attached(link, st.own, (*st.visiting, *prefixes))
+        self._subscribe(prefixes, now)
+        for p in prefixes:
+            self._claim(p, mn, {}, now)
+        self.stats.counters["adopted"] += len(prefixes)
 
     def _from_lms(self, source: Addr) -> bool:
         """Whether ``source`` is the LMs (or LMp) this agent subscribes at

@@ -97,6 +97,11 @@ class PrefixEvent(Enum):
     another access router, whose anchoring moves here."""
     RELEASED = "released"
     """FM:1 took it back, or a leftover tunnel was cleaned up."""
+    ADOPTED = "adopted"
+    """A restarted agent finds a prefix from elsewhere still served here for
+    an MN on its link (its kernel kept the route; the LMs binds it here,
+    busy): claimed again, without a hold (its anchor sends it here
+    already), to learn the anchor it answers to."""
 
 
 _ = PrefixState
@@ -118,6 +123,7 @@ TRANSITIONS: dict[tuple[PrefixState | None, PrefixEvent], PrefixState | None] = 
     (_.JOINING, PrefixEvent.KEPT): _.JOINING,
     (_.VISITING, PrefixEvent.KEPT): _.VISITING,
     (_.JOINING, PrefixEvent.CLAIMED): _.VISITING,
+    (None, PrefixEvent.ADOPTED): _.JOINING,
     (_.JOINING, PrefixEvent.REFUSED): None,
     (_.VISITING, PrefixEvent.REFUSED): None,
     # Its MN leaves.
