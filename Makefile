@@ -40,7 +40,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,fast,plots,bench]'
+	$(PY) -m pip install -q -e '.[test,fast,plots,bench,sweep]'
 	touch $(STAMP)
 
 venv: deps $(STAMP)

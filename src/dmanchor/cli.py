@@ -206,6 +206,40 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from .sim.sweep import SweepError, format_sweep, load_spec, run_sweep, write_outputs
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  sweep: {done} of {total} simulations", end="", file=sys.stderr,
+                  flush=True)
+
+    try:
+        spec = load_spec(Path(args.spec))
+        if args.workers < 1:
+            raise SweepError(f"--workers {args.workers}: at least 1")
+        result = run_sweep(spec, scheduler=args.scheduler, workers=args.workers,
+                           progress=progress)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        written = write_outputs(result, Path(args.out)) if args.out else []
+    except (SweepError, OSError) as exc:
+        print(f"dmanchor sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"spec": dataclasses.asdict(result.spec), "rows": result.rows,
+                          "groups": result.groups, "wall_s": result.wall_s,
+                          "workers": result.workers}))
+    else:
+        print(format_sweep(result))
+        for path in written:
+            print(f"  wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dmanchor`` command."""
     p = argparse.ArgumentParser(prog="dmanchor", description=__doc__)
@@ -294,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="write report.json and CDF plots of both designs here "
                                    "(stretch, latency, tunnel state; matplotlib)")
     sim.set_defaults(func=_cmd_sim)
+
+    sw = sub.add_parser("sweep", help="a parameter sweep of simulations (seeds x sizes x "
+                                      "...) on a Dask cluster, gathered into one table")
+    sw.add_argument("spec", help="YAML: 'base' simulation options and the lists to 'vary'")
+    sw.add_argument("--scheduler", help="a Dask scheduler's address (tcp://host:8786); "
+                                        "default: a local cluster")
+    sw.add_argument("--workers", type=int, default=2,
+                    help="processes of the local cluster (without --scheduler)")
+    sw.add_argument("--json", action="store_true", help="print every row and group as JSON")
+    sw.add_argument("--out", help="write sweep.csv (and sweep.png) here")
+    sw.set_defaults(func=_cmd_sweep)
 
     t = sub.add_parser("trace", help="draw the call flow of each move of a run kept by --out "
                                      "(callflow-N.svg and .mmd)")

@@ -158,12 +158,9 @@ class Simulation:
     """The network, its cores and its MNs; :meth:`run` plays it out."""
 
     def __init__(self, cfg: SimConfig) -> None:
-        if not 1 <= cfg.mns <= MAX_MNS:
-            raise ValueError(f"1 to {MAX_MNS} MNs, not {cfg.mns}")
+        self.check(cfg)
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        if cfg.topology not in TOPOLOGIES:
-            raise ValueError(f"topology {cfg.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
         self.network: Network = TOPOLOGIES[cfg.topology](
             cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
             cn_at_edge=cfg.cn_at_edge, delay=cfg.delay)
@@ -206,6 +203,19 @@ class Simulation:
         self.net.taps.append(self._tap)
 
     # -- Topology facts ----------------------------------------------------------------
+
+    @staticmethod
+    def check(cfg: SimConfig) -> None:
+        """Raise ValueError for a config no simulation can run (cheap: the
+        network is not built)."""
+        if not 1 <= cfg.mns <= MAX_MNS:
+            raise ValueError(f"1 to {MAX_MNS} MNs, not {cfg.mns}")
+        if cfg.topology not in TOPOLOGIES:
+            raise ValueError(f"topology {cfg.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
+        if cfg.duration <= 0 or cfg.dwell <= 0 or cfg.probe_interval <= 0:
+            raise ValueError("duration, dwell and probe_interval must be above 0")
+        if not 0 <= cfg.continuity <= 1:
+            raise ValueError(f"continuity is a share (0 to 1), not {cfg.continuity}")
 
     def hops(self, a: str, b: str) -> int:
         """Router hops between routers ``a`` and ``b``."""
