@@ -84,7 +84,8 @@ class Trace:
         self.write({"fn": "lift", "prefix": str(prefix), "cause": cause,
                     "released": lift.released, "stragglers": lift.stragglers,
                     "forced": lift.forced, "guarded": lift.guarded, "cut": lift.cut,
-                    "steps": lift.steps, "waited_ms": round(lift.waited * 1e3, 3)})
+                    "steps": lift.steps, "longest_step_ms": round(lift.longest * 1e3, 3),
+                    "waited_ms": round(lift.waited * 1e3, 3)})
 
     def close(self) -> None:
         """Close the file."""

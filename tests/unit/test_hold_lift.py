@@ -198,6 +198,7 @@ def test_a_lift_under_a_stream_gives_the_loop_back_between_bounded_steps(
         assert not dev.lifted  # between steps the hold stays: arrivals queue
     assert len(spans) > 10 and lift.steps == len(spans)
     assert max(spans) <= 0.002 + tunbuffer.EDGE_WAIT + 1e-4
+    assert abs(lift.longest - max(spans)) < 1e-5  # what the trace reports
     assert dev.written == [str(i).encode() for i in range(30_000)]
     assert dev.events[-1] == "lift" and not lift.forced
 

@@ -137,6 +137,9 @@ class Lift:
     cut: bool = False
     """Lifted at once (:meth:`Lifter.finish`): the prefix's forwarding was
     about to change under it."""
+    longest: float = 0.0
+    """Seconds the longest step took: the longest the lift held the event
+    loop at once."""
 
 
 LIFT_STEP = 0.002
@@ -176,6 +179,9 @@ class Lifter:
         """Steps taken so far (the last one lifts)."""
         self._start: float | None = None
         self._last = 0.0
+        self._began = 0.0  # when the step under way began
+        self.longest = 0.0
+        """Seconds the longest step so far took."""
 
     def step(self) -> Lift | None:
         """Write out what is held now; lift if the moment has come.  ``None``:
@@ -184,6 +190,7 @@ class Lifter:
         now = time.monotonic()
         if self._start is None:
             self._start = self._last = now
+        self._began = now
         start, until = self._start, now + self.step_budget
         while True:
             batch = self._take()
@@ -202,14 +209,16 @@ class Lifter:
                 # while packets flow would leave more of them behind the lift.
                 return self._lift(lull=now - self._last >= self.quiet, forced=False)
             if now >= until:
+                self.longest = max(self.longest, now - self._began)
                 return None
             if not batch:
                 time.sleep(self.quiet / 4)
 
     def finish(self) -> Lift:
         """Lift now, whatever comes (the prefix is about to change under it)."""
+        self._began = time.monotonic()
         if self._start is None:
-            self._start = self._last = time.monotonic()
+            self._start = self._last = self._began
         return self._lift(lull=False, forced=False, cut=True)
 
     def _lift(self, *, lull: bool, forced: bool, cut: bool = False) -> Lift:
@@ -225,8 +234,9 @@ class Lifter:
             late = self._take()
             for pkt in late:
                 self._write(pkt)
+        self.longest = max(self.longest, time.monotonic() - self._began)
         return Lift(self.released + len(tail) + len(late), len(late), forced, waited,
-                    guarded, self.steps, cut)
+                    guarded, self.steps, cut, self.longest)
 
 
 def _edge(take: Callable[[], list[bytes]], write: Callable[[bytes], None]) -> list[bytes]:
