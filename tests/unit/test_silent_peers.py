@@ -352,6 +352,17 @@ def _restart_agent(w: World, i: int) -> None:
     w.net.add(addr, w.ar[i])
 
 
+def _kept_then_gone(w: World, cont: Flow) -> None:
+    """Run on: the session loses nothing, and once it has ended nothing of
+    HNP1 is left at AR1 or AR2."""
+    w.net.run(until=5.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    for name in ("ar1", "ar2"):
+        left = [e for e in w.fab.routers[name].entries() if e.prefix == HNP1]
+        assert left == [], (name, left)
+
+
 def test_a_restarted_home_anchor_takes_down_the_tunnel_of_a_session_that_ended() -> None:
     """4.1.2: HNP1's home (AR1) tunnels it to AR2 for a kept session; AR1's
     agent is restarted meanwhile (the kernel keeps the tunnel).  The session
@@ -364,12 +375,7 @@ def test_a_restarted_home_anchor_takes_down_the_tunnel_of_a_session_that_ended()
     w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
     w.net.call_at(1.0, lambda: _restart_agent(w, 1))
     w.at(1.6, 2, lambda a, now: a.flows_closed(HNP1, now))
-    w.net.run(until=5.0)
-    rep = report(w.fab, cont)
-    assert rep.lost == 0 and rep.duplicates == 0, rep
-    for name in ("ar1", "ar2"):
-        left = [e for e in w.fab.routers[name].entries() if e.prefix == HNP1]
-        assert left == [], (name, left)
+    _kept_then_gone(w, cont)
 
 
 def test_a_restarted_visited_router_lets_go_of_a_session_that_ended() -> None:
@@ -389,9 +395,4 @@ def test_a_restarted_visited_router_lets_go_of_a_session_that_ended() -> None:
     for t in (1.1, 1.3):  # AR2's flow sweeps: its conntrack has the flow
         w.at(t, 2, lambda a, now: a.conn_present(conns, now, now))
     w.at(1.6, 2, lambda a, now: a.flows_closed(HNP1, now))
-    w.net.run(until=5.0)
-    rep = report(w.fab, cont)
-    assert rep.lost == 0 and rep.duplicates == 0, rep
-    for name in ("ar1", "ar2"):
-        left = [e for e in w.fab.routers[name].entries() if e.prefix == HNP1]
-        assert left == [], (name, left)
+    _kept_then_gone(w, cont)
