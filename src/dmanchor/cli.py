@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .wire import WireError, decode, encode, from_json, to_json
 from .wire.auth import receiver_id
@@ -162,23 +163,46 @@ def _node_command(args: argparse.Namespace) -> int:
     return node_main(args.config, args.log_level, args.log_format)
 
 
-def _sim_progress(duration: float) -> Callable[[float, int], None]:
-    """A progress line on a terminal's stderr, once a run has taken 2 s."""
-    import time
+class _Bar:
+    """A progress bar (rich) on a terminal's stderr, shown once a run has
+    taken 2 s: short runs print nothing but their result."""
 
-    start = time.monotonic()
-    shown = False
+    def __init__(self, what: str, total: float, unit: str) -> None:
+        import time
 
-    def show(now: float, handovers: int) -> None:
-        nonlocal shown
-        wall = time.monotonic() - start
-        if not sys.stderr.isatty() or (wall < 2 and not shown):
-            return
-        shown = True
-        end = "\n" if now >= duration else ""
-        print(f"\r  sim: {now:.0f} of {duration:g} virtual s, {handovers} handovers, "
-              f"{wall:.0f} s", end=end, file=sys.stderr, flush=True)
-    return show
+        self.what, self.total, self.unit = what, total, unit
+        self._start = time.monotonic()
+        self._clock = time.monotonic
+        self._bar: Any = None
+        self._task: Any = None
+
+    def update(self, done: float, extra: str = "") -> None:
+        """``done`` of the total so far; ``extra``: shown beside it."""
+        if self._bar is None:
+            if not sys.stderr.isatty() or self._clock() - self._start < 2:
+                return
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(f"  {self.what}"), BarColumn(),
+                TextColumn("{task.completed:.0f} of {task.total:.0f} " + self.unit),
+                TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True))
+            self._bar.start()
+            self._task = self._bar.add_task(self.what, total=self.total, extra=extra)
+        self._bar.update(self._task, completed=done, extra=extra)
+
+    def close(self) -> None:
+        """Leave the bar as it ended (if it was shown)."""
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -194,7 +218,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                         cn_at_edge=args.cn_at_edge, seed=args.seed,
                         trace=Path(args.trace) if args.trace else None)
         simulation = Simulation(cfg)
-        report = simulation.run(_sim_progress(cfg.duration))
+        bar = _Bar("sim", cfg.duration, "virtual s")
+        try:
+            report = simulation.run(
+                lambda now, handovers: bar.update(now, f"{handovers} handovers"))
+        finally:
+            bar.close()
         if args.out:
             from .sim.plots import write
 
@@ -212,19 +241,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     from .sim.sweep import SweepError, format_sweep, load_spec, run_sweep, write_outputs
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r  sweep: {done} of {total} simulations", end="", file=sys.stderr,
-                  flush=True)
-
     try:
         spec = load_spec(Path(args.spec))
         if args.workers < 1:
             raise SweepError(f"--workers {args.workers}: at least 1")
-        result = run_sweep(spec, scheduler=args.scheduler, workers=args.workers,
-                           progress=progress)
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        bar = _Bar("sweep", len(spec.points()), "simulations")
+        try:
+            result = run_sweep(spec, scheduler=args.scheduler, workers=args.workers,
+                               progress=lambda done, _: bar.update(done))
+        finally:
+            bar.close()
         written = write_outputs(result, Path(args.out)) if args.out else []
     except (SweepError, OSError) as exc:
         print(f"dmanchor sweep: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -121,3 +122,36 @@ def test_a_controller_is_given_its_lms_pool(tmp_path: Path) -> None:
     s = cfg.controller[1]
     assert (s.lms, s.lms_pool, s.lms_check) == (("fd00:1::1", 5401), (("fd00:2::2", 5401),),
                                                 1.5)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_run_shows_a_progress_bar_and_a_short_one_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dmanchor sim``/``sweep``: a bar (rich) on a terminal once a run has
+    taken 2 s; before that, or off a terminal, nothing."""
+    from dmanchor.cli import _Bar
+
+    err = _Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    quick = _Bar("sim", 10, "virtual s")
+    quick.update(5, "7 handovers")  # within 2 s: nothing
+    quick.close()
+    assert err.getvalue() == ""
+    slow = _Bar("sim", 10, "virtual s")
+    slow._start -= 3  # it has run for 3 s
+    slow.update(5, "7 handovers")
+    slow.update(10, "9 handovers")
+    slow.close()
+    shown = err.getvalue()
+    assert "sim" in shown and "10 of 10 virtual s" in shown and "9 handovers" in shown
+    off = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stderr", off)
+    piped = _Bar("sim", 10, "virtual s")
+    piped._start -= 3
+    piped.update(5)
+    piped.close()
+    assert off.getvalue() == ""
