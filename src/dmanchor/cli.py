@@ -213,7 +213,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     try:
         cfg = SimConfig(aggregations=args.aggregations, access_per_aggregation=args.access,
-                        topology=args.topology, mns=args.mns, duration=args.duration,
+                        topology=args.topology, mobility=args.mobility, mns=args.mns,
+                        duration=args.duration,
                         dwell=args.dwell, continuity=args.continuity, cns=args.cns,
                         cn_at_edge=args.cn_at_edge, seed=args.seed,
                         trace=Path(args.trace) if args.trace else None)
@@ -332,9 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="many MNs over a generated tree in virtual time, with "
                                      "the project's cores, beside a centralized baseline")
-    sim.add_argument("--topology", choices=("tree", "grid"), default="tree",
+    sim.add_argument("--topology", choices=("tree", "grid", "geometric"), default="tree",
                      help="tree: core, aggregation and access routers; grid: access "
-                          "routers in a mesh, the core off its middle")
+                          "routers in a mesh, the core off its middle; geometric: "
+                          "aggregations x access routers placed at random, linked to "
+                          "those within reach")
+    sim.add_argument("--mobility", choices=("walk", "waypoint"), default="walk",
+                     help="walk: each move to a random neighbouring router; waypoint: "
+                          "hop by hop towards a router picked at random anywhere")
     sim.add_argument("--aggregations", type=int, default=4,
                      help="routers under the core (grid: rows)")
     sim.add_argument("--access", type=int, default=4,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dmanchor.cli import main
-from dmanchor.sim.graph import ar_dpa, grid, tree
+from dmanchor.sim.graph import ar_dpa, geometric, grid, tree
 from dmanchor.sim.simulate import SimConfig, Simulation, format_report
 from dmanchor.wire.types import EntryKind
 
@@ -42,12 +42,56 @@ def test_a_grid_is_a_mesh_with_the_core_off_its_middle() -> None:
         grid(0, 3)
 
 
-@pytest.mark.parametrize("topology", ["tree", "grid"])
-def test_the_cores_follow_every_move_and_keep_every_session(topology: str) -> None:
+def test_a_geometric_graph_is_one_network_drawn_from_its_seed() -> None:
+    """Routers within reach of each other are linked; parts left apart are
+    joined; the same seed draws the same graph, another seed another."""
+    g = geometric(4, 10, seed=7)
+    assert len(g.access) == 40
+    reach = g.hops_from("r0")
+    assert all(ar in reach for ar in g.access)  # one network
+    degrees = [len(g.walk[i]) for i in range(1, 41)]
+    assert all(d >= 1 for d in degrees) and 3 <= sum(degrees) / 40 <= 7
+    assert g.walk == geometric(4, 10, seed=7).walk
+    assert g.walk != geometric(4, 10, seed=8).walk
+    assert all(g.hops(g.neighbours[r][0], "r0") == g.hops(r, "r0") - 1 for r in g.access)
+
+
+def test_random_waypoint_walks_shortest_paths_between_waypoints() -> None:
+    """Each move is to a linked router (hop by hop along a shortest path to
+    the waypoint, never a jump), and moves go further than a random walk's
+    (it crosses the grid rather than hovering)."""
+    cfg = dataclasses.replace(SMALL, topology="grid", aggregations=5, access_per_aggregation=5,
+                              mns=20, duration=30.0, dwell=1.0, continuity=0.0)
+
+    def moves(mobility: str) -> tuple[Simulation, list[tuple[float, int, int]]]:
+        sim = Simulation(dataclasses.replace(cfg, mobility=mobility))
+        sim.run()
+        return sim, sim.moves
+    sim, way = moves("waypoint")
+    _, walk = moves("walk")
+    at = {mn.index: mn.home for mn in sim.mns}
+    for _, mn, to in way:
+        assert to in sim.network.walk[at[mn]], (mn, at[mn], to)
+        at[mn] = to
+
+    def spread(ms: list[tuple[float, int, int]]) -> float:
+        seen: dict[int, set[int]] = {}
+        for _, mn, to in ms:
+            seen.setdefault(mn, set()).add(to)
+        return sum(len(v) for v in seen.values()) / len(seen)
+    assert spread(way) > spread(walk)
+    with pytest.raises(ValueError, match="mobility"):
+        Simulation(dataclasses.replace(cfg, mobility="teleport"))
+
+
+@pytest.mark.parametrize(("topology", "mobility"), [
+    ("tree", "walk"), ("grid", "walk"), ("geometric", "walk"), ("grid", "waypoint")])
+def test_the_cores_follow_every_move_and_keep_every_session(topology: str,
+                                                            mobility: str) -> None:
     """The real anchors tunnel each kept session to where its MN is at the
     end; every probe is delivered or counted as dropped (in flight at a
     move), bar the last few still in flight when the run stops."""
-    sim = Simulation(dataclasses.replace(SMALL, topology=topology))
+    sim = Simulation(dataclasses.replace(SMALL, topology=topology, mobility=mobility))
     r = sim.run()
     assert r.handovers >= 20
     dropped = sum(r.drops.values())

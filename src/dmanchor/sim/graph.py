@@ -12,6 +12,8 @@ the core ``r0`` is ``fc00::ff``.  A correspondent ``cn{c}`` is
 
 from __future__ import annotations
 
+import math
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,22 +188,85 @@ def grid(rows: int, cols: int, *, cns: int = 1, cn_at_edge: bool = False,
     n = rows * cols
     if rows < 1 or cols < 1 or n > MAX_ACCESS:
         raise ValueError(f"a grid has 1 to {MAX_ACCESS} access routers, not {rows}x{cols}")
+    pairs = [(r * cols + c, rr * cols + cc) for r in range(rows) for c in range(cols)
+             for rr, cc in ((r, c + 1), (r + 1, c)) if rr < rows and cc < cols]
+    return _mesh(n, pairs, (rows // 2) * cols + cols // 2, cns, cn_at_edge, delay)
+
+
+def geometric(aggregations: int, access_per_aggregation: int, *, cns: int = 1,
+              cn_at_edge: bool = False, delay: float = 0.001, seed: int = 1,
+              degree: float = 5.0) -> Network:
+    """A random geometric graph of ``aggregations * access_per_aggregation``
+    access routers: placed uniformly in the unit square (``seed``), each
+    linked to every router within the radius that gives a mean of about
+    ``degree`` neighbours (sites whose coverage overlaps).  A part left
+    apart is linked to the nearest router of the rest, so the network is
+    one.  The core hangs off the router nearest the centre; routes and
+    walks as in :func:`grid`."""
+    n = aggregations * access_per_aggregation
+    if not 1 <= n <= MAX_ACCESS:
+        raise ValueError(f"a geometric graph has 1 to {MAX_ACCESS} access routers, not {n}")
+    rng = random.Random(seed)
+    at = [(rng.random(), rng.random()) for _ in range(n)]
+    radius = math.sqrt(degree / (math.pi * max(n - 1, 1)))
+    cell: dict[tuple[int, int], list[int]] = {}  # radius-sized cells: O(n) pairs, not O(n^2)
+    for i, (x, y) in enumerate(at):
+        cell.setdefault((int(x / radius), int(y / radius)), []).append(i)
+    pairs = []
+    for i, (x, y) in enumerate(at):
+        cx, cy = int(x / radius), int(y / radius)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for j in cell.get((cx + dx, cy + dy), ()):
+                    if j > i and math.dist(at[i], at[j]) <= radius:
+                        pairs.append((i, j))
+    pairs += _join_parts(n, pairs, at)
+    centre = min(range(n), key=lambda i: math.dist(at[i], (0.5, 0.5)))
+    return _mesh(n, pairs, centre, cns, cn_at_edge, delay)
+
+
+def _join_parts(n: int, pairs: list[tuple[int, int]],
+                at: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Links that make one network of ``pairs``: each part apart from the
+    first is linked, nearest router to nearest router, to those before it."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    parts: dict[int, list[int]] = {}
+    for i in range(n):
+        parts.setdefault(root(i), []).append(i)
+    groups = sorted(parts.values(), key=lambda g: g[0])
+    joined, extra = list(groups[0]), []
+    for g in groups[1:]:
+        extra.append(min(((a, b) for a in g for b in joined),
+                         key=lambda ab: math.dist(at[ab[0]], at[ab[1]])))
+        joined += g
+    return extra
+
+
+def _mesh(n: int, pairs: list[tuple[int, int]], core_at: int, cns: int, cn_at_edge: bool,
+          delay: float) -> Network:
+    """``n`` access routers linked in ``pairs`` (indexes from 0), the core
+    off router ``core_at``; every router routes each access network along
+    a shortest path, and MNs walk to a linked router."""
     if cns < 1:
-        raise ValueError("a grid needs at least one correspondent")
+        raise ValueError("a network needs at least one correspondent")
     access = [ar_name(i) for i in range(1, n + 1)]
     address = {CORE: CORE_ADDR, **{ar: ar_dpa(i) for i, ar in enumerate(access, start=1)}}
     adj: dict[str, list[str]] = {r: [] for r in (CORE, *access)}
     links: list[LinkSpec] = []
-    for r in range(rows):
-        for c in range(cols):
-            here = access[r * cols + c]
-            for rr, cc in ((r, c + 1), (r + 1, c)):
-                if rr < rows and cc < cols:
-                    there = access[rr * cols + cc]
-                    adj[here].append(there)
-                    adj[there].append(here)
-                    links.append(LinkSpec(here, there, delay))
-    middle = access[(rows // 2) * cols + cols // 2]
+    for a, b in pairs:
+        here, there = access[a], access[b]
+        adj[here].append(there)
+        adj[there].append(here)
+        links.append(LinkSpec(here, there, delay))
+    middle = access[core_at]
     adj[CORE].append(middle)
     adj[middle].append(CORE)
     links.append(LinkSpec(CORE, middle, delay))
@@ -223,7 +288,8 @@ def grid(rows: int, cols: int, *, cns: int = 1, cn_at_edge: bool = False,
     routers = [RouterSpec(CORE, (CORE_ADDR,), tuple(entries[CORE]))] + [
         RouterSpec(ar, (ar_dpa(i), f"fc00::{i:x}:1"), tuple(entries[ar]))
         for i, ar in enumerate(access, start=1)]
-    walk = {i: tuple(access.index(y) + 1 for y in adj[ar] if y != CORE)
+    index = {ar: i for i, ar in enumerate(access, start=1)}
+    walk = {i: tuple(index[y] for y in adj[ar] if y != CORE)
             for i, ar in enumerate(access, start=1)}
     return Network(TopologySpec(tuple(routers), tuple(hosts), tuple(links)), tuple(access),
                    tuple(wired), neighbours, address, walk, is_tree=False)

@@ -26,7 +26,7 @@ import csv
 import random
 import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv6Address
@@ -45,10 +45,26 @@ from ..wire.errors import WireError
 from ..wire.messages import BufferReady, MsgType
 from ..wire.types import EntryKind, FlowFilter, Prefix
 from .fabric import Fabric
-from .graph import CORE, CORE_ADDR, MAX_MNS, Network, ar_dpa, ar_net, cn_addr, grid, tree
+from .graph import (
+    CORE,
+    CORE_ADDR,
+    MAX_MNS,
+    Network,
+    ar_dpa,
+    ar_net,
+    cn_addr,
+    geometric,
+    grid,
+    tree,
+)
 
-TOPOLOGIES: dict[str, Callable[..., Network]] = {"tree": tree, "grid": grid}
+TOPOLOGIES: dict[str, Callable[..., Network]] = {"tree": tree, "grid": grid,
+                                                 "geometric": geometric}
 """The generated topologies, by name (``dmanchor sim --topology``)."""
+SEEDED = frozenset({"geometric"})
+"""Topologies drawn at random (from the simulation's seed)."""
+MOBILITY = ("walk", "waypoint")
+"""Mobility models (``dmanchor sim --mobility``)."""
 PERIODIC = frozenset({MsgType.ANCHOR_REGISTRATION, MsgType.REGISTRATION_REPLY,
                       MsgType.DATAPLANE_STATUS, MsgType.HEARTBEAT, MsgType.HEARTBEAT_ACK})
 """Message types no handover causes (refreshes, reports, keep-alives)."""
@@ -77,8 +93,14 @@ class SimConfig:
     access_per_aggregation: int = 4
     """Access routers under each aggregation router (a grid: its columns)."""
     topology: str = "tree"
-    """``tree`` (core, aggregation, access) or ``grid`` (access routers in a
-    mesh, the core off its middle): :data:`TOPOLOGIES`."""
+    """``tree`` (core, aggregation, access), ``grid`` (access routers in a
+    mesh, the core off its middle) or ``geometric`` (access routers placed
+    at random, linked to those within reach; ``aggregations *
+    access_per_aggregation`` of them): :data:`TOPOLOGIES`."""
+    mobility: str = "walk"
+    """``walk``: each move to a neighbouring router, at random; ``waypoint``:
+    towards a router picked at random anywhere, hop by hop along a shortest
+    path, then a new one (random waypoint over the network's graph)."""
     mns: int = 50
     """Mobile nodes."""
     duration: float = 30.0
@@ -161,9 +183,10 @@ class Simulation:
         self.check(cfg)
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
+        drawn = {"seed": cfg.seed} if cfg.topology in SEEDED else {}
         self.network: Network = TOPOLOGIES[cfg.topology](
             cfg.aggregations, cfg.access_per_aggregation, cns=cfg.cns,
-            cn_at_edge=cfg.cn_at_edge, delay=cfg.delay)
+            cn_at_edge=cfg.cn_at_edge, delay=cfg.delay, **drawn)
         self.n = len(self.network.access)
         self.net = VirtualNetwork(seed=cfg.seed)
         self.net.profile_of = self._profile
@@ -186,6 +209,8 @@ class Simulation:
             self.net.add((ar_dpa(i), PORT), self.ar[i])
         self._cn_addr = [int(IPv6Address(cn_addr(c))) for c in range(cfg.cns)]
         self.mns: list[_Mn] = []
+        self.moves: list[tuple[float, int, int]] = []
+        """The moves played, (time, MN, access router), in time order."""
         self.handovers = 0
         self.signalling: Counter[str] = Counter()  # "messages", "bytes"
         self.latency: list[float] = []
@@ -214,6 +239,8 @@ class Simulation:
             raise ValueError(f"topology {cfg.topology!r}: expected one of {', '.join(TOPOLOGIES)}")
         if cfg.duration <= 0 or cfg.dwell <= 0 or cfg.probe_interval <= 0:
             raise ValueError("duration, dwell and probe_interval must be above 0")
+        if cfg.mobility not in MOBILITY:
+            raise ValueError(f"mobility {cfg.mobility!r}: expected one of {', '.join(MOBILITY)}")
         if not 0 <= cfg.continuity <= 1:
             raise ValueError(f"continuity is a share (0 to 1), not {cfg.continuity}")
 
@@ -286,17 +313,44 @@ class Simulation:
         self.central_latency.append(self.hops(new, CORE) * self.cfg.delay)
 
     def _walk(self) -> Iterable[tuple[float, int, int]]:
-        """(time, MN, router) moves of the random walk over neighbouring routers."""
+        """(time, MN, router) moves of the mobility model: each to a
+        neighbouring router, after an exponential dwell."""
         out = []
+        waypoint = self.cfg.mobility == "waypoint"
         for mn in self.mns:
             t, at = self.warmup, mn.home
+            path: list[int] = []
             while True:
                 t += max(GAP * 2, self.rng.expovariate(1 / self.cfg.dwell))
                 if t >= self.cfg.duration:
                     break
-                at = self.rng.choice(self.network.walk[at])
+                if not waypoint:
+                    at = self.rng.choice(self.network.walk[at])
+                else:
+                    if not self.network.walk[at]:
+                        break  # nowhere to go (a network of one router)
+                    while not path:
+                        path = self._path(at, self.rng.randint(1, self.n))
+                    at = path.pop(0)
                 out.append((t, mn.index, at))
         return out
+
+    def _path(self, a: int, b: int) -> list[int]:
+        """The access routers after ``a`` on a shortest walk to ``b``
+        (breadth first over the routers MNs walk between)."""
+        before: dict[int, int] = {a: a}
+        todo = deque([a])
+        while todo and b not in before:
+            x = todo.popleft()
+            for y in self.network.walk[x]:
+                if y not in before:
+                    before[y] = x
+                    todo.append(y)
+        out = []
+        while b != a and b in before:
+            out.append(b)
+            b = before[b]
+        return out[::-1]
 
     # -- Measuring -----------------------------------------------------------------------
 
@@ -352,7 +406,8 @@ class Simulation:
             self.net.call_at(0.01 + START_SPACING * k,
                              lambda mn=mn: self._start(mn))  # type: ignore[misc]
         moves = load_trace(cfg.trace) if cfg.trace is not None else self._walk()
-        for t, k, to in moves:
+        self.moves = sorted(moves)
+        for t, k, to in self.moves:
             if not (0 <= k < cfg.mns and 1 <= to <= self.n):
                 raise ValueError(f"trace: MN {k} or router {to} is not in this network")
             if t < self.warmup:
