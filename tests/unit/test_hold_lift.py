@@ -229,3 +229,31 @@ def test_no_mixin_stub_stands_in_for_a_method(cls: str) -> None:
     stubs = [n for n, fn in inspect.getmembers(core, inspect.isfunction)
              if "raise NotImplementedError" in inspect.getsource(fn)]
     assert stubs == []
+
+
+def test_a_long_holds_backlog_goes_out_over_several_steps_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """3000 packets held (3 s at 1000 pps), each write taking 10 us: the
+    first step does not write them all (30 ms of the loop's time, as it
+    did); at most WRITE_BATCH go out before the step checks its budget."""
+    clock = Clock()
+    monkeypatch.setattr(tunbuffer, "time", clock)
+    backlog = [str(i).encode() for i in range(3000)]
+    dev = Device([backlog, *[[] for _ in range(50)]], after_lift=[])
+
+    def write(pkt: bytes) -> None:
+        clock.t += 1e-5
+        dev.write(pkt)
+    lifter = Lifter(dev.take, write, dev.remove_hold, quiet=0.0003, wait=0.01, step=0.002)
+    spans = []
+    while True:
+        before = clock.t
+        lift = lifter.step()
+        spans.append(clock.t - before)
+        if lift is not None:
+            break
+    # No step held the loop for more than a few ms (its 2 ms of looking, a
+    # batch of writes, the edge): the backlog took ten steps or more.
+    assert len(spans) >= 10 and max(spans) <= 0.008, (len(spans), max(spans))
+    assert dev.written == backlog and dev.events[-1] == "lift"
+    assert lift.released == 3000

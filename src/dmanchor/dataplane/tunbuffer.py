@@ -19,6 +19,7 @@ import fcntl
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,6 +143,8 @@ class Lift:
     loop at once."""
 
 
+WRITE_BATCH = 256
+"""Held packets one step writes out at most (about 2 ms of writes)."""
 LIFT_STEP = 0.002
 """Longest one step of a lift looks for its lull before it gives the event
 loop back, seconds.  A step that decides to lift runs on for at most
@@ -180,6 +183,7 @@ class Lifter:
         self._start: float | None = None
         self._last = 0.0
         self._began = 0.0  # when the step under way began
+        self._pending: deque[bytes] = deque()  # taken, not yet written (in order)
         self.longest = 0.0
         """Seconds the longest step so far took."""
 
@@ -192,14 +196,20 @@ class Lifter:
             self._start = self._last = now
         self._began = now
         start, until = self._start, now + self.step_budget
+        pending = self._pending
         while True:
             batch = self._take()
+            pending.extend(batch)
             now = time.monotonic()
-            if batch:
-                for pkt in batch:
-                    self._write(pkt)
-                self.released += len(batch)
-                self._last = now
+            if pending:
+                # A long hold's backlog goes out over several steps, in order:
+                # writing thousands at once held the loop for tens of ms.
+                for _ in range(min(len(pending), WRITE_BATCH)):
+                    self._write(pending.popleft())
+                    self.released += 1
+                now = time.monotonic()
+                if batch:
+                    self._last = now
                 if now - start >= FORCE_AFTER * self.wait:
                     # A stream that never leaves the device empty (line rate):
                     # lift anyway rather than forward it in user space forever.
@@ -211,7 +221,7 @@ class Lifter:
             if now >= until:
                 self.longest = max(self.longest, now - self._began)
                 return None
-            if not batch:
+            if not batch and not pending:
                 time.sleep(self.quiet / 4)
 
     def finish(self) -> Lift:
@@ -223,6 +233,9 @@ class Lifter:
 
     def _lift(self, *, lull: bool, forced: bool, cut: bool = False) -> Lift:
         assert self._start is not None
+        backlog = len(self._pending)
+        while self._pending:  # (a cut or a forced lift: all of it goes first)
+            self._write(self._pending.popleft())
         with unpreempted() as guarded:
             now_or_never = lull or forced or cut
             tail = self._take() if now_or_never else _edge(self._take, self._write)
@@ -235,7 +248,7 @@ class Lifter:
             for pkt in late:
                 self._write(pkt)
         self.longest = max(self.longest, time.monotonic() - self._began)
-        return Lift(self.released + len(tail) + len(late), len(late), forced, waited,
+        return Lift(self.released + backlog + len(tail) + len(late), len(late), forced, waited,
                     guarded, self.steps, cut, self.longest)
 
 
