@@ -517,6 +517,54 @@ def test_buffer_holds_a_10k_pps_flow_during_a_move_lossless_in_order(lab: Lab) -
     assert E(K.BUFFER, HNP1) not in ar1.entries()
 
 
+def test_a_prefix_held_again_while_its_lift_drains_loses_nothing(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ping-pong: AR1 releases HNP1 to AR2 under a 10k pps stream, and the
+    MN leaves again before the lift has found its lull.  The new hold keeps
+    the hold route (it never goes) and takes back what the lift had not
+    written out: every packet arrives once, in order, after the last
+    release."""
+    import time
+    from functools import partial
+
+    from dmanchor.dataplane.tunbuffer import Lifter
+
+    # Lift steps that give the loop back at once: the lift is under way
+    # when the next hold comes, whatever the machine's speed.
+    monkeypatch.setattr("dmanchor.dataplane.linux_holds.Lifter", partial(Lifter, step=0.0))
+    dps = flat(lab)
+    ar1 = dps["ar1"]
+    ar1.apply([E(K.ANCHOR, HNP1, link="mn1")], [], 0.0)
+    rx = Reader(receiver(lab, 7280))
+    tx = Sender(lab, IP1, 7280, rate=10_000, seconds=120)
+    tx.start()
+    rx.start()
+    wait_until(lambda: rx.got.value >= 1000, 30, lambda: f"{rx.got.value} of 1000 delivered")
+    spec = {HNP1: BufferSpec(limit=1_000_000, timeout=60.0)}
+    ar1.apply([E(K.BUFFER, HNP1)], [], time.monotonic(), spec)
+    move_mn_to_ar2(lab)
+    dps["ar2"].apply([E(K.ANCHOR, HNP1, link="mn2")], [], 0.0)
+    wait_until(lambda: ar1.buffered(HNP1) >= 500, 30, lambda: f"{ar1.buffered(HNP1)} held")
+    ar1.apply([E(K.TUNNEL, HNP1, SID2)], [E(K.BUFFER, HNP1), E(K.ANCHOR, HNP1, link="mn1")],
+              0.0)
+    assert ar1.lifting() == {HNP1}
+    ar1.apply([E(K.BUFFER, HNP1)], [], time.monotonic(), spec)  # held again
+    assert not ar1.lifting() and ar1.holds() == {HNP1}
+    wait_until(lambda: ar1.buffered(HNP1) >= 500, 30, lambda: f"{ar1.buffered(HNP1)} held")
+    ar1.apply([], [E(K.BUFFER, HNP1)], 0.0)  # released again, to AR2
+    lift(ar1)
+    after = tx.sent + 2000
+    wait_until(lambda: rx.highest.value >= after, 30,
+               lambda: f"highest delivered {rx.highest.value}, waiting for {after}")
+    tx.stop()
+    seqs = rx.finish(30)
+    counts = ar1.counters()
+    assert len(seqs) == tx.sent, f"lost {tx.sent - len(seqs)} of {tx.sent}: {counts}"
+    r = measure(seqs)
+    assert r.duplicates == 0 and r.reordered <= len(seqs) // 1000, r
+    assert counts["lift-held-again"] == 1, counts
+
+
 def test_a_hold_lifted_alone_drains_into_the_route_installed_before_it(lab: Lab) -> None:
     """An anchor taking its prefix back (an MN returning, tunnel mode) holds
     the direct path in one batch and lifts the hold alone in a later one:

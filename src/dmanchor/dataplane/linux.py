@@ -177,8 +177,16 @@ class LinuxDataPlane(Holds, EndMarkers):
     ) -> None:
         if any(e.kind is EntryKind.BUFFER for e in add):
             self._ensure_tun()
+        held_again: set[Prefix] = set()
         if self._lifting:
-            self._finish_lifts({e.prefix for e in [*add, *delete]}, now)
+            # Held again while its lift drains (the MN left again, a ping-
+            # pong): the hold route stays and keeps what it has; any other
+            # change to a prefix being lifted finishes the lift first.
+            held_again = {e.prefix for e in add if e.kind is EntryKind.BUFFER
+                          and e.flow is None and e.prefix in self._lifting}
+            for p in held_again:
+                self._hold_again(p)
+            self._finish_lifts({e.prefix for e in [*add, *delete]} - held_again, now)
         # A released hold's route goes last, after its packets drained.
         releasing = [e for e in delete if e.kind is EntryKind.BUFFER and e.flow is None]
         delete = [e for e in delete if e not in releasing]
@@ -203,6 +211,8 @@ class LinuxDataPlane(Holds, EndMarkers):
         replaced = set(repointed.values())
         try:
             for e in holds:
+                if e.prefix in held_again:
+                    continue  # its route never went
                 spans.append((len(forward), e, True))
                 forward.extend(self._requests(e, add=True))
             for e in delete:

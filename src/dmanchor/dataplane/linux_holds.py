@@ -336,6 +336,22 @@ class Holds:
             self._counters["release-route-left"] += 1
             log.error("lifted %s: its release route stayed: %s", prefix, failures[0][1])
 
+    def _hold_again(self, prefix: Prefix) -> None:
+        """Stop ``prefix``'s lift and hold it again: what the lift had not
+        written out yet goes back, first, to what is held for it (the hold
+        route never went, so nothing overtook it)."""
+        state = self._lifting.pop(prefix)
+        back = state.lifter.take_back()
+        self._held[:0] = back
+        size = sum(len(pkt) for pkt in back)
+        self._held_bytes += size
+        self._held_count[prefix] += len(back)
+        self._held_bytes_of[prefix] += size
+        self._counters["released"] += state.lifter.released
+        self._counters["lift-held-again"] += 1
+        self._marks_after_lift.pop(prefix, None)  # (it ends no path now)
+        self.nl.batch([self._route_in(e, RELEASE_TABLE, False) for e in state.copies])
+
     def lifting(self) -> set[Prefix]:
         """Prefixes whose hold is being lifted (released, still draining)."""
         return set(self._lifting)

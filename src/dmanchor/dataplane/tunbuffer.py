@@ -224,6 +224,12 @@ class Lifter:
             if not batch and not pending:
                 time.sleep(self.quiet / 4)
 
+    def take_back(self) -> list[bytes]:
+        """Give up: the packets taken but not written yet, oldest first."""
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
     def finish(self) -> Lift:
         """Lift now, whatever comes (the prefix is about to change under it)."""
         self._began = time.monotonic()
