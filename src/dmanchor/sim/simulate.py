@@ -506,8 +506,11 @@ def format_report(r: SimReport) -> str:
             ("handover latency p99, ms", "latency_ms_p99", "{:.1f}"),
             ("tunnels at one router, max", "tunnels_max", "{}"),
             ("tunnels per access router, mean", "tunnels_mean", "{:.2f}")]
-    out = [f"{c['topology']} of {c['aggregations']}x{c['access_per_aggregation']} access routers, "
-           f"{c['mns']} MNs, "
+    a, b = c['aggregations'], c['access_per_aggregation']
+    n = a * b if isinstance(a, int) and isinstance(b, int) else f"{a}x{b}"
+    shape = (f"geometric graph of {n}" if c['topology'] == "geometric"
+             else f"{c['topology']} of {a}x{b}")
+    out = [f"{shape} access routers, {c.get('mobility', 'walk')} mobility, {c['mns']} MNs, "
            f"{c['duration']} virtual s, seed {c['seed']}: {r.handovers} handovers, "
            f"{r.wall_s} s wall ({r.events} events)",
            f"sessions kept across moves: {r.probes_delivered} of {r.probes_sent} probes "
