@@ -219,7 +219,3 @@ class PoolSubscription:
         out = [p for src, p in self._kept.values() if same_address(src, current)]
         self._kept.clear()
         return out
-
-    def kept(self) -> int:
-        """Pushes kept from members not in use."""
-        return len(self._kept)
