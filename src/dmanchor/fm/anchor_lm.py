@@ -4,9 +4,9 @@ The anchor asks its LMs where an MN's prefixes were served (LM:1-1),
 registers the prefixes it anchors (LM:1-4) and subscribes to their changes
 (LM:1-3).  With an LM:2 pool (Fig 1a) any member will do, since members
 relay what another is primary for; so a request that times out at one
-member is sent again to the next (:class:`~..lm.lmc.PoolRequests`, the
-LMc's own failover).  A member that answers after a failover is used from then on,
-and the anchor then subscribes and registers again there: subscriptions
+member is sent again to the next (:class:`~..lm.pool.PoolRequests`, the
+LMc's own failover).  A member that answers after a failover is used from
+then on, and the anchor then subscribes and registers again there: subscriptions
 live at the member that took them, and the dead one's are gone.
 
 Answers are not cached here, unlike the LMc's: an anchor asks at a move,
@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
-from ..dataplane.api import DataPlane
+from ..dataplane.api import BufferSpec
 from ..lm.pool import PoolRequests
 from ..transport.reliable import Addr, NegativeReply, ReplyReceived, RequestTimedOut
 from ..wire import messages as m
@@ -50,13 +50,14 @@ class AnchorLocation:
     _joins: dict[int, Join]
     _mn_queries: dict[int, Requery]
     visiting: dict[Prefix, Visiting]
-    dp: DataPlane
 
     if TYPE_CHECKING:
         def set_timer(self, name: Hashable, at: float) -> None: ...
         def _step(self, prefix: Prefix, event: PrefixEvent) -> None: ...
         def _claim(self, p: Prefix, mn: str, served: Mapping[Prefix, IPv6Address],
                    now: float) -> None: ...
+        def _apply_new(self, add: list[ForwardingEntry], now: float,
+                       buffers: Mapping[Prefix, BufferSpec] | None = None) -> None: ...
 
     def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
         """LM:1-3: be told when these prefixes' bindings change (a departure)."""
@@ -109,11 +110,10 @@ class AnchorLocation:
         already (no hold: nothing is in flight elsewhere), so that their
         revert (FM:3-3) reaches it when those flows end."""
         st = self.attached[mn]
-        have = set(self.dp.entries())
+        # Their routes, should the kernel have lost them (a reboot).
+        self._apply_new([ForwardingEntry(EntryKind.ANCHOR, p, link=link) for p in prefixes],
+                        now)
         for p in prefixes:
-            # Its route, should the kernel have lost it (a reboot).
-            self.dp.apply([e for e in (ForwardingEntry(EntryKind.ANCHOR, p, link=link),)
-                           if e not in have], (), now)
             self._step(p, PrefixEvent.ADOPTED)
             self.visiting[p] = Visiting(link, (), mn, expires=now + self.s.lifetime)
             self.set_timer(VisitCheck(p), now + self.s.lifetime / 2)
