@@ -6,6 +6,8 @@ from __future__ import annotations
 from functools import partial
 from ipaddress import IPv6Address as A
 
+import pytest
+
 from dmanchor.prefixtable import PrefixTable
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
@@ -396,3 +398,22 @@ def test_a_restarted_visited_router_lets_go_of_a_session_that_ended() -> None:
         w.at(t, 2, lambda a, now: a.conn_present(conns, now, now))
     w.at(1.6, 2, lambda a, now: a.flows_closed(HNP1, now))
     _kept_then_gone(w, cont)
+
+
+def test_a_subscription_keeps_other_members_pushes_within_a_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pushes kept from members not in use are bounded (one per prefix,
+    at most MAX_KEPT): beyond, they are counted, not kept."""
+    from dmanchor.lm import pool
+    from dmanchor.lm.pool import PoolRequests, PoolSubscription, Push
+    from dmanchor.transport.reliable import Endpoint
+    from dmanchor.wire.types import Prefix
+
+    monkeypatch.setattr(pool, "MAX_KEPT", 2)
+    in_use, other = ("fc00::1:0", 5401), ("fc00::2:0", 5401)
+    sub = PoolSubscription(PoolRequests(Endpoint(), [in_use, other]), (), 600)
+    pushes = [Push(Prefix.parse(f"2001:db8:1:{i}::/64"), A("fc00::2:0"), 60) for i in range(4)]
+    for p in pushes:
+        assert sub.pushed(other, p) is None
+    assert sub.dropped == 2
+    assert sub.pushed(in_use, pushes[0]) == pushes[0]  # the member in use: believed

@@ -149,6 +149,12 @@ class Push:
     lifetime: int
 
 
+MAX_KEPT = 100_000
+"""Pushes from members not in use kept at most between two renewals (one
+per prefix; the members are trusted, but a watch as wide as a /32 is not a
+bound)."""
+
+
 class PoolSubscription:
     """A subscriber's LM:1-3 across a pool, without a gap when a member dies.
 
@@ -173,6 +179,8 @@ class PoolSubscription:
         self._renewals: set[int] = set()  # at the member in use (failing over)
         self._others: set[int] = set()  # at every other member
         self._kept: dict[Prefix, tuple[Addr, Push]] = {}
+        self.dropped = 0
+        """Pushes not kept: :data:`MAX_KEPT` were kept already."""
 
     def renew(self, now: float) -> None:
         """Subscribe (again) at every member."""
@@ -205,11 +213,15 @@ class PoolSubscription:
             self._kept.clear()
 
     def pushed(self, source: Addr, push: Push) -> Push | None:
-        """A push from a member: the one to believe now, or None (kept)."""
+        """A push from a member: the one to believe now, or None (kept, or
+        past :data:`MAX_KEPT` dropped - counted in :attr:`dropped`)."""
         if same_address(source, self.requests.pool.current):
             self._kept.pop(push.prefix, None)
             return push
         self._kept.pop(push.prefix, None)  # the latest goes last
+        if len(self._kept) >= MAX_KEPT:
+            self.dropped += 1
+            return None
         self._kept[push.prefix] = (source, push)
         return None
 
