@@ -177,6 +177,19 @@ def test_a_read_of_the_hold_device_is_bounded_under_a_flood() -> None:
         theirs.close()
 
 
+def _stepped(lifter: Lifter, clock: Clock, dev: Device) -> tuple[list[float], Lift]:
+    """Step ``lifter`` to its end as a driver does: each step's length in
+    ``clock``'s time, and the lift; between steps the hold stays."""
+    spans = []
+    while True:
+        before = clock.t
+        lift = lifter.step()
+        spans.append(clock.t - before)
+        if lift is not None:
+            return spans, lift
+        assert not dev.lifted  # arrivals queue behind it meanwhile
+
+
 def test_a_lift_under_a_stream_gives_the_loop_back_between_bounded_steps(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 16 item 5: a packet in every read for 30 ms (no lull) - the lift
@@ -188,14 +201,7 @@ def test_a_lift_under_a_stream_gives_the_loop_back_between_bounded_steps(
     dev = Device([*stream, *[[] for _ in range(10)]], after_lift=[])
     lifter = Lifter(dev.take, dev.write, dev.remove_hold, quiet=0.0003, wait=0.01,
                     step=0.002)
-    spans = []
-    while True:
-        before = clock.t
-        lift = lifter.step()
-        spans.append(clock.t - before)
-        if lift is not None:
-            break
-        assert not dev.lifted  # between steps the hold stays: arrivals queue
+    spans, lift = _stepped(lifter, clock, dev)
     assert len(spans) > 10 and lift.steps == len(spans)
     assert max(spans) <= 0.002 + tunbuffer.EDGE_WAIT + 1e-4
     assert abs(lift.longest - max(spans)) < 1e-5  # what the trace reports
@@ -245,13 +251,7 @@ def test_a_long_holds_backlog_goes_out_over_several_steps_in_order(
         clock.t += 1e-5
         dev.write(pkt)
     lifter = Lifter(dev.take, write, dev.remove_hold, quiet=0.0003, wait=0.01, step=0.002)
-    spans = []
-    while True:
-        before = clock.t
-        lift = lifter.step()
-        spans.append(clock.t - before)
-        if lift is not None:
-            break
+    spans, lift = _stepped(lifter, clock, dev)
     # No step held the loop for more than a few ms (its 2 ms of looking, a
     # batch of writes, the edge): the backlog took ten steps or more.
     assert len(spans) >= 10 and max(spans) <= 0.008, (len(spans), max(spans))
