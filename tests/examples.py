@@ -67,4 +67,8 @@ EXAMPLES: list[m.Message] = [
     m.Error(Status(Cause.UNKNOWN_PREFIX, "no binding"), HNP1),
     m.MnQuery("02:00:00:00:00:01"),
     m.MnReply("02:00:00:00:00:01", (MnBinding(HNP1, DPA2, 3600, 2), MnBinding(HNP2, DPA2, 3600))),
+    m.LeaseRelease(HNP1),
+    m.LeaseReleaseAck(HNP1),
+    m.LeaseTake(HNP1),
+    m.LeaseTakeAck(HNP1),
 ]

@@ -59,7 +59,7 @@ from . import logs
 from .access.alloc import PrefixAllocator, StateError
 from .access.bgp import BgpEvent, BgpSession, RoutesReceived, SessionDown
 from .access.bgp_aio import BgpSpeaker
-from .access.delegation import Delegations
+from .access.delegation import DelegationEvent, Delegations
 from .access.flowwatch import FlowWatch
 from .access.links import AccessLinks
 from .access.pd_aio import PdDriver, link_duid
@@ -188,7 +188,7 @@ class Node:
             pc = cfg.pd
             delegations = Delegations(pc.duid or link_duid(pc.link), retry=pc.retry,
                                       patience=pc.patience)
-            self.pd = PdDriver(delegations, pc.link, self.events.pd)
+            self.pd = PdDriver(delegations, pc.link, self._on_pd)
             self.pd.start()
         lines = []
         for name, (core, (host, port)) in cores.items():
@@ -239,6 +239,14 @@ class Node:
             bound = await self._metrics_server.start()
             lines.append(f"metrics {bound[0]} {bound[1]}")
         return lines
+
+    def _on_pd(self, ev: DelegationEvent) -> None:
+        """A DHCPv6-PD client event: logged; the anchor agent answers the
+        lease moves (FM:3-2) waiting for it."""
+        self.events.pd(ev)
+        if self.anchor is not None and "anchor" in self.drivers:
+            self.anchor.lease_event(ev, clock.now())
+            self.drivers["anchor"].pump()
 
     def _on_bgp(self, ev: BgpEvent) -> None:
         """A BGP session event: logged; routes heard go to the anchor agent."""

@@ -33,6 +33,7 @@ from .dataplane.api import BufferSpec
 from .fm.anchor_model import MODES, AnchorSettings, Mode
 from .fm.central_cp import AccessControl
 from .fm.controller import ControllerSettings, RouterControl
+from .fm.controller_lease import LeaseMoves
 from .fm.fmdp import FmDpSettings
 from .fm.mn_agent import MnAgentSettings
 from .lm.daemon import LmDaemonConfig, read_lm_table
@@ -365,8 +366,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             access=tuple(c.get_list("access", access)),
             cpa=c.get("cpa", as_address) if "cpa" in c.table else None,
             reconcile_grace=c.get("reconcile_grace", as_float, 30.0),
-            # FM:3-2 first: with Kea to move leases, a switch waits for its lease.
-            lease_first=kea is not None,
+            leases=_lease_moves(c, path, kea is not None),
         ))
         if controller[1].lms_check == 0:
             raise ConfigError(f"{path}: field 'controller.lms_check': must be above 0 "
@@ -408,3 +408,22 @@ def load_node_config(path: str | Path) -> NodeConfig:
         charged_links=charged_links,
         flow_sweep=flow_sweep, controller_state=controller_state, log_format=log_format,
         metrics=metrics if metrics[1] >= 0 else None)
+
+
+def _lease_moves(c: Fields, path: str | Path, kea: bool) -> LeaseMoves:
+    """``controller.leases``: who moves a prefix's DHCPv6-PD lease before its
+    anchoring (FM:3-2).  ``[controller.kea]`` is the controller itself (Kea's
+    ``lease6-update``); ``"routers"`` the access routers' own PD clients."""
+    def as_moves(v: Any) -> LeaseMoves:
+        try:
+            return LeaseMoves(as_str(v))
+        except ValueError:
+            raise ValueError("expected one of " + ", ".join(
+                repr(x.value) for x in LeaseMoves)) from None
+    moves = c.get("leases", as_moves, LeaseMoves.KEA if kea else LeaseMoves.NONE)
+    if (moves is LeaseMoves.KEA) != kea:
+        raise ConfigError(f"{path}: field 'controller.leases': "
+                          + ("the controller moves leases with [controller.kea]: "
+                             "leave it out or say \"kea\"" if kea
+                             else "\"kea\" needs [controller.kea]"))
+    return moves

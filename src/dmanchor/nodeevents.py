@@ -36,10 +36,9 @@ from .fm.controller import (
     ControllerCore,
     DataPlaneDown,
     DataPlaneUp,
-    MoveLease,
     Registration,
-    SwitchTunnelled,
 )
+from .fm.controller_lease import MoveLease, SwitchTunnelled
 from .nodeconf import KeaMoves
 from .runtime import clock
 from .transport.reliable import Addr

@@ -21,9 +21,12 @@ from dmanchor.scenario.run import find, run, shipped
 NEEDS = {"4.2.1": KeaServer.available,
          "4.2.1-lease": lambda: KeaServer.available() and lease_cmds_library() is not None,
          "4.2.1-nolease": lambda: KeaServer.available() and lease_cmds_library() is not None,
+         "4.2.1-refused": KeaServer.available,
          "4.2-bgp": BirdRouter.available}
-ONE_MODE = {name for name in shipped() if name.startswith("fault-")}
-"""The fault scenarios test a fault, not the handover trigger: ``make test``
+ONE_MODE = {name for name in shipped() if name.startswith("fault-")} | {
+    "4.2.1-nolease", "4.2.1-refused"}
+"""The fault scenarios and the lease fallbacks test a fault or a refusal,
+not the handover trigger: ``make test``
 runs them unannounced only (the mode that relies on the network alone) - the
 L2-trigger runs are not collected, not skipped - to keep the suite within
 its 10 minutes; ``make stress`` runs both modes (``DMANCHOR_ALL_MODES=1``)."""

@@ -100,6 +100,10 @@ def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
                    '"fc00::2:0" = "zz"\n', "controller.kea.duids.fc00::2:0"),
         "f.toml": (ctrl + 'lms_pool = ["[::1]:5402"]\n', "controller.lms_pool"),
         "g.toml": (ctrl + 'lms = "[::1]:5401"\nlms_check = 0\n', "controller.lms_check"),
+        "h.toml": (ctrl + 'leases = "dhcp"\n', "controller.leases"),
+        "i.toml": (ctrl + 'leases = "kea"\n', "controller.leases"),
+        "j.toml": (ctrl + 'leases = "routers"\n[controller.kea]\nsocket = "/k"\n',
+                   "controller.leases"),
     }
     for name, (text, field) in cases.items():
         f = tmp_path / name
@@ -122,6 +126,22 @@ def test_a_controller_is_given_its_lms_pool(tmp_path: Path) -> None:
     s = cfg.controller[1]
     assert (s.lms, s.lms_pool, s.lms_check) == (("fd00:1::1", 5401), (("fd00:2::2", 5401),),
                                                 1.5)
+
+
+def test_who_moves_leases_reaches_the_controller(tmp_path: Path) -> None:
+    """``controller.leases``: none by default, the routers when said, Kea
+    with ``[controller.kea]``."""
+    from dmanchor.fm.controller_lease import LeaseMoves
+    from dmanchor.nodeconf import load_node_config
+
+    head = '[node]\nid = "r"\n[security]\ninsecure = true\n[controller]\nlisten = "[::1]:5400"\n'
+    for extra, want in (("", LeaseMoves.NONE), ('leases = "routers"\n', LeaseMoves.ROUTERS),
+                        ('[controller.kea]\nsocket = "/k"\n', LeaseMoves.KEA)):
+        f = tmp_path / "r.toml"
+        f.write_text(head + extra)
+        cfg = load_node_config(f)
+        assert cfg.controller is not None
+        assert cfg.controller[1].leases is want, extra
 
 
 class _Tty(io.StringIO):

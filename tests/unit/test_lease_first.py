@@ -16,9 +16,8 @@ from dmanchor.fm.controller import (
     AnchorReverted,
     AnchorSwitching,
     ControllerEvent,
-    MoveLease,
-    SwitchTunnelled,
 )
+from dmanchor.fm.controller_lease import LeaseMoves, MoveLease, SwitchTunnelled
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire.types import EntryKind, ForwardingEntry
 from tests.unit.test_fm import (
@@ -44,7 +43,7 @@ def lease_host(w: World, ok: bool) -> list[tuple[float, ControllerEvent]]:
     """Make the controller wait for leases and answer every MoveLease
     ``ok`` (or refused) after :data:`KEA_DELAY`; returns the controller's
     events with their times, as they come."""
-    w.ctrl.s = replace(w.ctrl.s, lease_first=True)
+    w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.KEA)
     seen: list[tuple[float, ControllerEvent]] = []
 
     def answer(ev: MoveLease) -> None:

@@ -66,9 +66,13 @@ def test_the_base_scenario_is_valid() -> None:
     ("{lost: 0,", "{lost: 'a%',", "field 'expect.f.lost': expected a percentage"),
     ("{lost: 0,", "{lost: -1,", "field 'expect.f.lost': expected a count >= 0 or a percentage"),
     ("{lost: 0,", "{lost: 0.5,", "field 'expect.f.lost': expected a count >= 0 or a percentage"),
+    ("  - {at: 0.5, move: {mn: mn, to: ar2}}",
+     "  - {at: 0.5, move: {mn: mn, to: ar2}}\n  - {at: 0.6, check: {lease: {flow: f, at: ar1}}}",
+     "field 'timeline[3].check.lease.at': 'ar1' is no anchor with pd"),
 ], ids=["kind", "host-bits", "no-node", "not-anchor", "order", "negative", "unknown-field",
         "unknown-flow", "no-controller", "host-function", "unlinked", "action", "twice",
-        "share-over-100", "share-not-a-number", "negative-count", "fractional-count"])
+        "share-over-100", "share-not-a-number", "negative-count", "fractional-count",
+        "lease-without-pd"])
 def test_bad_scenarios_are_refused_with_a_clear_error(old: str, new: str, message: str) -> None:
     assert old in BASE
     with pytest.raises(ScenarioError) as err:

@@ -63,6 +63,7 @@ from ..wire.types import (
 )
 from .anchor_flows import AnchorFlows
 from .anchor_handover import AnchorHandover
+from .anchor_lease import AnchorLeases, LeaseBook, LeaseWait
 from .anchor_lm import AnchorLocation
 from .anchor_model import (
     CLAIM_BACKOFF,
@@ -100,7 +101,7 @@ from .flows import FlowBook
 from .fmdp import DpFunction
 
 
-class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
+class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -150,6 +151,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
         """Prefixes this anchor announces by BGP (mode ``bgp``)."""
         self.delegated: set[Prefix] = set()
         """MN prefixes this router holds delegations for (``pd``)."""
+        self.leases = LeaseBook()
+        """Leases bound here, and FM:3-2 lease moves waiting for the PD client."""
         self._effects: deque[Effect] = deque()
         self._handing: dict[Prefix, tuple[FlowFilter, ...]] = {}  # FM:2 awaiting charges
         # FM:2 transfers applied here, by sender and transfer id (oldest first).
@@ -552,6 +555,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
         m.BufferReady: _on_buffer_ready, m.LocationInform: _on_inform,
         m.BufferRequest: _on_buffer_request, m.FmHandoff: AnchorHandover._on_handoff,
         m.FlowStateTransfer: AnchorFlows._on_flow_state,
+        m.LeaseRelease: AnchorLeases._on_lease_release,
+        m.LeaseTake: AnchorLeases._on_lease_take,
     }
     """Signalling the anchor itself answers, by message type (the rest goes
     to its FM-DP function, :class:`~.fmdp.DpFunction`)."""
@@ -621,7 +626,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, ServiceCore):
         Settle: AnchorHandover._on_settle,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
         Resend: AnchorFlows._on_resend,
-        Requery: _on_requery,
+        Requery: _on_requery, LeaseWait: AnchorLeases._on_lease_wait,
     }
 
     def _joined(self, join: Join, now: float) -> None:

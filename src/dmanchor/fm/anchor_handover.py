@@ -277,8 +277,10 @@ class AnchorHandover:
         # Anchored at the new point now - unless the controller says the
         # anchoring stays here (its lease could not move, FM:3-2).
         stays = from_controller and msg.anchor == self.s.node_id
-        if self.s.mode.moves_anchoring and not stays:
-            self._delegate((prefix,), False)
+        if self.s.mode.moves_anchoring:
+            # Staying, a lease given up for the move (router-driven PD) is
+            # asked back; it was never let go when the controller moved it.
+            self._delegate((prefix,), stays)
         if prefix in self.serving and from_controller:
             # 4.2.3: the anchoring we took over for a switch below moves to
             # another AR (the controller speaks for it): we only carry

@@ -46,6 +46,13 @@ from ..transport.service import ServiceCore
 from ..wire import messages as m
 from ..wire.types import Cause, DpState, EntryKind, ForwardingEntry, Load, Prefix
 from .central_cp import AccessControl, AccessFmCp
+from .controller_lease import (
+    Change,
+    ControllerLeases,
+    LeaseMoves,
+    MoveLease,
+    SwitchTunnelled,
+)
 
 STATUS_EXPIRY = 600.0
 """Seconds after which a silent FM-DP is forgotten (it was down long since)."""
@@ -109,13 +116,13 @@ class ControllerSettings:
     """This controller's address, named as the CPA of the ``access`` routers
     in discovery answers (their switches send FM:6-2 and FM:1 there, to the
     anchors' signalling port); required with ``access``."""
-    lease_first: bool = False
-    """Draft 4.2.1 with DHCPv6-PD (FM:3-2): a prefix's anchoring moves only
-    with its lease.  Before re-routing the core the controller asks its host
-    to move the lease (:class:`MoveLease`) and waits for the answer
-    (:meth:`ControllerCore.lease_moved`); refused, the core is left alone
-    and the prefix's home anchor tunnels it to the new router instead
-    (4.1.2), said so by :class:`SwitchTunnelled`."""
+    leases: LeaseMoves = LeaseMoves.NONE
+    """Draft 4.2.1 with DHCPv6-PD (FM:3-2): who moves a prefix's lease, so
+    that its anchoring moves only with it.  Before re-routing the core the
+    controller has the lease moved (:mod:`.controller_lease`) and waits;
+    if it cannot move, the core is left alone and the prefix's home anchor
+    tunnels it to the new router instead (4.1.2), said so by
+    :class:`SwitchTunnelled`."""
     reconcile_grace: float = 30.0
     """After a restart: how long a prefix it had moved, whose binding the LMs
     does not know (yet - an LMs restarted too relearns bindings at the
@@ -192,41 +199,8 @@ class AnchorRegistered:
     restart can answer FM:4-3 before every anchor has refreshed."""
 
 
-@dataclass(frozen=True, slots=True)
-class MoveLease:
-    """``lease_first``: give ``prefix``'s DHCPv6-PD lease to the router whose
-    DPA is ``dpa``, then answer :meth:`ControllerCore.lease_moved`."""
-
-    prefix: Prefix
-    dpa: IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchTunnelled:
-    """``prefix``'s lease could not move to ``dpa`` (``reason``): its home
-    anchor tunnels it there instead of the core being re-routed (4.1.2)."""
-
-    prefix: Prefix
-    dpa: IPv6Address
-    reason: str
-
-
 ControllerEvent = (DataPlaneDown | DataPlaneUp | AnchorSwitching | AnchorMoved | AnchorReverted
                    | AnchorRegistered | MoveLease | SwitchTunnelled)
-
-
-_LEASE = -1
-"""In :attr:`_Change.waiting`: the host's answer to :class:`MoveLease` (request
-ids are never negative)."""
-
-
-@dataclass(slots=True)
-class _Change:
-    prefix: Prefix
-    dpa: IPv6Address | None  # None: revert
-    previous: IPv6Address | None = None  # visited anchor it moves away from
-    waiting: set[int] = field(default_factory=set)
-    tunnel: bool = False  # no lease: the home anchor tunnels it, the core stays
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +211,10 @@ class _Sent:
     prefix: Prefix
     next_hop: IPv6Address | None  # None: the /64 route removed
     before: IPv6Address | None  # what it had (an update is atomic)
-    change: _Change | None  # None: a resync
+    change: Change | None  # None: a resync
 
 
-class ControllerCore(ServiceCore):
+class ControllerCore(ControllerLeases, ServiceCore):
     """Registry, discovery, FM:5-2 tracking and central anchor switching."""
 
     SENDERS = CONTROLLER_SENDERS
@@ -266,7 +240,8 @@ class ControllerCore(ServiceCore):
         self.tunnelled: dict[Prefix, IPv6Address] = {}
         """Prefixes whose switch found no lease: the router their home
         anchor tunnels them to (the core routes them home)."""
-        self._leasing: dict[Prefix, _Change] = {}  # waiting for lease_moved
+        self._leasing: dict[Prefix, Change] = {}  # waiting for lease_moved
+        self._lease_asks: dict[int, Change] = {}  # LEASE_RELEASE/TAKE in flight
         # Per router: the /64 routes it was told to have (prefix -> next
         # hop), and the prefixes whose last change it missed (down, failed).
         self._routed: dict[str, dict[Prefix, IPv6Address]] = {
@@ -274,7 +249,7 @@ class ControllerCore(ServiceCore):
         self._stale: dict[str, set[Prefix]] = {r.name: set() for r in settings.routers}
         self._routers = {r.name: r for r in settings.routers}
         self._sent: dict[int, _Sent] = {}
-        self._holds: dict[int, _Change] = {}  # FM:6-1 in flight
+        self._holds: dict[int, Change] = {}  # FM:6-1 in flight
         self.access = AccessFmCp(settings.access)
         if settings.access:
             if settings.cpa is None:
@@ -380,6 +355,8 @@ class ControllerCore(ServiceCore):
                 self._reconciling.discard(asked)
                 self._on_binding(asked, reply.forwarding_address, reply.lifetime, now)
             return  # unknown (yet): an inform, or the deadline, decides
+        if self._lease_answered(event, now):
+            return
         ok = isinstance(event, ReplyReceived)
         sent = self._sent.pop(event.request_id, None)
         change = sent.change if sent is not None else self._holds.pop(event.request_id, None)
@@ -560,7 +537,7 @@ class ControllerCore(ServiceCore):
             # itself; gone, the anchor's tunnel goes with an FM:1 revert.
             del self.tunnelled[prefix]
             if lifetime == 0:
-                self._routers_done(_Change(prefix, None), now)
+                self._routers_done(Change(prefix, None), now)
             return
         if lifetime > 0 and (dpa != home.dpa or prefix in self.moved):
             # A move - or the MN back home while the anchoring is elsewhere:
@@ -574,47 +551,13 @@ class ControllerCore(ServiceCore):
     def _program(self, prefix: Prefix, dpa: IPv6Address | None, now: float) -> None:
         previous = self.moved.get(prefix, self.tunnelled.get(prefix))
         self._leasing.pop(prefix, None)  # (a newer move: its answer is stale)
-        change = _Change(prefix, dpa, previous)
-        if dpa is not None and self.s.lease_first:
-            # FM:3-2 first: the anchoring moves only with the lease.
-            change.waiting.add(_LEASE)
-            self._ask_hold(change, now)
-            self._leasing[prefix] = change
-            self.events.append(MoveLease(prefix, dpa))
+        change = Change(prefix, dpa, previous)
+        if dpa is not None and self.s.leases is not LeaseMoves.NONE:
+            self._move_lease(change, now)  # FM:3-2 first
             return
         self._switch(change, now)
 
-    def lease_moved(self, prefix: Prefix, dpa: IPv6Address, ok: bool, reason: str,
-                    now: float) -> None:
-        """The host's answer to :class:`MoveLease` (``reason``: why not)."""
-        change = self._leasing.get(prefix)
-        if change is None or change.dpa != dpa:
-            self.counters["lease-answer-stale"] += 1
-            return
-        del self._leasing[prefix]
-        change.waiting.discard(_LEASE)
-        if ok or prefix in self.moved:
-            if not ok:
-                # Switched already: the core routes it to where it was, whose
-                # anchor gives the lease up once it hands the prefix on, and
-                # the new router's own PD client may get it then.  Only a
-                # prefix at home can stay there.
-                self.counters["switch-without-lease"] += 1
-            self.tunnelled.pop(prefix, None)
-            self._switch(change, now, held=True)
-            return
-        # The home anchor keeps the prefix and tunnels it to the new router
-        # (FM:6-2 as for a switch, once its hold is in place: it releases
-        # what it held that way); a router it was tunnelled to before hands
-        # its leftovers on.
-        self.counters["switch-tunnelled"] += 1
-        self.tunnelled[prefix] = dpa
-        self.events.append(SwitchTunnelled(prefix, dpa, reason))
-        change.tunnel = True
-        if not change.waiting:
-            self._routers_done(change, now)
-
-    def _switch(self, change: _Change, now: float, held: bool = False) -> None:
+    def _switch(self, change: Change, now: float, held: bool = False) -> None:
         """Re-route the core routers for ``change`` (FM:5-1), then FM:6-2."""
         prefix, dpa = change.prefix, change.dpa
         self.events.append(AnchorSwitching(prefix, dpa))
@@ -641,7 +584,7 @@ class ControllerCore(ServiceCore):
             self._routers_done(change, now)
 
     def _send_route(self, r: RouterControl, prefix: Prefix, nh: IPv6Address | None,
-                    change: _Change | None, now: float) -> bool:
+                    change: Change | None, now: float) -> bool:
         """FM:5-1 to ``r``: route ``prefix`` to ``nh`` (None: remove its /64
         route), replacing what it was told before.  False if nothing to change."""
         routed = self._routed[r.name]
@@ -682,7 +625,7 @@ class ControllerCore(ServiceCore):
         else:
             routed[sent.prefix] = had
 
-    def _ask_hold(self, change: _Change, now: float) -> None:
+    def _ask_hold(self, change: Change, now: float) -> None:
         """FM:6-1 to the anchor the prefix is leaving: the MN left it."""
         home = self.discover(change.prefix, now)
         left = self._registered_at(change.previous, now) if change.previous else home
@@ -702,7 +645,7 @@ class ControllerCore(ServiceCore):
                 return reg
         return None
 
-    def _routers_done(self, change: _Change, now: float) -> None:
+    def _routers_done(self, change: Change, now: float) -> None:
         home = self.discover(change.prefix, now)
         if home is None:
             return

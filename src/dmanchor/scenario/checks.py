@@ -26,7 +26,7 @@ from ..emulation.nodes import command
 from ..wire.types import Prefix, entry_from_json
 from .converge import stale
 from .model import Scenario
-from .plan import METRICS_PORT, Plan
+from .plan import METRICS_PORT, Plan, pd_duid
 
 if TYPE_CHECKING:
     from .emulator import _Flow, _Mn
@@ -106,6 +106,8 @@ class EmulationChecks:
             left = self._until(lambda: "; ".join(self._stale()) or None, {None})
             self.checks["every node's state settled where the MNs are"
                         + (f" (left: {left})" if left else "")] = left is None
+        elif kind == "lease":
+            self._check_lease(a)
         elif kind == "counter":
             n = self._at_least(lambda: int(command(self._sock(a["node"]), {
                 "cmd": "counters"}).get(a["name"], 0)), a["min"])
@@ -139,6 +141,16 @@ class EmulationChecks:
                    for node, spec in self.sc.nodes.items()
                    if spec.anchor is not None or spec.fmdp}  # (the nodes with a data plane)
         return stale(entries, where, owner, resolve)
+
+    def _check_lease(self, a: dict[str, Any]) -> None:
+        """Kea's lease of the flow's prefix names node ``at`` (FM:3-2)."""
+        f, at = self.flows[a["flow"]], a["at"]
+        want = pd_duid(self.plan.nodes[at].anchor_index).hex()
+        def holder() -> str | None:
+            h = self._lease_holder(f.prefix)
+            return h.hex() if h is not None else None
+        got = self._until(holder, {want}) if self.kea is not None else None
+        self.checks[f"{f.prefix}'s DHCPv6-PD lease is {at}'s (FM:3-2)"] = got == want
 
     def _check_metrics(self, a: dict[str, Any]) -> None:
         """A Prometheus metric the node serves, scraped as Prometheus would."""

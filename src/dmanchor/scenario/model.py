@@ -171,7 +171,7 @@ class Scenario:
 
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "heal", "loss",
            "attack", "check")
-CHECKS = ("route", "reverted", "counter", "messages", "metrics", "converged")
+CHECKS = ("route", "reverted", "counter", "messages", "metrics", "converged", "lease")
 FUNCTIONS = ("anchor", "controller", "lms", "lmp", "fmdp", "bgp", "dhcp")
 
 
@@ -381,7 +381,7 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
                 raise doc.error(("timeline", i, action), f"expected one of {', '.join(CHECKS)}")
             c = args.sub(kind[0])
             chk: dict[str, Any] = {"check": kind[0]}
-            if kind[0] in ("route", "reverted"):
+            if kind[0] in ("route", "reverted", "lease"):
                 chk["flow"] = c.get("flow", as_str, required=True)
                 if chk["flow"] not in flows:
                     raise doc.error(("timeline", i, action, kind[0], "flow"),
@@ -397,6 +397,12 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
                 if chk["towards"] not in nodes:
                     raise doc.error(("timeline", i, action, kind[0], "towards"),
                                     f"no node {chk['towards']!r}")
+            if kind[0] == "lease":
+                chk["at"] = c.get("at", as_str, required=True)
+                holder = nodes.get(chk["at"])
+                if holder is None or holder.anchor is None or not holder.anchor.pd:
+                    raise doc.error(("timeline", i, action, kind[0], "at"),
+                                    f"{chk['at']!r} is no anchor with pd")
             if kind[0] == "counter":
                 chk["name"] = c.get("name", as_str, required=True)
                 chk["min"] = int(c.get("min", as_num, 1.0))

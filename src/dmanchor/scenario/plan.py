@@ -292,6 +292,11 @@ def _config(plan: Plan, name: str) -> str:
         central = any(a.spec.anchor is not None and (a.spec.anchor.mode == "switch"
                                                      or a.spec.anchor.parent is not None)
                       for a in anchors)
+        if any(a.spec.anchor is not None and a.spec.anchor.pd and a.spec.anchor.mode == "switch"
+               for a in anchors) and not any(n.lease_cmds for n in sc.nodes.values()):
+            # Draft 4.2.1 with the routers' own PD clients: the controller
+            # has a lease released and taken before it switches (FM:3-2).
+            lines.append('leases = "routers"')
         lms = _lm_of_controller(plan)
         if central and lms:
             lines += [f'lms = "{lms}"', 'watch = ["2001:db8::/32"]']

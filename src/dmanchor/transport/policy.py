@@ -53,6 +53,10 @@ ANCHOR_SENDERS: Senders = {
     # make this one hold (and so cut) an MN's own prefix.
     m.ForwardingUpdate: roles(C),
     m.BufferRequest: roles(C),
+    # FM:3-2's lease moves are the controller's: anyone else could make
+    # this router give up (or take) an MN's prefix.
+    m.LeaseRelease: roles(C),
+    m.LeaseTake: roles(C),
     # LM:1-3: the LMs (or LMp) this anchor subscribed at.
     m.LocationInform: roles(S, P),
 }

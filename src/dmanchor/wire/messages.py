@@ -65,6 +65,10 @@ class MsgType(IntEnum):
     ERROR = 32
     MN_QUERY = 33
     MN_REPLY = 34
+    LEASE_RELEASE = 35
+    LEASE_RELEASE_ACK = 36
+    LEASE_TAKE = 37
+    LEASE_TAKE_ACK = 38
 
 
 class Kind(IntEnum):
@@ -512,6 +516,54 @@ class FmHandoff(Message):
     node_id: str = ie(IE.NODE_ID)
     fm_address: IPv6Address = ie(IE.FM_ADDRESS)
     flows: tuple[FlowFilter, ...] = ie(IE.FLOW, many=True)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class LeaseReleaseAck(Message):
+    """Acknowledges FM:3-2's release: the DHCPv6-PD server took the lease
+    back (or this router held none for the prefix)."""
+
+    TYPE = MsgType.LEASE_RELEASE_ACK
+    LABEL = "FM:3-2 release ack"
+    prefix: Prefix = ie(IE.PREFIX)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class LeaseRelease(Message):
+    """FM:3-2, the anchoring moving from this router: give the prefix's
+    DHCPv6-PD lease back to the server, so that the new anchor can have it.
+    Answered once the server confirmed the release."""
+
+    TYPE = MsgType.LEASE_RELEASE
+    LABEL = "FM:3-2 release"
+    REPLY = LeaseReleaseAck
+    prefix: Prefix = ie(IE.PREFIX)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class LeaseTakeAck(Message):
+    """Acknowledges FM:3-2's take: the prefix is delegated to this router."""
+
+    TYPE = MsgType.LEASE_TAKE_ACK
+    LABEL = "FM:3-2 take ack"
+    prefix: Prefix = ie(IE.PREFIX)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class LeaseTake(Message):
+    """FM:3-2, the anchoring moving to this router: have the server delegate
+    the prefix here (asked as a hint).  Answered once delegated, or refused
+    (an ERROR) when the server will not, so the move can fall back to a
+    tunnel from the anchor that keeps it (4.1.2)."""
+
+    TYPE = MsgType.LEASE_TAKE
+    LABEL = "FM:3-2 take"
+    REPLY = LeaseTakeAck
+    prefix: Prefix = ie(IE.PREFIX)
 
 
 # -- Housekeeping -----------------------------------------------------------

@@ -1,0 +1,184 @@
+"""Delegation first with router-driven DHCPv6-PD (issue 16 item 4, FM:3-2).
+
+Each access router is its own PD client; the controller has the lease
+released by the router holding it (LEASE_RELEASE) and taken by the new one
+(LEASE_TAKE) before it re-routes the core.  Driven in virtual time with the
+project's cores, as a call flow; the DHCPv6 server is scripted
+(:class:`Server`): one owner per prefix, a prefix delegated only when free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from dmanchor.access.delegation import Delegated, Refused, Returned
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import Delegate
+from dmanchor.fm.controller_lease import LeaseMoves
+from dmanchor.sim.traffic import report, start_flow
+from dmanchor.wire import messages as m
+from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
+from tests.unit.test_call_flows import Trace, about
+from tests.unit.test_fm import (
+    HNP1,
+    HNP2,
+    IP1,
+    World,
+    assert_lossless,
+    downlink,
+    filter_of,
+    opened,
+    world,
+)
+from tests.unit.test_lease_first import AR2
+
+DELAY = 0.004
+"""Seconds the scripted server takes to answer (a DHCPv6 exchange)."""
+RETRY = 0.02
+PATIENCE = 3.0
+
+
+@dataclass
+class Server:
+    """A scripted DHCPv6-PD server and the routers' PD clients: a prefix is
+    delegated to a router asking for it once no other router holds it; a
+    router in ``refuse`` is never delegated anything."""
+
+    w: World
+    refuse: set[int] = field(default_factory=set)
+    owner: dict[Prefix, int] = field(default_factory=dict)
+    wanted: dict[tuple[int, Prefix], float] = field(default_factory=dict)  # -> since
+    log: list[tuple[float, str, int, Prefix]] = field(default_factory=list)
+
+    def start(self) -> Server:
+        for i in self.w.ar:
+            self.w.net.on_poll(self._addr(i), partial(self._effects, i))
+            self._effects(i)  # what it asked for before the server was up
+        return self
+
+    @staticmethod
+    def _addr(i: int) -> tuple[str, int]:
+        return (f"fc00::{i}:0", 5400)
+
+    def _effects(self, i: int) -> None:
+        agent = self.w.ar[i]
+        while (effect := agent.next_event()) is not None:
+            if not isinstance(effect, Delegate):
+                continue
+            p = effect.prefix
+            if effect.on:
+                self.wanted.setdefault((i, p), self.w.net.now)
+                self.w.net.call_later(DELAY, partial(self._ask, i, p))
+            else:
+                self.wanted.pop((i, p), None)
+                if self.owner.get(p) == i:
+                    self.w.net.call_later(DELAY, partial(self._release, i, p))
+
+    def _tell(self, i: int, ev: Delegated | Returned | Refused) -> None:
+        self.log.append((self.w.net.now, type(ev).__name__, i, ev.prefix))
+        agent: AnchorAgentCore = self.w.ar[i]
+        agent.lease_event(ev, self.w.net.now)
+        self.w.net.poll(self._addr(i))
+
+    def _ask(self, i: int, p: Prefix) -> None:
+        since = self.wanted.get((i, p))
+        if since is None or self.owner.get(p) == i:
+            return  # let go meanwhile, or a second ask of one bound already
+        if i not in self.refuse and self.owner.get(p) is None:
+            self.owner[p] = i
+            self._tell(i, Delegated(p, 120))
+        elif self.w.net.now - since >= PATIENCE:
+            del self.wanted[(i, p)]
+            self._tell(i, Refused(p, "no such prefix free"))
+        else:
+            self.w.net.call_later(RETRY, partial(self._ask, i, p))
+
+    def _release(self, i: int, p: Prefix) -> None:
+        if self.owner.get(p) == i:
+            del self.owner[p]
+            self._tell(i, Returned(p))
+
+
+def moved(refuse: set[int] | None = None) -> tuple[World, Server, Trace]:
+    """HNP1's MN moves from AR1 to AR2 with a session on HNP1; its flows end
+    at 1.05 s (lifetime 1 s), so HNP1 goes back to Net1 after that."""
+    w = world("switch", lifetime=1, pd=True)
+    w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
+    server = Server(w, refuse or set()).start()
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.at(1.05, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=3.0)
+    assert_lossless(report(w.fab, cont))
+    return w, server, trace
+
+
+def test_the_lease_is_released_and_taken_before_the_core_is_switched() -> None:
+    w, server, trace = moved()
+    assert server.owner.get(HNP1) is None  # back to Net1's pool at the end (FM:3-3)
+    trace.assert_order([
+        ("ctrl", "ar1", "BUFFER_REQUEST", about(HNP1)),       # FM:6-1
+        ("ctrl", "ar1", "LEASE_RELEASE", about(HNP1)),        # FM:3-2
+        ("ar1", "ctrl", "LEASE_RELEASE_ACK", about(HNP1)),
+        ("ctrl", "ar2", "LEASE_TAKE", about(HNP1)),
+        ("ar2", "ctrl", "LEASE_TAKE_ACK", about(HNP1)),
+        ("ctrl", "r", "FORWARDING_UPDATE"),                   # FM:5-1
+        ("ctrl", "ar1", "BUFFER_READY", about(HNP1, anchor=None)),  # FM:6-2
+    ], since=0.5)
+    # The server heard: AR1's release confirmed before AR2's lease.
+    moves = [(kind, i) for _, kind, i, p in server.log if p == HNP1]
+    assert moves[:3] == [("Delegated", 1), ("Returned", 1), ("Delegated", 2)], moves
+    # The release was answered only once the server confirmed it.
+    returned = next(t for t, kind, i, p in server.log if (kind, i, p) == ("Returned", 1, HNP1))
+    ack = trace.assert_order([("ar1", "ctrl", "LEASE_RELEASE_ACK", about(HNP1))])[0]
+    assert ack.t >= returned
+    assert w.ctrl.counters["switch-tunnelled"] == 0
+    assert w.ar[2].stats.counters["lease-take"] == 1
+
+
+def test_a_lease_the_new_router_cannot_have_stays_home_and_tunnels() -> None:
+    """AR2 is refused by the server: AR2 refuses the take after LEASE_WAIT
+    and stops asking, AR1 is told it stays the anchor (NODE_ID), asks for its
+    lease back and gets it, and tunnels HNP1 to AR2.  The core never moves."""
+    w, server, trace = moved(refuse={2})
+    trace.assert_order([
+        ("ctrl", "ar1", "LEASE_RELEASE", about(HNP1)),
+        ("ar1", "ctrl", "LEASE_RELEASE_ACK", about(HNP1)),
+        ("ctrl", "ar2", "LEASE_TAKE", about(HNP1)),
+        ("ar2", "ctrl", "ERROR"),
+        ("ctrl", "ar1", "BUFFER_READY", about(HNP1, anchor="ar1")),
+    ], since=0.5)
+    routed = [s for s in trace.since(0.5) if isinstance(s.message, m.ForwardingUpdate)
+              and any(e.prefix == HNP1 for e in s.message.add)]
+    assert not routed  # no FM:5-1 for HNP1
+    assert ForwardingEntry(EntryKind.ROUTE, HNP1, AR2) not in w.fab.routers["r"].entries()
+    moves = [(kind, i) for _, kind, i, p in server.log if p == HNP1]
+    # AR1 had it back before the flows ended; AR2 never had it.
+    assert moves[:3] == [("Delegated", 1), ("Returned", 1), ("Delegated", 1)], moves
+    assert ("Delegated", 2) not in moves
+    assert w.ar[2].stats.counters["lease-take-refused"] == 1
+    assert w.ctrl.counters["switch-tunnelled"] == 1
+    # FM:1 at the end takes the tunnel down; AR1 gives the lease back then.
+    assert server.owner.get(HNP1) is None
+    for name in ("r", "ar1", "ar2"):
+        assert not [e for e in w.fab.routers[name].entries() if e.prefix == HNP1], name
+
+
+def test_only_the_controller_moves_a_lease() -> None:
+    """A LEASE_RELEASE from any other node is refused: the lease stays."""
+    w = world("switch", lifetime=1, pd=True, signed=True)
+    server = Server(w).start()
+    w.net.run(until=0.2)
+    assert server.owner.get(HNP1) == 1
+    ar2 = w.ar[2]
+    ar2.endpoint.request(m.LeaseRelease(HNP1), ("fc00::1:0", 5400), w.net.now)
+    w.net.poll(("fc00::2:0", 5400))
+    w.net.run(until=0.5)
+    assert server.owner.get(HNP1) == 1
+    assert sum(v for k, v in w.ar[1].refused.items() if "LEASE_RELEASE" in k) == 1
+    assert HNP1 in w.ar[1].delegated
+
