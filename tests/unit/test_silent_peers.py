@@ -13,6 +13,7 @@ from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.transport.reliable import Addr
 from dmanchor.wire import messages as m
 from dmanchor.wire.codec import decode
+from dmanchor.wire.types import EntryKind
 from tests.unit.test_call_flows import HNP3, Trace, move_stock
 from tests.unit.test_fm import (
     CTRL,
@@ -417,3 +418,67 @@ def test_a_subscription_keeps_other_members_pushes_within_a_bound(
         assert sub.pushed(other, p) is None
     assert sub.dropped == 2
     assert sub.pushed(in_use, pushes[0]) == pushes[0]  # the member in use: believed
+
+
+def test_a_restarted_chain_point_ends_its_leftover_tunnel() -> None:
+    """4.1.2, A -> B -> C: after the second move AR2 keeps a leftover tunnel
+    to AR3 (in-flight packets follow the MN), ended by a timer - which its
+    agent, restarted just after, no longer has.  The restart sweep asks the
+    LMs: HNP1 is bound at AR3, where the tunnel leads, so the leftover is
+    ended as it would have been.  The session loses nothing."""
+    w = world("tunnel", lifetime=1, n=3)
+    cont = downlink("cont", IP1, 0.1, 2.5)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.move(1.0, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
+    w.net.call_at(1.1, lambda: _restart_agent(w, 2))
+    w.net.run(until=2.0)
+    leftover = [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
+    assert [e.kind for e in leftover] == [EntryKind.TUNNEL]  # still there, no timer for it
+    w.at(2.6, 3, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=6.0)
+    rep = report(w.fab, cont)
+    assert rep.lost == 0 and rep.duplicates == 0, rep
+    assert [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1] == []
+    assert w.ar[2].stats.counters["sweep-leftover"] == 1
+
+
+def test_a_home_restarted_after_its_session_ended_removes_the_stale_tunnel() -> None:
+    """4.1.2: AR1 tunnels HNP1 to AR2 and goes down; the session ends while
+    it is down, so the revert (FM:1) never reaches it.  Restarted long after,
+    its kernel still has the tunnel: the sweep finds HNP1 bound nowhere and
+    removes it.  (Kept before: nothing else would ever end it.)"""
+    w = world("tunnel", lifetime=1)
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.call_at(1.1, lambda: w.net.remove(("fc00::1:0", 5400)))
+    w.at(1.2, 2, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.call_at(20.0, lambda: _restart_agent(w, 1))
+    w.net.run(until=21.0)
+    assert [e.kind for e in w.fab.routers["ar1"].entries()
+            if e.prefix == HNP1] == [EntryKind.TUNNEL]
+    w.net.run(until=24.0)
+    assert [e for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1] == []
+    assert w.ar[1].stats.counters["sweep-removed"] == 1
+
+
+def test_a_restarted_router_keeps_what_its_binding_says_it_serves() -> None:
+    """The sweep's other side: AR2's agent restarts while it serves HNP1 and
+    its MN stays silent (not heard again on the link).  The LMs binds HNP1
+    at AR2, so its route stays and the session goes on."""
+    w = world("tunnel", lifetime=5)
+    cont = downlink("cont", IP1, 0.1, 4.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    move_stock(w, 0.5, 0.03, HNP2)
+    w.net.call_at(1.0, lambda: _restart_agent(w, 2))
+    w.net.run(until=4.0)
+    assert w.ar[2].stats.counters["sweep-kept"] == 1
+    assert w.ar[2].stats.counters["sweep-removed"] == 0
+    assert [e.kind for e in w.fab.routers["ar2"].entries()
+            if e.prefix == HNP1] == [EntryKind.ANCHOR]
+    # Delivered all along after the sweep (at 3 s), as before it.
+    assert _received_after(w, cont.name, 3.1) >= 0.95 * cont.rate * (4.0 - 3.1)

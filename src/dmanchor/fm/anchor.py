@@ -96,12 +96,14 @@ from .anchor_model import (
     VisitCheck,
     Visiting,
 )
+from .anchor_restart import AnchorRestart, Sweep
 from .fib import DesiredFib
 from .flows import FlowBook
 from .fmdp import DpFunction
 
 
-class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, ServiceCore):
+class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, AnchorRestart,
+                      ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -170,6 +172,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
                 ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.flush_sid), link="flush")]
         have = fib.entries()
         fib.apply([e for e in sids if e not in have], (), now)
+        self._sweeping: dict[int, Prefix] = {}  # LM:1-1 about what the kernel kept
+        self._start_sweep(have, now)
         self.set_timer(Register(), now)
         if settings.controller is not None and settings.status_interval > 0:
             self.set_timer(Status(), now)
@@ -446,7 +450,9 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             return
         if self.lm is not None and event.request_id in self.lm and self._lm_outcome(event, now):
             return  # sent again, to the next member of the LMs pool
-        if event.request_id in self._homecoming:
+        if event.request_id in self._sweeping:
+            self._on_swept(event, now)
+        elif event.request_id in self._homecoming:
             self._on_homecoming_answer(event, now)
         elif isinstance(event, ReplyReceived):
             self._on_reply(event, now)
@@ -627,6 +633,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
         Resend: AnchorFlows._on_resend,
         Requery: _on_requery, LeaseWait: AnchorLeases._on_lease_wait,
+        Sweep: AnchorRestart._on_sweep,
     }
 
     def _joined(self, join: Join, now: float) -> None:

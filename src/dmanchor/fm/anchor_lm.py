@@ -49,6 +49,7 @@ class AnchorLocation:
     attached: dict[str, Attached]
     _joins: dict[int, Join]
     _mn_queries: dict[int, Requery]
+    _sweeping: dict[int, Prefix]
     visiting: dict[Prefix, Visiting]
 
     if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class AnchorLocation:
                 self._joins[out.again] = self._joins.pop(event.request_id)
             if event.request_id in self._mn_queries:
                 self._mn_queries[out.again] = self._mn_queries.pop(event.request_id)
+            if event.request_id in self._sweeping:
+                self._sweeping[out.again] = self._sweeping.pop(event.request_id)
             return True
         if out.switched:
             # Subscriptions lived at the member that stopped answering.
