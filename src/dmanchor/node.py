@@ -154,11 +154,13 @@ class Node:
         if cfg.controller is not None:
             listen, settings = cfg.controller
             kept = load_state(cfg.controller_state)
-            if kept.moved or kept.registered:
-                log.info("controller: %d moved prefixes and %d registrations taken back "
-                         "from %s", len(kept.moved), len(kept.registered), cfg.controller_state)
+            if kept.moved or kept.registered or kept.tunnelled:
+                log.info("controller: %d moved prefixes, %d tunnelled and %d registrations "
+                         "taken back from %s", len(kept.moved), len(kept.tunnelled),
+                         len(kept.registered), cfg.controller_state)
             self.controller = ControllerCore(settings, self._endpoint(), now,
-                                             restored=kept.moved, registered=kept.registered)
+                                             restored=kept.moved, registered=kept.registered,
+                                             tunnelled=kept.tunnelled)
             cores["controller"] = (self.controller, listen)
         # One desired state for the cores sharing this router's data plane.
         fib = DesiredFib(self.dataplane) if self.dataplane is not None else None

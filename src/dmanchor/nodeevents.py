@@ -98,12 +98,14 @@ class ControllerState(NamedTuple):
     """Prefixes it had moved -> their DPA."""
     registered: dict[Prefix, Registration]
     """The anchors' FM:4-1 registrations (their expiry is not kept)."""
+    tunnelled: dict[Prefix, IPv6Address]
+    """Prefixes whose lease could not move -> the DPA their home tunnels to."""
 
 
 def load_state(path: Path | None) -> ControllerState:
     """What a controller kept when it last ran (empty if nothing was kept,
     or if the file is unreadable: said in the log, never fatal)."""
-    empty = ControllerState({}, {})
+    empty = ControllerState({}, {}, {})
     if path is None or not path.exists():
         return empty
     try:
@@ -111,19 +113,24 @@ def load_state(path: Path | None) -> ControllerState:
         moved = {Prefix.parse(p): IPv6Address(a) for p, a in doc["moved"].items()}
         registered = {Prefix.parse(p): Registration(str(n), IPv6Address(d), IPv6Address(c), 0.0)
                       for p, (n, d, c) in doc.get("registered", {}).items()}
-        return ControllerState(moved, registered)
+        tunnelled = {Prefix.parse(p): IPv6Address(a)
+                     for p, a in doc.get("tunnelled", {}).items()}
+        return ControllerState(moved, registered, tunnelled)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, WireError) as exc:
         log.error("controller state %s unreadable, starting without it: %s", path, exc)
         return empty
 
 
 def save_state(path: Path, moved: Mapping[Prefix, IPv6Address],
-               registered: Mapping[Prefix, Registration]) -> None:
-    """Keep what the controller has moved and who registered what
-    (atomically: a crash leaves the old file or the new one)."""
+               registered: Mapping[Prefix, Registration],
+               tunnelled: Mapping[Prefix, IPv6Address] | None = None) -> None:
+    """Keep what the controller has moved (or left tunnelled from home) and
+    who registered what (atomically: a crash leaves the old file or the new
+    one)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({
         "moved": {str(p): str(a) for p, a in moved.items()},
+        "tunnelled": {str(p): str(a) for p, a in (tunnelled or {}).items()},
         "registered": {str(p): [r.node_id, str(r.dpa), str(r.cpa)]
                        for p, r in registered.items()}}))
     os.replace(tmp, path)
@@ -147,7 +154,7 @@ class NodeEvents:
     def _keep(self, core: ControllerCore) -> None:
         if self.controller_state is not None:
             try:
-                save_state(self.controller_state, core.moved, core.registered)
+                save_state(self.controller_state, core.moved, core.registered, core.tunnelled)
             except OSError as exc:
                 log.error("controller state %s: %s", self.controller_state, exc)
 
@@ -165,6 +172,7 @@ class NodeEvents:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             elif isinstance(ev, SwitchTunnelled):
+                self._keep(core)
                 log.warning("%s stays anchored at home, tunnelled to %s (4.1.2): its lease "
                             "did not move: %s", ev.prefix, ev.dpa, ev.reason,
                             extra={"prefix": ev.prefix, "label": "FM:3-2",
@@ -177,6 +185,7 @@ class NodeEvents:
                 log.info("%s anchored at %s now (4.2.1)", ev.prefix, ev.dpa,
                          extra={"prefix": ev.prefix, "label": "FM:5-1", "function": "controller"})
             else:
+                self._keep(core)  # (a tunnelled prefix's revert changes no route)
                 log.info("%s routed home again (FM:3-3)", ev.prefix,
                          extra={"prefix": ev.prefix, "label": "FM:3-3", "function": "controller"})
 

@@ -17,17 +17,19 @@ AR1_NET = Prefix.parse("2001:db8:1::/48")
 
 def test_moves_survive_a_restart_and_a_bad_file_is_no_crash(tmp_path: Path) -> None:
     path = tmp_path / "r.state.json"
-    assert load_state(path) == ({}, {})  # a first start
+    assert load_state(path) == ({}, {}, {})  # a first start
     reg = Registration("ar1", A("fc00::1:0"), A("fd00:2::2"), 123.0)
-    save_state(path, {HNP1: A("fc00::2:0")}, {AR1_NET: reg})
+    hnp9 = Prefix.parse("2001:db8:1:9::/64")
+    save_state(path, {HNP1: A("fc00::2:0")}, {AR1_NET: reg}, {hnp9: A("fc00::3:0")})
     assert load_state(path) == ({HNP1: A("fc00::2:0")},
-                                {AR1_NET: replace(reg, expires=0.0)})  # expiry not kept
+                                {AR1_NET: replace(reg, expires=0.0)},  # expiry not kept
+                                {hnp9: A("fc00::3:0")})
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
     for bad in ("", "{", '{"moved": {"2001:db8::1/64": "fc00::2:0"}}', '{"moved": 3}',
                 '{"moved": {"2001:db8:1:1::/64": "not-an-address"}}', "[]",
                 '{"moved": {}, "registered": {"2001:db8:1::/48": ["ar1"]}}'):
         path.write_text(bad)
-        assert load_state(path) == ({}, {}), bad
+        assert load_state(path) == ({}, {}, {}), bad
 
 
 def test_a_restarted_controller_answers_discovery_from_the_kept_registry() -> None:

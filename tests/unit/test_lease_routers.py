@@ -15,12 +15,14 @@ from functools import partial
 from dmanchor.access.delegation import Delegated, Refused, Returned
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import Delegate
+from dmanchor.fm.controller import ControllerCore
 from dmanchor.fm.controller_lease import LeaseMoves
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
 from tests.unit.test_call_flows import Trace, about
 from tests.unit.test_fm import (
+    CTRL,
     HNP1,
     HNP2,
     IP1,
@@ -182,3 +184,32 @@ def test_only_the_controller_moves_a_lease() -> None:
     assert sum(v for k, v in w.ar[1].refused.items() if "LEASE_RELEASE" in k) == 1
     assert HNP1 in w.ar[1].delegated
 
+
+
+def test_a_restarted_controller_still_ends_a_tunnelled_prefix() -> None:
+    """The fallback survives a controller restart: its host keeps what it
+    left tunnelled from home, and when the binding ends while the controller
+    is down, the restarted one finds no binding and has the home take its
+    tunnel down (FM:1) - before, the home tunnelled HNP1 to AR2 for good."""
+    w = world("switch", lifetime=1, pd=True)
+    w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS, reconcile_grace=1.0)
+    server = Server(w, {2}).start()
+    cont = downlink("cont", IP1, 0.1, 1.3)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.net.run(until=1.3)
+    assert w.ctrl.tunnelled == {HNP1: AR2}
+    kept = dict(w.ctrl.tunnelled)
+    w.net.remove(CTRL)
+    w.at(1.35, 2, lambda a, now: a.flows_closed(HNP1, now))  # the binding ends
+    w.net.run(until=4.0)
+    assert [e.kind for e in w.fab.routers["ar1"].entries()
+            if e.prefix == HNP1] == [EntryKind.TUNNEL]  # nobody told AR1
+    ctrl = ControllerCore(w.ctrl.s, now=w.net.now, tunnelled=kept)
+    w.net.add(CTRL, ctrl)
+    w.net.poll(CTRL)
+    w.net.run(until=7.0)
+    assert ctrl.counters["reconcile-reverted"] == 1 and not ctrl.tunnelled
+    assert [e for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1] == []
+    assert server.owner.get(HNP1) is None  # AR1 gave the lease back (FM:3-3)

@@ -117,6 +117,10 @@ class AnchorLeases:
             self._effects.append(Delegate(p, True))
         else:
             self._delegate((p,), True)
+        before = self.leases.taking.get(p)
+        if before is not None:
+            # A newer move of the prefix asks again: the older one is over.
+            self.endpoint.reject(before, Cause.INVALID_STATE, "asked again", now, p)
         self.leases.taking[p] = ev
         self.set_timer(LeaseWait(p), now + LEASE_WAIT)
 

@@ -221,13 +221,16 @@ class ControllerCore(ControllerLeases, ServiceCore):
 
     def __init__(self, settings: ControllerSettings, endpoint: Endpoint | None = None,
                  now: float = 0.0, restored: Mapping[Prefix, IPv6Address] | None = None,
-                 registered: Mapping[Prefix, Registration] | None = None) -> None:
+                 registered: Mapping[Prefix, Registration] | None = None,
+                 tunnelled: Mapping[Prefix, IPv6Address] | None = None) -> None:
         """``restored``: the prefixes it had moved when it last ran (prefix ->
         DPA, as :class:`AnchorSwitching` events said; the host persists them):
         the core routers still route them so, and each is confirmed with the
         LMs (LM:1-1) - or reverted once the binding is surely gone.
         ``registered``: the registry it had (:attr:`registered`), kept by
-        the host (:class:`AnchorRegistered`)."""
+        the host (:class:`AnchorRegistered`).  ``tunnelled``: the prefixes
+        it had left tunnelled from home (:attr:`tunnelled`), confirmed
+        likewise - or their tunnel taken down (FM:1)."""
         super().__init__(endpoint or Endpoint())
         self.s = settings
         self.registry: PrefixTable[Registration] = PrefixTable()
@@ -277,8 +280,8 @@ class ControllerCore(ControllerLeases, ServiceCore):
             # at most one registration lifetime.
             self.registry.set(p, Registration(reg.node_id, reg.dpa, reg.cpa,
                                               now + self.s.max_registration))
-        if restored:
-            self._restore(restored, now)
+        if restored or tunnelled:
+            self._restore(restored or {}, tunnelled or {}, now)
 
     def drain_events(self) -> list[ControllerEvent]:
         """Take the upward events."""
@@ -427,18 +430,24 @@ class ControllerCore(ControllerLeases, ServiceCore):
                 if prefix in self.moved:
                     self.counters["reconcile-reverted"] += 1
                     self._program(prefix, None, now)
+                elif self.tunnelled.pop(prefix, None) is not None:
+                    self.counters["reconcile-reverted"] += 1
+                    self._routers_done(Change(prefix, None), now)  # FM:1: the tunnel goes
             self._reconciling.clear()
 
-    def _restore(self, moved: Mapping[Prefix, IPv6Address], now: float) -> None:
-        """Take back what the last run had moved (the routers kept it)."""
+    def _restore(self, moved: Mapping[Prefix, IPv6Address],
+                 tunnelled: Mapping[Prefix, IPv6Address], now: float) -> None:
+        """Take back what the last run had moved (the routers kept it) or
+        left tunnelled (the home anchors kept that)."""
+        self.tunnelled.update(tunnelled)
         for prefix, dpa in moved.items():
             self.moved[prefix] = dpa
             for r in self.s.routers:
                 nh = r.next_hops.get(dpa)
                 if nh is not None:
                     self._routed[r.name][prefix] = nh
-        self._reconciling = set(moved)
-        self.counters["restored"] += len(moved)
+        self._reconciling = set(moved) | set(tunnelled)
+        self.counters["restored"] += len(self._reconciling)
         self.set_timer("reconcile", now)
 
     # -- FM:4 ---------------------------------------------------------------------------
@@ -543,7 +552,10 @@ class ControllerCore(ControllerLeases, ServiceCore):
             # A move - or the MN back home while the anchoring is elsewhere:
             # the core routes the /64 to its home explicitly, so that the
             # change marks the old path's end like any move.
-            if self.moved.get(prefix, self.tunnelled.get(prefix)) != dpa:
+            leasing = self._leasing.get(prefix)
+            if self.moved.get(prefix, self.tunnelled.get(prefix)) != dpa and (
+                    leasing is None or leasing.dpa != dpa):
+                # (A refresh of the binding while its lease moves is no new move.)
                 self._program(prefix, dpa, now)
         elif prefix in self.moved:
             self._program(prefix, None, now)
