@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
+from ipaddress import IPv6Address as A
 
 from dmanchor.access.delegation import Delegated, Refused, Returned
 from dmanchor.fm.anchor import AnchorAgentCore
@@ -20,7 +21,7 @@ from dmanchor.fm.controller_lease import LeaseMoves
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
-from tests.unit.test_call_flows import Trace, about
+from tests.unit.test_call_flows import HNP3, Trace, about
 from tests.unit.test_fm import (
     CTRL,
     HNP1,
@@ -213,3 +214,38 @@ def test_a_restarted_controller_still_ends_a_tunnelled_prefix() -> None:
     assert ctrl.counters["reconcile-reverted"] == 1 and not ctrl.tunnelled
     assert [e for e in w.fab.routers["ar1"].entries() if e.prefix == HNP1] == []
     assert server.owner.get(HNP1) is None  # AR1 gave the lease back (FM:3-3)
+
+
+def test_a_switched_prefix_whose_next_lease_is_refused_goes_back_home() -> None:
+    """A -> B -> C, C refused by the server: HNP1 was switched to AR2 with
+    its lease; AR2 gives the lease up for the move to AR3, which cannot have
+    it.  The anchoring goes back home: the core's route to AR2 goes, AR1
+    asks for the lease again and tunnels HNP1 to AR3, and AR2 hands what it
+    held on to AR3.  (Before, it was switched to AR3 without a lease.)"""
+    w = world("switch", lifetime=1, pd=True, n=3)
+    w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
+    server = Server(w, {3}).start()
+    cont = downlink("cont", IP1, 0.1, 2.5)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.move(1.2005, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
+    w.net.run(until=2.3)
+    assert server.owner.get(HNP1) == 1
+    moves = [(kind, i) for _, kind, i, p in server.log if p == HNP1]
+    assert moves == [("Delegated", 1), ("Returned", 1), ("Delegated", 2), ("Returned", 2),
+                     ("Delegated", 1)], moves
+    assert w.ctrl.counters["switch-home-tunnelled"] == 1
+    assert w.ctrl.counters["switch-without-lease"] == 0
+    assert HNP1 not in w.ctrl.moved and w.ctrl.tunnelled == {HNP1: A("fc00::3:0")}
+    assert not [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
+    assert [e.next_hop for e in w.fab.routers["ar1"].entries()
+            if e.prefix == HNP1] == [A("fc00::3:1")]  # AR3's flush SID
+    w.at(2.6, 3, lambda a, now: a.flows_closed(HNP1, now))
+    w.net.run(until=6.0)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert ("cn", "r", "ar1", "r", "ar3", "mn") in rep.paths
+    assert server.owner.get(HNP1) is None  # given back at the end (FM:3-3)
+    for name in ("r", "ar1", "ar2", "ar3"):
+        assert not [e for e in w.fab.routers[name].entries() if e.prefix == HNP1], name

@@ -579,6 +579,14 @@ class ControllerCore(ControllerLeases, ServiceCore):
             self.moved[prefix] = dpa
             if not held:
                 self._ask_hold(change, now)
+        self._reroute(change, dpa, now)
+        if not change.waiting:
+            self._routers_done(change, now)
+
+    def _reroute(self, change: Change, dpa: IPv6Address | None, now: float) -> None:
+        """FM:5-1 to every core router: route ``change``'s prefix to ``dpa``
+        (None: home, by its network's route); ``change`` waits for them."""
+        prefix = change.prefix
         for r in self.s.routers:
             nh = r.next_hops.get(dpa) if dpa is not None else None
             if dpa is not None and nh is None:
@@ -592,8 +600,6 @@ class ControllerCore(ControllerLeases, ServiceCore):
                 self.counters["fm5-1-deferred"] += 1
                 continue
             self._send_route(r, prefix, nh, change, now)
-        if not change.waiting:
-            self._routers_done(change, now)
 
     def _send_route(self, r: RouterControl, prefix: Prefix, nh: IPv6Address | None,
                     change: Change | None, now: float) -> bool:

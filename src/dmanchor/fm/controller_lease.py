@@ -92,6 +92,7 @@ class ControllerLeases:
         def _ask_hold(self, change: Change, now: float) -> None: ...
         def _switch(self, change: Change, now: float, held: bool = False) -> None: ...
         def _routers_done(self, change: Change, now: float) -> None: ...
+        def _reroute(self, change: Change, dpa: IPv6Address | None, now: float) -> None: ...
 
     def _move_lease(self, change: Change, now: float) -> None:
         """Hold at the anchor the prefix leaves (FM:6-1), then move the lease;
@@ -156,7 +157,15 @@ class ControllerLeases:
             return
         del self._leasing[prefix]
         change.waiting.discard(LEASE)
-        if ok or prefix in self.moved:
+        if not ok and prefix in self.moved and self.s.leases is LeaseMoves.ROUTERS:
+            # Switched already, and the anchor it was switched to gave the
+            # lease up for this move: the anchoring goes back home, which
+            # asks for the lease again and tunnels it to the new router.
+            # (The router it leaves hands what it held on, FM:6-2.)
+            self.counters["switch-home-tunnelled"] += 1
+            del self.moved[prefix]
+            self._reroute(change, None, now)
+        elif ok or prefix in self.moved:
             if not ok:
                 # Switched already: the core routes it to where it was, whose
                 # anchor gives the lease up once it hands the prefix on, and
