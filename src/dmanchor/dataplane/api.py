@@ -90,6 +90,9 @@ class DataPlane(Protocol):
         """The prefixes held now (BUFFER entries; the data plane ends them
         itself, on a timeout or an end marker)."""
 
+    def held(self, prefix: Prefix) -> bool:
+        """Whether ``prefix`` is among :meth:`holds` (without building the set)."""
+
     def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
         """Send an end marker down ``tunnel`` (a TUNNEL entry in force): no
         more of its prefix will take it (the routing upstream has moved

@@ -410,6 +410,10 @@ class Holds:
         """Prefixes held (a hold being lifted is released already)."""
         return set(self._holds).difference(self._lifting)
 
+    def held(self, prefix: Prefix) -> bool:
+        """Whether ``prefix`` is among :meth:`holds`."""
+        return prefix in self._holds and prefix not in self._lifting
+
     def buffered(self, prefix: Prefix) -> int:
         """Packets held for ``prefix`` now."""
         self._drain()

@@ -14,6 +14,7 @@ prefix the lowest metric wins.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class MemoryDataPlane:
         self._flows: list[ForwardingEntry] = []
         self._source_filters: dict[str, tuple[Prefix, ...]] = {}
         self._buffers: dict[Prefix, _Buffer] = {}
+        # (deadline, order, prefix) of every hold started; an entry whose
+        # hold has gone (or is another hold of the prefix) is skipped: the
+        # next deadline costs O(log n), not a walk of every hold.
+        self._deadlines: list[tuple[float, int, Prefix]] = []
+        self._order = 0
         self._usage: dict[FlowFilter, list[int]] = {}
         self._counters: Counter[str] = Counter()
         self.on_release: Callable[[Packet], None] | None = None
@@ -146,6 +152,8 @@ class MemoryDataPlane:
             if e.kind is EntryKind.BUFFER and e.prefix not in self._buffers:
                 spec = (buffers or {}).get(e.prefix, BufferSpec())
                 self._buffers[e.prefix] = _Buffer(spec, now)
+                self._order += 1
+                heapq.heappush(self._deadlines, (now + spec.timeout, self._order, e.prefix))
         if self.on_marker is not None:
             for prefix, old in before.items():
                 if old is not None and old != self._path_of(prefix.network):
@@ -172,26 +180,37 @@ class MemoryDataPlane:
         out = [e for _, es in self._plain.items() for e in es]
         return out + list(self._flows)
 
+    def _live_deadline(self) -> tuple[float, Prefix] | None:
+        """The earliest deadline of a hold in force (stale entries dropped)."""
+        q = self._deadlines
+        while q:
+            at, _, prefix = q[0]
+            buf = self._buffers.get(prefix)
+            # Same sum as when it was pushed: "now - started >= timeout" can
+            # be False at that very deadline by rounding, and a timer spin.
+            if buf is not None and buf.started + buf.spec.timeout == at:
+                return at, prefix
+            heapq.heappop(q)
+        return None
+
     def expire(self, now: float) -> None:
-        for prefix, buf in list(self._buffers.items()):
-            # Same sum as next_deadline(): "now - started >= timeout" can be
-            # False at that very deadline by rounding, and the timer would spin.
-            if now >= buf.started + buf.spec.timeout:
-                hold = [e for e in self.entries()
-                        if e.kind is EntryKind.BUFFER and e.prefix == prefix]
-                if buf.spec.release_on_timeout:
-                    self._counters["hold-timeout-released"] += len(buf.packets)
-                    self.apply((), hold, now)
-                    continue
-                self._counters["buffer-timeout"] += len(buf.packets)
-                del self._buffers[prefix]
-                for e in hold:
-                    self._remove(e)
+        while (due := self._live_deadline()) is not None and now >= due[0]:
+            prefix = due[1]
+            buf = self._buffers[prefix]
+            hold = [e for e in (*(self._plain.get(prefix) or ()), *self._flows)
+                    if e.kind is EntryKind.BUFFER and e.prefix == prefix]
+            if buf.spec.release_on_timeout and hold:
+                self._counters["hold-timeout-released"] += len(buf.packets)
+                self.apply((), hold, now)
+                continue
+            self._counters["buffer-timeout"] += len(buf.packets)
+            del self._buffers[prefix]
+            for e in hold:
+                self._remove(e)
 
     def next_deadline(self) -> float | None:
-        if not self._buffers:
-            return None
-        return min(b.started + b.spec.timeout for b in self._buffers.values())
+        due = self._live_deadline()
+        return None if due is None else due[0]
 
     def usage(self, flow: FlowFilter) -> FlowUsage:
         u = self._usage.get(flow)
@@ -228,6 +247,9 @@ class MemoryDataPlane:
 
     def holds(self) -> set[Prefix]:
         return set(self._buffers)
+
+    def held(self, prefix: Prefix) -> bool:
+        return prefix in self._buffers
 
     def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
         if not self._has(tunnel) or tunnel.kind is not EntryKind.TUNNEL \

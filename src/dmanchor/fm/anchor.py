@@ -119,6 +119,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         fib = dataplane if isinstance(dataplane, DesiredFib) else DesiredFib(dataplane)
         self.fn = DpFunction(fib, settings.buffer)
         self.dp: DataPlane = fib
+        self.fib = fib
+        """The same, with its lookups by prefix."""
         self.stats = AnchorStats()
         self.attached: dict[str, Attached] = {}
         # Own prefix -> node id of the agent of the host-based MN it was
@@ -768,8 +770,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:
-        have = set(self.dp.entries())
-        self.dp.apply([e for e in add if e not in have], (), now, buffers)
+        self.dp.apply([e for e in add if not self.fib.has(e)], (), now, buffers)
 
     def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                  keep_buffer: bool = False, spec: BufferSpec | None = None) -> None:
@@ -777,9 +778,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
         Removing a BUFFER entry releases its packets through ``new``.
         """
-        old = [e for e in self.dp.entries()
-               if e.prefix == prefix and e.flow is None
-               and not (keep_buffer and e.kind is EntryKind.BUFFER)]
+        old = [e for e in self.fib.entries_of(prefix)
+               if e.flow is None and not (keep_buffer and e.kind is EntryKind.BUFFER)]
         add = [e for e in new if e not in old]
         delete = [e for e in old if e not in new]
         buffers = {prefix: spec or self.s.buffer} if any(

@@ -45,6 +45,7 @@ from .anchor_model import (
     Settle,
     Visiting,
 )
+from .fib import DesiredFib
 
 MIN_MOBILE_PREFIX = 48
 """The shortest prefix an MN is given (a whole site's /48): FM:6-2 from
@@ -60,6 +61,7 @@ class AnchorHandover:
 
     s: AnchorSettings
     dp: DataPlane
+    fib: DesiredFib
     stats: AnchorStats
     life: PrefixLife
     endpoint: Endpoint
@@ -195,8 +197,7 @@ class AnchorHandover:
                 self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
 
     def _on_settle(self, t: Settle, now: float) -> None:
-        held = any(e.kind is EntryKind.BUFFER and e.prefix == t.prefix and e.flow is None
-                   for e in self.dp.entries())
+        held = self.fib.held(t.prefix)
         if not held or self.life.of(t.prefix) is not PrefixState.ANCHORED:
             return  # lifted by the marker, or the MN moved on meanwhile
         self.stats.counters["settled-unmarked"] += 1
@@ -206,7 +207,7 @@ class AnchorHandover:
         if self._unmarked.get(t.prefix) == t.target:
             del self._unmarked[t.prefix]  # the route never came: the hold timed out
         leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
-        if leftover in self.dp.entries():
+        if self.fib.has(leftover):
             self.dp.apply((), (leftover,), now)
             if self.life.of(t.prefix) is PrefixState.HANDED:
                 self._step(t.prefix, PrefixEvent.RELEASED)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ..dataplane.api import DataPlane
     from ..lm.pool import PoolRequests
     from .anchor_model import AnchorSettings, AnchorStats, PrefixLife
+    from .fib import DesiredFib
 
 SWEEP_AFTER = 2.0
 """Seconds after a start before the kernel's unexplained entries are asked
@@ -61,6 +62,7 @@ class AnchorRestart:
     if TYPE_CHECKING:
         s: AnchorSettings
         dp: DataPlane
+        fib: DesiredFib
         lm: PoolRequests | None
         life: PrefixLife
         stats: AnchorStats
@@ -103,7 +105,7 @@ class AnchorRestart:
         if reply is None and not gone:
             self.stats.counters["sweep-unknown"] += 1
             return
-        entries = [e for e in self.dp.entries() if e.prefix == p and e.kind in _SWEPT]
+        entries = [e for e in self.fib.entries_of(p) if e.kind in _SWEPT]
         at = reply.forwarding_address if reply is not None and reply.lifetime else None
         if at is not None and at in (self.s.dpa, self.s.flush_sid):
             self.stats.counters["sweep-kept"] += 1  # its MN is silent, not gone

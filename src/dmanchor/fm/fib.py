@@ -26,23 +26,57 @@ class DesiredFib:
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self._entries: dict[ForwardingEntry, None] = dict.fromkeys(
-            e for e in dataplane.entries() if e.kind is not EntryKind.BUFFER)
+        self._entries: dict[ForwardingEntry, None] = {}
+        # The same, by prefix: a handover looks at one prefix's entries, and
+        # a router may have a hundred thousand (the cost of a handover must
+        # not grow with the MNs a router serves).
+        self._by_prefix: dict[Prefix, dict[ForwardingEntry, None]] = {}
+        for e in dataplane.entries():
+            if e.kind is not EntryKind.BUFFER:
+                self._remember(e)
+
+    def _remember(self, e: ForwardingEntry) -> None:
+        self._entries[e] = None
+        self._by_prefix.setdefault(e.prefix, {})[e] = None
+
+    def _forget(self, e: ForwardingEntry) -> None:
+        if self._entries.pop(e, 0) is None:
+            of = self._by_prefix[e.prefix]
+            del of[e]
+            if not of:
+                del self._by_prefix[e.prefix]
 
     def apply(self, add: Sequence[ForwardingEntry], delete: Sequence[ForwardingEntry],
               now: float, buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:
         """Apply through to the data plane; remembered only once it took it."""
         self.dataplane.apply(add, delete, now, buffers)
         for e in delete:
-            self._entries.pop(e, None)
+            self._forget(e)
         for e in add:
             if e.kind is not EntryKind.BUFFER:
-                self._entries[e] = None
+                self._remember(e)
 
     def entries(self) -> list[ForwardingEntry]:
         """What the cores asked for, and the holds in force."""
         holds = [ForwardingEntry(EntryKind.BUFFER, p) for p in self.dataplane.holds()]
         return [*self._entries, *holds]
+
+    def entries_of(self, prefix: Prefix) -> list[ForwardingEntry]:
+        """:meth:`entries` of exactly ``prefix`` (per-flow ones included)."""
+        out = list(self._by_prefix.get(prefix, ()))
+        if self.dataplane.held(prefix):
+            out.append(ForwardingEntry(EntryKind.BUFFER, prefix))
+        return out
+
+    def has(self, entry: ForwardingEntry) -> bool:
+        """Whether ``entry`` is among :meth:`entries`."""
+        if entry.kind is EntryKind.BUFFER:
+            return entry.flow is None and entry.next_hop is None \
+                and self.dataplane.held(entry.prefix)
+        return entry in self._entries
+
+    def held(self, prefix: Prefix) -> bool:
+        return self.dataplane.held(prefix)
 
     def holds(self) -> set[Prefix]:
         return self.dataplane.holds()

@@ -48,7 +48,14 @@ class VirtualNetwork:
         # order is unique, so two actions are never compared.
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = 0
+        # Per core: the deadline it wants now, and the earliest time an
+        # entry of its timer is queued for.  A deadline moved later pushes
+        # nothing: the queued entry fires early, finds the core not due and
+        # queues the later time then.  (A push per change left most of the
+        # queue stale - 93% in a 16k-MN simulation - and every stale entry
+        # cost a pop.)
         self._timer_at: dict[Addr, float | None] = {}
+        self._queued_at: dict[Addr, float] = {}
         self._on_poll: dict[Addr, Callable[[], None]] = {}
         self.taps: list[Callable[[float, Addr, Addr, bytes], None]] = []
         """Called with (time, source, destination, datagram) for each delivery:
@@ -80,6 +87,7 @@ class VirtualNetwork:
         """Take a core off the network (its pending timer is ignored)."""
         self._cores.pop(addr, None)
         self._timer_at.pop(addr, None)
+        self._queued_at.pop(addr, None)
         self._on_poll.pop(addr, None)
 
     def set_link(self, a: str, b: str, profile: LinkProfile) -> None:
@@ -109,11 +117,16 @@ class VirtualNetwork:
         if hook is not None:
             hook()
         deadline = core.get_timer()
-        if deadline is not None and deadline != self._timer_at.get(addr):
-            self._timer_at[addr] = deadline
+        self._timer_at[addr] = deadline
+        if deadline is not None:
+            self._queue_timer(addr, deadline)
+
+    def _queue_timer(self, addr: Addr, deadline: float) -> None:
+        """Have ``addr``'s timer fire at ``deadline`` at the latest."""
+        queued = self._queued_at.get(addr)
+        if queued is None or deadline < queued:
+            self._queued_at[addr] = deadline
             self.call_at(deadline, lambda: self._fire(addr, deadline))
-        elif deadline is None:
-            self._timer_at[addr] = None
 
     def run(self, until: float | None = None, max_events: int = 10_000_000) -> int:
         """Process events (up to time ``until``); returns how many ran."""
@@ -135,9 +148,15 @@ class VirtualNetwork:
 
     # -- Internals ----------------------------------------------------------------
 
-    def _fire(self, addr: Addr, deadline: float) -> None:
-        if self._timer_at.get(addr) != deadline:
-            return  # superseded by a later poll
+    def _fire(self, addr: Addr, queued: float) -> None:
+        if self._queued_at.get(addr) == queued:
+            del self._queued_at[addr]  # (an earlier entry superseded any other)
+        want = self._timer_at.get(addr)
+        if want is None:
+            return  # no timer any more (or the core was removed)
+        if want > self.now:
+            self._queue_timer(addr, want)  # moved later since it was queued
+            return
         self._timer_at[addr] = None
         core = self._cores.get(addr)
         if core is None or addr[0] in self.down:
