@@ -10,7 +10,11 @@ delay and scheduling its next wait, ``EVENTS`` waits in all - for us
 The curve: ``dmanchor sim`` with MNs and access routers in proportion (10
 MNs a router), sessions off (the control plane's cost; probes cost per
 packet, not per handover), wall seconds per handover once every MN has
-attached (their first attachments are not handovers).
+attached (their first attachments are not handovers), over the same
+:data:`MOVES` virtual seconds of moves at every size.  (The attachments
+take longer the more MNs there are; with one fixed duration the moves
+window shrank as the network grew, and the work each MN costs once after
+attaching was spread over fewer handovers.)
 
 Prints a table, then one JSON line (``ratio`` = our events/s / SimPy's).
 """
@@ -25,8 +29,10 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from dmanchor.runtime.virtual import VirtualNetwork
-from dmanchor.sim.simulate import SimConfig, Simulation
+from dmanchor.sim.simulate import SimConfig, Simulation, warmup_of
 
+MOVES = 20.0
+"""Virtual seconds of moves after every MN attached, at each size."""
 PROCESSES = 1000
 EVENTS = 300_000
 ROUNDS = 3
@@ -82,7 +88,7 @@ def curve(sizes: list[int]) -> list[dict[str, float]]:
         routers = max(4, mns // 10)
         aggs = max(2, int(routers ** 0.5))
         cfg = SimConfig(aggregations=aggs, access_per_aggregation=routers // aggs, mns=mns,
-                        duration=20.0, continuity=0.0)
+                        duration=warmup_of(mns) + MOVES, continuity=0.0)
         r = Simulation(cfg).run()
         per = r.wall_moves_s / max(1, r.handovers)
         out.append({"mns": mns, "routers": aggs * (routers // aggs), "handovers": r.handovers,

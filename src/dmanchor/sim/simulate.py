@@ -85,6 +85,11 @@ START_SPACING = 0.0005
 """Seconds between two MNs' first attachments (their start is not a move)."""
 
 
+def warmup_of(mns: int) -> float:
+    """Virtual seconds until ``mns`` MNs have all attached (moves start then)."""
+    return 0.5 + START_SPACING * mns
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """One simulation (``dmanchor sim`` options)."""
@@ -360,7 +365,7 @@ class Simulation:
     @property
     def warmup(self) -> float:
         """Every MN has attached by then; moves (and their count) start."""
-        return 0.5 + START_SPACING * self.cfg.mns
+        return warmup_of(self.cfg.mns)
 
     def _tap(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
         if at < self.warmup or len(data) < 12 or data[1] in PERIODIC:
