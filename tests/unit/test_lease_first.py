@@ -124,3 +124,44 @@ def test_a_tunnelled_prefix_carries_the_flow_through_its_home() -> None:
                if e.prefix == HNP1 and e.kind is EntryKind.TUNNEL]
     assert [e.next_hop for e in tunnels] == [AR2 + 1]  # to AR2's flush SID
     assert ForwardingEntry(EntryKind.ROUTE, HNP1, AR2) not in w.fab.routers["r"].entries()
+
+
+def test_a_switched_prefix_whose_next_lease_kea_refuses_goes_back_home() -> None:
+    """With Kea moving leases: HNP1 is switched to AR2 with its lease; Kea
+    refuses to move it on to AR3.  The anchoring goes back home (the core's
+    route to AR2 goes), AR1 asks for the lease again, AR2 gives it up as it
+    hands what it held on to AR3, and AR1 tunnels HNP1 to AR3: lossless.
+    (Before, HNP1 was switched to AR3 without a lease.)"""
+    from dmanchor.fm.controller_lease import LeaseMoves
+    from tests.unit.test_call_flows import HNP3
+
+    w = world("switch", lifetime=1, pd=True, n=3)
+    w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.KEA)
+    ar3 = A("fc00::3:0")
+
+    def answer(ev: MoveLease) -> None:
+        ok = ev.dpa != ar3
+        w.ctrl.lease_moved(ev.prefix, ev.dpa, ok, "" if ok else "Kea: refused", w.net.now)
+        w.net.poll(CTRL)
+
+    def hook() -> None:
+        for ev in w.ctrl.drain_events():
+            if isinstance(ev, MoveLease):
+                w.net.call_later(KEA_DELAY, partial(answer, ev))
+    w.net.on_poll(CTRL, hook)
+    cont = downlink("cont", IP1, 0.1, 2.0)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.move(1.2005, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
+    w.net.run(until=2.3)
+    assert_lossless(report(w.fab, cont))
+    assert w.ctrl.counters["switch-home-tunnelled"] == 1
+    assert HNP1 not in w.ctrl.moved and w.ctrl.tunnelled == {HNP1: ar3}
+    assert not [e for e in w.fab.routers["r"].entries() if e.prefix == HNP1]
+    assert [e.next_hop for e in w.fab.routers["ar1"].entries()
+            if e.prefix == HNP1] == [ar3 + 1]
+    # AR1 gave the lease up at the first switch and asks for it again now;
+    # AR2 took it (as Kea gave it) and lets it go.
+    assert delegations(w.ar[1]) == [(True, HNP1), (False, HNP1), (True, HNP1)]
+    assert (False, HNP1) in delegations(w.ar[2])

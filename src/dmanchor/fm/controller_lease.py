@@ -157,21 +157,17 @@ class ControllerLeases:
             return
         del self._leasing[prefix]
         change.waiting.discard(LEASE)
-        if not ok and prefix in self.moved and self.s.leases is LeaseMoves.ROUTERS:
-            # Switched already, and the anchor it was switched to gave the
-            # lease up for this move: the anchoring goes back home, which
-            # asks for the lease again and tunnels it to the new router.
-            # (The router it leaves hands what it held on, FM:6-2.)
+        if not ok and prefix in self.moved:
+            # Switched already, and the lease cannot follow: the anchoring
+            # goes back home, which asks for the lease again and tunnels the
+            # prefix to the new router.  The router it leaves hands on what
+            # it held (FM:6-2) and, if it still holds the lease (moved by
+            # Kea), gives it up then - the home's PD client, asking again
+            # every ``retry``, has it next.
             self.counters["switch-home-tunnelled"] += 1
             del self.moved[prefix]
             self._reroute(change, None, now)
-        elif ok or prefix in self.moved:
-            if not ok:
-                # Switched already: the core routes it to where it was, whose
-                # anchor gives the lease up once it hands the prefix on, and
-                # the new router's own PD client may get it then.  Only a
-                # prefix at home can stay there.
-                self.counters["switch-without-lease"] += 1
+        elif ok:
             self.tunnelled.pop(prefix, None)
             self._switch(change, now, held=True)
             return
