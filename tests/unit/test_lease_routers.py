@@ -34,7 +34,7 @@ from tests.unit.test_fm import (
     opened,
     world,
 )
-from tests.unit.test_lease_first import AR2
+from tests.unit.test_lease_first import AR2, move_with_session
 
 DELAY = 0.004
 """Seconds the scripted server takes to answer (a DHCPv6 exchange)."""
@@ -104,19 +104,12 @@ class Server:
 
 
 def moved(refuse: set[int] | None = None) -> tuple[World, Server, Trace]:
-    """HNP1's MN moves from AR1 to AR2 with a session on HNP1; its flows end
-    at 1.05 s (lifetime 1 s), so HNP1 goes back to Net1 after that."""
+    """:func:`move_with_session` with router-driven leases, traced."""
     w = world("switch", lifetime=1, pd=True)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
     server = Server(w, refuse or set()).start()
     trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.0)
-    w.ar[1].conn_events(opened(cont), 0.0)
-    start_flow(w.fab, cont)
-    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
-    w.at(1.05, 2, lambda a, now: a.flows_closed(HNP1, now))
-    w.net.run(until=3.0)
-    assert_lossless(report(w.fab, cont))
+    move_with_session(w)
     return w, server, trace
 
 
