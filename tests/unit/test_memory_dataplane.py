@@ -120,3 +120,41 @@ def test_fabric_reports_where_packets_die() -> None:
     net.run()
     assert [(d.node, d.reason) for d in fab.drops] == [("ar1", "drop-entry"),
                                                        ("ar2", "no-decap")]
+
+
+def test_holds_expire_in_deadline_order_and_a_new_hold_keeps_its_own() -> None:
+    """The holds' deadlines come from a heap: the earliest first, and a hold
+    ended and started again for a prefix is timed from its new start."""
+    dp = MemoryDataPlane("x")
+    a, b = P("2001:db8:1:1::/64"), P("2001:db8:1:2::/64")
+    dp.apply([E(K.BUFFER, a)], [], 0.0, {a: BufferSpec(timeout=1.0)})
+    dp.apply([E(K.BUFFER, b)], [], 0.2, {b: BufferSpec(timeout=0.5)})
+    assert dp.next_deadline() == 0.7
+    dp.apply([], [E(K.BUFFER, b)], 0.3)        # b released early ...
+    dp.apply([E(K.BUFFER, b)], [], 0.4, {b: BufferSpec(timeout=2.0)})  # ... and held again
+    assert dp.next_deadline() == 1.0 and dp.held(b)
+    dp.expire(1.0)
+    assert not dp.held(a) and dp.held(b) and dp.next_deadline() == 2.4
+    dp.expire(2.4)
+    assert dp.holds() == set() and dp.next_deadline() is None and dp.entries() == []
+
+
+def test_the_desired_fib_answers_one_prefix_without_a_walk() -> None:
+    """``DesiredFib.entries_of`` and ``has`` agree with ``entries`` as entries
+    come and go (holds included)."""
+    from dmanchor.fm.fib import DesiredFib
+
+    dp = MemoryDataPlane("x")
+    dp.apply([E(K.ANCHOR, HNP1, link="mn0")], [], 0.0)
+    fib = DesiredFib(dp)  # seeded from what the data plane has
+    other = P("2001:db8:1:2::/64")
+    tunnel = E(K.TUNNEL, HNP1, A("fc00::2:1"))
+    fib.apply([tunnel, E(K.ANCHOR, other, link="mn1")], [E(K.ANCHOR, HNP1, link="mn0")], 0.1)
+    fib.apply([E(K.BUFFER, HNP1)], [], 0.2)
+    for p in (HNP1, other, P("2001:db8:1:3::/64")):
+        assert sorted(map(str, fib.entries_of(p))) == sorted(
+            str(e) for e in fib.entries() if e.prefix == p)
+    assert fib.has(tunnel) and fib.has(E(K.BUFFER, HNP1))
+    assert not fib.has(E(K.ANCHOR, HNP1, link="mn0")) and not fib.has(E(K.BUFFER, other))
+    fib.apply([], [tunnel, E(K.BUFFER, HNP1)], 0.3)
+    assert fib.entries_of(HNP1) == [] and not fib.has(tunnel)
