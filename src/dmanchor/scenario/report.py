@@ -222,7 +222,10 @@ def build_report(sc: Scenario, flows: list[FlowResult], moves: list[MoveRecord],
         if "max_interruption_ms" in want:
             for e in got.moves:
                 if e.interruption_ms > want["max_interruption_ms"]:
-                    failures.append(f"{name}: interruption {e.interruption_ms} ms at {e.move}")
+                    # Split at the attach: the rest (the radio's move, the
+                    # old router) came before the new router could act.
+                    failures.append(f"{name}: interruption {e.interruption_ms} ms at {e.move}"
+                                    f" (attach -> first packet {e.attach_to_first_ms} ms)")
     return Report(sc.name, sc.title, flows, moves, signalling, checks, failures, security,
                   summarize(flows, moves))
 
