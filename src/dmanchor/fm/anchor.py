@@ -118,9 +118,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         # Decisions read what this router's cores asked for, not the kernel.
         fib = dataplane if isinstance(dataplane, DesiredFib) else DesiredFib(dataplane)
         self.fn = DpFunction(fib, settings.buffer)
-        self.dp: DataPlane = fib
-        self.fib = fib
-        """The same, with its lookups by prefix."""
+        self.dp = fib
         self.stats = AnchorStats()
         self.attached: dict[str, Attached] = {}
         # Own prefix -> node id of the agent of the host-based MN it was
@@ -770,7 +768,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:
-        self.dp.apply([e for e in add if not self.fib.has(e)], (), now, buffers)
+        self.dp.apply([e for e in add if not self.dp.has(e)], (), now, buffers)
 
     def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
                  keep_buffer: bool = False, spec: BufferSpec | None = None) -> None:
@@ -778,7 +776,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
         Removing a BUFFER entry releases its packets through ``new``.
         """
-        old = [e for e in self.fib.entries_of(prefix)
+        old = [e for e in self.dp.entries_of(prefix)
                if e.flow is None and not (keep_buffer and e.kind is EntryKind.BUFFER)]
         add = [e for e in new if e not in old]
         delete = [e for e in old if e not in new]

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
-from ..dataplane.api import DataPlane, FlowUsage
+from ..dataplane.api import FlowUsage
 from ..dataplane.conntrack import CLOSING_TCP, Conn, ConnEvent
 from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived, RequestTimedOut
@@ -34,6 +34,7 @@ from .anchor_model import (
     TakeCharges,
     Visiting,
 )
+from .fib import DesiredFib
 from .flows import FlowBook, flow_of
 from .fmdp import DpFunction
 
@@ -43,7 +44,7 @@ class AnchorFlows:
     the agent's, and so are the three methods it calls back)."""
 
     s: AnchorSettings
-    dp: DataPlane
+    dp: DesiredFib
     flows: FlowBook
     stats: AnchorStats
     attached: dict[str, Attached]

@@ -15,8 +15,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
-from ..dataplane.api import BufferSpec, DataPlane
-from ..transport.policy import same_address
+from ..dataplane.api import BufferSpec
+from ..transport.policy import from_controller, same_address
 from ..transport.reliable import (
     Addr,
     Endpoint,
@@ -60,8 +60,7 @@ class AnchorHandover:
     agent's, and so are the methods declared for the type checker)."""
 
     s: AnchorSettings
-    dp: DataPlane
-    fib: DesiredFib
+    dp: DesiredFib
     stats: AnchorStats
     life: PrefixLife
     endpoint: Endpoint
@@ -197,7 +196,7 @@ class AnchorHandover:
                 self.set_timer(Settle(anchor.prefix, anchor.link), now + SETTLE_GRACE)
 
     def _on_settle(self, t: Settle, now: float) -> None:
-        held = self.fib.held(t.prefix)
+        held = self.dp.held(t.prefix)
         if not held or self.life.of(t.prefix) is not PrefixState.ANCHORED:
             return  # lifted by the marker, or the MN moved on meanwhile
         self.stats.counters["settled-unmarked"] += 1
@@ -207,7 +206,7 @@ class AnchorHandover:
         if self._unmarked.get(t.prefix) == t.target:
             del self._unmarked[t.prefix]  # the route never came: the hold timed out
         leftover = ForwardingEntry(EntryKind.TUNNEL, t.prefix, t.target)
-        if self.fib.has(leftover):
+        if self.dp.has(leftover):
             self.dp.apply((), (leftover,), now)
             if self.life.of(t.prefix) is PrefixState.HANDED:
                 self._step(t.prefix, PrefixEvent.RELEASED)
@@ -273,16 +272,15 @@ class AnchorHandover:
         own = any(o.covers(prefix) for o in self.s.prefixes)
         # Who speaks: the controller's key when signed (an address can be
         # borrowed); its address only on an insecure deployment.
-        from_controller = (Role.CONTROLLER in ev.roles if ev.sender is not None
-                           else ev.source == self.s.controller)
+        by_controller = from_controller(ev, self.s.controller)
         # Anchored at the new point now - unless the controller says the
         # anchoring stays here (its lease could not move, FM:3-2).
-        stays = from_controller and msg.anchor == self.s.node_id
+        stays = by_controller and msg.anchor == self.s.node_id
         if self.s.mode.moves_anchoring:
             # Staying, a lease given up for the move (router-driven PD) is
             # asked back; it was never let go when the controller moved it.
             self._delegate((prefix,), stays)
-        if prefix in self.serving and from_controller:
+        if prefix in self.serving and by_controller:
             # 4.2.3: the anchoring we took over for a switch below moves to
             # another AR (the controller speaks for it): we only carry
             # leftovers now.  A switch below may take it over again.

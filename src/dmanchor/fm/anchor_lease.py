@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..access.delegation import Delegated, DelegationEvent, Lost, Refused, Returned
+from ..transport.policy import from_controller
 from ..transport.reliable import MessageReceived
 from ..wire import messages as m
 from ..wire.types import Cause, Prefix
@@ -80,14 +81,9 @@ class AnchorLeases:
         def cancel_timer(self, name: object) -> None: ...
         def refuse(self, ev: MessageReceived, why: str, now: float) -> None: ...
 
-    def _from_controller(self, ev: MessageReceived) -> bool:
-        # Signed: the sender policy let only the controller's key through.
-        # Unsigned (an insecure deployment): its address is all there is.
-        return ev.sender is not None or ev.source == self.s.controller
-
     def _on_lease_release(self, ev: MessageReceived, msg: m.LeaseRelease,
                           now: float) -> None:
-        if not self._from_controller(ev):
+        if not from_controller(ev, self.s.controller):
             self.refuse(ev, "refused:LEASE_RELEASE:not-the-controller", now)
             return
         p = msg.prefix
@@ -100,7 +96,7 @@ class AnchorLeases:
             self.endpoint.reply(ev, m.LeaseReleaseAck(p), now)
 
     def _on_lease_take(self, ev: MessageReceived, msg: m.LeaseTake, now: float) -> None:
-        if not self._from_controller(ev):
+        if not from_controller(ev, self.s.controller):
             self.refuse(ev, "refused:LEASE_TAKE:not-the-controller", now)
             return
         p = msg.prefix

@@ -38,7 +38,6 @@ from .anchor_model import Cleanup
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
-    from ..dataplane.api import DataPlane
     from ..lm.pool import PoolRequests
     from .anchor_model import AnchorSettings, AnchorStats, PrefixLife
     from .fib import DesiredFib
@@ -61,8 +60,7 @@ class AnchorRestart:
 
     if TYPE_CHECKING:
         s: AnchorSettings
-        dp: DataPlane
-        fib: DesiredFib
+        dp: DesiredFib
         lm: PoolRequests | None
         life: PrefixLife
         stats: AnchorStats
@@ -105,7 +103,7 @@ class AnchorRestart:
         if reply is None and not gone:
             self.stats.counters["sweep-unknown"] += 1
             return
-        entries = [e for e in self.fib.entries_of(p) if e.kind in _SWEPT]
+        entries = [e for e in self.dp.entries_of(p) if e.kind in _SWEPT]
         at = reply.forwarding_address if reply is not None and reply.lifetime else None
         if at is not None and at in (self.s.dpa, self.s.flush_sid):
             self.stats.counters["sweep-kept"] += 1  # its MN is silent, not gone

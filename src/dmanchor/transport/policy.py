@@ -126,6 +126,14 @@ def not_own_id(ev: MessageReceived, node_id: str) -> bool:
     return ev.sender is not None and ev.sender != node_id
 
 
+def from_controller(ev: MessageReceived, controller: Addr | None) -> bool:
+    """Whether the controller sent ``ev``: its key's role when signed (an
+    address can be borrowed), its address only on an insecure deployment."""
+    if ev.sender is not None:
+        return Role.CONTROLLER in ev.roles
+    return controller is not None and ev.source == controller
+
+
 def same_address(a: Addr, b: Addr) -> bool:
     """Whether two transport addresses are the same (however spelt)."""
     if a[1] != b[1]:
