@@ -68,7 +68,7 @@ EXAMPLES: list[m.Message] = [
     m.MnQuery("02:00:00:00:00:01"),
     m.MnReply("02:00:00:00:00:01", (MnBinding(HNP1, DPA2, 3600, 2), MnBinding(HNP2, DPA2, 3600))),
     m.LeaseRelease(HNP1),
-    m.LeaseReleaseAck(HNP1),
+    m.LeaseReleaseAck(HNP1, "n-ar", DPA2),  # (BGP: the anchor to ask instead)
     m.LeaseTake(HNP1),
     m.LeaseTakeAck(HNP1),
 ]

@@ -75,7 +75,7 @@ local field_names = {
   [33] = { [19] = "mn" },
   [34] = { [19] = "mn", [20] = "bindings" },
   [35] = { [1] = "prefix" },
-  [36] = { [1] = "prefix" },
+  [36] = { [1] = "prefix", [10] = "anchor", [3] = "anchor_dpa" },
   [37] = { [1] = "prefix" },
   [38] = { [1] = "prefix" },
 }

@@ -28,7 +28,7 @@ from .access.links import AccessLinks
 from .access.pd_aio import PdDriver
 from .dataplane.tunbuffer import Lift
 from .fm.anchor import AnchorAgentCore
-from .fm.anchor_model import Announce, Delegate, TakeCharges
+from .fm.anchor_model import Announce, Delegate, LeaseStayed, TakeCharges
 from .fm.controller import (
     AnchorMoved,
     AnchorRegistered,
@@ -272,6 +272,14 @@ def anchor_effects(agent: AnchorAgentCore, pd: PdDriver | None, access: AccessLi
                 pd.let_go(effect.prefix)
         elif isinstance(effect, TakeCharges):
             take_charges(effect)
+        elif isinstance(effect, LeaseStayed):
+            log.warning("%s stays anchored at %s, tunnelled here (4.1.2): its lease did not "
+                        "move: %s", effect.prefix, effect.anchor, effect.reason,
+                        extra={"prefix": effect.prefix, "label": "FM:3-2", "function": "anchor"})
+            if trace is not None:
+                trace.write({"fn": "anchor", "event": "tunnelled", "prefix": str(effect.prefix),
+                             "dpa": str(agent.s.dpa), "anchor": str(effect.anchor),
+                             "reason": effect.reason})
         elif access is not None:
             access.advertise_mns(effect.link)
     if access is not None:

@@ -22,9 +22,10 @@ NEEDS = {"4.2.1": KeaServer.available,
          "4.2.1-lease": lambda: KeaServer.available() and lease_cmds_library() is not None,
          "4.2.1-nolease": lambda: KeaServer.available() and lease_cmds_library() is not None,
          "4.2.1-refused": KeaServer.available,
-         "4.2-bgp": BirdRouter.available}
+         "4.2-bgp": BirdRouter.available,
+         "4.2-bgp-pd": lambda: KeaServer.available() and BirdRouter.available()}
 ONE_MODE = {name for name in shipped() if name.startswith("fault-")} | {
-    "4.2.1-nolease", "4.2.1-refused"}
+    "4.2.1-nolease", "4.2.1-refused", "4.2-bgp-pd"}
 """The fault scenarios and the lease fallbacks test a fault or a refusal,
 not the handover trigger: ``make test``
 runs them unannounced only (the mode that relies on the network alone) - the

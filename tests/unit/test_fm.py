@@ -17,7 +17,7 @@ import pytest
 from dmanchor.dataplane.api import BufferSpec
 from dmanchor.dataplane.conntrack import Change, Conn, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
-from dmanchor.fm.anchor_model import AnchorSettings, Delegate, Mode, TakeCharges
+from dmanchor.fm.anchor_model import AnchorSettings, Announce, Delegate, Mode, TakeCharges
 from dmanchor.fm.controller import (
     AnchorMoved,
     AnchorReverted,
@@ -40,6 +40,7 @@ from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.messages import AnchorRegistration, ForwardingUpdate, MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.helpers import Collector
+from tests.unit.pd_server import Server
 
 P = Prefix.parse
 HNP1, HNP2 = P("2001:db8:1:1::/64"), P("2001:db8:2:1::/64")
@@ -61,6 +62,8 @@ class World:
     members: dict[int, LmsCore]
     keys: dict[str, Key]
     """Every node's key (used when the world is signed)."""
+    bgp: BgpModel | None = None
+    """Mode "bgp": the routers' BGP (its hooks carry the anchors' effects)."""
 
     def at(self, t: float, node: int, fn: Callable[[AnchorAgentCore, float], None]) -> None:
         """Run an access-layer input on anchor ``node`` at time ``t``."""
@@ -179,7 +182,7 @@ def world(mode: str, lifetime: int = 600, buffer: BufferSpec | None = None,
         if mode == "bgp":
             bgp.listen("r", ar[i], partial(net.poll, (f"fc00::{i}:0", 5400)))
     net.run_for(0.05)
-    w = World(net, fab, lms, ctrl, r, ar, members, keys)
+    w = World(net, fab, lms, ctrl, r, ar, members, keys, bgp if mode == "bgp" else None)
     AGENTS.extend(ar.values())
     # The MN starts on AR1 with HNP1.
     fab.attach("mn", "ar1", "mn1")
@@ -696,6 +699,7 @@ def test_return_home_in_tunnel_and_bgp_modes_loses_nothing(mode: str) -> None:
     open (issue 14): the answer can overtake the leftovers, so some arrive
     behind newer packets (23 reordered in tunnel mode here, 1 in bgp)."""
     w = world(mode, hold_timeout=0.05, pd=True)
+    Server(w).start()  # BGP: AR2 announces HNP1 only with its lease
     flow = downlink("f", IP1, 0.2, 2.0)
     flt = filter_of(flow)
     start_flow(w.fab, flow)
@@ -709,6 +713,10 @@ def test_return_home_in_tunnel_and_bgp_modes_loses_nothing(mode: str) -> None:
     assert not [e for e in w.fab.routers["ar2"].entries() if e.prefix == HNP1]
     assert not [e for e in w.fab.routers["ar1"].entries()
                 if e.prefix == HNP1 and e.kind is not EntryKind.ANCHOR]
+    if w.bgp is not None:
+        # AR2 had HNP1's lease and announced it (withdrawn when it left).
+        assert Announce(HNP1, True) in w.bgp.effects and HNP1 not in w.ar[2].announced
+        assert w.ar[2].stats.counters["lease-stayed"] == 0
 
 
 def test_a_restarted_controller_still_reverts_what_it_had_moved() -> None:

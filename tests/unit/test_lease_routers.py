@@ -4,23 +4,21 @@ Each access router is its own PD client; the controller has the lease
 released by the router holding it (LEASE_RELEASE) and taken by the new one
 (LEASE_TAKE) before it re-routes the core.  Driven in virtual time with the
 project's cores, as a call flow; the DHCPv6 server is scripted
-(:class:`Server`): one owner per prefix, a prefix delegated only when free.
+(:class:`~tests.unit.pd_server.Server`): one owner per prefix, a prefix
+delegated only when free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import replace
 from ipaddress import IPv6Address as A
 
-from dmanchor.access.delegation import Delegated, Refused, Returned
-from dmanchor.fm.anchor import AnchorAgentCore
-from dmanchor.fm.anchor_model import Delegate
 from dmanchor.fm.controller import ControllerCore
 from dmanchor.fm.controller_lease import LeaseMoves
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire import messages as m
-from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
+from dmanchor.wire.types import EntryKind, ForwardingEntry
+from tests.unit.pd_server import Server
 from tests.unit.test_call_flows import HNP3, Trace, about
 from tests.unit.test_fm import (
     CTRL,
@@ -35,72 +33,6 @@ from tests.unit.test_fm import (
     world,
 )
 from tests.unit.test_lease_first import AR2, move_with_session
-
-DELAY = 0.004
-"""Seconds the scripted server takes to answer (a DHCPv6 exchange)."""
-RETRY = 0.02
-PATIENCE = 3.0
-
-
-@dataclass
-class Server:
-    """A scripted DHCPv6-PD server and the routers' PD clients: a prefix is
-    delegated to a router asking for it once no other router holds it; a
-    router in ``refuse`` is never delegated anything."""
-
-    w: World
-    refuse: set[int] = field(default_factory=set)
-    owner: dict[Prefix, int] = field(default_factory=dict)
-    wanted: dict[tuple[int, Prefix], float] = field(default_factory=dict)  # -> since
-    log: list[tuple[float, str, int, Prefix]] = field(default_factory=list)
-
-    def start(self) -> Server:
-        for i in self.w.ar:
-            self.w.net.on_poll(self._addr(i), partial(self._effects, i))
-            self._effects(i)  # what it asked for before the server was up
-        return self
-
-    @staticmethod
-    def _addr(i: int) -> tuple[str, int]:
-        return (f"fc00::{i}:0", 5400)
-
-    def _effects(self, i: int) -> None:
-        agent = self.w.ar[i]
-        while (effect := agent.next_event()) is not None:
-            if not isinstance(effect, Delegate):
-                continue
-            p = effect.prefix
-            if effect.on:
-                self.wanted.setdefault((i, p), self.w.net.now)
-                self.w.net.call_later(DELAY, partial(self._ask, i, p))
-            else:
-                self.wanted.pop((i, p), None)
-                if self.owner.get(p) == i:
-                    self.w.net.call_later(DELAY, partial(self._release, i, p))
-
-    def _tell(self, i: int, ev: Delegated | Returned | Refused) -> None:
-        self.log.append((self.w.net.now, type(ev).__name__, i, ev.prefix))
-        agent: AnchorAgentCore = self.w.ar[i]
-        agent.lease_event(ev, self.w.net.now)
-        self.w.net.poll(self._addr(i))
-
-    def _ask(self, i: int, p: Prefix) -> None:
-        since = self.wanted.get((i, p))
-        if since is None or self.owner.get(p) == i:
-            return  # let go meanwhile, or a second ask of one bound already
-        if i not in self.refuse and self.owner.get(p) is None:
-            self.owner[p] = i
-            self._tell(i, Delegated(p, 120))
-        elif self.w.net.now - since >= PATIENCE:
-            del self.wanted[(i, p)]
-            self._tell(i, Refused(p, "no such prefix free"))
-        else:
-            self.w.net.call_later(RETRY, partial(self._ask, i, p))
-
-    def _release(self, i: int, p: Prefix) -> None:
-        if self.owner.get(p) == i:
-            del self.owner[p]
-            self._tell(i, Returned(p))
 
 
 def moved(refuse: set[int] | None = None) -> tuple[World, Server, Trace]:

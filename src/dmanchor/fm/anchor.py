@@ -404,6 +404,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         elif p in st.visiting:
             self._drop_reverse(self.visiting.pop(p, None), now)
             self.cancel_timer(VisitCheck(p))
+            self._abandon_lease_move(p, now)
             st.visiting = tuple(x for x in st.visiting if x != p)
 
     def _departed(self, prefix: Prefix, now: float, hold: bool, own_only: bool = False) -> None:
@@ -452,6 +453,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             return  # sent again, to the next member of the LMs pool
         if event.request_id in self._sweeping:
             self._on_swept(event, now)
+        elif event.request_id in self.leases.asks:
+            self._on_release_answer(event, now)
         elif event.request_id in self._homecoming:
             self._on_homecoming_answer(event, now)
         elif isinstance(event, ReplyReceived):
@@ -690,13 +693,28 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if join.bound_to and join.bound_to != v.mn:
             self._refuse_claim(prefix, now)
             return
+        if prefix in self.leases.moving or prefix in self.leases.stayed:
+            return  # (a claim asked again) its lease decides already
         self._step(prefix, PrefixEvent.CLAIMED)
+        if self.s.pd and join.previous is not None and prefix not in self.leases.leased:
+            # FM:3-2, delegation first: announced only once the lease is here.
+            self._move_lease(prefix, join.previous, now)
+            return
+        self._anchor_bgp(prefix, join.previous, join.previous, now)
+
+    def _anchor_bgp(self, prefix: Prefix, previous: IPv6Address | None,
+                    anchor: IPv6Address | None, now: float) -> None:
+        """Anchor ``prefix`` here and announce it; the point it was served at
+        (and its anchor, if another) send what they held or still get."""
+        v = self.visiting.get(prefix)
+        if v is None:
+            return  # the MN left before its lease came
         self._announce((prefix,), True)
-        if join.previous is not None:
+        for point in dict.fromkeys(p for p in (previous, anchor) if p is not None):
             # Leftovers and stragglers (until the routers converge) come
             # through the flush SID, past the hold of the new direct path.
             self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
-                                  self._agent_of(join.previous), now)
+                                  self._agent_of(point), now)
         self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
 
     # -- Helpers -------------------------------------------------------------------------
@@ -717,6 +735,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if v is None:
             return
         self.cancel_timer(VisitCheck(prefix))
+        self.leases.moving.pop(prefix, None)
+        self.leases.stayed.pop(prefix, None)
         self._replace(prefix, [], now)
         self._step(prefix, PrefixEvent.REFUSED)
         self._delegate((prefix,), False)
@@ -740,6 +760,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         for f, used in self.dp.take_charges(prefix).items():
             self.flows.record(f, used)
         self._lm_update(prefix, self.s.dpa, now, lifetime=0)
+        self.leases.moving.pop(prefix, None)
+        self._end_stay(prefix, now)
         if self.s.mode is Mode.TUNNEL and v.home_cpa is not None:
             home = (str(v.home_cpa), self.s.port)
             self.endpoint.request(m.FmHandoff(prefix, v.home_node, v.home_cpa), home, now)

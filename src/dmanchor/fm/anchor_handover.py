@@ -28,6 +28,7 @@ from ..transport.reliable import (
 from ..wire import messages as m
 from ..wire.auth import Role
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .anchor_lease import LeaseBook
 from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
@@ -78,6 +79,7 @@ class AnchorHandover:
     _came_back_from: dict[Prefix, IPv6Address]
     _agent_of_prefix: dict[Prefix, str]
     _claimed_by_mn: dict[Prefix, Addr]
+    leases: LeaseBook
 
     if TYPE_CHECKING:
         def set_timer(self, name: Hashable, at: float) -> None: ...
@@ -93,6 +95,8 @@ class AnchorHandover:
                      keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
         def _retry_hand(self, event: RequestTimedOut, now: float,
                         homecoming: bool = False) -> None: ...
+        def _asked_to_stay(self, ev: MessageReceived, msg: m.BufferReady) -> bool: ...
+        def _revert(self, prefix: Prefix, now: float) -> None: ...
 
     def _retry_claim(self, request: m.Message, now: float) -> None:
         """A claim's request timed out (or was answered with a transient
@@ -274,8 +278,12 @@ class AnchorHandover:
         # borrowed); its address only on an insecure deployment.
         by_controller = from_controller(ev, self.s.controller)
         # Anchored at the new point now - unless the controller says the
-        # anchoring stays here (its lease could not move, FM:3-2).
-        stays = by_controller and msg.anchor == self.s.node_id
+        # anchoring stays here (its lease could not move, FM:3-2), or under
+        # BGP the router we released the lease for does.
+        stays = (by_controller and msg.anchor == self.s.node_id) or self._asked_to_stay(ev, msg)
+        self.leases.released_for.pop(prefix, None)
+        # A point the prefix was tunnelled to from its anchor passes that on.
+        self.leases.stayed.pop(prefix, None)
         if self.s.mode.moves_anchoring:
             # Staying, a lease given up for the move (router-driven PD) is
             # asked back; it was never let go when the controller moved it.
@@ -296,7 +304,11 @@ class AnchorHandover:
                 prefix in self.serving or prefix in self._served_before or not had)
             self._served_before.discard(prefix)
         self._step(prefix, PrefixEvent.TAKEN_OVER if serving else PrefixEvent.READY)
-        if self.s.mode is Mode.BGP:
+        if stays:
+            # Still anchored (and announced) here: the tunnel to the new
+            # point carries the prefix until FM:1 says its visit ended.
+            self.stats.counters["anchor-stayed"] += 1
+        elif self.s.mode is Mode.BGP:
             # The new anchor announces the prefix: this point only carries
             # leftovers now, and stops announcing it.
             self._announce((prefix,), False)
@@ -374,6 +386,11 @@ class AnchorHandover:
             if not any(prefix in st.own for st in self.attached.values()):
                 self._delegate((prefix,), False)  # its MN is gone and so are its flows
             self.stats.counters["returned"] += 1
+        elif (self.s.mode is Mode.BGP and msg.node_id == self.s.node_id
+              and prefix in self.visiting):
+            # Anchored here for a visit (its lease moved here) and stayed for
+            # the next point, whose visit ended: so does ours.
+            self._revert(prefix, now)
         elif self.serving.pop(prefix, None) is not None:
             self._replace(prefix, [], now)  # 4.2.3: the DPN below let it go
             self._step(prefix, PrefixEvent.RELEASED)

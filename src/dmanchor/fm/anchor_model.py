@@ -97,6 +97,9 @@ class PrefixEvent(Enum):
     another access router, whose anchoring moves here."""
     RELEASED = "released"
     """FM:1 took it back, or a leftover tunnel was cleaned up."""
+    DROPPED = "dropped"
+    """A claim that never drew the prefix's traffic here ends: its MN left
+    while the lease (BGP mode with DHCPv6-PD) was still awaited."""
     ADOPTED = "adopted"
     """A restarted agent finds a prefix from elsewhere still served here for
     an MN on its link (its kernel kept the route; the LMs binds it here,
@@ -132,6 +135,7 @@ TRANSITIONS: dict[tuple[PrefixState | None, PrefixEvent], PrefixState | None] = 
     (_.VISITING, PrefixEvent.LEFT): _.HELD,
     (_.RETURNING, PrefixEvent.LEFT): _.HELD,
     (_.HELD, PrefixEvent.LEFT): _.HELD,
+    (_.HELD, PrefixEvent.DROPPED): None,
     # FM:6-2: another point is ready - what arrives here goes there.
     (_.HELD, PrefixEvent.READY): _.HANDED,
     (_.ANCHORED, PrefixEvent.READY): _.HANDED,
@@ -329,7 +333,18 @@ class TakeCharges:
     to: IPv6Address
 
 
-Effect = Announce | Delegate | Advertise | TakeCharges
+@dataclass(frozen=True, slots=True)
+class LeaseStayed:
+    """BGP mode with DHCPv6-PD (FM:3-2): ``prefix``'s lease could not come
+    here (``reason``), so it stays anchored at the router of DPA ``anchor``,
+    tunnelled here (4.1.2).  For the host's log and the report."""
+
+    prefix: Prefix
+    anchor: IPv6Address
+    reason: str
+
+
+Effect = Announce | Delegate | Advertise | TakeCharges | LeaseStayed
 """What the agent asks of its host besides messages and forwarding."""
 
 

@@ -705,8 +705,10 @@ class Emulation(EmulationChecks):
             arrivals.setdefault(self.sc.flows[name].dst, []).extend(
                 t for _, t in f.runner.arrivals)
         records = callflow.traces(self.workdir)
-        report.tunnelled = [{k: r[k] for k in ("prefix", "dpa", "reason")} for r in records
-                            if r.get("fn") == "controller" and r.get("event") == "tunnelled"]
+        # FM:3-2 fallbacks: the controller's (4.2.1) and the routers' own (BGP).
+        report.tunnelled = [{k: r[k] for k in ("prefix", "dpa", "reason", "anchor") if k in r}
+                            for r in records if r.get("event") == "tunnelled"
+                            and r.get("fn") in ("controller", "anchor")]
         report.breakdown = breakdown.compute(
             records, [asdict(m) for m in self.moves],
             {mn: sorted(ts) for mn, ts in arrivals.items()})

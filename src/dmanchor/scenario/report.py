@@ -136,7 +136,8 @@ class Report:
     state had settled (:class:`~.settle.FaultRecord`)."""
     tunnelled: list[dict[str, Any]] = field(default_factory=list)
     """Anchor switches whose lease could not move (FM:3-2): the prefix
-    stayed anchored at home and was tunnelled to the new router (4.1.2)."""
+    stayed anchored at home (or, under BGP, at the router of DPA ``anchor``)
+    and was tunnelled to the new router (4.1.2)."""
 
     @property
     def passed(self) -> bool:
@@ -319,7 +320,8 @@ def print_report(r: Report) -> None:
         for rec in r.faults:
             print(f"    {FaultRecord(**rec).line()}")
     for tun in r.tunnelled:
-        print(f"\n  FM:3-2: {tun['prefix']} stayed anchored at home, tunnelled to "
+        at = f"the router of {tun['anchor']}" if "anchor" in tun else "home"
+        print(f"\n  FM:3-2: {tun['prefix']} stayed anchored at {at}, tunnelled to "
               f"{tun['dpa']} (4.1.2): its lease did not move: {tun['reason']}")
     if r.checks:
         print()

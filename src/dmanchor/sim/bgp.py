@@ -42,11 +42,15 @@ class BgpModel:
         agent afterwards."""
         self._speakers.setdefault(router, []).append((agent, poll))
 
-    def hook(self, agent: AnchorAgentCore) -> Callable[[], None]:
-        """The ``on_poll`` hook taking ``agent``'s announcements to the routers."""
+    def hook(self, agent: AnchorAgentCore,
+             also: Callable[[Effect], None] | None = None) -> Callable[[], None]:
+        """The ``on_poll`` hook taking ``agent``'s announcements to the
+        routers; ``also`` is given every effect too (e.g. a PD server's)."""
         def run() -> None:
             while (effect := agent.next_event()) is not None:
                 self.effects.append(effect)
+                if also is not None:
+                    also(effect)
                 if not isinstance(effect, Announce):
                     continue
                 on, prefix = effect.on, effect.prefix

@@ -54,8 +54,10 @@ ANCHOR_SENDERS: Senders = {
     m.ForwardingUpdate: roles(C),
     m.BufferRequest: roles(C),
     # FM:3-2's lease moves are the controller's: anyone else could make
-    # this router give up (or take) an MN's prefix.
-    m.LeaseRelease: roles(C),
+    # this router give up (or take) an MN's prefix.  Under BGP (no
+    # controller) the anchor its MN moved to asks for the release; the
+    # anchor refuses it for an MN on its own links.
+    m.LeaseRelease: roles(C, A),
     m.LeaseTake: roles(C),
     # LM:1-3: the LMs (or LMp) this anchor subscribed at.
     m.LocationInform: roles(S, P),

@@ -527,6 +527,12 @@ class LeaseReleaseAck(Message):
     TYPE = MsgType.LEASE_RELEASE_ACK
     LABEL = "FM:3-2 release ack"
     prefix: Prefix = ie(IE.PREFIX)
+    anchor: str | None = ie(IE.NODE_ID, optional=True)
+    """The node anchoring the prefix: the replier, which released its lease;
+    or (BGP mode) the node the prefix is only tunnelled from to the
+    replier, its lease having stayed there - ask that one."""
+    anchor_dpa: IPv6Address | None = ie(IE.DPA_ADDRESS, optional=True)
+    """With ``anchor`` naming another node: that node's DPA address."""
 
 
 @register
@@ -534,7 +540,9 @@ class LeaseReleaseAck(Message):
 class LeaseRelease(Message):
     """FM:3-2, the anchoring moving from this router: give the prefix's
     DHCPv6-PD lease back to the server, so that the new anchor can have it.
-    Answered once the server confirmed the release."""
+    Answered once the server confirmed the release.  Sent by the controller
+    (4.2.1), or under BGP (4.2, no controller) by the router the prefix's
+    MN moved to."""
 
     TYPE = MsgType.LEASE_RELEASE
     LABEL = "FM:3-2 release"
