@@ -14,9 +14,10 @@ STAMP := $(VENV)/.installed
 # DHCPv6 client is tested against, bird2 runs the routers of the BGP anchor switch
 # (draft 4.2) that the BGP speaker is tested against, tshark reads captures with
 # the project's Wireshark dissector (contrib/wireshark), chromium (headless)
-# checks that a run's report.html renders.
+# checks that a run's report.html renders, etcd-server is the shared binding
+# store of several LMs (the tests start their own on loopback).
 DEB_PACKAGES := python3-venv iproute2 nftables iptables iperf3 kea-dhcp6-server bird2 tshark \
-	chromium
+	chromium etcd-server
 
 .PHONY: demo test deps venv lint typecheck pytest bench stress clean
 

@@ -6,6 +6,9 @@ installed); one load-generator process measures both the same way:
 * closed loop: ``--window`` requests outstanding, for ``--seconds``: rate;
 * open loop at half that rate: p50/p99 latency;
 * durable updates per second (SQLite WAL store);
+* the same with the bindings in a real etcd (Debian's etcd-server) shared
+  by two LMs: updates and queries per second, and how long after an
+  update's acknowledgement by one LMs the other serves it (its watch);
 * pool: queries sent to a member that must ask the primary (LM:2-2);
 * memory: 1M bindings in one LMs store, RSS and restart time.
 
@@ -24,6 +27,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -177,6 +181,78 @@ def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float) -> 
     }
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def one(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
+    """Send one request, return its answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", port))
+        s.settimeout(timeout)
+        s.send(payload)
+        return s.recv(2048)
+
+
+def etcd_section(tmp: Path, args: argparse.Namespace, queries: list[bytes],
+                 updates: list[bytes]) -> dict[str, object]:
+    """The LMs with its bindings in etcd, beside the SQLite figures."""
+    from dmanchor.lm.etcd import wait_ready
+    from dmanchor.wire.messages import LocationReply
+
+    if shutil.which("etcd") is None:
+        return {"skipped": "etcd not installed (make deps installs etcd-server)"}
+    url, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    etcd = subprocess.Popen(
+        ["etcd", "--name", "b", "--data-dir", str(tmp / "etcd"), "--listen-client-urls", url,
+         "--advertise-client-urls", url, "--listen-peer-urls", peer,
+         "--initial-advertise-peer-urls", peer, "--initial-cluster", f"b={peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs: list[subprocess.Popen[bytes]] = [etcd]
+    out: dict[str, object] = {}
+    try:
+        wait_ready(url, timeout=20)
+        conf = """
+[lms]
+node_id = "{}"
+listen = "127.0.0.1:0"
+etcd = "{}"
+log_level = "warning"
+[security]
+insecure = true
+"""
+        e1, e1_port = start(["lms", conf.format("e1", url)], tmp, "lms-e1")
+        procs.append(e1)
+        e2, e2_port = start(["lms", conf.format("e2", url)], tmp, "lms-e2")
+        procs.append(e2)
+        out["durable_updates_per_s"] = round(
+            closed_loop(e1_port, updates, args.window, args.seconds))
+        out["queries_per_s"] = round(closed_loop(e1_port, queries, args.window, args.seconds))
+        # An update acknowledged by e1, then e2 asked until it serves it.
+        fwd = IPv6Address("2001:db8:ff::9")
+        lags = []
+        for i in range(100):
+            hnp = prefix(50_000 + i)
+            one(e1_port, encode(LocationUpdate(hnp, fwd, 3600), 1))
+            t0 = time.perf_counter()
+            while True:
+                reply = decode(one(e2_port, encode(LocationQuery(hnp), 1))).message
+                if isinstance(reply, LocationReply) and reply.forwarding_address == fwd:
+                    break
+            lags.append(time.perf_counter() - t0)
+        lags.sort()
+        out["served_by_the_other_after_ms"] = {"p50": round(lags[50] * 1e3, 3),
+                                               "p99": round(lags[98] * 1e3, 3)}
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+    return out
+
+
 def memory_probe(n: int) -> None:
     """Child mode: fill a store with ``n`` bindings, restart an LMs from it."""
     from dmanchor.lm.lms import LmsCore, LmsSettings
@@ -228,6 +304,8 @@ listen = "127.0.0.1:0"
 state_dir = "{tmp / 'state'}"
 primary = ["2001:db8::/32"]
 log_level = "warning"
+[security]
+insecure = true
 """
             lms, lms_port = start(["lms", lms_conf], tmp, "lms")
             procs.append(lms)
@@ -262,12 +340,15 @@ listen = "127.0.0.1:0"
 primary = ["2001:db9::/32"]
 peers = ["127.0.0.1:{lms_port}"]
 log_level = "warning"
+[security]
+insecure = true
 """
             b, b_port = start(["lms", pool_conf], tmp, "lms-b")
             procs.append(b)
             time.sleep(0.5)
             out["pool_queries_via_peer_per_s"] = round(
                 closed_loop(b_port, queries, args.window, args.seconds))
+            out["etcd"] = etcd_section(tmp, args, queries, updates)
             ok = decode(queries[0])  # sanity: what we send decodes
             assert isinstance(ok.message, LocationQuery)
         finally:

@@ -74,8 +74,10 @@ from .fm.controller import ControllerCore
 from .fm.fib import DesiredFib
 from .fm.fmdp import FmDpCore
 from .fm.mn_agent import MnAgentCore
-from .lm.daemon import build_core, log_events
+from .lm.daemon import StoreWatch, build_core, log_events
+from .lm.etcd import EtcdStore
 from .lm.lms import LmsCore
+from .lm.store import Store, StoreError
 from .metrics import MetricsServer, NodeMetrics
 from .mn.host import HostMobility
 from .nodecmd import run_command
@@ -108,6 +110,8 @@ class Node:
         self.mn_agent: MnAgentCore | None = None
         self.host: HostMobility | None = None
         self.trace = Trace(cfg.trace, cfg.node_id) if cfg.trace is not None else None
+        self._stores: dict[str, Store] = {}  # the LMs' binding store, closed at the end
+        self._store_watch: StoreWatch | None = None  # etcd: other LMs' writes
         self.events = NodeEvents(cfg.kea, self.trace, cfg.controller_state)
         self._control: ControlServer | None = None
         self._security: Security | None = None
@@ -150,7 +154,10 @@ class Node:
             self._watch_dataplane(self.dataplane)
         for name, lm in (("lms", cfg.lms), ("lmp", cfg.lmp)):
             if lm is not None:
-                cores[name] = (build_core(lm, now)[0], lm.listen)
+                core, store = build_core(lm, now)
+                cores[name] = (core, lm.listen)
+                if store is not None:
+                    self._stores[name] = store
         if cfg.controller is not None:
             listen, settings = cfg.controller
             kept = load_state(cfg.controller_state)
@@ -206,6 +213,9 @@ class Node:
             bound = await driver.start(host, port)
             self.drivers[name] = driver
             lines.append(f"{name} {bound[0]} {bound[1]}")
+        lms, store = cores.get("lms"), self._stores.get("lms")
+        if lms is not None and isinstance(lms[0], LmsCore) and isinstance(store, EtcdStore):
+            self._store_watch = StoreWatch(lms[0], store, self.drivers["lms"].pump).start()
         fd = self.dataplane.fileno() if self.dataplane is not None else None
         if fd is not None:
             # The hold device: end markers release holds as they arrive.
@@ -336,8 +346,12 @@ class Node:
             self.flows.close()
         if self.host is not None:
             self.host.close()
+        if self._store_watch is not None:
+            self._store_watch.stop()
         for driver in self.drivers.values():
             driver.close()
+        for store in self._stores.values():
+            store.close()
         if self.pd is not None:
             self.pd.close()
         if self.dataplane is not None:
@@ -371,7 +385,7 @@ def main(path: str, log_level: str | None = None, log_format: str | None = None)
 
     try:
         asyncio.run(run())
-    except (DataPlaneError, OSError, StateError) as exc:
+    except (DataPlaneError, OSError, StateError, StoreError) as exc:
         print(f"dmanchor node: {exc}", file=sys.stderr)
         return 1
     return 0

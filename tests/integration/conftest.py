@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,3 +85,63 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
         yield ds
     finally:
         ds.stop_all()
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Etcd:
+    """A real etcd (Debian's etcd-server) on loopback, data in ``data``."""
+
+    data: Path
+    log: Path
+    client_port: int = field(default_factory=free_port)
+    peer_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> Etcd:
+        from dmanchor.lm.etcd import wait_ready
+
+        url = self.endpoint
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "t", "--data-dir", str(self.data),
+             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"t={peer}"],
+            stdout=subprocess.DEVNULL, stderr=self.log.open("a"))
+        wait_ready(url, timeout=20)
+        return self
+
+    def kill9(self) -> None:
+        """Crash it (SIGKILL) and reap it; :meth:`start` brings it back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """A fresh etcd for one test, stopped by its PID at the end."""
+    server = Etcd(tmp_path / "etcd", tmp_path / "etcd.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()

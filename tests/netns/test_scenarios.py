@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from dmanchor.emulation.bird import BirdRouter
 from dmanchor.emulation.kea import KeaServer, lease_cmds_library
 from dmanchor.scenario.run import find, run, shipped
 
-NEEDS = {"4.2.1": KeaServer.available,
+NEEDS: dict[str, Callable[[], bool]] = {
+         "4.2.1": KeaServer.available,
          "4.2.1-lease": lambda: KeaServer.available() and lease_cmds_library() is not None,
          "4.2.1-nolease": lambda: KeaServer.available() and lease_cmds_library() is not None,
          "4.2.1-refused": KeaServer.available,

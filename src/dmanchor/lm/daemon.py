@@ -8,6 +8,8 @@ Config (TOML or YAML)::
     address = "::1"            # LMs address announced in LM:2-1
     state_dir = "/var/lib/dmanchor/lms-a"   # SQLite store; absent = memory only
     synchronous = "NORMAL"     # or FULL (fsync per update)
+    etcd = "http://127.0.0.1:2379"  # or: bindings in etcd, shared by every LMs naming it
+    etcd_prefix = "/dmanchor/lms/"  # their keys' prefix there
     primary = ["2001:db8:1::/48"]           # prefixes this member is primary for
     peers = ["[::1]:5401"]     # pool members to join
     max_lifetime = 86400
@@ -41,6 +43,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +65,11 @@ from ..runtime import clock
 from ..runtime.aio import UdpDriver
 from ..transport.reliable import Addr, Endpoint
 from ..transport.service import ServiceCore
+from ..wire.types import Prefix
+from .etcd import KEY_PREFIX, Change, EtcdStore, EtcdWatch
 from .lmp import LmpCore
 from .lms import JoinRefused, LmsCore, LmsSettings, MemberDown, MemberUp
-from .store import MemoryStore, SqliteStore, Store, StoreError
+from .store import Binding, MemoryStore, SqliteStore, Store, StoreError
 
 log = logging.getLogger("dmanchor.lm")
 
@@ -85,6 +90,12 @@ class LmDaemonConfig:
     """Store directory (kind lms); None keeps bindings in memory only."""
     synchronous: str = "NORMAL"
     """SQLite synchronous mode."""
+    etcd: str | None = None
+    """An etcd client URL (``http://host:port``): the bindings live there,
+    shared by every LMs naming the same etcd and prefix (instead of
+    ``state_dir``)."""
+    etcd_prefix: str = KEY_PREFIX
+    """The etcd key prefix of the bindings."""
     upstream: tuple[Addr, ...] = ()
     """LMs servers (kind lmp)."""
     lmp_cache: tuple[int, float] = (100_000, 60.0)
@@ -130,6 +141,15 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"{path}: field 'lms.synchronous': expected NORMAL or FULL")
     state = f.get("state_dir", as_str, "")
+    etcd = f.get("etcd", as_str, "") or None
+    etcd_prefix = f.get("etcd_prefix", as_str, KEY_PREFIX)
+    if etcd is not None and state:
+        raise ConfigError(f"{path}: fields 'lms.state_dir' and 'lms.etcd': one store, not both")
+    if etcd is not None and not etcd.startswith("http://"):
+        raise ConfigError(f"{path}: field 'lms.etcd': expected http://HOST:PORT")
+    if not etcd_prefix.startswith("/"):
+        raise ConfigError(f"{path}: field 'lms.etcd_prefix': expected a key prefix like "
+                          f"/dmanchor/lms/")
     settings = LmsSettings(
         node_id=f.get("node_id", as_str, node_id, required=node_id is None),
         address=f.get("address", as_address, as_address("::1")),
@@ -145,7 +165,8 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
     f.finish()
     return LmDaemonConfig("lms", listen, sec, lms=settings,
                           state_dir=Path(state) if state else None,
-                          synchronous=sync, log_level=level)
+                          synchronous=sync, etcd=etcd, etcd_prefix=etcd_prefix,
+                          log_level=level)
 
 
 def log_events(core: LmsCore) -> None:
@@ -171,11 +192,64 @@ def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | No
                        max_subscriptions=cfg.lmp_max_subscriptions), None
     assert cfg.lms is not None
     # Expiries are persisted as wall time: the monotonic clock the core
-    # runs on restarts at each boot.
-    store: Store = (SqliteStore(cfg.state_dir, cfg.synchronous,
-                                to_disk=clock.to_wall, from_disk=clock.from_wall)
-                    if cfg.state_dir else MemoryStore())
+    # runs on restarts at each boot (and etcd's is shared by several hosts).
+    store: Store
+    if cfg.etcd is not None:
+        store = EtcdStore(cfg.etcd, cfg.lms.node_id, key_prefix=cfg.etcd_prefix,
+                          to_disk=clock.to_wall, from_disk=clock.from_wall)
+    elif cfg.state_dir is not None:
+        store = SqliteStore(cfg.state_dir, cfg.synchronous,
+                            to_disk=clock.to_wall, from_disk=clock.from_wall)
+    else:
+        store = MemoryStore()
     return LmsCore(cfg.lms, endpoint, store, now), store
+
+
+class StoreWatch:
+    """Feeds what other LMs write to a shared etcd store into this LMs's
+    core, on the event loop (the watch itself runs in a thread)."""
+
+    def __init__(self, core: LmsCore, store: EtcdStore, pump: Callable[[], None]) -> None:
+        """``pump``: runs the core's driver after an input."""
+        self.core = core
+        self.store = store
+        self.pump = pump
+        self.loop = asyncio.get_running_loop()
+        self.watch = EtcdWatch(store, store.revision + 1, self._from_thread,
+                               self._resync_from_thread)
+
+    def start(self) -> StoreWatch:
+        self.watch.start()
+        return self
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+    def _from_thread(self, changes: list[Change]) -> None:
+        self.loop.call_soon_threadsafe(self._apply, changes)
+
+    def _resync_from_thread(self) -> None:
+        self.loop.call_soon_threadsafe(self._resync)
+
+    def _apply(self, changes: list[Change]) -> None:
+        news = self.store.news(changes)
+        if news:
+            self.core.stored_elsewhere([(c.prefix, c.binding) for c in news], clock.now())
+            self.pump()
+
+    def _resync(self) -> None:
+        """etcd compacted past the watch: take every binding again."""
+        try:
+            stored = {b.prefix: b for b in self.store.load()}
+        except StoreError as exc:
+            log.error("reloading the bindings from etcd: %s", exc)
+            return
+        gone: list[tuple[Prefix, Binding | None]] = [
+            (p, None) for p, _ in self.core.bindings.items() if p not in stored]
+        changed: list[tuple[Prefix, Binding | None]] = [
+            (p, b) for p, b in stored.items() if self.core.bindings.get(p) != b]
+        self.core.stored_elsewhere(gone + changed, clock.now())
+        self.pump()
 
 
 async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
@@ -199,11 +273,15 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
 
     driver = UdpDriver(core, on_pump=report)
     host, port = await driver.start(*cfg.listen)
+    watch = (StoreWatch(core, store, driver.pump).start()
+             if isinstance(core, LmsCore) and isinstance(store, EtcdStore) else None)
     print(f"ready {host} {port}", flush=True)
     log.info("%s listening on [%s]:%d", cfg.kind, host, port)
     try:
         await stop.wait()
     finally:
+        if watch is not None:
+            watch.stop()
         driver.close()
         if store is not None:
             store.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import ClassVar
@@ -409,6 +409,29 @@ class LmsCore(ServiceCore):
         self._changed(msg.prefix, msg.forwarding_address, lifetime, now, fan_out=True,
                       mn=mn or None)
 
+    def stored_elsewhere(self, changes: Iterable[tuple[Prefix, Binding | None]],
+                         now: float) -> None:
+        """Bindings another LMs sharing this one's store wrote (a binding) or
+        removed (None), in the store's order, as its watch reported them:
+        served from here too, and pushed to this server's subscribers
+        (LM:1-3).  Not fanned out to the pool: each LMs on the store
+        pushes to its own subscribers."""
+        for prefix, b in changes:
+            self.counters["store-watched"] += 1
+            if b is None:
+                old = self.bindings.get(prefix)
+                if old is not None:
+                    self._unbind(prefix)
+                    self._changed(prefix, old.forwarding_address, 0, now, fan_out=False)
+                continue
+            self._bind(b)
+            heapq.heappush(self._expiry, (b.expires, prefix))
+            if self._expiry[0][1] == prefix:
+                self.set_timer("expire", b.expires)
+            lifetime = self._remaining(b, now) if b.expires > now else 0
+            self._changed(prefix, b.forwarding_address, lifetime, now, fan_out=False,
+                          mn=b.mn or None)
+
     def _authorize(self, who: str | None, prefix: Prefix) -> Cause | None:
         table = self.settings.authorization
         if table is None:
@@ -633,11 +656,16 @@ class LmsCore(ServiceCore):
             if b is None or b.expires != expires:
                 continue  # refreshed or deleted since
             try:
-                self.store.delete(prefix)
+                gone = self.store.expire(b)
             except StoreError:
                 self.counters["store-failure"] += 1
                 heapq.heappush(heap, (now + 1.0, prefix))
                 self._bind(b._replace(expires=now + 1.0))
+                continue
+            if not gone:
+                # Another LMs sharing the store renewed it: its watch event
+                # (stored_elsewhere) is on its way.
+                self.counters["expiry-renewed-elsewhere"] += 1
                 continue
             self._unbind(prefix)
             self.counters["expired"] += 1

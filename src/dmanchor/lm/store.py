@@ -1,6 +1,6 @@
 """Binding stores for the LMs.
 
-The interface is four calls; a networked store (etcd, a SQL server ...)
+The interface is a handful of calls; a networked store (etcd, a SQL server ...)
 only has to implement them.  ``put`` and ``delete`` must be durable when
 they return: the LMs acknowledges an update (LM:1-4 ack) right after.
 
@@ -10,6 +10,7 @@ they return: the LMs acknowledges an update (LM:1-4 ack) right after.
   survives a crash of the process (``kill -9``) but not necessarily a power
   loss; ``synchronous=FULL`` also survives the latter, at an fsync per
   update.
+* :class:`~.etcd.EtcdStore` - etcd, shared by several LMs.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Store(Protocol):
     def delete(self, prefix: Prefix) -> None:
         """Remove the binding of ``prefix``; durable on return."""
 
+    def expire(self, binding: Binding) -> bool:
+        """Remove ``binding`` at the end of its lifetime, unless the store
+        holds a newer one (written by another LMs sharing it): True when
+        it is gone."""
+
     def load(self) -> Iterator[Binding]:
         """Every stored binding (used once, at start)."""
 
@@ -81,6 +87,10 @@ class MemoryStore:
 
     def delete(self, prefix: Prefix) -> None:
         self.data.pop(prefix, None)
+
+    def expire(self, binding: Binding) -> bool:
+        self.delete(binding.prefix)
+        return True
 
     def load(self) -> Iterator[Binding]:
         return iter(list(self.data.values()))
@@ -164,6 +174,10 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
+
+    def expire(self, binding: Binding) -> bool:
+        self.delete(binding.prefix)  # (one writer: nobody else changed it)
+        return True
 
     def load(self) -> Iterator[Binding]:
         rows = self.db.execute(
