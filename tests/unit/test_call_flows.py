@@ -20,7 +20,7 @@ import pytest
 
 from dmanchor.dataplane.conntrack import Change, ConnEvent
 from dmanchor.fm.anchor import AnchorAgentCore
-from dmanchor.fm.anchor_model import Heard
+from dmanchor.fm.anchor_model import AnchorCache, Heard
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
 from dmanchor.runtime.virtual import VirtualNetwork
@@ -194,8 +194,8 @@ def test_fig4_nothing_kept_when_no_flow_needs_it(ended: bool) -> None:
     move_stock(w, 0.5, 0.02, HNP2)
     w.net.run(until=1.5)
     seq = trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),          # LM:1-1 by MN, first: the move waits on it
         ("ar2", "lms", "LOCATION_UPDATE"),   # HNP2 bound to the MN at AR2
-        ("ar2", "lms", "MN_QUERY"),          # LM:1-1 by MN
         ("lms", "ar2", "MN_REPLY"),          # LM:1-2: HNP1 at AR1, no flows
     ], since=0.5)
     reply = seq[-1].message
@@ -338,8 +338,9 @@ def test_a_chain_of_moves_keeps_the_prefix_at_each_router() -> None:
     w.net.run(until=3.5)  # (AR2's leftover tunnel goes 2 hold timeouts on)
     reply = trace.assert_order([("lms", "ar3", "MN_REPLY")], since=1.0)[0].message
     assert isinstance(reply, m.MnReply)
+    # (HNP3, AR3's own, is bound after the query: asked first, it is answered first.)
     assert {(b.prefix, b.forwarding_address, b.flows) for b in reply.bindings} == {
-        (HNP1, A("fc00::2:0"), 1), (HNP2, A("fc00::2:0"), 0), (HNP3, A("fc00::3:0"), 0)}
+        (HNP1, A("fc00::2:0"), 1), (HNP2, A("fc00::2:0"), 0)}
     trace.assert_order([("ar3", "ar2", "BUFFER_READY"), ("ar3", "ar1", "BUFFER_READY")],
                        since=1.0)
     rep = report(w.fab, cont)
@@ -457,3 +458,40 @@ def test_what_a_router_hears_on_its_access_link() -> None:
     assert trace.count("MN_QUERY") == 1  # asked about once, on arrival
     assert a.stats.counters["claim-refused"] == 1  # HNP1 is the MN's, not this host's
     assert HNP1 not in a.visiting
+
+
+def test_a_prefix_anchor_is_asked_for_once_over_a_ping_pong() -> None:
+    """AR1 -> AR2 -> AR1 -> AR2 (tunnel mode): AR2 asks the controller which
+    anchor holds HNP1 (FM:4-3) at the first visit only; at the second it
+    knows (the answer lives a registration lifetime) and goes straight to
+    FM:6-2.  The session loses nothing either way."""
+    w = world("tunnel")
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 2.4)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    move_stock(w, 0.5, 0.02, HNP2)
+    move_stock(w, 1.0, 0.02, HNP1, src=2, dst=1)
+    move_stock(w, 1.5, 0.02, HNP2)
+    w.net.run(until=3.0)
+    assert trace.count("ANCHOR_DISCOVERY", since=0.5) == 1
+    assert trace.count("ANCHOR_DISCOVERY", since=1.5) == 0
+    trace.assert_order([("lms", "ar2", "MN_REPLY"),
+                        ("ar2", "ar1", "BUFFER_READY", about(HNP1, dpa_address=A("fc00::2:0")))],
+                       since=1.5)
+    assert_lossless(report(w.fab, cont))
+
+
+def test_a_kept_anchor_answer_expires_and_is_bounded() -> None:
+    cache = AnchorCache(ttl=10.0, limit=2)
+    ar1 = A("fc00::1:0")
+    ans = [m.DiscoveryAnswer(Prefix.parse(f"2001:db8:1:{i}::/64"), ar1, ar1, "ar1")
+           for i in range(3)]
+    cache.put(ans[0], 0.0)
+    assert cache.get(ans[0].prefix, 9.9) == ans[0]
+    assert cache.get(ans[0].prefix, 10.0) is None  # believed a lifetime only
+    for a in ans:
+        cache.put(a, 20.0)
+    assert len(cache) == 2 and cache.get(ans[0].prefix, 21.0) is None  # the oldest went
+    cache.forget(ans[1].prefix)
+    assert cache.get(ans[1].prefix, 21.0) is None and cache.get(ans[2].prefix, 21.0) == ans[2]

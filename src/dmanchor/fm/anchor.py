@@ -71,6 +71,7 @@ from .anchor_model import (
     MODES,
     TRANSIENT,
     Advertise,
+    AnchorCache,
     AnchorSettings,
     AnchorStats,
     Announce,
@@ -166,6 +167,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         """LM:1 requests, over the LMs pool (None: no LMs configured)."""
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
+        self.anchors = AnchorCache(settings.lifetime)
+        """FM:4-4 answers, kept (tunnel mode: a prefix's anchor stays its home)."""
         if settings.mode is Mode.BGP:
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),
@@ -225,8 +228,12 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         the RS itself names (an optional option), kept at once - and
         claimed only if the binding agrees the MN is theirs (SM).
         """
+        if self.lm is not None:
+            # Asked first: the move waits on its answer, and the LMs serves
+            # requests in order (the new prefix's binding and subscription
+            # below would go ahead of it).
+            self._mn_queries[self.lm.request(m.MnQuery(mn), now)] = Requery(mn, link, 0)
         self.attach(mn, link, own, {p: [] for p in hinted}, now)
-        self._on_requery(Requery(mn, link, 0), now)
 
     def _on_requery(self, ask: Requery, now: float) -> None:
         st = self.attached.get(ask.mn)
@@ -356,6 +363,10 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             self._joins[self.lm.request(m.LocationQuery(p), now)] = join
         else:
             join.lm_done = True
+        join.anchor = self.anchors.get(p, now)
+        if join.anchor is not None:
+            self._joined(join, now)  # its anchor known already: one round trip less
+            return
         self._joins[self.endpoint.request(m.AnchorDiscovery(p), self.s.controller, now)] = join
 
     def _known(self, join: Join, served: Mapping[Prefix, IPv6Address], mn: str) -> bool:
@@ -516,6 +527,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if join is not None:
             if isinstance(reply, m.DiscoveryAnswer):
                 join.anchor = reply
+                self.anchors.put(reply, now)
             elif isinstance(reply, m.LocationReply):
                 join.lm_done = True
                 join.bound_to = reply.mn

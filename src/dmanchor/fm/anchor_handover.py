@@ -33,6 +33,7 @@ from .anchor_model import (
     CLAIM_BACKOFF,
     CLAIM_RETRIES,
     SETTLE_GRACE,
+    AnchorCache,
     AnchorSettings,
     AnchorStats,
     Attached,
@@ -80,6 +81,7 @@ class AnchorHandover:
     _agent_of_prefix: dict[Prefix, str]
     _claimed_by_mn: dict[Prefix, Addr]
     leases: LeaseBook
+    anchors: AnchorCache
 
     if TYPE_CHECKING:
         def set_timer(self, name: Hashable, at: float) -> None: ...
@@ -112,6 +114,8 @@ class AnchorHandover:
         to_anchor = isinstance(request, m.BufferReady) and request.dpa_address == self.s.dpa
         if v is None or prefix is None or not (discover or to_anchor):
             return
+        if to_anchor:
+            self.anchors.forget(prefix)  # (the next claim asks which anchor again)
         if v.claim_retries >= CLAIM_RETRIES:
             self.stats.counters["claim-abandoned"] += 1
             return

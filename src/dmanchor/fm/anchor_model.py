@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -497,6 +497,49 @@ class Join:
     lm_done: bool = False
     anchor: m.DiscoveryAnswer | None = None
     bound_to: str | None = None  # the MN the location binding names, if any
+
+
+ANCHOR_CACHE_MAX = 10_000
+"""FM:4-4 answers an anchor agent keeps at most (the oldest go first)."""
+
+
+class AnchorCache:
+    """FM:4-4 answers by prefix, each believed ``ttl`` seconds.
+
+    The controller answers FM:4-3 from the anchors' registrations, which
+    change only when an anchor registers anew (a restart with another
+    address) - and a registration lives a lifetime.  Kept for that long, a
+    prefix's anchor is asked for once, not at every move of its MN (one
+    round trip off each later handover); an answer whose anchor then fails
+    to respond is forgotten, so the next claim asks again.
+    """
+
+    def __init__(self, ttl: float, limit: int = ANCHOR_CACHE_MAX) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._entries: OrderedDict[Prefix, tuple[m.DiscoveryAnswer, float]] = OrderedDict()
+
+    def get(self, prefix: Prefix, now: float) -> m.DiscoveryAnswer | None:
+        """The answer kept for ``prefix``, if still believed."""
+        entry = self._entries.get(prefix)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._entries[prefix]
+            return None
+        return entry[0]
+
+    def put(self, answer: m.DiscoveryAnswer, now: float) -> None:
+        self._entries[answer.prefix] = (answer, now + self.ttl)
+        self._entries.move_to_end(answer.prefix)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def forget(self, prefix: Prefix) -> None:
+        self._entries.pop(prefix, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(slots=True)
