@@ -61,6 +61,7 @@ from ..wire.types import (
     ForwardingEntry,
     Prefix,
 )
+from .anchor_bgp import AnchorBgp
 from .anchor_flows import AnchorFlows
 from .anchor_handover import AnchorHandover
 from .anchor_lease import AnchorLeases, LeaseBook, LeaseWait
@@ -74,7 +75,6 @@ from .anchor_model import (
     AnchorCache,
     AnchorSettings,
     AnchorStats,
-    Announce,
     Attached,
     Cleanup,
     Delegate,
@@ -103,8 +103,8 @@ from .flows import FlowBook
 from .fmdp import DpFunction
 
 
-class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, AnchorRestart,
-                      ServiceCore):
+class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, AnchorBgp,
+                      AnchorRestart, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -697,38 +697,6 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         self.endpoint.request(m.BufferReady(prefix, self.s.dpa), anchor_agent, now)
         self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
 
-    def _joined_bgp(self, join: Join, now: float) -> None:
-        prefix = join.prefix
-        v = self.visiting.get(prefix)
-        if v is None or not join.lm_done:
-            return
-        if join.bound_to and join.bound_to != v.mn:
-            self._refuse_claim(prefix, now)
-            return
-        if prefix in self.leases.moving or prefix in self.leases.stayed:
-            return  # (a claim asked again) its lease decides already
-        self._step(prefix, PrefixEvent.CLAIMED)
-        if self.s.pd and join.previous is not None and prefix not in self.leases.leased:
-            # FM:3-2, delegation first: announced only once the lease is here.
-            self._move_lease(prefix, join.previous, now)
-            return
-        self._anchor_bgp(prefix, join.previous, join.previous, now)
-
-    def _anchor_bgp(self, prefix: Prefix, previous: IPv6Address | None,
-                    anchor: IPv6Address | None, now: float) -> None:
-        """Anchor ``prefix`` here and announce it; the point it was served at
-        (and its anchor, if another) send what they held or still get."""
-        v = self.visiting.get(prefix)
-        if v is None:
-            return  # the MN left before its lease came
-        self._announce((prefix,), True)
-        for point in dict.fromkeys(p for p in (previous, anchor) if p is not None):
-            # Leftovers and stragglers (until the routers converge) come
-            # through the flush SID, past the hold of the new direct path.
-            self.endpoint.request(m.BufferReady(prefix, self.s.flush_sid),
-                                  self._agent_of(point), now)
-        self._lm_update(prefix, self.s.dpa, now, mn=v.mn)
-
     # -- Helpers -------------------------------------------------------------------------
 
     def _mn_of(self, prefix: Prefix) -> str | None:
@@ -788,17 +756,6 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if v is not None and v.reverse is not None:
             self.dp.apply((), [v.reverse], now)
             v.reverse = None
-
-    def _announce(self, prefixes: Sequence[Prefix], on: bool) -> None:
-        if self.s.mode is not Mode.BGP:
-            return
-        for p in prefixes:
-            if on and p not in self.announced:
-                self.announced.add(p)
-                self._effects.append(Announce(p, True))
-            elif not on and p in self.announced:
-                self.announced.discard(p)
-                self._effects.append(Announce(p, False))
 
     def _apply_new(self, add: list[ForwardingEntry], now: float,
                    buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:

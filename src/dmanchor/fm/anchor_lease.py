@@ -164,7 +164,10 @@ class AnchorLeases:
                 # Only tunnelled here: the lease is at the anchor it stayed at.
                 self.endpoint.reply(ev, m.LeaseReleaseAck(p, stayed.anchor_id, stayed.anchor), now)
                 return
-            self.leases.released_for[p] = ev.sender or ev.source
+            if p in self.delegated or p in self.leases.leased:
+                # (Kept only for a lease held here: a table as large as the
+                # prefixes anchored here, whatever a peer asks about.)
+                self.leases.released_for[p] = ev.sender or ev.source
         self.stats.counters["lease-release"] += 1
         self._delegate((p,), False)
         if p in self.leases.leased and self.s.pd:
@@ -283,7 +286,8 @@ class AnchorLeases:
         if move is None:
             return  # had the lease meanwhile, or the claim ended
         if isinstance(event, NegativeReply):
-            # Its anchor says the MN is there: not this claim's to move.
+            # Refused (its MN is there, or this router may not ask): not
+            # this claim's to move.
             del self.leases.moving[prefix]
             self.stats.counters["lease-release-refused"] += 1
             self._refuse_claim(prefix, now)
