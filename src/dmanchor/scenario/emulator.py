@@ -384,6 +384,22 @@ class Emulation(EmulationChecks):
         # prefixes; the MN's own agent claims them (below).  Network-based:
         # the routers keep them (recorded to report; the RS names nothing).
         previous = () if host_based else tuple(st.continuity)
+        if (to, mn) in self._down:
+            # Back to a router it left: that router's radio is on again
+            # before the MN leaves the one it is at - an access point does
+            # not power up as a station arrives - so the kernel's carrier
+            # delay (linkwatch: up to 1.3 s seen under CPU load) is not
+            # part of the move.  The MN's end stays out of its bridge
+            # until it gets there: the router hears nothing from it before.
+            self._close_radio_break(to, mn)
+            self._nl(to).set_link(self._index(to, mn), up=True)
+            self._down.discard((to, mn))
+            # Both ends: the MN's end gets its carrier a moment after the
+            # router's, and a bridge port without carrier forwards nothing
+            # (an RS sent through it then is lost: measured, 1 in ~50
+            # returns, the MN found 200-600 ms later by its MLD report).
+            self._wait_running(to, mn)
+            self._wait_running(mn, f"r-{to}")
         # Link operations go over netlink sockets kept open in the
         # namespaces: spawning ``ip`` for each would put tens of ms of
         # emulator overhead into the handover being measured.
@@ -406,18 +422,6 @@ class Emulation(EmulationChecks):
             self._nl(old).set_link(self._index(old, mn), up=False)
             self._down.add((old, mn))
             self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
-        if (to, mn) in self._down:
-            # Back to a router it left: the link comes up again (the
-            # kernel's linkwatch takes up to a second to carry traffic).
-            self._close_radio_break(to, mn)
-            self._nl(to).set_link(self._index(to, mn), up=True)
-            self._down.discard((to, mn))
-            # Both ends: the MN's end gets its carrier a moment after the
-            # router's, and a bridge port without carrier forwards nothing
-            # (an RS sent through it then is lost: measured, 1 in ~50
-            # returns, the MN found 200-600 ms later by its MLD report).
-            self._wait_running(to, mn)
-            self._wait_running(mn, f"r-{to}")
         # Every access router shows the same gateway (one MAC, so one
         # link-local address): the MN's neighbour entry stays right across
         # moves.  The radio moves; the MN's stack solicits and announces
