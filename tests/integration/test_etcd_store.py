@@ -238,3 +238,26 @@ def test_an_lms_whose_etcd_is_unreachable_says_so(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "etcd 127.0.0.1" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_damaged_value_is_skipped_and_counted_not_fatal(etcd: Etcd) -> None:
+    """Something under the key prefix this store cannot read: a start loads
+    the rest, a watch delivers the changes after it."""
+    from base64 import b64encode
+
+    a = EtcdStore(etcd.endpoint, "lms-a")
+    b = EtcdStore(etcd.endpoint, "lms-b")
+    a.put(binding(HNP1, DPA1))
+    list(b.load())
+    got = Delivered()
+    watch = EtcdWatch(b, b.revision + 1, got, got.resync, retry=0.2).start()
+    try:
+        a.client.call("kv/put", {"key": b64encode(b"/dmanchor/lms/2001:db8:1:9::/64").decode(),
+                                 "value": b64encode(b"not json").decode()})
+        a.put(binding(HNP2, DPA2))
+        wait_until(lambda: got.seen() == [(HNP2, DPA2)], 10, lambda: str(got.seen()))
+        assert watch.unreadable == 1 and watch.reconnects == 0
+    finally:
+        watch.stop()
+    c = EtcdStore(etcd.endpoint, "lms-c")
+    assert {x.prefix for x in c.load()} == {HNP1, HNP2} and c.unreadable == 1

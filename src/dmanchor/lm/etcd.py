@@ -145,6 +145,8 @@ class EtcdStore:
         self.client = EtcdClient(endpoint, timeout)
         self.revision = 0
         """The store's revision as of the last load (a watch starts after it)."""
+        self.unreadable = 0
+        """Values under the key prefix this store could not read (skipped)."""
         self._revs: dict[Prefix, int] = {}  # prefix -> mod revision last seen
 
     # -- Encoding -------------------------------------------------------------------
@@ -214,7 +216,10 @@ class EtcdStore:
         if ans.get("succeeded"):
             self._revs.pop(binding.prefix, None)
             return True
-        kvs = ans["responses"][0]["response_range"].get("kvs", [])
+        try:
+            kvs = ans["responses"][0]["response_range"].get("kvs", [])
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise StoreError(f"etcd: unexpected answer {ans!r:.200}") from exc
         if not kvs:
             self._revs.pop(binding.prefix, None)
             return True  # removed already (by another LMs, at the same expiry)
@@ -223,11 +228,18 @@ class EtcdStore:
     def load(self) -> Iterator[Binding]:
         ans = self.client.call("kv/range", {"key": _b64(self.key_prefix),
                                             "range_end": _range_end(self.key_prefix)})
-        self.revision = int(ans["header"]["revision"])
+        self.revision = _revision(ans)
         out = []
         self._revs.clear()
         for kv in ans.get("kvs", []):
-            prefix, b, _ = self.decode(kv)
+            try:
+                prefix, b, _ = self.decode(kv)
+            except StoreError as exc:
+                # Not ours to read (another writer's, or damaged): left in
+                # etcd, counted, and the rest served.
+                self.unreadable += 1
+                log.error("%s", exc)
+                continue
             if b is not None:
                 out.append(b)
                 self._revs[prefix] = int(kv["mod_revision"])
@@ -273,6 +285,8 @@ class EtcdWatch:
         self.resync = resync
         self.retry = retry
         self.reconnects = 0
+        self.unreadable = 0
+        """Changes whose value could not be read (skipped)."""
         self._stop = threading.Event()
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
@@ -356,7 +370,12 @@ class EtcdWatch:
             kv = ev["kv"]
             rev = int(kv["mod_revision"])
             self.next_revision = max(self.next_revision, rev + 1)
-            prefix, b, writer = self.store.decode(kv)
+            try:
+                prefix, b, writer = self.store.decode(kv)
+            except StoreError as exc:
+                self.unreadable += 1  # skipped, not retried: the stream goes on
+                log.error("%s", exc)
+                continue
             if ev.get("type") == "DELETE":
                 out.append(Change(prefix, None, rev))
             elif writer != self.store.writer:
