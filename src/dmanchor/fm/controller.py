@@ -252,7 +252,7 @@ class ControllerCore(ControllerLeases, ServiceCore):
         self._stale: dict[str, set[Prefix]] = {r.name: set() for r in settings.routers}
         self._routers = {r.name: r for r in settings.routers}
         self._sent: dict[int, _Sent] = {}
-        self._holds: dict[int, Change] = {}  # FM:6-1 in flight
+        self._holds: set[int] = set()  # FM:6-1 in flight (answers only counted)
         self.access = AccessFmCp(settings.access)
         if settings.access:
             if settings.cpa is None:
@@ -363,7 +363,8 @@ class ControllerCore(ControllerLeases, ServiceCore):
         ok = isinstance(event, ReplyReceived)
         sent = self._sent.pop(event.request_id, None)
         if sent is None:
-            if self._holds.pop(event.request_id, None) is not None:
+            if event.request_id in self._holds:
+                self._holds.discard(event.request_id)
                 if not ok:
                     self.counters["fm6-1-failed"] += 1  # the hold is a nicety: go on
             elif not ok:
@@ -654,7 +655,7 @@ class ControllerCore(ControllerLeases, ServiceCore):
         # Not waited for: FM:6-2 (and FM:3-2's release) go to that anchor
         # later over the same path, so it holds before it releases; a lost
         # hold sent again after FM:6-2 finds the MN gone and does nothing.
-        self._holds[rid] = change
+        self._holds.add(rid)
 
     def _registered_at(self, dpa: IPv6Address | None, now: float) -> Registration | None:
         """The live registration of the anchor whose DPA is ``dpa``."""
