@@ -211,6 +211,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     from .sim.simulate import SimConfig, Simulation, format_report
 
+    if args.scenario:
+        return _cmd_twin(args)
     try:
         cfg = SimConfig(aggregations=args.aggregations, access_per_aggregation=args.access,
                         topology=args.topology, mobility=args.mobility, mns=args.mns,
@@ -233,6 +235,20 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         print(f"dmanchor sim: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(dataclasses.asdict(report)) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_twin(args: argparse.Namespace) -> int:
+    from .scenario.fields import ScenarioError
+    from .scenario.run import find
+    from .sim.twin import Twin, Unsupported, format_run, run_json
+
+    try:
+        run = Twin(find(args.scenario), seed=args.seed).play()
+    except (ScenarioError, Unsupported) as exc:
+        print(f"dmanchor sim: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(run_json(run)) if args.json else format_run(run))
     return 0
 
 
@@ -332,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     sim = sub.add_parser("sim", help="many MNs over a generated tree in virtual time, with "
-                                     "the project's cores, beside a centralized baseline")
+                                     "the project's cores, beside a centralized baseline; or "
+                                     "a scenario file's twin")
+    sim.add_argument("scenario", nargs="?",
+                     help="a scenario (file or shipped name) to play in virtual time with the "
+                          "cores its nodes run: each move's signalling, the flows, the end "
+                          "state (the generated-network options below do not apply)")
     sim.add_argument("--topology", choices=("tree", "grid", "geometric"), default="tree",
                      help="tree: core, aggregation and access routers; grid: access "
                           "routers in a mesh, the core off its middle; geometric: "

@@ -70,3 +70,22 @@ def _follow(node: str, first: ForwardingEntry, entries: Mapping[str, Sequence[Fo
             return f"leads to {nxt}, which has no path for it"
         e = there[0]
     return "loops: " + " -> ".join(seen)
+
+
+def mobile_state(entries: Mapping[str, Sequence[ForwardingEntry]],
+                 networks: Sequence[Prefix]) -> dict[str, list[str]]:
+    """Each node's entries for MN prefixes (the /64s of ``networks``), as
+    sorted text: what a run leaves in the forwarding state, comparable
+    between the kernels and the simulator.  Nodes with none are left out."""
+    out: dict[str, list[str]] = {}
+    for node, mine in entries.items():
+        lines = sorted(_text(e) for e in mine
+                       if e.prefix.length == 64 and any(n.covers(e.prefix) for n in networks))
+        if lines:
+            out[node] = lines
+    return out
+
+
+def _text(e: ForwardingEntry) -> str:
+    return (f"{e.kind.name} {e.prefix}" + (f" -> {e.next_hop}" if e.next_hop else "")
+            + (f" on {e.link}" if e.link else "") + (f" for {e.flow}" if e.flow else ""))

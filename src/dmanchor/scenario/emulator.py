@@ -43,9 +43,10 @@ from ..emulation.lab import Lab, Veth, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
-from ..wire.types import Prefix
+from ..wire.types import Prefix, entry_from_json
 from . import attacks, breakdown, callflow, faults, plots
 from .checks import EmulationChecks
+from .converge import mobile_state
 from .model import Scenario, Step
 from .plan import (
     GATEWAY_LL,
@@ -704,6 +705,7 @@ class Emulation(EmulationChecks):
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
         report.faults = [rec.as_json() for rec in self.settle.finish()]
+        report.final = self._final()
         arrivals: dict[str, list[float]] = {}
         for name, f in self.flows.items():
             arrivals.setdefault(self.sc.flows[name].dst, []).extend(
@@ -731,6 +733,18 @@ class Emulation(EmulationChecks):
         except (OSError, ValueError, KeyError) as exc:  # a diagram never fails a run
             self.progress(f"call-flow diagrams not drawn: {exc}")
         return report
+
+    def _final(self) -> dict[str, list[str]]:
+        """What the kernels hold for MN prefixes as the run ends."""
+        networks = [s.anchor.prefix for s in self.sc.anchors()
+                    if s.anchor is not None and s.anchor.prefix is not None]
+        entries = {}
+        for node, spec in self.sc.nodes.items():
+            if (spec.anchor is not None or spec.fmdp) and \
+                    self.procs.procs[node].poll() is None:
+                entries[node] = [entry_from_json(e)
+                                 for e in command(self._sock(node), {"cmd": "entries"})]
+        return mobile_state(entries, networks)
 
     def _home_of(self, prefix: Prefix) -> str | None:
         """The anchor whose network ``prefix`` belongs to."""

@@ -134,6 +134,9 @@ class Report:
     faults: list[dict[str, Any]] = field(default_factory=list)
     """Each fault injected, and how long after its recovery every node's
     state had settled (:class:`~.settle.FaultRecord`)."""
+    final: dict[str, list[str]] = field(default_factory=dict)
+    """Per node with a data plane, its kernel's entries for MN prefixes at
+    the end of the run (:func:`~.converge.mobile_state`)."""
     tunnelled: list[dict[str, Any]] = field(default_factory=list)
     """Anchor switches whose lease could not move (FM:3-2): the prefix
     stayed anchored at home (or, under BGP, at the router of DPA ``anchor``)

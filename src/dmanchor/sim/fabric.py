@@ -13,6 +13,7 @@ data packets interleave in one deterministic timeline.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv6Address
@@ -111,6 +112,10 @@ class Fabric:
         self.drops: list[Drop] = []
         self._on_link: dict[tuple[str, str], _Host] = {}  # (router, access link) -> host
         self.drop_reasons: Counter[str] = Counter()
+        self.observers: list[Callable[[str, Packet], None]] = []
+        """Called with (router, packet) for each plain packet a router
+        handles (arrived plain, or just decapsulated): what its connection
+        tracking sees."""
         for r in spec.routers:
             addrs = [int(IPv6Address(a)) for a in r.addresses]
             dp = MemoryDataPlane(r.name, addrs)
@@ -206,10 +211,15 @@ class Fabric:
         if via:
             p = p.via(name)
         flushed = False
+        seen = False
         for _ in range(4):  # encap/decap re-lookups at the same router
             if len(p.hops) > self.MAX_HOPS:
                 self._drop(name, p, "hop-limit")
                 return
+            if p.outer is None and not seen and self.observers:
+                seen = True
+                for observe in self.observers:
+                    observe(name, p)
             d = dp.decide(p, in_link, flushed)
             in_link = None
             if d.kind == "encap":

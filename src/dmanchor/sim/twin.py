@@ -1,0 +1,444 @@
+"""A scenario's twin in virtual time: ``dmanchor sim SCENARIO``.
+
+The same scenario file as ``dmanchor run``, played with the same cores the
+nodes run - built from the very node configs the emulator writes
+(:func:`~dmanchor.scenario.plan.make_plan`) - on memory data planes in a
+:class:`~.fabric.Fabric` wired like the scenario's namespaces: the plan's
+links and static routes.  What a node's I/O would do is modelled:
+
+* the access layer: the old router's link goes (``detach``), the MN comes
+  up on the new one and solicits (``heard``: the router gives it a /64 of
+  its pool and asks the LMs for the rest, as for a stock host);
+* connection tracking: a router that forwards a flow's plain (or
+  decapsulated) packet for the first time reports it NEW; one idle past
+  the nodes' UDP timeout, or a TCP flow closed, is reported gone;
+* traffic: every flow of the timeline is a paced stream through the fabric
+  (TCP as a stream of segments, no congestion control).
+
+Not modelled (such a scenario is refused with the reason): BGP routers
+(BIRD), a DHCPv6 server (Kea), host-based MNs, an LM proxy or pool,
+forwarding switches under an AR, and faults and attacks.
+
+:func:`handover_signalling` reduces a run - this one's, or a kernel run's
+traces - to what each move made each node send, so that the two can be
+compared (``tests/netns/test_twin.py``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+from ..access.alloc import PrefixAllocator
+from ..dataplane.conntrack import Change, Conn, ConnEvent
+from ..dataplane.memory import Packet
+from ..fm.anchor import AnchorAgentCore
+from ..fm.controller import ControllerCore
+from ..fm.fib import DesiredFib
+from ..fm.fmdp import FmDpCore
+from ..lm.daemon import build_core
+from ..nodeconf import NodeConfig, load_node_config
+from ..runtime.virtual import VirtualNetwork
+from ..scenario.converge import mobile_state
+from ..scenario.model import Scenario
+from ..scenario.plan import Plan, make_plan, mn_link_address
+from ..transport.reliable import Addr, Endpoint
+from ..wire.codec import decode
+from ..wire.errors import WireError
+from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .fabric import Fabric, HostSpec, LinkSpec, RouterSpec, TopologySpec
+from .traffic import Flow, FlowReport, report, start_flow
+
+LINK_DELAY = 0.0001
+"""One-way delay of a link between two namespaces (a veth pair), seconds."""
+RADIO_GAP = 0.0015
+"""Seconds from the old link's loss to the MN's solicitation at the new
+router (the emulator's measured radio phase, p50)."""
+HANDOVER_TYPES = frozenset({
+    "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
+    "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
+"""Requests a move causes (refreshes, reports and pushes go on regardless)."""
+WINDOW = 0.5
+"""Seconds after an attachment that count as its move (or to the MN's next)."""
+BEFORE = 0.02
+"""Seconds before the attachment that count too (the old router's hold)."""
+_FAULTS = ("kill", "restart", "cut", "heal", "loss", "attack")
+
+
+class Unsupported(ValueError):
+    """The scenario uses something the twin does not model."""
+
+
+def unsupported(sc: Scenario) -> str | None:
+    """Why ``sc`` cannot run in virtual time (None: it can)."""
+    for n in sc.nodes.values():
+        a = n.anchor
+        why = ("BGP routers (BIRD)" if n.bgp is not None or (a and a.mode == "bgp") else
+               "DHCPv6-PD (Kea)" if n.dhcp is not None or (a and a.pd) else
+               "an LM proxy" if n.lmp else
+               "a host-based MN's agent" if n.kind == "mn" and n.agent else
+               "a forwarding switch under an AR" if a and (a.parent or a.cp) else None)
+        if why:
+            return f"{n.name}: {why}: not modelled"
+    if len([n for n in sc.nodes.values() if n.lms]) > 1:
+        return "an LM:2 pool: not modelled"
+    for step in sc.timeline:
+        if step.action in _FAULTS:
+            return f"the timeline's {step.action} (faults and attacks): not modelled"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One message on the wire: at ``t`` from node ``src`` to node ``dst``."""
+
+    t: float
+    src: str
+    dst: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """An MN's radio came up on ``new`` at ``at`` (from ``old``)."""
+
+    mn: str
+    old: str | None
+    new: str
+    at: float
+
+
+@dataclass(slots=True)
+class TwinRun:
+    """What the twin did."""
+
+    scenario: str
+    moves: list[Move] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    flows: dict[str, FlowReport] = field(default_factory=dict)
+    final: dict[str, list[str]] = field(default_factory=dict)
+    """Per router, its entries for MN prefixes at the end
+    (:func:`~dmanchor.scenario.converge.mobile_state`)."""
+
+
+def iid(mac: str) -> int:
+    """The modified EUI-64 interface identifier of a MAC (RFC 4291 App. A)."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    return int.from_bytes(bytes([b[0] ^ 2]) + b[1:3] + b"\xff\xfe" + b[3:6], "big")
+
+
+@dataclass(slots=True)
+class _Mn:
+    name: str
+    mac: str
+    router: str | None = None
+    prefixes: list[Prefix] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Conntrack:
+    """One router's connection table: flow -> last packet time."""
+
+    seen: dict[Conn, float] = field(default_factory=dict)
+    closed: set[Conn] = field(default_factory=set)
+
+
+class Twin:
+    """A scenario built in virtual time (see the module)."""
+
+    def __init__(self, sc: Scenario, seed: int = 1) -> None:
+        why = unsupported(sc)
+        if why is not None:
+            raise Unsupported(f"{sc.name}: {why}")
+        self.sc = sc
+        self.plan = make_plan(sc, signed=False)
+        self.net = VirtualNetwork(seed=seed)
+        self.fab = Fabric(_topology(self.plan), self.net)
+        self.names = self.plan.names()
+        self.run = TwinRun(sc.name)
+        self.anchors: dict[str, AnchorAgentCore] = {}
+        self._addr_of: dict[str, Addr] = {}
+        self._alloc: dict[str, PrefixAllocator] = {}
+        self._udp_idle: dict[str, float] = {}
+        self._conntrack: dict[str, _Conntrack] = {}
+        self.mns = {m: _Mn(m, mn_link_address(sc, m)) for m in sc.of_kind("mn")}
+        self._flows: dict[str, Flow] = {}
+        self._closes: dict[str, float] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="dmanchor-twin-")
+        for name, np in self.plan.nodes.items():
+            if np.config and np.spec.kind != "mn":
+                self._place(name, self._config(name, np.config))
+        self.net.taps.append(self._tap)
+        self.fab.observers.append(self._forwarded)
+
+    # -- Building ------------------------------------------------------------------------
+
+    def _config(self, name: str, text: str) -> NodeConfig:
+        d = Path(self._tmp.name)
+        text = (text.replace("@CONTROL@", str(d / f"{name}.sock"))
+                .replace("@TRACE@", str(d / f"{name}.trace.jsonl"))
+                .replace("@STATE@", str(d / f"{name}.state.json"))
+                .replace('state_dir = "@LMSTATE@"', "")  # bindings in memory
+                .replace("@LOG@", "info").replace("@KEA@", ""))
+        path = d / f"{name}.toml"
+        path.write_text(text)
+        return load_node_config(path)
+
+    def _place(self, name: str, cfg: NodeConfig) -> None:
+        now = self.net.now
+        fib = DesiredFib(self.fab.routers[name]) if name in self.fab.routers else None
+        if cfg.lms is not None:
+            self.net.add(cfg.lms.listen, build_core(cfg.lms, now)[0])
+        if cfg.controller is not None:
+            listen, settings = cfg.controller
+            self.net.add(listen, ControllerCore(settings, Endpoint(), now))
+        if cfg.fmdp is not None and fib is not None:
+            listen, fsettings = cfg.fmdp
+            self.net.add(listen, FmDpCore(fsettings, fib, Endpoint(), now))
+        if cfg.anchor is not None and fib is not None:
+            listen, asettings = cfg.anchor
+            agent = AnchorAgentCore(asettings, fib, Endpoint(), now)
+            self.net.add(listen, agent, _drain(agent))
+            self.anchors[name] = agent
+            self._addr_of[name] = listen
+            if cfg.mn_pool is not None:
+                self._alloc[name] = PrefixAllocator(cfg.mn_pool)
+            self._udp_idle[name] = float(cfg.udp_idle or 30)
+            self._conntrack[name] = _Conntrack()
+            self.net.call_later(cfg.flow_sweep, lambda: self._sweep(name, cfg.flow_sweep))
+
+    # -- Inputs the nodes' I/O would give -----------------------------------------------
+
+    def _input(self, router: str, fn: Any) -> None:
+        fn(self.anchors[router], self.net.now)
+        self.net.poll(self._addr_of[router])
+
+    def _attach(self, mn: str, to: str) -> None:
+        st = self.mns[mn]
+        old = st.router
+        if old is not None:
+            self.fab.detach(mn)
+            self._input(old, lambda a, now: a.detach(st.mac, now))
+        st.router = None
+        self.net.call_later(RADIO_GAP if old is not None else 0.0,
+                            lambda: self._arrive(st, to, old))
+
+    def _arrive(self, st: _Mn, to: str, old: str | None) -> None:
+        st.router = to
+        self.fab.attach(st.name, to, st.name)
+        given = self._alloc[to].get(st.mac)
+        if given not in st.prefixes:
+            st.prefixes.append(given)
+            self.fab.add_address(st.name, given.network | iid(st.mac))
+        self.run.moves.append(Move(st.name, old, to, self.net.now))
+        self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
+
+    def _start_flow(self, name: str) -> None:
+        spec = self.sc.flows[name]
+        st = self.mns[spec.dst]
+        dst = st.prefixes[-1].network | iid(st.mac)  # its newest address
+        src = self.plan.nodes[spec.src].control
+        k = len(self._flows)
+        tcp = spec.kind == "tcp"
+        flow = Flow(name, spec.src, spec.dst, int(IPv6Address(src)), dst,
+                    rate=1000.0 if tcp else spec.rate, start=self.net.now,
+                    stop=self.net.now + spec.duration, proto=6 if tcp else 17,
+                    sport=40000 + k, dport=5001 + k)
+        flow = replace(flow, stop=min(flow.stop, self._closes.get(name, flow.stop)))
+        self._flows[name] = flow
+        start_flow(self.fab, flow)
+        if tcp and name not in self._closes:
+            # A stream that ends sends its FIN: conntrack sees it over at once.
+            self.net.call_at(flow.stop, partial(self._close, [name]))
+
+    def _close(self, names: Sequence[str]) -> None:
+        for name in names:
+            flow = self._flows[name]
+            if flow.proto == 6:
+                # FIN both ways: every router tracking it reports it gone.
+                for router, ct in self._conntrack.items():
+                    conn = _conn(flow)
+                    if ct.seen.pop(conn, None) is not None:
+                        ct.closed.add(conn)
+                        self._input(router, lambda a, now, c=conn: a.conn_events(
+                            [ConnEvent(Change.GONE, c)], now))
+
+    def _forwarded(self, router: str, p: Packet) -> None:
+        """The fabric's observer: ``router`` forwarded a plain packet."""
+        ct = self._conntrack.get(router)
+        if ct is None or p.outer is not None or p.marker:
+            return
+        conn = Conn(IPv6Address(p.src), IPv6Address(p.dst), p.proto, p.sport, p.dport)
+        if conn in ct.closed:
+            return
+        fresh = conn not in ct.seen
+        ct.seen[conn] = self.net.now
+        if fresh:
+            self._input(router, lambda a, now: a.conn_events([ConnEvent(Change.NEW, conn)], now))
+
+    def _sweep(self, router: str, every: float) -> None:
+        ct = self._conntrack[router]
+        idle = self._udp_idle[router]
+        gone = [c for c, t in ct.seen.items() if c.proto == 17 and self.net.now - t > idle]
+        for c in gone:
+            del ct.seen[c]
+        if gone:
+            self._input(router, lambda a, now: a.conn_events(
+                [ConnEvent(Change.GONE, c) for c in gone], now))
+        self._input(router, lambda a, now: a.conn_present(list(ct.seen), now, now))
+        self.net.call_later(every, lambda: self._sweep(router, every))
+
+    def _tap(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
+        try:
+            kind = decode(data).message.TYPE.name
+        except WireError:
+            return
+        self.run.sent.append(Sent(at, self.names.get(src[0], src[0]),
+                                  self.names.get(dst[0], dst[0]), kind))
+
+    # -- Running -------------------------------------------------------------------------
+
+    def play(self, settle: float | None = None) -> TwinRun:
+        """Play the timeline, then ``settle`` seconds more (reverts, cleanups;
+        default: the scenario's timeout for them)."""
+        end = 0.0
+        t0 = self.net.now + 0.1
+        for step in self.sc.timeline:
+            if step.action == "close":
+                # (Flows are scheduled whole: each stops at its close.)
+                self._closes.update(dict.fromkeys(step.args["flows"], t0 + step.at))
+        for step in self.sc.timeline:
+            at = t0 + step.at
+            a = step.args
+            if step.action in ("attach", "move"):
+                self.net.call_at(at, partial(self._attach, a["mn"], a["to"]))
+            elif step.action == "flow":
+                self.net.call_at(at, partial(self._start_flow, a["flow"]))
+                end = max(end, at + self.sc.flows[a["flow"]].duration)
+            elif step.action == "close":
+                self.net.call_at(at, partial(self._close, a["flows"]))
+            end = max(end, at)
+        self.net.run(until=end + (self.sc.timeout if settle is None else settle))
+        self.run.flows = {n: report(self.fab, f) for n, f in self._flows.items()}
+        networks = [s.anchor.prefix for s in self.sc.anchors()
+                    if s.anchor is not None and s.anchor.prefix is not None]
+        self.run.final = mobile_state({name: dp.entries() for name, dp in self.fab.routers.items()},
+                                      networks)
+        self._tmp.cleanup()
+        return self.run
+
+
+def _drain(agent: AnchorAgentCore) -> Any:
+    """The anchor's effects (RAs, delegations) have no I/O here: dropped."""
+    def run() -> None:
+        while agent.next_event() is not None:
+            pass
+    return run
+
+
+def _conn(flow: Flow) -> Conn:
+    return Conn(IPv6Address(flow.src), IPv6Address(flow.dst), flow.proto, flow.sport,
+                flow.dport)
+
+
+def _topology(plan: Plan) -> TopologySpec:
+    """The plan's namespaces as a fabric: routers with their addresses and
+    static routes (anchors: a default route upstream), hosts, links."""
+    routers, hosts, links = [], [], []
+    for name, np in plan.nodes.items():
+        addrs = [i.address.split("/")[0] for i in np.ifaces
+                 if i.address and not i.address.startswith("fe80")]
+        if np.spec.kind == "host":
+            hosts.append(HostSpec(name, tuple(addrs), gateway=np.ifaces[0].peer))
+            continue
+        if np.spec.kind == "mn":
+            hosts.append(HostSpec(name))
+            continue
+        if np.dpa is not None:
+            addrs += [str(np.dpa), str(np.dpa + 1)]
+        entries = [ForwardingEntry(EntryKind.ROUTE, p, IPv6Address(nh)) for p, nh in np.routes]
+        if np.uplink:
+            entries.append(ForwardingEntry(EntryKind.ROUTE, Prefix.parse("::/0"),
+                                           IPv6Address(np.uplink)))
+        routers.append(RouterSpec(name, tuple(addrs), tuple(entries)))
+    for link in plan.scenario.links:
+        if plan.scenario.nodes[link.b].kind != "mn":
+            links.append(LinkSpec(link.a, link.b, LINK_DELAY))
+    return TopologySpec(tuple(routers), tuple(hosts), tuple(links), access_delay=LINK_DELAY)
+
+
+# -- Comparing runs ----------------------------------------------------------------------
+
+
+def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
+                        ) -> list[dict[str, list[tuple[str, str]]]]:
+    """Per move (attachments that left a router): for each node, the
+    handover requests it sent in the move's window, in the order each
+    (destination, type) first appeared - what a move makes each node do,
+    without what timing alone varies (retransmissions, the interleaving of
+    different nodes' messages, refreshes)."""
+    ordered = sorted(sent, key=lambda s: s.t)
+    out: list[dict[str, list[tuple[str, str]]]] = []
+    for i, mv in enumerate(moves):
+        if mv.old is None:
+            continue
+        end = min([mv.at + WINDOW, *(n.at - BEFORE for n in moves[i + 1:]
+                                     if n.mn == mv.mn and n.at > mv.at)])
+        per: dict[str, list[tuple[str, str]]] = {}
+        for s in ordered:
+            if mv.at - BEFORE <= s.t <= end and s.type in HANDOVER_TYPES:
+                seq = per.setdefault(s.src, [])
+                if (s.dst, s.type) not in seq:
+                    seq.append((s.dst, s.type))
+        out.append(per)
+    return out
+
+
+def from_trace(records: Iterable[Mapping[str, Any]], moves: Iterable[Mapping[str, Any]],
+               names: Mapping[str, str]) -> tuple[list[Sent], list[Move]]:
+    """A kernel run's node traces and report moves, in the twin's terms."""
+    sent = [Sent(float(r["t"]), str(r["node"]), names.get(r["peer"][0], r["peer"][0]),
+                 str(r["type"]))
+            for r in records if r.get("dir") == "tx" and r.get("peer") and r.get("type")]
+    mv = [Move(str(m["mn"]), m.get("old"), str(m["new"]), float(m["at"])) for m in moves]
+    return sent, mv
+
+
+def run_json(run: TwinRun) -> dict[str, Any]:
+    """The run as JSON: moves, each move's handover signalling per node,
+    the flows, and the routers' final entries for MN prefixes."""
+    return {
+        "scenario": run.scenario,
+        "moves": [{"mn": m.mn, "old": m.old, "new": m.new, "at": round(m.at, 6)}
+                  for m in run.moves],
+        "handovers": [{node: [f"{t} -> {dst}" for dst, t in seq] for node, seq in per.items()}
+                      for per in handover_signalling(run.sent, run.moves)],
+        "flows": {n: {"sent": f.sent, "delivered": f.delivered, "lost": f.lost,
+                      "duplicates": f.duplicates, "reordered": f.reordered,
+                      "max_gap_ms": round(f.max_gap * 1e3, 3)} for n, f in run.flows.items()},
+        "final": run.final,
+    }
+
+
+def format_run(run: TwinRun) -> str:
+    """The run as text (``dmanchor sim SCENARIO``)."""
+    doc = run_json(run)
+    lines = [f"{run.scenario} in virtual time, with the project's cores", ""]
+    moves = [m for m in run.moves if m.old is not None]
+    for m, per in zip(moves, doc["handovers"], strict=True):
+        lines.append(f"  move {m.mn} {m.old} -> {m.new} at {m.at:.3f} s:")
+        lines += [f"    {node}: {', '.join(seq)}" for node, seq in per.items()]
+    lines.append("")
+    for name, f in doc["flows"].items():
+        lines.append(f"  {name}: {f['delivered']} of {f['sent']} delivered, {f['lost']} lost, "
+                     f"{f['reordered']} reordered, longest gap {f['max_gap_ms']} ms")
+    lines.append("")
+    lines.append("  at the end:" if doc["final"] else "  at the end: no router holds MN state")
+    for router, entries in doc["final"].items():
+        lines += [f"    {router}: {e}" for e in entries]
+    return "\n".join(lines)
