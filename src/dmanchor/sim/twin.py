@@ -16,8 +16,10 @@ links and static routes.  What a node's I/O would do is modelled:
   (TCP as a stream of segments, no congestion control).
 
 Not modelled (such a scenario is refused with the reason): BGP routers
-(BIRD), a DHCPv6 server (Kea), host-based MNs, an LM proxy or pool,
-forwarding switches under an AR, and faults and attacks.
+(BIRD), a DHCPv6 server (Kea), host-based MNs, an LM proxy, forwarding
+switches under an AR, and faults and attacks.  Nor are the charging
+counters a kept prefix's flows end by (``conn_present`` gets none): such a
+flow stays open in the twin.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, so that the two can be
@@ -85,8 +87,6 @@ def unsupported(sc: Scenario) -> str | None:
                "a forwarding switch under an AR" if a and (a.parent or a.cp) else None)
         if why:
             return f"{n.name}: {why}: not modelled"
-    if len([n for n in sc.nodes.values() if n.lms]) > 1:
-        return "an LM:2 pool: not modelled"
     for step in sc.timeline:
         if step.action in _FAULTS:
             return f"the timeline's {step.action} (faults and attacks): not modelled"
