@@ -52,6 +52,7 @@ from .plan import (
     GATEWAY_LL,
     GATEWAY_MAC,
     Plan,
+    filled,
     make_plan,
     mn_link_address,
     pd_duid,
@@ -313,12 +314,8 @@ class Emulation(EmulationChecks):
                                       and not sc.nodes[n].controller, n))
         self.progress(f"node processes: {', '.join(order)}")
         for name in order:
-            cfg = (plan.nodes[name].config.replace("@CONTROL@", str(self._sock(name)))
-                   .replace("@TRACE@", str(self.workdir / f"{name}.trace.jsonl"))
-                   .replace("@STATE@", str(self.workdir / f"{name}.state.json"))
-                   .replace("@LMSTATE@", str(self.workdir / f"{name}.lms"))
-                   .replace("@LOG@", self.log_level)
-                   .replace("@KEA@", str(self.kea.socket) if self.kea is not None else ""))
+            cfg = filled(plan.nodes[name].config, name, self.workdir, self.log_level,
+                         self.kea.socket if self.kea is not None else None)
             self.procs.start(name, name, cfg)
         core = next((n for n, s in sc.nodes.items() if s.controller), None)
         # ARs whose control plane is the controller's register nothing.

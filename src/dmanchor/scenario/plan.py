@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
+from pathlib import Path
 
 from ..access.dhcpv6 import duid_ll
 from ..config import key_toml, new_key
@@ -210,6 +211,20 @@ def make_plan(sc: Scenario, signed: bool = True) -> Plan:
     for name, np in nodes.items():
         np.config = _config(plan, name)
     return plan
+
+
+def filled(config: str, name: str, workdir: Path, log_level: str = "info",
+           kea_socket: Path | None = None, lms_state: bool = True) -> str:
+    """A node's config (:attr:`NodePlan.config`) with its run's paths in:
+    control socket, trace, state files in ``workdir``; ``lms_state=False``
+    keeps an LMs' bindings in memory (no ``state_dir``)."""
+    text = config if lms_state else config.replace('state_dir = "@LMSTATE@"', "")
+    return (text.replace("@CONTROL@", str(workdir / f"{name}.sock"))
+            .replace("@TRACE@", str(workdir / f"{name}.trace.jsonl"))
+            .replace("@STATE@", str(workdir / f"{name}.state.json"))
+            .replace("@LMSTATE@", str(workdir / f"{name}.lms"))
+            .replace("@LOG@", log_level)
+            .replace("@KEA@", str(kea_socket) if kea_socket is not None else ""))
 
 
 def _node_keys(sc: Scenario) -> dict[str, Key]:
