@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -93,6 +94,13 @@ def _note(rec: dict[str, Any], name: dict[str, str]) -> str | None:
     return "; ".join(parts) or None
 
 
+def window(at: float, later: Iterable[float]) -> tuple[float, float]:
+    """The span of a move that attached at ``at``, given its MN's later
+    attachments: from the L2 trigger's hold before it to :data:`WINDOW`
+    after it, or to its MN's next move."""
+    return at - BEFORE, min([at + WINDOW, *(t - BEFORE for t in later if t > at)])
+
+
 def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],
           names: dict[str, str]) -> list[CallFlow]:
     """One diagram per move (attachments that left a router)."""
@@ -105,10 +113,9 @@ def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],
         at = mv["at"]
         # To this MN's next move.  (Other MNs' moves in the window are in
         # it too: the trace says what each node sent, not for whom.)
-        end = min([at + WINDOW, *(n["at"] - BEFORE for n in moves[i + 1:]
-                                  if n["mn"] == mv["mn"] and n["at"] > at)])
+        start, end = window(at, (n["at"] for n in moves[i + 1:] if n["mn"] == mv["mn"]))
         items: list[Arrow | Note] = [Note(0.0, mv["mn"], f"radio: {mv['old']} -> {mv['new']}")]
-        for rec in records[bisect_left(times, at - BEFORE):bisect_right(times, end)]:
+        for rec in records[bisect_left(times, start):bisect_right(times, end)]:
             t = rec.get("t", 0.0) - at
             if rec.get("dir") == "tx" and rec.get("type") not in PERIODIC:
                 peer = rec.get("peer") or ["?"]

@@ -216,7 +216,7 @@ class Fabric:
             if len(p.hops) > self.MAX_HOPS:
                 self._drop(name, p, "hop-limit")
                 return
-            if p.outer is None and not seen and self.observers:
+            if self.observers and p.outer is None and not seen:
                 seen = True
                 for observe in self.observers:
                     observe(name, p)

@@ -46,9 +46,10 @@ from ..fm.fmdp import FmDpCore
 from ..lm.daemon import build_core
 from ..nodeconf import NodeConfig, load_node_config
 from ..runtime.virtual import VirtualNetwork
+from ..scenario.callflow import window
 from ..scenario.converge import mobile_state
 from ..scenario.model import Scenario
-from ..scenario.plan import Plan, make_plan, mn_link_address
+from ..scenario.plan import Plan, filled, make_plan, mn_link_address
 from ..transport.reliable import Addr, Endpoint
 from ..wire.codec import decode
 from ..wire.errors import WireError
@@ -65,10 +66,6 @@ HANDOVER_TYPES = frozenset({
     "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
-WINDOW = 0.5
-"""Seconds after an attachment that count as its move (or to the MN's next)."""
-BEFORE = 0.02
-"""Seconds before the attachment that count too (the old router's hold)."""
 _FAULTS = ("kill", "restart", "cut", "heal", "loss", "attack")
 
 
@@ -180,13 +177,8 @@ class Twin:
 
     def _config(self, name: str, text: str) -> NodeConfig:
         d = Path(self._tmp.name)
-        text = (text.replace("@CONTROL@", str(d / f"{name}.sock"))
-                .replace("@TRACE@", str(d / f"{name}.trace.jsonl"))
-                .replace("@STATE@", str(d / f"{name}.state.json"))
-                .replace('state_dir = "@LMSTATE@"', "")  # bindings in memory
-                .replace("@LOG@", "info").replace("@KEA@", ""))
         path = d / f"{name}.toml"
-        path.write_text(text)
+        path.write_text(filled(text, name, d, lms_state=False))  # (bindings in memory)
         return load_node_config(path)
 
     def _place(self, name: str, cfg: NodeConfig) -> None:
@@ -378,7 +370,8 @@ def _topology(plan: Plan) -> TopologySpec:
 def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
                         ) -> list[dict[str, list[tuple[str, str]]]]:
     """Per move (attachments that left a router): for each node, the
-    handover requests it sent in the move's window, in the order each
+    handover requests it sent in the move's window (as the call-flow
+    diagrams draw it, :func:`~dmanchor.scenario.callflow.window`), in the order each
     (destination, type) first appeared - what a move makes each node do,
     without what timing alone varies (retransmissions, the interleaving of
     different nodes' messages, refreshes)."""
@@ -387,11 +380,10 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
     for i, mv in enumerate(moves):
         if mv.old is None:
             continue
-        end = min([mv.at + WINDOW, *(n.at - BEFORE for n in moves[i + 1:]
-                                     if n.mn == mv.mn and n.at > mv.at)])
+        start, end = window(mv.at, (n.at for n in moves[i + 1:] if n.mn == mv.mn))
         per: dict[str, list[tuple[str, str]]] = {}
         for s in ordered:
-            if mv.at - BEFORE <= s.t <= end and s.type in HANDOVER_TYPES:
+            if start <= s.t <= end and s.type in HANDOVER_TYPES:
                 seq = per.setdefault(s.src, [])
                 if (s.dst, s.type) not in seq:
                     seq.append((s.dst, s.type))
