@@ -18,7 +18,7 @@ from dmanchor.fm.controller import (
     ControllerEvent,
 )
 from dmanchor.fm.controller_lease import LeaseMoves, MoveLease, SwitchTunnelled
-from dmanchor.sim.traffic import report, start_flow
+from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.wire.types import EntryKind, ForwardingEntry
 from tests.unit.test_fm import (
     CTRL,
@@ -71,6 +71,20 @@ def move_with_session(w: World) -> None:
     w.at(1.05, 2, lambda a, now: a.flows_closed(HNP1, now))
     w.net.run(until=3.0)
     assert_lossless(report(w.fab, cont))
+
+
+def two_moves_with_session(w: World, stop: float) -> Flow:
+    """HNP1's MN moves AR1 -> AR2 -> AR3 with a session on HNP1 until
+    ``stop``; run to 2.3 s.  Returns the session's flow."""
+    from tests.unit.test_call_flows import HNP3
+
+    cont = downlink("cont", IP1, 0.1, stop)
+    w.ar[1].conn_events(opened(cont), 0.0)
+    start_flow(w.fab, cont)
+    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
+    w.move(1.2005, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
+    w.net.run(until=2.3)
+    return cont
 
 
 def _moved(ok: bool) -> tuple[World, list[tuple[float, ControllerEvent]]]:
@@ -139,9 +153,6 @@ def test_a_switched_prefix_whose_next_lease_kea_refuses_goes_back_home() -> None
     route to AR2 goes), AR1 asks for the lease again, AR2 gives it up as it
     hands what it held on to AR3, and AR1 tunnels HNP1 to AR3: lossless.
     (Before, HNP1 was switched to AR3 without a lease.)"""
-    from dmanchor.fm.controller_lease import LeaseMoves
-    from tests.unit.test_call_flows import HNP3
-
     w = world("switch", lifetime=1, pd=True, n=3)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.KEA)
     ar3 = A("fc00::3:0")
@@ -156,12 +167,7 @@ def test_a_switched_prefix_whose_next_lease_kea_refuses_goes_back_home() -> None
             if isinstance(ev, MoveLease):
                 w.net.call_later(KEA_DELAY, partial(answer, ev))
     w.net.on_poll(CTRL, hook)
-    cont = downlink("cont", IP1, 0.1, 2.0)
-    w.ar[1].conn_events(opened(cont), 0.0)
-    start_flow(w.fab, cont)
-    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
-    w.move(1.2005, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
-    w.net.run(until=2.3)
+    cont = two_moves_with_session(w, stop=2.0)
     assert_lossless(report(w.fab, cont))
     assert w.ctrl.counters["switch-home-tunnelled"] == 1
     assert HNP1 not in w.ctrl.moved and w.ctrl.tunnelled == {HNP1: ar3}

@@ -19,7 +19,7 @@ from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import EntryKind, ForwardingEntry
 from tests.unit.pd_server import Server
-from tests.unit.test_call_flows import HNP3, Trace, about
+from tests.unit.test_call_flows import Trace, about
 from tests.unit.test_fm import (
     CTRL,
     HNP1,
@@ -32,7 +32,7 @@ from tests.unit.test_fm import (
     opened,
     world,
 )
-from tests.unit.test_lease_first import AR2, move_with_session
+from tests.unit.test_lease_first import AR2, move_with_session, two_moves_with_session
 
 
 def moved(refuse: set[int] | None = None) -> tuple[World, Server, Trace]:
@@ -150,12 +150,7 @@ def test_a_switched_prefix_whose_next_lease_is_refused_goes_back_home() -> None:
     w = world("switch", lifetime=1, pd=True, n=3)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
     server = Server(w, {3}).start()
-    cont = downlink("cont", IP1, 0.1, 2.5)
-    w.ar[1].conn_events(opened(cont), 0.0)
-    start_flow(w.fab, cont)
-    w.move(0.5005, 0.03, HNP2, previous={HNP1: [filter_of(cont)]})
-    w.move(1.2005, 0.03, HNP3, previous={HNP1: [filter_of(cont)]}, src=2, dst=3)
-    w.net.run(until=2.3)
+    cont = two_moves_with_session(w, stop=2.5)
     assert server.owner.get(HNP1) == 1
     moves = [(kind, i) for _, kind, i, p in server.log if p == HNP1]
     assert moves == [("Delegated", 1), ("Returned", 1), ("Delegated", 2), ("Returned", 2),
