@@ -122,14 +122,14 @@ class LinuxDataPlane(Holds, EndMarkers):
         self.upstream: set[IPv6Address] = set()
         """Next hops towards the core (an access router's uplink): no end
         marker is sent that way (see :meth:`_marker_paths`)."""
-        self._orphans = 0  # held packets no hold claimed (see STANDBY_METRIC)
         self._holds: dict[Prefix, _Hold] = {}
         self._lifting: dict[Prefix, _Lifting] = {}  # released holds still draining
         self._lift_due: float | None = None
         self._marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]] = {}
-        self._held: list[bytes] = []  # read from the ring, not yet released
+        self._held: dict[Prefix, list[bytes]] = {}  # per hold, read, not yet released
+        self._strays: list[bytes] = []  # read, no hold claims them (see STANDBY_METRIC)
+        self._new_markers: list[bytes] = []  # end markers read, not yet judged
         self._held_bytes = 0
-        self._held_count: Counter[Prefix] = Counter()
         self._held_bytes_of: Counter[Prefix] = Counter()
         self._counters: Counter[str] = Counter()
         self.on_change: Callable[[Sequence[ForwardingEntry], Sequence[ForwardingEntry]], None] | \
@@ -269,6 +269,7 @@ class LinuxDataPlane(Holds, EndMarkers):
             if e.kind is EntryKind.BUFFER:
                 spec = (buffers or {}).get(e.prefix, BufferSpec())
                 self._holds[e.prefix] = _Hold(spec, now)
+                self._adopt(e.prefix)
                 self._counters["holds"] += 1
                 if spec.release_on_timeout:
                     # The end marker reaches this new point through the flush

@@ -26,7 +26,7 @@ from .linux_markers import MARKER_MARK, OLDPATH_TABLE
 from .markers import MarkerAuth, is_marker
 from .netlink import Netlink, Request, route, rule
 from .tunbuffer import DEVICE as TUN_DEVICE
-from .tunbuffer import Lift, Lifter, TunBuffer, destination
+from .tunbuffer import LIFT_READ, READ_LIMIT, Lift, Lifter, TunBuffer, destination
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,11 @@ class Holds:
     _tun: TunBuffer | None
     _counters: Counter[str]
     _holds: dict[Prefix, _Hold]
-    _held: list[bytes]
+    _held: dict[Prefix, list[bytes]]
+    _strays: list[bytes]
+    _new_markers: list[bytes]
     _held_bytes: int
-    _held_count: Counter[Prefix]
     _held_bytes_of: Counter[Prefix]
-    _orphans: int
     _lifting: dict[Prefix, _Lifting]
     _lift_due: float | None
     _marks_after_lift: dict[Prefix, tuple[ForwardingEntry, float]]
@@ -144,31 +144,38 @@ class Holds:
     def on_readable(self, now: float) -> None:
         """Drain the hold device; an end marker releases the hold it ends."""
         self._drain()
-        if self._orphans:
+        if self._strays:
             self._forward_stragglers()
-        markers = [p for p in self._held if is_marker(p)]
+        self._judge_markers(now)
+
+    def _judge_markers(self, now: float) -> None:
+        """Release the holds whose end marker was read (each marker once;
+        one read for no hold yet waits with the strays for its hold)."""
+        markers, self._new_markers = self._new_markers, []
         for m in markers:
             dst = destination(m)
-            for prefix, hold in list(self._holds.items()):
-                if hold.spec.release_on_timeout and prefix.contains(dst) \
-                        and prefix not in self._lifting:
-                    self._held.remove(m)
-                    self._held_bytes -= len(m)
-                    if self._held_count[prefix]:
-                        self._held_count[prefix] -= 1  # a marker is not traffic
-                        self._held_bytes_of[prefix] -= len(m)
-                    forged = self.markers.check(m, prefix, now)
-                    if forged is not None:
-                        # Not from a router of ours: the hold stays until
-                        # the real marker or its timeout.
-                        self._counters[forged.value] += 1
-                        break
-                    self._counters["end-marker"] += 1
-                    self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
-                                  [e for e in self.entries()
-                                   if e.prefix == prefix and e.flow is None],
-                                  "end-marker", now)
-                    break
+            prefix = next((p for p in self._holds if p.contains(dst)), None)
+            if prefix is None:
+                if any(m is s for s in self._strays):
+                    self._new_markers.append(m)  # judged when its hold comes
+                continue
+            hold, held = self._holds[prefix], self._held.get(prefix, [])
+            if not hold.spec.release_on_timeout or prefix in self._lifting \
+                    or not any(m is p for p in held):
+                continue  # (plain traffic for such a hold; or lifted with it)
+            held.remove(m)
+            self._held_bytes -= len(m)
+            self._held_bytes_of[prefix] -= len(m)
+            forged = self.markers.check(m, prefix, now)
+            if forged is not None:
+                # Not from a router of ours: the hold stays until the real
+                # marker or its timeout.
+                self._counters[forged.value] += 1
+                continue
+            self._counters["end-marker"] += 1
+            self._release(ForwardingEntry(EntryKind.BUFFER, prefix),
+                          [e for e in self.entries() if e.prefix == prefix and e.flow is None],
+                          "end-marker", now)
 
     def _forward_stragglers(self) -> None:
         """Send on packets no hold claims whose prefix is routed elsewhere now.
@@ -181,28 +188,25 @@ class Holds:
         assert self._tun is not None
         verdict: dict[int, bool] = {}
         keep: list[bytes] = []
-        for pkt in self._held:
+        for pkt in self._strays:
             dst = destination(pkt)
-            if any(p.contains(dst) for p in self._holds):
-                keep.append(pkt)
-                continue
             if dst not in verdict:
                 r = self.nl.route_get(IPv6Address(dst))
                 verdict[dst] = r is not None and self._names.get(r.oif or -1) != TUN_DEVICE
             if verdict[dst]:
                 self._tun.write(pkt)
-                self._orphans -= 1
+                self._held_bytes -= len(pkt)
                 self._counters["stragglers-forwarded"] += 1
             else:
                 keep.append(pkt)
-        self._held = keep
-        self._held_bytes = sum(len(p) for p in keep)
+        self._strays = keep
 
-    def _drain(self) -> None:
-        """Move what the hold device got into user space, within each hold's limit."""
+    def _drain(self, limit: int = READ_LIMIT) -> None:
+        """Move what the hold device got (at most ``limit`` packets) into user
+        space, each to its hold, within each hold's limits."""
         if self._tun is None:
             return
-        for pkt in self._tun.read_all():
+        for pkt in self._tun.read_all(limit):
             dst = destination(pkt)
             if dst >> 120 == 0xFF:
                 # The device's own multicast (MLD, RS): never held traffic.
@@ -215,33 +219,44 @@ class Holds:
                 continue
             prefix = next((p for p in self._holds if p.contains(dst)), None)
             if prefix is not None:
-                if self._held_count[prefix] >= self._holds[prefix].spec.limit:
+                held = self._held.setdefault(prefix, [])
+                if len(held) >= self._holds[prefix].spec.limit:
                     self._counters["buffer-overflow-held"] += 1
                     continue
                 if self._held_bytes_of[prefix] + len(pkt) > MAX_HOLD_BYTES:
                     self._counters["buffer-overflow-bytes"] += 1
                     continue
-                self._held_count[prefix] += 1
+                held.append(pkt)
                 self._held_bytes_of[prefix] += len(pkt)
             else:
                 # Caught by a standby route (the radio just went): kept for
                 # the hold the agent is about to install, within a bound.
-                if self._orphans >= ORPHAN_LIMIT:
+                if len(self._strays) >= ORPHAN_LIMIT:
                     self._counters["standby-overflow"] += 1
                     continue
-                self._orphans += 1
+                self._strays.append(pkt)
                 self._counters["standby-caught"] += 1
-            self._held.append(pkt)
             self._held_bytes += len(pkt)
+            if is_marker(pkt):
+                self._new_markers.append(pkt)
 
-    def _take(self, prefix: Prefix) -> list[bytes]:
-        """Remove and return, in arrival order, the held packets of ``prefix``."""
-        self._drain()
-        mine = [p for p in self._held if prefix.contains(destination(p))]
+    def _adopt(self, prefix: Prefix) -> None:
+        """A new hold of ``prefix`` takes the strays a standby route caught for
+        it: they arrived before anything the hold itself gets."""
+        mine = [p for p in self._strays if prefix.contains(destination(p))]
         if mine:
-            self._held = [p for p in self._held if not prefix.contains(destination(p))]
-            self._held_bytes -= sum(len(p) for p in mine)
-        self._orphans = max(0, self._orphans - (len(mine) - self._held_count.pop(prefix, 0)))
+            self._strays = [p for p in self._strays if not prefix.contains(destination(p))]
+            self._held[prefix] = mine + self._held.get(prefix, [])
+            self._held_bytes_of[prefix] += sum(len(p) for p in mine)
+
+    def _take(self, prefix: Prefix, limit: int = READ_LIMIT) -> list[bytes]:
+        """Remove and return, in arrival order, the held packets of ``prefix``
+        (reading at most ``limit`` more from the device first)."""
+        self._drain(limit)
+        # (No strays of a held prefix: they are adopted when its hold comes,
+        # and while it stays its packets are its own.)
+        mine = self._held.pop(prefix, [])
+        self._held_bytes -= sum(len(p) for p in mine)
         self._held_bytes_of.pop(prefix, None)
         return mine
 
@@ -277,7 +292,7 @@ class Holds:
         self._batch_or_raise([self._route_in(e, RELEASE_TABLE, True) for e in copies])
         # Built before the lift: its last steps should be system calls only.
         removal = self._requests(hold, add=False)
-        lifter = Lifter(lambda: self._take(prefix), self._tun.write,
+        lifter = Lifter(lambda: self._take(prefix, LIFT_READ), self._tun.write,
                         lambda: self._batch_or_raise(removal))
         self._lifting[prefix] = _Lifting(
             lifter, copies, any(e.kind is EntryKind.ANCHOR for e in new), cause)
@@ -325,6 +340,12 @@ class Holds:
             self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), prefix.length,
                                  oif=self._ifindex(TUN_DEVICE), metric=STANDBY_METRIC)])
         hold_state = self._holds.pop(prefix, None)
+        leftover = self._held.pop(prefix, [])
+        if leftover:
+            # (None expected: the lift took all.)  Without their hold they
+            # are strays: sent on by the route now current.
+            self._strays.extend(leftover)
+            self._held_bytes_of.pop(prefix, None)
         if hold_state is not None and hold_state.spec.release_on_timeout:
             self.nl.batch([route(False, prefix.network.to_bytes(16, "big"), 128,
                                  table=FLUSH_TABLE)])
@@ -342,10 +363,9 @@ class Holds:
         route never went, so nothing overtook it)."""
         state = self._lifting.pop(prefix)
         back = state.lifter.take_back()
-        self._held[:0] = back
+        self._held[prefix] = back + self._held.get(prefix, [])
         size = sum(len(pkt) for pkt in back)
         self._held_bytes += size
-        self._held_count[prefix] += len(back)
         self._held_bytes_of[prefix] += size
         self._counters["released"] += state.lifter.released
         self._counters["lift-held-again"] += 1
@@ -382,6 +402,8 @@ class Holds:
         self._lift_due = None
         for prefix in list(self._lifting):
             self._step_lift(prefix, now)
+        if self._new_markers:
+            self._judge_markers(now)  # read by the lift steps' reads
         for prefix, hold in list(self._holds.items()):
             if prefix in self._lifting:
                 continue  # released: its lift bounds it (FORCE_AFTER)
@@ -417,7 +439,8 @@ class Holds:
     def buffered(self, prefix: Prefix) -> int:
         """Packets held for ``prefix`` now."""
         self._drain()
-        return sum(1 for p in self._held if prefix.contains(destination(p)))
+        return len(self._held.get(prefix, ())) + \
+            sum(1 for p in self._strays if prefix.contains(destination(p)))
 
     def _batch_or_raise(self, reqs: list[Request]) -> None:
         failures = self.nl.batch(reqs)
