@@ -702,6 +702,7 @@ class Emulation(EmulationChecks):
         report = build_report(self.sc, results, self.moves, signalling, self.checks,
                               unannounced=not self.l2_trigger, security=dict(security))
         report.faults = [rec.as_json() for rec in self.settle.finish()]
+        report.final_at = time.monotonic() - self._t0
         report.final = self._final()
         arrivals: dict[str, list[float]] = {}
         for name, f in self.flows.items():

@@ -137,6 +137,9 @@ class Report:
     final: dict[str, list[str]] = field(default_factory=dict)
     """Per node with a data plane, its kernel's entries for MN prefixes at
     the end of the run (:func:`~.converge.mobile_state`)."""
+    final_at: float | None = None
+    """Seconds after the timeline's start at which :attr:`final` was read
+    (the twin compares its state at the same moment)."""
     tunnelled: list[dict[str, Any]] = field(default_factory=list)
     """Anchor switches whose lease could not move (FM:3-2): the prefix
     stayed anchored at home (or, under BGP, at the router of DPA ``anchor``)

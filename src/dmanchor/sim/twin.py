@@ -67,6 +67,7 @@ HANDOVER_TYPES = frozenset({
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
 _FAULTS = ("kill", "restart", "cut", "heal", "loss", "attack")
+EVERYTHING = Prefix(0, 0)
 
 
 class Unsupported(ValueError):
@@ -79,9 +80,7 @@ def unsupported(sc: Scenario) -> str | None:
         a = n.anchor
         why = ("BGP routers (BIRD)" if n.bgp is not None or (a and a.mode == "bgp") else
                "DHCPv6-PD (Kea)" if n.dhcp is not None or (a and a.pd) else
-               "an LM proxy" if n.lmp else
-               "a host-based MN's agent" if n.kind == "mn" and n.agent else
-               "a forwarding switch under an AR" if a and (a.parent or a.cp) else None)
+               "a host-based MN's agent" if n.kind == "mn" and n.agent else None)
         if why:
             return f"{n.name}: {why}: not modelled"
     for step in sc.timeline:
@@ -184,8 +183,9 @@ class Twin:
     def _place(self, name: str, cfg: NodeConfig) -> None:
         now = self.net.now
         fib = DesiredFib(self.fab.routers[name]) if name in self.fab.routers else None
-        if cfg.lms is not None:
-            self.net.add(cfg.lms.listen, build_core(cfg.lms, now)[0])
+        for lm in (cfg.lms, cfg.lmp):
+            if lm is not None:
+                self.net.add(lm.listen, build_core(lm, now)[0])
         if cfg.controller is not None:
             listen, settings = cfg.controller
             self.net.add(listen, ControllerCore(settings, Endpoint(), now))
@@ -282,7 +282,11 @@ class Twin:
         if gone:
             self._input(router, lambda a, now: a.conn_events(
                 [ConnEvent(Change.GONE, c) for c in gone], now))
-        self._input(router, lambda a, now: a.conn_present(list(ct.seen), now, now))
+        # The charging counters, when some flow needs them (as the node's
+        # sweep reads them): a kept prefix's flows end by them.
+        dp = self.fab.routers[router]
+        self._input(router, lambda a, now: a.conn_present(
+            list(ct.seen), now, now, dp.charges(EVERYTHING) if a.flows.watched() else None))
         self.net.call_later(every, lambda: self._sweep(router, every))
 
     def _tap(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
@@ -295,9 +299,11 @@ class Twin:
 
     # -- Running -------------------------------------------------------------------------
 
-    def play(self, settle: float | None = None) -> TwinRun:
+    def play(self, settle: float | None = None, *, until: float | None = None) -> TwinRun:
         """Play the timeline, then ``settle`` seconds more (reverts, cleanups;
-        default: the scenario's timeout for them)."""
+        default: the scenario's timeout for them) - or, given ``until``, up
+        to that many seconds after the timeline's start (the moment a kernel
+        run read its final state: :attr:`~dmanchor.scenario.report.Report.final_at`)."""
         end = 0.0
         t0 = self.net.now + 0.1
         for step in self.sc.timeline:
@@ -315,7 +321,8 @@ class Twin:
             elif step.action == "close":
                 self.net.call_at(at, partial(self._close, a["flows"]))
             end = max(end, at)
-        self.net.run(until=end + (self.sc.timeout if settle is None else settle))
+        self.net.run(until=t0 + until if until is not None else
+                     end + (self.sc.timeout if settle is None else settle))
         self.run.flows = {n: report(self.fab, f) for n, f in self._flows.items()}
         networks = [s.anchor.prefix for s in self.sc.anchors()
                     if s.anchor is not None and s.anchor.prefix is not None]
