@@ -41,9 +41,22 @@ def test_every_supported_scenario_plays_and_keeps_its_sessions(name: str) -> Non
             assert rep.delivered > 0.95 * rep.sent, (flow, rep)
 
 
+def test_under_bgp_the_routers_follow_the_anchors_announcements() -> None:
+    """Draft 4.2 without a controller (4.2-bgp): mid-visit the core routers
+    route HNP1 to AR2, which announced it; once its flows ended (the
+    charging counters idle) it reverted, and nothing is left for it."""
+    mid = Twin(find("4.2-bgp")).play(until=1.5)
+    assert mid.final == {"r1": ["ROUTE 2001:db8:1:1::/64 -> fd00:2::2"],
+                         "r2": ["ROUTE 2001:db8:1:1::/64 -> fd00:4::2"],
+                         "ar2": ["ANCHOR 2001:db8:1:1::/64 on mn",
+                                 "ANCHOR 2001:db8:2:1::/64 on mn"]}
+    end = Twin(find("4.2-bgp")).play()
+    assert end.final == {"ar2": ["ANCHOR 2001:db8:2:1::/64 on mn"]}
+
+
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
-    with pytest.raises(Unsupported, match="BGP routers"):
-        Twin(find("4.2-bgp"))
+    with pytest.raises(Unsupported, match="host-based"):
+        Twin(find("fig2a"))
     assert "Kea" in (unsupported(find("4.2.1")) or "")
     assert "faults" in (unsupported(find("fault-cp")) or "")
     assert len(SUPPORTED) >= 6, SUPPORTED

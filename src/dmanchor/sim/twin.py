@@ -15,11 +15,13 @@ links and static routes.  What a node's I/O would do is modelled:
 * traffic: every flow of the timeline is a paced stream through the fabric
   (TCP as a stream of segments, no congestion control).
 
-Not modelled (such a scenario is refused with the reason): BGP routers
-(BIRD), a DHCPv6 server (Kea), host-based MNs, an LM proxy, forwarding
-switches under an AR, and faults and attacks.  Nor are the charging
-counters a kept prefix's flows end by (``conn_present`` gets none): such a
-flow stays open in the twin.
+* BGP routers (BIRD in the emulator): :class:`~.bgp.BgpModel`, each
+  router forwarding an anchor's announcements along its static routes;
+* the charging counters, read by the sweep when a flow needs them (a kept
+  prefix's flows end by them, as on the nodes).
+
+Not modelled (such a scenario is refused with the reason): a DHCPv6 server
+(Kea), host-based MNs, and faults and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, so that the two can be
@@ -54,6 +56,7 @@ from ..transport.reliable import Addr, Endpoint
 from ..wire.codec import decode
 from ..wire.errors import WireError
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from .bgp import BgpModel
 from .fabric import Fabric, HostSpec, LinkSpec, RouterSpec, TopologySpec
 from .traffic import Flow, FlowReport, report, start_flow
 
@@ -78,8 +81,7 @@ def unsupported(sc: Scenario) -> str | None:
     """Why ``sc`` cannot run in virtual time (None: it can)."""
     for n in sc.nodes.values():
         a = n.anchor
-        why = ("BGP routers (BIRD)" if n.bgp is not None or (a and a.mode == "bgp") else
-               "DHCPv6-PD (Kea)" if n.dhcp is not None or (a and a.pd) else
+        why = ("DHCPv6-PD (Kea)" if n.dhcp is not None or (a and a.pd) else
                "a host-based MN's agent" if n.kind == "mn" and n.agent else None)
         if why:
             return f"{n.name}: {why}: not modelled"
@@ -166,6 +168,7 @@ class Twin:
         self._flows: dict[str, Flow] = {}
         self._closes: dict[str, float] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="dmanchor-twin-")
+        self.bgp = _bgp(self.plan, self.fab)
         for name, np in self.plan.nodes.items():
             if np.config and np.spec.kind != "mn":
                 self._place(name, self._config(name, np.config))
@@ -195,7 +198,14 @@ class Twin:
         if cfg.anchor is not None and fib is not None:
             listen, asettings = cfg.anchor
             agent = AnchorAgentCore(asettings, fib, Endpoint(), now)
-            self.net.add(listen, agent, _drain(agent))
+            if cfg.bgp is not None and self.bgp is not None:
+                # Draft 4.2 without a controller: its announcements reach
+                # the routers, and it hears theirs from its peer.
+                self.net.add(listen, agent, self.bgp.hook(agent))
+                self.bgp.listen(self.names[str(cfg.bgp[0])], agent,
+                                partial(self.net.poll, listen))
+            else:
+                self.net.add(listen, agent, _drain(agent))
             self.anchors[name] = agent
             self._addr_of[name] = listen
             if cfg.mn_pool is not None:
@@ -338,6 +348,19 @@ def _drain(agent: AnchorAgentCore) -> Any:
         while agent.next_event() is not None:
             pass
     return run
+
+
+def _bgp(plan: Plan, fab: Fabric) -> BgpModel | None:
+    """The scenario's BGP routers (BIRD in the emulator) as a
+    :class:`~.bgp.BgpModel`: each forwards an anchor's announcements the way
+    its static routes lead to that anchor's DPA.  None without any."""
+    routers = [n for n, np in plan.nodes.items() if np.spec.bgp is not None]
+    if not routers:
+        return None
+    dpas = [np.dpa for np in plan.nodes.values() if np.dpa is not None]
+    hops = {r: {dpa: IPv6Address(nh) for p, nh in plan.nodes[r].routes for dpa in dpas
+                if p.contains(int(dpa))} for r in routers}
+    return BgpModel(fab, hops)
 
 
 def _conn(flow: Flow) -> Conn:
