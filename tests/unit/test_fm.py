@@ -40,7 +40,7 @@ from dmanchor.wire.auth import Key, Role, Security
 from dmanchor.wire.messages import AnchorRegistration, ForwardingUpdate, MsgType
 from dmanchor.wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from tests.helpers import Collector
-from tests.unit.pd_server import Server
+from tests.unit.pd_server import serve
 
 P = Prefix.parse
 HNP1, HNP2 = P("2001:db8:1:1::/64"), P("2001:db8:2:1::/64")
@@ -699,7 +699,7 @@ def test_return_home_in_tunnel_and_bgp_modes_loses_nothing(mode: str) -> None:
     open (issue 14): the answer can overtake the leftovers, so some arrive
     behind newer packets (23 reordered in tunnel mode here, 1 in bgp)."""
     w = world(mode, hold_timeout=0.05, pd=True)
-    Server(w).start()  # BGP: AR2 announces HNP1 only with its lease
+    serve(w)  # BGP: AR2 announces HNP1 only with its lease
     flow = downlink("f", IP1, 0.2, 2.0)
     flt = filter_of(flow)
     start_flow(w.fab, flow)

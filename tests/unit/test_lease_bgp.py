@@ -6,7 +6,7 @@ released where it was served (LEASE_RELEASE), takes it, and only then
 announces the prefix; a lease it cannot have leaves the anchoring where it
 was, tunnelled to it (4.1.2).  Driven in virtual time with the project's
 cores, as call flows; the DHCPv6 server is scripted
-(:class:`~tests.unit.pd_server.Server`).
+(:class:`~tests.unit.pd_server.serve`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 from ipaddress import IPv6Address as A
 
 from dmanchor.fm.anchor_model import LeaseStayed
+from dmanchor.sim.pd import PdServer
 from dmanchor.sim.traffic import FlowReport, report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import EntryKind, ForwardingEntry, Prefix
-from tests.unit.pd_server import Server
+from tests.unit.pd_server import serve
 from tests.unit.test_call_flows import HNP3, Trace, about
 from tests.unit.test_fm import (
     HNP1,
@@ -35,12 +36,12 @@ AR1, AR2, AR3 = (A(f"fc00::{i}:0") for i in (1, 2, 3))
 
 
 def moved(refuse: set[int], n: int = 2,
-          second: bool = False) -> tuple[World, Server, Trace, FlowReport]:
+          second: bool = False) -> tuple[World, PdServer, Trace, FlowReport]:
     """HNP1's MN moves AR1 -> AR2 (and on to AR3 with ``second``) with a
     session on HNP1, whose flows end at 2.05 s (lifetime 1 s); run to 4 s:
     the session lost nothing, and got nothing twice."""
     w = world("bgp", lifetime=1, hold_timeout=0.1, pd=True, n=n)
-    server = Server(w, refuse).start()
+    server = serve(w, refuse)
     trace = Trace(w.net)
     cont = downlink("cont", IP1, 0.1, 2.0)
     w.ar[1].conn_events(opened(cont), 0.0)
@@ -57,7 +58,7 @@ def moved(refuse: set[int], n: int = 2,
     return w, server, trace, rep
 
 
-def history(server: Server, prefix: Prefix = HNP1) -> list[tuple[str, int]]:
+def history(server: PdServer, prefix: Prefix = HNP1) -> list[tuple[str, object]]:
     return [(kind, i) for _, kind, i, p in server.log if p == prefix]
 
 
@@ -114,7 +115,7 @@ def test_a_lease_the_new_router_cannot_have_stays_with_its_anchor_tunnelled() ->
 def test_a_tunnelled_prefix_carries_the_session_through_its_anchor() -> None:
     """While stayed, R routes HNP1 to AR1 (its /48), and AR1 tunnels it on."""
     w = world("bgp", lifetime=1, hold_timeout=0.1, pd=True)
-    Server(w, {2}).start()
+    serve(w, {2})
     cont = downlink("cont", IP1, 0.1, 1.5)
     w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
@@ -159,7 +160,7 @@ def test_a_router_cannot_have_an_attached_mns_lease_released() -> None:
     """Under BGP another anchor may ask for a release - but not of a prefix
     whose MN is on this router's links: refused, the lease stays."""
     w = world("bgp", lifetime=1, pd=True, signed=True)
-    server = Server(w).start()
+    server = serve(w)
     w.net.run(until=0.2)
     assert server.owner.get(HNP1) == 1
     w.ar[2].endpoint.request(m.LeaseRelease(HNP1), ("fc00::1:0", 5400), w.net.now)

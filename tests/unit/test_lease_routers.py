@@ -4,7 +4,7 @@ Each access router is its own PD client; the controller has the lease
 released by the router holding it (LEASE_RELEASE) and taken by the new one
 (LEASE_TAKE) before it re-routes the core.  Driven in virtual time with the
 project's cores, as a call flow; the DHCPv6 server is scripted
-(:class:`~tests.unit.pd_server.Server`): one owner per prefix, a prefix
+(:class:`~tests.unit.pd_server.serve`): one owner per prefix, a prefix
 delegated only when free.
 """
 
@@ -15,10 +15,11 @@ from ipaddress import IPv6Address as A
 
 from dmanchor.fm.controller import ControllerCore
 from dmanchor.fm.controller_lease import LeaseMoves
+from dmanchor.sim.pd import PdServer
 from dmanchor.sim.traffic import report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import EntryKind, ForwardingEntry
-from tests.unit.pd_server import Server
+from tests.unit.pd_server import serve
 from tests.unit.test_call_flows import Trace, about
 from tests.unit.test_fm import (
     CTRL,
@@ -35,11 +36,11 @@ from tests.unit.test_fm import (
 from tests.unit.test_lease_first import AR2, move_with_session, two_moves_with_session
 
 
-def moved(refuse: set[int] | None = None) -> tuple[World, Server, Trace]:
+def moved(refuse: set[int] | None = None) -> tuple[World, PdServer, Trace]:
     """:func:`move_with_session` with router-driven leases, traced."""
     w = world("switch", lifetime=1, pd=True)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
-    server = Server(w, refuse or set()).start()
+    server = serve(w, refuse or set())
     trace = Trace(w.net)
     move_with_session(w)
     return w, server, trace
@@ -99,7 +100,7 @@ def test_a_lease_the_new_router_cannot_have_stays_home_and_tunnels() -> None:
 def test_only_the_controller_moves_a_lease() -> None:
     """A LEASE_RELEASE from any other node is refused: the lease stays."""
     w = world("switch", lifetime=1, pd=True, signed=True)
-    server = Server(w).start()
+    server = serve(w)
     w.net.run(until=0.2)
     assert server.owner.get(HNP1) == 1
     ar2 = w.ar[2]
@@ -119,7 +120,7 @@ def test_a_restarted_controller_still_ends_a_tunnelled_prefix() -> None:
     tunnel down (FM:1) - before, the home tunnelled HNP1 to AR2 for good."""
     w = world("switch", lifetime=1, pd=True)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS, reconcile_grace=1.0)
-    server = Server(w, {2}).start()
+    server = serve(w, {2})
     cont = downlink("cont", IP1, 0.1, 1.3)
     w.ar[1].conn_events(opened(cont), 0.0)
     start_flow(w.fab, cont)
@@ -149,7 +150,7 @@ def test_a_switched_prefix_whose_next_lease_is_refused_goes_back_home() -> None:
     held on to AR3.  (Before, it was switched to AR3 without a lease.)"""
     w = world("switch", lifetime=1, pd=True, n=3)
     w.ctrl.s = replace(w.ctrl.s, leases=LeaseMoves.ROUTERS)
-    server = Server(w, {3}).start()
+    server = serve(w, {3})
     cont = two_moves_with_session(w, stop=2.5)
     assert server.owner.get(HNP1) == 1
     moves = [(kind, i) for _, kind, i, p in server.log if p == HNP1]

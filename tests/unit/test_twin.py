@@ -11,6 +11,7 @@ import pytest
 
 from dmanchor.scenario.run import find, shipped
 from dmanchor.sim.twin import Twin, Unsupported, handover_signalling, unsupported
+from dmanchor.wire.types import Prefix
 
 SUPPORTED = [n for n in shipped() if unsupported(find(n)) is None]
 
@@ -54,10 +55,39 @@ def test_under_bgp_the_routers_follow_the_anchors_announcements() -> None:
     assert end.final == {"ar2": ["ANCHOR 2001:db8:2:1::/64 on mn"]}
 
 
+HNP1 = Prefix.parse("2001:db8:1:1::/64")
+
+
+def test_4_2_1_moves_the_lease_before_the_core_and_gives_it_back_at_the_revert() -> None:
+    """FM:3-2 with the routers' PD clients and the Kea model: the controller
+    has AR1 release HNP1's lease and AR2 take it, and only then re-routes
+    the core (FM:5-1); after the flows, the revert returns it to the pool."""
+    twin = Twin(find("4.2.1"))
+    run = twin.play()
+    assert [(what, router) for _, what, router, p in twin.pd.log if p == HNP1] == [
+        ("Delegated", "ar1"), ("Returned", "ar1"), ("Delegated", "ar2"), ("Returned", "ar2")]
+    order = [s.type for s in run.sent if s.src == "r" and s.type in (
+        "LEASE_RELEASE", "LEASE_TAKE", "FORWARDING_UPDATE")]
+    assert order[:3] == ["LEASE_RELEASE", "LEASE_TAKE", "FORWARDING_UPDATE"]
+    assert run.final == {"ar2": ["ANCHOR 2001:db8:2:1::/64 on mn"]}
+
+
+def test_a_lease_that_cannot_move_leaves_the_prefix_tunnelled_from_home() -> None:
+    """4.2.1-nolease: AR2 has no PD client, so Kea knows no DUID for it and
+    the controller's lease6-update fails: HNP1 stays anchored at AR1 (the
+    core is not re-routed), tunnelled to AR2 (4.1.2)."""
+    twin = Twin(find("4.2.1-nolease"))
+    run = twin.play(until=1.5)
+    assert "FORWARDING_UPDATE" not in {s.type for s in run.sent if 1.0 < s.t < 1.5}
+    assert "r" not in run.final
+    assert run.final["ar1"][0].startswith("TUNNEL 2001:db8:1:1::/64 -> fc00::2:")
+    assert twin.pd.owner[HNP1] == "ar1"
+
+
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
     with pytest.raises(Unsupported, match="host-based"):
         Twin(find("fig2a"))
-    assert "Kea" in (unsupported(find("4.2.1")) or "")
+    assert "attacks" in (unsupported(find("attacks")) or "")
     assert "faults" in (unsupported(find("fault-cp")) or "")
     assert len(SUPPORTED) >= 6, SUPPORTED
 

@@ -17,11 +17,13 @@ links and static routes.  What a node's I/O would do is modelled:
 
 * BGP routers (BIRD in the emulator): :class:`~.bgp.BgpModel`, each
   router forwarding an anchor's announcements along its static routes;
+* Kea and the routers' DHCPv6-PD clients: :class:`~.pd.PdServer` (also
+  the controller's ``lease6-update``);
 * the charging counters, read by the sweep when a flow needs them (a kept
   prefix's flows end by them, as on the nodes).
 
-Not modelled (such a scenario is refused with the reason): a DHCPv6 server
-(Kea), host-based MNs, and faults and attacks.
+Not modelled (such a scenario is refused with the reason): host-based MNs,
+and faults and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, so that the two can be
@@ -31,7 +33,7 @@ compared (``tests/netns/test_twin.py``).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv6Address
@@ -42,7 +44,9 @@ from ..access.alloc import PrefixAllocator
 from ..dataplane.conntrack import Change, Conn, ConnEvent
 from ..dataplane.memory import Packet
 from ..fm.anchor import AnchorAgentCore
+from ..fm.anchor_model import Effect
 from ..fm.controller import ControllerCore
+from ..fm.controller_lease import MoveLease
 from ..fm.fib import DesiredFib
 from ..fm.fmdp import FmDpCore
 from ..lm.daemon import build_core
@@ -58,6 +62,7 @@ from ..wire.errors import WireError
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .bgp import BgpModel
 from .fabric import Fabric, HostSpec, LinkSpec, RouterSpec, TopologySpec
+from .pd import PdServer
 from .traffic import Flow, FlowReport, report, start_flow
 
 LINK_DELAY = 0.0001
@@ -65,6 +70,8 @@ LINK_DELAY = 0.0001
 RADIO_GAP = 0.0015
 """Seconds from the old link's loss to the MN's solicitation at the new
 router (the emulator's measured radio phase, p50)."""
+KEA_CONTROL = 0.003
+"""Seconds a ``lease6-update`` through Kea's control channel takes."""
 HANDOVER_TYPES = frozenset({
     "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
@@ -80,9 +87,7 @@ class Unsupported(ValueError):
 def unsupported(sc: Scenario) -> str | None:
     """Why ``sc`` cannot run in virtual time (None: it can)."""
     for n in sc.nodes.values():
-        a = n.anchor
-        why = ("DHCPv6-PD (Kea)" if n.dhcp is not None or (a and a.pd) else
-               "a host-based MN's agent" if n.kind == "mn" and n.agent else None)
+        why = "a host-based MN's agent" if n.kind == "mn" and n.agent else None
         if why:
             return f"{n.name}: {why}: not modelled"
     for step in sc.timeline:
@@ -169,6 +174,8 @@ class Twin:
         self._closes: dict[str, float] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="dmanchor-twin-")
         self.bgp = _bgp(self.plan, self.fab)
+        self.pd = PdServer(self.net, lease_cmds=any(n.lease_cmds for n in sc.nodes.values()))
+        """Kea and the routers' PD clients (a router without one asks nothing)."""
         for name, np in self.plan.nodes.items():
             if np.config and np.spec.kind != "mn":
                 self._place(name, self._config(name, np.config))
@@ -180,7 +187,9 @@ class Twin:
     def _config(self, name: str, text: str) -> NodeConfig:
         d = Path(self._tmp.name)
         path = d / f"{name}.toml"
-        path.write_text(filled(text, name, d, lms_state=False))  # (bindings in memory)
+        # (Bindings in memory; Kea's control socket is never opened: the
+        # controller's lease moves go to the PD model, see _controller.)
+        path.write_text(filled(text, name, d, kea_socket=d / "kea.sock", lms_state=False))
         return load_node_config(path)
 
     def _place(self, name: str, cfg: NodeConfig) -> None:
@@ -191,21 +200,24 @@ class Twin:
                 self.net.add(lm.listen, build_core(lm, now)[0])
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            self.net.add(listen, ControllerCore(settings, Endpoint(), now))
+            ctrl = ControllerCore(settings, Endpoint(), now)
+            self.net.add(listen, ctrl, partial(self._controller, ctrl, listen))
         if cfg.fmdp is not None and fib is not None:
             listen, fsettings = cfg.fmdp
             self.net.add(listen, FmDpCore(fsettings, fib, Endpoint(), now))
         if cfg.anchor is not None and fib is not None:
             listen, asettings = cfg.anchor
             agent = AnchorAgentCore(asettings, fib, Endpoint(), now)
+            poll = partial(self.net.poll, listen)
+            # Its PD client asks Kea for what it delegates (draft 4.2.1).
+            take = self.pd.client(name, agent, poll) if cfg.pd is not None else None
             if cfg.bgp is not None and self.bgp is not None:
                 # Draft 4.2 without a controller: its announcements reach
                 # the routers, and it hears theirs from its peer.
-                self.net.add(listen, agent, self.bgp.hook(agent))
-                self.bgp.listen(self.names[str(cfg.bgp[0])], agent,
-                                partial(self.net.poll, listen))
+                self.net.add(listen, agent, self.bgp.hook(agent, take))
+                self.bgp.listen(self.names[str(cfg.bgp[0])], agent, poll)
             else:
-                self.net.add(listen, agent, _drain(agent))
+                self.net.add(listen, agent, partial(_drain, agent, take))
             self.anchors[name] = agent
             self._addr_of[name] = listen
             if cfg.mn_pool is not None:
@@ -299,6 +311,20 @@ class Twin:
             list(ct.seen), now, now, dp.charges(EVERYTHING) if a.flows.watched() else None))
         self.net.call_later(every, lambda: self._sweep(router, every))
 
+    def _controller(self, core: ControllerCore, listen: Addr) -> None:
+        """The controller's events: a lease it moves through Kea
+        (``lease6-update``, :class:`MoveLease`) is moved in the PD model,
+        answered after a control round trip; the rest have no I/O here."""
+        for ev in core.drain_events():
+            if isinstance(ev, MoveLease):
+                why = self.pd.move(ev.prefix, self.names.get(str(ev.dpa)))
+                self.net.call_later(KEA_CONTROL, partial(self._lease_moved, core, listen, ev, why))
+
+    def _lease_moved(self, core: ControllerCore, listen: Addr, ev: MoveLease,
+                     why: str | None) -> None:
+        core.lease_moved(ev.prefix, ev.dpa, why is None, why or "", self.net.now)
+        self.net.poll(listen)
+
     def _tap(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
         try:
             kind = decode(data).message.TYPE.name
@@ -342,12 +368,12 @@ class Twin:
         return self.run
 
 
-def _drain(agent: AnchorAgentCore) -> Any:
-    """The anchor's effects (RAs, delegations) have no I/O here: dropped."""
-    def run() -> None:
-        while agent.next_event() is not None:
-            pass
-    return run
+def _drain(agent: AnchorAgentCore, take: Callable[[Effect], None] | None) -> None:
+    """The anchor's effects: delegations to its PD client (``take``), the
+    rest (RAs) have no I/O here."""
+    while (effect := agent.next_event()) is not None:
+        if take is not None:
+            take(effect)
 
 
 def _bgp(plan: Plan, fab: Fabric) -> BgpModel | None:
