@@ -84,11 +84,24 @@ def test_a_lease_that_cannot_move_leaves_the_prefix_tunnelled_from_home() -> Non
     assert twin.pd.owner[HNP1] == "ar1"
 
 
+def test_a_controller_killed_mid_switch_restarts_from_its_state_and_reverts() -> None:
+    """fault-cp-switch: the controller's node dies between 4.2.1's switch
+    and its revert; restarted with its state file and the LMs's store, it
+    takes the switched prefix back (it was restored) and routes it home
+    once its flows ended (FM:3-3) - nothing left anywhere for it."""
+    twin = Twin(find("fault-cp-switch"))
+    run = twin.play()
+    assert twin._controllers["r"].counters["restored"] == 1
+    assert run.final == {"ar2": ["ANCHOR 2001:db8:2:1::/64 on mn"]}
+    assert all(f.lost == 0 for f in run.flows.values()), run.flows
+
+
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
     with pytest.raises(Unsupported, match="host-based"):
         Twin(find("fig2a"))
     assert "attacks" in (unsupported(find("attacks")) or "")
-    assert "faults" in (unsupported(find("fault-cp")) or "")
+    assert "access router's restart" in (unsupported(find("fault-visit")) or "")
+    assert "faults" in (unsupported(find("fault-lossy")) or "")
     assert len(SUPPORTED) >= 6, SUPPORTED
 
 
@@ -97,6 +110,6 @@ def test_dmanchor_sim_takes_a_scenario() -> None:
                          capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(out.stdout)
     assert doc["scenario"] == "pingpong" and len(doc["handovers"]) >= 6
-    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "fault-cp"],
+    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "fault-lossy"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not modelled" in bad.stderr

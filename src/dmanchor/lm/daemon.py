@@ -183,26 +183,32 @@ def log_events(core: LmsCore) -> None:
             log.debug("%s", ev)
 
 
-def build_core(cfg: LmDaemonConfig, now: float) -> tuple[ServiceCore, Store | None]:
-    """The core (and store) a config describes."""
+def build_core(cfg: LmDaemonConfig, now: float,
+               store: Store | None = None) -> tuple[ServiceCore, Store | None]:
+    """The core (and store) a config describes; an LMs on ``store`` if
+    given (one that outlived its process: a restart in a simulation)."""
     endpoint = Endpoint(security=cfg.security.build())
     if cfg.kind == "lmp":
         return LmpCore(cfg.upstream, endpoint, max_cache=cfg.lmp_cache[0],
                        max_cache_age=cfg.lmp_cache[1],
                        max_subscriptions=cfg.lmp_max_subscriptions), None
     assert cfg.lms is not None
+    store = store if store is not None else _store(cfg)
+    return LmsCore(cfg.lms, endpoint, store, now), store
+
+
+def _store(cfg: LmDaemonConfig) -> Store:
+    """The binding store an LMs config names."""
+    assert cfg.lms is not None
     # Expiries are persisted as wall time: the monotonic clock the core
     # runs on restarts at each boot (and etcd's is shared by several hosts).
-    store: Store
     if cfg.etcd is not None:
-        store = EtcdStore(cfg.etcd, cfg.lms.node_id, key_prefix=cfg.etcd_prefix,
-                          to_disk=clock.to_wall, from_disk=clock.from_wall)
-    elif cfg.state_dir is not None:
-        store = SqliteStore(cfg.state_dir, cfg.synchronous,
-                            to_disk=clock.to_wall, from_disk=clock.from_wall)
-    else:
-        store = MemoryStore()
-    return LmsCore(cfg.lms, endpoint, store, now), store
+        return EtcdStore(cfg.etcd, cfg.lms.node_id, key_prefix=cfg.etcd_prefix,
+                         to_disk=clock.to_wall, from_disk=clock.from_wall)
+    if cfg.state_dir is not None:
+        return SqliteStore(cfg.state_dir, cfg.synchronous,
+                           to_disk=clock.to_wall, from_disk=clock.from_wall)
+    return MemoryStore()
 
 
 class StoreWatch:

@@ -22,8 +22,13 @@ links and static routes.  What a node's I/O would do is modelled:
 * the charging counters, read by the sweep when a flow needs them (a kept
   prefix's flows end by them, as on the nodes).
 
+* the control plane's node killed (``kill -9``: its cores go, its kernel
+  forwards on) and restarted (after :data:`STARTUP`, with what a node
+  keeps: its kernel's state, the LMs's store, the controller's state file).
+
 Not modelled (such a scenario is refused with the reason): host-based MNs,
-and faults and attacks.
+an access router's or an LM pool member's death, cut links,
+control-message loss, and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, so that the two can be
@@ -50,6 +55,7 @@ from ..fm.controller_lease import MoveLease
 from ..fm.fib import DesiredFib
 from ..fm.fmdp import FmDpCore
 from ..lm.daemon import build_core
+from ..lm.store import Store
 from ..nodeconf import NodeConfig, load_node_config
 from ..runtime.virtual import VirtualNetwork
 from ..scenario.callflow import window
@@ -76,7 +82,10 @@ HANDOVER_TYPES = frozenset({
     "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
-_FAULTS = ("kill", "restart", "cut", "heal", "loss", "attack")
+_FAULTS = ("cut", "heal", "loss", "attack")
+STARTUP = 0.3
+"""Seconds a restarted node process takes to serve (Python's start, its
+cores built, its sockets bound: ~0.3 s measured on the emulator's nodes)."""
 EVERYTHING = Prefix(0, 0)
 
 
@@ -90,9 +99,21 @@ def unsupported(sc: Scenario) -> str | None:
         why = "a host-based MN's agent" if n.kind == "mn" and n.agent else None
         if why:
             return f"{n.name}: {why}: not modelled"
+    pool = sum(1 for n in sc.nodes.values() if n.lms) > 1
     for step in sc.timeline:
         if step.action in _FAULTS:
             return f"the timeline's {step.action} (faults and attacks): not modelled"
+        if step.action == "kill":
+            n = sc.nodes[step.args["node"]]
+            if n.anchor is not None:
+                # Compared with the kernels, its returns and its visits came
+                # out differently (fault-moves, fault-visit): how a restarted
+                # agent relearns its MNs' flows from the kernel is not modelled.
+                return f"{n.name} killed: an access router's restart is not modelled"
+            if n.lms and pool:
+                # Which member an anchor asks first is drawn at random: the
+                # kernel run and the twin ask different ones (fault-pool).
+                return f"{n.name} killed: an LM:2 pool member's death is not modelled"
     return None
 
 
@@ -173,6 +194,10 @@ class Twin:
         self._flows: dict[str, Flow] = {}
         self._closes: dict[str, float] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="dmanchor-twin-")
+        self._configs: dict[str, NodeConfig] = {}
+        self._listens: dict[str, list[Addr]] = {}  # node -> its cores' addresses
+        self._stores: dict[str, Store] = {}  # an LMs's bindings (they outlive it)
+        self._controllers: dict[str, ControllerCore] = {}  # (its state file: the last one's)
         self.bgp = _bgp(self.plan, self.fab)
         self.pd = PdServer(self.net, lease_cmds=any(n.lease_cmds for n in sc.nodes.values()))
         """Kea and the routers' PD clients (a router without one asks nothing)."""
@@ -193,18 +218,35 @@ class Twin:
         return load_node_config(path)
 
     def _place(self, name: str, cfg: NodeConfig) -> None:
+        """Start node ``name``'s cores - anew after a restart, from what a
+        node keeps across one: its kernel's forwarding (the FIB is seeded
+        from it), the LMs's store, the controller's state file, the
+        prefixes its pool gave."""
         now = self.net.now
+        self._configs[name] = cfg
         fib = DesiredFib(self.fab.routers[name]) if name in self.fab.routers else None
+        at: list[Addr] = []
         for lm in (cfg.lms, cfg.lmp):
             if lm is not None:
-                self.net.add(lm.listen, build_core(lm, now)[0])
+                core, store = build_core(lm, now, self._stores.get(name))
+                if store is not None:
+                    self._stores[name] = store
+                self.net.add(lm.listen, core)
+                at.append(lm.listen)
         if cfg.controller is not None:
             listen, settings = cfg.controller
-            ctrl = ControllerCore(settings, Endpoint(), now)
+            kept = self._controllers.get(name)
+            ctrl = ControllerCore(settings, Endpoint(), now) if kept is None else ControllerCore(
+                settings, Endpoint(), now, restored=kept.moved, registered=kept.registered,
+                tunnelled=kept.tunnelled)
+            self._controllers[name] = ctrl
             self.net.add(listen, ctrl, partial(self._controller, ctrl, listen))
+            at.append(listen)
         if cfg.fmdp is not None and fib is not None:
             listen, fsettings = cfg.fmdp
             self.net.add(listen, FmDpCore(fsettings, fib, Endpoint(), now))
+            at.append(listen)
+        self._listens[name] = at
         if cfg.anchor is not None and fib is not None:
             listen, asettings = cfg.anchor
             agent = AnchorAgentCore(asettings, fib, Endpoint(), now)
@@ -220,11 +262,25 @@ class Twin:
                 self.net.add(listen, agent, partial(_drain, agent, take))
             self.anchors[name] = agent
             self._addr_of[name] = listen
+            at.append(listen)
             if cfg.mn_pool is not None:
                 self._alloc[name] = PrefixAllocator(cfg.mn_pool)
             self._udp_idle[name] = float(cfg.udp_idle or 30)
             self._conntrack[name] = _Conntrack()
             self.net.call_later(cfg.flow_sweep, lambda: self._sweep(name, cfg.flow_sweep))
+
+    # -- Faults --------------------------------------------------------------------------
+
+    def _kill(self, name: str) -> None:
+        """``kill -9`` of node ``name``'s process: its cores are gone (what is
+        sent to them is lost); its kernel keeps forwarding.  (Only nodes
+        without an anchor: :func:`unsupported`.)"""
+        for addr in self._listens.pop(name, ()):
+            self.net.remove(addr)
+
+    def _restart(self, name: str) -> None:
+        """The node process started again, with what it keeps (:meth:`_place`)."""
+        self._place(name, self._configs[name])
 
     # -- Inputs the nodes' I/O would give -----------------------------------------------
 
@@ -356,6 +412,10 @@ class Twin:
                 end = max(end, at + self.sc.flows[a["flow"]].duration)
             elif step.action == "close":
                 self.net.call_at(at, partial(self._close, a["flows"]))
+            elif step.action == "kill":
+                self.net.call_at(at, partial(self._kill, a["node"]))
+            elif step.action == "restart":
+                self.net.call_at(at + STARTUP, partial(self._restart, a["node"]))
             end = max(end, at)
         self.net.run(until=t0 + until if until is not None else
                      end + (self.sc.timeout if settle is None else settle))
