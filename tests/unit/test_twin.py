@@ -96,6 +96,20 @@ def test_a_controller_killed_mid_switch_restarts_from_its_state_and_reverts() ->
     assert all(f.lost == 0 for f in run.flows.values()), run.flows
 
 
+def test_a_cut_control_link_loses_the_moves_queries_until_it_heals() -> None:
+    """fault-cut-move: the controller's link is cut as the MN moves (0.8 s
+    to 2.8 s after the start): AR2's LM:1-1 goes out again and again, lost;
+    after the heal the move completes (FM:6-2 to AR1), and what arrived
+    meanwhile was held, none lost."""
+    twin = Twin(find("fault-cut-move"))
+    run = twin.play()
+    asked = [s.t for s in run.sent if (s.src, s.type) == ("ar2", "MN_QUERY")]
+    ready = [s.t for s in run.sent if (s.src, s.type) == ("ar2", "BUFFER_READY")]
+    assert len(asked) >= 4 and asked[0] < 1.0 and ready and ready[0] > 2.9
+    assert twin.net.counters["lost"] > 0
+    assert all(f.lost == 0 for f in run.flows.values()), run.flows
+
+
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
     with pytest.raises(Unsupported, match="host-based"):
         Twin(find("fig2a"))

@@ -60,6 +60,9 @@ class VirtualNetwork:
         self.taps: list[Callable[[float, Addr, Addr, bytes], None]] = []
         """Called with (time, source, destination, datagram) for each delivery:
         what call-flow tests and traces read the message sequence from."""
+        self.sent_taps: list[Callable[[float, Addr, Addr, bytes], None]] = []
+        """The same for each datagram sent, lost or not (as a node's trace
+        records what it sends)."""
 
     # -- Topology ----------------------------------------------------------------
 
@@ -167,6 +170,8 @@ class VirtualNetwork:
     def _transmit(self, src: Addr, data: bytes, dest: Addr) -> None:
         self.counters["sent"] += 1
         self.counters["bytes"] += len(data)
+        for tap in self.sent_taps:
+            tap(self.now, src, dest, data)
         if src[0] in self.down:
             self.counters["dropped-down"] += 1
             return

@@ -26,9 +26,12 @@ links and static routes.  What a node's I/O would do is modelled:
   forwards on) and restarted (after :data:`STARTUP`, with what a node
   keeps: its kernel's state, the LMs's store, the controller's state file).
 
+* a control node's own link cut and healed: the control messages whose
+  path crosses it are lost.
+
 Not modelled (such a scenario is refused with the reason): host-based MNs,
-an access router's or an LM pool member's death, cut links,
-control-message loss, and attacks.
+an access router's or an LM pool member's death, a cut of a link flows
+may cross, control-message loss, and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, so that the two can be
@@ -38,10 +41,12 @@ compared (``tests/netns/test_twin.py``).
 from __future__ import annotations
 
 import tempfile
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv6Address
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +62,7 @@ from ..fm.fmdp import FmDpCore
 from ..lm.daemon import build_core
 from ..lm.store import Store
 from ..nodeconf import NodeConfig, load_node_config
-from ..runtime.virtual import VirtualNetwork
+from ..runtime.virtual import LinkProfile, VirtualNetwork
 from ..scenario.callflow import window
 from ..scenario.converge import mobile_state
 from ..scenario.model import Scenario
@@ -82,7 +87,9 @@ HANDOVER_TYPES = frozenset({
     "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
-_FAULTS = ("cut", "heal", "loss", "attack")
+_FAULTS = ("loss", "attack")
+CUT = LinkProfile(loss=1.0)
+"""What a path across a cut link does to a datagram."""
 STARTUP = 0.3
 """Seconds a restarted node process takes to serve (Python's start, its
 cores built, its sockets bound: ~0.3 s measured on the emulator's nodes)."""
@@ -103,6 +110,9 @@ def unsupported(sc: Scenario) -> str | None:
     for step in sc.timeline:
         if step.action in _FAULTS:
             return f"the timeline's {step.action} (faults and attacks): not modelled"
+        if step.action == "cut" and not _control_only(sc, step.args["a"], step.args["b"]):
+            return (f"the cut of {step.args['a']}-{step.args['b']}: a link that may carry "
+                    "the flows (only a control node's own link is modelled)")
         if step.action == "kill":
             n = sc.nodes[step.args["node"]]
             if n.anchor is not None:
@@ -198,13 +208,14 @@ class Twin:
         self._listens: dict[str, list[Addr]] = {}  # node -> its cores' addresses
         self._stores: dict[str, Store] = {}  # an LMs's bindings (they outlive it)
         self._controllers: dict[str, ControllerCore] = {}  # (its state file: the last one's)
+        self._cuts: set[frozenset[str]] = set()  # links cut (node pairs)
         self.bgp = _bgp(self.plan, self.fab)
         self.pd = PdServer(self.net, lease_cmds=any(n.lease_cmds for n in sc.nodes.values()))
         """Kea and the routers' PD clients (a router without one asks nothing)."""
         for name, np in self.plan.nodes.items():
             if np.config and np.spec.kind != "mn":
                 self._place(name, self._config(name, np.config))
-        self.net.taps.append(self._tap)
+        self.net.sent_taps.append(self._tap)  # (sent, as the nodes' traces say, lost or not)
         self.fab.observers.append(self._forwarded)
 
     # -- Building ------------------------------------------------------------------------
@@ -270,6 +281,24 @@ class Twin:
             self.net.call_later(cfg.flow_sweep, lambda: self._sweep(name, cfg.flow_sweep))
 
     # -- Faults --------------------------------------------------------------------------
+
+    def _cut(self, a: str, b: str, on: bool) -> None:
+        """The link a-b cut (or healed): every control message whose path
+        crosses it is lost (a control node's own link: no flow crosses it)."""
+        if on:
+            self._cuts.add(frozenset((a, b)))
+        else:
+            self._cuts.discard(frozenset((a, b)))
+        self.net.profile_of = self._profile if self._cuts else None
+
+    def _profile(self, src: str, dst: str) -> LinkProfile:
+        u, v = self.names.get(src), self.names.get(dst)
+        if u is None or v is None:
+            return self.net.default
+        path = _path(self.sc, u, v)
+        if any(frozenset(hop) in self._cuts for hop in pairwise(path)):
+            return CUT
+        return self.net.default
 
     def _kill(self, name: str) -> None:
         """``kill -9`` of node ``name``'s process: its cores are gone (what is
@@ -412,6 +441,8 @@ class Twin:
                 end = max(end, at + self.sc.flows[a["flow"]].duration)
             elif step.action == "close":
                 self.net.call_at(at, partial(self._close, a["flows"]))
+            elif step.action in ("cut", "heal"):
+                self.net.call_at(at, partial(self._cut, a["a"], a["b"], step.action == "cut"))
             elif step.action == "kill":
                 self.net.call_at(at, partial(self._kill, a["node"]))
             elif step.action == "restart":
@@ -434,6 +465,38 @@ def _drain(agent: AnchorAgentCore, take: Callable[[Effect], None] | None) -> Non
     while (effect := agent.next_event()) is not None:
         if take is not None:
             take(effect)
+
+
+def _control_only(sc: Scenario, a: str, b: str) -> bool:
+    """Whether the link a-b carries control messages only: one end is a
+    leaf (its only link) that no flow starts or ends at."""
+    ends = {n for f in sc.flows.values() for n in (f.src, f.dst)}
+    degree = Counter(n for link in sc.links for n in (link.a, link.b))
+    return any(degree[n] == 1 and n not in ends for n in (a, b))
+
+
+def _path(sc: Scenario, u: str, v: str) -> list[str]:
+    """The nodes from ``u`` to ``v`` by fewest hops (as the plan's static
+    routes go), MNs' radios left out."""
+    nbrs: dict[str, list[str]] = {}
+    for link in sc.links:
+        if sc.nodes[link.b].kind != "mn" and sc.nodes[link.a].kind != "mn":
+            nbrs.setdefault(link.a, []).append(link.b)
+            nbrs.setdefault(link.b, []).append(link.a)
+    back: dict[str, str] = {u: u}
+    todo = deque([u])
+    while todo:
+        n = todo.popleft()
+        for m in sorted(nbrs.get(n, ())):
+            if m not in back:
+                back[m] = n
+                todo.append(m)
+    if v not in back:
+        return []
+    out = [v]
+    while out[-1] != u:
+        out.append(back[out[-1]])
+    return out[::-1]
 
 
 def _bgp(plan: Plan, fab: Fabric) -> BgpModel | None:
