@@ -23,7 +23,7 @@ from dmanchor.scenario.model import Scenario
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.report import Report
 from dmanchor.scenario.run import find, run, shipped
-from dmanchor.sim.twin import Twin, from_trace, handover_signalling, unsupported
+from dmanchor.sim.twin import Twin, comparable, from_trace, unsupported
 
 NEEDS: dict[str, Callable[[], bool]] = {
          "4.2.1": KeaServer.available,
@@ -78,8 +78,8 @@ def test_shipped_scenario_meets_its_expectations(name: str, l2_trigger: bool,
 def assert_twin_agrees(sc: Scenario, report: Report, workdir: Path) -> None:
     """The same scenario in virtual time (``dmanchor sim``), with the cores
     its nodes ran: each move made each node send the same handover
-    requests, in the same order, and the forwarding state for MN prefixes
-    ended the same (:mod:`dmanchor.sim.twin`).
+    requests to each peer, in the same order (:func:`comparable`), and the
+    forwarding state for MN prefixes ended the same (:mod:`dmanchor.sim.twin`).
 
     With several MNs the signalling is not compared: the traces say what
     each node sent, not for whom, so a move's window holds whatever other
@@ -94,7 +94,7 @@ def assert_twin_agrees(sc: Scenario, report: Report, workdir: Path) -> None:
     names = make_plan(sc, signed=False).names()
     sent, moves = from_trace(callflow.traces(workdir), [asdict(m) for m in report.moves],
                              names)
-    kernel = handover_signalling(sent, moves)
-    virtual = handover_signalling(twin.sent, twin.moves)
+    kernel = comparable(sent, moves)
+    virtual = comparable(twin.sent, twin.moves)
     for i, (k, v) in enumerate(zip(kernel, virtual, strict=True), start=1):
         assert k == v, f"move {i}: kernel {k} != virtual {v}"

@@ -5,15 +5,12 @@ agents' ``Delegate`` effects say, and hear back through
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from dmanchor.sim.pd import PdServer
+from dmanchor.sim.pd import PdServer, drain
 
 if TYPE_CHECKING:
-    from dmanchor.fm.anchor import AnchorAgentCore
-    from dmanchor.fm.anchor_model import Effect
     from tests.unit.test_fm import World
 
 
@@ -25,13 +22,8 @@ def serve(w: World, refuse: set[int] | None = None) -> PdServer:
         addr = (f"fc00::{i}:0", 5400)
         take = server.client(i, agent, partial(w.net.poll, addr))
         if w.bgp is None:
-            w.net.on_poll(addr, partial(_drain, agent, take))
+            w.net.on_poll(addr, partial(drain, agent, take))
         else:
             # The routers' BGP takes the announcements, and hands us the rest.
             w.net.on_poll(addr, w.bgp.hook(agent, take))
     return server
-
-
-def _drain(agent: AnchorAgentCore, take: Callable[[Effect], None]) -> None:
-    while (effect := agent.next_event()) is not None:
-        take(effect)

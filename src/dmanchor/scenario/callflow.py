@@ -94,11 +94,11 @@ def _note(rec: dict[str, Any], name: dict[str, str]) -> str | None:
     return "; ".join(parts) or None
 
 
-def window(at: float, later: Iterable[float]) -> tuple[float, float]:
+def window(at: float, later: Iterable[float], after: float = WINDOW) -> tuple[float, float]:
     """The span of a move that attached at ``at``, given its MN's later
-    attachments: from the L2 trigger's hold before it to :data:`WINDOW`
+    attachments: from the L2 trigger's hold before it to ``after`` seconds
     after it, or to its MN's next move."""
-    return at - BEFORE, min([at + WINDOW, *(t - BEFORE for t in later if t > at)])
+    return at - BEFORE, min([at + after, *(t - BEFORE for t in later if t > at)])
 
 
 def build(records: list[dict[str, Any]], moves: list[dict[str, Any]],

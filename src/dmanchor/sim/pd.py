@@ -137,3 +137,12 @@ class PdServer:
         # (A lease moved away meanwhile: the server answers NoBinding, and
         # the client forgets it all the same.)
         self._tell(router, Returned(p))
+
+
+def drain(agent: AnchorAgentCore, take: Callable[[Effect], None] | None) -> None:
+    """An agent's ``on_poll`` hook without BGP: each of its effects to its PD
+    client (``take``, from :meth:`PdServer.client`); the others (RAs) have
+    no I/O in virtual time."""
+    while (effect := agent.next_event()) is not None:
+        if take is not None:
+            take(effect)

@@ -13,19 +13,16 @@ links and static routes.  What a node's I/O would do is modelled:
   decapsulated) packet for the first time reports it NEW; one idle past
   the nodes' UDP timeout, or a TCP flow closed, is reported gone;
 * traffic: every flow of the timeline is a paced stream through the fabric
-  (TCP as a stream of segments, no congestion control).
-
+  (TCP as a stream of segments, no congestion control);
 * BGP routers (BIRD in the emulator): :class:`~.bgp.BgpModel`, each
   router forwarding an anchor's announcements along its static routes;
 * Kea and the routers' DHCPv6-PD clients: :class:`~.pd.PdServer` (also
   the controller's ``lease6-update``);
 * the charging counters, read by the sweep when a flow needs them (a kept
-  prefix's flows end by them, as on the nodes).
-
+  prefix's flows end by them, as on the nodes);
 * the control plane's node killed (``kill -9``: its cores go, its kernel
   forwards on) and restarted (after :data:`STARTUP`, with what a node
-  keeps: its kernel's state, the LMs's store, the controller's state file).
-
+  keeps: its kernel's state, the LMs's store, the controller's state file);
 * a control node's own link cut and healed: the control messages whose
   path crosses it are lost.
 
@@ -34,15 +31,16 @@ an access router's or an LM pool member's death, a cut of a link flows
 may cross, control-message loss, and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
-traces - to what each move made each node send, so that the two can be
-compared (``tests/netns/test_twin.py``).
+traces - to what each move made each node send, and :func:`comparable` to
+what the kernel runs and the twin are compared by
+(``tests/netns/test_scenarios.py``).
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv6Address
@@ -54,7 +52,6 @@ from ..access.alloc import PrefixAllocator
 from ..dataplane.conntrack import Change, Conn, ConnEvent
 from ..dataplane.memory import Packet
 from ..fm.anchor import AnchorAgentCore
-from ..fm.anchor_model import Effect
 from ..fm.controller import ControllerCore
 from ..fm.controller_lease import MoveLease
 from ..fm.fib import DesiredFib
@@ -73,7 +70,7 @@ from ..wire.errors import WireError
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .bgp import BgpModel
 from .fabric import Fabric, HostSpec, LinkSpec, RouterSpec, TopologySpec
-from .pd import PdServer
+from .pd import PdServer, drain
 from .traffic import Flow, FlowReport, report, start_flow
 
 LINK_DELAY = 0.0001
@@ -270,7 +267,7 @@ class Twin:
                 self.net.add(listen, agent, self.bgp.hook(agent, take))
                 self.bgp.listen(self.names[str(cfg.bgp[0])], agent, poll)
             else:
-                self.net.add(listen, agent, partial(_drain, agent, take))
+                self.net.add(listen, agent, partial(drain, agent, take))
             self.anchors[name] = agent
             self._addr_of[name] = listen
             at.append(listen)
@@ -459,14 +456,6 @@ class Twin:
         return self.run
 
 
-def _drain(agent: AnchorAgentCore, take: Callable[[Effect], None] | None) -> None:
-    """The anchor's effects: delegations to its PD client (``take``), the
-    rest (RAs) have no I/O here."""
-    while (effect := agent.next_event()) is not None:
-        if take is not None:
-            take(effect)
-
-
 def _control_only(sc: Scenario, a: str, b: str) -> bool:
     """Whether the link a-b carries control messages only: one end is a
     leaf (its only link) that no flow starts or ends at."""
@@ -546,7 +535,7 @@ def _topology(plan: Plan) -> TopologySpec:
 # -- Comparing runs ----------------------------------------------------------------------
 
 
-def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
+def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move], after: float = 0.5
                         ) -> list[dict[str, list[tuple[str, str]]]]:
     """Per move (attachments that left a router): for each node, the
     handover requests it sent in the move's window (as the call-flow
@@ -559,7 +548,7 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
     for i, mv in enumerate(moves):
         if mv.old is None:
             continue
-        start, end = window(mv.at, (n.at for n in moves[i + 1:] if n.mn == mv.mn))
+        start, end = window(mv.at, (n.at for n in moves[i + 1:] if n.mn == mv.mn), after)
         per: dict[str, list[tuple[str, str]]] = {}
         for s in ordered:
             if start <= s.t <= end and s.type in HANDOVER_TYPES:
@@ -568,6 +557,24 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move]
                     seq.append((s.dst, s.type))
         out.append(per)
     return out
+
+
+COMPARED_SPAN = 1.0
+"""Seconds after a move's attachment that :func:`comparable` looks at: twice
+the call-flow diagrams' (the kernel's FM:2 waits on ``nft`` processes for
+the charges, seen 576 ms after the attachment under two CPU hogs)."""
+
+
+def comparable(sent: Iterable[Sent], moves: Sequence[Move]
+               ) -> list[dict[str, dict[str, list[str]]]]:
+    """:func:`handover_signalling` as a kernel run and the twin are compared:
+    per move and node, the requests it sent to each peer, in order.  The
+    order between requests to different peers is left out with the rest of
+    what timing alone changes: two requests a node sends at once (FM:6-2 to
+    an anchor and to a parent AR, say) leave in either order."""
+    return [{node: {dst: [t for d, t in seq if d == dst] for dst, _ in seq}
+             for node, seq in per.items()}
+            for per in handover_signalling(sent, moves, COMPARED_SPAN)]
 
 
 def from_trace(records: Iterable[Mapping[str, Any]], moves: Iterable[Mapping[str, Any]],
