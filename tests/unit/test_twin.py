@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped
-from dmanchor.sim.twin import Twin, Unsupported, handover_signalling, unsupported
+from dmanchor.sim.twin import Twin, Unsupported, handover_signalling, lasting, unsupported
 from dmanchor.wire.types import Prefix
 
 SUPPORTED = [n for n in shipped() if unsupported(find(n)) is None]
@@ -108,6 +109,18 @@ def test_a_cut_control_link_loses_the_moves_queries_until_it_heals() -> None:
     assert len(asked) >= 4 and asked[0] < 1.0 and ready and ready[0] > 2.9
     assert twin.net.counters["lost"] > 0
     assert all(f.lost == 0 for f in run.flows.values()), run.flows
+
+
+def test_end_states_are_compared_without_a_moves_leftover_flush_tunnels() -> None:
+    """A tunnel to a flush SID (fc00::N:1) ends by a timer or by FM:2: whether
+    it is still there when the state is read is timing alone."""
+    plan = make_plan(find("crowd"), signed=False)
+    final = {"ar4": ["ANCHOR 2001:db8:4:2::/64 on mn12",
+                     "TUNNEL 2001:db8:1:8::/64 -> fc00::1:1",
+                     "TUNNEL 2001:db8:4:1::/64 -> fc00::2:0"],
+             "ar1": ["TUNNEL 2001:db8:1:1::/64 -> fc00::3:1"]}
+    assert lasting(final, plan) == {"ar4": ["ANCHOR 2001:db8:4:2::/64 on mn12",
+                                            "TUNNEL 2001:db8:4:1::/64 -> fc00::2:0"]}
 
 
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:

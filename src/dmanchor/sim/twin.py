@@ -559,6 +559,18 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move], after: floa
     return out
 
 
+def lasting(final: Mapping[str, Sequence[str]], plan: Plan) -> dict[str, list[str]]:
+    """An end state (:attr:`TwinRun.final`, a kernel run's ``Report.final``)
+    as the two are compared: without the tunnels to a flush SID, a move's
+    leftovers (in-flight packets follow the MN on them) that end by a timer
+    or by FM:2 - whether one is still there at the moment of the reading is
+    timing alone (seen under two CPU hogs in ``crowd``)."""
+    flush = tuple(f"-> {np.dpa + 1}" for np in plan.nodes.values() if np.dpa is not None)
+    out = {node: [e for e in entries if not (e.startswith("TUNNEL ") and e.endswith(flush))]
+           for node, entries in final.items()}
+    return {node: entries for node, entries in out.items() if entries}
+
+
 COMPARED_SPAN = 1.0
 """Seconds after a move's attachment that :func:`comparable` looks at: twice
 the call-flow diagrams' (the kernel's FM:2 waits on ``nft`` processes for
