@@ -206,6 +206,7 @@ class Twin:
         self._stores: dict[str, Store] = {}  # an LMs's bindings (they outlive it)
         self._controllers: dict[str, ControllerCore] = {}  # (its state file: the last one's)
         self._cuts: set[frozenset[str]] = set()  # links cut (node pairs)
+        self._paths: dict[tuple[str, str], list[str]] = {}  # (from, to) -> nodes on the way
         self.bgp = _bgp(self.plan, self.fab)
         self.pd = PdServer(self.net, lease_cmds=any(n.lease_cmds for n in sc.nodes.values()))
         """Kea and the routers' PD clients (a router without one asks nothing)."""
@@ -292,7 +293,9 @@ class Twin:
         u, v = self.names.get(src), self.names.get(dst)
         if u is None or v is None:
             return self.net.default
-        path = _path(self.sc, u, v)
+        path = self._paths.get((u, v))
+        if path is None:  # (each datagram during a cut asks: once per pair)
+            path = self._paths[(u, v)] = _path(self.sc, u, v)
         if any(frozenset(hop) in self._cuts for hop in pairwise(path)):
             return CUT
         return self.net.default
