@@ -71,4 +71,6 @@ EXAMPLES: list[m.Message] = [
     m.LeaseReleaseAck(HNP1, "n-ar", DPA2),  # (BGP: the anchor to ask instead)
     m.LeaseTake(HNP1),
     m.LeaseTakeAck(HNP1),
+    m.HandoverInitiate("02:00:00:00:00:01", (MnBinding(HNP1, DPA1, 3600, 1),)),
+    m.HandoverAck("02:00:00:00:00:01"),
 ]

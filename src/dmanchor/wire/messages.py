@@ -69,6 +69,8 @@ class MsgType(IntEnum):
     LEASE_RELEASE_ACK = 36
     LEASE_TAKE = 37
     LEASE_TAKE_ACK = 38
+    HANDOVER_INITIATE = 39
+    HANDOVER_ACK = 40
 
 
 class Kind(IntEnum):
@@ -572,6 +574,33 @@ class LeaseTake(Message):
     LABEL = "FM:3-2 take"
     REPLY = LeaseTakeAck
     prefix: Prefix = ie(IE.PREFIX)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class HandoverAck(Message):
+    """Acknowledges a handover initiate (FMIPv6's HAck)."""
+
+    TYPE = MsgType.HANDOVER_ACK
+    LABEL = "HAck"
+    mn: str = ie(IE.MN_ID)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class HandoverInitiate(Message):
+    """Predictive handover: the MN's router tells the router its L2 names as
+    the target that the MN is coming, with the prefixes it serves for it
+    (FMIPv6's HI, RFC 5568 6.2.1; 3GPP's handover request carries the
+    same context).  The target keeps this until the MN arrives, so the
+    move need not wait on LM:1-1: each binding is what the LMs would
+    answer, and names only prefixes served at the sender."""
+
+    TYPE = MsgType.HANDOVER_INITIATE
+    LABEL = "HI"
+    REPLY = HandoverAck
+    mn: str = ie(IE.MN_ID)
+    bindings: tuple[MnBinding, ...] = ie(IE.BINDING, many=True)
 
 
 # -- Housekeeping -----------------------------------------------------------
