@@ -10,6 +10,7 @@ operator's and the test harness's handles::
                                           "sport": 5001, "dport": 40000}]}}
     {"cmd": "detach", "mn": "02:00:00:00:00:01"}
     {"cmd": "link_going_down", "link": "mn1"}   (an L2 trigger, RFC 5184)
+    {"cmd": "link_going_down", "link": "mn1", "target": "ar2"}   (predictive)
     {"cmd": "entries"}                  -> the kernel's dmanchor entries (read back)
     {"cmd": "usage", "flows": [...]}    -> FM:2 charging counters (open and ended flows)
     {"cmd": "stats"}                    -> signalling counters of every function
@@ -116,9 +117,15 @@ def _link_going_down(node: Node, doc: dict[str, Any], now: float) -> Any:
     # An L2 trigger (RFC 5184's Link Going Down, e.g. a station's
     # disassociation): hold before the link is gone, so nothing in flight
     # is lost; the link event that follows finds no one.
+    # With ``target`` (the router the L2 names, e.g. the BSS a station
+    # transitions to), that router is told first (a HI: predictive).
     link = _access_link(node, doc["link"])
-    assert node.access is not None
-    return node.access.going_down(link)
+    target = doc.get("target")
+    assert node.access is not None and node.anchor is not None
+    if target is not None and (not isinstance(target, str)
+                               or node.anchor.router_dpa(target) is None):
+        raise ValueError(f"{target!r} is not an access router this node knows")
+    return node.access.going_down(link, target)
 
 
 @command("entries", anchor=False)

@@ -253,10 +253,18 @@ class AccessLinks:
                              extra={"mn": mn, "label": "FM:6-1"})
         self.pump()
 
-    def going_down(self, link: str) -> int:
+    def going_down(self, link: str, target: str | None = None) -> int:
         """An L2 trigger (RFC 5184 Link Going Down): the MNs on ``link`` are
-        leaving; returns how many."""
-        self._leaving[link] = clock.now()
+        leaving; returns how many.  ``target``: the router (node id) its L2
+        says they go to - told first, with what they use here (a HI:
+        predictive handover)."""
+        now = clock.now()
+        if target is not None:
+            for mn, st in list(self.agent.attached.items()):
+                if st.link == link and self.agent.leaving(mn, target, now):
+                    log.info("MN %s goes to %s: HI sent", mn, target,
+                             extra={"mn": mn, "prefix": [*st.own, *st.visiting], "label": "HI"})
+        self._leaving[link] = now
         return self.down({link}, "going down (L2 trigger)")
 
     def down(self, links: set[str], why: str) -> int:

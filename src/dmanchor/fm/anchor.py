@@ -59,6 +59,7 @@ from ..wire.types import (
     EntryKind,
     FlowFilter,
     ForwardingEntry,
+    MnBinding,
     Prefix,
 )
 from .anchor_bgp import AnchorBgp
@@ -97,6 +98,7 @@ from .anchor_model import (
     VisitCheck,
     Visiting,
 )
+from .anchor_predict import AnchorPredict, ExpectedMns, Forget
 from .anchor_restart import AnchorRestart, Sweep
 from .fib import DesiredFib
 from .flows import FlowBook
@@ -104,7 +106,7 @@ from .fmdp import DpFunction
 
 
 class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases, AnchorBgp,
-                      AnchorRestart, ServiceCore):
+                      AnchorRestart, AnchorPredict, ServiceCore):
     """FM-CP + FM-DP + LMc of one access router."""
 
     SENDERS = ANCHOR_SENDERS
@@ -168,6 +170,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         self.anchors = AnchorCache(settings.lifetime)
+        self.expected = ExpectedMns()
+        """MNs another router said are coming (predictive HI), with their bindings."""
         """FM:4-4 answers, kept (tunnel mode: a prefix's anchor stays its home)."""
         if settings.mode is Mode.BGP:
             self._announce(settings.prefixes, True)
@@ -226,7 +230,9 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         needing continuity on are kept (:meth:`attach`), and the link is
         advertised again with them (:class:`Advertise`).  ``hinted``: what
         the RS itself names (an optional option), kept at once - and
-        claimed only if the binding agrees the MN is theirs (SM).
+        claimed only if the binding agrees the MN is theirs (SM).  A HI
+        from the router it left (:mod:`.anchor_predict`) said what the LMs
+        will: its prefixes are claimed at once, not on that answer.
         """
         if self.lm is not None:
             # Asked first: the move waits on its answer, and the LMs serves
@@ -234,6 +240,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             # below would go ahead of it).
             self._mn_queries[self.lm.request(m.MnQuery(mn), now)] = Requery(mn, link, 0)
         self.attach(mn, link, own, {p: [] for p in hinted}, now)
+        self._expected_here(mn, link, now)  # announced by its previous router
 
     def _on_requery(self, ask: Requery, now: float) -> None:
         st = self.attached.get(ask.mn)
@@ -243,13 +250,21 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
     def _on_mn_reply(self, mn: str, link: str, reply: m.MnReply, now: float) -> None:
         """The LMs says where the MN's prefixes are served: keep the busy ones."""
+        if reply.mn != mn:
+            return  # (an answer about someone else)
+        self.stats.counters["mn-query"] += 1
+        self.stats.counters["kept-by-lm"] += self._keep_busy(mn, link, reply.bindings, now)
+
+    def _keep_busy(self, mn: str, link: str, bindings: Sequence[MnBinding], now: float) -> int:
+        """Keep the MN's prefixes served elsewhere that carry flows; returns
+        how many were new here."""
         st = self.attached.get(mn)
-        if st is None or st.link != link or reply.mn != mn:
-            return  # gone again (or an answer about someone else)
+        if st is None or st.link != link:
+            return 0  # gone again
         keep: dict[Prefix, Sequence[FlowFilter]] = {}
         served: dict[Prefix, IPv6Address] = {}
         adopt: list[Prefix] = []
-        for b in reply.bindings:
+        for b in bindings:
             here = b.forwarding_address in (self.s.dpa, self.s.flush_sid)
             if b.flows == 0 or b.prefix in st.own or b.prefix in st.visiting:
                 continue
@@ -259,13 +274,12 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
                 continue
             keep[b.prefix] = ()
             served[b.prefix] = b.forwarding_address
-        self.stats.counters["mn-query"] += 1
         if adopt:
             self._adopt(mn, link, adopt, now)
         if keep:
             self.attach(mn, link, (), keep, now, served)
             self._effects.append(Advertise(link))
-            self.stats.counters["kept-by-lm"] += len(keep)
+        return len(keep)
 
     def attach(self, mn: str, link: str, own: Sequence[Prefix],
                previous: Mapping[Prefix, Sequence[FlowFilter]], now: float,
@@ -578,6 +592,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         m.FlowStateTransfer: AnchorFlows._on_flow_state,
         m.LeaseRelease: AnchorLeases._on_lease_release,
         m.LeaseTake: AnchorLeases._on_lease_take,
+        m.HandoverInitiate: AnchorPredict._on_initiate,
     }
     """Signalling the anchor itself answers, by message type (the rest goes
     to its FM-DP function, :class:`~.fmdp.DpFunction`)."""
@@ -648,7 +663,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
         Resend: AnchorFlows._on_resend,
         Requery: _on_requery, LeaseWait: AnchorLeases._on_lease_wait,
-        Sweep: AnchorRestart._on_sweep,
+        Sweep: AnchorRestart._on_sweep, Forget: AnchorPredict._on_forget,
     }
 
     def _joined(self, join: Join, now: float) -> None:

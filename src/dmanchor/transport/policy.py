@@ -61,6 +61,9 @@ ANCHOR_SENDERS: Senders = {
     m.LeaseTake: roles(C),
     # LM:1-3: the LMs (or LMp) this anchor subscribed at.
     m.LocationInform: roles(S, P),
+    # A predictive move's context, from the MN's router (it names only
+    # prefixes served there: checked by the anchor).
+    m.HandoverInitiate: roles(A),
 }
 """The anchor agent (:class:`~dmanchor.fm.anchor.AnchorAgentCore`)."""
 

@@ -1,0 +1,182 @@
+"""Predictive handover (HI/HAck): the MN's router tells the router it goes to.
+
+Driven like the call flows of ``test_call_flows.py``: the project's cores
+in virtual time, the order of the messages on the wire asserted.  The old
+router's L2 names the target before the link goes (``leaving``), then the
+MN's link goes (FM:6-1 holds) and it solicits at the target as a stock host.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address as A
+
+from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.fm.anchor_model import PrefixEvent as Ev
+from dmanchor.fm.anchor_model import PrefixState as St
+from dmanchor.fm.anchor_predict import PREPARED_FOR, ExpectedMns
+from dmanchor.sim.traffic import Flow, report, start_flow
+from dmanchor.wire import messages as m
+from dmanchor.wire.types import MnBinding
+from tests.unit.test_call_flows import Trace, life_of, record_lives
+from tests.unit.test_fm import (
+    HNP1,
+    HNP2,
+    IP1,
+    LMS,
+    World,
+    assert_lossless,
+    downlink,
+    opened,
+    world,
+)
+
+IDS = {A("fc00::1:0"): "ar1", A("fc00::2:0"): "ar2"}
+AR2 = ("fc00::2:0", 5400)
+
+
+def announced_move(w: World, t: float, gap: float, target: str = "ar2",
+                   hint_after: float | None = None) -> None:
+    """The MN's L2 at AR1 names ``target`` at ``t`` (or ``hint_after``
+    seconds after the MN came up there), its link goes, and it solicits at
+    AR2 ``gap`` later with a plain RS."""
+    def down() -> None:
+        w.fab.detach("mn")
+
+    def up() -> None:
+        w.fab.attach("mn", "ar2", "mn2")
+        w.fab.add_address("mn", HNP2.network + 0x10)
+
+    def leave(a: AnchorAgentCore, now: float) -> None:
+        if hint_after is None:
+            a.leaving("mn", target, now)
+        a.detach("mn", now)
+    w.net.call_at(t, down)
+    w.at(t, 1, leave)
+    w.net.call_at(t + gap, up)
+    w.at(t + gap, 2, lambda a, now: a.arrive("mn", "mn2", [HNP2], [], now))
+    if hint_after is not None:
+        # (AR1 still tells of the MN it had: the HI is built from what was
+        # attached, so a late one is sent from a copy kept here.)
+        late = m.HandoverInitiate("mn", (MnBinding(HNP1, A("fc00::1:0"), 600, 1),))
+        w.at(t + gap + hint_after, 1, lambda a, now: send(a, late, now))
+
+
+def send(agent: AnchorAgentCore, msg: m.Message, now: float) -> None:
+    """``agent`` sends ``msg`` to AR2 under its own key."""
+    agent.endpoint.request(msg, AR2, now)
+
+
+def with_flow() -> tuple[World, Trace, Flow]:
+    """The signed flat network; a flow needing continuity on HNP1, which
+    AR1's conntrack reports."""
+    w = world("tunnel", signed=True, agent_ids=IDS)
+    record_lives(w)
+    trace = Trace(w.net)
+    cont = downlink("cont", IP1, 0.1, 1.2)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+    return w, trace, cont
+
+
+def test_the_target_claims_at_the_arrival_without_waiting_for_the_lms() -> None:
+    w, trace, flow = with_flow()
+    announced_move(w, 0.5, 0.02)
+    w.net.run(until=2.0)
+    seq = trace.assert_order([
+        ("ar1", "ar2", "HANDOVER_INITIATE"),  # HI: the MN comes, HNP1 carries a flow
+        ("ar2", "ar1", "HANDOVER_ACK"),
+        ("ar2", "ctrl", "ANCHOR_DISCOVERY"),  # FM:4-3 asked ahead of the MN
+        ("ctrl", "ar2", "DISCOVERY_ANSWER"),
+        ("ar2", "lms", "MN_QUERY"),           # the MN solicits: LM:1-1 still asked
+        ("ar2", "ar1", "BUFFER_READY"),       # FM:6-2 at once, from the HI's context
+        ("lms", "ar2", "MN_REPLY"),           # ... before the LMs's answer
+        ("ar1", "ar2", "BUFFER_READY_ACK"),
+        ("ar1", "ar2", "FLOW_STATE_TRANSFER"),  # FM:2: charging moves as usual
+    ], since=0.5)
+    hi = seq[0].message
+    assert isinstance(hi, m.HandoverInitiate)
+    assert [(b.prefix, b.forwarding_address, b.flows) for b in hi.bindings] == \
+        [(HNP1, A("fc00::1:0"), 1)]
+    assert seq[3].t < 0.52 <= seq[4].t  # the discovery was done before the MN came
+    # Nothing asked twice: one discovery, one FM:6-2 to AR1.
+    assert trace.count("ANCHOR_DISCOVERY", since=0.5) == 1
+    assert trace.count("BUFFER_READY", since=0.5) == 1
+    assert w.ar[1].stats.counters["hi-sent"] == 1
+    assert w.ar[2].stats.counters["hi-used"] == 1
+    assert len(w.ar[2].expected) == 0
+    assert_lossless(report(w.fab, flow))
+    assert life_of(w.ar[2], HNP1)[:2] == [(Ev.KEPT, St.JOINING), (Ev.CLAIMED, St.VISITING)]
+    assert w.ar[2].attached["mn"].visiting == (HNP1,)
+
+
+def test_a_hi_that_comes_after_its_mn_still_goes_ahead_of_the_lms() -> None:
+    w, trace, flow = with_flow()
+    announced_move(w, 0.5, 0.02, hint_after=0.0)
+    w.net.run(until=2.0)
+    trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),
+        ("ar1", "ar2", "HANDOVER_INITIATE"),
+        ("ar2", "ctrl", "ANCHOR_DISCOVERY"),  # the claim starts from the HI
+        ("ar2", "ar1", "BUFFER_READY"),
+    ], since=0.5)
+    counters = w.ar[2].stats.counters
+    assert (counters["hi-late"], counters["kept-by-hi"], counters["kept-by-lm"]) == (1, 1, 0)
+    assert trace.count("BUFFER_READY", since=0.5) == 1
+    assert_lossless(report(w.fab, flow))
+
+
+def test_an_mn_that_never_comes_is_forgotten_and_its_next_router_asks_the_lms() -> None:
+    w, trace, _ = with_flow()
+    # The L2 named AR2, but the MN came up there only after the HI expired.
+    announced_move(w, 0.5, PREPARED_FOR + 0.1)
+    w.net.run(until=0.5 + PREPARED_FOR + 0.05)
+    assert w.ar[2].stats.counters["hi-unused"] == 1 and len(w.ar[2].expected) == 0
+    w.net.run(until=0.5 + PREPARED_FOR + 1.0)
+    trace.assert_order([
+        ("ar2", "lms", "MN_QUERY"),
+        ("lms", "ar2", "MN_REPLY"),
+        ("ar2", "ar1", "BUFFER_READY"),  # reactive: after the LMs's answer
+    ], since=0.5 + PREPARED_FOR)
+    assert w.ar[2].stats.counters["hi-used"] == 0
+    assert w.ar[2].attached["mn"].visiting == (HNP1,)
+
+
+def test_a_hi_naming_what_its_sender_does_not_serve_is_refused() -> None:
+    w, _, _ = with_flow()
+    # AR1 names a prefix as served at AR2 (not its own DPA): refused.
+    lie = m.HandoverInitiate("mn", (MnBinding(HNP1, A("fc00::2:0"), 600, 1),))
+    w.at(0.3, 1, lambda a, now: send(a, lie, now))
+    w.net.run(until=0.6)
+    assert w.ar[2].refused["refused:HANDOVER_INITIATE:not-its-prefix"] == 1
+    assert len(w.ar[2].expected) == 0
+    # The true binding, but sent by the LMs: not an anchor's key, refused
+    # by the sender table before the anchor reads it.
+    true = m.HandoverInitiate("mn", (MnBinding(HNP1, A("fc00::1:0"), 600, 1),))
+
+    def from_lms() -> None:
+        w.lms.endpoint.request(true, AR2, w.net.now)
+        w.net.poll(LMS)
+    w.net.call_at(0.7, from_lms)
+    w.net.run(until=1.0)
+    assert sum(w.ar[2].refused.values()) == 2
+    assert len(w.ar[2].expected) == 0 and w.ar[2].stats.counters["hi-expected"] == 0
+
+
+def test_an_unknown_target_sends_nothing() -> None:
+    w, trace, flow = with_flow()
+    announced_move(w, 0.5, 0.02, target="ar9")
+    w.net.run(until=2.0)
+    assert trace.count("HANDOVER_INITIATE") == 0
+    assert w.ar[1].stats.counters["hi-sent"] == 0
+    assert_lossless(report(w.fab, flow))
+
+
+def test_expectations_are_bounded() -> None:
+    book = ExpectedMns(limit=2)
+    b = (MnBinding(HNP1, A("fc00::1:0"), 600, 1),)
+    assert book.put("a", b, 1.0) == 0 and book.put("b", b, 1.0) == 0
+    assert book.put("c", b, 1.0) == 1  # "a" forgotten
+    assert book.take("a", 0.5) == () and book.take("c", 0.5) == b
+    assert book.take("b", 1.5) == ()  # expired
+    book.put("d", b, 2.0)
+    assert not book.forget("d", 1.0) and book.forget("d", 2.0)  # only its own timer
