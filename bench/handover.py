@@ -8,7 +8,11 @@ the node processes):
 * ``4.1.2-reactive`` / ``4.1.2-l2``: tunnel mode (draft 4.1.2), moves not
   announced (the routers learn them from the links and the MN's RS) / with
   the old router's L2 trigger (FM:6-1 before the link goes);
-* ``4.2.1-reactive`` / ``4.2.1-l2``: anchor switching under the central
+* ``4.1.2-predictive``: the L2 trigger names the new router, which the old
+  one tells first (HI: the MN's prefixes and flows), so the new router
+  claims at the MN's arrival without waiting for LM:1-1 (and in tunnel
+  mode has asked for the anchor, FM:4-3, before);
+* ``4.2.1-reactive`` / ``4.2.1-l2`` / ``4.2.1-predictive``: anchor switching under the central
   FM-CP (4.2.1's topology without its DHCPv6-PD server: the anchoring
   moves, the routers' FIBs follow FM:5-1).
 
@@ -84,9 +88,10 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))], 3)
 
 
-def case(mode: str, l2: bool, moves: int) -> dict[str, Any]:
+def case(mode: str, l2: bool, moves: int, predictive: bool = False) -> dict[str, Any]:
     """One case on real kernels: its figures."""
-    report = run(parse(scenario(mode, moves)), quiet=True, l2_trigger=l2)
+    report = run(parse(scenario(mode, moves)), quiet=True, l2_trigger=l2,
+                 predictive=predictive)
     probe = next(f for f in report.flows if f.name == "probe")
     stream = next(f for f in report.flows if f.name == "stream")
     gaps = [e.interruption_ms for e in probe.moves]
@@ -155,12 +160,13 @@ def main() -> None:
     for mode, name in (("tunnel", "4.1.2"), ("switch", "4.2.1")):
         for l2 in (False, True):
             results[f"{name}-{'l2' if l2 else 'reactive'}"] = case(mode, l2, moves)
-    head = f"{'case':<16}{'p50':>8}{'p99':>8}{'max':>8}{'att>1st':>9}{'lost':>6}{'radio':>6}" \
+        results[f"{name}-predictive"] = case(mode, True, moves, predictive=True)
+    head = f"{'case':<18}{'p50':>8}{'p99':>8}{'max':>8}{'att>1st':>9}{'lost':>6}{'radio':>6}" \
            f"{'reord':>6}{'tcp':>8}  phases p50 (ms after radio up)"
     print(head)
     for name, r in results.items():
         phases = " ".join(f"{k} {v}" for k, v in r.get("phases_p50_ms", {}).items())
-        print(f"{name:<16}{r['p50_ms']:>8}{r['p99_ms']:>8}{r['max_ms']:>8}"
+        print(f"{name:<18}{r['p50_ms']:>8}{r['p99_ms']:>8}{r['max_ms']:>8}"
               f"{r.get('attach_to_first_p50_ms', '-')!s:>9}{r['lost']:>6}"
               f"{r.get('radio_drops', '-')!s:>6}"
               f"{r.get('reordered', '-')!s:>6}{r.get('tcp_stall_max_ms', '-')!s:>8}  {phases}")

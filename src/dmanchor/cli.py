@@ -122,7 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     return run_main(args.scenario, args.json, args.out, args.plan, args.log_level,
                     l2_trigger=not args.no_l2_trigger, signed=not args.insecure,
-                    plots=args.plots, pcap=args.pcap)
+                    plots=args.plots, pcap=args.pcap, predictive=args.predictive)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pcap", metavar="FILE",
                    help="capture every node's control traffic into FILE (pcapng; dumpcap "
                         "and mergecap from Debian's tshark)")
+    r.add_argument("--predictive", action="store_true",
+                   help="the L2 hint names the router the MN goes to; the old router "
+                        "tells it first (HI), so the move needs no LM:1-1 wait there")
     r.add_argument("--insecure", action="store_true",
                    help="nodes run unsigned (insecure = true), to measure what signing costs")
     for parser in (demo, r):

@@ -122,8 +122,8 @@ class AnchorPredict:
         returns whether a HI went (nothing to send: no such flows)."""
         st = self.attached.get(mn)
         dpa = self.router_dpa(target)
-        if st is None or dpa is None or dpa == self.s.dpa:
-            return False
+        if st is None or dpa is None or dpa == self.s.dpa or mn in self.s.host_based:
+            return False  # (a host-based MN's own agent keeps its prefixes)
         bindings = tuple(MnBinding(p, self.s.dpa, self.s.lifetime, n)
                          for p in (*st.own, *st.visiting) if (n := self.flows.count(p)))
         if not bindings:

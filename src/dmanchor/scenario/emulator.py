@@ -119,14 +119,17 @@ class Emulation(EmulationChecks):
     def __init__(self, sc: Scenario, workdir: Path, log_level: str = "info",
                  progress: Callable[[str], None] | None = None,
                  l2_trigger: bool = True, signed: bool = True,
-                 pcap: Path | None = None) -> None:
+                 pcap: Path | None = None, predictive: bool = False) -> None:
         """``l2_trigger``: before a move, the old router's L2 announces the
         link going down (a predictive hint, RFC 5184 style); without it the
         router learns of the departure only from the link itself.
+        ``predictive`` (with ``l2_trigger``): the hint names the router the
+        MN goes to, which the old router tells first (HI).
         ``signed``: every node signs with its own key (else all insecure).
         ``pcap``: capture the nodes' control traffic into this file."""
         self.sc = sc
         self.l2_trigger = l2_trigger
+        self.predictive = predictive and l2_trigger
         self.plan: Plan = make_plan(sc, signed)
         self.workdir = workdir
         self.log_level = log_level
@@ -410,7 +413,13 @@ class Emulation(EmulationChecks):
             # its standby hold routes catch what follows; what the kernel
             # had already sent into the dying link is lost, as on a radio.)
             if self.l2_trigger:
-                command(self._sock(old), {"cmd": "link_going_down", "link": mn})
+                hint: dict[str, Any] = {"cmd": "link_going_down", "link": mn}
+                target = self.sc.nodes[to].anchor
+                if self.predictive and target is not None:
+                    # The router the L2 names (a station's BSS transition
+                    # target), by its agent's node id.
+                    hint["target"] = target.cp or to
+                command(self._sock(old), hint)
             # What the router had sent into the radio as it went is lost
             # there: counted from here (see _RadioBreak).
             self._radio[(old, mn)] = _RadioBreak(

@@ -43,11 +43,13 @@ def _progress(text: str) -> None:
 
 def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
         quiet: bool = False, l2_trigger: bool = True, signed: bool = True,
-        pcap: Path | None = None) -> Report:
+        pcap: Path | None = None, predictive: bool = False) -> Report:
     """Run ``sc``; keep node logs, traces and report.json in ``out`` if given.
 
     ``l2_trigger``: moves are announced by the old router's L2 before the
-    link goes (predictive); without, routers learn them from the links.
+    link goes; without, routers learn them from the links.  ``predictive``
+    (with ``l2_trigger``): the hint names the new router, which the old
+    one tells first (HI).
     ``signed``: every node signs (as deployed); else all run insecure.
     ``pcap``: write the nodes' control traffic there (pcapng).
     """
@@ -57,7 +59,7 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return Emulation(sc, workdir, log_level, None if quiet else _progress,
-                         l2_trigger, signed, pcap).run()
+                         l2_trigger, signed, pcap, predictive).run()
     finally:
         if out is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -65,7 +67,7 @@ def run(sc: Scenario, out: Path | None = None, log_level: str = "info",
 
 def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
          log_level: str = "info", l2_trigger: bool = True, signed: bool = True,
-         plots: bool = False, pcap: str | None = None) -> int:
+         plots: bool = False, pcap: str | None = None, predictive: bool = False) -> int:
     """Entry point of ``dmanchor run`` (and of ``dmanchor demo``)."""
     try:
         sc = find(target)
@@ -95,7 +97,8 @@ def main(target: str, as_json: bool, out: str | None, plan_only: bool = False,
     print(f"dmanchor run {sc.name} - {sc.title}, on real kernels", file=sys.stderr)
     try:
         report = run(sc, Path(out) if out else None, log_level, l2_trigger=l2_trigger,
-                     signed=signed, pcap=Path(pcap).resolve() if pcap else None)
+                     signed=signed, pcap=Path(pcap).resolve() if pcap else None,
+                     predictive=predictive)
     except KeyboardInterrupt:
         print("dmanchor run: interrupted; everything it built was removed", file=sys.stderr)
         return 130

@@ -6,8 +6,9 @@ nodes run - built from the very node configs the emulator writes
 :class:`~.fabric.Fabric` wired like the scenario's namespaces: the plan's
 links and static routes.  What a node's I/O would do is modelled:
 
-* the access layer: the old router's link goes (``detach``), the MN comes
-  up on the new one and solicits (``heard``: the router gives it a /64 of
+* the access layer: the old router's link goes (``detach``; with
+  ``predictive``, its L2 named the new router first: ``leaving``), the MN
+  comes up on the new one and solicits (``heard``: the router gives it a /64 of
   its pool and asks the LMs for the rest, as for a stock host);
 * connection tracking: a router that forwards a flow's plain (or
   decapsulated) packet for the first time reports it NEW; one idle past
@@ -60,7 +61,7 @@ from ..lm.daemon import build_core
 from ..lm.store import Store
 from ..nodeconf import NodeConfig, load_node_config
 from ..runtime.virtual import LinkProfile, VirtualNetwork
-from ..scenario.callflow import window
+from ..scenario.callflow import BEFORE, window
 from ..scenario.converge import mobile_state
 from ..scenario.model import Scenario
 from ..scenario.plan import Plan, filled, make_plan, mn_link_address
@@ -82,7 +83,8 @@ KEA_CONTROL = 0.003
 """Seconds a ``lease6-update`` through Kea's control channel takes."""
 HANDOVER_TYPES = frozenset({
     "MN_QUERY", "LOCATION_QUERY", "ANCHOR_DISCOVERY", "BUFFER_REQUEST", "BUFFER_READY",
-    "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE"})
+    "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE",
+    "HANDOVER_INITIATE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
 _FAULTS = ("loss", "attack")
 CUT = LinkProfile(loss=1.0)
@@ -142,6 +144,8 @@ class Move:
     old: str | None
     new: str
     at: float
+    left: float | None = None
+    """When the MN left ``old`` (its L2 hint, then the link, went)."""
 
 
 @dataclass(slots=True)
@@ -169,6 +173,7 @@ class _Mn:
     mac: str
     router: str | None = None
     prefixes: list[Prefix] = field(default_factory=list)
+    left: float = 0.0  # when it last left a router
 
 
 @dataclass(slots=True)
@@ -182,11 +187,14 @@ class _Conntrack:
 class Twin:
     """A scenario built in virtual time (see the module)."""
 
-    def __init__(self, sc: Scenario, seed: int = 1) -> None:
+    def __init__(self, sc: Scenario, seed: int = 1, predictive: bool = False) -> None:
+        """``predictive``: each move's L2 hint names the new router (as
+        ``dmanchor run --predictive``): the old one sends it a HI first."""
         why = unsupported(sc)
         if why is not None:
             raise Unsupported(f"{sc.name}: {why}")
         self.sc = sc
+        self.predictive = predictive
         self.plan = make_plan(sc, signed=False)
         self.net = VirtualNetwork(seed=seed)
         self.fab = Fabric(_topology(self.plan), self.net)
@@ -321,7 +329,12 @@ class Twin:
         st = self.mns[mn]
         old = st.router
         if old is not None:
+            st.left = self.net.now
             self.fab.detach(mn)
+            target = self.sc.nodes[to].anchor
+            if self.predictive and target is not None:
+                name = target.cp or to
+                self._input(old, lambda a, now: a.leaving(st.mac, name, now))
             self._input(old, lambda a, now: a.detach(st.mac, now))
         st.router = None
         self.net.call_later(RADIO_GAP if old is not None else 0.0,
@@ -334,7 +347,8 @@ class Twin:
         if given not in st.prefixes:
             st.prefixes.append(given)
             self.fab.add_address(st.name, given.network | iid(st.mac))
-        self.run.moves.append(Move(st.name, old, to, self.net.now))
+        self.run.moves.append(Move(st.name, old, to, self.net.now,
+                                   None if old is None else st.left))
         self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
 
     def _start_flow(self, name: str) -> None:
@@ -551,7 +565,10 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move], after: floa
     for i, mv in enumerate(moves):
         if mv.old is None:
             continue
-        start, end = window(mv.at, (n.at for n in moves[i + 1:] if n.mn == mv.mn), after)
+        # From when the MN left (a predictive hint's HI, and what it set
+        # off, go before the radio is up: by the radio gap, long under load).
+        start, end = window(mv.at, (_began(n) for n in moves[i + 1:] if n.mn == mv.mn), after)
+        start = min(start, _began(mv) - BEFORE)
         per: dict[str, list[tuple[str, str]]] = {}
         for s in ordered:
             if start <= s.t <= end and s.type in HANDOVER_TYPES:
@@ -560,6 +577,11 @@ def handover_signalling(sent: Iterable[Sent], moves: Sequence[Move], after: floa
                     seq.append((s.dst, s.type))
         out.append(per)
     return out
+
+
+def _began(mv: Move) -> float:
+    """When a move began: the MN left its router (or, first, attached)."""
+    return mv.at if mv.left is None else min(mv.at, mv.left)
 
 
 def lasting(final: Mapping[str, Sequence[str]], plan: Plan) -> dict[str, list[str]]:
@@ -580,16 +602,26 @@ the call-flow diagrams' (the kernel's FM:2 waits on ``nft`` processes for
 the charges, seen 576 ms after the attachment under two CPU hogs)."""
 
 
-def comparable(sent: Iterable[Sent], moves: Sequence[Move]
+def comparable(sent: Iterable[Sent], moves: Sequence[Move], ordered: bool = True
                ) -> list[dict[str, dict[str, list[str]]]]:
     """:func:`handover_signalling` as a kernel run and the twin are compared:
     per move and node, the requests it sent to each peer, in order.  The
     order between requests to different peers is left out with the rest of
     what timing alone changes: two requests a node sends at once (FM:6-2 to
-    an anchor and to a parent AR, say) leave in either order."""
-    return [{node: {dst: [t for d, t in seq if d == dst] for dst, _ in seq}
+    an anchor and to a parent AR, say) leave in either order.
+
+    ``ordered=False`` (predictive moves): not even to one peer - what a HI
+    sets off at the new router and what the MN's arrival does race (the
+    radio against the signalling), so only which requests went is compared.
+    """
+    return [{node: {dst: _in_order([t for d, t in seq if d == dst], ordered)
+                    for dst, _ in seq}
              for node, seq in per.items()}
             for per in handover_signalling(sent, moves, COMPARED_SPAN)]
+
+
+def _in_order(types: list[str], ordered: bool) -> list[str]:
+    return types if ordered else sorted(types)
 
 
 def from_trace(records: Iterable[Mapping[str, Any]], moves: Iterable[Mapping[str, Any]],
@@ -598,7 +630,8 @@ def from_trace(records: Iterable[Mapping[str, Any]], moves: Iterable[Mapping[str
     sent = [Sent(float(r["t"]), str(r["node"]), names.get(r["peer"][0], r["peer"][0]),
                  str(r["type"]))
             for r in records if r.get("dir") == "tx" and r.get("peer") and r.get("type")]
-    mv = [Move(str(m["mn"]), m.get("old"), str(m["new"]), float(m["at"])) for m in moves]
+    mv = [Move(str(m["mn"]), m.get("old"), str(m["new"]), float(m["at"]),
+               None if m.get("left") is None else float(m["left"])) for m in moves]
     return sent, mv
 
 
