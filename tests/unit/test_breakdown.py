@@ -42,6 +42,16 @@ def test_each_phase_is_read_from_the_nodes_records() -> None:
                         "lift +8.2 (took 3.7 ms) | first packet +6.9")
 
 
+def test_a_predictive_moves_hi_is_read_from_before_the_radio() -> None:
+    hi = rec(-1.2, "ar1", fn="anchor", dir="tx", type="HANDOVER_INITIATE")
+    older = rec(-30, "ar1", fn="anchor", dir="tx", type="HANDOVER_INITIATE")  # another move's
+    [b] = compute([older, hi, *RECORDS], [{**MOVE, "left": AT - 0.0015}], {})
+    assert b.hi == -1.2
+    assert b.line().startswith("mn ar1->ar2: radio gap 1.5 ms | HI -1.2 | attach +1.1 |")
+    [plain] = compute(RECORDS, [MOVE], {})
+    assert plain.hi is None and "HI" not in plain.line()
+
+
 def test_a_move_ends_at_its_mns_next_move_and_missing_phases_are_left_out() -> None:
     back = {**MOVE, "old": "ar2", "new": "ar1", "at": AT + 0.005, "left": None, "previous": []}
     first, second = compute(RECORDS, [MOVE, back], {})

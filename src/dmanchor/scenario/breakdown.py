@@ -6,6 +6,8 @@ down on the shared monotonic clock (``NAME.trace.jsonl``) and from the
 flows' arrivals:
 
 * ``radio``: how long the MN was on no radio (old link down -> new one up);
+* ``hi``: a predictive move's HI went from the old router (negative: before
+  the radio came up);
 * ``attach``: the new router installed the MN's prefixes (its first
   data-plane change putting a prefix on an access link);
 * ``lm``: the new router's location management answered (the first
@@ -35,7 +37,7 @@ router can hear the MN as its radio's carrier rises)."""
 LONGEST = 1.0
 """Longest a move's records run after the radio came up, seconds (or to the
 MN's next move)."""
-PHASES = ("radio", "attach", "lm", "fm", "lift", "first")
+PHASES = ("radio", "hi", "attach", "lm", "fm", "lift", "first")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +54,18 @@ class Breakdown:
     lift_took: float | None
     """Milliseconds the last lift itself took (its drain and removal)."""
     first: float | None
+    hi: float | None = None
+    """A predictive move's HI left the old router (ms after the radio; < 0)."""
 
     def line(self) -> str:
         """The move in one line."""
         items = [] if self.radio is None else [f"radio gap {self.radio} ms"]
-        for name, label in (("attach", "attach"), ("lm", "LM"), ("fm", "FM"),
+        for name, label in (("hi", "HI"), ("attach", "attach"), ("lm", "LM"), ("fm", "FM"),
                             ("lift", "lift"), ("first", "first packet")):
             value = getattr(self, name)
             if value is not None:
                 took = f" (took {self.lift_took} ms)" if name == "lift" and self.lift_took else ""
-                items.append(f"{label} +{value}{took}")
+                items.append(f"{label} {value:+}{took}")
         return f"{self.mn} {self.move}: " + " | ".join(items)
 
 
@@ -93,11 +97,17 @@ def compute(records: list[dict[str, Any]], moves: list[dict[str, Any]],
         end = min([mv["at"] + LONGEST, *later])
         window = [r for r in records if mv["at"] - EARLY <= r.get("t", 0.0) < end]
         got = next((t for t in arrivals.get(mv["mn"], []) if mv["at"] <= t < end), None)
-        out.append(_one(mv, window, got))
+        # A predictive move's HI goes when the MN leaves, before the radio.
+        left = mv.get("left") or mv["at"]
+        hi = next((r for r in records if left - EARLY <= r.get("t", 0.0) < end
+                   and r.get("node") == mv["old"] and r.get("dir") == "tx"
+                   and r.get("type") == "HANDOVER_INITIATE"), None)
+        out.append(_one(mv, window, got, hi))
     return out
 
 
-def _one(mv: dict[str, Any], window: list[dict[str, Any]], got: float | None) -> Breakdown:
+def _one(mv: dict[str, Any], window: list[dict[str, Any]], got: float | None,
+         hi: dict[str, Any] | None) -> Breakdown:
     at, new, mn = mv["at"], mv["new"], mv["mn"]
     attach = next((r for r in window if r.get("node") == new and _adds(r, ("ANCHOR",))), None)
     lm = next((r for r in window if r.get("node") == new and r.get("dir") == "rx"
@@ -111,7 +121,7 @@ def _one(mv: dict[str, Any], window: list[dict[str, Any]], got: float | None) ->
     return Breakdown(
         mn, f"{mv['old']}->{new}", None if left is None else round((at - left) * 1e3, 3),
         _ms(attach, at), _ms(lm, at), _ms(fm, at), _ms(lift, at),
-        None if lift is None else lift.get("waited_ms"), _ms(got, at))
+        None if lift is None else lift.get("waited_ms"), _ms(got, at), _ms(hi, at))
 
 
 def medians(breakdowns: list[Breakdown]) -> dict[str, float]:
