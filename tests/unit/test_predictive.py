@@ -148,6 +148,9 @@ def test_a_hi_naming_what_its_sender_does_not_serve_is_refused() -> None:
     w.at(0.3, 1, lambda a, now: send(a, lie, now))
     w.net.run(until=0.6)
     assert w.ar[2].refused["refused:HANDOVER_INITIATE:not-its-prefix"] == 1
+    # Its own flush SID is no DPA: nothing is served there.
+    flush = m.HandoverInitiate("mn", (MnBinding(HNP1, A("fc00::1:1"), 600, 1),))
+    w.at(0.65, 1, lambda a, now: send(a, flush, now))
     assert len(w.ar[2].expected) == 0
     # The true binding, but sent by the LMs: not an anchor's key, refused
     # by the sender table before the anchor reads it.
@@ -158,7 +161,8 @@ def test_a_hi_naming_what_its_sender_does_not_serve_is_refused() -> None:
         w.net.poll(LMS)
     w.net.call_at(0.7, from_lms)
     w.net.run(until=1.0)
-    assert sum(w.ar[2].refused.values()) == 2
+    assert w.ar[2].refused["refused:HANDOVER_INITIATE:not-a-dpa"] == 1
+    assert sum(w.ar[2].refused.values()) == 3
     assert len(w.ar[2].expected) == 0 and w.ar[2].stats.counters["hi-expected"] == 0
 
 

@@ -31,6 +31,27 @@ def test_the_twin_plays_4_1_2_as_the_draft_draws_it() -> None:
     assert run.final["ar1"] == ["TUNNEL 2001:db8:1:1::/64 -> fc00::2:0"]
 
 
+def test_a_predictive_move_tells_the_new_router_first() -> None:
+    """``--predictive``: AR1's L2 names AR2, so AR1 sends it a HI before the
+    radio goes; AR2 asks for HNP1's anchor at once, and at the MN's arrival
+    claims HNP1 (FM:6-2) without waiting for the LMs - which it still asks.
+    The move's span starts when the MN left: the HI is in it."""
+    run = Twin(find("4.1.2"), predictive=True).play()
+    (move,) = [m for m in run.moves if m.old is not None]
+    assert move.left is not None and move.left < move.at
+    assert handover_signalling(run.sent, run.moves) == [{
+        "ar1": [("ar2", "HANDOVER_INITIATE"), ("ar2", "FLOW_STATE_TRANSFER")],
+        "ar2": [("r", "ANCHOR_DISCOVERY"), ("r", "MN_QUERY"), ("ar1", "BUFFER_READY")]}]
+    hi = next(s for s in run.sent if s.type == "HANDOVER_INITIATE")
+    assert hi.t < move.at
+    claim = next(s for s in run.sent if s.type == "BUFFER_READY")
+    reply = next(s for s in run.sent if s.type == "MN_REPLY" and s.t > move.at)
+    assert claim.t < reply.t  # not waiting on LM:1-1
+    for name in ("probe", "stream", "fresh"):
+        assert (run.flows[name].lost, run.flows[name].duplicates) == (0, 0), name
+    assert run.final == Twin(find("4.1.2")).play().final
+
+
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_every_supported_scenario_plays_and_keeps_its_sessions(name: str) -> None:
     run = Twin(find(name)).play()

@@ -170,9 +170,9 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         self.life = PrefixLife()
         """The state of every MN prefix here (:data:`~.anchor_model.TRANSITIONS`)."""
         self.anchors = AnchorCache(settings.lifetime)
+        """FM:4-4 answers, kept (tunnel mode: a prefix's anchor stays its home)."""
         self.expected = ExpectedMns()
         """MNs another router said are coming (predictive HI), with their bindings."""
-        """FM:4-4 answers, kept (tunnel mode: a prefix's anchor stays its home)."""
         if settings.mode is Mode.BGP:
             self._announce(settings.prefixes, True)
         sids = [ForwardingEntry(EntryKind.DECAP, Prefix.host(settings.dpa)),

@@ -303,7 +303,7 @@ class AnchorHandover:
             # A switch below takes the anchoring over naming its DPA; a point
             # draws only leftovers to its flush SID (a return home, a claim)
             # - also when this point knows nothing of the prefix (restarted).
-            takes_over = msg.dpa_address == _dpa_of(msg.dpa_address)
+            takes_over = msg.dpa_address == dpa_of(msg.dpa_address)
             serving = not own and self.s.mode is not Mode.BGP and takes_over and (
                 prefix in self.serving or prefix in self._served_before or not had)
             self._served_before.discard(prefix)
@@ -355,7 +355,7 @@ class AnchorHandover:
             return "refused:BUFFER_READY:prefix-too-short"
         if Role.ANCHOR in ev.roles:
             sid = msg.dpa_address
-            owner = self.s.agent_ids.get(_dpa_of(sid))
+            owner = self.s.agent_ids.get(dpa_of(sid))
             mine = (owner == ev.sender if owner is not None
                     else same_address(self._agent_of(sid), ev.source))
             return None if mine else "refused:BUFFER_READY:not-its-address"
@@ -371,7 +371,7 @@ class AnchorHandover:
         Co-located CPA and DPA (Fig 1a/1b): the agent listens on its DPA
         address; DPA addresses are even, so a flush SID maps back to it.
         """
-        dpa = _dpa_of(sid)
+        dpa = dpa_of(sid)
         known = self.s.agents.get(dpa)
         return known if known is not None else (str(dpa), self.s.port)
 
@@ -403,6 +403,6 @@ class AnchorHandover:
 
 
 
-def _dpa_of(sid: IPv6Address) -> IPv6Address:
+def dpa_of(sid: IPv6Address) -> IPv6Address:
     """The DPA address a DPA or flush SID (DPA + 1; DPAs are even) belongs to."""
     return sid - 1 if int(sid) & 1 else sid

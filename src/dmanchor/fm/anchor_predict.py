@@ -31,7 +31,7 @@ from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived
 from ..wire import messages as m
 from ..wire.types import MnBinding
-from .anchor_handover import MIN_MOBILE_PREFIX
+from .anchor_handover import MIN_MOBILE_PREFIX, dpa_of
 from .anchor_model import AnchorCache, AnchorSettings, AnchorStats, Attached, Join, Mode
 from .flows import FlowBook
 
@@ -164,10 +164,13 @@ class AnchorPredict:
 
     def _initiate_refusal(self, ev: MessageReceived, msg: m.HandoverInitiate) -> str | None:
         """Whether a HI names only what its sender may: prefixes it serves
-        (each binding's DPA is its own), none shorter than an MN's."""
+        (each binding's address is its own DPA - not a flush SID, not ours),
+        none shorter than an MN's."""
         for b in msg.bindings:
             if b.prefix.length < MIN_MOBILE_PREFIX:
                 return "refused:HANDOVER_INITIATE:prefix-too-short"
+            if dpa_of(b.forwarding_address) != b.forwarding_address:
+                return "refused:HANDOVER_INITIATE:not-a-dpa"  # (a flush SID)
             owner = self.s.agent_ids.get(b.forwarding_address)
             mine = (owner == ev.sender if ev.sender is not None and owner is not None
                     else same_address(self._agent_of(b.forwarding_address), ev.source))
