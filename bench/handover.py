@@ -23,7 +23,8 @@ interruption is what the probe's own pacing (1 ms slots) and the kernel
 leave; no handover can do better.
 
 Prints, per case: interruption p50/p99/max (the probe's gap across each
-move, as the receiver saw it), attach -> first packet p50, lost (and of
+move, as the receiver saw it), its p50 away from HNP1's anchor and back
+home (the two directions of the ping-pong), attach -> first packet p50, lost (and of
 those, dropped on the old radio as it went, unannounced), reordered
 (RFC 4737), TCP longest stall, and the median of each phase of the move
 (see :mod:`dmanchor.scenario.breakdown`).  Ends with one JSON line;
@@ -96,9 +97,15 @@ def case(mode: str, l2: bool, moves: int, predictive: bool = False) -> dict[str,
     stream = next(f for f in report.flows if f.name == "stream")
     gaps = [e.interruption_ms for e in probe.moves]
     firsts = [e.attach_to_first_ms for e in probe.moves]
+    # The ping-pong's two directions differ: away from HNP1's anchor (ar1)
+    # the new router claims it; back home the anchor takes it back.
+    away = [e.interruption_ms for e in probe.moves if e.move == "ar1->ar2"]
+    home = [e.interruption_ms for e in probe.moves if e.move == "ar2->ar1"]
     return {
         "moves": len(gaps),
         "p50_ms": pct(gaps, 50), "p99_ms": pct(gaps, 99), "max_ms": max(gaps),
+        "away_p50_ms": pct(away, 50) if away else None,
+        "home_p50_ms": pct(home, 50) if home else None,
         "attach_to_first_p50_ms": pct(firsts, 50),
         "lost": probe.lost, "reordered": probe.reordered, "sent": probe.sent,
         # Lost on the radio as it went (unannounced): sent into the old link.
@@ -161,12 +168,13 @@ def main() -> None:
         for l2 in (False, True):
             results[f"{name}-{'l2' if l2 else 'reactive'}"] = case(mode, l2, moves)
         results[f"{name}-predictive"] = case(mode, True, moves, predictive=True)
-    head = f"{'case':<18}{'p50':>8}{'p99':>8}{'max':>8}{'att>1st':>9}{'lost':>6}{'radio':>6}" \
-           f"{'reord':>6}{'tcp':>8}  phases p50 (ms after radio up)"
+    head = f"{'case':<18}{'p50':>8}{'p99':>8}{'max':>8}{'away':>7}{'home':>7}{'att>1st':>9}" \
+           f"{'lost':>6}{'radio':>6}{'reord':>6}{'tcp':>8}  phases p50 (ms after radio up)"
     print(head)
     for name, r in results.items():
         phases = " ".join(f"{k} {v}" for k, v in r.get("phases_p50_ms", {}).items())
         print(f"{name:<18}{r['p50_ms']:>8}{r['p99_ms']:>8}{r['max_ms']:>8}"
+              f"{r.get('away_p50_ms', '-')!s:>7}{r.get('home_p50_ms', '-')!s:>7}"
               f"{r.get('attach_to_first_p50_ms', '-')!s:>9}{r['lost']:>6}"
               f"{r.get('radio_drops', '-')!s:>6}"
               f"{r.get('reordered', '-')!s:>6}{r.get('tcp_stall_max_ms', '-')!s:>8}  {phases}")
