@@ -13,11 +13,11 @@ from ipaddress import IPv6Address as A
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
-from dmanchor.fm.anchor_predict import PREPARED_FOR, ExpectedMns
+from dmanchor.fm.anchor_predict import PREPARED_FOR, Expectation, ExpectedMns
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.wire import messages as m
 from dmanchor.wire.types import MnBinding
-from tests.unit.test_call_flows import Trace, life_of, record_lives
+from tests.unit.test_call_flows import HNP3, Trace, about, life_of, record_lives
 from tests.unit.test_fm import (
     HNP1,
     HNP2,
@@ -66,13 +66,13 @@ def send(agent: AnchorAgentCore, msg: m.Message, now: float) -> None:
     agent.endpoint.request(msg, AR2, now)
 
 
-def with_flow() -> tuple[World, Trace, Flow]:
+def with_flow(stop: float = 1.2) -> tuple[World, Trace, Flow]:
     """The signed flat network; a flow needing continuity on HNP1, which
     AR1's conntrack reports."""
     w = world("tunnel", signed=True, agent_ids=IDS)
     record_lives(w)
     trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.2)
+    cont = downlink("cont", IP1, 0.1, stop)
     start_flow(w.fab, cont)
     w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
     return w, trace, cont
@@ -178,9 +178,154 @@ def test_an_unknown_target_sends_nothing() -> None:
 def test_expectations_are_bounded() -> None:
     book = ExpectedMns(limit=2)
     b = (MnBinding(HNP1, A("fc00::1:0"), 600, 1),)
-    assert book.put("a", b, 1.0) == 0 and book.put("b", b, 1.0) == 0
-    assert book.put("c", b, 1.0) == 1  # "a" forgotten
-    assert book.take("a", 0.5) == () and book.take("c", 0.5) == b
-    assert book.take("b", 1.5) == ()  # expired
-    book.put("d", b, 2.0)
+    e = Expectation(b, (), 1.0)
+    assert book.put("a", e) == 0 and book.put("b", e) == 0
+    assert book.put("c", e) == 1  # "a" forgotten
+    assert book.take("a", 0.5) is None and book.take("c", 0.5) == e
+    assert book.take("b", 1.5) is None  # expired
+    book.put("d", Expectation(b, (), 2.0))
     assert not book.forget("d", 1.0) and book.forget("d", 2.0)  # only its own timer
+
+
+# -- Prepared: the target holds the prefix and claims it before the MN comes ---------
+
+
+def anchor_known(w: World, at: int = 2) -> None:
+    """AR``at`` already knows HNP1's anchor (FM:4-4 kept from an earlier move)."""
+    w.at(0.1, at, lambda a, now: a.anchors.put(
+        m.DiscoveryAnswer(HNP1, A("fc00::1:0"), A("fc00::1:0"), "ar1"), now))
+
+
+def test_a_prefix_its_anchor_announces_is_drawn_to_the_target_before_the_mn() -> None:
+    """HNP1's anchor is the router the MN leaves, and AR2 knows it: AR2
+    holds HNP1 and claims it at the HI (FM:6-2, the binding); AR1 tunnels
+    what it held and all that follows into AR2's hold; the MN's arrival
+    only puts HNP1 on its link (the hold lifts there)."""
+    w, trace, flow = with_flow()
+    anchor_known(w)
+    announced_move(w, 0.5, 0.02)
+    w.net.run(until=2.0)
+    seq = trace.assert_order([
+        ("ar1", "ar2", "HANDOVER_INITIATE"),
+        ("ar2", "ar1", "BUFFER_READY"),         # FM:6-2 before the MN is there
+        ("ar2", "lms", "LOCATION_UPDATE", about(HNP1, forwarding_address=A("fc00::2:0"))),
+        ("ar1", "ar2", "FLOW_STATE_TRANSFER"),  # FM:2: its flows' state, ahead too
+        ("ar2", "lms", "MN_QUERY"),             # the MN solicits
+    ], since=0.5)
+    assert seq[3].t < 0.52 <= seq[4].t
+    assert trace.count("ANCHOR_DISCOVERY", since=0.5) == 0  # (its anchor was known)
+    assert trace.count("BUFFER_READY", since=0.5) == 1
+    counters = w.ar[2].stats.counters
+    assert (counters["hi-prepared"], counters["prepared-used"]) == (1, 1)
+    assert w.ar[2].attached["mn"].visiting == (HNP1,)
+    assert w.ar[2].flows.count(HNP1) == 1  # the flow came with FM:2, and stays counted
+    rep = report(w.fab, flow)
+    assert_lossless(rep)
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths
+    assert life_of(w.ar[2], HNP1)[:2] == [(Ev.KEPT, St.JOINING), (Ev.CLAIMED, St.VISITING)]
+
+
+def test_a_prepared_prefix_whose_mn_comes_late_is_dropped_then_put_on_its_link() -> None:
+    """The MN comes only after the HI expired: what AR2 held is dropped (as
+    AR1's hold would have been), HNP1 stays served at AR2; when the MN
+    comes, the LMs's answer puts it on its link."""
+    w, _, flow = with_flow(stop=3.5)
+    anchor_known(w)
+    announced_move(w, 0.5, PREPARED_FOR + 0.2)
+    w.net.run(until=0.5 + PREPARED_FOR + 1.5)
+    counters = w.ar[2].stats.counters
+    assert (counters["hi-prepared"], counters["prepared-dropped"],
+            counters["prepared-used"]) == (1, 1, 1)
+    assert w.ar[2].attached["mn"].visiting == (HNP1,)
+    rep = report(w.fab, flow)
+    assert rep.lost > 0 and rep.duplicates == 0 and rep.reordered == 0
+    assert ("cn", "r", "ar1", "r", "ar2", "mn") in rep.paths  # delivered once it came
+
+
+def test_a_prepared_prefix_whose_mn_goes_elsewhere_follows_it() -> None:
+    """The L2 named AR2, but the MN comes up at AR3: AR3 learns from the
+    LMs that HNP1 is served at AR2 and claims it from there and from its
+    anchor; AR2, which held it for the MN, sends it on."""
+    ids = {**IDS, A("fc00::3:0"): "ar3"}
+    w = world("tunnel", signed=True, agent_ids=ids, n=3)
+    trace = Trace(w.net)
+    flow = downlink("cont", IP1, 0.1, 1.2)
+    start_flow(w.fab, flow)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(flow), now))
+    anchor_known(w)
+
+    def up() -> None:
+        w.fab.attach("mn", "ar3", "mn3")
+        w.fab.add_address("mn", HNP3.network + 0x10)
+
+    def leave(a: AnchorAgentCore, now: float) -> None:
+        a.leaving("mn", "ar2", now)
+        a.detach("mn", now)
+    w.net.call_at(0.5, lambda: w.fab.detach("mn"))
+    w.at(0.5, 1, leave)
+    w.net.call_at(0.52, up)
+    w.at(0.52, 3, lambda a, now: a.arrive("mn", "mn3", [HNP3], [], now))
+    w.net.run(until=2.0)
+    trace.assert_order([
+        ("ar2", "ar1", "BUFFER_READY"),  # prepared at the HI
+        ("ar3", "lms", "MN_QUERY"),
+        ("lms", "ar3", "MN_REPLY"),      # HNP1 at AR2
+        ("ar3", "ar2", "BUFFER_READY"),  # what AR2 held comes to AR3
+    ], since=0.5)
+    assert w.ar[2].stats.counters["prepared-passed-on"] == 1
+    assert HNP1 not in w.ar[2].visiting and len(w.ar[2].expected) == 1
+    assert w.ar[3].attached["mn"].visiting == (HNP1,)
+    rep = report(w.fab, flow)
+    assert (rep.lost, rep.duplicates) == (0, 0)
+
+
+def test_a_ping_pong_prepares_each_move_away_from_the_anchor() -> None:
+    """AR1 -> AR2 -> AR1 -> AR2, every move announced with its target: the
+    first away from HNP1's anchor finds its anchor (FM:4-3 ahead), the
+    second is prepared - though AR2 still had HNP1's leftover path towards
+    AR1 from the way back.  Nothing is lost, duplicated or reordered."""
+    w, trace, flow = with_flow(stop=1.6)
+
+    def hop(t: float, src: int, dst: int) -> None:
+        def leave(a: AnchorAgentCore, now: float) -> None:
+            a.leaving("mn", f"ar{dst}", now)
+            a.detach("mn", now)
+        own = HNP1 if dst == 1 else HNP2
+        w.net.call_at(t, lambda: w.fab.detach("mn"))
+        w.at(t, src, leave)
+
+        def up() -> None:
+            w.fab.attach("mn", f"ar{dst}", f"mn{dst}")
+            w.fab.add_address("mn", own.network + 0x10)
+        w.net.call_at(t + 0.02, up)
+        w.at(t + 0.02, dst, lambda a, now: a.arrive("mn", f"mn{dst}", [own], [], now))
+    hop(0.5, 1, 2)
+    hop(0.8, 2, 1)
+    hop(1.2, 1, 2)
+    w.net.run(until=2.5)
+    assert w.ar[2].stats.counters["hi-prepared"] == 1
+    assert w.ar[2].stats.counters["prepared-used"] == 1
+    # The second time, AR2's FM:6-2 went before the MN was there.
+    claim = trace.assert_order([("ar2", "ar1", "BUFFER_READY")], since=1.2)[0]
+    assert claim.t < 1.22
+    assert w.ar[2].attached["mn"].visiting == (HNP1,)
+    assert_lossless(report(w.fab, flow))
+
+
+def test_an_old_his_expiry_leaves_a_newer_preparation_alone() -> None:
+    """A HI's context ends 2 s after it came; by then a ping-pong has had
+    new HIs for the same MN.  Each one's expiry touches only what it
+    prepared: the hold prepared by the latest stays."""
+    book = ExpectedMns()
+    b = (MnBinding(HNP1, A("fc00::1:0"), 600, 1),)
+    book.put("mn", Expectation(b, (HNP1,), 2.5))
+    assert book.newer("mn", 2.0) and not book.newer("mn", 2.5) and not book.newer("x", 0.0)
+    w, _, _ = with_flow(stop=4.0)
+    anchor_known(w)
+    # A HI at 0.5 prepares HNP1 at AR2; the MN does not come (it arrives
+    # after the run).  A later HI for the same MN (put here directly: it
+    # ends at 4.4) is pending when the first one's timer fires, at 2.5.
+    announced_move(w, 0.5, 5.0)
+    w.at(2.4, 2, lambda a, now: a.expected.put("mn", Expectation((), (), now + PREPARED_FOR)))
+    w.net.run(until=2.6)
+    assert w.ar[2].stats.counters["prepared-dropped"] == 0  # the later HI's, left alone

@@ -264,6 +264,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         keep: dict[Prefix, Sequence[FlowFilter]] = {}
         served: dict[Prefix, IPv6Address] = {}
         adopt: list[Prefix] = []
+        prepared: list[Prefix] = []
         for b in bindings:
             here = b.forwarding_address in (self.s.dpa, self.s.flush_sid)
             if b.flows == 0 or b.prefix in st.own or b.prefix in st.visiting:
@@ -271,11 +272,14 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             if here:
                 if self.life.of(b.prefix) is None:
                     adopt.append(b.prefix)  # served here before this agent restarted
+                elif self.waiting_for(b.prefix) == mn:
+                    prepared.append(b.prefix)  # (came after its HI's expectation)
                 continue
             keep[b.prefix] = ()
             served[b.prefix] = b.forwarding_address
         if adopt:
             self._adopt(mn, link, adopt, now)
+        self._come_in(mn, link, prepared, now)
         if keep:
             self.attach(mn, link, (), keep, now, served)
             self._effects.append(Advertise(link))
@@ -458,11 +462,12 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
                 self._effects.append(Delegate(p, on))
 
     def _owner(self, prefix: Prefix) -> str | None:
-        """The attached MN using ``prefix`` here, if any."""
+        """The attached MN using ``prefix`` here, if any (or the one a prefix
+        prepared here waits for: its flows' state comes before it)."""
         for mn, st in self.attached.items():
             if prefix in st.own or prefix in st.visiting:
                 return mn
-        return None
+        return self.waiting_for(prefix)
 
     # -- Messages --------------------------------------------------------------------------
 

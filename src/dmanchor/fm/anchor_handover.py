@@ -99,6 +99,7 @@ class AnchorHandover:
                         homecoming: bool = False) -> None: ...
         def _asked_to_stay(self, ev: MessageReceived, msg: m.BufferReady) -> bool: ...
         def _revert(self, prefix: Prefix, now: float) -> None: ...
+        def _unprepare(self, prefix: Prefix, now: float) -> None: ...
 
     def _retry_claim(self, request: m.Message, now: float) -> None:
         """A claim's request timed out (or was answered with a transient
@@ -265,6 +266,7 @@ class AnchorHandover:
         # The prefix is served at the new point: if its MN still counts as
         # attached here (no link event told us), it is not any more.
         self._departed(prefix, now, hold=False)
+        self._unprepare(prefix, now)  # (or prepared here for it, and it went elsewhere)
         self._back.discard(prefix)
         self._handed[prefix] = msg.dpa_address
         if prefix in self._agent_of_prefix:

@@ -6,9 +6,17 @@ When the old router's L2 names the target of a move before the link goes
 reactive move would have to fetch on the MN's arrival - the prefixes it
 serves the MN and how many flows needing continuity each carries - as
 FMIPv6's Handover Initiate does (RFC 5568 6.2.1; our HI, answered by HAck).
-The target keeps it for the MN (:class:`ExpectedMns`) and asks the
-controller for the prefixes' anchors (FM:4-3) ahead; when the MN solicits,
-the claims go out at once (FM:6-2), without waiting for LM:1-1's answer.
+The target keeps it for the MN (:class:`ExpectedMns`).  In tunnel mode,
+a prefix the sender anchors itself (its anchor known here, FM:4-4) is
+*prepared*: held here and claimed at once (FM:6-2), so the old router
+tunnels what it held, and all that follows, into this hold before the MN
+comes (FMIPv6's buffering at the new router); the MN's arrival only puts
+the prefix on its link and lifts the hold.  Any other prefix is claimed at
+the arrival (FM:6-2, or the binding update under the anchor switch),
+without waiting for LM:1-1's answer; its anchor is asked for (FM:4-3)
+ahead.  (A prefix anchored elsewhere reaches the new router partly through
+its flush SID, which delivers past holds onto the MN's link: without the
+link there is nowhere to deliver, so it is not prepared.)
 
 What the HI may say is bounded by what its sender already carries: only
 prefixes served at the sender (its own DPA, under its own key when
@@ -21,18 +29,34 @@ The methods belong to :class:`~.anchor.AnchorAgentCore` (a mixin).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
+from ..dataplane.api import BufferSpec
 from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived
 from ..wire import messages as m
-from ..wire.types import MnBinding
+from ..wire.types import EntryKind, ForwardingEntry, MnBinding, Prefix
 from .anchor_handover import MIN_MOBILE_PREFIX, dpa_of
-from .anchor_model import AnchorCache, AnchorSettings, AnchorStats, Attached, Join, Mode
+from .anchor_model import (
+    Advertise,
+    AnchorCache,
+    AnchorSettings,
+    AnchorStats,
+    Attached,
+    Effect,
+    Join,
+    Mode,
+    PrefixEvent,
+    PrefixLife,
+    PrefixState,
+    VisitCheck,
+    Visiting,
+)
+from .fib import DesiredFib
 from .flows import FlowBook
 
 PREPARED_FOR = 2.0
@@ -47,41 +71,60 @@ forgotten (counted) - a flood of HIs cannot grow its memory."""
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """Timer: the HI's context for ``mn`` expires unused."""
+    """Timer: the HI's context for ``mn`` expires unused; what was prepared
+    for it (``prepared``) stops being held."""
 
     mn: str
     until: float
+    prepared: tuple[Prefix, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What a HI said of one MN."""
+
+    bindings: tuple[MnBinding, ...]
+    """Prefixes to claim when it arrives (as if the LMs had answered)."""
+    prepared: tuple[Prefix, ...]
+    """Prefixes claimed already, held here: put on its link when it arrives."""
+    until: float
+    """When the expectation ends."""
 
 
 class ExpectedMns:
-    """MNs announced by a HI, with the bindings it gave, oldest first."""
+    """MNs announced by a HI, oldest first."""
 
     def __init__(self, limit: int = MAX_EXPECTED) -> None:
         self.limit = limit
-        self._mns: OrderedDict[str, tuple[tuple[MnBinding, ...], float]] = OrderedDict()
+        self._mns: OrderedDict[str, Expectation] = OrderedDict()
 
-    def put(self, mn: str, bindings: tuple[MnBinding, ...], until: float) -> int:
-        """Expect ``mn`` until ``until``; returns how many older ones were forgotten."""
+    def put(self, mn: str, expectation: Expectation) -> int:
+        """Expect ``mn``; returns how many older expectations were forgotten."""
         self._mns.pop(mn, None)
-        self._mns[mn] = (bindings, until)
+        self._mns[mn] = expectation
         evicted = 0
         while len(self._mns) > self.limit:
             self._mns.popitem(last=False)
             evicted += 1
         return evicted
 
-    def take(self, mn: str, now: float) -> tuple[MnBinding, ...]:
-        """The bindings ``mn`` is expected with (none if not or no longer)."""
+    def take(self, mn: str, now: float) -> Expectation | None:
+        """What ``mn`` is expected with (None if not, or no longer)."""
         entry = self._mns.pop(mn, None)
-        return entry[0] if entry is not None and entry[1] > now else ()
+        return entry if entry is not None and entry.until > now else None
 
     def forget(self, mn: str, until: float) -> bool:
         """Drop the expectation that ends at ``until`` (not a newer one)."""
         entry = self._mns.get(mn)
-        if entry is None or entry[1] != until:
+        if entry is None or entry.until != until:
             return False
         del self._mns[mn]
         return True
+
+    def newer(self, mn: str, until: float) -> bool:
+        """Whether ``mn`` is expected by a later HI than the one ending at ``until``."""
+        entry = self._mns.get(mn)
+        return entry is not None and entry.until > until
 
     def __len__(self) -> int:
         return len(self._mns)
@@ -95,18 +138,33 @@ class AnchorPredict:
     s: AnchorSettings
     stats: AnchorStats
     endpoint: Endpoint
+    dp: DesiredFib
     flows: FlowBook
+    life: PrefixLife
     attached: dict[str, Attached]
+    visiting: dict[Prefix, Visiting]
     anchors: AnchorCache
     expected: ExpectedMns
     _joins: dict[int, Join]
+    _effects: deque[Effect]
 
     if TYPE_CHECKING:
         def set_timer(self, name: Hashable, at: float) -> None: ...
+        def cancel_timer(self, name: Hashable) -> None: ...
         def refuse(self, ev: MessageReceived, why: str, now: float) -> None: ...
         def _agent_of(self, sid: IPv6Address) -> Addr: ...
         def _keep_busy(self, mn: str, link: str, bindings: Sequence[MnBinding],
                        now: float) -> int: ...
+        def _step(self, prefix: Prefix, event: PrefixEvent) -> None: ...
+        def _claim(self, p: Prefix, mn: str, served: Mapping[Prefix, IPv6Address],
+                   now: float) -> None: ...
+        def _apply_new(self, add: list[ForwardingEntry], now: float,
+                       buffers: Mapping[Prefix, BufferSpec] | None = None) -> None: ...
+        def _replace(self, prefix: Prefix, new: list[ForwardingEntry], now: float,
+                     keep_buffer: bool = False, spec: BufferSpec | None = None) -> None: ...
+        def _drop_reverse(self, v: Visiting | None, now: float) -> None: ...
+        def _rejoin(self, p: Prefix, here: list[ForwardingEntry], spec: BufferSpec | None,
+                    now: float) -> None: ...
 
     def router_dpa(self, node_id: str) -> IPv6Address | None:
         """The DPA of the access router ``node_id`` (``agent_ids``), if known."""
@@ -148,19 +206,80 @@ class AnchorPredict:
                                                                  now)
             return
         until = now + PREPARED_FOR
-        self.stats.counters["hi-forgotten"] += self.expected.put(msg.mn, msg.bindings, until)
-        self.set_timer(Forget(msg.mn, until), until)
+        busy = [b for b in msg.bindings if b.flows]
+        prepared = tuple(b.prefix for b in busy if self._prepare(msg.mn, b, now))
+        later = tuple(b for b in busy if b.prefix not in prepared)
+        self.stats.counters["hi-forgotten"] += self.expected.put(
+            msg.mn, Expectation(later, prepared, until))
+        self.set_timer(Forget(msg.mn, until, prepared), until)
         self.stats.counters["hi-expected"] += 1
         if self.s.mode is Mode.TUNNEL and self.s.controller is not None:
             # FM:4-3 now, not at the arrival: the answer is kept
             # (:class:`AnchorCache`) for the claim to find.  A join that
             # no MN waits on ends with its answer.
-            for b in msg.bindings:
+            for b in later:
                 own = any(o.covers(b.prefix) for o in self.s.prefixes)  # (coming home)
                 if not own and self.anchors.get(b.prefix, now) is None:
                     rid = self.endpoint.request(m.AnchorDiscovery(b.prefix),
                                                 self.s.controller, now)
                     self._joins[rid] = Join(b.prefix)
+
+    def _prepare(self, mn: str, b: MnBinding, now: float) -> bool:
+        """Draw ``b``'s prefix here ahead of its MN, if it can be (see the
+        module): hold it, and claim it from its anchor - the sender."""
+        p = b.prefix
+        answer = self.anchors.get(p, now)
+        state = self.life.of(p)
+        if (self.s.mode is not Mode.TUNNEL or self.s.parent is not None or answer is None
+                or answer.dpa_address != b.forwarding_address
+                or state not in (None, PrefixState.HANDED)
+                or any(o.covers(p) for o in self.s.prefixes)):
+            return False
+        # Held until the MN comes, and a while more: until then its packets
+        # have nowhere else to go here (see _on_forget).
+        hold = [ForwardingEntry(EntryKind.BUFFER, p)]
+        spec = BufferSpec(self.s.buffer.limit, PREPARED_FOR + self.s.hold_timeout)
+        if state is PrefixState.HANDED:
+            # Back at a point it had left (a ping-pong): its leftover path
+            # towards the point it went to goes, or the two would loop.
+            self._rejoin(p, hold, spec, now)
+        else:
+            self._apply_new(hold, now, {p: spec})
+        self._step(p, PrefixEvent.KEPT)
+        self.visiting[p] = Visiting("", (), mn, expires=now + self.s.lifetime)
+        self.set_timer(VisitCheck(p), now + self.s.lifetime / 2)
+        self._claim(p, mn, {p: b.forwarding_address}, now)  # FM:6-2 at once (anchor known)
+        self.stats.counters["hi-prepared"] += 1
+        return True
+
+    def waiting_for(self, prefix: Prefix) -> str | None:
+        """The MN a prefix prepared here waits for (not on a link yet), if any."""
+        v = self.visiting.get(prefix)
+        return v.mn if v is not None and not v.link else None
+
+    def _come_in(self, mn: str, link: str, prefixes: Sequence[Prefix], now: float) -> None:
+        """``mn`` is on ``link``: the prefixes prepared for it go there (their
+        holds lift onto the link)."""
+        st = self.attached.get(mn)
+        if st is None or st.link != link:
+            return
+        came = [p for p in prefixes if self.waiting_for(p) == mn]
+        for p in came:
+            self.visiting[p].link = link
+            self._replace(p, [ForwardingEntry(EntryKind.ANCHOR, p, link=link)], now)
+        if came:
+            st.visiting = tuple(dict.fromkeys((*st.visiting, *came)))
+            self._effects.append(Advertise(link))
+            self.stats.counters["prepared-used"] += len(came)
+
+    def _unprepare(self, prefix: Prefix, now: float) -> None:
+        """A prefix prepared here goes on elsewhere before its MN came (FM:6-2
+        from where it went): nothing waits for it here any more."""
+        if self.waiting_for(prefix) is None:
+            return
+        self._drop_reverse(self.visiting.pop(prefix), now)
+        self.cancel_timer(VisitCheck(prefix))
+        self.stats.counters["prepared-passed-on"] += 1
 
     def _initiate_refusal(self, ev: MessageReceived, msg: m.HandoverInitiate) -> str | None:
         """Whether a HI names only what its sender may: prefixes it serves
@@ -179,12 +298,26 @@ class AnchorPredict:
         return None
 
     def _expected_here(self, mn: str, link: str, now: float) -> None:
-        """``mn`` arrived on ``link``: claim what its HI said it uses."""
-        bindings = self.expected.take(mn, now)
-        if bindings:
-            self.stats.counters["hi-used"] += 1
-            self.stats.counters["kept-by-hi"] += self._keep_busy(mn, link, bindings, now)
+        """``mn`` arrived on ``link``: what its HI prepared goes on the link;
+        the rest it said the MN uses is claimed."""
+        expected = self.expected.take(mn, now)
+        if expected is None:
+            return
+        self.stats.counters["hi-used"] += 1
+        self._come_in(mn, link, expected.prepared, now)
+        self.stats.counters["kept-by-hi"] += self._keep_busy(mn, link, expected.bindings, now)
 
     def _on_forget(self, t: Forget, now: float) -> None:
         if self.expected.forget(t.mn, t.until):
             self.stats.counters["hi-unused"] += 1
+        if self.expected.newer(t.mn, t.until):
+            return  # a later HI prepared what waits now (a ping-pong)
+        for p in t.prepared:
+            if self.waiting_for(p) == t.mn:
+                # Its MN did not come (yet): what was held is dropped, as the
+                # old router's hold would have been.  The prefix stays served
+                # here - the binding says so - for wherever the MN shows up:
+                # here (the LMs's answer puts it on the link), or elsewhere
+                # (that router's FM:6-2 takes it on).
+                self._replace(p, [ForwardingEntry(EntryKind.DROP, p)], now)
+                self.stats.counters["prepared-dropped"] += 1
