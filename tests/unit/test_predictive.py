@@ -326,6 +326,8 @@ def test_an_old_his_expiry_leaves_a_newer_preparation_alone() -> None:
     # after the run).  A later HI for the same MN (put here directly: it
     # ends at 4.4) is pending when the first one's timer fires, at 2.5.
     announced_move(w, 0.5, 5.0)
-    w.at(2.4, 2, lambda a, now: a.expected.put("mn", Expectation((), (), now + PREPARED_FOR)))
+    def later_hi(a: AnchorAgentCore, now: float) -> None:
+        a.expected.put("mn", Expectation((), (), now + PREPARED_FOR))
+    w.at(2.4, 2, later_hi)
     w.net.run(until=2.6)
     assert w.ar[2].stats.counters["prepared-dropped"] == 0  # the later HI's, left alone
