@@ -13,10 +13,10 @@ from ipaddress import IPv6Address as A
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
-from dmanchor.fm.anchor_predict import PREPARED_FOR, Expectation, ExpectedMns
+from dmanchor.fm.anchor_predict import MAX_HI_PREFIXES, PREPARED_FOR, Expectation, ExpectedMns
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.wire import messages as m
-from dmanchor.wire.types import MnBinding
+from dmanchor.wire.types import MnBinding, Prefix
 from tests.unit.test_call_flows import HNP3, Trace, about, life_of, record_lives
 from tests.unit.test_fm import (
     HNP1,
@@ -331,3 +331,15 @@ def test_an_old_his_expiry_leaves_a_newer_preparation_alone() -> None:
     w.at(2.4, 2, later_hi)
     w.net.run(until=2.6)
     assert w.ar[2].stats.counters["prepared-dropped"] == 0  # the later HI's, left alone
+
+
+def test_a_hi_is_acted_on_for_a_bounded_number_of_prefixes() -> None:
+    w, _, _ = with_flow()
+    many = tuple(MnBinding(Prefix.parse(f"2001:db8:1:{i + 16:x}::/64"), A("fc00::1:0"), 600, 1)
+                 for i in range(MAX_HI_PREFIXES + 6))
+    w.at(0.3, 1, lambda a, now: send(a, m.HandoverInitiate("other", many), now))
+    w.net.run(until=0.4)
+    agent = w.ar[2]
+    assert agent.stats.counters["hi-truncated"] == 1
+    expected = agent.expected.take("other", w.net.now)
+    assert expected is not None and len(expected.bindings) == MAX_HI_PREFIXES

@@ -56,13 +56,16 @@ from .anchor_model import (
     VisitCheck,
     Visiting,
 )
-from .fib import DesiredFib
 from .flows import FlowBook
 
 PREPARED_FOR = 2.0
 """Seconds a target keeps a HI's context for its MN.  A move announced by
 L2 completes within tens of ms; an MN that has not come by then went
 elsewhere (or back), and its next router learns everything from the LMs."""
+
+MAX_HI_PREFIXES = 64
+"""Prefixes one HI is acted on for at most (an MN uses a handful; the rest
+of a longer list is ignored, counted ``hi-truncated``)."""
 
 MAX_EXPECTED = 4096
 """MNs a router expects at once at most: beyond, the oldest expectation is
@@ -138,7 +141,6 @@ class AnchorPredict:
     s: AnchorSettings
     stats: AnchorStats
     endpoint: Endpoint
-    dp: DesiredFib
     flows: FlowBook
     life: PrefixLife
     attached: dict[str, Attached]
@@ -207,22 +209,36 @@ class AnchorPredict:
             return
         until = now + PREPARED_FOR
         busy = [b for b in msg.bindings if b.flows]
-        prepared = tuple(b.prefix for b in busy if self._prepare(msg.mn, b, now))
-        later = tuple(b for b in busy if b.prefix not in prepared)
-        self.stats.counters["hi-forgotten"] += self.expected.put(
-            msg.mn, Expectation(later, prepared, until))
-        self.set_timer(Forget(msg.mn, until, prepared), until)
+        if len(busy) > MAX_HI_PREFIXES:
+            self.stats.counters["hi-truncated"] += 1
+            busy = busy[:MAX_HI_PREFIXES]
+        prepared: list[Prefix] = []
+        try:
+            for b in busy:
+                if self._prepare(msg.mn, b, now):
+                    prepared.append(b.prefix)
+        finally:
+            # (Also when a hold could not be made - the data plane's limit:
+            # what was prepared before it still ends with this HI.)
+            done = tuple(prepared)
+            later = tuple(b for b in busy if b.prefix not in done)
+            self.stats.counters["hi-forgotten"] += self.expected.put(
+                msg.mn, Expectation(later, done, until))
+            self.set_timer(Forget(msg.mn, until, done), until)
         self.stats.counters["hi-expected"] += 1
-        if self.s.mode is Mode.TUNNEL and self.s.controller is not None:
-            # FM:4-3 now, not at the arrival: the answer is kept
-            # (:class:`AnchorCache`) for the claim to find.  A join that
-            # no MN waits on ends with its answer.
-            for b in later:
-                own = any(o.covers(b.prefix) for o in self.s.prefixes)  # (coming home)
-                if not own and self.anchors.get(b.prefix, now) is None:
-                    rid = self.endpoint.request(m.AnchorDiscovery(b.prefix),
-                                                self.s.controller, now)
-                    self._joins[rid] = Join(b.prefix)
+        self._ask_anchors(later, now)
+
+    def _ask_anchors(self, bindings: Sequence[MnBinding], now: float) -> None:
+        """Tunnel mode: FM:4-3 for these prefixes now, not at the arrival -
+        the answer is kept (:class:`AnchorCache`) for the claim to find.  A
+        join that no MN waits on ends with its answer."""
+        if self.s.mode is not Mode.TUNNEL or self.s.controller is None:
+            return
+        for b in bindings:
+            own = any(o.covers(b.prefix) for o in self.s.prefixes)  # (coming home)
+            if not own and self.anchors.get(b.prefix, now) is None:
+                rid = self.endpoint.request(m.AnchorDiscovery(b.prefix), self.s.controller, now)
+                self._joins[rid] = Join(b.prefix)
 
     def _prepare(self, mn: str, b: MnBinding, now: float) -> bool:
         """Draw ``b``'s prefix here ahead of its MN, if it can be (see the
