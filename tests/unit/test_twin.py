@@ -11,7 +11,14 @@ import pytest
 
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped
-from dmanchor.sim.twin import Twin, Unsupported, handover_signalling, lasting, unsupported
+from dmanchor.sim.twin import (
+    Twin,
+    Unsupported,
+    end_state_only,
+    handover_signalling,
+    lasting,
+    unsupported,
+)
 from dmanchor.wire.types import Prefix
 
 SUPPORTED = [n for n in shipped() if unsupported(find(n)) is None]
@@ -142,6 +149,20 @@ def test_end_states_are_compared_without_a_moves_leftover_flush_tunnels() -> Non
              "ar1": ["TUNNEL 2001:db8:1:1::/64 -> fc00::3:1"]}
     assert lasting(final, plan) == {"ar4": ["ANCHOR 2001:db8:4:2::/64 on mn12",
                                             "TUNNEL 2001:db8:4:1::/64 -> fc00::2:0"]}
+
+
+def test_a_pool_member_killed_leaves_the_session_whole_and_is_compared_by_end_state() -> None:
+    """fault-pool: the LM:2 member the anchors ask is killed before a move;
+    the anchors ask the survivor, the session loses nothing, and the MN
+    ends at home with HNP1 - as on the kernels.  Which member is asked
+    first is drawn at random, so only the end state is compared."""
+    sc = find("fault-pool")
+    run = Twin(sc).play()
+    assert {n: f.lost for n, f in run.flows.items()} == {"probe": 0, "stream": 0}
+    assert run.final == {"ar1": ["ANCHOR 2001:db8:1:1::/64 on mn"]}
+    assert "drawn at random" in (end_state_only(sc) or "")
+    assert "several MNs" in (end_state_only(find("crowd")) or "")
+    assert end_state_only(find("4.1.2")) is None
 
 
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
