@@ -25,11 +25,13 @@ links and static routes.  What a node's I/O would do is modelled:
   forwards on) and restarted (after :data:`STARTUP`, with what a node
   keeps: its kernel's state, the LMs's store, the controller's state file);
 * a control node's own link cut and healed: the control messages whose
-  path crosses it are lost.
+  path crosses it are lost;
+* control-message loss: each lost with the scenario's chance, drawn from
+  the twin's seeded generator (:func:`end_state_only`: not the kernel
+  run's draws, so only the end state compares).
 
 Not modelled (such a scenario is refused with the reason): host-based MNs,
-an access router's death, a cut of a link flows
-may cross, control-message loss, and attacks.
+an access router's death, a cut of a link flows may cross, and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, and :func:`comparable` to
@@ -86,7 +88,7 @@ HANDOVER_TYPES = frozenset({
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE",
     "HANDOVER_INITIATE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
-_FAULTS = ("loss", "attack")
+_FAULTS = ("attack",)
 CUT = LinkProfile(loss=1.0)
 """What a path across a cut link does to a datagram."""
 STARTUP = 0.3
@@ -127,6 +129,8 @@ def end_state_only(sc: Scenario) -> str | None:
     if len(sc.of_kind("mn")) > 1:
         # A move's window holds whatever other MNs' moves overlap it.
         return "several MNs: the traces say what a node sent, not for whom"
+    if any(st.action == "loss" for st in sc.timeline):
+        return "control messages lost at random: the two runs lose different ones"
     pool = sum(1 for n in sc.nodes.values() if n.lms) > 1
     if pool and any(st.action == "kill" and sc.nodes[st.args["node"]].lms
                     for st in sc.timeline):
@@ -224,6 +228,7 @@ class Twin:
         self._stores: dict[str, Store] = {}  # an LMs's bindings (they outlive it)
         self._controllers: dict[str, ControllerCore] = {}  # (its state file: the last one's)
         self._cuts: set[frozenset[str]] = set()  # links cut (node pairs)
+        self._loss = LinkProfile(loss=0.0)  # every control message's chance of loss
         self._paths: dict[tuple[str, str], list[str]] = {}  # (from, to) -> nodes on the way
         self.bgp = _bgp(self.plan, self.fab)
         self.pd = PdServer(self.net, lease_cmds=any(n.lease_cmds for n in sc.nodes.values()))
@@ -305,7 +310,17 @@ class Twin:
             self._cuts.add(frozenset((a, b)))
         else:
             self._cuts.discard(frozenset((a, b)))
-        self.net.profile_of = self._profile if self._cuts else None
+        self._faulty()
+
+    def _lose(self, percent: float) -> None:
+        """Each control message is lost with this chance (drawn from the
+        twin's seeded generator), as the nodes' ``loss`` rules drop them."""
+        self._loss = LinkProfile(self.net.default.delay, percent / 100)
+        self._faulty()
+
+    def _faulty(self) -> None:
+        faulty = self._cuts or self._loss.loss
+        self.net.profile_of = self._profile if faulty else None
 
     def _profile(self, src: str, dst: str) -> LinkProfile:
         u, v = self.names.get(src), self.names.get(dst)
@@ -316,7 +331,7 @@ class Twin:
             path = self._paths[(u, v)] = _path(self.sc, u, v)
         if any(frozenset(hop) in self._cuts for hop in pairwise(path)):
             return CUT
-        return self.net.default
+        return self._loss if self._loss.loss else self.net.default
 
     def _kill(self, name: str) -> None:
         """``kill -9`` of node ``name``'s process: its cores are gone (what is
@@ -467,6 +482,8 @@ class Twin:
                 self.net.call_at(at, partial(self._close, a["flows"]))
             elif step.action in ("cut", "heal"):
                 self.net.call_at(at, partial(self._cut, a["a"], a["b"], step.action == "cut"))
+            elif step.action == "loss":
+                self.net.call_at(at, partial(self._lose, float(a["percent"])))
             elif step.action == "kill":
                 self.net.call_at(at, partial(self._kill, a["node"]))
             elif step.action == "restart":
