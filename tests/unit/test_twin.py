@@ -193,6 +193,6 @@ def test_dmanchor_sim_takes_a_scenario() -> None:
                          capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(out.stdout)
     assert doc["scenario"] == "pingpong" and len(doc["handovers"]) >= 6
-    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "fault-lossy"],
+    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "attacks"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not modelled" in bad.stderr
