@@ -356,16 +356,22 @@ class AnchorHandover:
         if prefix.length < MIN_MOBILE_PREFIX:
             return "refused:BUFFER_READY:prefix-too-short"
         if Role.ANCHOR in ev.roles:
-            sid = msg.dpa_address
-            owner = self.s.agent_ids.get(dpa_of(sid))
-            mine = (owner == ev.sender if owner is not None
-                    else same_address(self._agent_of(sid), ev.source))
+            mine = self._speaks_for(ev, msg.dpa_address)
             return None if mine else "refused:BUFFER_READY:not-its-address"
         if not any(o.covers(prefix) for o in self.s.prefixes):
             return "refused:BUFFER_READY:not-our-prefix"
         if self._agent_of_prefix.get(prefix) != ev.sender:
             return "refused:BUFFER_READY:not-its-prefix"  # another MN's
         return None
+
+    def _speaks_for(self, ev: MessageReceived, sid: IPv6Address) -> bool:
+        """Whether ``ev`` comes from the agent of a DPA (or its flush SID):
+        signed by the node ``agent_ids`` names for it, or - a DPA not
+        listed, or an unsigned message - sent from that agent's endpoint."""
+        owner = self.s.agent_ids.get(dpa_of(sid))
+        if ev.sender is not None and owner is not None:
+            return owner == ev.sender
+        return same_address(self._agent_of(sid), ev.source)
 
     def _agent_of(self, sid: IPv6Address) -> Addr:
         """The agent serving a DPA address or its flush SID (DPA + 1).

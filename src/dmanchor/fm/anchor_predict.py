@@ -36,7 +36,6 @@ from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
 from ..dataplane.api import BufferSpec
-from ..transport.policy import same_address
 from ..transport.reliable import Addr, Endpoint, MessageReceived
 from ..wire import messages as m
 from ..wire.types import EntryKind, ForwardingEntry, MnBinding, Prefix
@@ -155,6 +154,7 @@ class AnchorPredict:
         def cancel_timer(self, name: Hashable) -> None: ...
         def refuse(self, ev: MessageReceived, why: str, now: float) -> None: ...
         def _agent_of(self, sid: IPv6Address) -> Addr: ...
+        def _speaks_for(self, ev: MessageReceived, sid: IPv6Address) -> bool: ...
         def _keep_busy(self, mn: str, link: str, bindings: Sequence[MnBinding],
                        now: float) -> int: ...
         def _step(self, prefix: Prefix, event: PrefixEvent) -> None: ...
@@ -306,10 +306,8 @@ class AnchorPredict:
                 return "refused:HANDOVER_INITIATE:prefix-too-short"
             if dpa_of(b.forwarding_address) != b.forwarding_address:
                 return "refused:HANDOVER_INITIATE:not-a-dpa"  # (a flush SID)
-            owner = self.s.agent_ids.get(b.forwarding_address)
-            mine = (owner == ev.sender if ev.sender is not None and owner is not None
-                    else same_address(self._agent_of(b.forwarding_address), ev.source))
-            if not mine or b.forwarding_address == self.s.dpa:
+            if not self._speaks_for(ev, b.forwarding_address) or \
+                    b.forwarding_address == self.s.dpa:
                 return "refused:HANDOVER_INITIATE:not-its-prefix"
         return None
 

@@ -52,6 +52,7 @@ from .plan import (
     GATEWAY_LL,
     GATEWAY_MAC,
     Plan,
+    agent_name,
     filled,
     make_plan,
     mn_link_address,
@@ -414,11 +415,11 @@ class Emulation(EmulationChecks):
             # had already sent into the dying link is lost, as on a radio.)
             if self.l2_trigger:
                 hint: dict[str, Any] = {"cmd": "link_going_down", "link": mn}
-                target = self.sc.nodes[to].anchor
+                target = agent_name(self.plan, to)
                 if self.predictive and target is not None:
                     # The router the L2 names (a station's BSS transition
                     # target), by its agent's node id.
-                    hint["target"] = target.cp or to
+                    hint["target"] = target
                 command(self._sock(old), hint)
             # What the router had sent into the radio as it went is lost
             # there: counted from here (see _RadioBreak).

@@ -477,6 +477,13 @@ def _lm_of_controller(plan: Plan) -> str:
     return ""
 
 
+def agent_name(plan: Plan, router: str) -> str | None:
+    """The node id of router ``router``'s anchor agent (as ``agent_ids``
+    lists it), None if it runs no anchor."""
+    np = plan.nodes[router]
+    return _agent_node(plan, np).spec.name if np.spec.anchor is not None else None
+
+
 def _agent_node(plan: Plan, anchor: NodePlan) -> NodePlan:
     """The node whose agent is ``anchor``'s CPA: itself, or its controller's
     when its control plane is apart (Fig 1c/1d)."""

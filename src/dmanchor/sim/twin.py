@@ -66,7 +66,7 @@ from ..runtime.virtual import LinkProfile, VirtualNetwork
 from ..scenario.callflow import BEFORE, window
 from ..scenario.converge import mobile_state
 from ..scenario.model import Scenario
-from ..scenario.plan import Plan, filled, make_plan, mn_link_address
+from ..scenario.plan import Plan, agent_name, filled, make_plan, mn_link_address
 from ..transport.reliable import Addr, Endpoint
 from ..wire.codec import decode
 from ..wire.errors import WireError
@@ -326,11 +326,12 @@ class Twin:
         u, v = self.names.get(src), self.names.get(dst)
         if u is None or v is None:
             return self.net.default
-        path = self._paths.get((u, v))
-        if path is None:  # (each datagram during a cut asks: once per pair)
-            path = self._paths[(u, v)] = _path(self.sc, u, v)
-        if any(frozenset(hop) in self._cuts for hop in pairwise(path)):
-            return CUT
+        if self._cuts:
+            path = self._paths.get((u, v))
+            if path is None:  # (each datagram during a cut asks: once per pair)
+                path = self._paths[(u, v)] = _path(self.sc, u, v)
+            if any(frozenset(hop) in self._cuts for hop in pairwise(path)):
+                return CUT
         return self._loss if self._loss.loss else self.net.default
 
     def _kill(self, name: str) -> None:
@@ -356,10 +357,9 @@ class Twin:
         if old is not None:
             st.left = self.net.now
             self.fab.detach(mn)
-            target = self.sc.nodes[to].anchor
+            target = agent_name(self.plan, to)
             if self.predictive and target is not None:
-                name = target.cp or to
-                self._input(old, lambda a, now: a.leaving(st.mac, name, now))
+                self._input(old, lambda a, now: a.leaving(st.mac, target, now))
             self._input(old, lambda a, now: a.detach(st.mac, now))
         st.router = None
         self.net.call_later(RADIO_GAP if old is not None else 0.0,
