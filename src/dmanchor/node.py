@@ -154,7 +154,7 @@ class Node:
             self._watch_dataplane(self.dataplane)
         for name, lm in (("lms", cfg.lms), ("lmp", cfg.lmp)):
             if lm is not None:
-                core, store = build_core(lm, now)
+                core, store = build_core(lm, now, security=self._endpoint().security)
                 cores[name] = (core, lm.listen)
                 if store is not None:
                     self._stores[name] = store

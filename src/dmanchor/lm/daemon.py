@@ -65,6 +65,7 @@ from ..runtime import clock
 from ..runtime.aio import UdpDriver
 from ..transport.reliable import Addr, Endpoint
 from ..transport.service import ServiceCore
+from ..wire.auth import Security
 from ..wire.types import Prefix
 from .etcd import KEY_PREFIX, Change, EtcdStore, EtcdWatch
 from .lmp import LmpCore
@@ -183,11 +184,14 @@ def log_events(core: LmsCore) -> None:
             log.debug("%s", ev)
 
 
-def build_core(cfg: LmDaemonConfig, now: float,
-               store: Store | None = None) -> tuple[ServiceCore, Store | None]:
+def build_core(cfg: LmDaemonConfig, now: float, store: Store | None = None,
+               security: Security | None = None) -> tuple[ServiceCore, Store | None]:
     """The core (and store) a config describes; an LMs on ``store`` if
-    given (one that outlived its process: a restart in a simulation)."""
-    endpoint = Endpoint(security=cfg.security.build())
+    given (one that outlived its process: a restart in a simulation).
+    ``security``: the SM state it shares with the other functions of its
+    node (they sign with one key: its timestamps must never repeat);
+    default, its own from ``cfg``."""
+    endpoint = Endpoint(security=security if security is not None else cfg.security.build())
     if cfg.kind == "lmp":
         return LmpCore(cfg.upstream, endpoint, max_cache=cfg.lmp_cache[0],
                        max_cache_age=cfg.lmp_cache[1],
