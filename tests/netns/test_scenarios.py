@@ -121,6 +121,8 @@ def assert_twin_agrees(sc: Scenario, report: Report, workdir: Path,
     twin = Twin(sc, predictive=predictive).play(until=report.final_at)
     plan = make_plan(sc, signed=False)
     assert lasting(report.final, plan) == lasting(twin.final, plan)
+    # What the nodes dropped or refused (attacks): the same, by node and reason.
+    assert twin.security == report.security
     if end_state_only(sc) is not None:
         return
     names = plan.names()

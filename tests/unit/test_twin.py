@@ -13,7 +13,6 @@ from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped
 from dmanchor.sim.twin import (
     Twin,
-    Unsupported,
     end_state_only,
     handover_signalling,
     lasting,
@@ -180,10 +179,57 @@ def test_a_lossy_control_network_loses_messages_not_the_session() -> None:
     assert "at random" in (end_state_only(sc) or "")
 
 
+def test_a_host_based_mn_claims_its_prefix_itself_and_ends_the_tunnel() -> None:
+    """Fig 2a by its file: the new router only asks the LMs (the MN's
+    solicitation names nothing); the MN's own agent finds HNP1's anchor
+    (FM:4-3) and claims it to its care-of SID there (FM:6-2), signalling
+    from its new address; AR1 hands the flows' charges to the MN's agent
+    (FM:2) and tunnels HNP1 to the SID, where the MN ends the tunnel."""
+    run = Twin(find("fig2a")).play()
+    coa = "2001:db8:2:1:0:ff:fe00:1"  # its SLAAC address at AR2 (02:00:00:00:00:01)
+    assert handover_signalling(run.sent, run.moves) == [{
+        "ar2": [("r", "MN_QUERY")],
+        "mn": [("r", "ANCHOR_DISCOVERY"), ("ar1", "BUFFER_READY")],
+        "ar1": [(coa, "FLOW_STATE_TRANSFER")]}]
+    assert {n: (f.lost, f.duplicates) for n, f in run.flows.items()} == {
+        "probe": (0, 0), "stream": (0, 0)}
+    assert run.final["ar1"] == ["TUNNEL 2001:db8:1:1::/64 -> 2001:db8:2:1::5"]
+
+
+def test_a_host_based_mn_back_home_claims_what_went_to_its_care_of_address() -> None:
+    """return-host (A -> B -> A): back at AR1 the agent claims AR2's prefix
+    (where what AR1 tunnelled when the MN left went) to its SID in HNP1;
+    AR2 hands on the charges of the MN's own signalling from there (its
+    charging table counted those flows too).  Nothing is lost; HNP1 is
+    served on AR1's link again, AR2's prefix tunnelled home."""
+    run = Twin(find("return-host")).play()
+    home = "2001:db8:1:1:0:ff:fe00:1"
+    assert handover_signalling(run.sent, run.moves)[1] == {
+        "ar1": [("r", "MN_QUERY")],
+        "mn": [("r", "ANCHOR_DISCOVERY"), ("ar2", "BUFFER_READY")],
+        "ar2": [(home, "FLOW_STATE_TRANSFER")]}
+    assert {n: f.lost for n, f in run.flows.items()} == {"probe": 0, "stream": 0}
+    assert run.final == {"ar1": ["ANCHOR 2001:db8:1:1::/64 on mn"],
+                         "ar2": ["TUNNEL 2001:db8:2:1::/64 -> 2001:db8:1:1::5"]}
+
+
+def test_forged_signalling_is_dropped_or_refused_by_the_same_rules_as_on_the_kernels() -> None:
+    """attacks: with an attack in its timeline the twin signs as the nodes
+    do (each node its own key, on the virtual clock); each forged message
+    - unsigned, or signed with AR2's stolen key - is dropped or refused,
+    counted by node and reason exactly as the scenario expects of its
+    kernel runs (and nothing honest is: every node signs); the session
+    loses nothing and the MN's move goes as usual."""
+    sc = find("attacks")
+    run = Twin(sc).play()
+    assert run.security == sc.expect["security"]
+    assert {n: f.lost for n, f in run.flows.items()} == {"probe": 0, "stream": 0}
+    assert handover_signalling(run.sent, run.moves) == [{
+        "ar2": [("r", "MN_QUERY"), ("r", "ANCHOR_DISCOVERY"), ("ar1", "BUFFER_READY")],
+        "ar1": [("ar2", "FLOW_STATE_TRANSFER")]}]
+
+
 def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
-    with pytest.raises(Unsupported, match="host-based"):
-        Twin(find("fig2a"))
-    assert "attacks" in (unsupported(find("attacks")) or "")
     assert "access router's restart" in (unsupported(find("fault-visit")) or "")
     assert len(SUPPORTED) >= 6, SUPPORTED
 
@@ -193,6 +239,6 @@ def test_dmanchor_sim_takes_a_scenario() -> None:
                          capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(out.stdout)
     assert doc["scenario"] == "pingpong" and len(doc["handovers"]) >= 6
-    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "attacks"],
+    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "fault-visit"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not modelled" in bad.stderr

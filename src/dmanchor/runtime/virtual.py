@@ -167,6 +167,12 @@ class VirtualNetwork:
         core.handle_timer(self.now)
         self.poll(addr)
 
+    def inject(self, src: Addr, data: bytes, dest: Addr) -> None:
+        """A datagram from outside the modelled cores (a forger's): delivered
+        after the default delay, never seen by :attr:`sent_taps` (no node
+        sent it)."""
+        self.call_at(self.now + self.default.delay, lambda: self._deliver(src, data, dest))
+
     def _transmit(self, src: Addr, data: bytes, dest: Addr) -> None:
         self.counters["sent"] += 1
         self.counters["bytes"] += len(data)

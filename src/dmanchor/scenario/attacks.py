@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING
 
-from ..emulation.lab import Lab
 from ..wire import messages as m
 from ..wire.auth import Security
 from ..wire.types import EntryKind, ForwardingEntry, Prefix
 from .plan import ANCHOR_PORT, CTRL_PORT, LMS_PORT, Plan
 
 if TYPE_CHECKING:
+    from ..emulation.lab import Lab
     from ..transport.reliable import Addr
 
 
@@ -117,8 +117,20 @@ def destination(plan: Plan, node: str, function: str) -> Addr:
     return (plan.nodes[node].control, port)
 
 
-def send(lab: Lab, plan: Plan, args: dict[str, object], prefix: Prefix) -> str:
-    """Send one attack datagram as the step says; returns a description."""
+@dataclass(frozen=True, slots=True)
+class Forged:
+    """One attack datagram, built (:func:`forge`)."""
+
+    data: bytes
+    dest: Addr
+    """Where it goes: the attacked node's function."""
+    text: str
+    """What it is, for the run's progress."""
+
+
+def forge(plan: Plan, args: dict[str, object], prefix: Prefix, now: float) -> Forged:
+    """The datagram an ``attack`` step sends, signed at ``now`` (wall clock
+    on kernels, virtual in the twin)."""
     kind, to, src = str(args["send"]), str(args["to"]), str(args["from"])
     key_of = str(args.get("key", "none"))
     msg, function = ATTACKS[kind](Target(prefix, to, str(args["via"]), plan))
@@ -127,11 +139,18 @@ def send(lab: Lab, plan: Plan, args: dict[str, object], prefix: Prefix) -> str:
     sec = Security((stolen,), send_key_id=stolen.key_id) if stolen is not None else Security()
     # A fresh sequence number each: one seen from the same key would be
     # answered from the reply cache as a duplicate, never judged.
-    data = sec.encode(msg, secrets.randbits(32), 0, time.time(), dest)
-    sock = lab.socket(src)
+    data = sec.encode(msg, secrets.randbits(32), 0, now, dest)
+    how = f"signed with {key_of}'s key" if stolen is not None else "unsigned"
+    return Forged(data, dest,
+                  f"attack: {src} sends {to}'s {function} a forged {msg.TYPE.name} ({how})")
+
+
+def send(lab: Lab, plan: Plan, args: dict[str, object], prefix: Prefix) -> str:
+    """Send one attack datagram as the step says; returns a description."""
+    forged = forge(plan, args, prefix, time.time())
+    sock = lab.socket(str(args["from"]))
     try:
-        sock.sendto(data, dest)
+        sock.sendto(forged.data, forged.dest)
     finally:
         sock.close()
-    how = f"signed with {key_of}'s key" if stolen is not None else "unsigned"
-    return f"attack: {src} sends {to}'s {function} a forged {msg.TYPE.name} ({how})"
+    return forged.text

@@ -172,6 +172,10 @@ class Fabric:
         """The host decapsulates tunnels addressed to ``sid`` (host-based FM)."""
         self.hosts[host].sids.add(sid)
 
+    def remove_sid(self, host: str, sid: int) -> None:
+        """The host no longer ends tunnels addressed to ``sid``."""
+        self.hosts[host].sids.discard(sid)
+
     def received(self, host: str) -> list[Delivery]:
         """Packets delivered to ``host`` so far."""
         return self.hosts[host].received

@@ -30,8 +30,13 @@ links and static routes.  What a node's I/O would do is modelled:
   the twin's seeded generator (:func:`end_state_only`: not the kernel
   run's draws, so only the end state compares).
 
-Not modelled (such a scenario is refused with the reason): host-based MNs,
-an access router's death, a cut of a link flows may cross, and attacks.
+* a host-based MN (Fig 2a/2b): its agent (:class:`~dmanchor.fm.mn_agent.MnAgentCore`)
+  sees its stack's addresses change, signals from its newest address, and
+  ends its anchors' tunnels at its care-of SID; its routers' charging
+  tables count its signalling's UDP flows as any other.
+
+Not modelled (such a scenario is refused with the reason): an access
+router's death, a cut of a link flows may cross, and attacks.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, and :func:`comparable` to
@@ -52,25 +57,31 @@ from pathlib import Path
 from typing import Any
 
 from ..access.alloc import PrefixAllocator
+from ..dataplane.api import FlowUsage
 from ..dataplane.conntrack import Change, Conn, ConnEvent
 from ..dataplane.memory import Packet
 from ..fm.anchor import AnchorAgentCore
 from ..fm.controller import ControllerCore
 from ..fm.controller_lease import MoveLease
 from ..fm.fib import DesiredFib
+from ..fm.flows import flow_of
 from ..fm.fmdp import FmDpCore
+from ..fm.mn_agent import CARE_OF_LIFETIME, MnAgentCore
 from ..lm.daemon import build_core
 from ..lm.store import Store
 from ..nodeconf import NodeConfig, load_node_config
 from ..runtime.virtual import LinkProfile, VirtualNetwork
+from ..scenario.attacks import forge
 from ..scenario.callflow import BEFORE, window
 from ..scenario.converge import mobile_state
 from ..scenario.model import Scenario
 from ..scenario.plan import Plan, agent_name, filled, make_plan, mn_link_address
 from ..transport.reliable import Addr, Endpoint
+from ..transport.service import ServiceCore
+from ..wire.auth import Drop, Security
 from ..wire.codec import decode
 from ..wire.errors import WireError
-from ..wire.types import EntryKind, ForwardingEntry, Prefix
+from ..wire.types import EntryKind, FlowFilter, ForwardingEntry, Prefix
 from .bgp import BgpModel
 from .fabric import Fabric, HostSpec, LinkSpec, RouterSpec, TopologySpec
 from .pd import PdServer, drain
@@ -88,7 +99,6 @@ HANDOVER_TYPES = frozenset({
     "FORWARDING_UPDATE", "FLOW_STATE_TRANSFER", "FM_HANDOFF", "LEASE_RELEASE", "LEASE_TAKE",
     "HANDOVER_INITIATE"})
 """Requests a move causes (refreshes, reports and pushes go on regardless)."""
-_FAULTS = ("attack",)
 CUT = LinkProfile(loss=1.0)
 """What a path across a cut link does to a datagram."""
 STARTUP = 0.3
@@ -103,13 +113,7 @@ class Unsupported(ValueError):
 
 def unsupported(sc: Scenario) -> str | None:
     """Why ``sc`` cannot run in virtual time (None: it can)."""
-    for n in sc.nodes.values():
-        why = "a host-based MN's agent" if n.kind == "mn" and n.agent else None
-        if why:
-            return f"{n.name}: {why}: not modelled"
     for step in sc.timeline:
-        if step.action in _FAULTS:
-            return f"the timeline's {step.action} (faults and attacks): not modelled"
         if step.action == "cut" and not _control_only(sc, step.args["a"], step.args["b"]):
             return (f"the cut of {step.args['a']}-{step.args['b']}: a link that may carry "
                     "the flows (only a control node's own link is modelled)")
@@ -173,6 +177,9 @@ class TwinRun:
     final: dict[str, list[str]] = field(default_factory=dict)
     """Per router, its entries for MN prefixes at the end
     (:func:`~dmanchor.scenario.converge.mobile_state`)."""
+    security: dict[str, int] = field(default_factory=dict)
+    """Messages dropped in SM or refused by sender policy, by node and
+    reason (as :attr:`~dmanchor.scenario.report.Report.security`)."""
 
 
 def iid(mac: str) -> int:
@@ -188,6 +195,10 @@ class _Mn:
     router: str | None = None
     prefixes: list[Prefix] = field(default_factory=list)
     left: float = 0.0  # when it last left a router
+    agent: MnAgentCore | None = None  # a host-based MN's own (Fig 2a/2b)
+    port: int = 0  # its agent's
+    at: Addr | None = None  # where its agent signals from: its newest address
+    sid: int | None = None  # its care-of SID
 
 
 @dataclass(slots=True)
@@ -209,7 +220,10 @@ class Twin:
             raise Unsupported(f"{sc.name}: {why}")
         self.sc = sc
         self.predictive = predictive
-        self.plan = make_plan(sc, signed=False)
+        # Signed, as on the kernels, when someone forges: what the nodes
+        # drop or refuse is then compared too.  (Else unsigned: faster.)
+        self.signed = any(step.action == "attack" for step in sc.timeline)
+        self.plan = make_plan(sc, signed=self.signed)
         self.net = VirtualNetwork(seed=seed)
         self.fab = Fabric(_topology(self.plan), self.net)
         self.names = self.plan.names()
@@ -220,11 +234,13 @@ class Twin:
         self._udp_idle: dict[str, float] = {}
         self._conntrack: dict[str, _Conntrack] = {}
         self.mns = {m: _Mn(m, mn_link_address(sc, m)) for m in sc.of_kind("mn")}
+        self._mn_at: dict[str, str] = {}  # an MN agent's addresses -> the MN
         self._flows: dict[str, Flow] = {}
         self._closes: dict[str, float] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="dmanchor-twin-")
         self._configs: dict[str, NodeConfig] = {}
         self._listens: dict[str, list[Addr]] = {}  # node -> its cores' addresses
+        self._cores: dict[str, list[ServiceCore]] = {}  # node -> its (last started) cores
         self._stores: dict[str, Store] = {}  # an LMs's bindings (they outlive it)
         self._controllers: dict[str, ControllerCore] = {}  # (its state file: the last one's)
         self._cuts: set[frozenset[str]] = set()  # links cut (node pairs)
@@ -236,7 +252,14 @@ class Twin:
         for name, np in self.plan.nodes.items():
             if np.config and np.spec.kind != "mn":
                 self._place(name, self._config(name, np.config))
+            elif np.config:
+                mn = self._config(name, np.config).mn
+                assert mn is not None  # (an MN's config is its agent's)
+                self.mns[name].agent = MnAgentCore(mn[1], Endpoint())
+                self.mns[name].port = mn[0][1]
         self.net.sent_taps.append(self._tap)  # (sent, as the nodes' traces say, lost or not)
+        if any(st.agent for st in self.mns.values()):
+            self.net.taps.append(self._charge_signalling)
         self.fab.observers.append(self._forwarded)
 
     # -- Building ------------------------------------------------------------------------
@@ -258,30 +281,38 @@ class Twin:
         self._configs[name] = cfg
         fib = DesiredFib(self.fab.routers[name]) if name in self.fab.routers else None
         at: list[Addr] = []
+        sm = self._security(cfg)
+        cores: list[ServiceCore] = []
         for lm in (cfg.lms, cfg.lmp):
             if lm is not None:
-                core, store = build_core(lm, now, self._stores.get(name))
+                core, store = build_core(lm, now, self._stores.get(name), sm)
                 if store is not None:
                     self._stores[name] = store
                 self.net.add(lm.listen, core)
                 at.append(lm.listen)
+                cores.append(core)
         if cfg.controller is not None:
             listen, settings = cfg.controller
             kept = self._controllers.get(name)
-            ctrl = ControllerCore(settings, Endpoint(), now) if kept is None else ControllerCore(
-                settings, Endpoint(), now, restored=kept.moved, registered=kept.registered,
-                tunnelled=kept.tunnelled)
+            ctrl = ControllerCore(settings, Endpoint(security=sm), now) if kept is None else \
+                ControllerCore(settings, Endpoint(security=sm), now, restored=kept.moved,
+                               registered=kept.registered, tunnelled=kept.tunnelled)
             self._controllers[name] = ctrl
             self.net.add(listen, ctrl, partial(self._controller, ctrl, listen))
             at.append(listen)
+            cores.append(ctrl)
         if cfg.fmdp is not None and fib is not None:
             listen, fsettings = cfg.fmdp
-            self.net.add(listen, FmDpCore(fsettings, fib, Endpoint(), now))
+            fmdp = FmDpCore(fsettings, fib, Endpoint(security=sm), now)
+            self.net.add(listen, fmdp)
+            cores.append(fmdp)
             at.append(listen)
         self._listens[name] = at
+        self._cores[name] = cores
         if cfg.anchor is not None and fib is not None:
             listen, asettings = cfg.anchor
-            agent = AnchorAgentCore(asettings, fib, Endpoint(), now)
+            agent = AnchorAgentCore(asettings, fib, Endpoint(security=sm), now)
+            cores.append(agent)
             poll = partial(self.net.poll, listen)
             # Its PD client asks Kea for what it delegates (draft 4.2.1).
             take = self.pd.client(name, agent, poll) if cfg.pd is not None else None
@@ -300,6 +331,36 @@ class Twin:
             self._udp_idle[name] = float(cfg.udp_idle or 30)
             self._conntrack[name] = _Conntrack()
             self.net.call_later(cfg.flow_sweep, lambda: self._sweep(name, cfg.flow_sweep))
+
+    def _security(self, cfg: NodeConfig) -> Security | None:
+        """One SM state for all of a node's cores (as a node process keeps),
+        on the virtual clock; None unsigned."""
+        if not self.signed:
+            return None
+        s = cfg.security
+        return Security(s.keys, send_key_id=s.send_key, require_auth=not s.insecure)
+
+    def _forge(self, args: dict[str, object]) -> None:
+        """An ``attack`` step: the forged datagram, from its host (no core
+        of the twin's sends it), to the attacked node's function."""
+        flow = self._flows[str(args["flow"])]
+        forged = forge(self.plan, args, Prefix(flow.dst & ~((1 << 64) - 1), 64), self.net.now)
+        self.net.inject((self.plan.nodes[str(args["from"])].control, 40000), forged.data,
+                        forged.dest)
+
+    def security(self) -> dict[str, int]:
+        """What the nodes' cores dropped in SM or refused, by node and reason
+        (:attr:`TwinRun.security`)."""
+        sm = {d.value for d in Drop}
+        out: Counter[str] = Counter()
+        for name, cores in self._cores.items():
+            if name not in self._listens:
+                continue  # (killed, not restarted: as a kernel run reads no dead node)
+            for core in cores:
+                out.update({f"{name} {k}": n for k, n in core.endpoint.stats.drops.items()
+                            if k in sm})
+                out.update({f"{name} {k}": n for k, n in core.refused.items()})
+        return dict(out)
 
     # -- Faults --------------------------------------------------------------------------
 
@@ -375,6 +436,55 @@ class Twin:
         self.run.moves.append(Move(st.name, old, to, self.net.now,
                                    None if old is None else st.left))
         self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
+        if st.agent is not None:
+            # Its stack takes the address from the router's answer (the RA).
+            self.net.call_later(LINK_DELAY, partial(self._host_moved, st, st.agent, given))
+
+    def _host_moved(self, st: _Mn, agent: MnAgentCore, given: Prefix) -> None:
+        """A host-based MN's agent sees its stack's addresses change
+        (:class:`~dmanchor.mn.host.HostMobility`): ``given``'s was advertised
+        last; its sessions are the flows to it still open.  Moved, it ends
+        its anchors' tunnels at a care-of SID of the network it is in, and
+        signals from its address there."""
+        now = self.net.now
+        held = [(IPv6Address(p.network | iid(st.mac)), True) for p in st.prefixes if p != given]
+        here = IPv6Address(given.network | iid(st.mac))
+        in_use = {IPv6Address(f.dst) for f in self._flows.values()
+                  if f.receiver == st.name and f.start <= now < f.stop}
+        sid = agent.addresses([*held, (here, True)], in_use, now)
+        if sid is not None or st.at is None:
+            if st.at is not None:
+                self.net.remove(st.at)
+            st.at = (str(here), st.port)
+            self._mn_at[str(here)] = st.name
+            self.net.add(st.at, agent)
+        if sid is not None:
+            self.fab.add_sid(st.name, int(sid))
+            old, st.sid = st.sid, int(sid)
+            if old is not None and old != st.sid:
+                # Up as long as the agent claims its prefix (what was in
+                # flight to it follows the MN), unless it is back by then.
+                self.net.call_later(CARE_OF_LIFETIME, partial(self._retire, st, old))
+        agent.process(now)
+        self.net.poll(st.at)
+
+    def _charge_signalling(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
+        """A host-based MN's agent signals over its link (``data`` delivered
+        from ``src`` to ``dst``): the charging table of the router it is at
+        counts those UDP flows like any other (FM:2 hands them on)."""
+        for mn_at, peer, up in ((src, dst, True), (dst, src, False)):
+            name = self._mn_at.get(mn_at[0])
+            router = self.mns[name].router if name is not None else None
+            if router is not None:
+                size = len(data) + 48  # (the IPv6 and UDP headers: nft counts packets)
+                flow = FlowFilter(Prefix.host(IPv6Address(mn_at[0])),
+                                  Prefix.host(IPv6Address(peer[0])), 17, mn_at[1], peer[1])
+                self.fab.routers[router].add_usage(
+                    flow, FlowUsage(size, 0, 1, 0) if up else FlowUsage(0, size, 0, 1))
+
+    def _retire(self, st: _Mn, sid: int) -> None:
+        if sid != st.sid:
+            self.fab.remove_sid(st.name, sid)
 
     def _start_flow(self, name: str) -> None:
         spec = self.sc.flows[name]
@@ -417,7 +527,25 @@ class Twin:
         fresh = conn not in ct.seen
         ct.seen[conn] = self.net.now
         if fresh:
+            found = flow_of(conn, self._mn_prefix)
+            cfg = self._configs[router]
+            if found is not None and (cfg.access_links if cfg.charged_links is None
+                                      else cfg.charged_links):
+                # The charging table (on a router with access links)
+                # counts every flow it delivers to (or takes from) an MN
+                # from its first packet, known to the agent or not (a
+                # host-based MN's): the model counts the flows it is told
+                # to track.
+                self.fab.routers[router].track(found[0])
             self._input(router, lambda a, now: a.conn_events([ConnEvent(Change.NEW, conn)], now))
+
+    def _mn_prefix(self, address: IPv6Address) -> Prefix | None:
+        """The prefix of an MN's ``address`` is in (None: no MN's)."""
+        for st in self.mns.values():
+            for p in st.prefixes:
+                if p.contains(address):
+                    return p
+        return None
 
     def _sweep(self, router: str, every: float) -> None:
         ct = self._conntrack[router]
@@ -454,7 +582,7 @@ class Twin:
             kind = decode(data).message.TYPE.name
         except WireError:
             return
-        self.run.sent.append(Sent(at, self.names.get(src[0], src[0]),
+        self.run.sent.append(Sent(at, self.names.get(src[0], self._mn_at.get(src[0], src[0])),
                                   self.names.get(dst[0], dst[0]), kind))
 
     # -- Running -------------------------------------------------------------------------
@@ -488,12 +616,15 @@ class Twin:
                 self.net.call_at(at, partial(self._kill, a["node"]))
             elif step.action == "restart":
                 self.net.call_at(at + STARTUP, partial(self._restart, a["node"]))
+            elif step.action == "attack":
+                self.net.call_at(at, partial(self._forge, a))
             end = max(end, at)
         self.net.run(until=t0 + until if until is not None else
                      end + (self.sc.timeout if settle is None else settle))
         self.run.flows = {n: report(self.fab, f) for n, f in self._flows.items()}
         networks = [s.anchor.prefix for s in self.sc.anchors()
                     if s.anchor is not None and s.anchor.prefix is not None]
+        self.run.security = self.security()
         self.run.final = mobile_state({name: dp.entries() for name, dp in self.fab.routers.items()},
                                       networks)
         self._tmp.cleanup()
@@ -675,6 +806,7 @@ def run_json(run: TwinRun) -> dict[str, Any]:
                       "duplicates": f.duplicates, "reordered": f.reordered,
                       "max_gap_ms": round(f.max_gap * 1e3, 3)} for n, f in run.flows.items()},
         "final": run.final,
+        "security": run.security,
     }
 
 
@@ -691,6 +823,10 @@ def format_run(run: TwinRun) -> str:
         lines.append(f"  {name}: {f['delivered']} of {f['sent']} delivered, {f['lost']} lost, "
                      f"{f['reordered']} reordered, longest gap {f['max_gap_ms']} ms")
     lines.append("")
+    if run.security:
+        lines.append("  dropped or refused (SM): " + ", ".join(
+            f"{k} x{n}" for k, n in sorted(run.security.items())))
+        lines.append("")
     lines.append("  at the end:" if doc["final"] else "  at the end: no router holds MN state")
     for router, entries in doc["final"].items():
         lines += [f"    {router}: {e}" for e in entries]
