@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from dmanchor.scenario.model import parse
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped
 from dmanchor.sim.twin import (
     Twin,
+    Unsupported,
     end_state_only,
     handover_signalling,
     lasting,
@@ -229,9 +232,68 @@ def test_forged_signalling_is_dropped_or_refused_by_the_same_rules_as_on_the_ker
         "ar1": [("ar2", "FLOW_STATE_TRANSFER")]}]
 
 
-def test_what_the_twin_does_not_model_is_refused_with_the_reason() -> None:
-    assert "access router's restart" in (unsupported(find("fault-visit")) or "")
-    assert len(SUPPORTED) >= 6, SUPPORTED
+def test_a_visited_router_restarted_mid_visit_takes_the_prefix_back_and_reverts_it() -> None:
+    """fault-visit: AR2's agent killed (its kernel forwards on) and
+    restarted mid-visit hears the MN again (its links asked), finds HNP1
+    bound to itself and busy, and claims it again from AR1; it lost the
+    flows' state, and learns the TCP stream again as conntrack reports it
+    closing - so when the flows end, the revert (FM:3-3) reaches AR1 and
+    nothing is left anywhere."""
+    run = Twin(find("fault-visit")).play()
+    after = [s for s in run.sent if 1.9 < s.t < 2.5 and s.src == "ar2"]
+    assert ("ar1", "BUFFER_READY") in [(s.dst, s.type) for s in after]  # claimed again
+    assert {n: (f.lost, f.duplicates) for n, f in run.flows.items()} == {
+        "probe": (0, 0), "stream": (0, 0)}
+    assert run.final == {"ar2": ["ANCHOR 2001:db8:2:1::/64 on mn"]}  # reverted
+
+
+def test_a_router_killed_as_it_holds_loses_what_it_held_not_the_session() -> None:
+    """fault-moves: a node killed at each of four moves (the new router,
+    the old one holding HNP1, the controller, the LMs).  The old router's
+    hold went with its process: what it held is lost (counted); the
+    sessions go on and the MN ends at home."""
+    twin = Twin(find("fault-moves"))
+    run = twin.play()
+    assert twin.fab.routers["ar2"].counters().get("hold-lost", 0) > 0
+    assert run.flows["probe"].delivered > 0.98 * run.flows["probe"].sent
+    assert run.final == {"ar1": ["ANCHOR 2001:db8:1:1::/64 on mn"]}
+
+
+CUT_FLOW_LINK = """
+scenario: "cut-flow-link"
+title: "a cut that the flows cross"
+nodes:
+  cn:  {kind: host}
+  r:   {controller: true, lms: true}
+  ar1: {anchor: {prefix: "2001:db8:1::/48"}}
+  ar2: {anchor: {prefix: "2001:db8:2::/48"}}
+  mn:  {kind: mn}
+links:
+  - {a: cn, b: r}
+  - {a: r, b: ar1}
+  - {a: r, b: ar2}
+  - {a: ar1, b: mn}
+  - {a: ar2, b: mn}
+timeline:
+  - {at: 0.0, attach: {mn: mn, to: ar1}}
+  - {at: 0.2, flow: {name: probe, kind: udp, from: cn, to: mn, rate: 100, duration: 1.0}}
+  - {at: 0.5, cut: {a: r, b: ar1}}
+"""
+
+
+def test_what_the_twin_does_not_model_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Every shipped scenario runs; a cut of a link the flows may cross
+    does not (the fabric would have to lose the packets there too)."""
+    assert list(shipped()) == SUPPORTED
+    sc = parse(CUT_FLOW_LINK)
+    assert "may carry the flows" in (unsupported(sc) or "")
+    with pytest.raises(Unsupported, match="r-ar1"):
+        Twin(sc)
+    path = tmp_path / "cut.yaml"
+    path.write_text(CUT_FLOW_LINK)
+    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "may carry the flows" in bad.stderr
 
 
 def test_dmanchor_sim_takes_a_scenario() -> None:
@@ -239,6 +301,3 @@ def test_dmanchor_sim_takes_a_scenario() -> None:
                          capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(out.stdout)
     assert doc["scenario"] == "pingpong" and len(doc["handovers"]) >= 6
-    bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", "fault-visit"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "not modelled" in bad.stderr

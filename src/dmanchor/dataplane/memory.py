@@ -245,6 +245,17 @@ class MemoryDataPlane:
     def counters(self) -> Mapping[str, int]:
         return dict(self._counters)
 
+    def lose_holds(self) -> None:
+        """The hold device went with the agent's process (``kill -9``): what
+        every hold kept is lost (``hold-lost``), and the holds' routes into
+        it with it - the prefixes' other entries stay."""
+        for prefix, buf in self._buffers.items():
+            self._counters["hold-lost"] += len(buf.packets)
+            for e in [e for e in (*(self._plain.get(prefix) or ()), *self._flows)
+                      if e.kind is EntryKind.BUFFER and e.prefix == prefix]:
+                self._remove(e)
+        self._buffers.clear()
+
     def holds(self) -> set[Prefix]:
         return set(self._buffers)
 

@@ -12,7 +12,8 @@ links and static routes.  What a node's I/O would do is modelled:
   its pool and asks the LMs for the rest, as for a stock host);
 * connection tracking: a router that forwards a flow's plain (or
   decapsulated) packet for the first time reports it NEW; one idle past
-  the nodes' UDP timeout, or a TCP flow closed, is reported gone;
+  the nodes' UDP timeout is reported gone, a TCP flow closed as closing,
+  then over (ctnetlink's updates of its state);
 * traffic: every flow of the timeline is a paced stream through the fabric
   (TCP as a stream of segments, no congestion control);
 * BGP routers (BIRD in the emulator): :class:`~.bgp.BgpModel`, each
@@ -21,9 +22,15 @@ links and static routes.  What a node's I/O would do is modelled:
   the controller's ``lease6-update``);
 * the charging counters, read by the sweep when a flow needs them (a kept
   prefix's flows end by them, as on the nodes);
-* the control plane's node killed (``kill -9``: its cores go, its kernel
-  forwards on) and restarted (after :data:`STARTUP`, with what a node
-  keeps: its kernel's state, the LMs's store, the controller's state file);
+* a node killed (``kill -9``: its cores go, its kernel forwards on; an
+  access router's hold device goes with its process, and what it held)
+  and restarted (after :data:`STARTUP`, with what a node keeps: its
+  kernel's state - forwarding, connection tracking, charging - the LMs's
+  store, the controller's state file); a restarted access router asks its
+  links who is there and reads its kernel's connections, as a node does
+  at start;
+* the harness's steps of one instant run in turn, a move's until the new
+  router answered the MN (a kill "at the move" comes after that);
 * a control node's own link cut and healed: the control messages whose
   path crosses it are lost;
 * control-message loss: each lost with the scenario's chance, drawn from
@@ -35,8 +42,8 @@ links and static routes.  What a node's I/O would do is modelled:
   ends its anchors' tunnels at its care-of SID; its routers' charging
   tables count its signalling's UDP flows as any other.
 
-Not modelled (such a scenario is refused with the reason): an access
-router's death, a cut of a link flows may cross, and attacks.
+Not modelled (such a scenario is refused with the reason): a cut of a
+link flows may cross.
 
 :func:`handover_signalling` reduces a run - this one's, or a kernel run's
 traces - to what each move made each node send, and :func:`comparable` to
@@ -58,7 +65,7 @@ from typing import Any
 
 from ..access.alloc import PrefixAllocator
 from ..dataplane.api import FlowUsage
-from ..dataplane.conntrack import Change, Conn, ConnEvent
+from ..dataplane.conntrack import Change, Conn, ConnEvent, TcpState
 from ..dataplane.memory import Packet
 from ..fm.anchor import AnchorAgentCore
 from ..fm.controller import ControllerCore
@@ -117,13 +124,6 @@ def unsupported(sc: Scenario) -> str | None:
         if step.action == "cut" and not _control_only(sc, step.args["a"], step.args["b"]):
             return (f"the cut of {step.args['a']}-{step.args['b']}: a link that may carry "
                     "the flows (only a control node's own link is modelled)")
-        if step.action == "kill":
-            n = sc.nodes[step.args["node"]]
-            if n.anchor is not None:
-                # Compared with the kernels, its returns and its visits came
-                # out differently (fault-moves, fault-visit): how a restarted
-                # agent relearns its MNs' flows from the kernel is not modelled.
-                return f"{n.name} killed: an access router's restart is not modelled"
     return None
 
 
@@ -329,8 +329,8 @@ class Twin:
             if cfg.mn_pool is not None:
                 self._alloc[name] = PrefixAllocator(cfg.mn_pool)
             self._udp_idle[name] = float(cfg.udp_idle or 30)
-            self._conntrack[name] = _Conntrack()
-            self.net.call_later(cfg.flow_sweep, lambda: self._sweep(name, cfg.flow_sweep))
+            self._conntrack.setdefault(name, _Conntrack())  # (the kernel's: it outlives the agent)
+            self.net.call_later(cfg.flow_sweep, partial(self._sweep, name, agent, cfg.flow_sweep))
 
     def _security(self, cfg: NodeConfig) -> Security | None:
         """One SM state for all of a node's cores (as a node process keeps),
@@ -397,18 +397,35 @@ class Twin:
 
     def _kill(self, name: str) -> None:
         """``kill -9`` of node ``name``'s process: its cores are gone (what is
-        sent to them is lost); its kernel keeps forwarding.  (Only nodes
-        without an anchor: :func:`unsupported`.)"""
+        sent to them is lost, and what its links and conntrack report); its
+        kernel keeps forwarding - but an access router's hold device went
+        with the process, and what it held."""
         for addr in self._listens.pop(name, ()):
             self.net.remove(addr)
+        if name in self.anchors:
+            self.fab.routers[name].lose_holds()
 
     def _restart(self, name: str) -> None:
-        """The node process started again, with what it keeps (:meth:`_place`)."""
+        """The node process started again, with what it keeps (:meth:`_place`).
+        An access router then asks its links who is there (every MN's MLD
+        report, or its neighbour entry, is heard as it arrives), and reads
+        its kernel's connections (:class:`~dmanchor.access.links.AccessLinks`,
+        :class:`~dmanchor.access.flowwatch.FlowWatch` at start)."""
         self._place(name, self._configs[name])
+        if name not in self.anchors:
+            return
+        for st in self.mns.values():
+            if st.router == name:
+                self._advertised(st, name)
+                self._input(name, lambda a, now, st=st: a.heard(st.mac, st.name, (), (), False,
+                                                                now))
+        self._sweep(name, self.anchors[name], 0.0)
 
     # -- Inputs the nodes' I/O would give -----------------------------------------------
 
     def _input(self, router: str, fn: Any) -> None:
+        if router not in self._listens:
+            return  # its agent is down: the event is lost with it
         fn(self.anchors[router], self.net.now)
         self.net.poll(self._addr_of[router])
 
@@ -429,16 +446,24 @@ class Twin:
     def _arrive(self, st: _Mn, to: str, old: str | None) -> None:
         st.router = to
         self.fab.attach(st.name, to, st.name)
+        self.run.moves.append(Move(st.name, old, to, self.net.now,
+                                   None if old is None else st.left))
+        if to not in self._listens:
+            return  # its agent is down: no RA (the restarted one finds the MN)
+        given = self._advertised(st, to)
+        self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
+
+    def _advertised(self, st: _Mn, to: str) -> Prefix:
+        """Router ``to`` advertised the MN its /64: the MN's stack takes an
+        address in it (SLAAC)."""
         given = self._alloc[to].get(st.mac)
         if given not in st.prefixes:
             st.prefixes.append(given)
             self.fab.add_address(st.name, given.network | iid(st.mac))
-        self.run.moves.append(Move(st.name, old, to, self.net.now,
-                                   None if old is None else st.left))
-        self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
         if st.agent is not None:
-            # Its stack takes the address from the router's answer (the RA).
+            # It sees it after the router's answer (the RA) arrives.
             self.net.call_later(LINK_DELAY, partial(self._host_moved, st, st.agent, given))
+        return given
 
     def _host_moved(self, st: _Mn, agent: MnAgentCore, given: Prefix) -> None:
         """A host-based MN's agent sees its stack's addresses change
@@ -508,13 +533,16 @@ class Twin:
         for name in names:
             flow = self._flows[name]
             if flow.proto == 6:
-                # FIN both ways: every router tracking it reports it gone.
+                # FIN one way, then both: every router tracking it reports
+                # it closing, then over (ctnetlink's updates of its TCP state;
+                # a restarted agent that lost the flow learns it so).
                 for router, ct in self._conntrack.items():
                     conn = _conn(flow)
                     if ct.seen.pop(conn, None) is not None:
                         ct.closed.add(conn)
                         self._input(router, lambda a, now, c=conn: a.conn_events(
-                            [ConnEvent(Change.GONE, c)], now))
+                            [ConnEvent(Change.UPDATE, c, TcpState.FIN_WAIT),
+                             ConnEvent(Change.UPDATE, c, TcpState.TIME_WAIT)], now))
 
     def _forwarded(self, router: str, p: Packet) -> None:
         """The fabric's observer: ``router`` forwarded a plain packet."""
@@ -547,7 +575,11 @@ class Twin:
                     return p
         return None
 
-    def _sweep(self, router: str, every: float) -> None:
+    def _sweep(self, router: str, agent: AnchorAgentCore, every: float) -> None:
+        """The agent's periodic read of its kernel's connections (and, when
+        ``every``, the next one; none once it is not the router's agent)."""
+        if self.anchors.get(router) is not agent or router not in self._listens:
+            return
         ct = self._conntrack[router]
         idle = self._udp_idle[router]
         gone = [c for c, t in ct.seen.items() if c.proto == 17 and self.net.now - t > idle]
@@ -561,7 +593,8 @@ class Twin:
         dp = self.fab.routers[router]
         self._input(router, lambda a, now: a.conn_present(
             list(ct.seen), now, now, dp.charges(EVERYTHING) if a.flows.watched() else None))
-        self.net.call_later(every, lambda: self._sweep(router, every))
+        if every:
+            self.net.call_later(every, partial(self._sweep, router, agent, every))
 
     def _controller(self, core: ControllerCore, listen: Addr) -> None:
         """The controller's events: a lease it moves through Kea
@@ -598,11 +631,19 @@ class Twin:
             if step.action == "close":
                 # (Flows are scheduled whole: each stops at its close.)
                 self._closes.update(dict.fromkeys(step.args["flows"], t0 + step.at))
+        done: dict[float, float] = {}  # a move step's instant -> when the harness is done with it
+        where: dict[str, bool] = {}  # MN -> attached somewhere yet
         for step in self.sc.timeline:
-            at = t0 + step.at
+            # The harness runs the steps of one instant in turn, and a move
+            # step lasts until the new router answered the MN (its RA): a
+            # kill "at the move" finds the router has heard the MN.
+            at = max(t0 + step.at, done.get(step.at, 0.0))
             a = step.args
             if step.action in ("attach", "move"):
                 self.net.call_at(at, partial(self._attach, a["mn"], a["to"]))
+                gap = RADIO_GAP if where.get(a["mn"]) else 0.0
+                where[a["mn"]] = True
+                done[step.at] = at + gap + 2 * LINK_DELAY
             elif step.action == "flow":
                 self.net.call_at(at, partial(self._start_flow, a["flow"]))
                 end = max(end, at + self.sc.flows[a["flow"]].duration)
