@@ -14,7 +14,10 @@ the node processes):
   mode has asked for the anchor, FM:4-3, before);
 * ``4.2.1-reactive`` / ``4.2.1-l2`` / ``4.2.1-predictive``: anchor switching under the central
   FM-CP (4.2.1's topology without its DHCPv6-PD server: the anchoring
-  moves, the routers' FIBs follow FM:5-1).
+  moves, the routers' FIBs follow FM:5-1);
+* ``4.1.2-mbb`` / ``4.2.1-mbb``: make-before-break - the MN's new radio
+  attaches while its old one stays up, listening, for ``OVERLAP`` seconds
+  (the move's ``overlap``); then it goes (with its L2 hint).
 
 The **floor**, measured in the same run: the same probe through one router
 whose route to the receiver is swapped between two links by an atomic
@@ -50,13 +53,17 @@ from dmanchor.scenario.traffic import UdpProbe
 RATE = 10_000
 GAP = 0.2
 """Seconds between moves."""
+OVERLAP = 0.1
+"""Seconds a make-before-break move keeps the old radio up."""
 
 
-def scenario(mode: str, moves: int) -> str:
-    """A ping-pong of ``moves`` moves in ``mode`` (tunnel: 4.1.2; switch: 4.2.1)."""
+def scenario(mode: str, moves: int, overlap: float | None = None) -> str:
+    """A ping-pong of ``moves`` moves in ``mode`` (tunnel: 4.1.2; switch:
+    4.2.1); with ``overlap``, each makes before it breaks."""
     fmdp = ", fmdp: true" if mode == "switch" else ""
     common = f"from: cn, to: mn, duration: {0.6 + moves * GAP + 0.4:.2f}, continuity: true"
-    steps = "\n".join(f"  - {{at: {0.8 + i * GAP:.2f}, move: {{mn: mn, to: ar{2 - i % 2}}}}}"
+    keep = f", overlap: {overlap}" if overlap is not None else ""
+    steps = "\n".join(f"  - {{at: {0.8 + i * GAP:.2f}, move: {{mn: mn, to: ar{2 - i % 2}{keep}}}}}"
                       for i in range(moves))
     return f"""
 scenario: "bench-{mode}"
@@ -89,9 +96,10 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))], 3)
 
 
-def case(mode: str, l2: bool, moves: int, predictive: bool = False) -> dict[str, Any]:
+def case(mode: str, l2: bool, moves: int, predictive: bool = False,
+         overlap: float | None = None) -> dict[str, Any]:
     """One case on real kernels: its figures."""
-    report = run(parse(scenario(mode, moves)), quiet=True, l2_trigger=l2,
+    report = run(parse(scenario(mode, moves, overlap)), quiet=True, l2_trigger=l2,
                  predictive=predictive)
     probe = next(f for f in report.flows if f.name == "probe")
     stream = next(f for f in report.flows if f.name == "stream")
@@ -108,6 +116,7 @@ def case(mode: str, l2: bool, moves: int, predictive: bool = False) -> dict[str,
         "home_p50_ms": pct(home, 50) if home else None,
         "attach_to_first_p50_ms": pct(firsts, 50),
         "lost": probe.lost, "reordered": probe.reordered, "sent": probe.sent,
+        "duplicates": probe.duplicates,
         # Lost on the radio as it went (unannounced): sent into the old link.
         "radio_drops": sum(m.radio_drops for m in report.moves),
         "tcp_stall_max_ms": max((e.interruption_ms for e in stream.moves), default=None),
@@ -168,15 +177,17 @@ def main() -> None:
         for l2 in (False, True):
             results[f"{name}-{'l2' if l2 else 'reactive'}"] = case(mode, l2, moves)
         results[f"{name}-predictive"] = case(mode, True, moves, predictive=True)
+        results[f"{name}-mbb"] = case(mode, True, moves, overlap=OVERLAP)
     head = f"{'case':<18}{'p50':>8}{'p99':>8}{'max':>8}{'away':>7}{'home':>7}{'att>1st':>9}" \
-           f"{'lost':>6}{'radio':>6}{'reord':>6}{'tcp':>8}  phases p50 (ms after radio up)"
+           f"{'lost':>6}{'radio':>6}{'dup':>5}{'reord':>6}{'tcp':>8}" \
+           "  phases p50 (ms after radio up)"
     print(head)
     for name, r in results.items():
         phases = " ".join(f"{k} {v}" for k, v in r.get("phases_p50_ms", {}).items())
         print(f"{name:<18}{r['p50_ms']:>8}{r['p99_ms']:>8}{r['max_ms']:>8}"
               f"{r.get('away_p50_ms', '-')!s:>7}{r.get('home_p50_ms', '-')!s:>7}"
               f"{r.get('attach_to_first_p50_ms', '-')!s:>9}{r['lost']:>6}"
-              f"{r.get('radio_drops', '-')!s:>6}"
+              f"{r.get('radio_drops', '-')!s:>6}{r.get('duplicates', '-')!s:>5}"
               f"{r.get('reordered', '-')!s:>6}{r.get('tcp_stall_max_ms', '-')!s:>8}  {phases}")
     ratio = results["floor"]["p50_ms"] / results["4.1.2-reactive"]["p50_ms"]
     print(json.dumps({"bench": "handover", "moves": moves, "results": results,

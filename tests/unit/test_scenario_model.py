@@ -87,6 +87,41 @@ def _probe(sent: int, reordered: int) -> FlowResult:
                       reorder_late_ms=2.5)
 
 
+def test_a_make_before_break_move_ends_with_its_old_radio_leaving() -> None:
+    """``overlap``: the parser puts the move's ``leave`` where it falls,
+    after the other steps of its instant."""
+    text = BASE.replace("{at: 0.5, move: {mn: mn, to: ar2}}",
+                        "{at: 0.5, move: {mn: mn, to: ar2, overlap: 0.25}}\n"
+                        "  - {at: 0.75, close: {flows: [f]}}\n"
+                        "  - {at: 0.9, move: {mn: mn, to: ar1}}")
+    sc = parse(text, "t.yaml")
+    assert [(s.at, s.action) for s in sc.timeline] == [
+        (0.0, "attach"), (0.1, "flow"), (0.5, "move"), (0.75, "close"), (0.75, "leave"),
+        (0.9, "move")]
+    assert sc.timeline[2].args == {"mn": "mn", "to": "ar2", "overlap": 0.25}
+    assert sc.timeline[4].args == {"mn": "mn"}
+
+
+@pytest.mark.parametrize("overlap, message", [
+    ("0", "timeline[2].move.overlap': expected seconds, more than 0 and at most 10"),
+    ("11", "timeline[2].move.overlap': expected seconds, more than 0 and at most 10"),
+    ("0.5", "mn moves again at most 0.5 s after its move at 0.5: its old radio is still up"),
+])
+def test_a_wrong_overlap_is_an_error(overlap: str, message: str) -> None:
+    text = BASE.replace("{at: 0.5, move: {mn: mn, to: ar2}}",
+                        f"{{at: 0.5, move: {{mn: mn, to: ar2, overlap: {overlap}}}}}\n"
+                        "  - {at: 0.9, move: {mn: mn, to: ar1}}")
+    with pytest.raises(ScenarioError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse(text, "t.yaml")
+
+
+def test_a_host_based_mn_does_not_make_before_break() -> None:
+    text = BASE.replace("mn: {kind: mn}", "mn: {kind: mn, agent: {}}").replace(
+        "to: ar2}}", "to: ar2, overlap: 0.2}}")
+    with pytest.raises(ScenarioError, match="host-based MN's moves break before they make"):
+        parse(text, "t.yaml")
+
+
 def test_a_share_limit_is_taken_of_what_the_flow_sent() -> None:
     sc = parse(BASE.replace("{lost: 0, address: kept}", "{lost: 0, reordered: 0.1%}"), "t.yaml")
     assert sc.expect["f"]["reordered"] == Share(0.1)

@@ -259,6 +259,28 @@ def test_a_router_killed_as_it_holds_loses_what_it_held_not_the_session() -> Non
     assert run.final == {"ar1": ["ANCHOR 2001:db8:1:1::/64 on mn"]}
 
 
+def test_make_before_break_moves_switch_the_path_and_hold_nothing() -> None:
+    """mbb: the MN's new radio attaches while the old one still hears its
+    router.  Away from HNP1's anchor, AR1 never lost the MN's link: at AR2's
+    claim it moves HNP1 from its link to the tunnel, holding nothing.  Back
+    home, AR1 holds the direct path for what AR2 still had; AR2, whose link
+    the MN was still on, ends its new tunnel with its own end marker at
+    once (the marker AR1 sent down the old tunnel ended at AR2's link), so
+    the hold lifts without waiting out its grace period.  Nothing lost,
+    duplicated or reordered; the longest gap is a few inter-packet gaps."""
+    twin = Twin(find("mbb"))
+    run = twin.play()
+    assert [(m.old, m.new) for m in run.moves] == [(None, "ar1"), ("ar1", "ar2"),
+                                                   ("ar2", "ar1"), ("ar1", "ar2")]
+    probe = run.flows["probe"]
+    assert (probe.lost, probe.duplicates, probe.reordered) == (0, 0, 0)
+    assert probe.max_gap < 0.005  # (1/2000 s apart: nothing waited for a grace period)
+    assert twin.anchors["ar2"].stats.counters["end-marker-from-link"] == 1
+    assert twin.anchors["ar1"].stats.counters["settled-unmarked"] == 0
+    # AR2 held nothing when the MN went home: its link was still up.
+    assert twin.fab.routers["ar2"].counters().get("released", 0) == 0
+
+
 CUT_FLOW_LINK = """
 scenario: "cut-flow-link"
 title: "a cut that the flows cross"

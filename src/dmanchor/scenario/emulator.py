@@ -105,6 +105,9 @@ class _RadioBreak:
     """The MN side's rx_otherhost_dropped then."""
 
 
+MBB_TABLE = "dmanchor_mbb"
+"""The nft table (family bridge) in an MN's namespace during a
+make-before-break move's overlap: its old radio only listens."""
 RESOLICIT = 0.1
 """Seconds without an RA after which the runner solicits again.  Its RS
 stands in for the stack's first one; under load one was lost in the
@@ -149,6 +152,7 @@ class Emulation(EmulationChecks):
         self._netlinks: dict[str, Netlink] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
         self._down: set[tuple[str, str]] = set()  # access links taken down (router, mn)
+        self._kept: dict[str, str] = {}  # MN -> the router its old radio still hears (MBB)
         self._radio: dict[tuple[str, str], _RadioBreak] = {}  # (router, mn): open break
         self._t0 = time.monotonic()
         self.settle = SettleWatch(self._stale, lambda: time.monotonic() - self._t0)
@@ -341,7 +345,9 @@ class Emulation(EmulationChecks):
     def _do(self, step: Step) -> None:
         a = step.args
         if step.action in ("attach", "move"):
-            self._attach(a["mn"], a["to"])
+            self._attach(a["mn"], a["to"], a.get("overlap"))
+        elif step.action == "leave":
+            self._leave(a["mn"])
         elif step.action == "flow":
             self._start_flow(a["flow"])
         elif step.action == "close":
@@ -377,9 +383,10 @@ class Emulation(EmulationChecks):
         else:
             self._check(a)
 
-    def _attach(self, mn: str, to: str) -> None:
+    def _attach(self, mn: str, to: str, overlap: float | None = None) -> None:
         st = self.mns[mn]
         old = st.router
+        keep = overlap is not None and old is not None
         self.progress(f"{mn}: {'move ' + old + ' -> ' if old else 'attach at '}{to}")
         host_based = self.sc.nodes[mn].agent
         # Host-based (Fig 2a/2b): the network does nothing for the kept
@@ -406,7 +413,10 @@ class Emulation(EmulationChecks):
         # namespaces: spawning ``ip`` for each would put tens of ms of
         # emulator overhead into the handover being measured.
         t_left = None
-        if old is not None:
+        if keep:
+            assert old is not None
+            self._listen_only(mn, old)  # make-before-break: the old radio stays up
+        elif old is not None:
             # The MN leaves the old router: its L2 announces the link going
             # down (a disassociation; RFC 5184's Link Going Down), and the
             # node holds the MN's prefixes (FM:6-1); then the link goes.
@@ -461,6 +471,44 @@ class Emulation(EmulationChecks):
         self.progress(f"{mn}: its stack holds {', '.join(held)}")
         self.moves.append(MoveRecord(mn, old, to, t_attach, [str(p) for p in previous],
                                      [str(p) for p in fresh], addresses=held, left=t_left))
+
+    def _listen_only(self, mn: str, old: str) -> None:
+        """Make-before-break: the MN's old radio stays associated, and only
+        listens, while the new one attaches.  What the old router delivers
+        still arrives (the radio stays a port of the MN's bridge); the MN
+        sends on its new radio only - nft drops its frames to the old one
+        (else the old router would hear it still, and take a solicitation
+        there for a return); the bridge passes nothing from the old radio
+        on to the new one (no frame of one router's link reaches the
+        other's); and the old port does not teach it where the gateway is
+        (every router shows the same MAC)."""
+        port = f"r-{old}"
+        self.lab.run(mn, "nft", (
+            f"add table bridge {MBB_TABLE}; "
+            f"add chain bridge {MBB_TABLE} out {{ type filter hook postrouting priority 0; }}; "
+            f"add rule bridge {MBB_TABLE} out oifname {port} drop; "
+            f"add chain bridge {MBB_TABLE} onward {{ type filter hook forward priority 0; }}; "
+            f"add rule bridge {MBB_TABLE} onward iifname {port} drop"))
+        self.lab.run(mn, "bridge", "link", "set", "dev", port, "learning", "off")
+        self._kept[mn] = old
+
+    def _leave(self, mn: str) -> None:
+        """The end of a make-before-break move's overlap: the old radio goes
+        (its L2 announces it first, as any departure; the router should
+        have nothing left to hold for the MN)."""
+        old = self._kept.pop(mn)
+        self.progress(f"{mn}: its radio on {old} goes (make-before-break)")
+        if self.l2_trigger:
+            command(self._sock(old), {"cmd": "link_going_down", "link": mn})
+        move = max(i for i, m in enumerate(self.moves) if m.mn == mn)
+        self._radio[(old, mn)] = _RadioBreak(
+            move, self._nl(old).link_tx_dropped(self._index(old, mn)),
+            self._nl(mn).link_rx_otherhost_dropped(self._index(mn, f"r-{old}")))
+        self._nl(old).set_link(self._index(old, mn), up=False)
+        self._down.add((old, mn))
+        # (Out of the bridge, the port's flags go with it: a port is made anew.)
+        self._nl(mn).set_master(self._index(mn, f"r-{old}"), 0)
+        self.lab.run(mn, "nft", f"delete table bridge {MBB_TABLE}")
 
     def _wait_running(self, node: str, link: str) -> None:
         """Wait for a link set up to carry traffic (its carrier comes up

@@ -126,8 +126,10 @@ class Step:
 
     at: float
     action: str
-    """``attach``, ``move``, ``flow``, ``close``, ``kill``, ``restart``, ``cut``,
-    ``attack`` (a host sends one forged message: :mod:`.attacks`) or
+    """``attach``, ``move`` (with ``overlap``: make-before-break - the MN's
+    new radio attaches while its old one stays up that many seconds more,
+    then goes: a ``leave`` step, added by the parser), ``flow``, ``close``,
+    ``kill``, ``restart``, ``cut``, ``attack`` (a host sends one forged message: :mod:`.attacks`) or
     ``check`` (``route``: ``node`` forwards ``flow``'s address towards node
     ``towards``, or with ``uplink: true`` what the MN sends from that address
     (a reverse tunnel); ``reverted``: within the scenario's timeout no router nor
@@ -169,6 +171,8 @@ class Scenario:
         return [n.name for n in self.nodes.values() if n.kind == kind]
 
 
+MAX_OVERLAP = 10.0
+"""Seconds a make-before-break move keeps the old radio at most."""
 ACTIONS = ("attach", "move", "flow", "close", "kill", "restart", "cut", "heal", "loss",
            "attack", "check")
 CHECKS = ("route", "reverted", "counter", "messages", "metrics", "converged", "lease")
@@ -312,7 +316,8 @@ def _links(doc: Doc, top: Table, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec, 
 def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
               flows: dict[str, FlowSpec]) -> tuple[Step, ...]:
     raw = top.get("timeline", as_list, required=True)
-    steps = []
+    steps: list[Step] = []
+    leaving: list[tuple[Step, float]] = []  # make-before-break: each old radio's end
     last = 0.0
     for i, item in enumerate(raw):
         f = Table(doc, ("timeline", i), item)
@@ -334,7 +339,18 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
                 raise doc.error(("timeline", i, action, "mn"), f"{mn!r} is not an MN node")
             if nodes.get(to) is None or nodes[to].anchor is None:
                 raise doc.error(("timeline", i, action, "to"), f"{to!r} is not an anchor node")
-            steps.append(Step(at, action, {"mn": mn, "to": to}, line))
+            overlap = args.opt("overlap", as_num) if action == "move" else None
+            if overlap is not None and not 0 < overlap <= MAX_OVERLAP:
+                raise doc.error(("timeline", i, action, "overlap"),
+                                f"expected seconds, more than 0 and at most {MAX_OVERLAP}")
+            if overlap is not None and nodes[mn].agent:
+                raise doc.error(("timeline", i, action, "overlap"),
+                                "a host-based MN's moves break before they make")
+            moved: dict[str, Any] = {"mn": mn, "to": to}
+            if overlap is not None:
+                moved["overlap"] = overlap
+                leaving.append((Step(at + overlap, "leave", {"mn": mn}, line), at))
+            steps.append(Step(at, action, moved, line))
         elif action == "flow":
             name = args.get("name", as_str, required=True)
             if name in flows:
@@ -418,7 +434,20 @@ def _timeline(doc: Doc, top: Table, nodes: dict[str, NodeSpec],
             c.finish()
             steps.append(Step(at, action, chk, line))
         args.finish()
-    return tuple(steps)
+    return _with_leaves(doc, steps, leaving)
+
+
+def _with_leaves(doc: Doc, steps: list[Step], leaving: list[tuple[Step, float]]
+                 ) -> tuple[Step, ...]:
+    """The timeline with each overlapping move's ``leave`` (and the instant
+    of its move) in its place, after the other steps of its instant."""
+    for leave, made in leaving:
+        mn = leave.args["mn"]
+        if any(s.action in ("attach", "move") and s.args["mn"] == mn
+               and made < s.at <= leave.at for s in steps):
+            raise doc.error(("timeline",), f"{mn} moves again at most {leave.at - made} s "
+                            f"after its move at {made}: its old radio is still up then")
+    return tuple(sorted([*steps, *(leave for leave, _ in leaving)], key=lambda s: s.at))
 
 
 def _expect(doc: Doc, top: Table, flows: dict[str, FlowSpec]) -> dict[str, dict[str, Any]]:

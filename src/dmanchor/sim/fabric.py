@@ -93,6 +93,7 @@ class _Host:
     addresses: set[int]
     gateway: str
     attached: tuple[str, str] | None = None  # (router, access link)
+    listening: set[tuple[str, str]] = field(default_factory=set)  # old radios still up (MBB)
     received: list[Delivery] = field(default_factory=list)
     sids: set[int] = field(default_factory=set)  # host-based tunnel endpoints
 
@@ -147,18 +148,33 @@ class Fabric:
         self.hosts[name] = _Host(name, set(), "")
         self.adjacent[name] = {}
 
-    def attach(self, host: str, router: str, link: str) -> None:
-        """The MN comes up on ``router``'s access link ``link``."""
-        self.detach(host)
-        self.hosts[host].attached = (router, link)
-        self._on_link[(router, link)] = self.hosts[host]
+    def attach(self, host: str, router: str, link: str, keep: bool = False) -> None:
+        """The MN comes up on ``router``'s access link ``link``; with
+        ``keep`` (make-before-break) its previous link stays up, receiving
+        only, until :meth:`drop_link`."""
+        h = self.hosts[host]
+        if keep and h.attached is not None:
+            h.listening.add(h.attached)
+        else:
+            self.detach(host)
+        h.attached = (router, link)
+        self._on_link[(router, link)] = h
+
+    def drop_link(self, host: str, router: str, link: str) -> None:
+        """A link the MN kept (:meth:`attach` with ``keep``) goes down."""
+        h = self.hosts[host]
+        h.listening.discard((router, link))
+        if h.attached != (router, link) and self._on_link.get((router, link)) is h:
+            del self._on_link[(router, link)]
 
     def detach(self, host: str) -> None:
-        """The MN's access link goes down."""
+        """The MN's access links go down."""
         h = self.hosts[host]
-        if h.attached is not None and self._on_link.get(h.attached) is h:
-            del self._on_link[h.attached]
+        for at in (h.attached, *h.listening):
+            if at is not None and self._on_link.get(at) is h:
+                del self._on_link[at]
         h.attached = None
+        h.listening.clear()
 
     def attachment(self, host: str) -> tuple[str, str] | None:
         """(router, link) the host is on, or None."""
@@ -268,7 +284,7 @@ class Fabric:
                               partial(self._arrive_access, h, router, link, p))
 
     def _arrive_access(self, h: _Host, router: str, link: str, p: Packet) -> None:
-        if h.attached != (router, link):
+        if h.attached != (router, link) and (router, link) not in h.listening:
             self._drop(router, p, "host-left-link")  # in flight while the MN moved
             return
         self._arrive(h.name, p, link)

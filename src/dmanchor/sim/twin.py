@@ -199,6 +199,7 @@ class _Mn:
     port: int = 0  # its agent's
     at: Addr | None = None  # where its agent signals from: its newest address
     sid: int | None = None  # its care-of SID
+    kept: str | None = None  # the router its old radio still hears (make-before-break)
 
 
 @dataclass(slots=True)
@@ -429,9 +430,15 @@ class Twin:
         fn(self.anchors[router], self.net.now)
         self.net.poll(self._addr_of[router])
 
-    def _attach(self, mn: str, to: str) -> None:
+    def _attach(self, mn: str, to: str, overlap: float | None = None) -> None:
         st = self.mns[mn]
         old = st.router
+        if overlap is not None and old is not None:
+            # Make-before-break: the new radio comes up while the old one
+            # stays, listening only, until the move's leave.
+            st.kept = old
+            self._arrive(st, to, old, keep=True)
+            return
         if old is not None:
             st.left = self.net.now
             self.fab.detach(mn)
@@ -443,15 +450,23 @@ class Twin:
         self.net.call_later(RADIO_GAP if old is not None else 0.0,
                             lambda: self._arrive(st, to, old))
 
-    def _arrive(self, st: _Mn, to: str, old: str | None) -> None:
+    def _arrive(self, st: _Mn, to: str, old: str | None, keep: bool = False) -> None:
         st.router = to
-        self.fab.attach(st.name, to, st.name)
+        self.fab.attach(st.name, to, st.name, keep=keep)
         self.run.moves.append(Move(st.name, old, to, self.net.now,
-                                   None if old is None else st.left))
+                                   None if old is None or keep else st.left))
         if to not in self._listens:
             return  # its agent is down: no RA (the restarted one finds the MN)
         given = self._advertised(st, to)
         self._input(to, lambda a, now: a.heard(st.mac, st.name, (given,), (), True, now))
+
+    def _leave(self, mn: str) -> None:
+        """A make-before-break move's old radio goes (its overlap is over)."""
+        st = self.mns[mn]
+        old, st.kept = st.kept, None
+        if old is not None:
+            self.fab.drop_link(mn, old, mn)
+            self._input(old, lambda a, now: a.detach(st.mac, now))
 
     def _advertised(self, st: _Mn, to: str) -> Prefix:
         """Router ``to`` advertised the MN its /64: the MN's stack takes an
@@ -640,10 +655,12 @@ class Twin:
             at = max(t0 + step.at, done.get(step.at, 0.0))
             a = step.args
             if step.action in ("attach", "move"):
-                self.net.call_at(at, partial(self._attach, a["mn"], a["to"]))
-                gap = RADIO_GAP if where.get(a["mn"]) else 0.0
+                self.net.call_at(at, partial(self._attach, a["mn"], a["to"], a.get("overlap")))
+                gap = RADIO_GAP if where.get(a["mn"]) and "overlap" not in a else 0.0
                 where[a["mn"]] = True
                 done[step.at] = at + gap + 2 * LINK_DELAY
+            elif step.action == "leave":
+                self.net.call_at(at, partial(self._leave, a["mn"]))
             elif step.action == "flow":
                 self.net.call_at(at, partial(self._start_flow, a["flow"]))
                 end = max(end, at + self.sc.flows[a["flow"]].duration)
