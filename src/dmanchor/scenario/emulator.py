@@ -11,7 +11,9 @@ them and one ``dmanchor node`` process per node, then plays the timeline:
   soliciting with a plain RS, as a stock host does: the router attaches it,
   advertises (RA) and asks the LMs which prefixes the MN used elsewhere
   (LM:1-1 by MN), keeping those whose serving point reports flows needing
-  continuity on them;
+  continuity on them; a move with ``overlap`` makes before it breaks: the
+  new radio attaches while the old one stays up, listening only, until the
+  parser's ``leave`` step;
 * flows are a sequenced UDP probe and a checked TCP stream from a host;
 * faults kill or restart a node process, or cut a link.
 
