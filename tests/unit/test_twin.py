@@ -285,38 +285,25 @@ def test_make_before_break_moves_switch_the_path_and_hold_nothing() -> None:
     assert twin.fab.routers["ar2"].counters().get("released", 0) == 0
 
 
-CUT_FLOW_LINK = """
-scenario: "cut-flow-link"
-title: "a cut that the flows cross"
-nodes:
-  cn:  {kind: host}
-  r:   {controller: true, lms: true}
-  ar1: {anchor: {prefix: "2001:db8:1::/48"}}
-  ar2: {anchor: {prefix: "2001:db8:2::/48"}}
-  mn:  {kind: mn}
-links:
-  - {a: cn, b: r}
-  - {a: r, b: ar1}
-  - {a: r, b: ar2}
-  - {a: ar1, b: mn}
-  - {a: ar2, b: mn}
-timeline:
-  - {at: 0.0, attach: {mn: mn, to: ar1}}
-  - {at: 0.2, flow: {name: probe, kind: udp, from: cn, to: mn, rate: 100, duration: 1.0}}
-  - {at: 0.5, cut: {a: r, b: ar1}}
-"""
+def _cut_flow_link() -> str:
+    """fault-cut, cutting the link from the core to AR1 (which the flows
+    cross) instead of the controller's own."""
+    text = shipped()["fault-cut"].read_text()
+    assert "cut: {a: r, b: c}" in text
+    return text.replace("cut: {a: r, b: c}", "cut: {a: r, b: ar1}")
 
 
 def test_what_the_twin_does_not_model_is_refused_with_the_reason(tmp_path: Path) -> None:
     """Every shipped scenario runs; a cut of a link the flows may cross
     does not (the fabric would have to lose the packets there too)."""
     assert list(shipped()) == SUPPORTED
-    sc = parse(CUT_FLOW_LINK)
+    text = _cut_flow_link()
+    sc = parse(text)
     assert "may carry the flows" in (unsupported(sc) or "")
     with pytest.raises(Unsupported, match="r-ar1"):
         Twin(sc)
     path = tmp_path / "cut.yaml"
-    path.write_text(CUT_FLOW_LINK)
+    path.write_text(text)
     bad = subprocess.run([sys.executable, "-m", "dmanchor.cli", "sim", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "may carry the flows" in bad.stderr
