@@ -241,7 +241,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_twin(args: argparse.Namespace) -> int:
     from .scenario.fields import ScenarioError
     from .scenario.run import find
-    from .sim.twin import Twin, Unsupported, format_run, run_json
+    from .sim.runs import format_run, run_json
+    from .sim.twin import Twin, Unsupported
 
     try:
         run = Twin(find(args.scenario), seed=args.seed).play()

@@ -23,14 +23,8 @@ from dmanchor.scenario.model import Scenario
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.report import Report
 from dmanchor.scenario.run import find, run, shipped
-from dmanchor.sim.twin import (
-    Twin,
-    comparable,
-    end_state_only,
-    from_trace,
-    lasting,
-    unsupported,
-)
+from dmanchor.sim.runs import comparable, end_state_only, from_trace, lasting
+from dmanchor.sim.twin import Twin, unsupported
 
 NEEDS: dict[str, Callable[[], bool]] = {
          "4.2.1": KeaServer.available,

@@ -15,14 +15,8 @@ from dmanchor.fm.anchor_model import SETTLE_GRACE
 from dmanchor.scenario.model import parse
 from dmanchor.scenario.plan import make_plan
 from dmanchor.scenario.run import find, shipped
-from dmanchor.sim.twin import (
-    Twin,
-    Unsupported,
-    end_state_only,
-    handover_signalling,
-    lasting,
-    unsupported,
-)
+from dmanchor.sim.runs import end_state_only, handover_signalling, lasting
+from dmanchor.sim.twin import Twin, Unsupported, unsupported
 from dmanchor.wire.types import Prefix
 
 SUPPORTED = [n for n in shipped() if unsupported(find(n)) is None]
