@@ -158,3 +158,21 @@ def test_the_desired_fib_answers_one_prefix_without_a_walk() -> None:
     assert not fib.has(E(K.ANCHOR, HNP1, link="mn0")) and not fib.has(E(K.BUFFER, other))
     fib.apply([], [tunnel, E(K.BUFFER, HNP1)], 0.3)
     assert fib.entries_of(HNP1) == [] and not fib.has(tunnel)
+
+
+def test_a_marker_from_an_access_link_goes_only_while_the_link_has_its_carrier() -> None:
+    """``mark_end(..., served_on=link)``: the prefix was delivered on that
+    link until now; with its radio gone, what a standby hold caught must go
+    before any marker - none is sent, and that is counted."""
+    dp = MemoryDataPlane("x", [int(A("fc00::1:0"))])
+    sent: list[Packet] = []
+    dp.on_marker = lambda _old, p: sent.append(p)
+    tunnel = E(K.TUNNEL, HNP1, A("fc00::2:1"))
+    dp.apply([tunnel], [], 0.0)
+    up = {"mn0": True}
+    dp.link_up = up.__getitem__
+    assert dp.mark_end(tunnel, 0.0, "mn0") and len(sent) == 1
+    up["mn0"] = False
+    assert not dp.mark_end(tunnel, 0.0, "mn0") and len(sent) == 1
+    assert dp.counters()["end-marker-link-down"] == 1
+    assert dp.mark_end(tunnel, 0.0) and len(sent) == 2  # (no link named: as before)

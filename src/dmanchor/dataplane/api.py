@@ -93,10 +93,17 @@ class DataPlane(Protocol):
     def held(self, prefix: Prefix) -> bool:
         """Whether ``prefix`` is among :meth:`holds` (without building the set)."""
 
-    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+    def mark_end(self, tunnel: ForwardingEntry, now: float, served_on: str | None = None) -> bool:
         """Send an end marker down ``tunnel`` (a TUNNEL entry in force): no
         more of its prefix will take it (the routing upstream has moved
-        away from this router).  False if that tunnel is not in force."""
+        away from this router).  False if that tunnel is not in force.
+
+        ``served_on``: the prefix was delivered on that access link until
+        now, its MN still there (a make-before-break move): what took the
+        old path has reached the MN, so the marker may go at once - but
+        only while the link has its carrier.  One that lost it may have
+        diverted packets to its standby hold, which must go first: then
+        none is sent (False)."""
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         """Start charging a flow here (counting from zero).

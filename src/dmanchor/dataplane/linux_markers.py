@@ -54,6 +54,7 @@ class EndMarkers:
 
     if TYPE_CHECKING:
         def _nhid_of(self, hop: IPv6Address) -> int | None: ...
+        def _ifindex(self, name: str) -> int: ...
 
     def _marker_paths(self, add: Sequence[ForwardingEntry],
                       delete: Sequence[ForwardingEntry] = ()) -> list[tuple[Prefix, KernelRoute]]:
@@ -134,9 +135,24 @@ class EndMarkers:
             self._counters["end-marker-failed"] += 1
             raise DataPlaneError(f"end marker for {prefix}: {exc}") from exc
 
-    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+    def _carrier(self, link: str) -> bool:
+        """Whether access ``link`` is up with its carrier now (its flags, not
+        its operational state, which the kernel's link watch updates up to
+        a second late under load); a link gone or unreadable counts as
+        down: no marker is the safe answer."""
+        try:
+            return self.nl.link_carrier(self._ifindex(link))
+        except (DataPlaneError, OSError):  # (NetlinkError is an OSError)
+            return False
+
+    def mark_end(self, tunnel: ForwardingEntry, now: float, served_on: str | None = None) -> bool:
         if tunnel.kind is not EntryKind.TUNNEL or tunnel.flow is not None \
                 or tunnel.next_hop is None:
+            return False
+        if served_on is not None and not self._carrier(served_on):
+            # Its radio went: the standby hold may have caught what the
+            # marker must not overtake.
+            self._counters["end-marker-link-down"] += 1
             return False
         if tunnel.prefix in self._lifting:
             # Its held packets are still draining down that tunnel: the

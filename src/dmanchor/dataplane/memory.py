@@ -106,6 +106,9 @@ class MemoryDataPlane:
         """Where released buffered packets go (the fabric re-forwards them)."""
         self.released: list[Packet] = []
         """Released packets when no :attr:`on_release` is set."""
+        self.link_up: Callable[[str], bool] | None = None
+        """Whether an access link has its carrier (a host on it): the
+        fabric's answer; None, always."""
         self.on_marker: Callable[[Decision, Packet], None] | None = None
         """Sends an end marker down the path a prefix just left."""
 
@@ -262,9 +265,12 @@ class MemoryDataPlane:
     def held(self, prefix: Prefix) -> bool:
         return prefix in self._buffers
 
-    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
+    def mark_end(self, tunnel: ForwardingEntry, now: float, served_on: str | None = None) -> bool:
         if not self._has(tunnel) or tunnel.kind is not EntryKind.TUNNEL \
                 or self.on_marker is None:
+            return False
+        if served_on is not None and self.link_up is not None and not self.link_up(served_on):
+            self._counters["end-marker-link-down"] += 1
             return False
         path = self._path_of(tunnel.prefix.network)
         if path is None:

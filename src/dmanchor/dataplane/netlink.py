@@ -562,6 +562,17 @@ class Netlink:
         state = _parse_attrs(msg, 16, len(msg)).get(16) if msg is not None else None
         return state is not None and state[:1] == b"\x06"  # IF_OPER_UP
 
+    def link_carrier(self, index: int) -> bool:
+        """Whether a link is up and has its carrier now (IFF_UP and
+        IFF_LOWER_UP of its flags, which change as the link does - its
+        operational state, :meth:`link_running`, follows later, by the
+        kernel's rate-limited link watch)."""
+        msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))
+        if msg is None or len(msg) < 16:
+            return False
+        flags = struct.unpack_from("=I", msg, 8)[0]
+        return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+
     def _link_stat(self, index: int, field: int) -> int:
         """Field ``field`` (counted in u64s) of a link's rtnl_link_stats64."""
         msg = self._get(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0))

@@ -263,6 +263,9 @@ class AnchorHandover:
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
+        on_link = None if self.dp.held(prefix) else next(
+            (st.link for st in self.attached.values()
+             if prefix in st.own or prefix in st.visiting), None)
         # The prefix is served at the new point: if its MN still counts as
         # attached here (no link event told us), it is not any more.
         self._departed(prefix, now, hold=False)
@@ -279,6 +282,8 @@ class AnchorHandover:
         # them from packets of the new direct path.
         self._replace(prefix, [ForwardingEntry(EntryKind.TUNNEL, prefix, msg.dpa_address)], now)
         self.stats.flushed += held
+        if on_link is not None and msg.dpa_address != dpa_of(msg.dpa_address):
+            self._marked_from_link(prefix, msg.dpa_address, on_link, now)
         own = any(o.covers(prefix) for o in self.s.prefixes)
         # Who speaks: the controller's key when signed (an address can be
         # borrowed); its address only on an insecure deployment.
@@ -335,6 +340,20 @@ class AnchorHandover:
             self.set_timer(Cleanup(prefix, msg.dpa_address), now + 2 * self.s.hold_timeout)
         self.endpoint.reply(ev, m.BufferReadyAck(prefix, held), now)
         self.set_timer(HandFlows(prefix, msg.dpa_address), now)  # FM:2, once this answer went
+
+    def _marked_from_link(self, prefix: Prefix, flush: IPv6Address, link: str,
+                          now: float) -> None:
+        """Make-before-break: the MN is still on our ``link`` (its old radio
+        up) while the point it went to draws ``prefix`` to its flush SID,
+        holding the direct path there.  What came through us went to the MN
+        directly, and the end marker of the tunnel that brought it ended at
+        our link; nothing follows on the way to us (the claim came behind
+        it).  Our own marker, down the new tunnel, lifts that hold now - not
+        a grace period later.  The data plane sends it only while the link
+        has its carrier: one whose radio went unannounced (its link event
+        not here yet) had its standby hold catch what must go first."""
+        if self.dp.mark_end(ForwardingEntry(EntryKind.TUNNEL, prefix, flush), now, link):
+            self.stats.counters["end-marker-from-link"] += 1
 
     def _ready_refusal(self, ev: MessageReceived, msg: m.BufferReady) -> str | None:
         """Whether a signed FM:6-2 names a prefix and a target its sender may.

@@ -93,8 +93,8 @@ class DesiredFib:
     def buffered(self, prefix: Prefix) -> int:
         return self.dataplane.buffered(prefix)
 
-    def mark_end(self, tunnel: ForwardingEntry, now: float) -> bool:
-        return self.dataplane.mark_end(tunnel, now)
+    def mark_end(self, tunnel: ForwardingEntry, now: float, served_on: str | None = None) -> bool:
+        return self.dataplane.mark_end(tunnel, now, served_on)
 
     def track(self, flow: FlowFilter, link: str | None = None) -> None:
         self.dataplane.track(flow, link)

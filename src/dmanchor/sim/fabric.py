@@ -122,6 +122,7 @@ class Fabric:
             dp = MemoryDataPlane(r.name, addrs)
             dp.on_release = partial(self._released, r.name)
             dp.on_marker = partial(self._marker, r.name)
+            dp.link_up = partial(self._link_up, r.name)
             dp.apply(r.entries, (), clock.now)
             self.routers[r.name] = dp
             for a in addrs:
@@ -211,6 +212,9 @@ class Fabric:
             self._drop(host, packet, "host-detached")
 
     # -- Forwarding --------------------------------------------------------------------
+
+    def _link_up(self, router: str, link: str) -> bool:
+        return (router, link) in self._on_link
 
     def _released(self, name: str, p: Packet) -> None:
         # Released packets were already through this router's lookup once.
