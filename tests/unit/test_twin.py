@@ -252,6 +252,10 @@ def test_a_router_killed_as_it_holds_loses_what_it_held_not_the_session() -> Non
     assert twin.fab.routers["ar2"].counters().get("hold-lost", 0) > 0
     assert run.flows["probe"].delivered > 0.98 * run.flows["probe"].sent
     assert run.final == {"ar1": ["ANCHOR 2001:db8:1:1::/64 on mn"]}
+    # Killed as a move begins: how far it got is timing - compared with the
+    # kernels by the end state (killed mid-visit, fault-visit: move by move).
+    assert "timing" in (end_state_only(find("fault-moves")) or "")
+    assert end_state_only(find("fault-visit")) is None
 
 
 def test_make_before_break_moves_switch_the_path_and_hold_nothing() -> None:
