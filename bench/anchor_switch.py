@@ -7,8 +7,11 @@ move by move:
 
 * **controller**: the new anchor's agent (ar2, switch mode) takes HNP_k as
   a visiting prefix -> LM:1-4 to the LMs -> LM:1-3 to the central FM-CP ->
-  FM:5-1 to the four routers' FM-DPs -> kernel route.  Signalling over
-  loopback UDP, the FIB programmed over netlink in each router namespace.
+  FM:5-1 to the four routers' FM-DPs -> kernel route.  Each FM-DP is a
+  ``dmanchor node`` process of its own in its router's namespace, as on
+  real routers; the control side (LMs, FM-CP, the two anchors' agents)
+  shares this process in a namespace ``cp`` with a management link to
+  every router.
 * **bgp**: ar2's dmanchor BGP speaker announces HNP_k -> BIRD r4 -> r3 ->
   r2 -> r1, each exporting to its kernel.
 
@@ -22,24 +25,26 @@ p50 (above 1: the controller is faster).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from ipaddress import IPv6Address as A
 from pathlib import Path
 
-from dmanchor.dataplane.linux import LinuxDataPlane
 from dmanchor.dataplane.memory import MemoryDataPlane
 from dmanchor.dataplane.netlink import RouteMonitor
 from dmanchor.emulation.bgplab import BgpChain
-from dmanchor.emulation.lab import Lab, can_run
+from dmanchor.emulation.lab import Lab, Veth, can_run, stop_process
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import AnchorSettings, Mode
 from dmanchor.fm.controller import ControllerCore, ControllerSettings, RouterControl
-from dmanchor.fm.fmdp import FmDpCore, FmDpSettings
 from dmanchor.lm.lms import LmsCore, LmsSettings
 from dmanchor.runtime.aio import UdpDriver
 from dmanchor.wire import messages as m
@@ -47,6 +52,62 @@ from dmanchor.wire.types import Prefix
 
 MOVES = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 50
 DPA1, DPA2 = A("fc00::1:0"), A("fc00::2:0")
+BASE = 25400
+"""The control side's ports: LMs, FM-CP, then the anchors' agents (+20 + n)."""
+FMDP_PORT = 5400
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """Run this thread in network namespace ``netns`` (sockets made inside
+    stay there), then return it to where it was."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"entering {netns}")
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "returning to the first namespace")
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def mgmt(i: int, end: int) -> str:
+    """The management link's address at router ``i`` (end 2) or the cp (end 1)."""
+    return f"fd10:{i:x}::{end}"
+
+
+def start_fmdps(lab: Lab, routers: list[str], workdir: Path) -> list[subprocess.Popen[bytes]]:
+    """One ``dmanchor node`` hosting an FM-DP per router, in its namespace."""
+    procs: list[subprocess.Popen[bytes]] = []
+    for i, r in enumerate(routers, start=1):
+        cfg = workdir / f"fmdp-{r}.toml"
+        cfg.write_text(f"""[node]
+id = "{r}"
+log_level = "warning"
+[fmdp]
+listen = "[{mgmt(i, 2)}]:{FMDP_PORT}"
+control = "[{mgmt(i, 1)}]:{BASE + 1}"
+status_interval = 1.0
+[security]
+insecure = true
+""")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.ns(r), sys.executable, "-m", "dmanchor.cli", "node",
+             "--config", str(cfg)], stdout=subprocess.PIPE)
+        procs.append(proc)
+        assert proc.stdout is not None
+        while (line := proc.stdout.readline()) and line.strip() != b"ready":
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the FM-DP of {r} did not start")
+    return procs
 
 
 def watch_main(namespaces: list[str]) -> None:
@@ -121,30 +182,27 @@ class Watch:
 
 
 async def run(lab: Lab, chain: BgpChain) -> dict[str, object]:
+    """The moves, with this thread in the ``cp`` namespace."""
     routers = chain.routers
     drivers: list[UdpDriver] = []
 
-    async def serve(core: object, port: int) -> tuple[str, int]:
+    async def serve(core: object, host: str, port: int) -> tuple[str, int]:
         d = UdpDriver(core)  # type: ignore[arg-type]
         drivers.append(d)
-        return await d.start("::1", port)
+        return await d.start(host, port)
 
-    base = 25400
-    lms = await serve(LmsCore(LmsSettings("lms")), base)
+    base = BASE
+    lms = await serve(LmsCore(LmsSettings("lms")), "::1", base)
     ctrl_addr = ("::1", base + 1)
     rcs = []
     for i, r in enumerate(routers, start=1):
-        rcs.append(RouterControl(r, ("::1", base + 10 + i),
+        rcs.append(RouterControl(r, (mgmt(i, 2), FMDP_PORT),
                                  {DPA1: A(f"fd00:{i:x}::1"), DPA2: A(f"fd00:{i + 1:x}::2")}))
     # Both anchors' agents share ::1, so each has its own port; the
     # controller talks only to the home anchor (ar1), at anchor_port.
     ctrl = ControllerCore(ControllerSettings(lms=lms, watch=(Prefix.parse("2001:db8::/32"),),
                                              routers=tuple(rcs), anchor_port=base + 21))
-    await serve(ctrl, ctrl_addr[1])
-    for rc in rcs:
-        dp = LinuxDataPlane(lab.ns(rc.name))
-        await serve(FmDpCore(FmDpSettings(rc.name, ctrl_addr, status_interval=1.0), dp),
-                     rc.address[1])
+    await serve(ctrl, "::", ctrl_addr[1])  # the FM-DPs report over their management links
     agents = {}
     for n, dpa in ((1, DPA1), (2, DPA2)):
         agent = AnchorAgentCore(AnchorSettings(
@@ -152,8 +210,14 @@ async def run(lab: Lab, chain: BgpChain) -> dict[str, object]:
             controller=ctrl_addr, lms=lms, mode=Mode.SWITCH, lifetime=3600, port=base + 20 + n,
             agents={DPA1: ("::1", base + 21), DPA2: ("::1", base + 22)}), MemoryDataPlane(f"ar{n}"))
         agents[n] = agent
-        await serve(agent, base + 20 + n)
+        await serve(agent, "::1", base + 20 + n)
     await asyncio.sleep(0.3)  # registrations and the LM:1-3 subscription
+    for _ in range(100):  # every FM-DP heard (FM:5-2): a move waits for all of them
+        if all(r in ctrl.status for r in routers):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError(f"FM-DPs not heard: {set(routers) - set(ctrl.status)}")
 
     speaker = chain.speaker("ar2")
     speaker.change([], [chain.anchors["ar2"].owned])
@@ -218,11 +282,25 @@ def main() -> None:
         print(f"anchor_switch: {why}", file=sys.stderr)
         sys.exit(2)
     lab = Lab()
-    chain = BgpChain(lab, Path(tempfile.mkdtemp(prefix="dmanchor-bgp-")), routers=4)
+    workdir = Path(tempfile.mkdtemp(prefix="dmanchor-bgp-"))
+    chain = BgpChain(lab, workdir, routers=4)
+    fmdps: list[subprocess.Popen[bytes]] = []
     try:
         chain.build()
-        figures = asyncio.run(run(lab, chain))
+        lab.node("cp", forwarding=False)
+        links = [Veth("cp", f"m{i}", f"{mgmt(i, 1)}/64", r, "mgmt", f"{mgmt(i, 2)}/64")
+                 for i, r in enumerate(chain.routers, start=1)]
+        for link in links:
+            lab.veth(link)
+        for link in links:
+            lab.wait_up(link.a, link.a_if)
+            lab.wait_up(link.b, link.b_if)
+        fmdps = start_fmdps(lab, chain.routers, workdir)
+        with inside(lab.ns("cp")):
+            figures = asyncio.run(run(lab, chain))
     finally:
+        for proc in fmdps:
+            stop_process(proc)
         chain.stop()
         left = lab.cleanup()
         if left:
