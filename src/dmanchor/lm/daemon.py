@@ -281,7 +281,7 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
         if isinstance(core, LmsCore):
             log_events(core)
 
-    driver = UdpDriver(core, on_pump=report)
+    driver = UdpDriver(core, on_pump=report, batch=True)
     host, port = await driver.start(*cfg.listen)
     watch = (StoreWatch(core, store, driver.pump).start()
              if isinstance(core, LmsCore) and isinstance(store, EtcdStore) else None)
