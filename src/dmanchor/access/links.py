@@ -193,12 +193,16 @@ class AccessLinks:
         except PoolExhausted as exc:
             log.error("MN %s on %s not attached: %s", mn, link, exc)
             return
-        what = self.agent.heard(mn, link, given, named, solicited, clock.now())
+        now = clock.now()
+        if self.agent.ask_ahead(mn, link, now):
+            self.pump()  # LM:1-1 out before the arrival's own work: the move waits on it
+        what = self.agent.heard(mn, link, given, named, solicited, now)
+        # (Before the log line: one costs ~0.15 ms on a 2-vCPU host.)
+        self.pump()
         if what in (Heard.ARRIVED, Heard.NAMED_MORE):
             log.info("MN %s %s on %s (%s): given %s, named %s", mn, what.value, link, how,
                      [str(p) for p in given], [str(p) for p in named],
                      extra={"mn": mn, "prefix": [*given, *named], "label": "LM:1-1"})
-        self.pump()
 
     def _stale(self, link: str) -> bool:
         """Whether a frame heard on ``link`` now is an echo of an MN that left.
