@@ -460,43 +460,6 @@ def test_what_a_router_hears_on_its_access_link() -> None:
     assert HNP1 not in a.visiting
 
 
-def test_an_arrival_asked_about_ahead_is_asked_about_once_and_first() -> None:
-    """As the node drives an arrival: ask_ahead (the LM:1-1 leaves at once),
-    then heard a moment later - the arrival's own work (HNP2 anchored,
-    LM:1-4) after it.  One MN_QUERY, sent ahead of that work; the session
-    on HNP1 moves as in Fig 5; a host already on the link is not asked
-    about again."""
-    w = world("tunnel")
-    trace = Trace(w.net)
-    cont = downlink("cont", IP1, 0.1, 1.2)
-    start_flow(w.fab, cont)
-    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
-    w.net.call_at(0.5, lambda: w.fab.detach("mn"))
-    w.at(0.5, 1, lambda a, now: a.detach("mn", now))
-
-    def up() -> None:
-        w.fab.attach("mn", "ar2", "mn2")
-        w.fab.add_address("mn", HNP2.network + 0x10)
-    w.net.call_at(0.52, up)
-    asked: list[bool] = []
-    w.at(0.52, 2, lambda a, now: asked.append(a.ask_ahead("mn", "mn2", now)))
-    w.at(0.5201, 2, lambda a, now: asked.append(
-        a.heard("mn", "mn2", [HNP2], [], True, now) is Heard.ARRIVED))
-    w.at(0.6, 2, lambda a, now: asked.append(a.ask_ahead("mn", "mn2", now)))
-    w.net.run(until=2.0)
-    assert asked == [True, True, False]
-    query, update, _, _ = trace.assert_order([
-        ("ar2", "lms", "MN_QUERY"),
-        ("ar2", "lms", "LOCATION_UPDATE", about(HNP2)),
-        ("lms", "ar2", "MN_REPLY"),
-        ("ar2", "ar1", "BUFFER_READY"),
-    ], since=0.5)
-    assert query.t < update.t  # out before the arrival's own work
-    assert trace.count("MN_QUERY", since=0.5) == 1
-    assert_lossless(report(w.fab, cont))
-    assert HNP1 in w.ar[2].visiting
-
-
 def test_a_prefix_anchor_is_asked_for_once_over_a_ping_pong() -> None:
     """AR1 -> AR2 -> AR1 -> AR2 (tunnel mode): AR2 asks the controller which
     anchor holds HNP1 (FM:4-3) at the first visit only; at the second it

@@ -109,21 +109,6 @@ def test_the_target_claims_at_the_arrival_without_waiting_for_the_lms() -> None:
     assert w.ar[2].attached["mn"].visiting == (HNP1,)
 
 
-def test_an_announced_mn_is_not_asked_about_ahead_of_its_arrival() -> None:
-    """The access links ask the agent ahead of an arrival (``ask_ahead``);
-    an MN a HI announced is not asked about then - its move does not wait
-    on the LMs - but on arrival, as above, once."""
-    w, trace, flow = with_flow()
-    announced_move(w, 0.5, 0.02)
-    asked: list[bool] = []
-    w.at(0.519, 2, lambda a, now: asked.append(a.ask_ahead("mn", "mn2", now)))
-    w.net.run(until=2.0)
-    assert asked == [False]
-    assert trace.count("MN_QUERY", since=0.5) == 1
-    assert w.ar[2].stats.counters["hi-used"] == 1
-    assert_lossless(report(w.fab, flow))
-
-
 def test_a_hi_that_comes_after_its_mn_still_goes_ahead_of_the_lms() -> None:
     w, trace, flow = with_flow()
     announced_move(w, 0.5, 0.02, hint_after=0.0)

@@ -164,7 +164,6 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         self._seen_transfers: dict[tuple[str, int], None] = {}
         self._resends: dict[int, int] = {}  # FM:2 sent again -> tries so far
         self._mn_queries: dict[int, Requery] = {}  # LM:1-1 by MN -> whom, where, tries
-        self._asked_ahead: dict[str, str] = {}  # MN -> link (ask_ahead, then heard)
         self.lm = PoolRequests(self.endpoint, (settings.lms, *settings.lms_pool)) \
             if settings.lms is not None else None
         """LM:1 requests, over the LMs pool (None: no LMs configured)."""
@@ -200,7 +199,6 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         prefixes of its AR's network: the AR anchors them and tunnels them
         down, so to the switch they are kept prefixes, like named ones.
         """
-        asked = self._asked_ahead.pop(mn, None) == link
         st = self.attached.get(mn)
         here = st is not None and st.link == link
         fw = self.s.parent is not None
@@ -210,7 +208,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if fw and not here:
             kept += [p for p in given if p not in kept]
         if not here:
-            self.arrive(mn, link, () if fw else own, kept, now, asked=asked)
+            self.arrive(mn, link, () if fw else own, kept, now)
             what = Heard.ARRIVED
         elif kept:
             self.attach(mn, link, (), {p: () for p in kept}, now)
@@ -223,7 +221,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         return what
 
     def arrive(self, mn: str, link: str, own: Sequence[Prefix], hinted: Sequence[Prefix],
-               now: float, *, asked: bool = False) -> None:
+               now: float) -> None:
         """An MN solicited on ``link`` (its first RS here): anchor ``own``.
 
         Which prefixes it used elsewhere comes from the LMs (LM:1-1 by MN:
@@ -235,15 +233,20 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         claimed only if the binding agrees the MN is theirs (SM).  A HI
         from the router it left (:mod:`.anchor_predict`) said what the LMs
         will: its prefixes are claimed at once, not on that answer.
-        ``asked``: the LMs was asked already (:meth:`ask_ahead`).
         """
-        if self.lm is not None and not asked:
+        if self.lm is not None:
             # Asked first: the move waits on its answer, and the LMs serves
             # requests in order (the new prefix's binding and subscription
             # below would go ahead of it).
             self._mn_queries[self.lm.request(m.MnQuery(mn), now)] = Requery(mn, link, 0)
         self.attach(mn, link, own, {p: [] for p in hinted}, now)
         self._expected_here(mn, link, now)  # announced by its previous router
+
+    def _on_requery(self, ask: Requery, now: float) -> None:
+        st = self.attached.get(ask.mn)
+        if self.lm is None or st is None or st.link != ask.link:
+            return  # (gone again: nothing to keep here)
+        self._mn_queries[self.lm.request(m.MnQuery(ask.mn), now)] = ask
 
     def _on_mn_reply(self, mn: str, link: str, reply: m.MnReply, now: float) -> None:
         """The LMs says where the MN's prefixes are served: keep the busy ones."""
@@ -664,7 +667,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         Settle: AnchorHandover._on_settle,
         HandFlows: AnchorFlows._on_hand_flows, Reclaim: AnchorHandover._on_reclaim,
         Resend: AnchorFlows._on_resend,
-        Requery: AnchorLocation._on_requery, LeaseWait: AnchorLeases._on_lease_wait,
+        Requery: _on_requery, LeaseWait: AnchorLeases._on_lease_wait,
         Sweep: AnchorRestart._on_sweep, Forget: AnchorPredict._on_forget,
     }
 

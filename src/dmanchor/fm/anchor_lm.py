@@ -35,7 +35,6 @@ from .anchor_model import (
     VisitCheck,
     Visiting,
 )
-from .anchor_predict import ExpectedMns
 from .flows import FlowBook
 
 
@@ -50,8 +49,6 @@ class AnchorLocation:
     attached: dict[str, Attached]
     _joins: dict[int, Join]
     _mn_queries: dict[int, Requery]
-    _asked_ahead: dict[str, str]
-    expected: ExpectedMns
     _sweeping: dict[int, Prefix]
     visiting: dict[Prefix, Visiting]
 
@@ -62,33 +59,6 @@ class AnchorLocation:
                    now: float) -> None: ...
         def _apply_new(self, add: list[ForwardingEntry], now: float,
                        buffers: Mapping[Prefix, BufferSpec] | None = None) -> None: ...
-
-    def ask_ahead(self, mn: str, link: str, now: float) -> bool:
-        """Before :meth:`heard` is given what a host sent on ``link``: if
-        that is its arrival, ask the LMs about it now (LM:1-1 by MN), so
-        the driver can send the query before the arrival's own work here
-        (anchoring the MN's new prefix: netlink and signing, ~0.5 ms on a
-        2-vCPU host) - the move waits on the answer.  :meth:`heard` then
-        does not ask again.  True if asked (the caller pumps at once).
-
-        Not for an MN a HI announced: its move does not wait on the answer
-        (what the HI said is claimed at once), and asking ahead of its
-        prepared arrival made `pingpong --predictive` lose, reorder and
-        miscount under CPU load (4 of 12 runs failed, against 0 of 12;
-        the cause not found)."""
-        st = self.attached.get(mn)
-        if self.lm is None or (st is not None and st.link == link) or self.expected.expects(
-                mn, now):
-            return False
-        self._mn_queries[self.lm.request(m.MnQuery(mn), now)] = Requery(mn, link, 0)
-        self._asked_ahead[mn] = link
-        return True
-
-    def _on_requery(self, ask: Requery, now: float) -> None:
-        st = self.attached.get(ask.mn)
-        if self.lm is None or st is None or st.link != ask.link:
-            return  # (gone again: nothing to keep here)
-        self._mn_queries[self.lm.request(m.MnQuery(ask.mn), now)] = ask
 
     def _subscribe(self, prefixes: Sequence[Prefix], now: float) -> None:
         """LM:1-3: be told when these prefixes' bindings change (a departure)."""

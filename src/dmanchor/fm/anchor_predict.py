@@ -115,11 +115,6 @@ class ExpectedMns:
         entry = self._mns.pop(mn, None)
         return entry if entry is not None and entry.until > now else None
 
-    def expects(self, mn: str, now: float) -> bool:
-        """Whether ``mn`` is expected (and still)."""
-        entry = self._mns.get(mn)
-        return entry is not None and entry.until > now
-
     def forget(self, mn: str, until: float) -> bool:
         """Drop the expectation that ends at ``until`` (not a newer one)."""
         entry = self._mns.get(mn)
