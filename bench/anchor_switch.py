@@ -103,10 +103,9 @@ insecure = true
              "--config", str(cfg)], stdout=subprocess.PIPE)
         procs.append(proc)
         assert proc.stdout is not None
-        while (line := proc.stdout.readline()) and line.strip() != b"ready":
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"the FM-DP of {r} did not start")
+        while (line := proc.stdout.readline()).strip() != b"ready":
+            if not line:  # its end of output: it stopped
+                raise RuntimeError(f"the FM-DP of {r} did not start")
     return procs
 
 
@@ -127,7 +126,9 @@ def watch_main(namespaces: list[str]) -> None:
     seen: dict[str, float] = {}
     print("ready", flush=True)
     while True:
-        for key, _ in sel.select():
+        # The expectation first: it was written before the change it awaits,
+        # but both may be ready at once, and a route read before it is lost.
+        for key, _ in sorted(sel.select(), key=lambda ready: ready[0].data is not None):
             now = time.perf_counter()
             if key.data is None:
                 line = sys.stdin.readline().split()

@@ -77,7 +77,7 @@ class UdpDriver:
         queued (up to a batch), then pump once - instead of pumping after
         each.  For a server whose throughput matters more than the few
         microseconds an answer then waits for the rest of its burst (the LM
-        daemons: measured +35% queries/s in ``bench/lm.py``).  Nodes on the
+        daemons: about +40% queries/s in ``bench/lm.py``).  Nodes on the
         handover path keep answering each datagram before reading the next."""
         self.on_pump = on_pump
         self.trace = trace
@@ -105,11 +105,10 @@ class UdpDriver:
         wildcard = ipaddress.ip_address(infos[0][4][0]).is_unspecified
         try:
             sock.setblocking(False)
-            if not wildcard:
-                pass  # the bound address is every datagram's destination
-            elif family == socket.AF_INET6:
+            # (Bound to one address, that is every datagram's destination.)
+            if wildcard and family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            else:
+            elif wildcard:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             # Bursts of replies (pool fan-out, pushes) must not be dropped by
             # a small default socket buffer.
