@@ -128,6 +128,7 @@ def case(mode: str, l2: bool, moves: int, predictive: bool = False,
 def floor(moves: int) -> dict[str, Any]:
     """The probe's gap across an atomic route swap, nothing else."""
     lab = Lab()
+    opened: list[UdpProbe] = []
     try:
         lab.build(["src", "rt", "dst"], [
             Veth("src", "s0", "fd00:1::2/64", "rt", "r0", "fd00:1::1/64"),
@@ -144,6 +145,7 @@ def floor(moves: int) -> dict[str, Any]:
                     "nud", "permanent")
         lab.run("rt", "ip", "-6", "route", "add", "fd00:d::1/128", "via", "fd00:a::2")
         probe = UdpProbe(lab, "src", "dst", "fd00:d::1", 7300, RATE, 1.0 + moves * GAP, 7301)
+        opened.append(probe)
         probe.start()
         time.sleep(0.5)
         swaps = []
@@ -154,6 +156,8 @@ def floor(moves: int) -> dict[str, Any]:
             time.sleep(GAP)
         probe.join()
     finally:
+        for p in opened:
+            p.close()
         lab.cleanup()
     times = [t for _, t in probe.arrivals]
     gaps = []
