@@ -8,15 +8,17 @@ MN's link goes (FM:6-1 holds) and it solicits at the target as a stock host.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv6Address as A
 
+from dmanchor.dataplane.api import BufferSpec
 from dmanchor.fm.anchor import AnchorAgentCore
 from dmanchor.fm.anchor_model import PrefixEvent as Ev
 from dmanchor.fm.anchor_model import PrefixState as St
 from dmanchor.fm.anchor_predict import MAX_HI_PREFIXES, PREPARED_FOR, Expectation, ExpectedMns
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.wire import messages as m
-from dmanchor.wire.types import MnBinding, Prefix
+from dmanchor.wire.types import EntryKind, ForwardingEntry, MnBinding, Prefix
 from tests.unit.test_call_flows import HNP3, Trace, about, life_of, record_lives
 from tests.unit.test_fm import (
     HNP1,
@@ -200,11 +202,21 @@ def test_a_prefix_its_anchor_announces_is_drawn_to_the_target_before_the_mn() ->
     """HNP1's anchor is the router the MN leaves, and AR2 knows it: AR2
     holds HNP1 and claims it at the HI (FM:6-2, the binding); AR1 tunnels
     what it held and all that follows into AR2's hold; the MN's arrival
-    only puts HNP1 on its link (the hold lifts there)."""
+    only puts HNP1 on its link (the hold lifts there) - before HNP2, the
+    prefix AR2 gives it, whose anchoring would hold the lift up."""
     w, trace, flow = with_flow()
     anchor_known(w)
     announced_move(w, 0.5, 0.02)
+    linked: list[Prefix] = []
+    apply = w.ar[2].dp.apply
+
+    def record(add: Sequence[ForwardingEntry], delete: Sequence[ForwardingEntry], now: float,
+               buffers: Mapping[Prefix, BufferSpec] | None = None) -> None:
+        linked.extend(e.prefix for e in add if e.kind is EntryKind.ANCHOR)
+        apply(add, delete, now, buffers)
+    w.ar[2].dp.apply = record  # type: ignore[method-assign]
     w.net.run(until=2.0)
+    assert linked[:2] == [HNP1, HNP2]
     seq = trace.assert_order([
         ("ar1", "ar2", "HANDOVER_INITIATE"),
         ("ar2", "ar1", "BUFFER_READY"),         # FM:6-2 before the MN is there

@@ -239,8 +239,18 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
             # requests in order (the new prefix's binding and subscription
             # below would go ahead of it).
             self._mn_queries[self.lm.request(m.MnQuery(mn), now)] = Requery(mn, link, 0)
+        expected = self.expected.take(mn, now)
+        if expected is not None and not hinted and mn not in self.attached:
+            # Announced by the router it left (a HI): what was prepared here
+            # and the claims go before the prefix given here, whose anchoring
+            # (and, back at its anchor, the lift of its own hold) took ~1-2 ms
+            # ahead of them, measured.
+            self.attached[mn] = Attached(link, ())
+            self._expected_here(mn, link, expected, own, now)
+            expected = None
         self.attach(mn, link, own, {p: [] for p in hinted}, now)
-        self._expected_here(mn, link, now)  # announced by its previous router
+        if expected is not None:  # (it names prefixes, or is here on another link)
+            self._expected_here(mn, link, expected, (), now)
 
     def _on_requery(self, ask: Requery, now: float) -> None:
         st = self.attached.get(ask.mn)

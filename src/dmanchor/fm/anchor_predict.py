@@ -311,15 +311,15 @@ class AnchorPredict:
                 return "refused:HANDOVER_INITIATE:not-its-prefix"
         return None
 
-    def _expected_here(self, mn: str, link: str, now: float) -> None:
-        """``mn`` arrived on ``link``: what its HI prepared goes on the link;
-        the rest it said the MN uses is claimed."""
-        expected = self.expected.take(mn, now)
-        if expected is None:
-            return
+    def _expected_here(self, mn: str, link: str, expected: Expectation,
+                       given: Sequence[Prefix], now: float) -> None:
+        """``mn`` arrived on ``link`` as ``expected``: what its HI prepared
+        goes on the link; the rest it said the MN uses is claimed - but not
+        what this router gives it (``given``: back at a prefix's anchor)."""
         self.stats.counters["hi-used"] += 1
         self._come_in(mn, link, expected.prepared, now)
-        self.stats.counters["kept-by-hi"] += self._keep_busy(mn, link, expected.bindings, now)
+        self.stats.counters["kept-by-hi"] += self._keep_busy(
+            mn, link, [b for b in expected.bindings if b.prefix not in given], now)
 
     def _on_forget(self, t: Forget, now: float) -> None:
         if self.expected.forget(t.mn, t.until):
