@@ -30,7 +30,7 @@ from dmanchor.fm.controller import (
 from dmanchor.fm.fib import DesiredFib
 from dmanchor.fm.fmdp import DpFunction, FmDpCore, FmDpSettings
 from dmanchor.lm.lms import LmsCore, LmsSettings
-from dmanchor.runtime.virtual import VirtualNetwork
+from dmanchor.runtime.virtual import LinkProfile, VirtualNetwork
 from dmanchor.sim.bgp import BgpModel
 from dmanchor.sim.fabric import Fabric
 from dmanchor.sim.topologies import CN_ADDR, flat
@@ -389,6 +389,48 @@ def test_4_2_1_anchor_switch_by_central_control_plane_then_revert() -> None:
     # moved; AR2 asked for it then, and released it at the revert (FM:3-3).
     assert delegations(w.ar[1]) == [(True, HNP1), (False, HNP1)]
     assert delegations(w.ar[2]) == [(True, HNP2), (True, HNP1), (False, HNP1)]
+
+
+@pytest.mark.parametrize("late", [0.0, 0.02])
+def test_4_2_1_make_before_break_ends_the_old_path_though_its_marker_went_to_the_mn(
+        late: float) -> None:
+    """Make-before-break under the anchor switch: the MN comes up on AR2 while
+    AR1 still delivers to it.  When AR1 hears of the move (LM:1-3, FM:6-1)
+    only after R follows the new path (``late``: the controller and the LMs
+    20 ms away from AR1), R's end marker of the old path reaches AR1 while
+    HNP1 is still on the MN's link and goes to the MN.  AR1 then sends its
+    own marker after its hold's packets, at FM:6-2: AR2's direct-path hold
+    lifts then, not at its timeout (seen on the kernels: 190 ms, until the
+    next move, in ~1 of 150 4.2.1 make-before-break moves)."""
+    w = world("switch")
+    if late:
+        for node in ("fc00::c", "fc00::d"):
+            w.net.set_link(node, "fc00::1:0", LinkProfile(delay=late))
+    cont = downlink("cont", IP1, 0.1, 1.0)
+    start_flow(w.fab, cont)
+    w.at(0.12, 1, lambda a, now: a.conn_events(opened(cont), now))
+
+    def up() -> None:
+        w.fab.attach("mn", "ar2", "mn2", keep=True)
+        w.fab.add_address("mn", HNP2.network + 0x10)
+    w.net.call_at(0.5, up)
+    # (A stock host's RS: AR2 learns HNP1 from the LMs, LM:1-1 by MN.)
+
+    def solicit(a: AnchorAgentCore, now: float) -> None:
+        a.heard("mn", "mn2", (HNP2,), (), True, now)
+    w.at(0.5, 2, solicit)
+    w.net.call_at(0.6, lambda: w.fab.drop_link("mn", "ar1", "mn1"))
+    w.at(0.6, 1, lambda a, now: a.detach("mn", now))
+    w.net.run(until=1.5)
+    rep = report(w.fab, cont)
+    assert_lossless(rep)
+    assert rep.max_gap < 0.05  # (AR2's hold would have waited its timeout: 1 s)
+    assert w.fab.routers["ar2"].counters()["end-marker"] == 1
+    # AR1 sends its marker either way: when R's came through AR1's hold it
+    # lifted AR2's, and this one follows it onto the MN's link (AR2 catches
+    # a marker only while it holds).
+    assert w.ar[1].stats.counters["end-marker-from-link"] == 1
+    assert not w.fab.routers["ar2"].holds()
 
 
 def test_4_2_1_charging_exact_across_switch() -> None:

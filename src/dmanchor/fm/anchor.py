@@ -131,6 +131,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         self.away: dict[Prefix, str] = {}  # own prefix -> link it was on
         self._back: set[Prefix] = set()  # own prefixes taken back from a visited point
         self._handed: dict[Prefix, IPv6Address] = {}  # prefix -> the SID it was handed to
+        # Prefixes held on news of a departure, their MN still on a link -> the link.
+        self._held_on_link: dict[Prefix, str] = {}
         # Own prefixes a host-based MN claimed to itself -> its agent's address:
         # the tunnel ends at the MN, which is where FM:2's state goes too.
         self._claimed_by_mn: dict[Prefix, Addr] = {}
@@ -453,6 +455,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         ``own_only``: only for a prefix this router gave the MN."""
         for mn, st in list(self.attached.items()):
             if prefix in st.own or (prefix in st.visiting and not own_only):
+                if hold:
+                    self._held_on_link[prefix] = st.link  # (for FM:6-2's marker)
                 self._leave(st, prefix, now, hold)
                 if not st.own and not st.visiting:
                     del self.attached[mn]
@@ -532,17 +536,6 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
                 # point and the right one's held packets were lost.)
                 self._served_at[msg.prefix] = msg.forwarding_address
 
-    def _on_buffer_request(self, ev: MessageReceived, msg: m.BufferRequest, now: float) -> None:
-        """FM:6-1 from the central FM-CP: the MN left (it saw the binding move).
-
-        News of a departure, believed as LM:1-3's is (own prefixes only); a
-        prefix not attached here stays as it is: it is held already, or
-        handed on (a hold now would trap what the new point was sent).
-        """
-        self.stats.counters["buffer-request"] += 1
-        self._departed(msg.prefix, now, hold=True, own_only=True)
-        self.endpoint.reply(ev, m.BufferAck(msg.prefix), now)
-
     def _on_reply(self, event: ReplyReceived, now: float) -> None:
         self._resends.pop(event.request_id, None)
         if event.request_id in self._mn_queries:
@@ -603,7 +596,8 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
 
     _MESSAGES: ClassVar[dict[type, Callable[[Any, MessageReceived, Any, float], None]]] = {
         m.BufferReady: _on_buffer_ready, m.LocationInform: _on_inform,
-        m.BufferRequest: _on_buffer_request, m.FmHandoff: AnchorHandover._on_handoff,
+        m.BufferRequest: AnchorHandover._on_buffer_request,
+        m.FmHandoff: AnchorHandover._on_handoff,
         m.FlowStateTransfer: AnchorFlows._on_flow_state,
         m.LeaseRelease: AnchorLeases._on_lease_release,
         m.LeaseTake: AnchorLeases._on_lease_take,

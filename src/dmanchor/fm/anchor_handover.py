@@ -72,6 +72,7 @@ class AnchorHandover:
     visiting: dict[Prefix, Visiting]
     _back: set[Prefix]
     _handed: dict[Prefix, IPv6Address]
+    _held_on_link: dict[Prefix, str]
     _routed_away: set[Prefix]
     _unmarked: dict[Prefix, IPv6Address]
     _served_at: dict[Prefix, IPv6Address]
@@ -260,12 +261,36 @@ class AnchorHandover:
                 ForwardingEntry(EntryKind.TUNNEL, prefix, target), now):
             self.stats.counters["end-marker-routed-away"] += 1
 
+    def _on_buffer_request(self, ev: MessageReceived, msg: m.BufferRequest, now: float) -> None:
+        """FM:6-1 from the central FM-CP: the MN left (it saw the binding move).
+
+        News of a departure, believed as LM:1-3's is (own prefixes only); a
+        prefix not attached here stays as it is: it is held already, or
+        handed on (a hold now would trap what the new point was sent).
+        """
+        self.stats.counters["buffer-request"] += 1
+        self._departed(msg.prefix, now, hold=True, own_only=True)
+        self.endpoint.reply(ev, m.BufferAck(msg.prefix), now)
+
     def _on_ready(self, ev: MessageReceived, msg: m.BufferReady, now: float) -> None:
         """FM:6-2 at the previous anchor: send held packets to the new one."""
         prefix = msg.prefix
         on_link = None if self.dp.held(prefix) else next(
             (st.link for st in self.attached.values()
              if prefix in st.own or prefix in st.visiting), None)
+        requested = self._held_on_link.pop(prefix, None)
+        # Held on news of its departure (FM:6-1, LM:1-3) while its MN still
+        # listened on our link (make-before-break): the end marker of the
+        # path into us may have come before that hold, and gone onto the
+        # link - then none
+        # reaches the new point, whose direct-path hold waited for the next
+        # move (190 ms, in ~1 of 150 4.2.1 make-before-break moves).  Under
+        # the anchor switch FM:6-2 comes only once the path into us is gone
+        # (the controller sends it when the routers follow the new one):
+        # our own marker, after the hold's packets (the data plane sends it
+        # when the lift is done), ends it.  (Under BGP the routers follow in
+        # their own time; tunnel mode claims name no flush SID.)
+        on_link = on_link or (requested if self.s.mode is Mode.SWITCH else None)
         # The prefix is served at the new point: if its MN still counts as
         # attached here (no link event told us), it is not any more.
         self._departed(prefix, now, hold=False)
