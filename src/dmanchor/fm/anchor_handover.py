@@ -281,15 +281,15 @@ class AnchorHandover:
         requested = self._held_on_link.pop(prefix, None)
         # Held on news of its departure (FM:6-1, LM:1-3) while its MN still
         # listened on our link (make-before-break): the end marker of the
-        # path into us may have come before that hold, and gone onto the
-        # link - then none
-        # reaches the new point, whose direct-path hold waited for the next
-        # move (190 ms, in ~1 of 150 4.2.1 make-before-break moves).  Under
-        # the anchor switch FM:6-2 comes only once the path into us is gone
-        # (the controller sends it when the routers follow the new one):
-        # our own marker, after the hold's packets (the data plane sends it
-        # when the lift is done), ends it.  (Under BGP the routers follow in
-        # their own time; tunnel mode claims name no flush SID.)
+        # path into us may have come before that hold and gone onto the
+        # link; then none reaches the new point, whose direct-path hold
+        # waited for the next move (190 ms, in ~1 of 150 4.2.1 make-before-
+        # break moves).  Under the anchor switch FM:6-2 comes only once the
+        # path into us is gone (the controller sends it when the routers
+        # follow the new one): our own marker, after the hold's packets
+        # (the data plane sends it when the lift is done), ends it.  (Under
+        # BGP the routers follow in their own time; tunnel-mode claims name
+        # no flush SID.)
         on_link = on_link or (requested if self.s.mode is Mode.SWITCH else None)
         # The prefix is served at the new point: if its MN still counts as
         # attached here (no link event told us), it is not any more.
