@@ -1,11 +1,10 @@
 """The continuity probe's ends as processes (dmanchor.scenario.probe), over
 loopback: every datagram sent is recorded once, in order, on one clock with
 the caller; SIGTERM ends the sender early and it still says what it sent;
-the receiver ends once the sender has (the pipe only the sender writes)."""
+the receiver ends only once told the sender is done."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -21,9 +20,9 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")]
 
 
-def end(*args: str, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+def end(*args: str, fd: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "dmanchor.scenario.probe", *args],
-                            pass_fds=fds, stdout=subprocess.PIPE)
+                            pass_fds=(fd,), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 def pair() -> tuple[socket.socket, socket.socket, int]:
@@ -42,18 +41,14 @@ def pair() -> tuple[socket.socket, socket.socket, int]:
 def run(seconds: float, stop_after: float | None = None) -> tuple[int, list[tuple[int, float]],
                                                                  float]:
     rx, tx, port = pair()
-    done, ended = os.pipe()
-    receiver = end("receive", str(rx.fileno()), str(done), fds=(rx.fileno(), done))
-    os.close(done)
+    receiver = end("receive", str(rx.fileno()), fd=rx.fileno())
     sender: subprocess.Popen[bytes] | None = None
     try:
         assert receiver.stdout is not None
         assert receiver.stdout.read(len(READY)) == READY
         began = time.monotonic()
         sender = end("send", str(tx.fileno()), "::1", str(port), "2000", str(seconds),
-                     fds=(tx.fileno(), ended))
-        os.close(ended)
-        ended = -1
+                     fd=tx.fileno())
         assert sender.stdout is not None
         assert sender.stdout.readline().strip() == b"ready"
         if stop_after is not None:
@@ -61,12 +56,9 @@ def run(seconds: float, stop_after: float | None = None) -> tuple[int, list[tupl
             sender.send_signal(signal.SIGTERM)
         out, _ = sender.communicate(timeout=30)
         sent = int(out)
-        # (The receiver ends on its own: the sender's exit closed the pipe.)
         data, _ = receiver.communicate(timeout=30)
         return sent, list(ARRIVAL.iter_unpack(data)), began
     finally:
-        if ended >= 0:
-            os.close(ended)
         for proc in (sender, receiver):
             if proc is not None and proc.poll() is None:
                 proc.kill()

@@ -11,12 +11,11 @@ real correspondent's sender and an MN's application would.
 
 ``python -m dmanchor.scenario.probe send FD DST PORT RATE SECONDS``: paces
 sequenced datagrams (4-byte sequence numbers) until done or SIGTERM; prints
-``ready`` as it starts and how many it sent as it ends.  ``... receive FD
-DONE``: writes :data:`READY`, then records each datagram's sequence number
-and ``time.monotonic()`` (one clock across processes) until the pipe
-``DONE`` reads end of file (its write end is the sender's alone: it closes
-as the sender ends, whoever waits for whom) and then 1.5 s pass without
-one; writes them to stdout as packed :data:`ARRIVAL` records.
+``ready`` as it starts and how many it sent as it ends.  ``... receive FD``:
+writes :data:`READY`, then records each datagram's sequence
+number and ``time.monotonic()`` (one clock across processes) until its
+stdin closes (the sender has ended) and then 1.5 s pass without one;
+writes them to stdout as packed :data:`ARRIVAL` records.
 """
 
 from __future__ import annotations
@@ -69,15 +68,14 @@ def send(fd: int, dst: str, port: int, rate: float, seconds: float) -> int:
     return sent
 
 
-def receive(fd: int, done: int) -> bytes:
-    """Record arrivals until the sender has ended (``done``, a pipe whose
-    only writer is the sender, reads end of file) and :data:`SILENCE`
-    seconds pass without one."""
+def receive(fd: int) -> bytes:
+    """Record arrivals until the sender has ended (stdin closed) and
+    :data:`SILENCE` seconds pass without one."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
-    sel.register(done, selectors.EVENT_READ)
+    sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
     out = bytearray()
     sender_done = False
     sys.stdout.buffer.write(READY)
@@ -95,9 +93,9 @@ def receive(fd: int, done: int) -> bytes:
                         break
                     if len(data) >= 4:
                         out += ARRIVAL.pack(struct.unpack_from("!I", data)[0], time.monotonic())
-            elif not os.read(done, 64):
+            elif not os.read(sys.stdin.fileno(), 64):
                 sender_done = True
-                sel.unregister(done)
+                sel.unregister(sys.stdin.fileno())
 
 
 def main(argv: list[str]) -> int:
@@ -106,11 +104,11 @@ def main(argv: list[str]) -> int:
         print(send(int(argv[1]), argv[2], int(argv[3]), float(argv[4]), float(argv[5])),
               flush=True)
         return 0
-    if argv[:1] == ["receive"] and len(argv) == 3:
-        sys.stdout.buffer.write(receive(int(argv[1]), int(argv[2])))
+    if argv[:1] == ["receive"] and len(argv) == 2:
+        sys.stdout.buffer.write(receive(int(argv[1])))
         sys.stdout.buffer.flush()
         return 0
-    print("usage: probe send FD DST PORT RATE SECONDS | probe receive FD DONE", file=sys.stderr)
+    print("usage: probe send FD DST PORT RATE SECONDS | probe receive FD", file=sys.stderr)
     return 2
 
 

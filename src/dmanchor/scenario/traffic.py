@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import socket
 import subprocess
 import sys
@@ -46,31 +45,19 @@ class UdpProbe:
         self._sender: subprocess.Popen[bytes] | None = None
         self._receiver: subprocess.Popen[bytes] | None = None
 
-    @staticmethod
-    def _end(*args: str, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    def _end(self, *args: str, fd: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "dmanchor.scenario.probe", *args],
-                                pass_fds=fds, stdout=subprocess.PIPE)
+                                pass_fds=(fd,), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def start(self) -> None:
         """Start both ends, the receiver first; return when both run (the
         timeline goes on from a flow that flows, as with threads)."""
-        # The receiver learns the sender ended from this pipe, whose write
-        # end only the sender holds: as it exits, not when this probe is
-        # joined (several probes joined one after the other would each add
-        # the receiver's silence to the run: crowd took 44 s, not 15).
-        done, ended = os.pipe()
-        try:
-            self._receiver = self._end("receive", str(self.rx.fileno()), str(done),
-                                       fds=(self.rx.fileno(), done))
-            assert self._receiver.stdout is not None
-            if self._receiver.stdout.read(len(READY)) != READY:
-                raise RuntimeError(f"the UDP probe's receiver at {self.dst} did not start")
-            self._sender = self._end("send", str(self.tx.fileno()), self.dst, str(self.port),
-                                     str(self.rate), str(self.seconds),
-                                     fds=(self.tx.fileno(), ended))
-        finally:
-            os.close(done)
-            os.close(ended)
+        self._receiver = self._end("receive", str(self.rx.fileno()), fd=self.rx.fileno())
+        assert self._receiver.stdout is not None
+        if self._receiver.stdout.read(len(READY)) != READY:
+            raise RuntimeError(f"the UDP probe's receiver at {self.dst} did not start")
+        self._sender = self._end("send", str(self.tx.fileno()), self.dst, str(self.port),
+                                 str(self.rate), str(self.seconds), fd=self.tx.fileno())
         assert self._sender.stdout is not None
         if self._sender.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"the UDP probe's sender to {self.dst} did not start")
@@ -103,8 +90,9 @@ class UdpProbe:
                 proc.kill()
             if proc is not None:
                 proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
         self.rx.close()
         self.tx.close()
 
