@@ -151,7 +151,6 @@ def backlog_drops() -> int:
 def floor(moves: int) -> dict[str, Any]:
     """The probe's gap across an atomic route swap, nothing else."""
     lab = Lab()
-    opened: list[UdpProbe] = []
     before = backlog_drops()
     try:
         lab.build(["src", "rt", "dst"], [
@@ -169,7 +168,6 @@ def floor(moves: int) -> dict[str, Any]:
                     "nud", "permanent")
         lab.run("rt", "ip", "-6", "route", "add", "fd00:d::1/128", "via", "fd00:a::2")
         probe = UdpProbe(lab, "src", "dst", "fd00:d::1", 7300, RATE, 1.0 + moves * GAP, 7301)
-        opened.append(probe)
         probe.start()
         time.sleep(0.5)
         swaps = []
@@ -180,8 +178,6 @@ def floor(moves: int) -> dict[str, Any]:
             time.sleep(GAP)
         probe.join()
     finally:
-        for p in opened:
-            p.close()
         lab.cleanup()
     times = [t for _, t in probe.arrivals]
     gaps = []

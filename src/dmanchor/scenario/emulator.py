@@ -189,9 +189,6 @@ class Emulation(EmulationChecks):
         """Remove everything this run created (idempotent; a Ctrl-C waits for it)."""
         with sigint_deferred():
             self.settle.finish()
-            for f in self.flows.values():
-                if isinstance(f.runner, UdpProbe):
-                    f.runner.close()  # (a failed run: its ends are stopped here)
             for nl in self._netlinks.values():
                 nl.close()
             self._netlinks.clear()

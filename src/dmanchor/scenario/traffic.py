@@ -1,100 +1,88 @@
 """Real traffic for emulated scenarios: a sequenced UDP probe and a checked TCP stream.
 
-Both use sockets inside the lab's namespaces (the probe's ends run as
-processes of their own, the stream in threads), send only to
+Both run in threads with sockets inside the lab's namespaces, send only to
 addresses inside them, and record what the report needs: arrival times and
 sequence numbers (UDP), and a digest of the bytes sent and received (TCP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import socket
-import subprocess
-import sys
+import struct
 import threading
 import time
 
 from ..emulation.lab import Lab
-from .probe import ARRIVAL, READY
-
-JOIN_SLACK = 30.0
-"""Seconds an end of the UDP probe may take beyond its flow to finish."""
 
 
 class UdpProbe:
-    """Sequenced UDP at a fixed rate; the receiver records arrival times.
-
-    Each end runs in a process of its own (:mod:`.probe`), on the socket
-    opened here in its namespace: as threads of the emulator, its work at
-    a move stalled the sender, and the stall was counted as interruption.
-    """
+    """Sequenced UDP at a fixed rate; the receiver records arrival times."""
 
     def __init__(self, lab: Lab, src: str, dst_node: str, dst: str, port: int, rate: float,
                  seconds: float, sport: int) -> None:
         self.rx = lab.socket(dst_node)
         self.rx.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
         self.rx.bind((dst, port))
+        self.rx.settimeout(1.5)
         self.tx = lab.socket(src)
         self.tx.bind(("::", sport))
         self.dst, self.port, self.rate, self.seconds = dst, port, rate, seconds
         self.sent = 0
+        self.started = 0.0
         self.arrivals: list[tuple[int, float]] = []
         """(sequence number, time.monotonic()) of every packet received."""
-        self._sender: subprocess.Popen[bytes] | None = None
-        self._receiver: subprocess.Popen[bytes] | None = None
-
-    def _end(self, *args: str, fd: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "dmanchor.scenario.probe", *args],
-                                pass_fds=(fd,), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._threads = [threading.Thread(target=self._send, daemon=True),
+                         threading.Thread(target=self._receive, daemon=True)]
+        self._stop = threading.Event()
 
     def start(self) -> None:
-        """Start both ends, the receiver first; return when both run (the
-        timeline goes on from a flow that flows, as with threads)."""
-        self._receiver = self._end("receive", str(self.rx.fileno()), fd=self.rx.fileno())
-        assert self._receiver.stdout is not None
-        if self._receiver.stdout.read(len(READY)) != READY:
-            raise RuntimeError(f"the UDP probe's receiver at {self.dst} did not start")
-        self._sender = self._end("send", str(self.tx.fileno()), self.dst, str(self.port),
-                                 str(self.rate), str(self.seconds), fd=self.tx.fileno())
-        assert self._sender.stdout is not None
-        if self._sender.stdout.readline().strip() != b"ready":
-            raise RuntimeError(f"the UDP probe's sender to {self.dst} did not start")
+        self.started = time.monotonic()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         """End the flow now: the sender sends no more (the receiver drains)."""
-        if self._sender is not None and self._sender.poll() is None:
-            self._sender.terminate()
+        self._stop.set()
 
     def join(self) -> None:
-        """Wait for both ends; take what they counted.  An end that does not
-        finish in time is killed (by its PID) and what it had is lost."""
-        try:
-            if self._sender is not None:
-                out, _ = self._sender.communicate(timeout=self.seconds + JOIN_SLACK)
-                self.sent = int(out or b"0")
-            if self._receiver is not None:
-                out, _ = self._receiver.communicate(timeout=JOIN_SLACK)
-                self.arrivals = [(seq, t) for seq, t in ARRIVAL.iter_unpack(
-                    out[:len(out) - len(out) % ARRIVAL.size])]
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"the UDP probe to {self.dst} did not end: {exc}") from exc
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop both ends now (by PID) and close the sockets (idempotent)."""
-        for proc in (self._sender, self._receiver):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-            if proc is not None:
-                proc.wait()
-                for pipe in (proc.stdin, proc.stdout):
-                    if pipe is not None:
-                        pipe.close()
+        for t in self._threads:
+            t.join(30)
         self.rx.close()
         self.tx.close()
+
+    def _send(self) -> None:
+        # Paced by sleeping, in 1 ms slots: busy-waiting would take a whole
+        # core from the node processes on a small machine and inflate the
+        # very latencies being measured.
+        interval = 1.0 / self.rate
+        start = time.perf_counter()
+        total = int(self.rate * self.seconds)
+        while self.sent < total and not self._stop.is_set():
+            now = time.perf_counter()
+            due = min(total, int((now - start) / interval) + 1)
+            while self.sent < due:
+                # No route for a moment: that packet is lost, and counted so.
+                with contextlib.suppress(OSError):
+                    self.tx.sendto(struct.pack("!I", self.sent), (self.dst, self.port))
+                self.sent += 1
+            time.sleep(max(0.0, start + self.sent * interval - time.perf_counter(), 0.001))
+
+    def _receive(self) -> None:
+        # Until 1.5 s of silence after the sender stopped: an outage longer
+        # than that (a node killed, a cut) is measured, not taken for the end.
+        while True:
+            try:
+                data = self.rx.recv(64)
+            except TimeoutError:
+                if self._threads[0].is_alive():
+                    continue
+                return
+            except OSError:
+                return
+            self.arrivals.append((struct.unpack("!I", data)[0], time.monotonic()))
 
 
 class TcpStream:
