@@ -203,6 +203,9 @@ class LmsCore(ServiceCore):
 
     def lookup(self, prefix: Prefix, now: float) -> Binding | None:
         """The live binding of ``prefix`` or of its longest covering prefix."""
+        b = self.bindings.get(prefix)
+        if b is not None and b.expires > now:
+            return b  # the common case, without walking every prefix length
         for _, b in self.bindings.covering(prefix):
             if b.expires > now:
                 return b
@@ -287,7 +290,8 @@ class LmsCore(ServiceCore):
     def _on_query(self, ev: MessageReceived, now: float) -> None:
         msg = ev.message
         assert isinstance(msg, m.LocationQuery | m.PeerQuery)
-        if isinstance(msg, m.LocationQuery) and self._member_at(ev.source) is None:
+        if (self.members and isinstance(msg, m.LocationQuery)
+                and self._member_at(ev.source) is None):
             member = self._remote_primary(msg.prefix)
             if member is not None:
                 self._relay(ev, m.PeerQuery(msg.prefix), member, msg.prefix, now)

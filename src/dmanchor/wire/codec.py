@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -354,18 +355,25 @@ def _fast_paths(spec: MessageSpec) -> tuple[
             args[i] = dec(raw)
         return cls(*args)
 
+    # One C call each reads the fields the fast path needs (repeating the
+    # first name makes every read a tuple, even of one field).
+    read_optional = operator.attrgetter(*optional, optional[0]) if optional else None
+    read_repeated = operator.attrgetter(*repeated, repeated[0]) if repeated else None
+    get_ones = operator.attrgetter(*names)
+    read_ones = get_ones if len(names) > 1 else (lambda msg: (get_ones(msg),))
+    coders = list(zip(heads, encoders, strict=True))
+
     def fast_encode(message: Message) -> bytes | None:
-        for name in optional:
-            if getattr(message, name) is not None:
-                return None  # an optional IE is present: general path
-        for name in repeated:
-            if getattr(message, name):
-                return None
+        # An optional IE present (falsy values too), or a repeated one
+        # non-empty: the general path.
+        if read_optional is not None and read_optional(message).count(None) <= len(optional):
+            return None
+        if read_repeated is not None and any(read_repeated(message)):
+            return None
         values: list[bytes] = []
-        for head, name, enc in zip(heads, names, encoders, strict=True):
-            value = getattr(message, name)
+        for (head, enc), value in zip(coders, read_ones(message), strict=True):
             if value is None:
-                raise WireError("missing-ie", f"{cls.__name__}.{name}")
+                raise WireError("missing-ie", f"{cls.__name__}.{names[len(values) // 2]}")
             values.append(head)
             values.append(enc(value))
         return layout.pack(*values)
