@@ -1,7 +1,8 @@
-"""LM benchmark: one LMs process against a trivial asyncio UDP echo server.
+"""LM benchmark: the LMs against a trivial asyncio UDP echo server.
 
-Both servers run as their own process on the same event loop (uvloop when
-installed); one load-generator process measures both the same way:
+Every server runs as its own process on the same event loop (uvloop when
+installed); one load-generator process measures each the same way, as 16
+clients (sockets) at once:
 
 * closed loop: ``--window`` requests outstanding, for ``--seconds``: rate;
 * open loop at half that rate: p50/p99 latency;
@@ -9,13 +10,18 @@ installed); one load-generator process measures both the same way:
 * the same with the bindings in a real etcd (Debian's etcd-server) shared
   by two LMs: updates and queries per second, and how long after an
   update's acknowledgement by one LMs the other serves it (its watch);
+* one LMs of ``--workers`` processes on that etcd (``[lms] workers``,
+  SO_REUSEPORT): queries per second, latency at half that rate, and the
+  echo server's at the same rate;
 * pool: queries sent to a member that must ask the primary (LM:2-2);
 * memory: 1M bindings in one LMs store, RSS and restart time.
 
 Every request is distinct (its own sequence number): none is answered from
 the LMs' reply cache, and the echo server gets the very same datagrams.
 
-Ends with one JSON line; ``ratio`` = LMs query rate / echo rate.
+Ends with one JSON line; ``ratio`` = the query rate of the fastest LMs one
+can deploy (the workers; one process when etcd is missing) / the echo
+server's rate; ``ratio_one_process`` = one LMs process's.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import itertools
 import json
 import os
 import resource
+import select
 import shutil
 import socket
 import struct
@@ -117,39 +124,74 @@ def numbered(templates: list[bytes], start: int = 1) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-def closed_loop(port: int, templates: list[bytes], window: int, seconds: float) -> float:
-    """Distinct requests answered per second with ``window`` outstanding."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.connect(("127.0.0.1", port))
-    s.settimeout(1.0)
-    requests = numbered(templates)
-    for _ in range(window):
-        s.send(next(requests))
+def _sockets(port: int, n: int) -> list[socket.socket]:
+    """``n`` client sockets to ``port``: as many clients, each its own
+    source port (an LMs of several workers serves each from one of them)."""
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        out.append(s)
+    return out
+
+
+def closed_loop(port: int, templates: list[bytes], window: int, seconds: float,
+                clients: int = 16, count: int | None = None) -> float:
+    """Distinct requests answered per second with ``window`` outstanding,
+    spread over ``clients`` sockets; for ``seconds``, or until ``count``
+    requests were answered (each template once, in order, when ``count``
+    is their number)."""
+    socks = _sockets(port, clients)
+    ep = select.epoll()
+    by_fd = {s.fileno(): s for s in socks}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    requests = numbered(templates, start=0)
+    sent = 0
+    limit = count if count is not None else 1 << 62
+    for i in range(min(window, limit)):
+        socks[i % clients].send(next(requests))
+        sent += 1
     done = 0
     start = time.perf_counter()
     end = start + seconds
-    while True:
-        try:
-            s.recv(2048)
-        except TimeoutError:
-            s.send(next(requests))  # a lost datagram: keep the window full
+    while done < limit:
+        ready = ep.poll(1.0)
+        if not ready:  # a lost datagram: keep the window full
+            socks[sent % clients].send(next(requests))
+            sent += 1
             continue
-        done += 1
-        s.send(next(requests))
-        if done % 256 == 0 and time.perf_counter() >= end:
+        for fd, _ in ready:
+            s = by_fd[fd]
+            while True:
+                try:
+                    s.recv(2048)
+                except BlockingIOError:
+                    break
+                done += 1
+                if sent < limit:
+                    s.send(next(requests))
+                    sent += 1
+        if count is None and time.perf_counter() >= end:
             break
     rate = done / (time.perf_counter() - start)
-    s.close()
+    ep.close()
+    for s in socks:
+        s.close()
     return rate
 
 
-def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float) -> dict[str, float]:
-    """Latency percentiles when sending ``payloads`` (numbered 0..) at a fixed ``rate``."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.connect(("127.0.0.1", port))
-    s.setblocking(False)
+def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float,
+              clients: int = 16) -> dict[str, float]:
+    """Latency percentiles when sending ``payloads`` (numbered 0..) at a
+    fixed ``rate``, round robin over ``clients`` sockets."""
+    socks = _sockets(port, clients)
+    ep = select.epoll()
+    by_fd = {s.fileno(): s for s in socks}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
     sent: dict[int, float] = {}
     lat: list[float] = []
     interval = 1.0 / rate
@@ -159,20 +201,25 @@ def open_loop(port: int, payloads: list[bytes], rate: float, seconds: float) -> 
     while k < total or (sent and time.perf_counter() < start + seconds + 1):
         now = time.perf_counter()
         if k < total and now >= start + k * interval:
-            s.send(payloads[k])
+            socks[k % clients].send(payloads[k])
             sent[k] = now
             k += 1
             continue
-        try:
-            data = s.recv(2048)
-        except BlockingIOError:
-            continue
-        t = time.perf_counter()
-        key = SEQ.unpack_from(data, 4)[0]  # replies (and echoes) carry the request's
-        t0 = sent.pop(key, None)
-        if t0 is not None:
-            lat.append(t - t0)
-    s.close()
+        for fd, _ in ep.poll(0):
+            s = by_fd[fd]
+            while True:
+                try:
+                    data = s.recv(2048)
+                except BlockingIOError:
+                    break
+                t = time.perf_counter()
+                key = SEQ.unpack_from(data, 4)[0]  # replies (and echoes) carry the request's
+                t0 = sent.pop(key, None)
+                if t0 is not None:
+                    lat.append(t - t0)
+    ep.close()
+    for s in socks:
+        s.close()
     lat.sort()
     return {
         "p50_ms": round(lat[len(lat) // 2] * 1e3, 3),
@@ -197,10 +244,11 @@ def one(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
 
 
 def etcd_section(tmp: Path, args: argparse.Namespace, queries: list[bytes],
-                 updates: list[bytes]) -> dict[str, object]:
-    """The LMs with its bindings in etcd, beside the SQLite figures."""
+                 updates: list[bytes], echo: tuple[int, float]) -> dict[str, object]:
+    """The LMs with its bindings in etcd, beside the SQLite figures; then
+    one LMs of ``--workers`` processes on that etcd, against the echo
+    server (``echo``: its port and closed-loop rate)."""
     from dmanchor.lm.etcd import wait_ready
-    from dmanchor.wire.messages import LocationReply
 
     if shutil.which("etcd") is None:
         return {"skipped": "etcd not installed (make deps installs etcd-server)"}
@@ -219,38 +267,63 @@ def etcd_section(tmp: Path, args: argparse.Namespace, queries: list[bytes],
 node_id = "{}"
 listen = "127.0.0.1:0"
 etcd = "{}"
+{}
 log_level = "warning"
 [security]
 insecure = true
 """
-        e1, e1_port = start(["lms", conf.format("e1", url)], tmp, "lms-e1")
+        e1, e1_port = start(["lms", conf.format("e1", url, "")], tmp, "lms-e1")
         procs.append(e1)
-        e2, e2_port = start(["lms", conf.format("e2", url)], tmp, "lms-e2")
+        e2, e2_port = start(["lms", conf.format("e2", url, "")], tmp, "lms-e2")
         procs.append(e2)
-        out["durable_updates_per_s"] = round(
-            closed_loop(e1_port, updates, args.window, args.seconds))
+        # Every prefix bound once (the queries below all hit).
+        out["durable_updates_per_s"] = round(closed_loop(
+            e1_port, updates, args.window, args.seconds, count=len(updates)))
         out["queries_per_s"] = round(closed_loop(e1_port, queries, args.window, args.seconds))
-        # An update acknowledged by e1, then e2 asked until it serves it.
-        fwd = IPv6Address("2001:db8:ff::9")
-        lags = []
-        for i in range(100):
-            hnp = prefix(50_000 + i)
-            one(e1_port, encode(LocationUpdate(hnp, fwd, 3600), 1))
-            t0 = time.perf_counter()
-            while True:
-                reply = decode(one(e2_port, encode(LocationQuery(hnp), 1))).message
-                if isinstance(reply, LocationReply) and reply.forwarding_address == fwd:
-                    break
-            lags.append(time.perf_counter() - t0)
-        lags.sort()
-        out["served_by_the_other_after_ms"] = {"p50": round(lags[50] * 1e3, 3),
-                                               "p99": round(lags[98] * 1e3, 3)}
+        out["served_by_the_other_after_ms"] = watch_lag(e1_port, e2_port)
+        if args.workers < 2:
+            return out
+        w, w_port = start(["lms", conf.format("ew", url, f"workers = {args.workers}")], tmp,
+                          "lms-workers")
+        procs.append(w)
+        out["workers"] = args.workers
+        out["workers_queries_per_s"] = q = closed_loop(w_port, queries, args.window,
+                                                       args.seconds)
+        out["workers_latency_at_half_load"] = latency(w_port, queries, q / 2, args.seconds)
+        out["echo_latency_at_that_rate"] = latency(echo[0], queries, q / 2, args.seconds)
+        out["workers_queries_per_s"] = round(q)
     finally:
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
             proc.wait(10)
     return out
+
+
+def watch_lag(writer: int, reader: int) -> dict[str, float]:
+    """How long after ``writer`` acknowledged an update ``reader`` serves it."""
+    from dmanchor.wire.messages import LocationReply
+
+    fwd = IPv6Address("2001:db8:ff::9")
+    lags = []
+    for i in range(100):
+        hnp = prefix(50_000 + i)
+        one(writer, encode(LocationUpdate(hnp, fwd, 3600), 1))
+        t0 = time.perf_counter()
+        while True:
+            reply = decode(one(reader, encode(LocationQuery(hnp), 1))).message
+            if isinstance(reply, LocationReply) and reply.forwarding_address == fwd:
+                break
+        lags.append(time.perf_counter() - t0)
+    lags.sort()
+    return {"p50": round(lags[50] * 1e3, 3), "p99": round(lags[98] * 1e3, 3)}
+
+
+def latency(port: int, queries: list[bytes], rate: float, seconds: float) -> dict[str, float]:
+    """Open-loop latency at ``rate`` (distinct numbers: new sockets, so new sources)."""
+    requests = numbered(queries, start=0)
+    payloads = [next(requests) for _ in range(int(rate * seconds) + 1)]
+    return {"rate": round(rate), **open_loop(port, payloads, rate, seconds)}
 
 
 def memory_probe(n: int) -> None:
@@ -281,6 +354,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--bindings", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="processes of the multi-worker LMs (etcd section)")
     args = ap.parse_args()
     if args.echo:
         run_echo(args.echo)
@@ -320,18 +395,11 @@ insecure = true
             e_rate = closed_loop(echo_port, queries, args.window, args.seconds)
             out["lms_queries_per_s"] = round(q_rate)
             out["echo_per_s"] = round(e_rate)
-            out["ratio"] = round(q_rate / e_rate, 3)
-            half = q_rate / 2
-            # Distinct numbers again (a new socket, so a new source too).
-            requests = numbered(queries, start=0)
-            seq_payloads = [next(requests) for _ in range(int(half * args.seconds) + 1)]
-            out["lms_latency_at_half_load"] = {
-                "rate": round(half), **open_loop(lms_port, seq_payloads, half, args.seconds)
-            }
-            out["echo_latency_at_same_rate"] = {
-                "rate": round(half),
-                **open_loop(echo_port, seq_payloads, half, args.seconds),
-            }
+            out["ratio_one_process"] = round(q_rate / e_rate, 3)
+            out["lms_latency_at_half_load"] = latency(lms_port, queries, q_rate / 2,
+                                                      args.seconds)
+            out["echo_latency_at_same_rate"] = latency(echo_port, queries, q_rate / 2,
+                                                       args.seconds)
             # Pool: b answers for a's prefixes by asking a (LM:2-2/2-3).
             pool_conf = f"""
 [lms]
@@ -348,7 +416,11 @@ insecure = true
             time.sleep(0.5)
             out["pool_queries_via_peer_per_s"] = round(
                 closed_loop(b_port, queries, args.window, args.seconds))
-            out["etcd"] = etcd_section(tmp, args, queries, updates)
+            etcd = out["etcd"] = etcd_section(tmp, args, queries, updates, (echo_port, e_rate))
+            # The ratio of the fastest LMs one can deploy: the workers.
+            best = etcd.get("workers_queries_per_s", q_rate)
+            assert isinstance(best, int | float)
+            out["ratio"] = round(best / e_rate, 3)
             ok = decode(queries[0])  # sanity: what we send decodes
             assert isinstance(ok.message, LocationQuery)
         finally:

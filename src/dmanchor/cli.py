@@ -152,7 +152,7 @@ def _lm_command(kind: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from .lm.daemon import main as lm_main
 
-        return lm_main(kind, args.config)
+        return lm_main(kind, args.config, args.worker, args.port)
 
     return run
 
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in ("lms", "lmp"):
         s = sub.add_parser(kind, help=f"run the {kind.upper()} daemon")
         s.add_argument("--config", required=True, help="TOML or YAML config file")
+        # Set by an LMs's supervisor for its workers (dmanchor.lm.workers).
+        s.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+        s.add_argument("--port", type=int, help=argparse.SUPPRESS)
         s.set_defaults(func=_lm_command(kind))
     return p
 

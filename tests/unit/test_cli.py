@@ -74,6 +74,12 @@ def test_lms_config_errors_name_the_field(tmp_path: Path,
                    "security.keys.roles"),
         "h.toml": ('[lms]\nnode_id = "x"\n[security]\nsend_key = 3\n' + key +
                    'roles = ["lms", "boss"]\n', "security.keys.roles[1]"),
+        # Workers learn each other's updates from etcd's watch: no etcd, no
+        # workers; a pool member's answers would reach the wrong worker.
+        "i.toml": ('[lms]\nnode_id = "x"\nworkers = 2\n' + lab, "lms.workers"),
+        "j.toml": ('[lms]\nnode_id = "x"\nworkers = 0\n' + lab, "lms.workers"),
+        "k.toml": ('[lms]\nnode_id = "x"\nworkers = 2\netcd = "http://127.0.0.1:1"\n'
+                   'peers = ["127.0.0.1:5401"]\n' + lab, "lms.workers"),
     }
     for name, (text, field) in cases.items():
         f = tmp_path / name
@@ -104,6 +110,9 @@ def test_node_pd_and_kea_config_errors_name_the_field(tmp_path: Path,
         "i.toml": (ctrl + 'leases = "kea"\n', "controller.leases"),
         "j.toml": (ctrl + 'leases = "routers"\n[controller.kea]\nsocket = "/k"\n',
                    "controller.leases"),
+        # A node hosts its functions in one process: no LMs workers there.
+        "k.toml": ('[node]\nid = "l"\n[security]\ninsecure = true\n[lms]\n'
+                   'etcd = "http://127.0.0.1:1"\nworkers = 2\n', "lms.workers"),
     }
     for name, (text, field) in cases.items():
         f = tmp_path / name

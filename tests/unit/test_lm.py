@@ -350,6 +350,23 @@ def test_overlapping_claim_is_refused() -> None:
     assert cores[0].counters["join-refused"] >= 1
 
 
+def test_an_lms_of_several_workers_refuses_to_join_a_pool() -> None:
+    """Its workers share one port: a member's heartbeats and relays would
+    reach one worker only (dmanchor.lm.workers)."""
+    net, cores = pool()
+    addr: Addr = ("fd00::d", 5400)
+    workers = LmsCore(LmsSettings("lms-w", accepts_members=False))
+    net.add(addr, workers)
+    joiner: Addr = ("fd00::e", 5400)
+    member = LmsCore(LmsSettings("lms-e", primary=(P("2001:db8:9::/48"),), peers=(addr,)))
+    net.add(joiner, member)
+    net.run_for(1)
+    refused = [e for e in member.drain_events() if isinstance(e, JoinRefused)]
+    assert refused and "several workers" in refused[0].reason
+    assert not workers.members
+    assert workers.counters["join-refused-workers"] >= 1
+
+
 def test_dead_member_is_reported_and_its_prefixes_fail_fast() -> None:
     net, cores = pool(heartbeat=0.5)
     for core in cores:

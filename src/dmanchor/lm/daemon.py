@@ -10,6 +10,7 @@ Config (TOML or YAML)::
     synchronous = "NORMAL"     # or FULL (fsync per update)
     etcd = "http://127.0.0.1:2379"  # or: bindings in etcd, shared by every LMs naming it
     etcd_prefix = "/dmanchor/lms/"  # their keys' prefix there
+    workers = 1                # processes serving the port; > 1 needs etcd, no peers
     primary = ["2001:db8:1::/48"]           # prefixes this member is primary for
     peers = ["[::1]:5401"]     # pool members to join
     max_lifetime = 86400
@@ -44,7 +45,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import (
@@ -71,8 +72,12 @@ from .etcd import KEY_PREFIX, Change, EtcdStore, EtcdWatch
 from .lmp import LmpCore
 from .lms import JoinRefused, LmsCore, LmsSettings, MemberDown, MemberUp
 from .store import Binding, MemoryStore, SqliteStore, Store, StoreError
+from .workers import Supervisor, die_with_supervisor
 
 log = logging.getLogger("dmanchor.lm")
+
+MAX_WORKERS = 64
+"""Most worker processes one LMs may run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,13 @@ class LmDaemonConfig:
     """Kind lmp: (prefix, client) subscription pairs held at most."""
     log_level: str = "info"
     """Python logging level name."""
+    workers: int = 1
+    """Kind lms: processes serving the one port (``SO_REUSEPORT``); more
+    than one needs ``etcd`` - the store through which each learns the
+    others' updates - and no ``peers`` (:mod:`dmanchor.lm.workers`)."""
+    worker: int | None = None
+    """Set in a worker process only: its index (names its writes to etcd,
+    so each worker's watch applies the others')."""
 
 
 def load_config(kind: str, path: str | Path) -> LmDaemonConfig:
@@ -151,6 +163,8 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
     if not etcd_prefix.startswith("/"):
         raise ConfigError(f"{path}: field 'lms.etcd_prefix': expected a key prefix like "
                           f"/dmanchor/lms/")
+    workers = f.get("workers", as_int, 1)
+    _check_workers(path, workers, etcd, node_id is not None)
     settings = LmsSettings(
         node_id=f.get("node_id", as_str, node_id, required=node_id is None),
         address=f.get("address", as_address, as_address("::1")),
@@ -162,12 +176,29 @@ def read_lm_table(kind: str, f: Fields, sec: SecuritySettings,
         dead_after=f.get("dead_after", as_float, 3.5),
         max_subscription_lifetime=f.get("max_subscription_lifetime", as_int, 3600),
         max_subscriptions=f.get("max_subscriptions", as_int, 100_000),
+        accepts_members=workers == 1,
     )
     f.finish()
+    if workers > 1 and settings.peers:
+        raise ConfigError(f"{path}: field 'lms.workers': a pool member ('lms.peers') runs "
+                          f"one worker (a peer's answers reach whichever worker its address "
+                          f"hashes to, not the one that asked)")
     return LmDaemonConfig("lms", listen, sec, lms=settings,
                           state_dir=Path(state) if state else None,
                           synchronous=sync, etcd=etcd, etcd_prefix=etcd_prefix,
-                          log_level=level)
+                          log_level=level, workers=workers)
+
+
+def _check_workers(path: str, workers: int, etcd: str | None, in_node: bool) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"{path}: field 'lms.workers': expected 1 to {MAX_WORKERS}")
+    if workers > 1 and in_node:
+        raise ConfigError(f"{path}: field 'lms.workers': only the dmanchor lms daemon runs "
+                          f"workers (a node hosts its functions in one process)")
+    if workers > 1 and etcd is None:
+        raise ConfigError(f"{path}: field 'lms.workers': more than one needs 'lms.etcd' - "
+                          f"each worker serves from memory and learns the others' updates "
+                          f"from etcd's watch (SQLite has none)")
 
 
 def log_events(core: LmsCore) -> None:
@@ -207,7 +238,8 @@ def _store(cfg: LmDaemonConfig) -> Store:
     # Expiries are persisted as wall time: the monotonic clock the core
     # runs on restarts at each boot (and etcd's is shared by several hosts).
     if cfg.etcd is not None:
-        return EtcdStore(cfg.etcd, cfg.lms.node_id, key_prefix=cfg.etcd_prefix,
+        writer = cfg.lms.node_id if cfg.worker is None else f"{cfg.lms.node_id}/{cfg.worker}"
+        return EtcdStore(cfg.etcd, writer, key_prefix=cfg.etcd_prefix,
                          to_disk=clock.to_wall, from_disk=clock.from_wall)
     if cfg.state_dir is not None:
         return SqliteStore(cfg.state_dir, cfg.synchronous,
@@ -282,11 +314,12 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
             log_events(core)
 
     driver = UdpDriver(core, on_pump=report, batch=True)
-    host, port = await driver.start(*cfg.listen)
+    host, port = await driver.start(*cfg.listen, reuse_port=cfg.worker is not None)
     watch = (StoreWatch(core, store, driver.pump).start()
              if isinstance(core, LmsCore) and isinstance(store, EtcdStore) else None)
     print(f"ready {host} {port}", flush=True)
-    log.info("%s listening on [%s]:%d", cfg.kind, host, port)
+    name = cfg.kind if cfg.worker is None else f"{cfg.kind} worker {cfg.worker}"
+    log.info("%s listening on [%s]:%d", name, host, port)
     try:
         await stop.wait()
     finally:
@@ -295,11 +328,13 @@ async def serve(cfg: LmDaemonConfig, stop: asyncio.Event) -> None:
         driver.close()
         if store is not None:
             store.close()
-        log.info("%s stopped", cfg.kind)
+        log.info("%s stopped", name)
 
 
-def main(kind: str, path: str) -> int:
-    """Entry point of ``dmanchor lms|lmp --config PATH``."""
+def main(kind: str, path: str, worker: int | None = None, port: int | None = None) -> int:
+    """Entry point of ``dmanchor lms|lmp --config PATH``; ``worker`` and
+    ``port``: run as worker ``worker`` of a supervisor, bound to ``port``
+    (:mod:`.workers`)."""
     try:
         cfg = load_config(kind, path)
     except ConfigError as exc:
@@ -309,21 +344,30 @@ def main(kind: str, path: str) -> int:
         level=cfg.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if worker is not None:
+        if not die_with_supervisor():
+            return 1
+        cfg = replace(cfg, worker=worker, listen=(cfg.listen[0], port or cfg.listen[1]))
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
+    status = 0
 
     async def run() -> None:
+        nonlocal status
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(cfg, stop)
+        if cfg.workers > 1 and cfg.worker is None:
+            status = await Supervisor(path, cfg.workers, cfg.listen).run(stop)
+        else:
+            await serve(cfg, stop)
 
     try:
         asyncio.run(run())
     except (StoreError, OSError) as exc:
         print(f"dmanchor {kind}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status

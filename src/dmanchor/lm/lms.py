@@ -73,6 +73,10 @@ class LmsSettings:
     max_subscriptions: int = 100_000
     """(prefix, subscriber) pairs held at most; a subscribe beyond is
     refused RESOURCE_EXHAUSTED and counted (subscribe-refused-full)."""
+    accepts_members: bool = True
+    """Whether LM:2-1 joins are accepted.  An LMs of several workers
+    refuses them (UNSUPPORTED): a member's heartbeats and relays would
+    reach one worker, and the others would not know the member."""
     heartbeat_interval: float = 1.0
     """Seconds between heartbeats to each pool member."""
     dead_after: float = 3.5
@@ -483,6 +487,10 @@ class LmsCore(ServiceCore):
         assert isinstance(msg, m.PoolJoin)
         if not_own_id(ev, msg.node_id):
             self.refuse(ev, "refused:POOL_JOIN:not-own-id", now)
+            return
+        if not self.settings.accepts_members:
+            self.counters["join-refused-workers"] += 1
+            self.endpoint.reject(ev, Cause.UNSUPPORTED, "an LMs of several workers", now)
             return
         conflict = self._conflict(msg.node_id, msg.prefixes)
         if conflict is not None:

@@ -96,8 +96,14 @@ class UdpDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Addr:
-        """Bind and start receiving; returns the bound (host, port)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    reuse_port: bool = False) -> Addr:
+        """Bind and start receiving; returns the bound (host, port).
+
+        ``reuse_port``: share the port with other processes' sockets that
+        set it too (``SO_REUSEPORT``); the kernel then hands each datagram
+        to one of them by a hash of its addresses and ports, so one client
+        socket always reaches the same process (:mod:`dmanchor.lm.workers`)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
@@ -115,6 +121,8 @@ class UdpDriver:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(infos[0][4])
         except OSError:
             sock.close()

@@ -220,9 +220,11 @@ class Endpoint:
         """Answer a received request (and cache the answer for duplicates)."""
         data = self.security.encode(message, event.seq, _RESPONSE, now, event.source)
         key = (event.sender or event.source, event.seq)
-        if key in self._cache:
+        cached = self._cache.get(key)
+        if cached is not None:
+            cached.answer, cached.data = message, data
+            cached.expires = now + self.reply_cache_ttl
             # Moved to the end so insertion order stays expiry order.
-            self._cache[key] = _Cached(message, data, now + self.reply_cache_ttl)
             self._cache.move_to_end(key)
         self._send(data, event.source, message)
 

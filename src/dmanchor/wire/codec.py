@@ -88,10 +88,12 @@ def encode(
         raise WireError("bad-value", f"sequence {seq}")
     fast = _FAST_ENC.get(spec.type_code)
     if fast is not None:
-        body = fast(message)
-        if body is not None:
-            return _finish(spec.type_code, body, seq, flags, key_id, secret, timestamp_us,
-                           receiver)
+        whole = fast(message, seq, flags)
+        if whole is not None:
+            if secret is None:
+                return whole
+            return _finish(spec.type_code, whole[HEADER.size:], seq, flags, key_id, secret,
+                           timestamp_us, receiver)
     parts: list[bytes] = []
     append = parts.append
     pack = TLV.pack
@@ -326,14 +328,19 @@ _FIXED_SIZE = {
 
 
 def _fast_paths(spec: MessageSpec) -> tuple[
-    Callable[[bytes], Message | None], Callable[[Message], bytes | None]
+    Callable[[bytes], Message | None], Callable[[Message, int, int], bytes | None]
 ] | None:
+    """Decoder and encoder of a message made of fixed-size IEs only, each
+    one struct call; None for other types.  Either returns None for what
+    it does not cover (an optional or repeated IE present): the general
+    path then runs.  The encoder returns the whole unsigned message."""
     ones = [(i, f) for i, f in enumerate(spec.fields) if f.kind is Kind.ONE]
     if not ones or any(f.code not in _FIXED_SIZE for _, f in ones):
         return None
     sizes = [_FIXED_SIZE[f.code] for _, f in ones]
     layout = struct.Struct("!" + "".join(f"4s{n}s" for n in sizes))
     whole = struct.Struct("!12x" + layout.format[1:])
+    packed = struct.Struct(HEADER.format + layout.format[1:])  # header and body
     heads = tuple(TLV.pack(f.code, n) for (_, f), n in zip(ones, sizes, strict=True))
     total = whole.size
     cls = spec.cls
@@ -363,20 +370,20 @@ def _fast_paths(spec: MessageSpec) -> tuple[
     read_ones = get_ones if len(names) > 1 else (lambda msg: (get_ones(msg),))
     coders = list(zip(heads, encoders, strict=True))
 
-    def fast_encode(message: Message) -> bytes | None:
+    def fast_encode(message: Message, seq: int, flags: int) -> bytes | None:
         # An optional IE present (falsy values too), or a repeated one
         # non-empty: the general path.
         if read_optional is not None and read_optional(message).count(None) <= len(optional):
             return None
         if read_repeated is not None and any(read_repeated(message)):
             return None
-        values: list[bytes] = []
+        values: list[object] = [VERSION, spec.type_code, flags, seq, total, 0]
         for (head, enc), value in zip(coders, read_ones(message), strict=True):
             if value is None:
-                raise WireError("missing-ie", f"{cls.__name__}.{names[len(values) // 2]}")
+                raise WireError("missing-ie", f"{cls.__name__}.{names[len(values) // 2 - 3]}")
             values.append(head)
             values.append(enc(value))
-        return layout.pack(*values)
+        return packed.pack(*values)
 
     return fast_decode, fast_encode
 
@@ -390,7 +397,7 @@ _RUN_DECODERS: dict[int, Callable[[bytes, int, int], tuple[list[Any], int]]] = {
 }
 _BY_CLASS: dict[type[Message], MessageSpec] = {s.cls: s for s in REGISTRY.values()}
 _FAST: dict[int, Callable[[bytes], Message | None]] = {}
-_FAST_ENC: dict[int, Callable[[Message], bytes | None]] = {}
+_FAST_ENC: dict[int, Callable[[Message, int, int], bytes | None]] = {}
 for _code, _spec in REGISTRY.items():
     _paths = _fast_paths(_spec)
     if _paths is not None:
