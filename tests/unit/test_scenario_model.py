@@ -349,3 +349,25 @@ def test_a_pool_members_anchor_is_given_the_other_members(tmp_path: Path) -> Non
                               if not line.startswith("lms = ")))
     with pytest.raises(ConfigError, match=r"anchor\.lms_pool"):
         load_node_config(path)
+
+
+def test_a_failing_teardown_step_still_stops_the_nodes_and_removes_the_namespaces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emulation.close runs every step: one that raised before stopping the
+    node processes once left them, and 29 namespaces, behind."""
+    from dmanchor.scenario.emulator import Emulation
+
+    emu = Emulation(find("4.1.2"), tmp_path)
+    done: list[str] = []
+
+    def kea_fails() -> None:
+        done.append("kea")
+        raise OSError("kea would not stop")
+
+    monkeypatch.setattr(emu, "_stop_kea", kea_fails)
+    monkeypatch.setattr(emu.procs, "stop", lambda: done.append("procs"))
+    monkeypatch.setattr(emu, "_stop_birds", lambda: done.append("birds"))
+    monkeypatch.setattr(emu.lab, "cleanup", lambda: done.append("namespaces") or [])
+    with pytest.raises(OSError, match="kea would not stop"):
+        emu.close()
+    assert done == ["kea", "procs", "birds", "namespaces"]

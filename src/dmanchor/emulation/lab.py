@@ -7,6 +7,7 @@ the namespaces, so deleting a namespace removes its links too.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -14,12 +15,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
 from ..dataplane.netlink import open_in_netns
+
+log = logging.getLogger("dmanchor.lab")
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -66,6 +69,20 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pressed:  # only reached when the block itself succeeded
         raise KeyboardInterrupt
+
+
+def run_all(steps: Sequence[Callable[[], object]]) -> list[Exception]:
+    """Run every teardown step, even after one fails - one that stopped at
+    its first error would leave what the later steps remove behind (node
+    processes, namespaces); returns the failures, each logged."""
+    errors: list[Exception] = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            log.error("teardown: %s failed: %s", getattr(step, "__qualname__", step), exc)
+            errors.append(exc)
+    return errors
 
 
 def can_run() -> str | None:

@@ -41,7 +41,7 @@ from ..dataplane.netlink import Netlink, open_in_netns
 from ..emulation.bird import BgpNeighbor, BirdRouter
 from ..emulation.capture import Capture
 from ..emulation.kea import KeaServer
-from ..emulation.lab import Lab, Veth, sigint_deferred
+from ..emulation.lab import Lab, Veth, run_all, sigint_deferred
 from ..emulation.nodes import NodeProcesses, command, wait_for_messages
 from ..mn.ondemand import AddressKind, HostAddress, choose
 from ..wire.auth import Drop
@@ -186,24 +186,41 @@ class Emulation(EmulationChecks):
             self.close()
 
     def close(self) -> None:
-        """Remove everything this run created (idempotent; a Ctrl-C waits for it)."""
+        """Remove everything this run created (idempotent; a Ctrl-C waits for it).
+
+        Every step runs even when an earlier one fails: a teardown that
+        stopped at its first error would leave the node processes and the
+        namespaces after it behind.  The first error is raised at the end."""
         with sigint_deferred():
-            self.settle.finish()
-            for nl in self._netlinks.values():
-                nl.close()
-            self._netlinks.clear()
-            if self.capture is not None:
-                self.capture.stop(merge=False)  # (a failed run: what it had is dropped)
-            if self.kea is not None:
-                self.kea.stop()
-                self.kea = None
-            self.procs.stop()
-            for b in self.birds:
-                b.stop()
-            self.birds.clear()
+            errors = run_all([
+                self.settle.finish, self._close_netlinks, self._stop_capture,
+                self._stop_kea, self.procs.stop, self._stop_birds,
+            ])
             left = self.lab.cleanup()
         if left:
-            raise RuntimeError(f"could not remove namespaces {left}")
+            errors.append(RuntimeError(f"could not remove namespaces {left}"))
+        if errors:
+            raise errors[0]
+
+    def _close_netlinks(self) -> None:
+        for nl in self._netlinks.values():
+            nl.close()
+        self._netlinks.clear()
+
+    def _stop_capture(self) -> None:
+        if self.capture is not None:
+            self.capture.stop(merge=False)  # (a failed run: what it had is dropped)
+
+    def _stop_kea(self) -> None:
+        if self.kea is not None:
+            kea, self.kea = self.kea, None
+            kea.stop()
+
+    def _stop_birds(self) -> None:
+        birds, self.birds = self.birds, []
+        errors = run_all([b.stop for b in birds])
+        if errors:
+            raise errors[0]
 
     # -- Building ------------------------------------------------------------------------
 
@@ -829,3 +846,4 @@ class Emulation(EmulationChecks):
             return 1.0
         via = self.plan.hops[(spec.src, home)] + self.plan.hops[(home, here)]
         return round(via / direct, 2)
+
