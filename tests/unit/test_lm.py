@@ -353,7 +353,7 @@ def test_overlapping_claim_is_refused() -> None:
 def test_an_lms_of_several_workers_refuses_to_join_a_pool() -> None:
     """Its workers share one port: a member's heartbeats and relays would
     reach one worker only (dmanchor.lm.workers)."""
-    net, cores = pool()
+    net, _ = pool()
     addr: Addr = ("fd00::d", 5400)
     workers = LmsCore(LmsSettings("lms-w", accepts_members=False))
     net.add(addr, workers)

@@ -367,7 +367,11 @@ def test_a_failing_teardown_step_still_stops_the_nodes_and_removes_the_namespace
     monkeypatch.setattr(emu, "_stop_kea", kea_fails)
     monkeypatch.setattr(emu.procs, "stop", lambda: done.append("procs"))
     monkeypatch.setattr(emu, "_stop_birds", lambda: done.append("birds"))
-    monkeypatch.setattr(emu.lab, "cleanup", lambda: done.append("namespaces") or [])
+    def cleanup() -> list[str]:
+        done.append("namespaces")
+        return []
+
+    monkeypatch.setattr(emu.lab, "cleanup", cleanup)
     with pytest.raises(OSError, match="kea would not stop"):
         emu.close()
     assert done == ["kea", "procs", "birds", "namespaces"]
