@@ -17,7 +17,14 @@ from dmanchor.transport.reliable import (
 )
 from dmanchor.wire.auth import Key, Security
 from dmanchor.wire.codec import Flags
-from dmanchor.wire.messages import DataPlaneStatus, LocationQuery, LocationReply, MsgType
+from dmanchor.wire.messages import (
+    DataPlaneStatus,
+    LocationQuery,
+    LocationReply,
+    LocationUpdate,
+    LocationUpdateAck,
+    MsgType,
+)
 from dmanchor.wire.types import Cause, Load
 from tests.examples import DPA1, HNP1, HNP2
 
@@ -55,7 +62,10 @@ class Node:
             self.events.append(ev)
             if isinstance(ev, MessageReceived) and self.serve:
                 msg = ev.message
-                if isinstance(msg, LocationQuery):
+                if isinstance(msg, LocationUpdate):
+                    self.executed += 1
+                    self.ep.reply(ev, LocationUpdateAck(msg.prefix, msg.lifetime), now)
+                elif isinstance(msg, LocationQuery):
                     self.executed += 1
                     if msg.prefix == HNP1:
                         self.ep.reply(ev, LocationReply(msg.prefix, DPA1, 60), now)
@@ -101,7 +111,7 @@ def test_lossy_link_retransmits_and_executes_once() -> None:
     policy = RetransmitPolicy(initial_rto=0.01, attempts=12, max_rto=0.05)
     net, a, b = pair(seed=7, loss=0.4, policy=policy)
     for _ in range(50):
-        a.ep.request(LocationQuery(HNP1), B, net.now)
+        a.ep.request(LocationUpdate(HNP1, DPA1, 60), B, net.now)
     net.poll(A)
     net.run_for(10)
     replies = [e for e in a.events if isinstance(e, ReplyReceived)]
@@ -109,6 +119,22 @@ def test_lossy_link_retransmits_and_executes_once() -> None:
     assert b.executed == 50
     assert a.ep.stats.retransmissions > 0
     assert b.ep.stats.duplicates_answered > 0
+
+
+def test_a_duplicate_read_is_served_afresh_and_no_answer_is_kept() -> None:
+    """A query (IDEMPOTENT) asked again is answered again - the same or a
+    fresher answer - so the server keeps no answer for it."""
+    policy = RetransmitPolicy(initial_rto=0.01, attempts=12, max_rto=0.05)
+    net, a, b = pair(seed=7, loss=0.4, policy=policy)
+    for _ in range(50):
+        a.ep.request(LocationQuery(HNP1), B, net.now)
+    net.poll(A)
+    net.run_for(10)
+    replies = [e for e in a.events if isinstance(e, ReplyReceived)]
+    assert len(replies) == 50
+    assert b.executed > 50  # the lost answers' duplicates were served again
+    assert b.ep.stats.duplicates_answered == 0
+    assert not b.ep._cache
 
 
 def test_dead_peer_times_out_after_the_configured_attempts() -> None:
@@ -208,12 +234,12 @@ def test_a_signed_duplicate_answer_is_signed_afresh_not_a_replay() -> None:
     now = 1_800_000_000.0
     a = Endpoint(security=Security([k], send_key_id=1, require_auth=True))
     b = Endpoint(security=Security([k], send_key_id=1, require_auth=True))
-    a.request(LocationQuery(HNP1), B, now)
+    a.request(LocationUpdate(HNP1, DPA1, 60), B, now)
     [(first, _)] = a.datagrams_to_send()
     b.receive_datagram(first, A, now, B)
     ev = b.next_event()
     assert isinstance(ev, MessageReceived)
-    b.reply(ev, LocationReply(HNP1, DPA1, 1), now)
+    b.reply(ev, LocationUpdateAck(HNP1, 60), now)
     [(answer, _)] = b.datagrams_to_send()
     a.handle_timer(now + 1)  # no answer yet: retransmitted
     [(again, _)] = a.datagrams_to_send()

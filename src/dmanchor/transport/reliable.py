@@ -220,6 +220,13 @@ class Endpoint:
         """Answer a received request (and cache the answer for duplicates)."""
         data = self.security.encode(message, event.seq, _RESPONSE, now, event.source)
         key = (event.sender or event.source, event.seq)
+        if event.message.IDEMPOTENT:
+            # Served afresh if asked again: nothing kept past the answer
+            # (on a busy LMs, a cache of every query was most of what the
+            # garbage collector walked).
+            self._cache.pop(key, None)
+            self._send(data, event.source, message)
+            return
         cached = self._cache.get(key)
         if cached is not None:
             cached.answer, cached.data = message, data

@@ -99,6 +99,10 @@ class Message:
     """The draft behaviour this message realizes, e.g. ``"LM:1-1"``."""
     REPLY: ClassVar[type[Message] | None] = None
     """Positive reply type; None means the message is not acknowledged."""
+    IDEMPOTENT: ClassVar[bool] = False
+    """A read: served again, a duplicate gets the same answer or a fresher
+    one, so its answer is not kept for duplicates (the reply cache holds
+    it only while it is being served)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,7 @@ class LocationQuery(Message):
     TYPE = MsgType.LOCATION_QUERY
     LABEL = "LM:1-1"
     REPLY = LocationReply
+    IDEMPOTENT = True
     prefix: Prefix = ie(IE.PREFIX)
 
 
@@ -212,6 +217,7 @@ class MnQuery(Message):
     TYPE = MsgType.MN_QUERY
     LABEL = "LM:1-1"
     REPLY = MnReply
+    IDEMPOTENT = True
     mn: str = ie(IE.MN_ID)
 
 
@@ -323,6 +329,7 @@ class PeerQuery(Message):
     TYPE = MsgType.PEER_QUERY
     LABEL = "LM:2-2"
     REPLY = PeerReply
+    IDEMPOTENT = True
     prefix: Prefix = ie(IE.PREFIX)
 
 
@@ -405,6 +412,7 @@ class AnchorDiscovery(Message):
     TYPE = MsgType.ANCHOR_DISCOVERY
     LABEL = "FM:4-3"
     REPLY = DiscoveryAnswer
+    IDEMPOTENT = True
     prefix: Prefix = ie(IE.PREFIX)
 
 
