@@ -18,6 +18,7 @@ from itertools import pairwise
 import pytest
 
 from dmanchor.fm.anchor import AnchorAgentCore
+from dmanchor.runtime.virtual import LinkProfile
 from dmanchor.sim.traffic import Flow, report, start_flow
 from dmanchor.wire.types import EntryKind, FlowFilter, Prefix
 from tests.unit.test_call_flows import move_stock, record_lives
@@ -367,3 +368,29 @@ def test_host_based_chain_and_return_home() -> None:
     for i in (2, 3):
         assert not [e for e in w.fab.routers[f"ar{i}"].entries() if e.prefix == HNP1]
     assert agent.counters["claimed"] >= 3
+
+
+def test_a_homecoming_still_retransmitted_when_the_mn_has_left_again_redirects_nothing() -> None:
+    """Seen in fault-lossy (30% control loss): AR1's FM:6-2 asking AR2 for
+    HNP1 back (the MN came home) went unanswered; the MN left for AR2
+    again; the transport's fifth try reached AR2 after AR2 had taken the
+    MN, and AR2 sent HNP1 back towards AR1 - away from the MN on its own
+    link - for 1.26 s.  A homecoming ends when the MN leaves home again:
+    its request is not sent any more."""
+    w = world("tunnel")
+    cont = flow_to("mn", IP1, 0.1, 2.5, 5001)
+    start_flow(w.fab, cont)
+    served(w, cont, 1, 0.12)
+    move_stock(w, 0.5, 0.02, prefix_of(2, 1), src=1, dst=2)
+    ar1, ar2 = "fc00::1:0", "fc00::2:0"
+    # Home again at 1.0 s: nothing from AR1 reaches AR2 until 1.45 s, so
+    # the homecoming's FM:6-2 is unanswered when the MN leaves at 1.3 s.
+    w.net.call_at(0.99, lambda: w.net.set_link(ar1, ar2, LinkProfile(loss=1.0)))
+    move_stock(w, 1.0, 0.02, prefix_of(1, 1), src=2, dst=1)
+    move_stock(w, 1.3, 0.02, prefix_of(2, 1), src=1, dst=2)
+    w.net.call_at(1.45, lambda: w.net.set_link(ar1, ar2, LinkProfile()))
+    w.net.run(until=3.0)
+    late = [d for d in w.fab.received("mn") if d.packet.flow == cont.name and d.at > 1.9]
+    assert len(late) >= 0.9 * 1000 * (2.5 - 1.9), (len(late), w.fab.drop_reasons)
+    assert last_path(w, cont)[-2:] == ("ar2", "mn")
+    assert w.ar[1].stats.counters["homecoming-abandoned"] == 1

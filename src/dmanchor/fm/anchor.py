@@ -441,6 +441,7 @@ class AnchorAgentCore(AnchorLocation, AnchorHandover, AnchorFlows, AnchorLeases,
         if p in st.own:
             self.away[p] = st.link
             self._came_back_from.pop(p, None)
+            self._abandon_homecoming(p)
             st.own = tuple(x for x in st.own if x != p)
         elif p in st.visiting:
             self._drop_reverse(self.visiting.pop(p, None), now)
