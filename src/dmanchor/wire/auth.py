@@ -107,6 +107,10 @@ class Verdict:
     """The authenticated sender's roles (empty if unsigned)."""
 
 
+_UNSIGNED = Verdict(None)
+"""An unsigned message accepted (immutable: one serves every datagram)."""
+
+
 class Security:
     """Per-endpoint SM state: keys, policy, replay windows, drop counters."""
 
@@ -180,7 +184,7 @@ class Security:
         if auth is None:
             if self.require_auth or host in self.require_auth_from:
                 return self._drop(Drop.UNAUTHENTICATED)
-            return Verdict(None)
+            return _UNSIGNED
         key = self.keys.get(auth.key_id)
         if key is None:
             return self._drop(Drop.UNKNOWN_KEY)

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .errors import WireError
 from .ie import CODECS, IE, OPTIONAL_TO_UNDERSTAND
@@ -385,6 +385,19 @@ def _fast_paths(spec: MessageSpec) -> tuple[
             values.append(enc(value))
         return packed.pack(*values)
 
+    if len(slots) == 1 and len(spec.fields) == 1:
+        # A message of one IE (the queries): no argument list to fill.
+        [(_, dec_one)] = slots
+        [head] = heads
+        build = cast(Callable[[Any], Message], cls)  # (its one field's constructor)
+
+        def fast_decode_one(data: bytes) -> Message | None:
+            if len(data) != total:
+                return None
+            h, raw = whole.unpack(data)
+            return build(dec_one(raw)) if h == head else None
+
+        return fast_decode_one, fast_encode
     return fast_decode, fast_encode
 
 

@@ -311,9 +311,16 @@ def encode_prefix(p: Prefix) -> bytes:
 
 
 def decode_prefix(raw: bytes) -> Prefix:
+    # (_prefix's checks inlined: every LM message carries a prefix.)
     if len(raw) != 17:
         raise WireError("bad-ie-length", f"prefix needs 17 bytes, got {len(raw)}")
-    return _prefix(raw[0], raw[1:])
+    length = raw[0]
+    if length > 128:
+        raise WireError("bad-prefix", f"length {length}")
+    value = int.from_bytes(raw[1:], "big")
+    if value & ~_MASKS[length]:
+        raise WireError("bad-prefix", "host bits set")
+    return Prefix(value, length)
 
 
 def encode_address(a: IPv6Address) -> bytes:
